@@ -1,0 +1,101 @@
+#include "rgpu/frame.h"
+
+#include <string.h>
+
+static void rgpu_put_le16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void rgpu_put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void rgpu_put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint16_t rgpu_get_le16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static uint32_t rgpu_get_le32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint64_t rgpu_get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+void rgpu_frame_header_encode(const rgpu_frame_header_t *header, uint8_t out[RGPU_FRAME_HEADER_SIZE])
+{
+    rgpu_put_le32(out + 0, RGPU_FRAME_MAGIC);
+    rgpu_put_le16(out + 4, header->version);
+    rgpu_put_le16(out + 6, header->type);
+    rgpu_put_le32(out + 8, header->flags);
+    rgpu_put_le32(out + 12, header->body_len);
+    rgpu_put_le64(out + 16, header->seq);
+    rgpu_put_le64(out + 24, header->bulk_len);
+}
+
+rgpu_status_t rgpu_frame_header_decode(const uint8_t in[RGPU_FRAME_HEADER_SIZE],
+                                       const rgpu_frame_limits_t *limits,
+                                       rgpu_frame_header_t *header_p)
+{
+    static const rgpu_frame_limits_t defaults = {RGPU_FRAME_DEFAULT_MAX_BODY,
+                                                 RGPU_FRAME_DEFAULT_MAX_BULK};
+    rgpu_frame_header_t h;
+
+    if (!limits)
+        limits = &defaults;
+    if (rgpu_get_le32(in) != RGPU_FRAME_MAGIC)
+        return RGPU_ERR_BAD_MAGIC;
+    h.version = rgpu_get_le16(in + 4);
+    h.type = rgpu_get_le16(in + 6);
+    h.flags = rgpu_get_le32(in + 8);
+    h.body_len = rgpu_get_le32(in + 12);
+    h.seq = rgpu_get_le64(in + 16);
+    h.bulk_len = rgpu_get_le64(in + 24);
+    if (h.version != RGPU_PROTOCOL_VERSION)
+        return RGPU_ERR_BAD_VERSION;
+    if (h.body_len > limits->max_body || h.bulk_len > limits->max_bulk)
+        return RGPU_ERR_TOO_LARGE;
+    *header_p = h;
+    return RGPU_OK;
+}
+
+size_t rgpu_frame_packed_size(const ProtobufCMessage *msg)
+{
+    return RGPU_FRAME_HEADER_SIZE + (msg ? protobuf_c_message_get_packed_size(msg) : 0);
+}
+
+size_t rgpu_frame_pack(uint8_t *out, uint16_t type, uint64_t seq, uint32_t flags,
+                       const ProtobufCMessage *msg, uint64_t bulk_len)
+{
+    size_t body_len = msg ? protobuf_c_message_pack(msg, out + RGPU_FRAME_HEADER_SIZE) : 0;
+    rgpu_frame_header_t header = {
+        .version = RGPU_PROTOCOL_VERSION,
+        .type = type,
+        .flags = flags,
+        .body_len = (uint32_t)body_len,
+        .seq = seq,
+        .bulk_len = bulk_len,
+    };
+
+    rgpu_frame_header_encode(&header, out);
+    return RGPU_FRAME_HEADER_SIZE + body_len;
+}

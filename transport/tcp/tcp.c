@@ -1,0 +1,293 @@
+/*
+ * TCP transport: blocking sockets, TCP_NODELAY (frames are batched above us,
+ * so Nagle only adds latency), keepalive and TCP_USER_TIMEOUT so that a peer
+ * that vanished without a FIN is noticed in seconds, not hours.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "rgpu/transport.h"
+#include "rgpu/util.h"
+
+typedef struct {
+    rgpu_link_t base;
+    int fd;
+} rgpu_tcp_link_t;
+
+typedef struct {
+    rgpu_listener_t base;
+    int fd;
+} rgpu_tcp_listener_t;
+
+static void rgpu_tcp_format_addr(const struct sockaddr *sa, char *out, size_t cap)
+{
+    char host[64] = "?", port[16] = "?";
+
+    getnameinfo(sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
+                host, sizeof(host), port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+    snprintf(out, cap, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
+}
+
+static void rgpu_tcp_tune(int fd)
+{
+    int one = 1, idle = 5, intvl = 2, cnt = 3;
+    unsigned user_timeout_ms = 15000;
+    int buf = 4 << 20;
+
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
+    /* Large buffers let a bulk stream run ahead of the receiver's copies. */
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+}
+
+static rgpu_status_t rgpu_tcp_link_new(int fd, rgpu_link_t **link_p)
+{
+    rgpu_tcp_link_t *link = calloc(1, sizeof(*link));
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    if (!link)
+        return RGPU_ERR_NOMEM;
+    link->base.ops = &rgpu_tcp_ops;
+    link->fd = fd;
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
+        rgpu_tcp_format_addr((struct sockaddr *)&ss, link->base.peer, sizeof(link->base.peer));
+    rgpu_tcp_tune(fd);
+    *link_p = &link->base;
+    return RGPU_OK;
+}
+
+static rgpu_status_t rgpu_tcp_resolve(const char *addr, int passive, struct addrinfo **res_p)
+{
+    char host[256], port[8];
+    uint16_t port_num;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+
+    if (rgpu_addr_split(addr, host, sizeof(host), &port_num) != RGPU_OK)
+        return RGPU_ERR_ADDRESS;
+    snprintf(port, sizeof(port), "%u", port_num);
+    hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+    return getaddrinfo(host, port, &hints, res_p) == 0 ? RGPU_OK : RGPU_ERR_ADDRESS;
+}
+
+static rgpu_status_t rgpu_tcp_connect(const char *addr, int timeout_ms, rgpu_link_t **link_p,
+                                      char *reason, size_t reason_cap)
+{
+    struct addrinfo *res, *ai;
+    rgpu_status_t status = RGPU_ERR_CONN_REFUSED;
+    int err = ECONNREFUSED;
+
+    if (rgpu_tcp_resolve(addr, 0, &res) != RGPU_OK) {
+        if (reason)
+            snprintf(reason, reason_cap, "cannot resolve address \"%s\" (expected host:port)", addr);
+        return RGPU_ERR_ADDRESS;
+    }
+    for (ai = res; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        struct pollfd pfd = {fd, POLLOUT, 0};
+        socklen_t len = sizeof(err);
+        int n;
+
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+            err = 0;
+        } else if (errno != EINPROGRESS) {
+            err = errno;
+        } else {
+            do {
+                n = poll(&pfd, 1, timeout_ms);
+            } while (n < 0 && errno == EINTR);
+            if (n == 0)
+                err = ETIMEDOUT;
+            else if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+                err = errno;
+        }
+        if (err == 0) {
+            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+            status = rgpu_tcp_link_new(fd, link_p);
+            if (status != RGPU_OK)
+                close(fd);
+            break;
+        }
+        close(fd);
+    }
+    freeaddrinfo(res);
+    if (err != 0) {
+        status = err == ETIMEDOUT ? RGPU_ERR_TIMEOUT : RGPU_ERR_CONN_REFUSED;
+        if (reason)
+            snprintf(reason, reason_cap, "%s", strerror(err));
+    }
+    return status;
+}
+
+static rgpu_status_t rgpu_tcp_listen(const char *addr, rgpu_listener_t **listener_p)
+{
+    struct addrinfo *res;
+    rgpu_tcp_listener_t *listener;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int fd, one = 1;
+    rgpu_status_t status;
+
+    status = rgpu_tcp_resolve(addr, 1, &res);
+    if (status != RGPU_OK)
+        return status;
+    fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        status = RGPU_ERR_IO;
+        goto out_free_res;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+        status = errno == EADDRINUSE ? RGPU_ERR_EXISTS : RGPU_ERR_IO;
+        goto out_close;
+    }
+    listener = calloc(1, sizeof(*listener));
+    if (!listener) {
+        status = RGPU_ERR_NOMEM;
+        goto out_close;
+    }
+    listener->base.ops = &rgpu_tcp_ops;
+    listener->fd = fd;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+        rgpu_tcp_format_addr((struct sockaddr *)&ss, listener->base.local, sizeof(listener->base.local));
+    freeaddrinfo(res);
+    *listener_p = &listener->base;
+    return RGPU_OK;
+
+out_close:
+    close(fd);
+out_free_res:
+    freeaddrinfo(res);
+    return status;
+}
+
+static int rgpu_tcp_listener_fd(rgpu_listener_t *listener)
+{
+    return ((rgpu_tcp_listener_t *)listener)->fd;
+}
+
+static rgpu_status_t rgpu_tcp_accept(rgpu_listener_t *listener, rgpu_link_t **link_p)
+{
+    int fd = accept4(((rgpu_tcp_listener_t *)listener)->fd, NULL, NULL, SOCK_CLOEXEC);
+    rgpu_status_t status;
+
+    if (fd < 0)
+        return (errno == EAGAIN || errno == EWOULDBLOCK) ? RGPU_ERR_TIMEOUT : RGPU_ERR_IO;
+    status = rgpu_tcp_link_new(fd, link_p);
+    if (status != RGPU_OK)
+        close(fd);
+    return status;
+}
+
+static void rgpu_tcp_listener_close(rgpu_listener_t *listener)
+{
+    close(((rgpu_tcp_listener_t *)listener)->fd);
+    free(listener);
+}
+
+static rgpu_status_t rgpu_tcp_errno_status(void)
+{
+    switch (errno) {
+    case EPIPE:
+    case ECONNRESET:
+        return RGPU_ERR_CONN_CLOSED;
+    case ETIMEDOUT:
+        return RGPU_ERR_TIMEOUT;
+    default:
+        return RGPU_ERR_IO;
+    }
+}
+
+static rgpu_status_t rgpu_tcp_sendv(rgpu_link_t *base, const struct iovec *iov_in, int iovcnt)
+{
+    rgpu_tcp_link_t *link = (rgpu_tcp_link_t *)base;
+    struct iovec iov[16];
+    struct msghdr msg = {0};
+
+    if (iovcnt > 16)
+        return RGPU_ERR_INVALID_ARG;
+    memcpy(iov, iov_in, (size_t)iovcnt * sizeof(*iov));
+    msg.msg_iov = iov;
+    msg.msg_iovlen = (size_t)iovcnt;
+    while (msg.msg_iovlen > 0) {
+        ssize_t n = sendmsg(link->fd, &msg, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return rgpu_tcp_errno_status();
+        }
+        /* Advance past what was sent. */
+        while (msg.msg_iovlen > 0 && (size_t)n >= msg.msg_iov->iov_len) {
+            n -= (ssize_t)msg.msg_iov->iov_len;
+            msg.msg_iov++;
+            msg.msg_iovlen--;
+        }
+        if (msg.msg_iovlen > 0) {
+            msg.msg_iov->iov_base = (char *)msg.msg_iov->iov_base + n;
+            msg.msg_iov->iov_len -= (size_t)n;
+        }
+    }
+    return RGPU_OK;
+}
+
+static rgpu_status_t rgpu_tcp_recv(rgpu_link_t *base, void *buf, size_t len)
+{
+    rgpu_tcp_link_t *link = (rgpu_tcp_link_t *)base;
+    char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = recv(link->fd, p, len, MSG_WAITALL);
+        if (n == 0)
+            return RGPU_ERR_CONN_CLOSED;
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return rgpu_tcp_errno_status();
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return RGPU_OK;
+}
+
+static void rgpu_tcp_shutdown(rgpu_link_t *base)
+{
+    shutdown(((rgpu_tcp_link_t *)base)->fd, SHUT_RDWR);
+}
+
+static void rgpu_tcp_close(rgpu_link_t *base)
+{
+    close(((rgpu_tcp_link_t *)base)->fd);
+    free(base);
+}
+
+const rgpu_transport_ops_t rgpu_tcp_ops = {
+    .name = "tcp",
+    .connect = rgpu_tcp_connect,
+    .listen = rgpu_tcp_listen,
+    .listener_fd = rgpu_tcp_listener_fd,
+    .accept = rgpu_tcp_accept,
+    .listener_close = rgpu_tcp_listener_close,
+    .sendv = rgpu_tcp_sendv,
+    .recv = rgpu_tcp_recv,
+    .shutdown = rgpu_tcp_shutdown,
+    .close = rgpu_tcp_close,
+};
