@@ -1,0 +1,505 @@
+/*
+ * rgpu_conn_t: see rgpu/client_core.h.
+ *
+ * Locks: send_lock serializes everything that writes to the link (the send
+ * buffer, sequence numbers). pending_lock guards the list of calls waiting
+ * for replies and the deferred error. The reader thread never takes
+ * send_lock, so a sender blocked on a full socket can never stop the reader
+ * from draining replies (which is what unblocks the server, and so the
+ * sender).
+ */
+#include "rgpu/client_core.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rgpu/log.h"
+
+/* Bulks up to this size are copied into the send buffer; larger ones are
+ * sent straight from the caller's memory. */
+#define RGPU_CONN_COPY_MAX   (64u << 10)
+/* The send buffer is flushed once it holds this much. */
+#define RGPU_CONN_FLUSH_AT   (256u << 10)
+
+struct rgpu_conn {
+    rgpu_link_t *link;
+    char addr[128];
+    rgpu_frame_limits_t limits;
+
+    pthread_mutex_t send_lock;
+    uint8_t *sendbuf;
+    size_t send_len;
+    size_t send_cap;
+    uint64_t next_seq;
+
+    pthread_mutex_t pending_lock;
+    pthread_cond_t pending_cond;
+    rgpu_call_t *pending_head;
+    rgpu_call_t *pending_tail;
+    rgpu_status_t dead;             /* RGPU_OK while the link works */
+    char dead_reason[256];
+    int32_t deferred_error;
+    char deferred_what[256];
+
+    _Atomic uint64_t next_id;
+    pthread_t reader;
+    int reader_started;
+    int closing;                    /* rgpu_conn_close ran: a dead link is expected */
+    rgpu_conn_notify_fn notify;
+    void *notify_arg;
+};
+
+int rgpu_conn_sync_mode(void)
+{
+    static int mode = -1;
+
+    if (mode < 0) {
+        const char *env = getenv("RGPU_SYNC");
+        mode = env && env[0] == '1';
+    }
+    return mode;
+}
+
+uint64_t rgpu_conn_new_id(rgpu_conn_t *conn)
+{
+    return atomic_fetch_add(&conn->next_id, 1);
+}
+
+const char *rgpu_conn_addr(const rgpu_conn_t *conn)
+{
+    return conn->addr;
+}
+
+/* Marks the connection dead (first reason wins) and fails every waiting
+ * call. Called with pending_lock held. */
+static void rgpu_conn_fail_locked(rgpu_conn_t *conn, rgpu_status_t status, const char *reason)
+{
+    rgpu_call_t *call, *next;
+
+    if (conn->dead == RGPU_OK) {
+        conn->dead = status;
+        snprintf(conn->dead_reason, sizeof(conn->dead_reason), "%s", reason);
+        if (!conn->closing)
+            rgpu_warn("client", "lost server %s: %s", conn->addr, reason);
+    }
+    for (call = conn->pending_head; call; call = next) {
+        next = call->next;
+        call->status = status;
+        call->complete = 1;
+        if (call->done)
+            call->done(call);
+    }
+    conn->pending_head = conn->pending_tail = NULL;
+    pthread_cond_broadcast(&conn->pending_cond);
+}
+
+rgpu_status_t rgpu_conn_health(rgpu_conn_t *conn, const char **reason)
+{
+    rgpu_status_t status;
+
+    pthread_mutex_lock(&conn->pending_lock);
+    status = conn->dead;
+    if (reason)
+        *reason = conn->dead_reason;
+    pthread_mutex_unlock(&conn->pending_lock);
+    return status;
+}
+
+static rgpu_call_t *rgpu_conn_pending_take(rgpu_conn_t *conn, uint64_t seq)
+{
+    rgpu_call_t *prev = NULL, *call;
+
+    for (call = conn->pending_head; call; prev = call, call = call->next) {
+        if (call->seq != seq)
+            continue;
+        if (prev)
+            prev->next = call->next;
+        else
+            conn->pending_head = call->next;
+        if (conn->pending_tail == call)
+            conn->pending_tail = prev;
+        call->next = NULL;
+        return call;
+    }
+    return NULL;
+}
+
+static void rgpu_conn_record_async_error(rgpu_conn_t *conn, const uint8_t *body, size_t len)
+{
+    Rgpu__AsyncError *err = rgpu__async_error__unpack(NULL, len, body);
+
+    if (!err)
+        return;
+    rgpu_debug("client", "server %s: asynchronous call (seq %llu, type %u) failed with %d: %s",
+               conn->addr, (unsigned long long)err->seq, err->msg_type, err->cl_error, err->what);
+    pthread_mutex_lock(&conn->pending_lock);
+    if (conn->deferred_error == 0) {
+        conn->deferred_error = err->cl_error;
+        snprintf(conn->deferred_what, sizeof(conn->deferred_what), "%s", err->what);
+    }
+    pthread_mutex_unlock(&conn->pending_lock);
+    rgpu__async_error__free_unpacked(err, NULL);
+}
+
+int32_t rgpu_conn_take_deferred_error(rgpu_conn_t *conn)
+{
+    int32_t err;
+
+    pthread_mutex_lock(&conn->pending_lock);
+    err = conn->deferred_error;
+    conn->deferred_error = 0;
+    if (err)
+        rgpu_warn("client", "an earlier asynchronous call failed on server %s (error %d): %s",
+                  conn->addr, err, conn->deferred_what);
+    pthread_mutex_unlock(&conn->pending_lock);
+    return err;
+}
+
+/* Receives one frame addressed to a call: its body, then its bulk straight
+ * into the call's destination. */
+static rgpu_status_t rgpu_conn_recv_reply(rgpu_conn_t *conn, const rgpu_frame_header_t *h,
+                                          uint8_t *body, rgpu_call_t *call)
+{
+    rgpu_status_t status = RGPU_OK;
+
+    call->reply_type = h->type;
+    call->body = body;
+    call->body_len = h->body_len;
+    call->bulk_len = h->bulk_len;
+    if (h->bulk_len > 0) {
+        if (h->bulk_len > call->bulk_cap || !call->bulk_dst) {
+            rgpu_warn("client", "server %s sent %llu bytes of bulk for a call that expected at most %llu",
+                      conn->addr, (unsigned long long)h->bulk_len, (unsigned long long)call->bulk_cap);
+            status = rgpu_link_discard(conn->link, h->bulk_len);
+            call->status = RGPU_ERR_PROTOCOL;
+        } else {
+            status = rgpu_link_recv(conn->link, call->bulk_dst, h->bulk_len);
+        }
+    }
+    return status;
+}
+
+static void *rgpu_conn_reader(void *arg)
+{
+    rgpu_conn_t *conn = arg;
+    rgpu_status_t status;
+    char reason[256];
+
+    for (;;) {
+        rgpu_frame_header_t h;
+        uint8_t *body = NULL;
+        rgpu_call_t *call = NULL;
+
+        status = rgpu_link_recv_header(conn->link, &conn->limits, &h);
+        if (status != RGPU_OK)
+            break;
+        if (h.body_len) {
+            body = malloc(h.body_len);
+            if (!body) {
+                status = RGPU_ERR_NOMEM;
+                break;
+            }
+            status = rgpu_link_recv(conn->link, body, h.body_len);
+            if (status != RGPU_OK) {
+                free(body);
+                break;
+            }
+        }
+        if (h.seq != 0) {
+            pthread_mutex_lock(&conn->pending_lock);
+            call = rgpu_conn_pending_take(conn, h.seq);
+            pthread_mutex_unlock(&conn->pending_lock);
+        }
+        if (call) {
+            status = rgpu_conn_recv_reply(conn, &h, body, call);
+            pthread_mutex_lock(&conn->pending_lock);
+            call->complete = 1;
+            if (status != RGPU_OK && call->status == RGPU_OK)
+                call->status = status;
+            if (call->done)
+                call->done(call);
+            pthread_cond_broadcast(&conn->pending_cond);
+            pthread_mutex_unlock(&conn->pending_lock);
+            if (status != RGPU_OK)
+                break;
+            continue;
+        }
+        if (h.type == RGPU__MSG_TYPE__MSG_ASYNC_ERROR) {
+            rgpu_conn_record_async_error(conn, body, h.body_len);
+        } else if (h.type == RGPU__MSG_TYPE__MSG_SESSION_ERROR) {
+            Rgpu__SessionError *err = rgpu__session_error__unpack(NULL, h.body_len, body);
+            snprintf(reason, sizeof(reason), "the server ended the session: %s",
+                     err ? err->reason : "(no reason given)");
+            if (err)
+                rgpu__session_error__free_unpacked(err, NULL);
+            free(body);
+            status = RGPU_ERR_REFUSED;
+            goto out_fail;
+        } else if (conn->notify && h.seq == 0) {
+            conn->notify(conn->notify_arg, h.type, body, h.body_len);
+        } else {
+            rgpu_warn("client", "server %s sent an unexpected frame (type %u, seq %llu); ignored",
+                      conn->addr, h.type, (unsigned long long)h.seq);
+        }
+        free(body);
+        if (h.bulk_len && (status = rgpu_link_discard(conn->link, h.bulk_len)) != RGPU_OK)
+            break;
+    }
+    snprintf(reason, sizeof(reason), "%s", rgpu_status_str(status));
+out_fail:
+    pthread_mutex_lock(&conn->pending_lock);
+    rgpu_conn_fail_locked(conn, status == RGPU_OK ? RGPU_ERR_CONN_CLOSED : status, reason);
+    pthread_mutex_unlock(&conn->pending_lock);
+    return NULL;
+}
+
+/* Sends the send buffer plus an optional extra frame and bulk. send_lock held. */
+static rgpu_status_t rgpu_conn_send_locked(rgpu_conn_t *conn, const uint8_t *frame, size_t frame_len,
+                                           const void *bulk, uint64_t bulk_len)
+{
+    struct iovec iov[3];
+    int n = 0;
+    rgpu_status_t status;
+
+    if (conn->send_len)
+        iov[n++] = (struct iovec){conn->sendbuf, conn->send_len};
+    if (frame_len)
+        iov[n++] = (struct iovec){(void *)frame, frame_len};
+    if (bulk_len)
+        iov[n++] = (struct iovec){(void *)bulk, (size_t)bulk_len};
+    if (n == 0)
+        return RGPU_OK;
+    conn->send_len = 0;
+    status = rgpu_link_sendv(conn->link, iov, n);
+    if (status != RGPU_OK) {
+        /* The reader sees the same failure and fails waiting calls; make
+         * sure it wakes up even if only our direction broke. */
+        rgpu_link_shutdown(conn->link);
+    }
+    return status;
+}
+
+static rgpu_status_t rgpu_conn_reserve_locked(rgpu_conn_t *conn, size_t need)
+{
+    if (conn->send_len + need <= conn->send_cap)
+        return RGPU_OK;
+    size_t cap = conn->send_cap ? conn->send_cap : 4096;
+    while (cap < conn->send_len + need)
+        cap *= 2;
+    uint8_t *p = realloc(conn->sendbuf, cap);
+    if (!p)
+        return RGPU_ERR_NOMEM;
+    conn->sendbuf = p;
+    conn->send_cap = cap;
+    return RGPU_OK;
+}
+
+/* Queues (or sends, when sync is set or the bulk is large) one frame. */
+static rgpu_status_t rgpu_conn_enqueue(rgpu_conn_t *conn, uint16_t type, const ProtobufCMessage *msg,
+                                       const void *bulk, uint64_t bulk_len, int send_now,
+                                       rgpu_call_t *call)
+{
+    size_t frame_len = rgpu_frame_packed_size(msg);
+    int copy_bulk = bulk_len <= RGPU_CONN_COPY_MAX;
+    rgpu_status_t status;
+    const char *reason;
+
+    if ((status = rgpu_conn_health(conn, &reason)) != RGPU_OK)
+        return status;
+    pthread_mutex_lock(&conn->send_lock);
+    status = rgpu_conn_reserve_locked(conn, frame_len + (copy_bulk ? (size_t)bulk_len : 0));
+    if (status != RGPU_OK)
+        goto out_unlock;
+    uint64_t seq = ++conn->next_seq;
+    uint8_t *frame = conn->sendbuf + conn->send_len;
+    rgpu_frame_pack(frame, type, seq, 0, msg, bulk_len);
+    conn->send_len += frame_len;
+    if (copy_bulk && bulk_len) {
+        memcpy(conn->sendbuf + conn->send_len, bulk, (size_t)bulk_len);
+        conn->send_len += (size_t)bulk_len;
+    }
+    if (call) {
+        /* Registered before the request leaves, so the reply always finds it. */
+        call->seq = seq;
+        call->complete = 0;
+        call->status = RGPU_OK;
+        call->body = NULL;
+        call->next = NULL;
+        pthread_mutex_lock(&conn->pending_lock);
+        if (conn->dead != RGPU_OK) {
+            status = conn->dead;
+            pthread_mutex_unlock(&conn->pending_lock);
+            conn->send_len -= frame_len + (copy_bulk ? (size_t)bulk_len : 0);
+            goto out_unlock;
+        }
+        if (conn->pending_tail)
+            conn->pending_tail->next = call;
+        else
+            conn->pending_head = call;
+        conn->pending_tail = call;
+        pthread_mutex_unlock(&conn->pending_lock);
+    }
+    if (!copy_bulk)
+        status = rgpu_conn_send_locked(conn, NULL, 0, bulk, bulk_len);
+    else if (send_now || conn->send_len >= RGPU_CONN_FLUSH_AT)
+        status = rgpu_conn_send_locked(conn, NULL, 0, NULL, 0);
+out_unlock:
+    pthread_mutex_unlock(&conn->send_lock);
+    return status;
+}
+
+rgpu_status_t rgpu_conn_post(rgpu_conn_t *conn, uint16_t type, const ProtobufCMessage *msg,
+                             const void *bulk, uint64_t bulk_len)
+{
+    return rgpu_conn_enqueue(conn, type, msg, bulk, bulk_len, 0, NULL);
+}
+
+rgpu_status_t rgpu_conn_flush(rgpu_conn_t *conn)
+{
+    rgpu_status_t status;
+
+    pthread_mutex_lock(&conn->send_lock);
+    status = rgpu_conn_send_locked(conn, NULL, 0, NULL, 0);
+    pthread_mutex_unlock(&conn->send_lock);
+    return status;
+}
+
+rgpu_status_t rgpu_conn_call_start(rgpu_conn_t *conn, uint16_t type, const ProtobufCMessage *msg,
+                                   const void *bulk, uint64_t bulk_len, rgpu_call_t *call)
+{
+    rgpu_status_t status = rgpu_conn_enqueue(conn, type, msg, bulk, bulk_len, 1, call);
+
+    if (status != RGPU_OK && call->seq == 0) {
+        /* Never registered: complete it here so waiters do not hang. */
+        call->status = status;
+        call->complete = 1;
+    }
+    return status;
+}
+
+int rgpu_conn_call_done(rgpu_conn_t *conn, rgpu_call_t *call)
+{
+    int done;
+
+    pthread_mutex_lock(&conn->pending_lock);
+    done = call->complete;
+    pthread_mutex_unlock(&conn->pending_lock);
+    return done;
+}
+
+rgpu_status_t rgpu_conn_call_wait(rgpu_conn_t *conn, rgpu_call_t *call)
+{
+    pthread_mutex_lock(&conn->pending_lock);
+    while (!call->complete)
+        pthread_cond_wait(&conn->pending_cond, &conn->pending_lock);
+    pthread_mutex_unlock(&conn->pending_lock);
+    return call->status;
+}
+
+rgpu_status_t rgpu_conn_call(rgpu_conn_t *conn, uint16_t type, const ProtobufCMessage *msg,
+                             const void *bulk, uint64_t bulk_len, rgpu_call_t *call)
+{
+    call->seq = 0;
+    rgpu_status_t status = rgpu_conn_call_start(conn, type, msg, bulk, bulk_len, call);
+    if (status != RGPU_OK && call->seq == 0)
+        return status;
+    return rgpu_conn_call_wait(conn, call);
+}
+
+void rgpu_call_cleanup(rgpu_call_t *call)
+{
+    free(call->body);
+    call->body = NULL;
+}
+
+rgpu_status_t rgpu_conn_open(const char *addr, const Rgpu__Hello *hello, int timeout_ms,
+                             rgpu_conn_notify_fn notify, void *notify_arg,
+                             rgpu_conn_t **conn_p, Rgpu__HelloReply **reply_p,
+                             char *reason, size_t reason_cap)
+{
+    rgpu_conn_t *conn;
+    rgpu_call_t call = {0};
+    Rgpu__HelloReply *reply;
+    rgpu_status_t status;
+    const char *why;
+
+    conn = calloc(1, sizeof(*conn));
+    if (!conn) {
+        snprintf(reason, reason_cap, "out of memory");
+        return RGPU_ERR_NOMEM;
+    }
+    snprintf(conn->addr, sizeof(conn->addr), "%s", addr);
+    conn->limits.max_body = RGPU_FRAME_DEFAULT_MAX_BODY;
+    conn->limits.max_bulk = RGPU_FRAME_DEFAULT_MAX_BULK;
+    conn->next_id = 1;
+    conn->notify = notify;
+    conn->notify_arg = notify_arg;
+    pthread_mutex_init(&conn->send_lock, NULL);
+    pthread_mutex_init(&conn->pending_lock, NULL);
+    pthread_cond_init(&conn->pending_cond, NULL);
+
+    status = rgpu_tcp_ops.connect(addr, timeout_ms, &conn->link, reason, reason_cap);
+    if (status != RGPU_OK)
+        goto out_free;
+    if (pthread_create(&conn->reader, NULL, rgpu_conn_reader, conn) != 0) {
+        snprintf(reason, reason_cap, "cannot start a thread");
+        status = RGPU_ERR_NOMEM;
+        goto out_close_link;
+    }
+    conn->reader_started = 1;
+
+    status = rgpu_conn_call(conn, RGPU__MSG_TYPE__MSG_HELLO, &hello->base, NULL, 0, &call);
+    if (status != RGPU_OK) {
+        rgpu_conn_health(conn, &why);
+        snprintf(reason, reason_cap, "%s", why[0] ? why : rgpu_status_str(status));
+        goto out_close;
+    }
+    if (call.reply_type != RGPU__MSG_TYPE__MSG_HELLO_REPLY ||
+        !(reply = rgpu__hello_reply__unpack(NULL, call.body_len, call.body))) {
+        snprintf(reason, reason_cap, "the server's handshake reply is malformed");
+        status = RGPU_ERR_PROTOCOL;
+        goto out_cleanup_call;
+    }
+    rgpu_call_cleanup(&call);
+    *conn_p = conn;
+    *reply_p = reply;
+    return RGPU_OK;
+
+out_cleanup_call:
+    rgpu_call_cleanup(&call);
+out_close:
+    rgpu_conn_close(conn);
+    return status;
+out_close_link:
+    rgpu_link_close(conn->link);
+out_free:
+    pthread_mutex_destroy(&conn->send_lock);
+    pthread_mutex_destroy(&conn->pending_lock);
+    pthread_cond_destroy(&conn->pending_cond);
+    free(conn);
+    return status;
+}
+
+void rgpu_conn_close(rgpu_conn_t *conn)
+{
+    Rgpu__Goodbye bye = RGPU__GOODBYE__INIT;
+
+    if (rgpu_conn_health(conn, NULL) == RGPU_OK) {
+        rgpu_conn_post(conn, RGPU__MSG_TYPE__MSG_GOODBYE, &bye.base, NULL, 0);
+        rgpu_conn_flush(conn);
+    }
+    pthread_mutex_lock(&conn->pending_lock);
+    conn->closing = 1;
+    pthread_mutex_unlock(&conn->pending_lock);
+    rgpu_link_shutdown(conn->link);
+    if (conn->reader_started)
+        pthread_join(conn->reader, NULL);
+    rgpu_link_close(conn->link);
+    free(conn->sendbuf);
+    pthread_mutex_destroy(&conn->send_lock);
+    pthread_mutex_destroy(&conn->pending_lock);
+    pthread_cond_destroy(&conn->pending_cond);
+    free(conn);
+}

@@ -1,0 +1,118 @@
+/*
+ * Client core: one connection per rgpu-server, shared by every API the
+ * client speaks (OpenCL now, CUDA later).
+ *
+ *   API call ──▶ rgpu_conn_post ──▶ send buffer ──(flush at sync points)──▶ link
+ *   API call ──▶ rgpu_conn_call_start/wait ─────── flush + request ───────▶ link
+ *                                                  reader thread ◀──────── replies, notifications
+ *
+ * Asynchronous requests (no reply) are packed into a send buffer and leave at
+ * the next flush: a sync call, rgpu_conn_flush, a full buffer, or a bulk too
+ * large to copy (which is sent straight from the caller's memory). A reader
+ * thread per connection receives every frame: replies complete their call
+ * (bulk goes straight into the caller's destination), MSG_ASYNC_ERROR is
+ * remembered as the connection's deferred error, other frames go to the
+ * notify callback. When the link fails, every waiting and later call fails
+ * with the reason, within the transport's timeouts.
+ *
+ * Thread safety: every function may be called from any thread.
+ */
+#ifndef RGPU_CLIENT_CORE_H
+#define RGPU_CLIENT_CORE_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rgpu/status.h"
+#include "rgpu/transport.h"
+#include "session.pb-c.h"
+
+typedef struct rgpu_conn rgpu_conn_t;
+typedef struct rgpu_call rgpu_call_t;
+
+/* Called on the reader thread when a call's reply (and its bulk) arrived or
+ * the call failed. Must not block on the connection. */
+typedef void (*rgpu_call_done_fn)(rgpu_call_t *call);
+
+/* A request that expects a reply. The caller owns the struct (stack or heap)
+ * and must keep it alive until rgpu_conn_call_wait returns or done runs. */
+struct rgpu_call {
+    /* in: where the reply's bulk goes; a bulk longer than bulk_cap fails the call */
+    void *bulk_dst;
+    uint64_t bulk_cap;
+    rgpu_call_done_fn done;     /* optional */
+    void *arg;                  /* for done */
+    /* out, valid once complete: */
+    rgpu_status_t status;       /* RGPU_OK or why no reply came */
+    uint16_t reply_type;
+    uint8_t *body;              /* reply body, freed by rgpu_call_cleanup */
+    size_t body_len;
+    uint64_t bulk_len;
+    /* private */
+    uint64_t seq;
+    int complete;
+    rgpu_call_t *next;
+};
+
+/* Notifications (frames with seq 0 other than MSG_ASYNC_ERROR), on the reader thread. */
+typedef void (*rgpu_conn_notify_fn)(void *arg, uint16_t type, const uint8_t *body, size_t len);
+
+/* Connects to addr ("host:port"), sends hello and waits for the reply.
+ * On success *conn_p is the connection and *reply_p the unpacked HelloReply
+ * (free with rgpu__hello_reply__free_unpacked). On failure, reason holds a
+ * sentence for the user. Returns link statuses, RGPU_ERR_REFUSED (the
+ * server's SessionError reason is in reason) or RGPU_ERR_PROTOCOL. */
+rgpu_status_t rgpu_conn_open(const char *addr, const Rgpu__Hello *hello, int timeout_ms,
+                             rgpu_conn_notify_fn notify, void *notify_arg,
+                             rgpu_conn_t **conn_p, Rgpu__HelloReply **reply_p,
+                             char *reason, size_t reason_cap);
+
+/* Says goodbye, stops the reader thread and frees the connection. Calls
+ * still waiting fail with RGPU_ERR_CONN_CLOSED. */
+void rgpu_conn_close(rgpu_conn_t *conn);
+
+/* A new object id, unique within the connection's session. */
+uint64_t rgpu_conn_new_id(rgpu_conn_t *conn);
+
+/* The server's address as given to rgpu_conn_open. */
+const char *rgpu_conn_addr(const rgpu_conn_t *conn);
+
+/* RGPU_OK while the link works; else why it failed, with reason (if not
+ * NULL) pointing at a sentence that stays valid until rgpu_conn_close. */
+rgpu_status_t rgpu_conn_health(rgpu_conn_t *conn, const char **reason);
+
+/* Queues an asynchronous request. The bulk is copied into the send buffer
+ * or sent before returning: the caller may reuse it at once. */
+rgpu_status_t rgpu_conn_post(rgpu_conn_t *conn, uint16_t type, const ProtobufCMessage *msg,
+                             const void *bulk, uint64_t bulk_len);
+
+/* Sends everything queued. */
+rgpu_status_t rgpu_conn_flush(rgpu_conn_t *conn);
+
+/* Sends a request (after everything queued) and registers call for its
+ * reply. The caller fills bulk_dst/bulk_cap/done/arg first. */
+rgpu_status_t rgpu_conn_call_start(rgpu_conn_t *conn, uint16_t type, const ProtobufCMessage *msg,
+                                   const void *bulk, uint64_t bulk_len, rgpu_call_t *call);
+
+/* Waits until the call completed; returns call->status. */
+rgpu_status_t rgpu_conn_call_wait(rgpu_conn_t *conn, rgpu_call_t *call);
+
+/* Non-zero when the call completed (reply or failure). */
+int rgpu_conn_call_done(rgpu_conn_t *conn, rgpu_call_t *call);
+
+/* start + wait. */
+rgpu_status_t rgpu_conn_call(rgpu_conn_t *conn, uint16_t type, const ProtobufCMessage *msg,
+                             const void *bulk, uint64_t bulk_len, rgpu_call_t *call);
+
+/* Frees what a completed call holds (its reply body). */
+void rgpu_call_cleanup(rgpu_call_t *call);
+
+/* Takes the first asynchronous error the server reported since the last
+ * take: returns its API error code (0 if none) and logs what failed. */
+int32_t rgpu_conn_take_deferred_error(rgpu_conn_t *conn);
+
+/* RGPU_SYNC=1: every call waits for the server (debugging). */
+int rgpu_conn_sync_mode(void);
+
+#endif
