@@ -396,7 +396,8 @@ cl_int CL_API_CALL rgpu_clGetDeviceIDs(cl_platform_id platform, cl_device_type t
     if (found == 0) {
         static atomic_flag said = ATOMIC_FLAG_INIT;
         /* The reason was given when connecting; repeat it once where it bites. */
-        for (size_t s = 0; s < rgpu_cl_num_servers && !atomic_flag_test_and_set(&said); s++) {
+        int say = !atomic_flag_test_and_set(&said);
+        for (size_t s = 0; say && s < rgpu_cl_num_servers; s++) {
             if (!rgpu_cl_servers[s].conn)
                 rgpu_warn("opencl", "no devices: rgpu server %s cannot be reached: %s",
                           rgpu_cl_servers[s].addr, rgpu_cl_servers[s].unreachable_reason);
