@@ -1,0 +1,126 @@
+/* The TCP transport: the conformance suite, then what only TCP has
+ * (ports, refused connections, address errors). Loopback only. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define CONFORMANCE_SUITE tcp
+#define CONFORMANCE_OPS   rgpu_tcp_ops
+#define CONFORMANCE_ADDR  "127.0.0.1:0"
+#include "conformance.h"
+
+/* A loopback port with nothing listening: bind one, note it, close it. */
+static int closed_port(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+    cr_assert_geq(fd, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+static int contains_ci(const char *haystack, const char *needle)
+{
+    for (; *haystack; haystack++) {
+        size_t i = 0;
+        while (needle[i] && tolower((unsigned char)haystack[i]) == tolower((unsigned char)needle[i]))
+            i++;
+        if (!needle[i])
+            return 1;
+    }
+    return 0;
+}
+
+/* These need no connected pair. */
+TestSuite(tcp_only, .timeout = CONF_TIMEOUT);
+
+Test(tcp_only, connect_to_a_closed_port_is_refused_with_a_reason, .timeout = CONF_TIMEOUT)
+{
+    char addr[64], reason[256] = "";
+    rgpu_link_t *link = NULL;
+
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", closed_port());
+    cr_expect_eq(rgpu_tcp_ops.connect(addr, 5000, &link, reason, sizeof(reason)),
+                 RGPU_ERR_CONN_REFUSED);
+    cr_expect_null(link, "the link was set on failure");
+    cr_expect(contains_ci(reason, "refused"), "reason \"%s\" does not say refused", reason);
+    /* A NULL reason buffer is allowed. */
+    cr_expect_eq(rgpu_tcp_ops.connect(addr, 5000, &link, NULL, 0), RGPU_ERR_CONN_REFUSED);
+}
+
+Test(tcp_only, malformed_addresses_are_address_errors, .timeout = CONF_TIMEOUT)
+{
+    static const char *bad[] = {"127.0.0.1", "no-port:", "127.0.0.1:99999", ":80"};
+    rgpu_link_t *link = NULL;
+    rgpu_listener_t *l = NULL;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char reason[256] = "";
+        cr_expect_eq(rgpu_tcp_ops.connect(bad[i], 1000, &link, reason, sizeof(reason)),
+                     RGPU_ERR_ADDRESS, "connect(\"%s\")", bad[i]);
+        cr_expect(strstr(reason, bad[i]) != NULL, "reason \"%s\" does not name \"%s\"", reason,
+                  bad[i]);
+        cr_expect_eq(rgpu_tcp_ops.listen(bad[i], &l), RGPU_ERR_ADDRESS, "listen(\"%s\")", bad[i]);
+    }
+    cr_expect_null(link);
+    cr_expect_null(l);
+}
+
+Test(tcp_only, a_port_in_use_cannot_be_listened_on_twice, .timeout = CONF_TIMEOUT)
+{
+    rgpu_listener_t *a, *b = NULL;
+
+    cr_assert_eq(rgpu_tcp_ops.listen("127.0.0.1:0", &a), RGPU_OK);
+    cr_expect_eq(rgpu_tcp_ops.listen(a->local, &b), RGPU_ERR_EXISTS, "second listen on %s",
+                 a->local);
+    cr_expect_null(b);
+    rgpu_tcp_ops.listener_close(a);
+}
+
+Test(tcp_only, accept_with_nothing_pending_does_not_block, .timeout = CONF_TIMEOUT)
+{
+    rgpu_listener_t *a;
+    rgpu_link_t *link = NULL;
+
+    cr_assert_eq(rgpu_tcp_ops.listen("127.0.0.1:0", &a), RGPU_OK);
+    cr_expect_eq(rgpu_tcp_ops.accept(a, &link), RGPU_ERR_TIMEOUT);
+    cr_expect_null(link);
+    rgpu_tcp_ops.listener_close(a);
+}
+
+Test(tcp_only, listener_fd_turns_readable_on_a_connection, .timeout = CONF_TIMEOUT)
+{
+    rgpu_listener_t *a;
+    rgpu_link_t *c, *s;
+    struct pollfd pfd;
+
+    cr_assert_eq(rgpu_tcp_ops.listen("127.0.0.1:0", &a), RGPU_OK);
+    pfd.fd = rgpu_tcp_ops.listener_fd(a);
+    pfd.events = POLLIN;
+    cr_expect_eq(poll(&pfd, 1, 0), 0, "readable with nothing pending");
+    cr_assert_eq(rgpu_tcp_ops.connect(a->local, 5000, &c, NULL, 0), RGPU_OK);
+    cr_expect_eq(poll(&pfd, 1, 5000), 1, "not readable with a connection pending");
+    cr_assert_eq(rgpu_tcp_ops.accept(a, &s), RGPU_OK);
+    rgpu_link_close(c);
+    rgpu_link_close(s);
+    rgpu_tcp_ops.listener_close(a);
+}
+
+Test(tcp, more_than_16_iovecs_is_an_invalid_argument, .timeout = CONF_TIMEOUT)
+{
+    struct iovec iov[17];
+
+    for (int i = 0; i < 17; i++) {
+        iov[i].iov_base = "x";
+        iov[i].iov_len = 1;
+    }
+    cr_expect_eq(rgpu_link_sendv(cli, iov, 17), RGPU_ERR_INVALID_ARG);
+}
