@@ -1,0 +1,248 @@
+/*
+ * The raw TCP baseline: `rgpu-bench tcp-peer` and the client side.
+ *
+ * Both ends use rgpu's own TCP transport (rgpu_tcp_ops: the same socket
+ * options, buffer sizes, send and receive loops as rgpu-server and the
+ * client library), so the baseline crosses exactly the path rgpu crosses,
+ * minus rgpu. Run the peer where rgpu-server runs.
+ *
+ * A connection starts with a 16-byte setup message, little endian:
+ *   0  4  magic "RBTP"
+ *   4  4  mode  (bench_tcp_mode_t)
+ *   8  8  size  bytes per message
+ * then repeats its mode until the client closes:
+ *   ECHO    client sends size bytes, peer sends them back
+ *   SINK    client sends size bytes, peer answers 1 byte
+ *   SOURCE  client sends 1 byte, peer answers size bytes
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+#include "rgpu/transport.h"
+
+#define BENCH_TCP_MAGIC 0x50544252u     /* "RBTP" read as little-endian u32 */
+#define BENCH_TCP_MAX_SIZE (8ull << 30)
+#define BENCH_TCP_CONNECT_TIMEOUT_MS 5000
+
+static void bench_put_le(uint8_t *p, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t bench_get_le(const uint8_t *p, int bytes)
+{
+    uint64_t v = 0;
+
+    for (int i = bytes - 1; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* ---- the peer ---- */
+
+static void *bench_tcp_peer_conn(void *arg)
+{
+    rgpu_link_t *link = arg;
+    uint8_t setup[16], byte = 0;
+    uint64_t size;
+    uint32_t mode;
+    char *buf = NULL;
+    rgpu_status_t st;
+
+    if (rgpu_link_recv(link, setup, sizeof(setup)) != RGPU_OK)
+        goto out_close;
+    mode = (uint32_t)bench_get_le(setup + 4, 4);
+    size = bench_get_le(setup + 8, 8);
+    if (bench_get_le(setup, 4) != BENCH_TCP_MAGIC || size == 0 || size > BENCH_TCP_MAX_SIZE ||
+        mode < BENCH_TCP_ECHO || mode > BENCH_TCP_SOURCE) {
+        fprintf(stderr, "rgpu-bench tcp-peer: %s sent a bad setup message; closed\n", link->peer);
+        goto out_close;
+    }
+    buf = malloc((size_t)size);
+    if (!buf) {
+        fprintf(stderr, "rgpu-bench tcp-peer: out of memory for %llu-byte messages\n",
+                (unsigned long long)size);
+        goto out_close;
+    }
+    /* Touch the buffer once, so page faults are not part of the first message. */
+    memset(buf, 0x5a, (size_t)size);
+    for (;;) {
+        switch (mode) {
+        case BENCH_TCP_ECHO:
+            st = rgpu_link_recv(link, buf, (size_t)size);
+            if (st == RGPU_OK)
+                st = rgpu_link_send(link, buf, (size_t)size);
+            break;
+        case BENCH_TCP_SINK:
+            st = rgpu_link_recv(link, buf, (size_t)size);
+            if (st == RGPU_OK)
+                st = rgpu_link_send(link, &byte, 1);
+            break;
+        default:
+            st = rgpu_link_recv(link, &byte, 1);
+            if (st == RGPU_OK)
+                st = rgpu_link_send(link, buf, (size_t)size);
+            break;
+        }
+        if (st != RGPU_OK)
+            break;      /* the client closed: that is how a test ends */
+    }
+    free(buf);
+out_close:
+    rgpu_link_close(link);
+    return NULL;
+}
+
+static void bench_tcp_peer_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: rgpu-bench tcp-peer --listen HOST:PORT\n"
+            "  A raw TCP echo/sink/source peer for rgpu-bench's TCP baseline, using rgpu's\n"
+            "  TCP transport. Port 0 picks a free port. Prints\n"
+            "    rgpu-bench tcp-peer listening on HOST:PORT\n"
+            "  once ready, then serves until killed.\n");
+}
+
+int bench_tcp_peer_main(int argc, char **argv)
+{
+    const char *listen_addr = NULL;
+    rgpu_listener_t *listener;
+    rgpu_status_t st;
+
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--listen") && i + 1 < argc) {
+            listen_addr = argv[++i];
+        } else if (!strncmp(argv[i], "--listen=", 9)) {
+            listen_addr = argv[i] + 9;
+        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            bench_tcp_peer_usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "rgpu-bench tcp-peer: unknown argument \"%s\"\n", argv[i]);
+            bench_tcp_peer_usage(stderr);
+            return 2;
+        }
+    }
+    if (!listen_addr) {
+        bench_tcp_peer_usage(stderr);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    st = rgpu_tcp_ops.listen(listen_addr, &listener);
+    if (st != RGPU_OK) {
+        fprintf(stderr, "rgpu-bench tcp-peer: cannot listen on %s: %s\n", listen_addr, rgpu_status_str(st));
+        return 1;
+    }
+    printf("rgpu-bench tcp-peer listening on %s\n", listener->local);
+    fflush(stdout);
+    for (;;) {
+        struct pollfd pfd = {rgpu_tcp_ops.listener_fd(listener), POLLIN, 0};
+        rgpu_link_t *link;
+        pthread_t thread;
+
+        if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+            break;
+        while ((st = rgpu_tcp_ops.accept(listener, &link)) == RGPU_OK) {
+            if (pthread_create(&thread, NULL, bench_tcp_peer_conn, link) != 0) {
+                rgpu_link_close(link);
+                continue;
+            }
+            pthread_detach(thread);
+        }
+    }
+    rgpu_tcp_ops.listener_close(listener);
+    return 1;
+}
+
+/* ---- the client side ---- */
+
+static int bench_tcp_open(const char *addr, bench_tcp_mode_t mode, size_t size, rgpu_link_t **link_p)
+{
+    char reason[256] = "";
+    uint8_t setup[16];
+    rgpu_link_t *link;
+    rgpu_status_t st;
+
+    st = rgpu_tcp_ops.connect(addr, BENCH_TCP_CONNECT_TIMEOUT_MS, &link, reason, sizeof(reason));
+    if (st != RGPU_OK) {
+        fprintf(stderr, "rgpu-bench: cannot reach the TCP peer at %s: %s\n", addr,
+                reason[0] ? reason : rgpu_status_str(st));
+        return -1;
+    }
+    bench_put_le(setup, BENCH_TCP_MAGIC, 4);
+    bench_put_le(setup + 4, mode, 4);
+    bench_put_le(setup + 8, size, 8);
+    if (rgpu_link_send(link, setup, sizeof(setup)) != RGPU_OK) {
+        fprintf(stderr, "rgpu-bench: the TCP peer at %s closed the connection\n", addr);
+        rgpu_link_close(link);
+        return -1;
+    }
+    *link_p = link;
+    return 0;
+}
+
+int bench_tcp_pingpong(const char *addr, size_t size, size_t warmup, size_t iters, double *samples)
+{
+    rgpu_link_t *link;
+    char *buf;
+    int rc = -1;
+
+    buf = calloc(1, size);
+    if (!buf)
+        return -1;
+    if (bench_tcp_open(addr, BENCH_TCP_ECHO, size, &link) != 0)
+        goto out_free;
+    for (size_t i = 0; i < warmup + iters; i++) {
+        double t0 = bench_now_us();
+        if (rgpu_link_send(link, buf, size) != RGPU_OK || rgpu_link_recv(link, buf, size) != RGPU_OK) {
+            fprintf(stderr, "rgpu-bench: TCP ping-pong with %s failed\n", addr);
+            goto out_close;
+        }
+        if (i >= warmup)
+            samples[i - warmup] = bench_now_us() - t0;
+    }
+    rc = 0;
+out_close:
+    rgpu_link_close(link);
+out_free:
+    free(buf);
+    return rc;
+}
+
+int bench_tcp_stream(const char *addr, int to_peer, void *buf, size_t size, size_t warmup, size_t iters,
+                     double *samples)
+{
+    rgpu_link_t *link;
+    uint8_t byte = 1;
+
+    if (bench_tcp_open(addr, to_peer ? BENCH_TCP_SINK : BENCH_TCP_SOURCE, size, &link) != 0)
+        return -1;
+    for (size_t i = 0; i < warmup + iters; i++) {
+        double t0 = bench_now_us();
+        rgpu_status_t st;
+        if (to_peer) {
+            st = rgpu_link_send(link, buf, size);
+            if (st == RGPU_OK)
+                st = rgpu_link_recv(link, &byte, 1);
+        } else {
+            st = rgpu_link_send(link, &byte, 1);
+            if (st == RGPU_OK)
+                st = rgpu_link_recv(link, buf, size);
+        }
+        if (st != RGPU_OK) {
+            fprintf(stderr, "rgpu-bench: TCP stream with %s failed: %s\n", addr, rgpu_status_str(st));
+            rgpu_link_close(link);
+            return -1;
+        }
+        if (i >= warmup)
+            samples[i - warmup] = bench_now_us() - t0;
+    }
+    rgpu_link_close(link);
+    return 0;
+}
