@@ -199,6 +199,7 @@ cl_int CL_API_CALL rgpu_clEnqueueReadBuffer(cl_command_queue queue, cl_mem mem, 
     req.mem = mem->obj.id;
     req.offset = offset;
     req.size = size;
+    req.blocking = blocking;
     req.event = rgpu_cl_cmd_event_id(&cmd);
     req.n_wait = cmd.num_wait;
     req.wait = cmd.wait;
@@ -676,6 +677,7 @@ void *CL_API_CALL rgpu_clEnqueueMapBuffer(cl_command_queue queue, cl_mem mem, cl
         req.mem = mem->obj.id;
         req.offset = offset;
         req.size = size;
+        req.blocking = blocking;
         req.event = rgpu_cl_cmd_event_id(&cmd);
         req.n_wait = cmd.num_wait;
         req.wait = cmd.wait;

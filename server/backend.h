@@ -1,0 +1,68 @@
+/*
+ * Server backends: one ops table per GPU API (OpenCL now, CUDA later).
+ *
+ * The session layer (session.c) owns the link, the handshake and the frame
+ * loop; a backend owns the GPU objects. Lifetime of the calls:
+ *
+ *   main thread      open ─────────────────────────────────────────── close
+ *   session thread        session_open ─ handle ... handle ─ session_teardown
+ *   last session unref                                          session_free
+ *
+ * handle runs on the session's own thread, one frame at a time, in order;
+ * it may block (the loop and other sessions keep going). Event callbacks of
+ * the GPU API run on the API's threads; they reach the client only through
+ * rgpu_session_post and hold a session reference (rgpu_session_ref) while
+ * they may run, so the session and its backend context outlive them.
+ */
+#ifndef RGPU_SERVER_BACKEND_H
+#define RGPU_SERVER_BACKEND_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "rgpu/frame.h"
+#include "rgpu/status.h"
+#include "session.pb-c.h"
+
+typedef struct rgpu_backend rgpu_backend_t;
+typedef struct rgpu_session rgpu_session_t;
+
+typedef struct rgpu_backend_ops {
+    const char *name;
+    Rgpu__ApiFamily api;        /* the Hello.api this backend serves */
+
+    /* Finds the node's devices. RGPU_ERR_NOT_FOUND when there are none to
+     * serve (logged). Main thread, once. */
+    rgpu_status_t (*open)(const rgpu_server_config_t *config, rgpu_backend_t **backend_p);
+    /* Frees what open made. No session may be running. */
+    void (*close)(rgpu_backend_t *backend);
+    /* A line for the startup log: "platform X, N devices". */
+    const char *(*describe)(rgpu_backend_t *backend);
+
+    /* Fills platform_name, platform_version and devices of a HelloReply.
+     * The pointers stay owned by the backend (valid until close). */
+    void (*hello_fill)(rgpu_backend_t *backend, Rgpu__HelloReply *reply);
+
+    /* Creates the backend's per-session state. Session thread. */
+    rgpu_status_t (*session_open)(rgpu_backend_t *backend, rgpu_session_t *session, void **ctx_p);
+    /* Executes one frame whose body (body_len bytes) was received; the
+     * backend receives the frame's bulk itself (rgpu_session_recv_bulk).
+     * API errors go to the client (replies, MSG_ASYNC_ERROR) and return
+     * RGPU_OK. Returns link statuses when the link failed, or
+     * RGPU_ERR_UNKNOWN_TYPE / RGPU_ERR_BAD_MESSAGE / RGPU_ERR_PROTOCOL /
+     * RGPU_ERR_NOMEM with a sentence in reason when the session must end.
+     * Session thread. */
+    rgpu_status_t (*session_handle)(void *ctx, const rgpu_frame_header_t *header,
+                                    const uint8_t *body, char *reason, size_t reason_cap);
+    /* Releases every GPU object of the session, whatever state the client
+     * left them in. Must not hang on work the client will never unblock.
+     * Session thread, once, after the last handle. */
+    void (*session_teardown)(void *ctx);
+    /* Frees the per-session state; runs when the last reference to the
+     * session is dropped (possibly on an API callback thread). */
+    void (*session_free)(void *ctx);
+} rgpu_backend_ops_t;
+
+extern const rgpu_backend_ops_t rgpu_backend_opencl_ops;
+
+#endif

@@ -1,0 +1,65 @@
+/*
+ * rgpu-server configuration: one declarative table (config.c), three
+ * sources. Precedence: built-in default < RGPU_* environment < command line.
+ *
+ *   option          environment        default
+ *   --listen        RGPU_LISTEN        127.0.0.1:7070
+ *   --platform      RGPU_PLATFORM      (first platform with devices)
+ *   --chunk-size    RGPU_CHUNK_SIZE    4M
+ *   --max-body      RGPU_MAX_BODY      64M
+ *   --max-bulk      RGPU_MAX_BULK      16G
+ *   --metrics       RGPU_METRICS       (off)
+ *   --log-level     RGPU_LOG           info
+ *
+ * Everything here runs on the main thread before the loop starts.
+ */
+#ifndef RGPU_SERVER_CONFIG_H
+#define RGPU_SERVER_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum {
+    RGPU_CONFIG_SRC_DEFAULT = 0,
+    RGPU_CONFIG_SRC_ENV,
+    RGPU_CONFIG_SRC_CMDLINE,
+} rgpu_config_source_t;
+
+#define RGPU_SERVER_CONFIG_MAX_ROWS 16
+
+typedef struct {
+    char listen[256];           /* "host:port"; port 0 picks a free port */
+    char platform[256];         /* substring of CL_PLATFORM_NAME; "" = first with devices */
+    uint64_t chunk_size;        /* bulk pipelining granularity */
+    uint64_t max_body;          /* largest protobuf body accepted */
+    uint64_t max_bulk;          /* largest bulk payload accepted */
+    char metrics[256];          /* "host:port" of the HTTP metrics endpoint; "" = off */
+    int log_level;              /* rgpu_log_level_t */
+    /* Where each row's value came from, indexed like the table. */
+    rgpu_config_source_t source[RGPU_SERVER_CONFIG_MAX_ROWS];
+} rgpu_server_config_t;
+
+typedef enum {
+    RGPU_CONFIG_RUN = 0,        /* start the server */
+    RGPU_CONFIG_EXIT_OK,        /* --help, --version, --print-config: printed, exit 0 */
+    RGPU_CONFIG_EXIT_USAGE,     /* bad option or value: message printed, exit 2 */
+} rgpu_config_action_t;
+
+/* Looks an environment variable up; getenv in the daemon, a fake in tests. */
+typedef const char *(*rgpu_config_getenv_fn)(const char *name);
+
+/* Fills cfg from defaults, then getenv_fn (may be NULL: no environment),
+ * then argv[1..argc-1]. --help/--version/--print-config print to out; errors
+ * print one clear sentence to err. cfg is fully initialized whatever the
+ * outcome. */
+rgpu_config_action_t rgpu_server_config_load(rgpu_server_config_t *cfg, int argc,
+                                             char *const argv[], rgpu_config_getenv_fn getenv_fn,
+                                             FILE *out, FILE *err);
+
+/* Prints "name = value   # source" for every row. */
+void rgpu_server_config_print(const rgpu_server_config_t *cfg, FILE *out);
+
+/* Prints the --help text documenting every option. */
+void rgpu_server_config_usage(FILE *out, const char *progname);
+
+#endif

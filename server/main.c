@@ -1,0 +1,185 @@
+/*
+ * rgpu-server: serves this node's GPUs to rgpu clients.
+ *
+ *   main thread (libuv loop)
+ *     ├─ uv_poll on the listener ─▶ accept ─▶ rgpu_session_start ─▶ session thread
+ *     ├─ uv_signal SIGINT/SIGTERM ─▶ stop accepting, shut every session down
+ *     └─ uv_tcp metrics endpoint (--metrics)
+ *
+ * The loop never runs GPU calls: each session executes its calls in order
+ * on its own thread, so a long kernel or a blocking wait in one session
+ * stalls neither the loop nor the other sessions.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "backend.h"
+#include "config.h"
+#include "metrics.h"
+#include "rgpu/log.h"
+#include "rgpu/transport.h"
+#include "session.h"
+
+/* How long shutdown waits for sessions to release their objects. */
+#define RGPU_SERVER_SHUTDOWN_WAIT_MS 30000
+
+typedef struct {
+    rgpu_server_t server;
+    rgpu_listener_t *listener;
+    uv_poll_t listen_poll;
+    uv_signal_t sigint, sigterm;
+    rgpu_metrics_server_t *metrics;
+    int stopping;
+} rgpu_daemon_t;
+
+static const char *rgpu_daemon_getenv(const char *name)
+{
+    return getenv(name);
+}
+
+static void rgpu_daemon_on_accept(uv_poll_t *poll, int status, int events)
+{
+    rgpu_daemon_t *daemon = poll->data;
+
+    if (status < 0) {
+        rgpu_warn("server", "listener poll failed: %s", uv_strerror(status));
+        return;
+    }
+    /* Drain the backlog: the listener is non-blocking and says when it is empty. */
+    for (;;) {
+        rgpu_link_t *link;
+        rgpu_status_t st = daemon->listener->ops->accept(daemon->listener, &link);
+
+        if (st == RGPU_ERR_TIMEOUT)
+            break;
+        if (st != RGPU_OK) {
+            rgpu_warn("server", "accept failed: %s", rgpu_status_str(st));
+            break;
+        }
+        rgpu_session_start(&daemon->server, link);
+    }
+}
+
+static void rgpu_daemon_listener_closed(uv_handle_t *handle)
+{
+    rgpu_daemon_t *daemon = handle->data;
+
+    /* The fd may be closed only once libuv stopped watching it. */
+    daemon->listener->ops->listener_close(daemon->listener);
+    daemon->listener = NULL;
+}
+
+static void rgpu_daemon_stop(rgpu_daemon_t *daemon, const char *why)
+{
+    if (daemon->stopping)
+        return;
+    daemon->stopping = 1;
+    rgpu_info("server", "%s: shutting down", why);
+    uv_poll_stop(&daemon->listen_poll);
+    uv_close((uv_handle_t *)&daemon->listen_poll, rgpu_daemon_listener_closed);
+    rgpu_metrics_server_stop(daemon->metrics);
+    daemon->metrics = NULL;
+    uv_close((uv_handle_t *)&daemon->sigint, NULL);
+    uv_close((uv_handle_t *)&daemon->sigterm, NULL);
+    rgpu_server_stop_sessions(&daemon->server);
+}
+
+static void rgpu_daemon_on_signal(uv_signal_t *handle, int signum)
+{
+    rgpu_daemon_stop(handle->data, signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+int main(int argc, char **argv)
+{
+    static rgpu_daemon_t daemon;
+    rgpu_server_config_t config;
+    uv_loop_t *loop;
+    rgpu_status_t status;
+    int left, exit_code = 1;
+
+    signal(SIGPIPE, SIG_IGN);
+    switch (rgpu_server_config_load(&config, argc, argv, rgpu_daemon_getenv, stdout, stderr)) {
+    case RGPU_CONFIG_RUN:
+        break;
+    case RGPU_CONFIG_EXIT_OK:
+        return 0;
+    case RGPU_CONFIG_EXIT_USAGE:
+        return 2;
+    }
+    rgpu_log_init("rgpu-server", (rgpu_log_level_t)config.log_level);
+    /* The table already applied RGPU_LOG and --log-level in order. */
+    rgpu_log_level = (rgpu_log_level_t)config.log_level;
+
+    daemon.server.config = &config;
+    daemon.server.backend_ops = &rgpu_backend_opencl_ops;
+    if (gethostname(daemon.server.hostname, sizeof(daemon.server.hostname) - 1) != 0)
+        strcpy(daemon.server.hostname, "?");
+    rgpu_server_init(&daemon.server);
+
+    status = daemon.server.backend_ops->open(&config, &daemon.server.backend);
+    if (status != RGPU_OK)
+        goto out_cleanup_server;
+    rgpu_info("server", "serving %s", daemon.server.backend_ops->describe(daemon.server.backend));
+
+    status = rgpu_tcp_ops.listen(config.listen, &daemon.listener);
+    if (status != RGPU_OK) {
+        rgpu_error("server", "cannot listen on %s: %s", config.listen,
+                   status == RGPU_ERR_EXISTS ? "address already in use" : rgpu_status_str(status));
+        goto out_close_backend;
+    }
+
+    loop = uv_default_loop();
+    uv_poll_init(loop, &daemon.listen_poll, rgpu_tcp_ops.listener_fd(daemon.listener));
+    daemon.listen_poll.data = &daemon;
+    uv_poll_start(&daemon.listen_poll, UV_READABLE, rgpu_daemon_on_accept);
+    uv_signal_init(loop, &daemon.sigint);
+    uv_signal_init(loop, &daemon.sigterm);
+    daemon.sigint.data = daemon.sigterm.data = &daemon;
+    uv_signal_start(&daemon.sigint, rgpu_daemon_on_signal, SIGINT);
+    uv_signal_start(&daemon.sigterm, rgpu_daemon_on_signal, SIGTERM);
+
+    if (config.metrics[0]) {
+        char local[96] = "";
+
+        status = rgpu_metrics_server_start(loop, config.metrics, &daemon.metrics, local,
+                                           sizeof(local));
+        if (status != RGPU_OK) {
+            rgpu_error("server", "cannot serve metrics on %s: %s", config.metrics,
+                       rgpu_status_str(status));
+            rgpu_daemon_stop(&daemon, "metrics endpoint failed");
+            uv_run(loop, UV_RUN_DEFAULT);
+            goto out_close_loop;
+        }
+        rgpu_info("server", "metrics on http://%s/metrics", local);
+    }
+
+    /* Test scripts parse this exact line to learn the port. */
+    printf("rgpu-server listening on %s\n", daemon.listener->local);
+    fflush(stdout);
+    rgpu_info("server", "listening on %s", daemon.listener->local);
+
+    uv_run(loop, UV_RUN_DEFAULT);
+
+    left = rgpu_server_wait_sessions(&daemon.server, RGPU_SERVER_SHUTDOWN_WAIT_MS);
+    if (left)
+        rgpu_warn("server", "%d sessions still releasing after %d s; exiting anyway", left,
+                  RGPU_SERVER_SHUTDOWN_WAIT_MS / 1000);
+    else
+        rgpu_info("server", "all sessions closed");
+    exit_code = 0;
+    if (left)
+        _exit(0);   /* sessions still use the backend: do not free it under them */
+
+out_close_loop:
+    uv_loop_close(loop);
+out_close_backend:
+    daemon.server.backend_ops->close(daemon.server.backend);
+out_cleanup_server:
+    rgpu_server_cleanup(&daemon.server);
+    return exit_code;
+}

@@ -1,0 +1,53 @@
+/*
+ * Server-wide counters and the Prometheus text endpoint.
+ *
+ * Counters are atomics: sessions update them from their own threads and from
+ * OpenCL event callbacks; the endpoint reads them on the libuv loop.
+ *
+ *   rgpu_server_sessions_active          gauge   sessions now open
+ *   rgpu_server_sessions_total           counter sessions ever accepted
+ *   rgpu_server_buffer_bytes             gauge   bytes of live cl_mem buffers
+ *                                                (sub-buffers not counted)
+ *   rgpu_server_buffers                  gauge   live buffers (no sub-buffers)
+ *   rgpu_server_protocol_errors_total    counter sessions ended by a protocol error
+ */
+#ifndef RGPU_SERVER_METRICS_H
+#define RGPU_SERVER_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "rgpu/status.h"
+
+typedef struct {
+    atomic_llong sessions_active;
+    atomic_ullong sessions_total;
+    atomic_llong buffer_bytes;
+    atomic_llong buffers;
+    atomic_ullong protocol_errors_total;
+} rgpu_metrics_t;
+
+extern rgpu_metrics_t rgpu_metrics;
+
+/* Writes the Prometheus text exposition of rgpu_metrics into out (NUL
+ * terminated); returns its length, truncated to cap - 1. */
+size_t rgpu_metrics_format(char *out, size_t cap);
+
+typedef struct rgpu_metrics_server rgpu_metrics_server_t;
+
+/* Listens on addr ("host:port", port 0 picks one) on loop and answers every
+ * HTTP GET with rgpu_metrics_format. local (if not NULL) receives the address
+ * bound. Returns RGPU_ERR_ADDRESS, RGPU_ERR_IO or RGPU_ERR_NOMEM on failure.
+ * Runs on the loop thread only. */
+rgpu_status_t rgpu_metrics_server_start(uv_loop_t *loop, const char *addr,
+                                        rgpu_metrics_server_t **server_p,
+                                        char *local, size_t local_cap);
+
+/* Stops listening; the server is freed by its close callback. Connections in
+ * flight finish on their own. */
+void rgpu_metrics_server_stop(rgpu_metrics_server_t *server);
+
+#endif

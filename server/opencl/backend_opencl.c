@@ -1,0 +1,1932 @@
+/*
+ * The OpenCL backend: runs a session's OpenCL calls on the node's platform.
+ *
+ * Every object the client creates lives in the session's handle table under
+ * the client's id. Calls run in order on the session thread. Asynchronous
+ * calls that fail are reported with MSG_ASYNC_ERROR, sent from the session
+ * thread before anything that follows, so the client sees the error at its
+ * next sync point. An enqueue that failed but promised an event still gets
+ * one: a user event already set to the error, so waiting on it fails the
+ * way OpenCL says it should.
+ *
+ * The session thread never waits on something only the client can unblock
+ * (a user event it sets later): non-blocking writes and reads complete
+ * through event callbacks. Blocking reads run here, pipelined: chunk i+1 is
+ * being copied from the device while chunk i is on the wire. Writes are
+ * pipelined the other way: chunk i is copied to the device while chunk i+1
+ * is still arriving.
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <CL/cl.h>
+
+#include "../backend.h"
+#include "../metrics.h"
+#include "../session.h"
+#include "opencl.pb-c.h"
+#include "rgpu/htable.h"
+#include "rgpu/log.h"
+
+/* ---- the backend (shared by every session) ---- */
+
+struct rgpu_backend {
+    cl_platform_id platform;
+    char platform_name[256];
+    char platform_version[256];
+    cl_uint num_devices;
+    cl_device_id *devices;
+    Rgpu__Device *hello_devices;
+    Rgpu__Device **hello_device_ptrs;
+    char describe[512];
+};
+
+/* ---- per-session state ---- */
+
+typedef struct {
+    Rgpu__ClObjectKind kind;
+    union {
+        cl_context context;
+        cl_command_queue queue;
+        cl_mem mem;
+        cl_program program;
+        cl_kernel kernel;
+        cl_event event;
+        void *any;
+    } cl;
+    cl_context context;         /* queues and events: for failed-event stand-ins */
+    uint64_t bytes;             /* buffers (not sub-buffers): for metrics */
+    uint64_t size;              /* mem objects: their size */
+    int parent;                 /* mem: 1 for sub-buffers */
+    int user_pending;           /* user events not yet set */
+    int out_of_order;           /* queues */
+} rgpu_cl_handle_t;
+
+typedef struct {
+    rgpu_backend_t *backend;
+    rgpu_session_t *session;
+    rgpu_htable_t handles;
+    uint64_t chunk;
+} rgpu_cl_session_t;
+
+#define RGPU_CL_MAX_WAIT 4096
+
+static const char *rgpu_cl_msg_name(uint16_t type)
+{
+    switch (type) {
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_CONTEXT: return "clCreateContext";
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_QUEUE: return "clCreateCommandQueue";
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_BUFFER: return "clCreateBuffer";
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_SUB_BUFFER: return "clCreateSubBuffer";
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_PROGRAM_SOURCE: return "clCreateProgramWithSource";
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_KERNEL: return "clCreateKernel";
+    case RGPU__MSG_TYPE__MSG_CL_SET_KERNEL_ARG: return "clSetKernelArg";
+    case RGPU__MSG_TYPE__MSG_CL_RELEASE: return "clRelease";
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_USER_EVENT: return "clCreateUserEvent";
+    case RGPU__MSG_TYPE__MSG_CL_SET_USER_EVENT_STATUS: return "clSetUserEventStatus";
+    case RGPU__MSG_TYPE__MSG_CL_SET_EVENT_CALLBACK: return "clSetEventCallback";
+    case RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER: return "clEnqueueWriteBuffer";
+    case RGPU__MSG_TYPE__MSG_CL_READ_BUFFER: return "clEnqueueReadBuffer";
+    case RGPU__MSG_TYPE__MSG_CL_COPY_BUFFER: return "clEnqueueCopyBuffer";
+    case RGPU__MSG_TYPE__MSG_CL_FILL_BUFFER: return "clEnqueueFillBuffer";
+    case RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER_RECT: return "clEnqueueWriteBufferRect";
+    case RGPU__MSG_TYPE__MSG_CL_READ_BUFFER_RECT: return "clEnqueueReadBufferRect";
+    case RGPU__MSG_TYPE__MSG_CL_COPY_BUFFER_RECT: return "clEnqueueCopyBufferRect";
+    case RGPU__MSG_TYPE__MSG_CL_NDRANGE: return "clEnqueueNDRangeKernel";
+    case RGPU__MSG_TYPE__MSG_CL_MARKER: return "clEnqueueMarker/Barrier";
+    case RGPU__MSG_TYPE__MSG_CL_MIGRATE: return "clEnqueueMigrateMemObjects";
+    case RGPU__MSG_TYPE__MSG_CL_FLUSH: return "clFlush";
+    default: return "call";
+    }
+}
+
+/* ---- handles ---- */
+
+static rgpu_cl_handle_t *rgpu_cl_get(rgpu_cl_session_t *s, uint64_t id, Rgpu__ClObjectKind kind)
+{
+    rgpu_cl_handle_t *h = rgpu_htable_find(&s->handles, id);
+
+    return h && h->kind == kind ? h : NULL;
+}
+
+static cl_int rgpu_cl_kind_error(Rgpu__ClObjectKind kind)
+{
+    switch (kind) {
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT: return CL_INVALID_CONTEXT;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_QUEUE: return CL_INVALID_COMMAND_QUEUE;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_MEM: return CL_INVALID_MEM_OBJECT;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM: return CL_INVALID_PROGRAM;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL: return CL_INVALID_KERNEL;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT: return CL_INVALID_EVENT;
+    default: return CL_INVALID_VALUE;
+    }
+}
+
+/* Adds an object under the client's id. On failure the object is released
+ * and the client's id stays unknown (a later use reports the invalid id). */
+static cl_int rgpu_cl_put(rgpu_cl_session_t *s, uint64_t id, Rgpu__ClObjectKind kind, void *obj,
+                          rgpu_cl_handle_t **h_p)
+{
+    rgpu_cl_handle_t *h = calloc(1, sizeof(*h));
+
+    if (!h || rgpu_htable_insert(&s->handles, id, h) != RGPU_OK) {
+        rgpu_warn("opencl", "%s: cannot register object id %llu (duplicate id or out of memory)",
+                  rgpu_session_name(s->session), (unsigned long long)id);
+        free(h);
+        return CL_OUT_OF_HOST_MEMORY;
+    }
+    h->kind = kind;
+    h->cl.any = obj;
+    if (h_p)
+        *h_p = h;
+    return CL_SUCCESS;
+}
+
+static void rgpu_cl_release_handle(rgpu_cl_handle_t *h)
+{
+    switch (h->kind) {
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT: clReleaseContext(h->cl.context); break;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_QUEUE: clReleaseCommandQueue(h->cl.queue); break;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_MEM:
+        clReleaseMemObject(h->cl.mem);
+        if (h->bytes) {
+            atomic_fetch_sub(&rgpu_metrics.buffer_bytes, (long long)h->bytes);
+            atomic_fetch_sub(&rgpu_metrics.buffers, 1);
+        }
+        break;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM: clReleaseProgram(h->cl.program); break;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL: clReleaseKernel(h->cl.kernel); break;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT: clReleaseEvent(h->cl.event); break;
+    default: break;
+    }
+    free(h);
+}
+
+/* ---- talking to the client ---- */
+
+static rgpu_status_t rgpu_cl_async_error(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, cl_int err,
+                                         const char *detail)
+{
+    Rgpu__AsyncError msg = RGPU__ASYNC_ERROR__INIT;
+    char what[256];
+
+    snprintf(what, sizeof(what), "%s failed with error %d%s%s", rgpu_cl_msg_name(hdr->type), err,
+             detail ? ": " : "", detail ? detail : "");
+    rgpu_debug("opencl", "%s: %s", rgpu_session_name(s->session), what);
+    msg.seq = hdr->seq;
+    msg.msg_type = hdr->type;
+    msg.cl_error = err;
+    msg.what = what;
+    return rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_ASYNC_ERROR, 0, &msg.base, NULL, 0);
+}
+
+static rgpu_status_t rgpu_cl_reply_status(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, cl_int err)
+{
+    Rgpu__ClStatusReply reply = RGPU__CL_STATUS_REPLY__INIT;
+
+    reply.cl_error = err;
+    return rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_CL_STATUS_REPLY, hdr->seq, &reply.base, NULL, 0);
+}
+
+/* ---- events and wait lists ---- */
+
+/* Registers the event an enqueue produced under the client's id; with no
+ * id the event is not wanted and released. */
+static void rgpu_cl_event_keep(rgpu_cl_session_t *s, uint64_t id, cl_event ev, cl_context context)
+{
+    rgpu_cl_handle_t *h;
+
+    if (!ev)
+        return;
+    if (!id || rgpu_cl_put(s, id, RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT, ev, &h) != CL_SUCCESS) {
+        clReleaseEvent(ev);
+        return;
+    }
+    h->context = context;
+}
+
+/* The event of a failed enqueue: a user event already set to the error. */
+static void rgpu_cl_event_failed(rgpu_cl_session_t *s, uint64_t id, cl_context context, cl_int err)
+{
+    cl_event ev;
+
+    if (!id || !context)
+        return;
+    ev = clCreateUserEvent(context, NULL);
+    if (!ev)
+        return;
+    clSetUserEventStatus(ev, err < 0 ? err : CL_INVALID_OPERATION);
+    rgpu_cl_event_keep(s, id, ev, context);
+}
+
+static cl_int rgpu_cl_wait_list(rgpu_cl_session_t *s, size_t n, const uint64_t *ids, cl_event **list_p)
+{
+    cl_event *list;
+
+    *list_p = NULL;
+    if (n == 0)
+        return CL_SUCCESS;
+    if (n > RGPU_CL_MAX_WAIT)
+        return CL_INVALID_EVENT_WAIT_LIST;
+    list = malloc(n * sizeof(*list));
+    if (!list)
+        return CL_OUT_OF_HOST_MEMORY;
+    for (size_t i = 0; i < n; i++) {
+        rgpu_cl_handle_t *h = rgpu_cl_get(s, ids[i], RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT);
+        if (!h) {
+            free(list);
+            return CL_INVALID_EVENT_WAIT_LIST;
+        }
+        list[i] = h->cl.event;
+    }
+    *list_p = list;
+    return CL_SUCCESS;
+}
+
+/* Everything an enqueue needs: the queue, its wait list. */
+typedef struct {
+    rgpu_cl_handle_t *queue;
+    cl_event *wait;
+    cl_uint num_wait;
+    cl_event ev;
+} rgpu_cl_cmd_t;
+
+static cl_int rgpu_cl_cmd_begin(rgpu_cl_session_t *s, uint64_t queue, size_t n_wait, const uint64_t *wait,
+                                rgpu_cl_cmd_t *cmd)
+{
+    memset(cmd, 0, sizeof(*cmd));
+    cmd->queue = rgpu_cl_get(s, queue, RGPU__CL_OBJECT_KIND__CL_OBJ_QUEUE);
+    if (!cmd->queue)
+        return CL_INVALID_COMMAND_QUEUE;
+    cmd->num_wait = (cl_uint)n_wait;
+    return rgpu_cl_wait_list(s, n_wait, wait, &cmd->wait);
+}
+
+/* Finishes an asynchronous enqueue: keeps its event or reports its error. */
+static rgpu_status_t rgpu_cl_cmd_end(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, rgpu_cl_cmd_t *cmd,
+                                     uint64_t event_id, cl_int err)
+{
+    cl_context context = cmd->queue ? cmd->queue->context : NULL;
+
+    free(cmd->wait);
+    if (err == CL_SUCCESS) {
+        rgpu_cl_event_keep(s, event_id, cmd->ev, context);
+        return RGPU_OK;
+    }
+    if (cmd->ev)
+        clReleaseEvent(cmd->ev);
+    rgpu_cl_event_failed(s, event_id, context, err);
+    return rgpu_cl_async_error(s, hdr, err, NULL);
+}
+
+static cl_event *rgpu_cl_ev_out(rgpu_cl_cmd_t *cmd, uint64_t event_id)
+{
+    return event_id ? &cmd->ev : NULL;
+}
+
+/* ---- callbacks (run on the platform's threads) ---- */
+
+typedef struct {
+    rgpu_session_t *session;
+    uint64_t seq;
+    uint64_t callback_id;
+    uint64_t event_id;
+    void *staging;
+    uint64_t size;
+} rgpu_cl_cb_t;
+
+static void CL_CALLBACK rgpu_cl_free_cb(cl_event ev, cl_int status, void *arg)
+{
+    free(arg);
+}
+
+static void CL_CALLBACK rgpu_cl_notify_cb(cl_event ev, cl_int status, void *arg)
+{
+    rgpu_cl_cb_t *cb = arg;
+    Rgpu__EventNotify note = RGPU__EVENT_NOTIFY__INIT;
+
+    note.callback_id = cb->callback_id;
+    note.event = cb->event_id;
+    note.status = status;
+    rgpu_session_post(cb->session, RGPU__MSG_TYPE__MSG_EVENT_NOTIFY, 0, &note.base, NULL, 0, NULL, NULL);
+    rgpu_session_unref(cb->session);
+    free(cb);
+}
+
+/* A non-blocking read completed: its reply leaves with the data. */
+static void CL_CALLBACK rgpu_cl_read_cb(cl_event ev, cl_int status, void *arg)
+{
+    rgpu_cl_cb_t *cb = arg;
+    Rgpu__ClReadReply reply = RGPU__CL_READ_REPLY__INIT;
+
+    reply.cl_error = status < 0 ? status : CL_SUCCESS;
+    if (status < 0) {
+        rgpu_session_post(cb->session, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, cb->seq, &reply.base, NULL, 0, NULL, NULL);
+        free(cb->staging);
+    } else {
+        rgpu_session_post(cb->session, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, cb->seq, &reply.base, cb->staging,
+                          cb->size, free, cb->staging);
+    }
+    rgpu_session_unref(cb->session);
+    free(cb);
+}
+
+/* ---- objects ---- */
+
+static rgpu_status_t rgpu_cl_create_context(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
+                                            Rgpu__ClCreateContext *m)
+{
+    cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)s->backend->platform, 0};
+    cl_device_id devs[64];
+    cl_context ctx;
+    cl_int err = CL_SUCCESS;
+
+    if (m->n_devices == 0 || m->n_devices > 64)
+        err = CL_INVALID_VALUE;
+    for (size_t i = 0; err == CL_SUCCESS && i < m->n_devices; i++) {
+        if (m->devices[i] >= s->backend->num_devices)
+            err = CL_INVALID_DEVICE;
+        else
+            devs[i] = s->backend->devices[m->devices[i]];
+    }
+    if (err == CL_SUCCESS) {
+        ctx = clCreateContext(props, (cl_uint)m->n_devices, devs, NULL, NULL, &err);
+        if (err == CL_SUCCESS)
+            err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT, ctx, NULL);
+        if (err != CL_SUCCESS && ctx)
+            clReleaseContext(ctx);
+    }
+    return err == CL_SUCCESS ? RGPU_OK : rgpu_cl_async_error(s, hdr, err, NULL);
+}
+
+static rgpu_status_t rgpu_cl_create_queue(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
+                                          Rgpu__ClCreateQueue *m)
+{
+    rgpu_cl_handle_t *ctx = rgpu_cl_get(s, m->context, RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT);
+    rgpu_cl_handle_t *h;
+    cl_command_queue q = NULL;
+    cl_int err;
+
+    if (!ctx)
+        err = CL_INVALID_CONTEXT;
+    else if (m->device >= s->backend->num_devices)
+        err = CL_INVALID_DEVICE;
+    else
+        q = clCreateCommandQueue(ctx->cl.context, s->backend->devices[m->device], m->properties, &err);
+    if (err == CL_SUCCESS && (err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_QUEUE, q, &h)) == CL_SUCCESS) {
+        h->context = ctx->cl.context;
+        h->out_of_order = (m->properties & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE) != 0;
+        return RGPU_OK;
+    }
+    if (q)
+        clReleaseCommandQueue(q);
+    return rgpu_cl_async_error(s, hdr, err, NULL);
+}
+
+static rgpu_status_t rgpu_cl_create_buffer(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
+                                           Rgpu__ClCreateBuffer *m, char *reason, size_t reason_cap)
+{
+    rgpu_cl_handle_t *ctx = rgpu_cl_get(s, m->context, RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT);
+    rgpu_cl_handle_t *h;
+    void *init = NULL;
+    cl_mem mem = NULL;
+    cl_int err;
+    rgpu_status_t status;
+
+    if (hdr->bulk_len && hdr->bulk_len != m->size) {
+        snprintf(reason, reason_cap, "clCreateBuffer of %llu bytes carries %llu bytes of contents",
+                 (unsigned long long)m->size, (unsigned long long)hdr->bulk_len);
+        return RGPU_ERR_PROTOCOL;
+    }
+    if (hdr->bulk_len) {
+        init = malloc(hdr->bulk_len);
+        if (!init) {
+            rgpu_session_discard_bulk(s->session, hdr->bulk_len);
+            return rgpu_cl_async_error(s, hdr, CL_OUT_OF_HOST_MEMORY, NULL);
+        }
+        if ((status = rgpu_session_recv_bulk(s->session, init, hdr->bulk_len)) != RGPU_OK) {
+            free(init);
+            return status;
+        }
+    }
+    if (!ctx) {
+        err = CL_INVALID_CONTEXT;
+    } else if (init && !(m->flags & CL_MEM_COPY_HOST_PTR)) {
+        err = CL_INVALID_HOST_PTR;
+    } else if (!init && (m->flags & (CL_MEM_COPY_HOST_PTR | CL_MEM_USE_HOST_PTR))) {
+        err = CL_INVALID_HOST_PTR;
+    } else {
+        mem = clCreateBuffer(ctx->cl.context, m->flags & ~(cl_mem_flags)CL_MEM_USE_HOST_PTR, m->size, init, &err);
+    }
+    free(init);
+    if (err == CL_SUCCESS && (err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, mem, &h)) == CL_SUCCESS) {
+        h->bytes = h->size = m->size;
+        atomic_fetch_add(&rgpu_metrics.buffer_bytes, (long long)m->size);
+        atomic_fetch_add(&rgpu_metrics.buffers, 1);
+        return RGPU_OK;
+    }
+    if (mem)
+        clReleaseMemObject(mem);
+    return rgpu_cl_async_error(s, hdr, err, NULL);
+}
+
+static rgpu_status_t rgpu_cl_create_sub_buffer(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
+                                               Rgpu__ClCreateSubBuffer *m)
+{
+    rgpu_cl_handle_t *parent = rgpu_cl_get(s, m->parent, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    cl_buffer_region region = {m->origin, m->size};
+    rgpu_cl_handle_t *h;
+    cl_mem mem = NULL;
+    cl_int err;
+
+    if (!parent)
+        err = CL_INVALID_MEM_OBJECT;
+    else
+        mem = clCreateSubBuffer(parent->cl.mem, m->flags, CL_BUFFER_CREATE_TYPE_REGION, &region, &err);
+    if (err == CL_SUCCESS && (err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, mem, &h)) == CL_SUCCESS) {
+        h->size = m->size;
+        h->parent = 1;
+        return RGPU_OK;
+    }
+    if (mem)
+        clReleaseMemObject(mem);
+    return rgpu_cl_async_error(s, hdr, err, NULL);
+}
+
+static rgpu_status_t rgpu_cl_release(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClRelease *m)
+{
+    rgpu_cl_handle_t *h = rgpu_htable_find(&s->handles, m->id);
+
+    if (!h || h->kind != m->kind)
+        return rgpu_cl_async_error(s, hdr, rgpu_cl_kind_error(m->kind), "unknown object");
+    rgpu_htable_remove(&s->handles, m->id);
+    rgpu_cl_release_handle(h);
+    return RGPU_OK;
+}
+
+static rgpu_status_t rgpu_cl_user_event(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
+                                        Rgpu__ClCreateUserEvent *m)
+{
+    rgpu_cl_handle_t *ctx = rgpu_cl_get(s, m->context, RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT);
+    rgpu_cl_handle_t *h;
+    cl_event ev = NULL;
+    cl_int err;
+
+    if (!ctx)
+        err = CL_INVALID_CONTEXT;
+    else
+        ev = clCreateUserEvent(ctx->cl.context, &err);
+    if (err == CL_SUCCESS && (err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT, ev, &h)) == CL_SUCCESS) {
+        h->context = ctx->cl.context;
+        h->user_pending = 1;
+        return RGPU_OK;
+    }
+    if (ev)
+        clReleaseEvent(ev);
+    return rgpu_cl_async_error(s, hdr, err, NULL);
+}
+
+static rgpu_status_t rgpu_cl_set_user_event(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
+                                            Rgpu__ClSetUserEventStatus *m)
+{
+    rgpu_cl_handle_t *h = rgpu_cl_get(s, m->event, RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT);
+    cl_int err = h ? clSetUserEventStatus(h->cl.event, m->status) : CL_INVALID_EVENT;
+
+    if (err == CL_SUCCESS) {
+        h->user_pending = 0;
+        return RGPU_OK;
+    }
+    return rgpu_cl_async_error(s, hdr, err, NULL);
+}
+
+static rgpu_status_t rgpu_cl_set_event_callback(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
+                                                Rgpu__ClSetEventCallback *m)
+{
+    rgpu_cl_handle_t *h = rgpu_cl_get(s, m->event, RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT);
+    rgpu_cl_cb_t *cb;
+    cl_int err;
+
+    if (!h)
+        return rgpu_cl_async_error(s, hdr, CL_INVALID_EVENT, NULL);
+    cb = calloc(1, sizeof(*cb));
+    if (!cb)
+        return rgpu_cl_async_error(s, hdr, CL_OUT_OF_HOST_MEMORY, NULL);
+    cb->session = s->session;
+    cb->callback_id = m->callback_id;
+    cb->event_id = m->event;
+    rgpu_session_ref(s->session);
+    err = clSetEventCallback(h->cl.event, m->exec_type, rgpu_cl_notify_cb, cb);
+    if (err != CL_SUCCESS) {
+        rgpu_session_unref(s->session);
+        free(cb);
+        return rgpu_cl_async_error(s, hdr, err, NULL);
+    }
+    return RGPU_OK;
+}
+
+/* ---- transfers ---- */
+
+static rgpu_status_t rgpu_cl_write(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClWriteBuffer *m,
+                                   char *reason, size_t reason_cap)
+{
+    rgpu_cl_handle_t *mem;
+    rgpu_cl_cmd_t cmd;
+    uint64_t done = 0, chunk;
+    cl_event last = NULL;
+    cl_int err;
+    rgpu_status_t status = RGPU_OK;
+
+    if (hdr->bulk_len != m->size) {
+        snprintf(reason, reason_cap, "write of %llu bytes carries %llu bytes of data",
+                 (unsigned long long)m->size, (unsigned long long)hdr->bulk_len);
+        return RGPU_ERR_PROTOCOL;
+    }
+    err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
+    mem = rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    if (err == CL_SUCCESS && !mem)
+        err = CL_INVALID_MEM_OBJECT;
+    /* An out-of-order queue could reorder chunks: send it one piece. */
+    chunk = cmd.queue && cmd.queue->out_of_order ? m->size : s->chunk;
+    while (err == CL_SUCCESS && done < m->size) {
+        uint64_t n = m->size - done < chunk ? m->size - done : chunk;
+        void *buf = malloc(n);
+        cl_event ev = NULL;
+
+        if (!buf) {
+            err = CL_OUT_OF_HOST_MEMORY;
+            break;
+        }
+        if ((status = rgpu_session_recv_bulk(s->session, buf, n)) != RGPU_OK) {
+            free(buf);
+            break;
+        }
+        /* The chunk goes to the device while the next one arrives. */
+        err = clEnqueueWriteBuffer(cmd.queue->cl.queue, mem->cl.mem, CL_FALSE, m->offset + done, n, buf,
+                                   done ? 0 : cmd.num_wait, done ? NULL : cmd.wait, &ev);
+        if (err != CL_SUCCESS) {
+            free(buf);
+            done += n;
+            break;
+        }
+        if (clSetEventCallback(ev, CL_COMPLETE, rgpu_cl_free_cb, buf) != CL_SUCCESS) {
+            clWaitForEvents(1, &ev);
+            free(buf);
+        }
+        if (last)
+            clReleaseEvent(last);
+        last = ev;
+        done += n;
+    }
+    if (status != RGPU_OK) {
+        if (last)
+            clReleaseEvent(last);
+        free(cmd.wait);
+        return status;
+    }
+    /* Whatever failed, the rest of the data is still on the wire. */
+    if (done < m->size && (status = rgpu_session_discard_bulk(s->session, m->size - done)) != RGPU_OK) {
+        if (last)
+            clReleaseEvent(last);
+        free(cmd.wait);
+        return status;
+    }
+    if (err == CL_SUCCESS) {
+        clFlush(cmd.queue->cl.queue);
+        if (m->blocking && last)
+            err = clWaitForEvents(1, &last);
+    }
+    if (err == CL_SUCCESS && m->event) {
+        cmd.ev = last;
+        last = NULL;
+    }
+    if (last)
+        clReleaseEvent(last);
+    return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
+}
+
+/* Sends exactly len bytes of zeros: what is owed after a failure mid-stream. */
+static rgpu_status_t rgpu_cl_send_zeros(rgpu_cl_session_t *s, uint64_t len)
+{
+    static const char zeros[65536];
+    rgpu_status_t status = RGPU_OK;
+
+    while (len && status == RGPU_OK) {
+        uint64_t n = len < sizeof(zeros) ? len : sizeof(zeros);
+        status = rgpu_session_send_raw_locked(s->session, zeros, n);
+        len -= n;
+    }
+    return status;
+}
+
+/* A blocking read: maps chunk i+1 while chunk i is on the wire. */
+static rgpu_status_t rgpu_cl_read_blocking(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
+                                           Rgpu__ClReadBuffer *m, rgpu_cl_cmd_t *cmd, cl_mem mem)
+{
+    Rgpu__ClReadReply reply = RGPU__CL_READ_REPLY__INIT;
+    cl_command_queue q = cmd->queue->cl.queue;
+    uint64_t chunk = cmd->queue->out_of_order ? m->size : s->chunk;
+    uint64_t n_chunks = (m->size + chunk - 1) / chunk;
+    void *ptr[2] = {NULL, NULL};
+    cl_event ev[2] = {NULL, NULL};
+    rgpu_status_t status = RGPU_OK;
+    cl_int err;
+    int locked = 0;
+
+    ptr[0] = clEnqueueMapBuffer(q, mem, CL_FALSE, CL_MAP_READ, m->offset, m->size < chunk ? m->size : chunk,
+                                cmd->num_wait, cmd->wait, &ev[0], &err);
+    if (err == CL_SUCCESS)
+        clFlush(q);
+    for (uint64_t i = 0; i < n_chunks && status == RGPU_OK; i++) {
+        uint64_t off = i * chunk, n = m->size - off < chunk ? m->size - off : chunk;
+        int cur = (int)(i & 1), nxt = cur ^ 1;
+        cl_int ev_status = CL_COMPLETE;
+
+        if (err == CL_SUCCESS && i + 1 < n_chunks) {
+            uint64_t noff = off + chunk, nn = m->size - noff < chunk ? m->size - noff : chunk;
+            ptr[nxt] = clEnqueueMapBuffer(q, mem, CL_FALSE, CL_MAP_READ, m->offset + noff, nn, 0, NULL, &ev[nxt],
+                                          &err);
+            if (err == CL_SUCCESS)
+                clFlush(q);
+        }
+        if (ev[cur]) {
+            cl_int werr = clWaitForEvents(1, &ev[cur]);
+            clGetEventInfo(ev[cur], CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(ev_status), &ev_status, NULL);
+            if (werr != CL_SUCCESS && err == CL_SUCCESS)
+                err = werr;
+            if (ev_status < 0 && err == CL_SUCCESS)
+                err = ev_status;
+        }
+        if (i == 0) {
+            reply.cl_error = err;
+            if (err != CL_SUCCESS) {
+                status = rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, hdr->seq, &reply.base,
+                                           NULL, 0);
+                goto out_unmap;
+            }
+            rgpu_session_send_lock(s->session);
+            locked = 1;
+            status = rgpu_session_send_head_locked(s->session, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, hdr->seq,
+                                                   &reply.base, m->size);
+        }
+        if (status == RGPU_OK) {
+            if (err == CL_SUCCESS && ptr[cur]) {
+                status = rgpu_session_send_raw_locked(s->session, ptr[cur], n);
+            } else {
+                /* The header promised the bytes: pay them, then say it failed. */
+                rgpu_log(RGPU_LOG_WARN, "opencl", "%s: read failed after its first chunk (error %d)",
+                         rgpu_session_name(s->session), err);
+                status = rgpu_cl_send_zeros(s, n);
+            }
+        }
+        if (ptr[cur])
+            clEnqueueUnmapMemObject(q, mem, ptr[cur], 0, NULL, NULL);
+        ptr[cur] = NULL;
+        if (ev[cur])
+            clReleaseEvent(ev[cur]);
+        ev[cur] = NULL;
+    }
+out_unmap:
+    if (locked)
+        rgpu_session_send_unlock(s->session);
+    for (int k = 0; k < 2; k++) {
+        if (ev[k]) {
+            clWaitForEvents(1, &ev[k]);
+            clReleaseEvent(ev[k]);
+        }
+        if (ptr[k])
+            clEnqueueUnmapMemObject(q, mem, ptr[k], 0, NULL, NULL);
+    }
+    /* The read's event: a marker after the last unmap. */
+    if (m->event && reply.cl_error == CL_SUCCESS)
+        clEnqueueMarkerWithWaitList(q, 0, NULL, &cmd->ev);
+    free(cmd->wait);
+    cmd->wait = NULL;
+    if (status != RGPU_OK) {
+        if (cmd->ev)
+            clReleaseEvent(cmd->ev);
+        return status;
+    }
+    if (reply.cl_error == CL_SUCCESS && err != CL_SUCCESS) {
+        if (cmd->ev)
+            clReleaseEvent(cmd->ev);
+        cmd->ev = NULL;
+        rgpu_cl_event_failed(s, m->event, cmd->queue->context, err);
+        return rgpu_cl_async_error(s, hdr, err, "read failed after its first chunk");
+    }
+    if (reply.cl_error == CL_SUCCESS)
+        rgpu_cl_event_keep(s, m->event, cmd->ev, cmd->queue->context);
+    else
+        rgpu_cl_event_failed(s, m->event, cmd->queue->context, reply.cl_error);
+    return RGPU_OK;
+}
+
+/* A non-blocking read: answered by rgpu_cl_read_cb when it completes. */
+static cl_int rgpu_cl_read_async(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, rgpu_cl_cmd_t *cmd,
+                                 uint64_t event_id, cl_int (*enqueue)(rgpu_cl_cmd_t *, void *, const void *, cl_event *),
+                                 const void *arg, uint64_t size)
+{
+    rgpu_cl_cb_t *cb = calloc(1, sizeof(*cb));
+    void *staging = malloc(size ? size : 1);
+    cl_event ev = NULL;
+    cl_int err;
+
+    if (!cb || !staging) {
+        free(cb);
+        free(staging);
+        return CL_OUT_OF_HOST_MEMORY;
+    }
+    err = enqueue(cmd, staging, arg, &ev);
+    if (err != CL_SUCCESS) {
+        free(cb);
+        free(staging);
+        return err;
+    }
+    cb->session = s->session;
+    cb->seq = hdr->seq;
+    cb->staging = staging;
+    cb->size = size;
+    rgpu_session_ref(s->session);
+    err = clSetEventCallback(ev, CL_COMPLETE, rgpu_cl_read_cb, cb);
+    if (err != CL_SUCCESS) {
+        /* No callback: wait here rather than never answer. */
+        clWaitForEvents(1, &ev);
+        rgpu_cl_read_cb(ev, CL_COMPLETE, cb);
+    }
+    clFlush(cmd->queue->cl.queue);
+    if (event_id)
+        cmd->ev = ev;
+    else
+        clReleaseEvent(ev);
+    return CL_SUCCESS;
+}
+
+typedef struct {
+    cl_mem mem;
+    uint64_t offset;
+    uint64_t size;
+} rgpu_cl_read_arg_t;
+
+static cl_int rgpu_cl_enqueue_read(rgpu_cl_cmd_t *cmd, void *dst, const void *arg, cl_event *ev)
+{
+    const rgpu_cl_read_arg_t *a = arg;
+
+    return clEnqueueReadBuffer(cmd->queue->cl.queue, a->mem, CL_FALSE, a->offset, a->size, dst, cmd->num_wait,
+                               cmd->wait, ev);
+}
+
+static rgpu_status_t rgpu_cl_read(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClReadBuffer *m)
+{
+    Rgpu__ClReadReply reply = RGPU__CL_READ_REPLY__INIT;
+    rgpu_cl_handle_t *mem;
+    rgpu_cl_cmd_t cmd;
+    cl_int err;
+
+    err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
+    mem = rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    if (err == CL_SUCCESS && !mem)
+        err = CL_INVALID_MEM_OBJECT;
+    if (err == CL_SUCCESS && (m->size == 0 || m->offset > mem->size || m->size > mem->size - m->offset))
+        err = CL_INVALID_VALUE;
+    if (err == CL_SUCCESS && m->blocking)
+        return rgpu_cl_read_blocking(s, hdr, m, &cmd, mem->cl.mem);
+    if (err == CL_SUCCESS) {
+        rgpu_cl_read_arg_t arg = {mem->cl.mem, m->offset, m->size};
+        err = rgpu_cl_read_async(s, hdr, &cmd, m->event, rgpu_cl_enqueue_read, &arg, m->size);
+    }
+    if (err != CL_SUCCESS) {
+        /* The client waits for a reply either way. */
+        reply.cl_error = err;
+        free(cmd.wait);
+        rgpu_cl_event_failed(s, m->event, cmd.queue ? cmd.queue->context : NULL, err);
+        return rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, hdr->seq, &reply.base, NULL, 0);
+    }
+    free(cmd.wait);
+    rgpu_cl_event_keep(s, m->event, cmd.ev, cmd.queue->context);
+    return RGPU_OK;
+}
+
+static rgpu_status_t rgpu_cl_copy(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClCopyBuffer *m)
+{
+    rgpu_cl_handle_t *src, *dst;
+    rgpu_cl_cmd_t cmd;
+    cl_int err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
+
+    src = rgpu_cl_get(s, m->src, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    dst = rgpu_cl_get(s, m->dst, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    if (err == CL_SUCCESS && (!src || !dst))
+        err = CL_INVALID_MEM_OBJECT;
+    if (err == CL_SUCCESS)
+        err = clEnqueueCopyBuffer(cmd.queue->cl.queue, src->cl.mem, dst->cl.mem, m->src_offset, m->dst_offset,
+                                  m->size, cmd.num_wait, cmd.wait, rgpu_cl_ev_out(&cmd, m->event));
+    return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
+}
+
+static rgpu_status_t rgpu_cl_fill(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClFillBuffer *m)
+{
+    rgpu_cl_handle_t *mem;
+    rgpu_cl_cmd_t cmd;
+    cl_int err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
+
+    mem = rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    if (err == CL_SUCCESS && !mem)
+        err = CL_INVALID_MEM_OBJECT;
+    if (err == CL_SUCCESS)
+        err = clEnqueueFillBuffer(cmd.queue->cl.queue, mem->cl.mem, m->pattern.data, m->pattern.len, m->offset,
+                                  m->size, cmd.num_wait, cmd.wait, rgpu_cl_ev_out(&cmd, m->event));
+    return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
+}
+
+typedef struct {
+    size_t bo[3], ho[3], rg[3];
+} rgpu_cl_rect_t;
+
+static int rgpu_cl_rect_get(const Rgpu__ClBufferRect *m, rgpu_cl_rect_t *r)
+{
+    if (m->n_buffer_origin != 3 || m->n_host_origin != 3 || m->n_region != 3)
+        return 0;
+    for (int i = 0; i < 3; i++) {
+        r->bo[i] = m->buffer_origin[i];
+        r->ho[i] = m->host_origin[i];
+        r->rg[i] = m->region[i];
+    }
+    return r->rg[0] && r->rg[1] && r->rg[2] && r->rg[0] <= (1ull << 40) / r->rg[1] / r->rg[2];
+}
+
+static rgpu_status_t rgpu_cl_write_rect(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClBufferRect *m,
+                                        char *reason, size_t reason_cap)
+{
+    static const size_t zero[3] = {0, 0, 0};
+    rgpu_cl_handle_t *mem;
+    rgpu_cl_rect_t r;
+    rgpu_cl_cmd_t cmd;
+    cl_event ev = NULL;
+    void *buf;
+    cl_int err;
+    rgpu_status_t status;
+
+    if (!rgpu_cl_rect_get(m, &r) || hdr->bulk_len != (uint64_t)r.rg[0] * r.rg[1] * r.rg[2]) {
+        snprintf(reason, reason_cap, "rect write with a malformed region or %llu bytes of data",
+                 (unsigned long long)hdr->bulk_len);
+        return RGPU_ERR_PROTOCOL;
+    }
+    buf = malloc(hdr->bulk_len);
+    if (!buf) {
+        if ((status = rgpu_session_discard_bulk(s->session, hdr->bulk_len)) != RGPU_OK)
+            return status;
+        return rgpu_cl_async_error(s, hdr, CL_OUT_OF_HOST_MEMORY, NULL);
+    }
+    if ((status = rgpu_session_recv_bulk(s->session, buf, hdr->bulk_len)) != RGPU_OK) {
+        free(buf);
+        return status;
+    }
+    err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
+    mem = rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    if (err == CL_SUCCESS && !mem)
+        err = CL_INVALID_MEM_OBJECT;
+    if (err == CL_SUCCESS)
+        err = clEnqueueWriteBufferRect(cmd.queue->cl.queue, mem->cl.mem, CL_FALSE, r.bo, zero, r.rg,
+                                       m->buffer_row_pitch, m->buffer_slice_pitch, r.rg[0], r.rg[0] * r.rg[1], buf,
+                                       cmd.num_wait, cmd.wait, &ev);
+    if (err != CL_SUCCESS) {
+        free(buf);
+    } else {
+        if (clSetEventCallback(ev, CL_COMPLETE, rgpu_cl_free_cb, buf) != CL_SUCCESS) {
+            clWaitForEvents(1, &ev);
+            free(buf);
+        }
+        clFlush(cmd.queue->cl.queue);
+        if (m->blocking)
+            err = clWaitForEvents(1, &ev);
+        if (m->event)
+            cmd.ev = ev;
+        else
+            clReleaseEvent(ev);
+    }
+    return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
+}
+
+typedef struct {
+    cl_mem mem;
+    const Rgpu__ClBufferRect *m;
+    const rgpu_cl_rect_t *r;
+} rgpu_cl_read_rect_arg_t;
+
+static cl_int rgpu_cl_enqueue_read_rect(rgpu_cl_cmd_t *cmd, void *dst, const void *arg, cl_event *ev)
+{
+    static const size_t zero[3] = {0, 0, 0};
+    const rgpu_cl_read_rect_arg_t *a = arg;
+
+    return clEnqueueReadBufferRect(cmd->queue->cl.queue, a->mem, CL_FALSE, a->r->bo, zero, a->r->rg,
+                                   a->m->buffer_row_pitch, a->m->buffer_slice_pitch, a->r->rg[0],
+                                   a->r->rg[0] * a->r->rg[1], dst, cmd->num_wait, cmd->wait, ev);
+}
+
+static rgpu_status_t rgpu_cl_read_rect(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClBufferRect *m)
+{
+    Rgpu__ClReadReply reply = RGPU__CL_READ_REPLY__INIT;
+    rgpu_cl_handle_t *mem;
+    rgpu_cl_rect_t r;
+    rgpu_cl_cmd_t cmd;
+    cl_int err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
+
+    mem = rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    if (err == CL_SUCCESS && !mem)
+        err = CL_INVALID_MEM_OBJECT;
+    if (err == CL_SUCCESS && !rgpu_cl_rect_get(m, &r))
+        err = CL_INVALID_VALUE;
+    if (err == CL_SUCCESS) {
+        /* Rect reads are small in practice: they go through the callback
+         * path, blocking or not. */
+        rgpu_cl_read_rect_arg_t arg = {mem->cl.mem, m, &r};
+        err = rgpu_cl_read_async(s, hdr, &cmd, m->event, rgpu_cl_enqueue_read_rect, &arg,
+                                 (uint64_t)r.rg[0] * r.rg[1] * r.rg[2]);
+    }
+    free(cmd.wait);
+    if (err != CL_SUCCESS) {
+        reply.cl_error = err;
+        rgpu_cl_event_failed(s, m->event, cmd.queue ? cmd.queue->context : NULL, err);
+        return rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, hdr->seq, &reply.base, NULL, 0);
+    }
+    rgpu_cl_event_keep(s, m->event, cmd.ev, cmd.queue->context);
+    return RGPU_OK;
+}
+
+static rgpu_status_t rgpu_cl_copy_rect(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClBufferRect *m)
+{
+    rgpu_cl_handle_t *src, *dst;
+    rgpu_cl_rect_t r;
+    rgpu_cl_cmd_t cmd;
+    cl_int err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
+
+    src = rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    dst = rgpu_cl_get(s, m->dst, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    if (err == CL_SUCCESS && (!src || !dst))
+        err = CL_INVALID_MEM_OBJECT;
+    if (err == CL_SUCCESS && !rgpu_cl_rect_get(m, &r))
+        err = CL_INVALID_VALUE;
+    if (err == CL_SUCCESS)
+        err = clEnqueueCopyBufferRect(cmd.queue->cl.queue, src->cl.mem, dst->cl.mem, r.bo, r.ho, r.rg,
+                                      m->buffer_row_pitch, m->buffer_slice_pitch, m->host_row_pitch,
+                                      m->host_slice_pitch, cmd.num_wait, cmd.wait, rgpu_cl_ev_out(&cmd, m->event));
+    return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
+}
+
+/* ---- kernels and synchronization ---- */
+
+static rgpu_status_t rgpu_cl_ndrange(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClNDRange *m)
+{
+    rgpu_cl_handle_t *k;
+    size_t off[3], gsz[3], lsz[3];
+    rgpu_cl_cmd_t cmd;
+    cl_int err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
+
+    k = rgpu_cl_get(s, m->kernel, RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL);
+    if (err == CL_SUCCESS && !k)
+        err = CL_INVALID_KERNEL;
+    if (err == CL_SUCCESS && (m->work_dim < 1 || m->work_dim > 3 || m->n_global_size != m->work_dim ||
+                              (m->n_local_size && m->n_local_size != m->work_dim) ||
+                              (m->n_global_offset && m->n_global_offset != m->work_dim)))
+        err = CL_INVALID_WORK_DIMENSION;
+    if (err == CL_SUCCESS) {
+        for (uint32_t i = 0; i < m->work_dim; i++) {
+            off[i] = m->n_global_offset ? m->global_offset[i] : 0;
+            gsz[i] = m->global_size[i];
+            lsz[i] = m->n_local_size ? m->local_size[i] : 0;
+        }
+        if (m->task)
+            err = clEnqueueTask(cmd.queue->cl.queue, k->cl.kernel, cmd.num_wait, cmd.wait,
+                                rgpu_cl_ev_out(&cmd, m->event));
+        else
+            err = clEnqueueNDRangeKernel(cmd.queue->cl.queue, k->cl.kernel, m->work_dim,
+                                         m->n_global_offset ? off : NULL, gsz, m->n_local_size ? lsz : NULL,
+                                         cmd.num_wait, cmd.wait, rgpu_cl_ev_out(&cmd, m->event));
+    }
+    return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
+}
+
+static rgpu_status_t rgpu_cl_marker(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClMarker *m)
+{
+    rgpu_cl_cmd_t cmd;
+    cl_int err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
+
+    if (err == CL_SUCCESS)
+        err = (m->barrier ? clEnqueueBarrierWithWaitList : clEnqueueMarkerWithWaitList)(
+            cmd.queue->cl.queue, cmd.num_wait, cmd.wait, rgpu_cl_ev_out(&cmd, m->event));
+    return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
+}
+
+static rgpu_status_t rgpu_cl_migrate(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClMigrate *m)
+{
+    rgpu_cl_cmd_t cmd;
+    cl_mem *mems = NULL;
+    cl_int err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
+
+    if (err == CL_SUCCESS && (m->n_mems == 0 || m->n_mems > RGPU_CL_MAX_WAIT))
+        err = CL_INVALID_VALUE;
+    if (err == CL_SUCCESS && !(mems = malloc(m->n_mems * sizeof(*mems))))
+        err = CL_OUT_OF_HOST_MEMORY;
+    for (size_t i = 0; err == CL_SUCCESS && i < m->n_mems; i++) {
+        rgpu_cl_handle_t *h = rgpu_cl_get(s, m->mems[i], RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+        if (!h)
+            err = CL_INVALID_MEM_OBJECT;
+        else
+            mems[i] = h->cl.mem;
+    }
+    if (err == CL_SUCCESS)
+        err = clEnqueueMigrateMemObjects(cmd.queue->cl.queue, (cl_uint)m->n_mems, mems, m->flags, cmd.num_wait,
+                                         cmd.wait, rgpu_cl_ev_out(&cmd, m->event));
+    free(mems);
+    return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
+}
+
+static rgpu_status_t rgpu_cl_queue_op(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClQueueOp *m)
+{
+    rgpu_cl_handle_t *q = rgpu_cl_get(s, m->queue, RGPU__CL_OBJECT_KIND__CL_OBJ_QUEUE);
+
+    if (hdr->type == RGPU__MSG_TYPE__MSG_CL_FINISH)
+        return rgpu_cl_reply_status(s, hdr, q ? clFinish(q->cl.queue) : CL_INVALID_COMMAND_QUEUE);
+    if (!q)
+        return rgpu_cl_async_error(s, hdr, CL_INVALID_COMMAND_QUEUE, NULL);
+    clFlush(q->cl.queue);
+    return RGPU_OK;
+}
+
+static rgpu_status_t rgpu_cl_wait_events(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClWaitEvents *m)
+{
+    cl_event *list;
+    cl_int err = m->n_events ? rgpu_cl_wait_list(s, m->n_events, m->events, &list) : CL_INVALID_VALUE;
+
+    if (err == CL_INVALID_EVENT_WAIT_LIST)
+        err = CL_INVALID_EVENT;
+    if (err == CL_SUCCESS) {
+        err = clWaitForEvents((cl_uint)m->n_events, list);
+        free(list);
+    }
+    return rgpu_cl_reply_status(s, hdr, err);
+}
+
+/* ---- programs ---- */
+
+static int rgpu_cl_device_index(rgpu_backend_t *be, cl_device_id dev)
+{
+    for (cl_uint i = 0; i < be->num_devices; i++) {
+        if (be->devices[i] == dev)
+            return (int)i;
+    }
+    return -1;
+}
+
+static cl_int rgpu_cl_devices(rgpu_cl_session_t *s, size_t n, const uint32_t *idx, cl_device_id **devs_p)
+{
+    cl_device_id *devs;
+
+    *devs_p = NULL;
+    if (n == 0)
+        return CL_SUCCESS;
+    devs = malloc(n * sizeof(*devs));
+    if (!devs)
+        return CL_OUT_OF_HOST_MEMORY;
+    for (size_t i = 0; i < n; i++) {
+        if (idx[i] >= s->backend->num_devices) {
+            free(devs);
+            return CL_INVALID_DEVICE;
+        }
+        devs[i] = s->backend->devices[idx[i]];
+    }
+    *devs_p = devs;
+    return CL_SUCCESS;
+}
+
+static char *rgpu_cl_build_str(cl_program p, cl_device_id d, cl_program_build_info param)
+{
+    size_t len = 0;
+    char *str;
+
+    if (clGetProgramBuildInfo(p, d, param, 0, NULL, &len) != CL_SUCCESS || len == 0)
+        return strdup("");
+    str = calloc(1, len + 1);
+    if (str && clGetProgramBuildInfo(p, d, param, len, str, NULL) != CL_SUCCESS)
+        str[0] = '\0';
+    return str;
+}
+
+static char *rgpu_cl_kernel_str(cl_kernel k, cl_kernel_info param)
+{
+    size_t len = 0;
+    char *str;
+
+    if (clGetKernelInfo(k, param, 0, NULL, &len) != CL_SUCCESS || len == 0)
+        return strdup("");
+    str = calloc(1, len + 1);
+    if (str && clGetKernelInfo(k, param, len, str, NULL) != CL_SUCCESS)
+        str[0] = '\0';
+    return str;
+}
+
+static char *rgpu_cl_arg_str(cl_kernel k, cl_uint i, cl_kernel_arg_info param)
+{
+    size_t len = 0;
+    char *str;
+
+    if (clGetKernelArgInfo(k, i, param, 0, NULL, &len) != CL_SUCCESS || len == 0)
+        return strdup("");
+    str = calloc(1, len + 1);
+    if (str && clGetKernelArgInfo(k, i, param, len, str, NULL) != CL_SUCCESS)
+        str[0] = '\0';
+    return str;
+}
+
+/* Builds the reply to build/compile/link: per-device state and the kernels. */
+static rgpu_status_t rgpu_cl_build_reply(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, cl_program p,
+                                         cl_int err)
+{
+    Rgpu__ClBuildReply reply = RGPU__CL_BUILD_REPLY__INIT;
+    Rgpu__ClDeviceBuild *builds = NULL, **build_ptrs = NULL;
+    Rgpu__ClKernelDesc *descs = NULL, **desc_ptrs = NULL;
+    Rgpu__ClKernelArg *args = NULL, **arg_ptrs = NULL;
+    cl_kernel *kernels = NULL;
+    cl_device_id *devs = NULL;
+    cl_uint n_devs = 0, n_kernels = 0, total_args = 0;
+    int executable = 0;
+    rgpu_status_t status;
+
+    reply.cl_error = err;
+    if (p && clGetProgramInfo(p, CL_PROGRAM_NUM_DEVICES, sizeof(n_devs), &n_devs, NULL) == CL_SUCCESS && n_devs) {
+        devs = calloc(n_devs, sizeof(*devs));
+        builds = calloc(n_devs, sizeof(*builds));
+        build_ptrs = calloc(n_devs, sizeof(*build_ptrs));
+        if (devs && builds && build_ptrs &&
+            clGetProgramInfo(p, CL_PROGRAM_DEVICES, n_devs * sizeof(*devs), devs, NULL) == CL_SUCCESS) {
+            for (cl_uint i = 0; i < n_devs; i++) {
+                cl_build_status st = CL_BUILD_NONE;
+                cl_program_binary_type bt = CL_PROGRAM_BINARY_TYPE_NONE;
+                int idx = rgpu_cl_device_index(s->backend, devs[i]);
+                rgpu__cl_device_build__init(&builds[i]);
+                clGetProgramBuildInfo(p, devs[i], CL_PROGRAM_BUILD_STATUS, sizeof(st), &st, NULL);
+                clGetProgramBuildInfo(p, devs[i], CL_PROGRAM_BINARY_TYPE, sizeof(bt), &bt, NULL);
+                builds[i].device = idx < 0 ? 0 : (uint32_t)idx;
+                builds[i].status = st;
+                builds[i].binary_type = (uint32_t)bt;
+                builds[i].log = rgpu_cl_build_str(p, devs[i], CL_PROGRAM_BUILD_LOG);
+                builds[i].options = rgpu_cl_build_str(p, devs[i], CL_PROGRAM_BUILD_OPTIONS);
+                build_ptrs[i] = &builds[i];
+                executable |= bt == CL_PROGRAM_BINARY_TYPE_EXECUTABLE && st == CL_BUILD_SUCCESS;
+            }
+            reply.n_builds = n_devs;
+            reply.builds = build_ptrs;
+        }
+    }
+    if (err == CL_SUCCESS && executable && clCreateKernelsInProgram(p, 0, NULL, &n_kernels) == CL_SUCCESS &&
+        n_kernels) {
+        kernels = calloc(n_kernels, sizeof(*kernels));
+        descs = calloc(n_kernels, sizeof(*descs));
+        desc_ptrs = calloc(n_kernels, sizeof(*desc_ptrs));
+        if (kernels && descs && desc_ptrs &&
+            clCreateKernelsInProgram(p, n_kernels, kernels, NULL) == CL_SUCCESS) {
+            for (cl_uint i = 0; i < n_kernels; i++) {
+                cl_uint nargs = 0;
+                clGetKernelInfo(kernels[i], CL_KERNEL_NUM_ARGS, sizeof(nargs), &nargs, NULL);
+                total_args += nargs;
+            }
+            args = calloc(total_args + 1, sizeof(*args));
+            arg_ptrs = calloc(total_args + 1, sizeof(*arg_ptrs));
+            for (cl_uint i = 0, a = 0; args && arg_ptrs && i < n_kernels; i++) {
+                Rgpu__ClKernelDesc *d = &descs[i];
+                cl_uint nargs = 0;
+                rgpu__cl_kernel_desc__init(d);
+                clGetKernelInfo(kernels[i], CL_KERNEL_NUM_ARGS, sizeof(nargs), &nargs, NULL);
+                d->name = rgpu_cl_kernel_str(kernels[i], CL_KERNEL_FUNCTION_NAME);
+                d->attributes = rgpu_cl_kernel_str(kernels[i], CL_KERNEL_ATTRIBUTES);
+                d->num_args = nargs;
+                d->arg_info_known = 1;
+                d->args = &arg_ptrs[a];
+                for (cl_uint j = 0; j < nargs; j++, a++) {
+                    Rgpu__ClKernelArg *arg = &args[a];
+                    cl_kernel_arg_address_qualifier aq = 0;
+                    cl_kernel_arg_access_qualifier cq = 0;
+                    cl_kernel_arg_type_qualifier tq = 0;
+                    rgpu__cl_kernel_arg__init(arg);
+                    if (clGetKernelArgInfo(kernels[i], j, CL_KERNEL_ARG_ADDRESS_QUALIFIER, sizeof(aq), &aq, NULL) !=
+                        CL_SUCCESS)
+                        d->arg_info_known = 0;
+                    clGetKernelArgInfo(kernels[i], j, CL_KERNEL_ARG_ACCESS_QUALIFIER, sizeof(cq), &cq, NULL);
+                    clGetKernelArgInfo(kernels[i], j, CL_KERNEL_ARG_TYPE_QUALIFIER, sizeof(tq), &tq, NULL);
+                    arg->address_qualifier = aq;
+                    arg->access_qualifier = cq;
+                    arg->type_qualifier = tq;
+                    arg->type_name = rgpu_cl_arg_str(kernels[i], j, CL_KERNEL_ARG_TYPE_NAME);
+                    arg->name = rgpu_cl_arg_str(kernels[i], j, CL_KERNEL_ARG_NAME);
+                    arg_ptrs[a] = arg;
+                }
+                d->n_args = d->arg_info_known ? nargs : 0;
+                desc_ptrs[i] = d;
+            }
+            reply.n_kernels = n_kernels;
+            reply.kernels = desc_ptrs;
+        }
+    }
+    status = rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_CL_BUILD_REPLY, hdr->seq, &reply.base, NULL, 0);
+
+    for (cl_uint i = 0; i < reply.n_builds; i++) {
+        free(builds[i].log);
+        free(builds[i].options);
+    }
+    for (cl_uint a = 0; args && a < total_args; a++) {
+        if (args[a].type_name != protobuf_c_empty_string)
+            free(args[a].type_name);
+        if (args[a].name != protobuf_c_empty_string)
+            free(args[a].name);
+    }
+    for (cl_uint i = 0; i < reply.n_kernels; i++) {
+        free(descs[i].name);
+        free(descs[i].attributes);
+    }
+    for (cl_uint i = 0; kernels && i < n_kernels; i++) {
+        if (kernels[i])
+            clReleaseKernel(kernels[i]);
+    }
+    free(kernels);
+    free(descs);
+    free(desc_ptrs);
+    free(args);
+    free(arg_ptrs);
+    free(builds);
+    free(build_ptrs);
+    free(devs);
+    return status;
+}
+
+static rgpu_status_t rgpu_cl_create_program_source(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
+                                                   Rgpu__ClCreateProgramSource *m)
+{
+    rgpu_cl_handle_t *ctx = rgpu_cl_get(s, m->context, RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT);
+    const char *src = m->source;
+    cl_program p = NULL;
+    cl_int err;
+
+    if (!ctx)
+        err = CL_INVALID_CONTEXT;
+    else
+        p = clCreateProgramWithSource(ctx->cl.context, 1, &src, NULL, &err);
+    if (err == CL_SUCCESS && (err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM, p, NULL)) == CL_SUCCESS)
+        return RGPU_OK;
+    if (p)
+        clReleaseProgram(p);
+    return rgpu_cl_async_error(s, hdr, err, NULL);
+}
+
+static rgpu_status_t rgpu_cl_create_program_binary(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
+                                                   Rgpu__ClCreateProgramBinary *m, char *reason, size_t reason_cap)
+{
+    Rgpu__ClProgramBinaryReply reply = RGPU__CL_PROGRAM_BINARY_REPLY__INIT;
+    rgpu_cl_handle_t *ctx = rgpu_cl_get(s, m->context, RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT);
+    uint64_t total = 0;
+    unsigned char *bulk = NULL;
+    const unsigned char **bins = NULL;
+    size_t *lens = NULL;
+    cl_int *bstat = NULL;
+    cl_device_id *devs = NULL;
+    cl_program p = NULL;
+    cl_int err;
+    rgpu_status_t status;
+
+    for (size_t i = 0; i < m->n_lengths; i++)
+        total += m->lengths[i];
+    if (m->n_lengths != m->n_devices || total != hdr->bulk_len || m->n_devices == 0 || m->n_devices > 64) {
+        snprintf(reason, reason_cap, "program binaries: %zu lengths for %zu devices, %llu bytes announced, %llu sent",
+                 m->n_lengths, m->n_devices, (unsigned long long)total, (unsigned long long)hdr->bulk_len);
+        return RGPU_ERR_PROTOCOL;
+    }
+    bulk = malloc(total ? total : 1);
+    if (!bulk) {
+        if ((status = rgpu_session_discard_bulk(s->session, total)) != RGPU_OK)
+            return status;
+        reply.cl_error = CL_OUT_OF_HOST_MEMORY;
+        return rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_CL_PROGRAM_BINARY_REPLY, hdr->seq, &reply.base,
+                                 NULL, 0);
+    }
+    if ((status = rgpu_session_recv_bulk(s->session, bulk, total)) != RGPU_OK) {
+        free(bulk);
+        return status;
+    }
+    bins = calloc(m->n_devices, sizeof(*bins));
+    lens = calloc(m->n_devices, sizeof(*lens));
+    bstat = calloc(m->n_devices, sizeof(*bstat));
+    if (!ctx)
+        err = CL_INVALID_CONTEXT;
+    else if (!bins || !lens || !bstat)
+        err = CL_OUT_OF_HOST_MEMORY;
+    else
+        err = rgpu_cl_devices(s, m->n_devices, m->devices, &devs);
+    if (err == CL_SUCCESS) {
+        for (size_t i = 0, at = 0; i < m->n_devices; i++) {
+            bins[i] = bulk + at;
+            lens[i] = m->lengths[i];
+            at += m->lengths[i];
+        }
+        p = clCreateProgramWithBinary(ctx->cl.context, (cl_uint)m->n_devices, devs, lens, bins, bstat, &err);
+        if (err == CL_SUCCESS)
+            err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM, p, NULL);
+        if (err != CL_SUCCESS && p)
+            clReleaseProgram(p);
+    }
+    reply.cl_error = err;
+    if (bstat) {
+        reply.n_binary_status = m->n_devices;
+        reply.binary_status = bstat;
+    }
+    status = rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_CL_PROGRAM_BINARY_REPLY, hdr->seq, &reply.base, NULL, 0);
+    free(bulk);
+    free(bins);
+    free(lens);
+    free(bstat);
+    free(devs);
+    return status;
+}
+
+static rgpu_status_t rgpu_cl_build(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClBuildProgram *m)
+{
+    rgpu_cl_handle_t *p = rgpu_cl_get(s, m->program, RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM);
+    cl_device_id *devs = NULL;
+    cl_int err = p ? rgpu_cl_devices(s, m->n_devices, m->devices, &devs) : CL_INVALID_PROGRAM;
+    rgpu_status_t status;
+
+    if (err == CL_SUCCESS)
+        err = clBuildProgram(p->cl.program, (cl_uint)m->n_devices, devs, m->options, NULL, NULL);
+    free(devs);
+    status = rgpu_cl_build_reply(s, hdr, p ? p->cl.program : NULL, err);
+    if (err == CL_BUILD_PROGRAM_FAILURE)
+        rgpu_debug("opencl", "%s: a program failed to build (log sent to the client)", rgpu_session_name(s->session));
+    return status;
+}
+
+static rgpu_status_t rgpu_cl_compile(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClCompileProgram *m)
+{
+    rgpu_cl_handle_t *p = rgpu_cl_get(s, m->program, RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM);
+    cl_program *headers = NULL;
+    cl_device_id *devs = NULL;
+    cl_int err = p ? rgpu_cl_devices(s, m->n_devices, m->devices, &devs) : CL_INVALID_PROGRAM;
+    rgpu_status_t status;
+
+    if (err == CL_SUCCESS && m->n_headers != m->n_header_names)
+        err = CL_INVALID_VALUE;
+    if (err == CL_SUCCESS && m->n_headers && !(headers = malloc(m->n_headers * sizeof(*headers))))
+        err = CL_OUT_OF_HOST_MEMORY;
+    for (size_t i = 0; err == CL_SUCCESS && i < m->n_headers; i++) {
+        rgpu_cl_handle_t *h = rgpu_cl_get(s, m->headers[i], RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM);
+        if (!h)
+            err = CL_INVALID_VALUE;
+        else
+            headers[i] = h->cl.program;
+    }
+    if (err == CL_SUCCESS)
+        err = clCompileProgram(p->cl.program, (cl_uint)m->n_devices, devs, m->options, (cl_uint)m->n_headers,
+                               headers, (const char **)m->header_names, NULL, NULL);
+    free(headers);
+    free(devs);
+    status = rgpu_cl_build_reply(s, hdr, p ? p->cl.program : NULL, err);
+    return status;
+}
+
+static rgpu_status_t rgpu_cl_link(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClLinkProgram *m)
+{
+    rgpu_cl_handle_t *ctx = rgpu_cl_get(s, m->context, RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT);
+    cl_program *progs = NULL, p = NULL;
+    cl_device_id *devs = NULL;
+    cl_int err = ctx ? rgpu_cl_devices(s, m->n_devices, m->devices, &devs) : CL_INVALID_CONTEXT;
+    rgpu_status_t status;
+
+    if (err == CL_SUCCESS && (m->n_programs == 0 || !(progs = malloc(m->n_programs * sizeof(*progs)))))
+        err = m->n_programs ? CL_OUT_OF_HOST_MEMORY : CL_INVALID_VALUE;
+    for (size_t i = 0; err == CL_SUCCESS && i < m->n_programs; i++) {
+        rgpu_cl_handle_t *h = rgpu_cl_get(s, m->programs[i], RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM);
+        if (!h)
+            err = CL_INVALID_PROGRAM;
+        else
+            progs[i] = h->cl.program;
+    }
+    if (err == CL_SUCCESS)
+        p = clLinkProgram(ctx->cl.context, (cl_uint)m->n_devices, devs, m->options, (cl_uint)m->n_programs, progs,
+                          NULL, NULL, &err);
+    free(progs);
+    free(devs);
+    if (p && rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM, p, NULL) != CL_SUCCESS) {
+        clReleaseProgram(p);
+        p = NULL;
+        err = CL_OUT_OF_HOST_MEMORY;
+    }
+    status = rgpu_cl_build_reply(s, hdr, p, err);
+    return status;
+}
+
+static rgpu_status_t rgpu_cl_create_kernel(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
+                                           Rgpu__ClCreateKernel *m)
+{
+    rgpu_cl_handle_t *p = rgpu_cl_get(s, m->program, RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM);
+    cl_kernel k = NULL;
+    cl_int err;
+
+    if (!p)
+        err = CL_INVALID_PROGRAM;
+    else
+        k = clCreateKernel(p->cl.program, m->name, &err);
+    if (err == CL_SUCCESS && (err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL, k, NULL)) == CL_SUCCESS)
+        return RGPU_OK;
+    if (k)
+        clReleaseKernel(k);
+    return rgpu_cl_async_error(s, hdr, err, m->name);
+}
+
+static rgpu_status_t rgpu_cl_set_arg(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClSetKernelArg *m)
+{
+    rgpu_cl_handle_t *k = rgpu_cl_get(s, m->kernel, RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL);
+    cl_int err;
+
+    if (!k) {
+        err = CL_INVALID_KERNEL;
+    } else if (m->kind == RGPU__CL_ARG_KIND__CL_ARG_MEM) {
+        rgpu_cl_handle_t *mem = m->mem ? rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM) : NULL;
+        cl_mem value = mem ? mem->cl.mem : NULL;
+        err = m->mem && !mem ? CL_INVALID_MEM_OBJECT : clSetKernelArg(k->cl.kernel, m->index, sizeof(value), &value);
+    } else if (m->kind == RGPU__CL_ARG_KIND__CL_ARG_LOCAL) {
+        err = clSetKernelArg(k->cl.kernel, m->index, m->local_size, NULL);
+    } else {
+        err = clSetKernelArg(k->cl.kernel, m->index, m->value.len, m->value.data);
+    }
+    return err == CL_SUCCESS ? RGPU_OK : rgpu_cl_async_error(s, hdr, err, NULL);
+}
+
+/* ---- queries ---- */
+
+static cl_int rgpu_cl_query(rgpu_cl_session_t *s, Rgpu__ClGetInfo *m, size_t size, void *value, size_t *size_ret)
+{
+    rgpu_cl_handle_t *h = rgpu_cl_get(s, m->id, m->kind);
+    cl_device_id dev = m->device < s->backend->num_devices ? s->backend->devices[m->device] : NULL;
+
+    if (!h)
+        return rgpu_cl_kind_error(m->kind);
+    switch (m->which) {
+    case RGPU__CL_INFO_WHICH__CL_INFO_OBJECT:
+        switch (m->kind) {
+        case RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT: return clGetEventInfo(h->cl.event, m->param, size, value, size_ret);
+        case RGPU__CL_OBJECT_KIND__CL_OBJ_MEM: return clGetMemObjectInfo(h->cl.mem, m->param, size, value, size_ret);
+        case RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM:
+            return clGetProgramInfo(h->cl.program, m->param, size, value, size_ret);
+        case RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL: return clGetKernelInfo(h->cl.kernel, m->param, size, value, size_ret);
+        case RGPU__CL_OBJECT_KIND__CL_OBJ_QUEUE:
+            return clGetCommandQueueInfo(h->cl.queue, m->param, size, value, size_ret);
+        case RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT:
+            return clGetContextInfo(h->cl.context, m->param, size, value, size_ret);
+        default: return CL_INVALID_VALUE;
+        }
+    case RGPU__CL_INFO_WHICH__CL_INFO_EVENT_PROFILING:
+        return m->kind == RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT
+                   ? clGetEventProfilingInfo(h->cl.event, m->param, size, value, size_ret)
+                   : CL_INVALID_EVENT;
+    case RGPU__CL_INFO_WHICH__CL_INFO_PROGRAM_BUILD:
+        return m->kind == RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM
+                   ? clGetProgramBuildInfo(h->cl.program, dev, m->param, size, value, size_ret)
+                   : CL_INVALID_PROGRAM;
+    case RGPU__CL_INFO_WHICH__CL_INFO_KERNEL_WORK_GROUP:
+        return m->kind == RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL
+                   ? clGetKernelWorkGroupInfo(h->cl.kernel, dev, m->param, size, value, size_ret)
+                   : CL_INVALID_KERNEL;
+    case RGPU__CL_INFO_WHICH__CL_INFO_KERNEL_ARG:
+        return m->kind == RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL
+                   ? clGetKernelArgInfo(h->cl.kernel, m->device, m->param, size, value, size_ret)
+                   : CL_INVALID_KERNEL;
+    default:
+        return CL_INVALID_VALUE;
+    }
+}
+
+/* CL_PROGRAM_BINARIES takes an array of pointers: gather them into one value. */
+static cl_int rgpu_cl_query_binaries(rgpu_cl_session_t *s, Rgpu__ClGetInfo *m, uint8_t **value_p, size_t *len_p)
+{
+    rgpu_cl_handle_t *h = rgpu_cl_get(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM);
+    cl_uint n = 0;
+    size_t *sizes = NULL, total = 0;
+    unsigned char **ptrs = NULL;
+    uint8_t *all = NULL;
+    cl_int err;
+
+    if (!h)
+        return CL_INVALID_PROGRAM;
+    err = clGetProgramInfo(h->cl.program, CL_PROGRAM_NUM_DEVICES, sizeof(n), &n, NULL);
+    if (err == CL_SUCCESS && !((sizes = calloc(n, sizeof(*sizes))) && (ptrs = calloc(n, sizeof(*ptrs)))))
+        err = CL_OUT_OF_HOST_MEMORY;
+    if (err == CL_SUCCESS)
+        err = clGetProgramInfo(h->cl.program, CL_PROGRAM_BINARY_SIZES, n * sizeof(*sizes), sizes, NULL);
+    for (cl_uint i = 0; err == CL_SUCCESS && i < n; i++)
+        total += sizes[i];
+    if (err == CL_SUCCESS && !(all = malloc(total ? total : 1)))
+        err = CL_OUT_OF_HOST_MEMORY;
+    for (cl_uint i = 0, at = 0; err == CL_SUCCESS && i < n; at += (cl_uint)sizes[i], i++)
+        ptrs[i] = sizes[i] ? all + at : NULL;
+    if (err == CL_SUCCESS)
+        err = clGetProgramInfo(h->cl.program, CL_PROGRAM_BINARIES, n * sizeof(*ptrs), ptrs, NULL);
+    free(sizes);
+    free(ptrs);
+    if (err != CL_SUCCESS) {
+        free(all);
+        return err;
+    }
+    *value_p = all;
+    *len_p = total;
+    return CL_SUCCESS;
+}
+
+static rgpu_status_t rgpu_cl_get_info(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClGetInfo *m)
+{
+    Rgpu__ClInfoReply reply = RGPU__CL_INFO_REPLY__INIT;
+    uint8_t *value = NULL;
+    size_t len = 0;
+    cl_int err;
+    rgpu_status_t status;
+
+    if (m->kind == RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM && m->which == RGPU__CL_INFO_WHICH__CL_INFO_OBJECT &&
+        m->param == CL_PROGRAM_BINARIES) {
+        err = rgpu_cl_query_binaries(s, m, &value, &len);
+    } else {
+        err = rgpu_cl_query(s, m, 0, NULL, &len);
+        if (err == CL_SUCCESS && !(value = malloc(len ? len : 1)))
+            err = CL_OUT_OF_HOST_MEMORY;
+        if (err == CL_SUCCESS)
+            err = rgpu_cl_query(s, m, len, value, NULL);
+    }
+    reply.cl_error = err;
+    if (err == CL_SUCCESS) {
+        reply.value.data = value;
+        reply.value.len = len;
+    }
+    status = rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_CL_INFO_REPLY, hdr->seq, &reply.base, NULL, 0);
+    free(value);
+    return status;
+}
+
+/* ---- dispatch ---- */
+
+#define RGPU_CL_UNPACK(type, fn_prefix, handler, ...)                                               \
+    do {                                                                                             \
+        type *m = fn_prefix##__unpack(NULL, hdr->body_len, body);                                    \
+        if (!m)                                                                                      \
+            goto bad_body;                                                                           \
+        status = handler(s, hdr, m, ##__VA_ARGS__);                                                  \
+        fn_prefix##__free_unpacked(m, NULL);                                                         \
+    } while (0)
+
+static rgpu_status_t rgpu_cl_session_handle(void *ctx, const rgpu_frame_header_t *hdr, const uint8_t *body,
+                                            char *reason, size_t reason_cap)
+{
+    rgpu_cl_session_t *s = ctx;
+    rgpu_status_t status = RGPU_OK;
+    int has_bulk_handler = hdr->type == RGPU__MSG_TYPE__MSG_CL_CREATE_BUFFER ||
+                           hdr->type == RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER ||
+                           hdr->type == RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER_RECT ||
+                           hdr->type == RGPU__MSG_TYPE__MSG_CL_CREATE_PROGRAM_BINARY;
+
+    if (hdr->bulk_len && !has_bulk_handler) {
+        snprintf(reason, reason_cap, "message type %u carries %llu bytes of bulk it cannot have", hdr->type,
+                 (unsigned long long)hdr->bulk_len);
+        return RGPU_ERR_PROTOCOL;
+    }
+    switch (hdr->type) {
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_CONTEXT:
+        RGPU_CL_UNPACK(Rgpu__ClCreateContext, rgpu__cl_create_context, rgpu_cl_create_context);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_QUEUE:
+        RGPU_CL_UNPACK(Rgpu__ClCreateQueue, rgpu__cl_create_queue, rgpu_cl_create_queue);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_BUFFER:
+        RGPU_CL_UNPACK(Rgpu__ClCreateBuffer, rgpu__cl_create_buffer, rgpu_cl_create_buffer, reason, reason_cap);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_SUB_BUFFER:
+        RGPU_CL_UNPACK(Rgpu__ClCreateSubBuffer, rgpu__cl_create_sub_buffer, rgpu_cl_create_sub_buffer);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_PROGRAM_SOURCE:
+        RGPU_CL_UNPACK(Rgpu__ClCreateProgramSource, rgpu__cl_create_program_source, rgpu_cl_create_program_source);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_PROGRAM_BINARY:
+        RGPU_CL_UNPACK(Rgpu__ClCreateProgramBinary, rgpu__cl_create_program_binary, rgpu_cl_create_program_binary,
+                       reason, reason_cap);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_BUILD_PROGRAM:
+        RGPU_CL_UNPACK(Rgpu__ClBuildProgram, rgpu__cl_build_program, rgpu_cl_build);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_COMPILE_PROGRAM:
+        RGPU_CL_UNPACK(Rgpu__ClCompileProgram, rgpu__cl_compile_program, rgpu_cl_compile);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_LINK_PROGRAM:
+        RGPU_CL_UNPACK(Rgpu__ClLinkProgram, rgpu__cl_link_program, rgpu_cl_link);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_KERNEL:
+        RGPU_CL_UNPACK(Rgpu__ClCreateKernel, rgpu__cl_create_kernel, rgpu_cl_create_kernel);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_SET_KERNEL_ARG:
+        RGPU_CL_UNPACK(Rgpu__ClSetKernelArg, rgpu__cl_set_kernel_arg, rgpu_cl_set_arg);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_RELEASE:
+        RGPU_CL_UNPACK(Rgpu__ClRelease, rgpu__cl_release, rgpu_cl_release);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_USER_EVENT:
+        RGPU_CL_UNPACK(Rgpu__ClCreateUserEvent, rgpu__cl_create_user_event, rgpu_cl_user_event);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_SET_USER_EVENT_STATUS:
+        RGPU_CL_UNPACK(Rgpu__ClSetUserEventStatus, rgpu__cl_set_user_event_status, rgpu_cl_set_user_event);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_SET_EVENT_CALLBACK:
+        RGPU_CL_UNPACK(Rgpu__ClSetEventCallback, rgpu__cl_set_event_callback, rgpu_cl_set_event_callback);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER:
+        RGPU_CL_UNPACK(Rgpu__ClWriteBuffer, rgpu__cl_write_buffer, rgpu_cl_write, reason, reason_cap);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_READ_BUFFER:
+        RGPU_CL_UNPACK(Rgpu__ClReadBuffer, rgpu__cl_read_buffer, rgpu_cl_read);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_COPY_BUFFER:
+        RGPU_CL_UNPACK(Rgpu__ClCopyBuffer, rgpu__cl_copy_buffer, rgpu_cl_copy);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_FILL_BUFFER:
+        RGPU_CL_UNPACK(Rgpu__ClFillBuffer, rgpu__cl_fill_buffer, rgpu_cl_fill);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER_RECT:
+        RGPU_CL_UNPACK(Rgpu__ClBufferRect, rgpu__cl_buffer_rect, rgpu_cl_write_rect, reason, reason_cap);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_READ_BUFFER_RECT:
+        RGPU_CL_UNPACK(Rgpu__ClBufferRect, rgpu__cl_buffer_rect, rgpu_cl_read_rect);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_COPY_BUFFER_RECT:
+        RGPU_CL_UNPACK(Rgpu__ClBufferRect, rgpu__cl_buffer_rect, rgpu_cl_copy_rect);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_NDRANGE:
+        RGPU_CL_UNPACK(Rgpu__ClNDRange, rgpu__cl_ndrange, rgpu_cl_ndrange);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_MARKER:
+        RGPU_CL_UNPACK(Rgpu__ClMarker, rgpu__cl_marker, rgpu_cl_marker);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_MIGRATE:
+        RGPU_CL_UNPACK(Rgpu__ClMigrate, rgpu__cl_migrate, rgpu_cl_migrate);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_FLUSH:
+    case RGPU__MSG_TYPE__MSG_CL_FINISH:
+        RGPU_CL_UNPACK(Rgpu__ClQueueOp, rgpu__cl_queue_op, rgpu_cl_queue_op);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_WAIT_EVENTS:
+        RGPU_CL_UNPACK(Rgpu__ClWaitEvents, rgpu__cl_wait_events, rgpu_cl_wait_events);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_GET_INFO:
+        RGPU_CL_UNPACK(Rgpu__ClGetInfo, rgpu__cl_get_info, rgpu_cl_get_info);
+        break;
+    default:
+        snprintf(reason, reason_cap, "unknown message type %u", hdr->type);
+        return RGPU_ERR_UNKNOWN_TYPE;
+    }
+    return status;
+
+bad_body:
+    snprintf(reason, reason_cap, "body of message type %u (%u bytes) does not unpack", hdr->type, hdr->body_len);
+    return RGPU_ERR_BAD_MESSAGE;
+}
+
+/* ---- session lifetime ---- */
+
+static rgpu_status_t rgpu_cl_session_open(rgpu_backend_t *backend, rgpu_session_t *session, void **ctx_p)
+{
+    rgpu_cl_session_t *s = calloc(1, sizeof(*s));
+
+    if (!s)
+        return RGPU_ERR_NOMEM;
+    s->backend = backend;
+    s->session = session;
+    s->chunk = rgpu_session_config(session)->chunk_size;
+    if (s->chunk == 0)
+        s->chunk = 4u << 20;
+    rgpu_htable_init(&s->handles);
+    *ctx_p = s;
+    return RGPU_OK;
+}
+
+typedef struct {
+    rgpu_cl_handle_t **by_kind[8];
+    size_t count[8];
+} rgpu_cl_sweep_t;
+
+static void rgpu_cl_collect(uint64_t key, void *value, void *arg)
+{
+    rgpu_cl_sweep_t *sw = arg;
+    rgpu_cl_handle_t *h = value;
+    /* Release order: kernels, programs, sub-buffers, buffers, events, queues, contexts. */
+    int slot;
+
+    switch (h->kind) {
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL: slot = 0; break;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM: slot = 1; break;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_MEM: slot = h->parent ? 2 : 3; break;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT: slot = 4; break;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_QUEUE: slot = 5; break;
+    default: slot = 6; break;
+    }
+    sw->by_kind[slot][sw->count[slot]++] = h;
+}
+
+static void rgpu_cl_session_teardown(void *ctx)
+{
+    rgpu_cl_session_t *s = ctx;
+    rgpu_cl_sweep_t sw = {0};
+    size_t n = s->handles.count, released = 0;
+
+    for (int k = 0; k < 8; k++)
+        sw.by_kind[k] = calloc(n + 1, sizeof(rgpu_cl_handle_t *));
+    for (int k = 0; k < 8; k++) {
+        if (!sw.by_kind[k]) {
+            rgpu_error("opencl", "%s: out of memory while releasing its objects", rgpu_session_name(s->session));
+            goto out;
+        }
+    }
+    rgpu_htable_foreach(&s->handles, rgpu_cl_collect, &sw);
+    /* Commands waiting on user events the client will never set would hold
+     * their queues forever: fail those events first. */
+    for (size_t i = 0; i < sw.count[4]; i++) {
+        if (sw.by_kind[4][i]->user_pending)
+            clSetUserEventStatus(sw.by_kind[4][i]->cl.event, CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST);
+    }
+    for (size_t i = 0; i < sw.count[5]; i++)
+        clFinish(sw.by_kind[5][i]->cl.queue);
+    for (int k = 0; k < 7; k++) {
+        for (size_t i = 0; i < sw.count[k]; i++) {
+            rgpu_cl_release_handle(sw.by_kind[k][i]);
+            released++;
+        }
+    }
+    if (released)
+        rgpu_info("opencl", "%s: released %zu objects the client left behind", rgpu_session_name(s->session),
+                  released);
+out:
+    for (int k = 0; k < 8; k++)
+        free(sw.by_kind[k]);
+    rgpu_htable_cleanup(&s->handles);
+}
+
+static void rgpu_cl_session_free(void *ctx)
+{
+    free(ctx);
+}
+
+/* ---- the backend ---- */
+
+static char *rgpu_cl_platform_str(cl_platform_id p, cl_platform_info param, char *buf, size_t cap)
+{
+    buf[0] = '\0';
+    clGetPlatformInfo(p, param, cap, buf, NULL);
+    buf[cap - 1] = '\0';
+    return buf;
+}
+
+/* Every plain-valued CL_DEVICE_* of OpenCL 1.0-3.0 lies in 0x1000-0x1080;
+ * asking for each and keeping what the device answers covers them all,
+ * vendor-neutrally. Handles (platform, parent device) are the client's. */
+static int rgpu_cl_hello_device(rgpu_backend_t *be, cl_uint index, Rgpu__Device *out)
+{
+    cl_device_id dev = be->devices[index];
+    Rgpu__DeviceParam **params = calloc(0x100, sizeof(*params));
+    size_t n = 0;
+
+    if (!params)
+        return -1;
+    rgpu__device__init(out);
+    out->index = index;
+    for (cl_uint param = 0x1000; param < 0x1080; param++) {
+        size_t size = 0;
+        Rgpu__DeviceParam *p;
+
+        if (param == CL_DEVICE_PLATFORM || param == CL_DEVICE_PARENT_DEVICE)
+            continue;
+        if (clGetDeviceInfo(dev, param, 0, NULL, &size) != CL_SUCCESS || size == 0)
+            continue;
+        p = calloc(1, sizeof(*p));
+        if (!p)
+            continue;
+        rgpu__device_param__init(p);
+        if (!(p->value.data = malloc(size))) {
+            free(p);
+            continue;
+        }
+        if (clGetDeviceInfo(dev, param, size, p->value.data, NULL) != CL_SUCCESS) {
+            free(p->value.data);
+            free(p);
+            continue;
+        }
+        p->param = param;
+        p->value.len = size;
+        params[n++] = p;
+    }
+    out->params = params;
+    out->n_params = n;
+    return 0;
+}
+
+static rgpu_status_t rgpu_cl_backend_open(const rgpu_server_config_t *config, rgpu_backend_t **backend_p)
+{
+    cl_platform_id platforms[32];
+    cl_uint n_platforms = 0;
+    rgpu_backend_t *be = calloc(1, sizeof(*be));
+    char name[256];
+
+    if (!be)
+        return RGPU_ERR_NOMEM;
+    if (clGetPlatformIDs(32, platforms, &n_platforms) != CL_SUCCESS || n_platforms == 0) {
+        rgpu_error("opencl", "no OpenCL platform on this node (is an ICD installed in /etc/OpenCL/vendors, "
+                             "or OCL_ICD_VENDORS set?)");
+        free(be);
+        return RGPU_ERR_NOT_FOUND;
+    }
+    for (cl_uint i = 0; i < n_platforms && !be->platform; i++) {
+        cl_uint n = 0;
+        rgpu_cl_platform_str(platforms[i], CL_PLATFORM_NAME, name, sizeof(name));
+        /* Serving our own client ICD would forward calls to ourselves. */
+        if (strcmp(name, "rgpu") == 0)
+            continue;
+        if (config->platform[0] && !strstr(name, config->platform))
+            continue;
+        if (clGetDeviceIDs(platforms[i], CL_DEVICE_TYPE_ALL, 0, NULL, &n) != CL_SUCCESS || n == 0)
+            continue;
+        be->platform = platforms[i];
+        be->num_devices = n;
+    }
+    if (!be->platform) {
+        rgpu_error("opencl", "no OpenCL platform%s%s%s with devices to serve", config->platform[0] ? " named \"" : "",
+                   config->platform, config->platform[0] ? "\"" : "");
+        free(be);
+        return RGPU_ERR_NOT_FOUND;
+    }
+    rgpu_cl_platform_str(be->platform, CL_PLATFORM_NAME, be->platform_name, sizeof(be->platform_name));
+    rgpu_cl_platform_str(be->platform, CL_PLATFORM_VERSION, be->platform_version, sizeof(be->platform_version));
+    be->devices = calloc(be->num_devices, sizeof(cl_device_id));
+    be->hello_devices = calloc(be->num_devices, sizeof(Rgpu__Device));
+    be->hello_device_ptrs = calloc(be->num_devices, sizeof(Rgpu__Device *));
+    if (!be->devices || !be->hello_devices || !be->hello_device_ptrs) {
+        free(be->devices);
+        free(be->hello_devices);
+        free(be->hello_device_ptrs);
+        free(be);
+        return RGPU_ERR_NOMEM;
+    }
+    clGetDeviceIDs(be->platform, CL_DEVICE_TYPE_ALL, be->num_devices, be->devices, NULL);
+    for (cl_uint i = 0; i < be->num_devices; i++) {
+        rgpu_cl_hello_device(be, i, &be->hello_devices[i]);
+        be->hello_device_ptrs[i] = &be->hello_devices[i];
+    }
+    snprintf(be->describe, sizeof(be->describe), "OpenCL platform \"%.100s\" (%.100s), %u device(s)", be->platform_name,
+             be->platform_version, be->num_devices);
+    for (cl_uint i = 0; i < be->num_devices; i++) {
+        char dev_name[256] = "";
+        size_t len = strlen(be->describe);
+        clGetDeviceInfo(be->devices[i], CL_DEVICE_NAME, sizeof(dev_name), dev_name, NULL);
+        snprintf(be->describe + len, sizeof(be->describe) - len, "%s\"%.100s\"", i ? ", " : ": ", dev_name);
+    }
+    *backend_p = be;
+    return RGPU_OK;
+}
+
+static void rgpu_cl_backend_close(rgpu_backend_t *be)
+{
+    for (cl_uint i = 0; i < be->num_devices; i++) {
+        for (size_t j = 0; j < be->hello_devices[i].n_params; j++) {
+            free(be->hello_devices[i].params[j]->value.data);
+            free(be->hello_devices[i].params[j]);
+        }
+        free(be->hello_devices[i].params);
+    }
+    free(be->hello_devices);
+    free(be->hello_device_ptrs);
+    free(be->devices);
+    free(be);
+}
+
+static const char *rgpu_cl_backend_describe(rgpu_backend_t *be)
+{
+    return be->describe;
+}
+
+static void rgpu_cl_hello_fill(rgpu_backend_t *be, Rgpu__HelloReply *reply)
+{
+    reply->platform_name = be->platform_name;
+    reply->platform_version = be->platform_version;
+    reply->n_devices = be->num_devices;
+    reply->devices = be->hello_device_ptrs;
+}
+
+const rgpu_backend_ops_t rgpu_backend_opencl_ops = {
+    .name = "opencl",
+    .api = RGPU__API_FAMILY__API_OPENCL,
+    .open = rgpu_cl_backend_open,
+    .close = rgpu_cl_backend_close,
+    .describe = rgpu_cl_backend_describe,
+    .hello_fill = rgpu_cl_hello_fill,
+    .session_open = rgpu_cl_session_open,
+    .session_handle = rgpu_cl_session_handle,
+    .session_teardown = rgpu_cl_session_teardown,
+    .session_free = rgpu_cl_session_free,
+};

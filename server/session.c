@@ -1,0 +1,596 @@
+/*
+ * A session: handshake, frame loop and teardown for one client link, on a
+ * thread of its own, plus a sender thread for frames posted by callbacks.
+ * See session.h for the threads and the locking.
+ */
+#include "session.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "metrics.h"
+#include "rgpu/log.h"
+
+typedef struct rgpu_outframe {
+    struct rgpu_outframe *next;
+    uint8_t *head;              /* frame header + packed body */
+    size_t head_len;
+    const void *bulk;
+    uint64_t bulk_len;
+    void (*bulk_free)(void *arg);
+    void *bulk_arg;
+} rgpu_outframe_t;
+
+struct rgpu_session {
+    rgpu_server_t *server;
+    rgpu_session_t *next;       /* in server->sessions, under server->lock */
+    uint64_t id;
+    char name[128];
+    rgpu_link_t *link;
+    rgpu_frame_limits_t limits;
+    atomic_int refs;
+    atomic_int closing;
+
+    pthread_mutex_t send_lock;  /* serializes every send on link */
+
+    pthread_mutex_t post_lock;  /* protects the post queue and sender state */
+    pthread_cond_t post_cond;
+    rgpu_outframe_t *post_head, *post_tail;
+    int sender_stop;
+    int sender_stopped;
+    pthread_t sender;
+
+    void *backend_ctx;          /* set by the handshake */
+};
+
+static atomic_ullong rgpu_session_next_id = 1;
+
+/* ---- server list ---------------------------------------------------- */
+
+void rgpu_server_init(rgpu_server_t *server)
+{
+    pthread_mutex_init(&server->lock, NULL);
+    pthread_cond_init(&server->idle, NULL);
+    server->sessions = NULL;
+    server->stopping = 0;
+}
+
+void rgpu_server_cleanup(rgpu_server_t *server)
+{
+    pthread_cond_destroy(&server->idle);
+    pthread_mutex_destroy(&server->lock);
+}
+
+void rgpu_server_stop_sessions(rgpu_server_t *server)
+{
+    pthread_mutex_lock(&server->lock);
+    server->stopping = 1;
+    /* A session stays in the list until after its link is closed, so every
+     * link here is still open. */
+    for (rgpu_session_t *s = server->sessions; s; s = s->next)
+        rgpu_link_shutdown(s->link);
+    pthread_mutex_unlock(&server->lock);
+}
+
+int rgpu_server_wait_sessions(rgpu_server_t *server, int timeout_ms)
+{
+    struct timespec deadline;
+    int left = 0;
+
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&server->lock);
+    while (server->sessions) {
+        if (pthread_cond_timedwait(&server->idle, &server->lock, &deadline) == ETIMEDOUT)
+            break;
+    }
+    for (rgpu_session_t *s = server->sessions; s; s = s->next)
+        left++;
+    pthread_mutex_unlock(&server->lock);
+    return left;
+}
+
+static void rgpu_server_remove_session(rgpu_server_t *server, rgpu_session_t *session)
+{
+    pthread_mutex_lock(&server->lock);
+    for (rgpu_session_t **pp = &server->sessions; *pp; pp = &(*pp)->next) {
+        if (*pp == session) {
+            *pp = session->next;
+            break;
+        }
+    }
+    pthread_cond_broadcast(&server->idle);
+    pthread_mutex_unlock(&server->lock);
+}
+
+/* ---- accessors and references --------------------------------------- */
+
+const char *rgpu_session_name(const rgpu_session_t *session)
+{
+    return session->name;
+}
+
+const rgpu_server_config_t *rgpu_session_config(const rgpu_session_t *session)
+{
+    return session->server->config;
+}
+
+int rgpu_session_closing(rgpu_session_t *session)
+{
+    return atomic_load(&session->closing);
+}
+
+void rgpu_session_ref(rgpu_session_t *session)
+{
+    atomic_fetch_add(&session->refs, 1);
+}
+
+void rgpu_session_unref(rgpu_session_t *session)
+{
+    if (atomic_fetch_sub(&session->refs, 1) != 1)
+        return;
+    /* Last reference: the session thread is done and no callback can run. */
+    if (session->backend_ctx)
+        session->server->backend_ops->session_free(session->backend_ctx);
+    pthread_cond_destroy(&session->post_cond);
+    pthread_mutex_destroy(&session->post_lock);
+    pthread_mutex_destroy(&session->send_lock);
+    free(session);
+}
+
+/* ---- receiving and sending ------------------------------------------ */
+
+rgpu_status_t rgpu_session_recv_bulk(rgpu_session_t *session, void *buf, uint64_t len)
+{
+    return rgpu_link_recv(session->link, buf, (size_t)len);
+}
+
+rgpu_status_t rgpu_session_discard_bulk(rgpu_session_t *session, uint64_t len)
+{
+    return rgpu_link_discard(session->link, len);
+}
+
+rgpu_status_t rgpu_session_send(rgpu_session_t *session, uint16_t type, uint64_t seq,
+                                const ProtobufCMessage *msg, const void *bulk, uint64_t bulk_len)
+{
+    rgpu_status_t status;
+
+    pthread_mutex_lock(&session->send_lock);
+    status = rgpu_link_send_msg(session->link, type, seq, msg, bulk, bulk_len);
+    pthread_mutex_unlock(&session->send_lock);
+    return status;
+}
+
+void rgpu_session_send_lock(rgpu_session_t *session)
+{
+    pthread_mutex_lock(&session->send_lock);
+}
+
+void rgpu_session_send_unlock(rgpu_session_t *session)
+{
+    pthread_mutex_unlock(&session->send_lock);
+}
+
+rgpu_status_t rgpu_session_send_head_locked(rgpu_session_t *session, uint16_t type, uint64_t seq,
+                                            const ProtobufCMessage *msg, uint64_t bulk_len)
+{
+    uint8_t stack[256];
+    size_t need = rgpu_frame_packed_size(msg);
+    uint8_t *buf = need <= sizeof(stack) ? stack : malloc(need);
+    rgpu_status_t status;
+
+    if (!buf)
+        return RGPU_ERR_NOMEM;
+    status = rgpu_link_send(session->link, buf, rgpu_frame_pack(buf, type, seq, 0, msg, bulk_len));
+    if (buf != stack)
+        free(buf);
+    return status;
+}
+
+rgpu_status_t rgpu_session_send_raw_locked(rgpu_session_t *session, const void *buf, uint64_t len)
+{
+    return rgpu_link_send(session->link, buf, (size_t)len);
+}
+
+static void rgpu_outframe_free(rgpu_outframe_t *frame)
+{
+    if (frame->bulk_free)
+        frame->bulk_free(frame->bulk_arg);
+    free(frame->head);
+    free(frame);
+}
+
+void rgpu_session_post(rgpu_session_t *session, uint16_t type, uint64_t seq,
+                       const ProtobufCMessage *msg, const void *bulk, uint64_t bulk_len,
+                       void (*bulk_free)(void *arg), void *bulk_arg)
+{
+    rgpu_outframe_t *frame = calloc(1, sizeof(*frame));
+    size_t need = rgpu_frame_packed_size(msg);
+
+    if (!frame)
+        goto out_drop;
+    frame->bulk = bulk;
+    frame->bulk_len = bulk_len;
+    frame->bulk_free = bulk_free;
+    frame->bulk_arg = bulk_arg;
+    frame->head = malloc(need);
+    if (!frame->head) {
+        free(frame);
+        frame = NULL;
+        goto out_drop;
+    }
+    frame->head_len = rgpu_frame_pack(frame->head, type, seq, 0, msg, bulk_len);
+    pthread_mutex_lock(&session->post_lock);
+    if (session->sender_stopped) {
+        pthread_mutex_unlock(&session->post_lock);
+        rgpu_outframe_free(frame);
+        return;
+    }
+    if (session->post_tail)
+        session->post_tail->next = frame;
+    else
+        session->post_head = frame;
+    session->post_tail = frame;
+    pthread_cond_signal(&session->post_cond);
+    pthread_mutex_unlock(&session->post_lock);
+    return;
+
+out_drop:
+    /* The client will miss this frame; its call fails when the session ends. */
+    rgpu_error("session", "%s: out of memory posting a message of type %u", session->name, type);
+    if (bulk_free)
+        bulk_free(bulk_arg);
+}
+
+static void *rgpu_session_sender_main(void *arg)
+{
+    rgpu_session_t *session = arg;
+    int link_failed = 0;
+
+    for (;;) {
+        rgpu_outframe_t *frame;
+
+        pthread_mutex_lock(&session->post_lock);
+        while (!session->post_head && !session->sender_stop)
+            pthread_cond_wait(&session->post_cond, &session->post_lock);
+        frame = session->post_head;
+        if (!frame) {
+            session->sender_stopped = 1;
+            pthread_mutex_unlock(&session->post_lock);
+            break;
+        }
+        session->post_head = frame->next;
+        if (!session->post_head)
+            session->post_tail = NULL;
+        pthread_mutex_unlock(&session->post_lock);
+
+        if (!link_failed && !atomic_load(&session->closing)) {
+            struct iovec iov[2] = {{frame->head, frame->head_len},
+                                   {(void *)frame->bulk, (size_t)frame->bulk_len}};
+            rgpu_status_t status;
+
+            pthread_mutex_lock(&session->send_lock);
+            status = rgpu_link_sendv(session->link, iov, frame->bulk_len ? 2 : 1);
+            pthread_mutex_unlock(&session->send_lock);
+            /* The session thread notices a dead link on its next receive. */
+            if (status != RGPU_OK)
+                link_failed = 1;
+        }
+        rgpu_outframe_free(frame);
+    }
+    return NULL;
+}
+
+static void rgpu_session_sender_stop(rgpu_session_t *session)
+{
+    pthread_mutex_lock(&session->post_lock);
+    session->sender_stop = 1;
+    pthread_cond_signal(&session->post_cond);
+    pthread_mutex_unlock(&session->post_lock);
+    pthread_join(session->sender, NULL);
+}
+
+/* ---- the handshake and the frame loop ------------------------------- */
+
+static int rgpu_session_is_link_error(rgpu_status_t status)
+{
+    return status == RGPU_ERR_CONN_CLOSED || status == RGPU_ERR_IO || status == RGPU_ERR_TIMEOUT;
+}
+
+static rgpu_status_t rgpu_session_hello(rgpu_session_t *session, const rgpu_frame_header_t *header,
+                                        const uint8_t *body, char *reason, size_t reason_cap)
+{
+    rgpu_server_t *server = session->server;
+    Rgpu__HelloReply reply = RGPU__HELLO_REPLY__INIT;
+    char server_name[256];
+    Rgpu__Hello *hello;
+    rgpu_status_t status;
+
+    if (header->bulk_len) {
+        snprintf(reason, reason_cap, "hello carries %llu bytes of bulk, expected none",
+                 (unsigned long long)header->bulk_len);
+        return RGPU_ERR_PROTOCOL;
+    }
+    hello = rgpu__hello__unpack(NULL, header->body_len, body);
+    if (!hello) {
+        snprintf(reason, reason_cap, "hello body (%u bytes) does not unpack", header->body_len);
+        return RGPU_ERR_BAD_MESSAGE;
+    }
+    if (hello->protocol_version != RGPU_PROTOCOL_VERSION) {
+        snprintf(reason, reason_cap,
+                 "client speaks protocol version %u, this server speaks version %u",
+                 hello->protocol_version, RGPU_PROTOCOL_VERSION);
+        status = RGPU_ERR_BAD_VERSION;
+        goto out_free_hello;
+    }
+    if (hello->api != server->backend_ops->api) {
+        snprintf(reason, reason_cap, "client asked for API family %d, this server serves %s",
+                 (int)hello->api, server->backend_ops->name);
+        status = RGPU_ERR_REFUSED;
+        goto out_free_hello;
+    }
+    rgpu_info("session", "session %llu from %s: client arch %s, pid %u, host %s",
+              (unsigned long long)session->id, session->link->peer,
+              *hello->client_arch ? hello->client_arch : "?", hello->client_pid,
+              *hello->client_host ? hello->client_host : "?");
+    status = server->backend_ops->session_open(server->backend, session, &session->backend_ctx);
+    if (status != RGPU_OK) {
+        snprintf(reason, reason_cap, "cannot open a %s session: %s", server->backend_ops->name,
+                 rgpu_status_str(status));
+        goto out_free_hello;
+    }
+    snprintf(server_name, sizeof(server_name), "rgpu-server %s on %s", RGPU_VERSION,
+             server->hostname);
+    reply.protocol_version = RGPU_PROTOCOL_VERSION;
+    reply.server_name = server_name;
+    reply.little_endian = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
+    reply.session_id = session->id;
+    server->backend_ops->hello_fill(server->backend, &reply);
+    status = rgpu_session_send(session, RGPU__MSG_TYPE__MSG_HELLO_REPLY, header->seq,
+                               &reply.base, NULL, 0);
+
+out_free_hello:
+    rgpu__hello__free_unpacked(hello, NULL);
+    return status;
+}
+
+static rgpu_status_t rgpu_session_ping(rgpu_session_t *session, const rgpu_frame_header_t *header,
+                                       const uint8_t *body, char *reason, size_t reason_cap)
+{
+    Rgpu__Pong pong = RGPU__PONG__INIT;
+    Rgpu__Ping *ping;
+    rgpu_status_t status;
+
+    if (header->bulk_len) {
+        snprintf(reason, reason_cap, "ping carries %llu bytes of bulk, expected none",
+                 (unsigned long long)header->bulk_len);
+        return RGPU_ERR_PROTOCOL;
+    }
+    ping = rgpu__ping__unpack(NULL, header->body_len, body);
+    if (!ping) {
+        snprintf(reason, reason_cap, "ping body (%u bytes) does not unpack", header->body_len);
+        return RGPU_ERR_BAD_MESSAGE;
+    }
+    pong.payload = ping->payload;
+    status = rgpu_session_send(session, RGPU__MSG_TYPE__MSG_PONG, header->seq, &pong.base, NULL, 0);
+    rgpu__ping__free_unpacked(ping, NULL);
+    return status;
+}
+
+/* Decodes a header; on failure explains what was wrong with it. */
+static rgpu_status_t rgpu_session_decode_header(rgpu_session_t *session, const uint8_t *raw,
+                                                rgpu_frame_header_t *header_p, char *reason,
+                                                size_t reason_cap)
+{
+    rgpu_status_t status = rgpu_frame_header_decode(raw, &session->limits, header_p);
+    unsigned long long body_len = 0, bulk_len = 0;
+
+    switch (status) {
+    case RGPU_OK:
+        break;
+    case RGPU_ERR_BAD_MAGIC:
+        snprintf(reason, reason_cap,
+                 "not an rgpu frame: bad magic %02x %02x %02x %02x (is this an rgpu client?)",
+                 raw[0], raw[1], raw[2], raw[3]);
+        break;
+    case RGPU_ERR_BAD_VERSION:
+        snprintf(reason, reason_cap,
+                 "frame has protocol version %u, this server speaks version %u",
+                 (unsigned)(raw[4] | raw[5] << 8), RGPU_PROTOCOL_VERSION);
+        break;
+    case RGPU_ERR_TOO_LARGE:
+        for (int i = 3; i >= 0; i--)
+            body_len = body_len << 8 | raw[12 + i];
+        for (int i = 7; i >= 0; i--)
+            bulk_len = bulk_len << 8 | raw[24 + i];
+        snprintf(reason, reason_cap,
+                 "frame of type %u too large: body %llu bytes (limit %u), bulk %llu bytes "
+                 "(limit %llu)", (unsigned)(raw[6] | raw[7] << 8), body_len,
+                 session->limits.max_body, bulk_len,
+                 (unsigned long long)session->limits.max_bulk);
+        break;
+    default:
+        snprintf(reason, reason_cap, "bad frame header: %s", rgpu_status_str(status));
+        break;
+    }
+    return status;
+}
+
+/* Runs frames until the client leaves or breaks the protocol. RGPU_OK means
+ * an orderly goodbye; link statuses mean the client went away; anything
+ * else comes with a reason. */
+static rgpu_status_t rgpu_session_loop(rgpu_session_t *session, char *reason, size_t reason_cap)
+{
+    const rgpu_backend_ops_t *ops = session->server->backend_ops;
+
+    for (;;) {
+        uint8_t raw[RGPU_FRAME_HEADER_SIZE];
+        rgpu_frame_header_t header;
+        uint8_t *body;
+        rgpu_status_t status;
+
+        status = rgpu_link_recv(session->link, raw, sizeof(raw));
+        if (status != RGPU_OK)
+            return status;
+        status = rgpu_session_decode_header(session, raw, &header, reason, reason_cap);
+        if (status != RGPU_OK)
+            return status;
+        /* One spare byte so that an empty body still has an address. */
+        body = malloc((size_t)header.body_len + 1);
+        if (!body) {
+            snprintf(reason, reason_cap, "out of memory for a body of %u bytes", header.body_len);
+            return RGPU_ERR_NOMEM;
+        }
+        status = rgpu_link_recv(session->link, body, header.body_len);
+        if (status != RGPU_OK)
+            goto out_free_body;
+        rgpu_trace("session", "%s: frame type %u seq %llu body %u bulk %llu", session->name,
+                   header.type, (unsigned long long)header.seq, header.body_len,
+                   (unsigned long long)header.bulk_len);
+
+        if (!session->backend_ctx && header.type != RGPU__MSG_TYPE__MSG_HELLO) {
+            snprintf(reason, reason_cap, "first message has type %u, expected hello (%u)",
+                     header.type, RGPU__MSG_TYPE__MSG_HELLO);
+            status = RGPU_ERR_PROTOCOL;
+            goto out_free_body;
+        }
+        switch (header.type) {
+        case RGPU__MSG_TYPE__MSG_HELLO:
+            if (session->backend_ctx) {
+                snprintf(reason, reason_cap, "second hello in one session");
+                status = RGPU_ERR_PROTOCOL;
+                break;
+            }
+            status = rgpu_session_hello(session, &header, body, reason, reason_cap);
+            break;
+        case RGPU__MSG_TYPE__MSG_PING:
+            status = rgpu_session_ping(session, &header, body, reason, reason_cap);
+            break;
+        case RGPU__MSG_TYPE__MSG_GOODBYE:
+            free(body);
+            return RGPU_OK;
+        default:
+            status = ops->session_handle(session->backend_ctx, &header, body, reason, reason_cap);
+            break;
+        }
+out_free_body:
+        free(body);
+        if (status != RGPU_OK)
+            return status;
+    }
+}
+
+static void *rgpu_session_main(void *arg)
+{
+    rgpu_session_t *session = arg;
+    rgpu_server_t *server = session->server;
+    char reason[512] = "";
+    rgpu_status_t status;
+
+    status = rgpu_session_loop(session, reason, sizeof(reason));
+    if (status == RGPU_OK) {
+        rgpu_info("session", "%s: client said goodbye", session->name);
+    } else if (rgpu_session_is_link_error(status)) {
+        rgpu_info("session", "%s: client went away (%s)", session->name, rgpu_status_str(status));
+    } else {
+        Rgpu__SessionError error = RGPU__SESSION_ERROR__INIT;
+
+        rgpu_warn("session", "%s: ending session: %s", session->name, reason);
+        if (status <= RGPU_ERR_BAD_MAGIC && status >= RGPU_ERR_REFUSED)
+            atomic_fetch_add(&rgpu_metrics.protocol_errors_total, 1);
+        error.status = status;
+        error.reason = reason;
+        rgpu_session_send(session, RGPU__MSG_TYPE__MSG_SESSION_ERROR, 0, &error.base, NULL, 0);
+    }
+
+    /* From here on nothing reaches the client: callbacks drop their frames. */
+    atomic_store(&session->closing, 1);
+    rgpu_link_shutdown(session->link);
+    rgpu_session_sender_stop(session);
+    if (session->backend_ctx)
+        server->backend_ops->session_teardown(session->backend_ctx);
+    rgpu_debug("session", "%s: closed", session->name);
+
+    rgpu_link_close(session->link);
+    session->link = NULL;
+    atomic_fetch_sub(&rgpu_metrics.sessions_active, 1);
+    rgpu_server_remove_session(server, session);
+    rgpu_session_unref(session);
+    return NULL;
+}
+
+rgpu_status_t rgpu_session_start(rgpu_server_t *server, rgpu_link_t *link)
+{
+    rgpu_session_t *session = calloc(1, sizeof(*session));
+    pthread_attr_t attr;
+    rgpu_status_t status;
+    int err;
+
+    if (!session) {
+        rgpu_error("session", "out of memory for a session from %s", link->peer);
+        rgpu_link_close(link);
+        return RGPU_ERR_NOMEM;
+    }
+    session->server = server;
+    session->id = atomic_fetch_add(&rgpu_session_next_id, 1);
+    session->link = link;
+    session->limits.max_body = (uint32_t)server->config->max_body;
+    session->limits.max_bulk = server->config->max_bulk;
+    atomic_init(&session->refs, 1);
+    atomic_init(&session->closing, 0);
+    snprintf(session->name, sizeof(session->name), "session %llu (%s)",
+             (unsigned long long)session->id, link->peer);
+    pthread_mutex_init(&session->send_lock, NULL);
+    pthread_mutex_init(&session->post_lock, NULL);
+    pthread_cond_init(&session->post_cond, NULL);
+
+    pthread_mutex_lock(&server->lock);
+    if (server->stopping) {
+        pthread_mutex_unlock(&server->lock);
+        status = RGPU_ERR_REFUSED;
+        goto out_free;
+    }
+    session->next = server->sessions;
+    server->sessions = session;
+    pthread_mutex_unlock(&server->lock);
+
+    err = pthread_create(&session->sender, NULL, rgpu_session_sender_main, session);
+    if (err != 0) {
+        rgpu_error("session", "%s: cannot start its sender thread: %s", session->name,
+                   strerror(err));
+        status = RGPU_ERR_NOMEM;
+        goto out_remove;
+    }
+    atomic_fetch_add(&rgpu_metrics.sessions_active, 1);
+    atomic_fetch_add(&rgpu_metrics.sessions_total, 1);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    err = pthread_create(&(pthread_t){0}, &attr, rgpu_session_main, session);
+    pthread_attr_destroy(&attr);
+    if (err != 0) {
+        rgpu_error("session", "%s: cannot start its thread: %s", session->name, strerror(err));
+        atomic_fetch_sub(&rgpu_metrics.sessions_active, 1);
+        rgpu_session_sender_stop(session);
+        status = RGPU_ERR_NOMEM;
+        goto out_remove;
+    }
+    rgpu_debug("session", "%s: accepted", session->name);
+    return RGPU_OK;
+
+out_remove:
+    rgpu_server_remove_session(server, session);
+out_free:
+    rgpu_link_close(link);
+    session->link = NULL;
+    rgpu_session_unref(session);
+    return status;
+}

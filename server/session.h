@@ -1,0 +1,98 @@
+/*
+ * Sessions: one per client link, each on a thread of its own.
+ *
+ *   loop thread        accept ─▶ rgpu_session_start ─▶ (thread)
+ *   session thread     hello ─▶ frame loop ─▶ teardown ─▶ unref
+ *   sender thread      sends frames posted by API callbacks, in order
+ *   API callbacks      rgpu_session_post (never the link directly)
+ *
+ * Sends are serialized by the session's send mutex: the session thread sends
+ * replies directly (rgpu_session_send), the sender thread sends what was
+ * posted. Callbacks never take the send mutex, so a session thread that
+ * holds it while waiting for the device (pipelined reads) cannot deadlock
+ * with a callback the device runs.
+ *
+ * A session is reference counted: its thread holds one reference, every
+ * callback that may still run holds one. The last unref frees it.
+ */
+#ifndef RGPU_SERVER_SESSION_H
+#define RGPU_SERVER_SESSION_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "backend.h"
+#include "config.h"
+#include "rgpu/transport.h"
+
+/* The server as sessions see it: shared by the loop and every session. */
+typedef struct rgpu_server {
+    const rgpu_server_config_t *config;
+    const rgpu_backend_ops_t *backend_ops;
+    rgpu_backend_t *backend;
+    char hostname[128];
+
+    pthread_mutex_t lock;       /* protects what follows */
+    pthread_cond_t idle;        /* signalled when a session leaves the list */
+    rgpu_session_t *sessions;   /* running sessions, linked by next */
+    int stopping;               /* no new sessions */
+} rgpu_server_t;
+
+/* Initializes the lock and list of a zeroed server. */
+void rgpu_server_init(rgpu_server_t *server);
+void rgpu_server_cleanup(rgpu_server_t *server);
+
+/* Starts a session for link on a new thread; the session owns link from now
+ * on, even on failure (then the link is closed). Loop thread. Returns
+ * RGPU_ERR_NOMEM or RGPU_ERR_REFUSED (server stopping). */
+rgpu_status_t rgpu_session_start(rgpu_server_t *server, rgpu_link_t *link);
+
+/* Shuts down the link of every running session so their threads end, and
+ * refuses new ones. Any thread. */
+void rgpu_server_stop_sessions(rgpu_server_t *server);
+
+/* Waits until every session thread has finished, at most timeout_ms.
+ * Returns the number of sessions still running. */
+int rgpu_server_wait_sessions(rgpu_server_t *server, int timeout_ms);
+
+/* ---- for backends ---------------------------------------------------- */
+
+/* "session 3 (127.0.0.1:40112)", for logs. */
+const char *rgpu_session_name(const rgpu_session_t *session);
+const rgpu_server_config_t *rgpu_session_config(const rgpu_session_t *session);
+
+void rgpu_session_ref(rgpu_session_t *session);
+void rgpu_session_unref(rgpu_session_t *session);
+
+/* Receives len bytes of the current frame's bulk. Session thread. */
+rgpu_status_t rgpu_session_recv_bulk(rgpu_session_t *session, void *buf, uint64_t len);
+/* Receives and drops len bytes of bulk. Session thread. */
+rgpu_status_t rgpu_session_discard_bulk(rgpu_session_t *session, uint64_t len);
+
+/* Sends one frame now, under the send mutex. Session thread (it may block
+ * while the client is slow to read). */
+rgpu_status_t rgpu_session_send(rgpu_session_t *session, uint16_t type, uint64_t seq,
+                                const ProtobufCMessage *msg, const void *bulk, uint64_t bulk_len);
+
+/* For a frame whose bulk is sent in pieces (pipelined reads): lock, send
+ * the header and body announcing bulk_len, send exactly bulk_len bytes with
+ * rgpu_session_send_raw_locked, unlock. Session thread. */
+void rgpu_session_send_lock(rgpu_session_t *session);
+void rgpu_session_send_unlock(rgpu_session_t *session);
+rgpu_status_t rgpu_session_send_head_locked(rgpu_session_t *session, uint16_t type, uint64_t seq,
+                                            const ProtobufCMessage *msg, uint64_t bulk_len);
+rgpu_status_t rgpu_session_send_raw_locked(rgpu_session_t *session, const void *buf, uint64_t len);
+
+/* Queues a frame for the sender thread; msg is packed now, bulk is sent
+ * from where it is and then bulk_free(bulk_arg) runs (also when the frame is
+ * dropped because the session is closing). Frames leave in the order they
+ * were posted. Any thread; never blocks on the link. */
+void rgpu_session_post(rgpu_session_t *session, uint16_t type, uint64_t seq,
+                       const ProtobufCMessage *msg, const void *bulk, uint64_t bulk_len,
+                       void (*bulk_free)(void *arg), void *bulk_arg);
+
+/* Non-zero once the session stopped talking to its client (teardown). */
+int rgpu_session_closing(rgpu_session_t *session);
+
+#endif
