@@ -207,6 +207,9 @@ cl_int CL_API_CALL rgpu_clSetUserEventStatus(cl_event event, cl_int status)
         return CL_INVALID_EVENT;
     if (status > 0)
         return CL_INVALID_VALUE;
+    /* The status of a user event can be set once. */
+    if (atomic_flag_test_and_set(&event->user_status_set))
+        return CL_INVALID_OPERATION;
     req.event = event->obj.id;
     req.status = status;
     err = rgpu__cl_post(event->obj.server, RGPU__MSG_TYPE__MSG_CL_SET_USER_EVENT_STATUS, &req.base, NULL, 0);

@@ -182,6 +182,7 @@ struct _cl_event {
     cl_command_queue queue;             /* NULL for user events */
     cl_command_type type;
     rgpu_cl_read_t *read;               /* a non-blocking read this event completes */
+    atomic_flag user_status_set;        /* user events: clSetUserEventStatus ran */
 };
 
 /* ---- shared helpers (objects.c, platform.c) ---- */
