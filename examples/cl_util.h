@@ -138,27 +138,44 @@ static inline char *cl_device_str(cl_device_id device, cl_device_info param)
     return s;
 }
 
-/* The first device of the first platform that has one. Exits with the error
- * when there is none (CL_DEVICE_NOT_FOUND, CL_PLATFORM_NOT_FOUND_KHR). */
-static inline void cl_pick_device(cl_platform_id *platform_p, cl_device_id *device_p)
+/* Device number index (counting the devices of every platform, in order).
+ * Exits with the error when there is no such device (CL_DEVICE_NOT_FOUND,
+ * CL_PLATFORM_NOT_FOUND_KHR). */
+static inline void cl_pick_device_index(unsigned index, cl_platform_id *platform_p,
+                                        cl_device_id *device_p)
 {
     cl_platform_id platforms[16];
-    cl_uint nplatforms = 0;
+    cl_device_id devices[64];
+    cl_uint nplatforms = 0, seen = 0;
     cl_int err = CL_DEVICE_NOT_FOUND;
 
     CHECK(clGetPlatformIDs(16, platforms, &nplatforms));
     if (nplatforms > 16)
         nplatforms = 16;
     for (cl_uint i = 0; i < nplatforms; i++) {
-        err = clGetDeviceIDs(platforms[i], CL_DEVICE_TYPE_ALL, 1, device_p, NULL);
-        if (err == CL_SUCCESS) {
+        cl_uint n = 0;
+        err = clGetDeviceIDs(platforms[i], CL_DEVICE_TYPE_ALL, 64, devices, &n);
+        if (err == CL_DEVICE_NOT_FOUND)
+            continue;
+        CHECK_ERR(err, "clGetDeviceIDs");
+        if (n > 64)
+            n = 64;
+        if (index < seen + n) {
             *platform_p = platforms[i];
+            *device_p = devices[index - seen];
             return;
         }
+        seen += n;
     }
-    fprintf(stderr, "no OpenCL device on %u platform(s): %s (%d)\n", nplatforms,
-            cl_err_name(err), err);
+    fprintf(stderr, "no OpenCL device number %u: %u device(s) on %u platform(s)%s%s\n", index,
+            seen, nplatforms, seen ? "" : ": ", seen ? "" : cl_err_name(err));
     exit(1);
+}
+
+/* The first device of the first platform that has one. */
+static inline void cl_pick_device(cl_platform_id *platform_p, cl_device_id *device_p)
+{
+    cl_pick_device_index(0, platform_p, device_p);
 }
 
 /* Builds a program from source; on failure prints the build log and exits. */

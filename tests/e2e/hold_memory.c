@@ -1,9 +1,10 @@
 /*
- * hold_memory: allocates MIB mebibytes of device buffers (default 1024),
- * writes every byte of them so the memory is really in use, prints
- * "READY <MIB> MiB" and then sleeps until it is killed.
+ * hold_memory: allocates MIB mebibytes of device buffers (default 1024) on
+ * device DEVICE (default 0, counting the devices of all platforms), writes
+ * every byte of them so the memory is really in use, prints
+ * "READY <MIB> MiB ..." and then sleeps until it is killed.
  *
- *   hold_memory [MIB] [CHUNK_MIB]
+ *   hold_memory [MIB] [CHUNK_MIB] [DEVICE]
  *
  * The end-to-end test of a crashing client SIGKILLs it and watches the
  * server give that memory back.
@@ -16,6 +17,7 @@ int main(int argc, char **argv)
 {
     size_t total_mib = argc > 1 ? strtoul(argv[1], NULL, 10) : 1024;
     size_t chunk_mib = argc > 2 ? strtoul(argv[2], NULL, 10) : 64;
+    unsigned device_index = argc > 3 ? (unsigned)strtoul(argv[3], NULL, 10) : 0;
     size_t chunk, nchunks;
     cl_platform_id platform;
     cl_device_id device;
@@ -28,10 +30,10 @@ int main(int argc, char **argv)
 
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (total_mib == 0 || chunk_mib == 0) {
-        fprintf(stderr, "usage: %s [MIB] [CHUNK_MIB]\n", argv[0]);
+        fprintf(stderr, "usage: %s [MIB] [CHUNK_MIB] [DEVICE]\n", argv[0]);
         return 2;
     }
-    cl_pick_device(&platform, &device);
+    cl_pick_device_index(device_index, &platform, &device);
     CHECK(clGetDeviceInfo(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof(max_alloc), &max_alloc, NULL));
     chunk = chunk_mib << 20;
     if (chunk > max_alloc)
