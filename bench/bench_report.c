@@ -69,8 +69,16 @@ void bench_progress(const char *fmt, ...)
 
     if (bench_quiet)
         return;
+    static double last_line_us;
     if (tty < 0)
         tty = isatty(STDERR_FILENO);
+    /* In a log, a line every few seconds says enough about a long run. */
+    if (!tty) {
+        double now = bench_now_us();
+        if (last_line_us && now - last_line_us < 5e6)
+            return;
+        last_line_us = now;
+    }
     /* On a terminal the line rewrites itself; in a log every step is a line. */
     fputs(tty ? "\r\033[K" : "", stderr);
     fputs("rgpu-bench: ", stderr);
