@@ -10,9 +10,9 @@ source "$(dirname "$0")/lib.sh" "$@"
 RGPU_LOG=info start_server srv --metrics 127.0.0.1:0
 
 out=$E2E_TMP/loop.out
-rgpu_run "$srv_ADDR" "$E2E_BIN/loop_until_error" 20 >"$out" 2>&1 &
-client=$!
-track_pid "$client" "loop_until_error (the well-behaved client)" "$out"
+rgpu_spawn "$out" "loop_until_error (the well-behaved client)" "$srv_ADDR" \
+    "$E2E_BIN/loop_until_error" 20
+client=$SPAWN_PID
 wait_for_line "$out" '^READY' 60 "$client"
 
 cases=$E2E_TMP/cases

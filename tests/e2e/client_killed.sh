@@ -19,9 +19,8 @@ base_bytes=$(metric "$srv_METRICS" rgpu_server_buffer_bytes)
 e2e_log "baseline: server VmRSS $((base_rss / 1024)) MiB, buffer_bytes 0"
 
 out=$E2E_TMP/hold.out
-rgpu_run "$srv_ADDR" "$E2E_BIN/hold_memory" "$MIB" >"$out" 2>&1 &
-client=$!
-track_pid "$client" hold_memory "$out"
+rgpu_spawn "$out" hold_memory "$srv_ADDR" "$E2E_BIN/hold_memory" "$MIB"
+client=$SPAWN_PID
 wait_for_line "$out" '^READY' 180 "$client"
 
 held=$(metric "$srv_METRICS" rgpu_server_buffer_bytes)

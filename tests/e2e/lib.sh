@@ -13,6 +13,9 @@
 #   stop_server NAME              SIGTERM, and expects a clean exit within 20 s
 #   track_pid PID [LABEL LOG]     kill PID at exit too; show LOG on failure
 #   rgpu_run SERVERS CMD...       runs CMD through rgpu (OCL_ICD_VENDORS=ICD_DIR)
+#   rgpu_spawn OUT LABEL SERVERS CMD...
+#                                 the same in the background, output to OUT;
+#                                 sets SPAWN_PID to CMD's own pid
 #   pocl_run CMD...               runs CMD on local PoCL
 #   metric ADDR NAME              prints the value of one metric
 #   fail MSG / pass MSG           end the test / note a passed check
@@ -104,6 +107,17 @@ rgpu_run() {
     local servers=$1
     shift
     OCL_ICD_VENDORS=$ICD_DIR RGPU_SERVERS=$servers "$@"
+}
+
+# The command is a simple command run in the background, so bash execs it in
+# the forked child and $! is the program's own pid: killing it kills the
+# program, not a subshell that would leave it running.
+rgpu_spawn() {
+    local out=$1 label=$2 servers=$3
+    shift 3
+    OCL_ICD_VENDORS=$ICD_DIR RGPU_SERVERS=$servers "$@" >"$out" 2>&1 &
+    SPAWN_PID=$!
+    track_pid "$SPAWN_PID" "$label" "$out"
 }
 
 pocl_run() {

@@ -6,9 +6,8 @@ source "$(dirname "$0")/lib.sh" "$@"
 
 start_server srv
 out=$E2E_TMP/loop.out
-rgpu_run "$srv_ADDR" "$E2E_BIN/loop_until_error" 60 >"$out" 2>&1 &
-client=$!
-track_pid "$client" loop_until_error "$out"
+rgpu_spawn "$out" loop_until_error "$srv_ADDR" "$E2E_BIN/loop_until_error" 60
+client=$SPAWN_PID
 wait_for_line "$out" '^READY' 60 "$client"
 sleep 1
 kill -0 "$client" 2>/dev/null || fail "the client stopped before the server was killed: $(cat "$out")"

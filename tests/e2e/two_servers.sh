@@ -20,9 +20,8 @@ pass "multi_device: both servers' devices computed and checked"
 # hold_memory MIB CHUNK DEVICE: the buffers land on server DEVICE only.
 for dev in 1 0; do
     log=$E2E_TMP/hold.$dev.out
-    rgpu_run "$servers" "$E2E_BIN/hold_memory" 64 64 "$dev" >"$log" 2>&1 &
-    pid=$!
-    track_pid "$pid" "hold_memory on device $dev" "$log"
+    rgpu_spawn "$log" "hold_memory on device $dev" "$servers" "$E2E_BIN/hold_memory" 64 64 "$dev"
+    pid=$SPAWN_PID
     wait_for_line "$log" '^READY' 60 "$pid"
     on_a=$(metric "$a_METRICS" rgpu_server_buffer_bytes)
     on_b=$(metric "$b_METRICS" rgpu_server_buffer_bytes)
