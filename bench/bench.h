@@ -4,10 +4,11 @@
  * run the same way on the rgpu platform and on the local one) and
  * bench_report.c (statistics, JSON, plot) share.
  *
- * Every measurement returns raw samples (one duration per iteration, in
- * microseconds); bench_stats_compute turns them into the figures printed.
- * Nothing here asserts anything about speed: a benchmark reports, it does
- * not judge.
+ * Measurements are steps (one timed iteration each, in microseconds), so
+ * that rgpu_bench.c can interleave the paths of one figure iteration by
+ * iteration; bench_stats_compute turns the samples into the figures
+ * printed. Nothing here asserts anything about speed: a benchmark reports,
+ * it does not judge.
  */
 #ifndef RGPU_BENCH_H
 #define RGPU_BENCH_H
@@ -75,16 +76,22 @@ typedef enum {
 /* `rgpu-bench tcp-peer --listen HOST:PORT`: serves until killed. */
 int bench_tcp_peer_main(int argc, char **argv);
 
-/* Ping-pong of size bytes with the peer at addr: iters timed round trips
- * after warmup untimed ones; samples receives iters durations (usec).
- * Returns 0, or -1 with a message on stderr. */
-int bench_tcp_pingpong(const char *addr, size_t size, size_t warmup, size_t iters, double *samples);
+/* A connection to the peer in one mode; each step is one timed iteration:
+ *   ECHO    send size bytes, receive them back (ping-pong)
+ *   SINK    send size bytes, wait for the 1-byte ack (like a blocking write)
+ *   SOURCE  send 1 byte, receive size bytes (like a blocking read)
+ * Return 0, or -1 with a message on stderr. */
+typedef struct {
+    void *link;                 /* rgpu_link_t */
+    const char *addr;
+    bench_tcp_mode_t mode;
+    size_t size;
+} bench_tcp_conn_t;
 
-/* One-directional stream: to_peer sends size bytes and waits for the peer's
- * 1-byte ack (like a blocking write); otherwise asks with 1 byte and
- * receives size bytes into buf (like a blocking read). buf holds size bytes. */
-int bench_tcp_stream(const char *addr, int to_peer, void *buf, size_t size, size_t warmup, size_t iters,
-                     double *samples);
+int bench_tcp_connect(bench_tcp_conn_t *c, const char *addr, bench_tcp_mode_t mode, size_t size);
+/* buf holds size bytes: what is sent (ECHO, SINK), where data lands (ECHO, SOURCE). */
+int bench_tcp_step(bench_tcp_conn_t *c, void *buf, double *us);
+void bench_tcp_disconnect(bench_tcp_conn_t *c);
 
 /* ---- OpenCL side (bench_cl.c) ---- */
 
@@ -125,22 +132,34 @@ typedef enum {
 
 extern const char *const bench_lat_call_name[BENCH_LAT_COUNT];
 
-int bench_cl_lat(bench_cl_t *cl, bench_lat_call_t call, size_t warmup, size_t iters, double *samples);
+/* A synchronous call ready to be timed: begin prepares (an event, a
+ * buffer), step runs and times one call, end releases. */
+typedef struct {
+    bench_cl_t *cl;
+    bench_lat_call_t call;
+    cl_event event;
+    cl_mem mem;
+    uint32_t word;
+} bench_cl_lat_t;
+
+int bench_cl_lat_begin(bench_cl_lat_t *l, bench_cl_t *cl, bench_lat_call_t call);
+int bench_cl_lat_step(bench_cl_lat_t *l, double *us);
+void bench_cl_lat_end(bench_cl_lat_t *l);
 
 /* Allocates the bandwidth buffers for transfers up to size bytes. */
 int bench_cl_bw_setup(bench_cl_t *cl, size_t size);
 void bench_cl_bw_teardown(bench_cl_t *cl);
 /* The host memory of the pinned case (valid after bench_cl_bw_setup). */
 void *bench_cl_pinned_ptr(bench_cl_t *cl);
-/* One timed iteration = h2d: blocking clEnqueueWriteBuffer + clFinish;
- * d2h: blocking clEnqueueReadBuffer. host is the application memory. */
-int bench_cl_bw(bench_cl_t *cl, int h2d, void *host, size_t size, size_t warmup, size_t iters,
-                double *samples);
+/* One iteration: h2d = blocking clEnqueueWriteBuffer + clFinish (the data
+ * is on the device); d2h = blocking clEnqueueReadBuffer. host is the
+ * application memory. */
+int bench_cl_bw_step(bench_cl_t *cl, int h2d, void *host, size_t size, double *us);
 
-/* Empty-kernel launches: async = iters enqueues then one clFinish, the
- * whole time in *total_us; sync = enqueue + clFinish per sample. */
-int bench_cl_launch_async(bench_cl_t *cl, size_t warmup, size_t iters, double *total_us);
-int bench_cl_launch_sync(bench_cl_t *cl, size_t warmup, size_t iters, double *samples);
+/* Empty-kernel launches: async = n enqueues then one clFinish, timed as a
+ * whole; sync = one enqueue + clFinish. */
+int bench_cl_launch_async(bench_cl_t *cl, size_t n, double *us);
+int bench_cl_launch_sync_step(bench_cl_t *cl, double *us);
 
 /* vector add of n floats: upload a and b, run, download c, check c; the
  * time of one such run in *us. Returns -1 on error or wrong results. */

@@ -204,51 +204,54 @@ void bench_cl_close(bench_cl_t *cl)
 
 /* ---- latency of synchronous calls ---- */
 
-int bench_cl_lat(bench_cl_t *cl, bench_lat_call_t call, size_t warmup, size_t iters, double *samples)
+int bench_cl_lat_begin(bench_cl_lat_t *l, bench_cl_t *cl, bench_lat_call_t call)
 {
-    cl_event event = NULL;
-    cl_mem mem = NULL;
-    cl_int status, err;
-    uint32_t word = 0;
-    int rc = 0;
+    cl_int err;
 
+    memset(l, 0, sizeof(*l));
+    l->cl = cl;
+    l->call = call;
     if (call == BENCH_LAT_EVENT_STATUS) {
-        BENCH_CL_TRY(cl, clEnqueueMarkerWithWaitList(cl->queue, 0, NULL, &event));
-        BENCH_CL_TRY(cl, clFinish(cl->queue));
+        BENCH_CL_TRY(cl, clEnqueueMarkerWithWaitList(cl->queue, 0, NULL, &l->event));
     } else if (call == BENCH_LAT_READ4) {
-        mem = clCreateBuffer(cl->context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, sizeof(word), &word, &err);
-        if (!mem)
+        l->mem = clCreateBuffer(cl->context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, sizeof(l->word), &l->word,
+                                &err);
+        if (!l->mem)
             return bench_cl_fail(cl, "clCreateBuffer", err);
-        BENCH_CL_TRY(cl, clFinish(cl->queue));
-    } else {
-        BENCH_CL_TRY(cl, clFinish(cl->queue));
     }
-    for (size_t i = 0; i < warmup + iters && rc == 0; i++) {
-        double t0 = bench_now_us();
-        switch (call) {
-        case BENCH_LAT_FINISH:
-            err = clFinish(cl->queue);
-            break;
-        case BENCH_LAT_EVENT_STATUS:
-            err = clGetEventInfo(event, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status, NULL);
-            if (err == CL_SUCCESS && status != CL_COMPLETE)
-                err = CL_INVALID_EVENT;
-            break;
-        default:
-            err = clEnqueueReadBuffer(cl->queue, mem, CL_TRUE, 0, sizeof(word), &word, 0, NULL, NULL);
-            break;
-        }
-        double t1 = bench_now_us();
-        if (err != CL_SUCCESS)
-            rc = bench_cl_fail(cl, bench_lat_call_name[call], err);
-        else if (i >= warmup)
-            samples[i - warmup] = t1 - t0;
+    BENCH_CL_TRY(cl, clFinish(cl->queue));
+    return 0;
+}
+
+int bench_cl_lat_step(bench_cl_lat_t *l, double *us)
+{
+    cl_int status, err;
+    double t0 = bench_now_us();
+
+    switch (l->call) {
+    case BENCH_LAT_FINISH:
+        err = clFinish(l->cl->queue);
+        break;
+    case BENCH_LAT_EVENT_STATUS:
+        err = clGetEventInfo(l->event, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status, NULL);
+        if (err == CL_SUCCESS && status != CL_COMPLETE)
+            err = CL_INVALID_EVENT;
+        break;
+    default:
+        err = clEnqueueReadBuffer(l->cl->queue, l->mem, CL_TRUE, 0, sizeof(l->word), &l->word, 0, NULL, NULL);
+        break;
     }
-    if (event)
-        clReleaseEvent(event);
-    if (mem)
-        clReleaseMemObject(mem);
-    return rc;
+    *us = bench_now_us() - t0;
+    return err == CL_SUCCESS ? 0 : bench_cl_fail(l->cl, bench_lat_call_name[l->call], err);
+}
+
+void bench_cl_lat_end(bench_cl_lat_t *l)
+{
+    if (l->event)
+        clReleaseEvent(l->event);
+    if (l->mem)
+        clReleaseMemObject(l->mem);
+    memset(l, 0, sizeof(*l));
 }
 
 /* ---- bandwidth ---- */
@@ -294,22 +297,20 @@ void *bench_cl_pinned_ptr(bench_cl_t *cl)
     return cl->bw_pinned_ptr;
 }
 
-int bench_cl_bw(bench_cl_t *cl, int h2d, void *host, size_t size, size_t warmup, size_t iters, double *samples)
+int bench_cl_bw_step(bench_cl_t *cl, int h2d, void *host, size_t size, double *us)
 {
-    for (size_t i = 0; i < warmup + iters; i++) {
-        double t0 = bench_now_us();
-        if (h2d) {
-            /* A blocking write may return once the host memory is reusable,
-             * before the data is on the device (rgpu does): clFinish makes
-             * one iteration mean "the data is on the device". */
-            BENCH_CL_TRY(cl, clEnqueueWriteBuffer(cl->queue, cl->bw_dev, CL_TRUE, 0, size, host, 0, NULL, NULL));
-            BENCH_CL_TRY(cl, clFinish(cl->queue));
-        } else {
-            BENCH_CL_TRY(cl, clEnqueueReadBuffer(cl->queue, cl->bw_dev, CL_TRUE, 0, size, host, 0, NULL, NULL));
-        }
-        if (i >= warmup)
-            samples[i - warmup] = bench_now_us() - t0;
+    double t0 = bench_now_us();
+
+    if (h2d) {
+        /* A blocking write may return once the host memory is reusable,
+         * before the data is on the device (rgpu does): clFinish makes one
+         * iteration mean "the data is on the device". */
+        BENCH_CL_TRY(cl, clEnqueueWriteBuffer(cl->queue, cl->bw_dev, CL_TRUE, 0, size, host, 0, NULL, NULL));
+        BENCH_CL_TRY(cl, clFinish(cl->queue));
+    } else {
+        BENCH_CL_TRY(cl, clEnqueueReadBuffer(cl->queue, cl->bw_dev, CL_TRUE, 0, size, host, 0, NULL, NULL));
     }
+    *us = bench_now_us() - t0;
     return 0;
 }
 
@@ -317,34 +318,26 @@ int bench_cl_bw(bench_cl_t *cl, int h2d, void *host, size_t size, size_t warmup,
 
 static const size_t bench_one = 1;
 
-int bench_cl_launch_async(bench_cl_t *cl, size_t warmup, size_t iters, double *total_us)
+int bench_cl_launch_async(bench_cl_t *cl, size_t n, double *us)
 {
-    double t0;
+    double t0 = bench_now_us();
 
-    for (size_t i = 0; i < warmup; i++)
+    for (size_t i = 0; i < n; i++)
         BENCH_CL_TRY(cl, clEnqueueNDRangeKernel(cl->queue, cl->k_empty, 1, NULL, &bench_one, &bench_one, 0,
                                                 NULL, NULL));
     BENCH_CL_TRY(cl, clFinish(cl->queue));
-    t0 = bench_now_us();
-    for (size_t i = 0; i < iters; i++)
-        BENCH_CL_TRY(cl, clEnqueueNDRangeKernel(cl->queue, cl->k_empty, 1, NULL, &bench_one, &bench_one, 0,
-                                                NULL, NULL));
-    BENCH_CL_TRY(cl, clFinish(cl->queue));
-    *total_us = bench_now_us() - t0;
+    *us = bench_now_us() - t0;
     return 0;
 }
 
-int bench_cl_launch_sync(bench_cl_t *cl, size_t warmup, size_t iters, double *samples)
+int bench_cl_launch_sync_step(bench_cl_t *cl, double *us)
 {
+    double t0 = bench_now_us();
+
+    BENCH_CL_TRY(cl, clEnqueueNDRangeKernel(cl->queue, cl->k_empty, 1, NULL, &bench_one, &bench_one, 0, NULL,
+                                            NULL));
     BENCH_CL_TRY(cl, clFinish(cl->queue));
-    for (size_t i = 0; i < warmup + iters; i++) {
-        double t0 = bench_now_us();
-        BENCH_CL_TRY(cl, clEnqueueNDRangeKernel(cl->queue, cl->k_empty, 1, NULL, &bench_one, &bench_one, 0,
-                                                NULL, NULL));
-        BENCH_CL_TRY(cl, clFinish(cl->queue));
-        if (i >= warmup)
-            samples[i - warmup] = bench_now_us() - t0;
-    }
+    *us = bench_now_us() - t0;
     return 0;
 }
 

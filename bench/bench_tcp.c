@@ -162,13 +162,14 @@ int bench_tcp_peer_main(int argc, char **argv)
 
 /* ---- the client side ---- */
 
-static int bench_tcp_open(const char *addr, bench_tcp_mode_t mode, size_t size, rgpu_link_t **link_p)
+int bench_tcp_connect(bench_tcp_conn_t *c, const char *addr, bench_tcp_mode_t mode, size_t size)
 {
     char reason[256] = "";
     uint8_t setup[16];
     rgpu_link_t *link;
     rgpu_status_t st;
 
+    memset(c, 0, sizeof(*c));
     st = rgpu_tcp_ops.connect(addr, BENCH_TCP_CONNECT_TIMEOUT_MS, &link, reason, sizeof(reason));
     if (st != RGPU_OK) {
         fprintf(stderr, "rgpu-bench: cannot reach the TCP peer at %s: %s\n", addr,
@@ -183,66 +184,48 @@ static int bench_tcp_open(const char *addr, bench_tcp_mode_t mode, size_t size, 
         rgpu_link_close(link);
         return -1;
     }
-    *link_p = link;
+    c->link = link;
+    c->addr = addr;
+    c->mode = mode;
+    c->size = size;
     return 0;
 }
 
-int bench_tcp_pingpong(const char *addr, size_t size, size_t warmup, size_t iters, double *samples)
+int bench_tcp_step(bench_tcp_conn_t *c, void *buf, double *us)
 {
-    rgpu_link_t *link;
-    char *buf;
-    int rc = -1;
-
-    buf = calloc(1, size);
-    if (!buf)
-        return -1;
-    if (bench_tcp_open(addr, BENCH_TCP_ECHO, size, &link) != 0)
-        goto out_free;
-    for (size_t i = 0; i < warmup + iters; i++) {
-        double t0 = bench_now_us();
-        if (rgpu_link_send(link, buf, size) != RGPU_OK || rgpu_link_recv(link, buf, size) != RGPU_OK) {
-            fprintf(stderr, "rgpu-bench: TCP ping-pong with %s failed\n", addr);
-            goto out_close;
-        }
-        if (i >= warmup)
-            samples[i - warmup] = bench_now_us() - t0;
-    }
-    rc = 0;
-out_close:
-    rgpu_link_close(link);
-out_free:
-    free(buf);
-    return rc;
-}
-
-int bench_tcp_stream(const char *addr, int to_peer, void *buf, size_t size, size_t warmup, size_t iters,
-                     double *samples)
-{
-    rgpu_link_t *link;
+    rgpu_link_t *link = c->link;
     uint8_t byte = 1;
+    rgpu_status_t st;
+    double t0 = bench_now_us();
 
-    if (bench_tcp_open(addr, to_peer ? BENCH_TCP_SINK : BENCH_TCP_SOURCE, size, &link) != 0)
-        return -1;
-    for (size_t i = 0; i < warmup + iters; i++) {
-        double t0 = bench_now_us();
-        rgpu_status_t st;
-        if (to_peer) {
-            st = rgpu_link_send(link, buf, size);
-            if (st == RGPU_OK)
-                st = rgpu_link_recv(link, &byte, 1);
-        } else {
-            st = rgpu_link_send(link, &byte, 1);
-            if (st == RGPU_OK)
-                st = rgpu_link_recv(link, buf, size);
-        }
-        if (st != RGPU_OK) {
-            fprintf(stderr, "rgpu-bench: TCP stream with %s failed: %s\n", addr, rgpu_status_str(st));
-            rgpu_link_close(link);
-            return -1;
-        }
-        if (i >= warmup)
-            samples[i - warmup] = bench_now_us() - t0;
+    switch (c->mode) {
+    case BENCH_TCP_ECHO:
+        st = rgpu_link_send(link, buf, c->size);
+        if (st == RGPU_OK)
+            st = rgpu_link_recv(link, buf, c->size);
+        break;
+    case BENCH_TCP_SINK:
+        st = rgpu_link_send(link, buf, c->size);
+        if (st == RGPU_OK)
+            st = rgpu_link_recv(link, &byte, 1);
+        break;
+    default:
+        st = rgpu_link_send(link, &byte, 1);
+        if (st == RGPU_OK)
+            st = rgpu_link_recv(link, buf, c->size);
+        break;
     }
-    rgpu_link_close(link);
+    *us = bench_now_us() - t0;
+    if (st != RGPU_OK) {
+        fprintf(stderr, "rgpu-bench: raw TCP with %s failed: %s\n", c->addr, rgpu_status_str(st));
+        return -1;
+    }
     return 0;
+}
+
+void bench_tcp_disconnect(bench_tcp_conn_t *c)
+{
+    if (c->link)
+        rgpu_link_close(c->link);
+    c->link = NULL;
 }

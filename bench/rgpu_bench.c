@@ -133,6 +133,67 @@ static const char *bench_size_str(char *buf, size_t cap, uint64_t size)
     return buf;
 }
 
+/* ---- interleaving ----
+ * The paths of one figure (rgpu, raw TCP, local) run iteration by
+ * iteration in turn, the order rotating, so that whatever else the machine
+ * does at that moment hits every path alike: the ratios hold even when the
+ * absolute figures drift. */
+
+typedef struct {
+    int (*step)(void *ctx, double *us);
+    void *ctx;
+    double *samples;            /* iters entries */
+} bench_path_t;
+
+static int bench_interleave(bench_path_t *paths, int npaths, size_t warmup, size_t iters)
+{
+    for (size_t i = 0; i < warmup + iters; i++) {
+        for (int k = 0; k < npaths; k++) {
+            bench_path_t *p = &paths[(i + (size_t)k) % (size_t)npaths];
+            double us;
+            if (p->step(p->ctx, &us) != 0)
+                return -1;
+            if (i >= warmup)
+                p->samples[i - warmup] = us;
+        }
+    }
+    return 0;
+}
+
+typedef struct {
+    bench_tcp_conn_t conn;
+    void *buf;
+} bench_tcp_ctx_t;
+
+static int bench_tcp_step_fn(void *ctx, double *us)
+{
+    bench_tcp_ctx_t *t = ctx;
+    return bench_tcp_step(&t->conn, t->buf, us);
+}
+
+static int bench_lat_step_fn(void *ctx, double *us)
+{
+    return bench_cl_lat_step(ctx, us);
+}
+
+typedef struct {
+    bench_cl_t *cl;
+    int h2d;
+    void *host;
+    size_t size;
+} bench_bw_ctx_t;
+
+static int bench_bw_step_fn(void *ctx, double *us)
+{
+    bench_bw_ctx_t *c = ctx;
+    return bench_cl_bw_step(c->cl, c->h2d, c->host, c->size, us);
+}
+
+static int bench_launch_step_fn(void *ctx, double *us)
+{
+    return bench_cl_launch_sync_step(ctx, us);
+}
+
 /* ---- lat ---- */
 
 static void bench_lat_row(bench_t *b, const char *call, const char *path, const bench_stats_t *s,
@@ -148,11 +209,12 @@ static void bench_lat_row(bench_t *b, const char *call, const char *path, const 
 static int bench_run_lat(bench_t *b)
 {
     size_t iters = bench_iters(b, 10000, 200), warmup = b->opt.quick ? 20 : 200;
-    double *samples = bench_samples(iters);
-    bench_stats_t tcp = {0}, rgpu, local;
+    double *samples[3] = {bench_samples(iters), bench_samples(iters), bench_samples(iters)};
+    char ping[64] = {0};
     int rc = -1;
 
-    fprintf(b->out, "\n# lat: round trip of a synchronous call, %zu timed iterations after %zu warm-up (usec)\n",
+    fprintf(b->out, "\n# lat: round trip of a synchronous call, %zu timed iterations after %zu warm-up (usec);\n"
+                    "# rgpu, TCP and local iterations alternate\n",
             iters, warmup);
     if (b->have_tcp)
         fprintf(b->out, "# baseline: raw TCP 64-byte ping-pong with the tcp-peer at %s (rgpu's TCP transport)\n",
@@ -161,45 +223,58 @@ static int bench_run_lat(bench_t *b)
             "t_median[usec]", "t_p99[usec]", "t_p99.9[usec]", "rgpu-TCP[usec]", "rgpu/TCP", "rgpu/local");
     bench_json_begin_obj(&b->json, "lat");
     bench_json_int(&b->json, "iterations", (long long)iters);
-    if (b->have_tcp) {
-        bench_progress("lat: TCP ping-pong 64 B");
-        if (bench_tcp_pingpong(b->opt.tcp_peer, 64, warmup, iters, samples) != 0)
-            goto out;
-        bench_stats_compute(samples, iters, &tcp);
-        bench_progress_done();
-        bench_lat_row(b, "TCP ping-pong 64 B", "tcp", &tcp, NAN, NAN, NAN);
-        bench_json_stats(&b->json, "tcp_pingpong_64B", &tcp);
-    }
     bench_json_begin_arr(&b->json, "calls");
     for (int c = 0; c < BENCH_LAT_COUNT; c++) {
+        bench_cl_lat_t lr, ll;
+        bench_tcp_ctx_t tcp = {.buf = ping};
+        bench_path_t paths[3];
+        bench_stats_t rgpu, local = {0}, ts = {0};
         double minus_tcp = NAN, over_tcp = NAN, over_local = NAN;
+        int n = 0, ok;
 
-        bench_progress("lat: %s on rgpu", bench_lat_call_name[c]);
-        if (bench_cl_lat(&b->rgpu, (bench_lat_call_t)c, warmup, iters, samples) != 0)
+        memset(&ll, 0, sizeof(ll));
+        if (bench_cl_lat_begin(&lr, &b->rgpu, (bench_lat_call_t)c) != 0)
             goto out;
-        bench_stats_compute(samples, iters, &rgpu);
+        paths[n++] = (bench_path_t){bench_lat_step_fn, &lr, samples[0]};
+        ok = !b->have_local || bench_cl_lat_begin(&ll, &b->local, (bench_lat_call_t)c) == 0;
+        if (ok && b->have_local)
+            paths[n++] = (bench_path_t){bench_lat_step_fn, &ll, samples[1]};
+        ok = ok && (!b->have_tcp || bench_tcp_connect(&tcp.conn, b->opt.tcp_peer, BENCH_TCP_ECHO, sizeof(ping)) == 0);
+        if (ok && b->have_tcp)
+            paths[n++] = (bench_path_t){bench_tcp_step_fn, &tcp, samples[2]};
+        bench_progress("lat: %s", bench_lat_call_name[c]);
+        ok = ok && bench_interleave(paths, n, warmup, iters) == 0;
+        bench_tcp_disconnect(&tcp.conn);
+        bench_cl_lat_end(&lr);
+        bench_cl_lat_end(&ll);
+        if (!ok)
+            goto out;
+        bench_progress_done();
+
+        bench_stats_compute(samples[0], iters, &rgpu);
         if (b->have_local) {
-            bench_progress("lat: %s on local", bench_lat_call_name[c]);
-            if (bench_cl_lat(&b->local, (bench_lat_call_t)c, warmup, iters, samples) != 0)
-                goto out;
-            bench_stats_compute(samples, iters, &local);
+            bench_stats_compute(samples[1], iters, &local);
             over_local = bench_ratio(rgpu.median, local.median);
         }
         if (b->have_tcp) {
-            minus_tcp = rgpu.median - tcp.median;
-            over_tcp = bench_ratio(rgpu.median, tcp.median);
+            bench_stats_compute(samples[2], iters, &ts);
+            minus_tcp = rgpu.median - ts.median;
+            over_tcp = bench_ratio(rgpu.median, ts.median);
+            bench_lat_row(b, "TCP ping-pong 64 B", "tcp", &ts, NAN, NAN, NAN);
         }
-        bench_progress_done();
         bench_lat_row(b, bench_lat_call_name[c], "rgpu", &rgpu, minus_tcp, over_tcp, over_local);
         if (b->have_local)
             bench_lat_row(b, bench_lat_call_name[c], "local", &local, NAN, NAN, NAN);
+        fflush(b->out);
         bench_json_begin_obj(&b->json, NULL);
         bench_json_str(&b->json, "call", bench_lat_call_name[c]);
         bench_json_stats(&b->json, "rgpu", &rgpu);
         if (b->have_local)
             bench_json_stats(&b->json, "local", &local);
+        if (b->have_tcp)
+            bench_json_stats(&b->json, "tcp_pingpong_64B", &ts);
         bench_json_num(&b->json, "rgpu_minus_tcp_median_us", minus_tcp);
-        bench_json_num(&b->json, "rgpu_minus_tcp_p99_us", b->have_tcp ? rgpu.p99 - tcp.p99 : NAN);
+        bench_json_num(&b->json, "rgpu_minus_tcp_p99_us", b->have_tcp ? rgpu.p99 - ts.p99 : NAN);
         bench_json_num(&b->json, "rgpu_over_tcp_median", over_tcp);
         bench_json_num(&b->json, "rgpu_over_local_median", over_local);
         bench_json_end_obj(&b->json);
@@ -209,7 +284,8 @@ out:
     bench_json_end_arr(&b->json);
     bench_json_end_obj(&b->json);
     bench_progress_done();
-    free(samples);
+    for (int i = 0; i < 3; i++)
+        free(samples[i]);
     return rc;
 }
 
@@ -238,34 +314,24 @@ static void bench_bw_fig(bench_bw_fig_t *fig, double *samples, size_t iters, siz
     fig->avg = bench_mbps((uint64_t)size * iters, s.total);
 }
 
-/* Measures one path of one test at one size; d2h also checks the data. */
-static int bench_bw_cl(bench_t *b, bench_cl_t *cl, int test, size_t size, size_t warmup, size_t iters,
-                       char *src, char *dst, double *samples, bench_bw_fig_t *fig)
+/* Puts known data on the device before a d2h test (untimed) and clears
+ * where it will land. */
+static int bench_bw_prepare(bench_cl_t *cl, const char *src, char *host, size_t size)
 {
-    int h2d = bench_bw_tests[test].h2d, pinned = bench_bw_tests[test].pinned;
-    char *host = pinned ? bench_cl_pinned_ptr(cl) : h2d ? src : dst;
-    char sz[32];
+    double us;
 
-    bench_progress("bw: %s, %s, %s", bench_bw_tests[test].key, bench_size_str(sz, sizeof(sz), size), cl->label);
-    if (h2d) {
-        if (pinned)
-            memcpy(host, src, size);
-        if (bench_cl_bw(cl, 1, host, size, warmup, iters, samples) != 0)
-            return -1;
-        bench_bw_fig(fig, samples, iters, size);
-        return 0;
-    }
-    /* Put known data on the device (untimed), read it back timed, compare. */
-    if (bench_cl_bw(cl, 1, src, size, 0, 1, samples) != 0)
+    if (bench_cl_bw_step(cl, 1, (void *)src, size, &us) != 0)
         return -1;
     memset(host, 0, size);
-    if (bench_cl_bw(cl, 0, host, size, warmup, iters, samples) != 0)
-        return -1;
+    return 0;
+}
+
+static int bench_bw_check(const bench_cl_t *cl, const char *src, const char *host, size_t size)
+{
     if (memcmp(host, src, size) != 0) {
         fprintf(stderr, "rgpu-bench: %s: %zu bytes read back differ from what was written\n", cl->label, size);
         return -1;
     }
-    bench_bw_fig(fig, samples, iters, size);
     return 0;
 }
 
@@ -327,56 +393,83 @@ static int bench_run_bw(bench_t *b)
     size_t cap = bench_iters(b, 1000, 20);
     uint64_t budget = b->opt.quick ? (16u << 20) : (256u << 20);  /* bytes per path and size */
     size_t nsizes = 0, max = (size_t)b->opt.max_size;
-    char *src, *dst;
-    double *samples;
+    char *src, *dst_rgpu, *dst_local, *tcp_buf;
+    double *samples[3] = {bench_samples(cap), bench_samples(cap), bench_samples(cap)};
     int rc = -1;
 
     for (uint64_t s = b->opt.min_size; s <= b->opt.max_size; s *= 2)
         nsizes++;
-    samples = bench_samples(cap);
     src = malloc(max);
-    dst = malloc(max);
+    dst_rgpu = malloc(max);
+    dst_local = malloc(max);
+    tcp_buf = malloc(max);
     for (int t = 0; t < BENCH_BW_TESTS; t++)
         b->bw_rows[t] = calloc(nsizes, sizeof(bench_bw_row_t));
-    if (!src || !dst || !b->bw_rows[BENCH_BW_TESTS - 1]) {
+    if (!src || !dst_rgpu || !dst_local || !tcp_buf || !b->bw_rows[BENCH_BW_TESTS - 1]) {
         fprintf(stderr, "rgpu-bench: out of memory for %zu-byte transfers\n", max);
         exit(1);
     }
     /* Touched before any timing, so page faults are nobody's cost. */
-    memset(dst, 0, max);
+    memset(dst_rgpu, 0, max);
+    memset(dst_local, 0, max);
+    memset(tcp_buf, 0, max);
     if (bench_cl_bw_setup(&b->rgpu, max) != 0 || (b->have_local && bench_cl_bw_setup(&b->local, max) != 0))
         goto out;
     b->bw_nrows = nsizes;
     for (int t = 0; t < BENCH_BW_TESTS; t++) {
+        int h2d = bench_bw_tests[t].h2d, pinned = bench_bw_tests[t].pinned;
+        char *host_rgpu = pinned ? bench_cl_pinned_ptr(&b->rgpu) : h2d ? src : dst_rgpu;
+        char *host_local = !b->have_local ? NULL : pinned ? bench_cl_pinned_ptr(&b->local) : h2d ? src : dst_local;
         size_t i = 0;
 
         bench_bw_print_header(b, t);
         for (uint64_t s64 = b->opt.min_size; s64 <= b->opt.max_size; s64 *= 2, i++) {
             size_t size = (size_t)s64, iters = cap, warmup;
             bench_bw_row_t *r = &b->bw_rows[t][i];
+            bench_bw_ctx_t cr = {&b->rgpu, h2d, host_rgpu, size}, cloc = {&b->local, h2d, host_local, size};
+            bench_tcp_ctx_t tcp = {.buf = h2d ? src : tcp_buf};
+            bench_path_t paths[3];
+            char sz[32];
+            int n = 0, ok;
 
             /* Big sizes run fewer iterations: at most `budget` bytes per path, at least 4. */
             if ((uint64_t)iters * size > budget)
                 iters = (size_t)(budget / size);
             if (iters < 4)
-                iters = iters < cap ? (cap < 4 ? cap : 4) : cap;
+                iters = cap < 4 ? cap : 4;
             warmup = b->opt.quick ? 1 : (iters / 10 < 1 ? 1 : iters / 10 > 10 ? 10 : iters / 10);
             r->size = size;
             r->tcp.peak = r->tcp.avg = r->local.peak = r->local.avg = NAN;
             bench_fill(src, size, (unsigned)(i + 1) * 31u + (unsigned)t);
-            if (bench_bw_cl(b, &b->rgpu, t, size, warmup, iters, src, dst, samples, &r->rgpu) != 0)
-                goto out;
-            if (b->have_tcp) {
-                char sz[32];
-                bench_progress("bw: %s, %s, tcp", bench_bw_tests[t].key, bench_size_str(sz, sizeof(sz), size));
-                if (bench_tcp_stream(b->opt.tcp_peer, bench_bw_tests[t].h2d, bench_bw_tests[t].h2d ? src : dst, size,
-                                     warmup, iters, samples) != 0)
-                    goto out;
-                bench_bw_fig(&r->tcp, samples, iters, size);
+            if (pinned && h2d) {
+                memcpy(host_rgpu, src, size);
+                if (b->have_local)
+                    memcpy(host_local, src, size);
             }
-            if (b->have_local &&
-                bench_bw_cl(b, &b->local, t, size, warmup, iters, src, dst, samples, &r->local) != 0)
+            if (!h2d && (bench_bw_prepare(&b->rgpu, src, host_rgpu, size) != 0 ||
+                         (b->have_local && bench_bw_prepare(&b->local, src, host_local, size) != 0)))
                 goto out;
+            paths[n++] = (bench_path_t){bench_bw_step_fn, &cr, samples[0]};
+            if (b->have_local)
+                paths[n++] = (bench_path_t){bench_bw_step_fn, &cloc, samples[1]};
+            if (b->have_tcp) {
+                if (bench_tcp_connect(&tcp.conn, b->opt.tcp_peer, h2d ? BENCH_TCP_SINK : BENCH_TCP_SOURCE, size) != 0)
+                    goto out;
+                paths[n++] = (bench_path_t){bench_tcp_step_fn, &tcp, samples[2]};
+            }
+            bench_progress("bw: %s, %s", bench_bw_tests[t].key, bench_size_str(sz, sizeof(sz), size));
+            ok = bench_interleave(paths, n, warmup, iters) == 0;
+            bench_tcp_disconnect(&tcp.conn);
+            if (!ok)
+                goto out;
+            if (!h2d && (bench_bw_check(&b->rgpu, src, host_rgpu, size) != 0 ||
+                         (b->have_local && bench_bw_check(&b->local, src, host_local, size) != 0)))
+                goto out;
+            bench_bw_fig(&r->rgpu, samples[0], iters, size);
+            if (b->have_local)
+                bench_bw_fig(&r->local, samples[1], iters, size);
+            if (b->have_tcp)
+                bench_bw_fig(&r->tcp, samples[2], iters, size);
             bench_progress_done();
             bench_bw_print_row(b, r);
         }
@@ -390,8 +483,11 @@ out:
     if (rc == 0)
         bench_bw_json(b);
     free(src);
-    free(dst);
-    free(samples);
+    free(dst_rgpu);
+    free(dst_local);
+    free(tcp_buf);
+    for (int k = 0; k < 3; k++)
+        free(samples[k]);
     return rc;
 }
 
@@ -473,36 +569,46 @@ static int bench_plot(bench_t *b)
 static int bench_run_launch(bench_t *b)
 {
     size_t iters = bench_iters(b, 10000, 500), warmup = b->opt.quick ? 20 : 200;
-    double *samples = bench_samples(iters);
-    double rgpu_total = NAN, local_total = NAN, rgpu_rate, local_rate = NAN;
+    size_t round = iters < 1000 ? iters : 1000;
+    double *samples[2] = {bench_samples(iters), bench_samples(iters)};
+    double rgpu_total = 0, local_total = 0, us, rgpu_rate, local_rate = NAN;
+    bench_path_t paths[2];
     bench_stats_t rs, ls = {0};
     char v[32], r[32];
-    int rc = -1;
+    int rc = -1, n = 0;
 
-    bench_progress("launch: async rate on rgpu");
-    if (bench_cl_launch_async(&b->rgpu, warmup, iters, &rgpu_total) != 0)
+    /* Async: rounds of `round` launches, rgpu and local rounds alternating. */
+    bench_progress("launch: async rate");
+    if (bench_cl_launch_async(&b->rgpu, warmup, &us) != 0 ||
+        (b->have_local && bench_cl_launch_async(&b->local, warmup, &us) != 0))
         goto out;
-    if (b->have_local) {
-        bench_progress("launch: async rate on local");
-        if (bench_cl_launch_async(&b->local, warmup, iters, &local_total) != 0)
-            goto out;
+    for (size_t done = 0, k = 0; done < iters; done += round, k++) {
+        size_t m = iters - done < round ? iters - done : round;
+        for (int j = 0; j < 2; j++) {
+            int local = (int)((k + (size_t)j) % 2);
+            if (local && !b->have_local)
+                continue;
+            if (bench_cl_launch_async(local ? &b->local : &b->rgpu, m, &us) != 0)
+                goto out;
+            *(local ? &local_total : &rgpu_total) += us;
+        }
     }
-    bench_progress("launch: sync latency on rgpu");
-    if (bench_cl_launch_sync(&b->rgpu, warmup, iters, samples) != 0)
-        goto out;
-    bench_stats_compute(samples, iters, &rs);
-    if (b->have_local) {
-        bench_progress("launch: sync latency on local");
-        if (bench_cl_launch_sync(&b->local, warmup, iters, samples) != 0)
-            goto out;
-        bench_stats_compute(samples, iters, &ls);
-    }
-    bench_progress_done();
-    rgpu_rate = iters / (rgpu_total / 1e6);
+    /* Sync: enqueue + clFinish, rgpu and local iterations alternating. */
+    bench_progress("launch: sync latency");
+    paths[n++] = (bench_path_t){bench_launch_step_fn, &b->rgpu, samples[0]};
     if (b->have_local)
-        local_rate = iters / (local_total / 1e6);
-    fprintf(b->out, "\n# launch: empty kernel, 1 work item; async = %zu enqueues then clFinish, "
-                    "sync = enqueue + clFinish each\n", iters);
+        paths[n++] = (bench_path_t){bench_launch_step_fn, &b->local, samples[1]};
+    if (bench_interleave(paths, n, warmup, iters) != 0)
+        goto out;
+    bench_stats_compute(samples[0], iters, &rs);
+    if (b->have_local)
+        bench_stats_compute(samples[1], iters, &ls);
+    bench_progress_done();
+    rgpu_rate = (double)iters / (rgpu_total / 1e6);
+    if (b->have_local)
+        local_rate = (double)iters / (local_total / 1e6);
+    fprintf(b->out, "\n# launch: empty kernel, 1 work item; async = rounds of %zu enqueues then clFinish, "
+                    "sync = enqueue + clFinish each;\n# rgpu and local rounds and iterations alternate\n", round);
     fprintf(b->out, " %-32s %-12s %-14s %-14s %s\n", "#test", "#iterations", "rgpu", "local", "rgpu/local");
 #define BENCH_LAUNCH_ROW(name, rv, lv, fmt)                                                              \
     fprintf(b->out, " %-32s %-12zu " fmt " %-14s %s\n", name, iters, rv, bench_fmt(v, sizeof(v), fmt, lv), \
@@ -512,6 +618,7 @@ static int bench_run_launch(bench_t *b)
     BENCH_LAUNCH_ROW("sync launch t_p99[usec]", rs.p99, b->have_local ? ls.p99 : NAN, "%-14.2f");
     BENCH_LAUNCH_ROW("sync launch t_p99.9[usec]", rs.p999, b->have_local ? ls.p999 : NAN, "%-14.2f");
 #undef BENCH_LAUNCH_ROW
+    fflush(b->out);
     bench_json_begin_obj(&b->json, "launch");
     bench_json_int(&b->json, "iterations", (long long)iters);
     bench_json_num(&b->json, "rgpu_async_launches_per_sec", rgpu_rate);
@@ -525,7 +632,8 @@ static int bench_run_launch(bench_t *b)
     rc = 0;
 out:
     bench_progress_done();
-    free(samples);
+    free(samples[0]);
+    free(samples[1]);
     return rc;
 }
 
@@ -857,8 +965,11 @@ static void bench_describe(bench_t *b)
     gethostname(host, sizeof(host) - 1);
     if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0)
         ncpus = CPU_COUNT(&cpus);
-    fprintf(b->out, "# rgpu-bench %s: %s%s on %s (%d CPUs allowed)\n", RGPU_BENCH_VERSION, b->opt.command,
-            b->opt.quick ? " --quick" : "", host, ncpus);
+    double load[3] = {NAN, NAN, NAN};
+    getloadavg(load, 3);
+    /* Other processes change every figure: say how busy the machine was. */
+    fprintf(b->out, "# rgpu-bench %s: %s%s on %s (%d CPUs allowed, load average %.2f)\n", RGPU_BENCH_VERSION,
+            b->opt.command, b->opt.quick ? " --quick" : "", host, ncpus, load[0]);
     fprintf(b->out, "# rgpu:  platform \"%s\", device \"%s\", RGPU_SERVERS=%s\n", b->rgpu.platform_name,
             b->rgpu.device_name, servers ? servers : "(unset)");
     if (b->have_local)
@@ -872,6 +983,7 @@ static void bench_describe(bench_t *b)
     bench_json_int(&b->json, "quick", b->opt.quick);
     bench_json_str(&b->json, "host", host);
     bench_json_int(&b->json, "cpus_allowed", ncpus);
+    bench_json_num(&b->json, "load_average_1min", load[0]);
     bench_json_begin_obj(&b->json, "rgpu");
     bench_json_str(&b->json, "platform", b->rgpu.platform_name);
     bench_json_str(&b->json, "device", b->rgpu.device_name);
