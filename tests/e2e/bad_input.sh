@@ -25,13 +25,16 @@ kill -0 "$srv_PID" 2>/dev/null || fail "the server died of the bad input"
 case_port() {
     sed -n "s/^CASE $1 port=\([0-9]*\) .*/\1/p" "$cases"
 }
-# expect_case NAME LOG-PATTERN [closed-by-server: yes|client]
+# expect_case NAME LOG-PATTERN [SESSION-ERROR-STATUS]: the server logged a line
+# for that connection matching the pattern; with a status, it also closed the
+# connection itself after sending a SessionError with that rgpu_status_t.
 expect_case() {
-    local name=$1 pattern=$2 port line
+    local name=$1 pattern=$2 status=${3:-} port line
     port=$(case_port "$name")
     [ -n "$port" ] || fail "case $name did not run"
-    if [ "${3:-yes}" = yes ]; then
-        grep -q "^CASE $name .* closed=yes" "$cases" || fail "case $name: the server did not close the connection"
+    if [ -n "$status" ]; then
+        grep -q "^CASE $name .* closed=yes session_error=$status\$" "$cases" ||
+            fail "case $name: expected the server to send SessionError $status and close"
     fi
     line=$(grep -F "127.0.0.1:$port)" "$srv_LOG" | grep -iE -- "$pattern" | head -n1 || true)
     [ -n "$line" ] || {
@@ -40,18 +43,19 @@ expect_case() {
     }
     pass "$name: ${line#*: }"
 }
-expect_case garbage 'ending session.*magic'
-expect_case http 'ending session.*magic'
-expect_case absurd_body_length 'ending session.*too large'
-expect_case absurd_bulk_length 'ending session.*too large'
-expect_case wrong_frame_version 'ending session.*version'
-expect_case hello_does_not_unpack 'ending session.*unpack'
-expect_case hello_wrong_protocol_version 'ending session.*version'
-expect_case not_hello_first 'ending session.*hello'
-expect_case unknown_type_after_hello 'ending session.*(unknown|9999)'
-expect_case body_does_not_unpack_after_hello 'ending session.*unpack'
-expect_case truncated_frame 'went away|closed|truncat' client
-expect_case stalled_header 'went away|closed|truncat' client
+# Statuses: common/include/rgpu/status.h.
+expect_case garbage 'ending session.*magic' -200
+expect_case http 'ending session.*magic' -200
+expect_case absurd_body_length 'ending session.*too large' -202
+expect_case absurd_bulk_length 'ending session.*too large' -202
+expect_case wrong_frame_version 'ending session.*version' -201
+expect_case hello_does_not_unpack 'ending session.*unpack' -203
+expect_case hello_wrong_protocol_version 'ending session.*version' -201
+expect_case not_hello_first 'ending session.*hello' -205
+expect_case unknown_type_after_hello 'ending session.*(unknown|9999)' -204
+expect_case body_does_not_unpack_after_hello 'ending session.*unpack' -203
+expect_case truncated_frame 'went away|closed|truncat'
+expect_case stalled_header 'went away|closed|truncat'
 
 errors=$(metric "$srv_METRICS" rgpu_server_protocol_errors_total)
 [ "$errors" -ge 10 ] || fail "rgpu_server_protocol_errors_total is $errors, expected at least 10"
