@@ -64,12 +64,41 @@ typedef struct {
     int out_of_order;           /* queues */
 } rgpu_cl_handle_t;
 
+/* Staging chunks for writes, recycled: a fresh malloc of a few MiB per
+ * chunk costs a page fault per 4 KiB, which is as slow as the network. */
+#define RGPU_CL_POOL_MAX 8
+
 typedef struct {
     rgpu_backend_t *backend;
     rgpu_session_t *session;
     rgpu_htable_t handles;
     uint64_t chunk;
+    pthread_mutex_t pool_lock;  /* the pool is refilled from event callbacks */
+    void *pool[RGPU_CL_POOL_MAX];
+    int pool_count;
 } rgpu_cl_session_t;
+
+static void *rgpu_cl_pool_get(rgpu_cl_session_t *s)
+{
+    void *buf = NULL;
+
+    pthread_mutex_lock(&s->pool_lock);
+    if (s->pool_count > 0)
+        buf = s->pool[--s->pool_count];
+    pthread_mutex_unlock(&s->pool_lock);
+    return buf ? buf : malloc(s->chunk);
+}
+
+static void rgpu_cl_pool_put(rgpu_cl_session_t *s, void *buf)
+{
+    pthread_mutex_lock(&s->pool_lock);
+    if (s->pool_count < RGPU_CL_POOL_MAX) {
+        s->pool[s->pool_count++] = buf;
+        buf = NULL;
+    }
+    pthread_mutex_unlock(&s->pool_lock);
+    free(buf);
+}
 
 #define RGPU_CL_MAX_WAIT 4096
 
@@ -300,6 +329,22 @@ typedef struct {
 static void CL_CALLBACK rgpu_cl_free_cb(cl_event ev, cl_int status, void *arg)
 {
     free(arg);
+}
+
+/* A write chunk reached the device: its staging goes back to the pool. */
+typedef struct {
+    rgpu_cl_session_t *s;
+    void *buf;
+} rgpu_cl_chunk_cb_t;
+
+static void CL_CALLBACK rgpu_cl_chunk_cb(cl_event ev, cl_int status, void *arg)
+{
+    rgpu_cl_chunk_cb_t *cb = arg;
+    rgpu_session_t *session = cb->s->session;
+
+    rgpu_cl_pool_put(cb->s, cb->buf);
+    free(cb);
+    rgpu_session_unref(session);
 }
 
 static void CL_CALLBACK rgpu_cl_notify_cb(cl_event ev, cl_int status, void *arg)
@@ -551,15 +596,20 @@ static rgpu_status_t rgpu_cl_write(rgpu_cl_session_t *s, const rgpu_frame_header
     chunk = cmd.queue && cmd.queue->out_of_order ? m->size : s->chunk;
     while (err == CL_SUCCESS && done < m->size) {
         uint64_t n = m->size - done < chunk ? m->size - done : chunk;
-        void *buf = malloc(n);
+        int pooled = n <= s->chunk;
+        void *buf = pooled ? rgpu_cl_pool_get(s) : malloc(n);
+        rgpu_cl_chunk_cb_t *cb = pooled ? malloc(sizeof(*cb)) : NULL;
         cl_event ev = NULL;
 
-        if (!buf) {
+        if (!buf || (pooled && !cb)) {
+            free(buf);
+            free(cb);
             err = CL_OUT_OF_HOST_MEMORY;
             break;
         }
         if ((status = rgpu_session_recv_bulk(s->session, buf, n)) != RGPU_OK) {
             free(buf);
+            free(cb);
             break;
         }
         /* The chunk goes to the device while the next one arrives. */
@@ -567,10 +617,19 @@ static rgpu_status_t rgpu_cl_write(rgpu_cl_session_t *s, const rgpu_frame_header
                                    done ? 0 : cmd.num_wait, done ? NULL : cmd.wait, &ev);
         if (err != CL_SUCCESS) {
             free(buf);
+            free(cb);
             done += n;
             break;
         }
-        if (clSetEventCallback(ev, CL_COMPLETE, rgpu_cl_free_cb, buf) != CL_SUCCESS) {
+        if (pooled) {
+            cb->s = s;
+            cb->buf = buf;
+            rgpu_session_ref(s->session);
+            if (clSetEventCallback(ev, CL_COMPLETE, rgpu_cl_chunk_cb, cb) != CL_SUCCESS) {
+                clWaitForEvents(1, &ev);
+                rgpu_cl_chunk_cb(ev, CL_COMPLETE, cb);
+            }
+        } else if (clSetEventCallback(ev, CL_COMPLETE, rgpu_cl_free_cb, buf) != CL_SUCCESS) {
             clWaitForEvents(1, &ev);
             free(buf);
         }
@@ -1703,6 +1762,7 @@ static rgpu_status_t rgpu_cl_session_open(rgpu_backend_t *backend, rgpu_session_
     s->chunk = rgpu_session_config(session)->chunk_size;
     if (s->chunk == 0)
         s->chunk = 4u << 20;
+    pthread_mutex_init(&s->pool_lock, NULL);
     rgpu_htable_init(&s->handles);
     *ctx_p = s;
     return RGPU_OK;
@@ -1771,7 +1831,12 @@ out:
 
 static void rgpu_cl_session_free(void *ctx)
 {
-    free(ctx);
+    rgpu_cl_session_t *s = ctx;
+
+    for (int i = 0; i < s->pool_count; i++)
+        free(s->pool[i]);
+    pthread_mutex_destroy(&s->pool_lock);
+    free(s);
 }
 
 /* ---- the backend ---- */
