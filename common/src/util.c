@@ -1,6 +1,7 @@
 #include "rgpu/util.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -54,7 +55,10 @@ int rgpu_size_parse(const char *str, uint64_t *size_p)
 
     if (!str || !isdigit((unsigned char)*str))
         return -1;
+    errno = 0;
     value = strtoull(str, &end, 10);
+    if (errno == ERANGE || value > UINT64_MAX)
+        return -1;
     switch (toupper((unsigned char)*end)) {
     case '\0': break;
     case 'K': shift = 10; end++; break;
