@@ -7,6 +7,9 @@
 #   bash scripts/test-arm.sh          # after scripts/build.sh
 #
 # Needs root for apt and ip netns. No timing is taken under qemu.
+# Debian's libcriterion-dev cannot be installed for two architectures at
+# once: installing the arm64 one removes the amd64 one. So this runs after
+# the x86-64 tests, and scripts/install-deps.sh puts the amd64 one back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
