@@ -40,7 +40,7 @@ static int contains_ci(const char *haystack, const char *needle)
 }
 
 /* These need no connected pair. */
-TestSuite(tcp_only, .timeout = CONF_TIMEOUT);
+TestSuite(tcp_only);
 
 Test(tcp_only, connect_to_a_closed_port_is_refused_with_a_reason, .timeout = CONF_TIMEOUT)
 {
