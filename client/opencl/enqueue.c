@@ -651,10 +651,18 @@ void *CL_API_CALL rgpu_clEnqueueMapBuffer(cl_command_queue queue, cl_mem mem, cl
     }
     if (mem->host_ptr) {
         ptr = (char *)mem->host_ptr + offset;
-    } else if (posix_memalign(&ptr, 4096, size) != 0) {
-        err = CL_MAP_FAILURE;
-        goto out;
     } else {
+        pthread_mutex_lock(&mem->lock);
+        if (mem->map_spare && mem->map_spare_size == size) {
+            ptr = mem->map_spare;
+            mem->map_spare = NULL;
+        }
+        pthread_mutex_unlock(&mem->lock);
+        if (!ptr && posix_memalign(&ptr, 4096, size) != 0) {
+            ptr = NULL;
+            err = CL_MAP_FAILURE;
+            goto out;
+        }
         map->owned = 1;
     }
     map->ptr = ptr;
@@ -751,9 +759,18 @@ cl_int CL_API_CALL rgpu_clEnqueueUnmapMemObject(cl_command_queue queue, cl_mem m
         marker.wait = cmd.wait;
         err = rgpu__cl_post(queue->obj.server, RGPU__MSG_TYPE__MSG_CL_MARKER, &marker.base, NULL, 0);
     }
-    /* The data has been sent (or copied) already: the memory can go. */
-    if (map->owned)
+    /* The data has been sent (or copied) already: the memory can go, or
+     * wait for the next map of this buffer. */
+    if (map->owned) {
+        pthread_mutex_lock(&mem->lock);
+        if (!mem->map_spare) {
+            mem->map_spare = map->ptr;
+            mem->map_spare_size = map->size;
+            map->ptr = NULL;
+        }
+        pthread_mutex_unlock(&mem->lock);
         free(map->ptr);
+    }
     free(map);
 out:
     return rgpu_cl_cmd_end(&cmd, err, event);

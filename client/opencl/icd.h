@@ -144,6 +144,10 @@ struct _cl_mem {
     pthread_mutex_t lock;
     rgpu_cl_mapping_t *maps;
     cl_uint map_count;
+    /* The memory of the last unmapped mapping, kept for the next map: a map
+     * loop would otherwise pay a page fault per 4 KiB, every time. */
+    void *map_spare;
+    size_t map_spare_size;
     rgpu_cl_destructor_t *destructors;
 };
 

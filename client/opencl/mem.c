@@ -194,6 +194,7 @@ cl_int CL_API_CALL rgpu_clReleaseMemObject(cl_mem mem)
             free(m->ptr);
         free(m);
     }
+    free(mem->map_spare);
     context = mem->context;
     parent = mem->parent;
     mem->obj.magic = RGPU_CL_MAGIC_DEAD;

@@ -76,7 +76,36 @@ typedef struct {
     pthread_mutex_t pool_lock;  /* the pool is refilled from event callbacks */
     void *pool[RGPU_CL_POOL_MAX];
     int pool_count;
+    void *read_spare;           /* staging of the last non-blocking read, for the next */
+    uint64_t read_spare_size;
 } rgpu_cl_session_t;
+
+/* Staging for a non-blocking read of size bytes: the last one's, when the
+ * size matches (a read loop then pays no page faults), else a new one. */
+static void *rgpu_cl_read_staging_get(rgpu_cl_session_t *s, uint64_t size)
+{
+    void *buf = NULL;
+
+    pthread_mutex_lock(&s->pool_lock);
+    if (s->read_spare && s->read_spare_size == size) {
+        buf = s->read_spare;
+        s->read_spare = NULL;
+    }
+    pthread_mutex_unlock(&s->pool_lock);
+    return buf ? buf : malloc(size ? size : 1);
+}
+
+static void rgpu_cl_read_staging_put(rgpu_cl_session_t *s, void *buf, uint64_t size)
+{
+    pthread_mutex_lock(&s->pool_lock);
+    if (!s->read_spare) {
+        s->read_spare = buf;
+        s->read_spare_size = size;
+        buf = NULL;
+    }
+    pthread_mutex_unlock(&s->pool_lock);
+    free(buf);
+}
 
 static void *rgpu_cl_pool_get(rgpu_cl_session_t *s)
 {
@@ -319,6 +348,7 @@ static cl_event *rgpu_cl_ev_out(rgpu_cl_cmd_t *cmd, uint64_t event_id)
 
 typedef struct {
     rgpu_session_t *session;
+    rgpu_cl_session_t *s;
     uint64_t seq;
     uint64_t callback_id;
     uint64_t event_id;
@@ -360,6 +390,17 @@ static void CL_CALLBACK rgpu_cl_notify_cb(cl_event ev, cl_int status, void *arg)
     free(cb);
 }
 
+/* A non-blocking read's reply has left (or was dropped): recycle its staging. */
+static void rgpu_cl_read_sent(void *arg)
+{
+    rgpu_cl_cb_t *cb = arg;
+    rgpu_session_t *session = cb->session;
+
+    rgpu_cl_read_staging_put(cb->s, cb->staging, cb->size);
+    free(cb);
+    rgpu_session_unref(session);
+}
+
 /* A non-blocking read completed: its reply leaves with the data. */
 static void CL_CALLBACK rgpu_cl_read_cb(cl_event ev, cl_int status, void *arg)
 {
@@ -369,13 +410,12 @@ static void CL_CALLBACK rgpu_cl_read_cb(cl_event ev, cl_int status, void *arg)
     reply.cl_error = status < 0 ? status : CL_SUCCESS;
     if (status < 0) {
         rgpu_session_post(cb->session, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, cb->seq, &reply.base, NULL, 0, NULL, NULL);
-        free(cb->staging);
+        rgpu_cl_read_sent(cb);
     } else {
+        /* The staging goes back once the sender thread has sent it. */
         rgpu_session_post(cb->session, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, cb->seq, &reply.base, cb->staging,
-                          cb->size, free, cb->staging);
+                          cb->size, rgpu_cl_read_sent, cb);
     }
-    rgpu_session_unref(cb->session);
-    free(cb);
 }
 
 /* ---- objects ---- */
@@ -787,7 +827,7 @@ static cl_int rgpu_cl_read_async(rgpu_cl_session_t *s, const rgpu_frame_header_t
                                  const void *arg, uint64_t size)
 {
     rgpu_cl_cb_t *cb = calloc(1, sizeof(*cb));
-    void *staging = malloc(size ? size : 1);
+    void *staging = rgpu_cl_read_staging_get(s, size);
     cl_event ev = NULL;
     cl_int err;
 
@@ -799,10 +839,11 @@ static cl_int rgpu_cl_read_async(rgpu_cl_session_t *s, const rgpu_frame_header_t
     err = enqueue(cmd, staging, arg, &ev);
     if (err != CL_SUCCESS) {
         free(cb);
-        free(staging);
+        rgpu_cl_read_staging_put(s, staging, size);
         return err;
     }
     cb->session = s->session;
+    cb->s = s;
     cb->seq = hdr->seq;
     cb->staging = staging;
     cb->size = size;
@@ -1835,6 +1876,7 @@ static void rgpu_cl_session_free(void *ctx)
 
     for (int i = 0; i < s->pool_count; i++)
         free(s->pool[i]);
+    free(s->read_spare);
     pthread_mutex_destroy(&s->pool_lock);
     free(s);
 }
