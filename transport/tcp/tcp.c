@@ -18,9 +18,16 @@
 #include "rgpu/transport.h"
 #include "rgpu/util.h"
 
+/* Receives go through a small buffer: a stream of small frames (batched
+ * asynchronous calls) then costs one recv per buffer, not two per frame.
+ * Reads at least this large bypass it and land in place. */
+#define RGPU_TCP_RX_CAP (64u << 10)
+
 typedef struct {
     rgpu_link_t base;
     int fd;
+    size_t rx_pos, rx_len;      /* unread bytes are rx[rx_pos, rx_len) */
+    uint8_t rx[RGPU_TCP_RX_CAP];
 } rgpu_tcp_link_t;
 
 typedef struct {
@@ -254,7 +261,29 @@ static rgpu_status_t rgpu_tcp_recv(rgpu_link_t *base, void *buf, size_t len)
     char *p = buf;
 
     while (len > 0) {
-        ssize_t n = recv(link->fd, p, len, MSG_WAITALL);
+        size_t have = link->rx_len - link->rx_pos;
+        ssize_t n;
+
+        if (have > 0) {
+            size_t take = have < len ? have : len;
+            memcpy(p, link->rx + link->rx_pos, take);
+            link->rx_pos += take;
+            p += take;
+            len -= take;
+            continue;
+        }
+        if (len >= RGPU_TCP_RX_CAP) {
+            /* Bulk: straight into the caller's memory. */
+            n = recv(link->fd, p, len, MSG_WAITALL);
+        } else {
+            /* Small: take whatever has arrived, up to a buffer full. */
+            n = recv(link->fd, link->rx, RGPU_TCP_RX_CAP, 0);
+            if (n > 0) {
+                link->rx_pos = 0;
+                link->rx_len = (size_t)n;
+                continue;
+            }
+        }
         if (n == 0)
             return RGPU_ERR_CONN_CLOSED;
         if (n < 0) {
