@@ -77,6 +77,9 @@ e2e_cleanup() {
     exit "$rc"
 }
 trap e2e_cleanup EXIT
+# A timeout (ctest) or ^C still goes through the cleanup.
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 track_pid() {
     E2E_PIDS+=("$1")
