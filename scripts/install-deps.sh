@@ -12,6 +12,7 @@ PACKAGES=(
     pocl-opencl-icd                             # the OpenCL platform the server runs on here
     clinfo clpeak                               # unmodified OpenCL programs for the tests
     libcriterion-dev                            # unit tests
+    libsqlite3-dev libsodium-dev                # rgpu-scheduler's state store, lease tokens
     python3 iproute2 procps                     # test scripts
 )
 

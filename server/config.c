@@ -161,6 +161,18 @@ static const rgpu_config_row_t rgpu_server_config_table[] = {
     {"log-level", "RGPU_LOG", "LEVEL", "info",
      "error, warn, info, debug or trace",
      RGPU_CFG_NUM(log_level), rgpu_config_parse_log_level, rgpu_config_format_log_level, 0, 0},
+    {"key", "RGPU_KEY", "FILE", "",
+     "cluster key file (as rgpu-scheduler's): refuse sessions without a valid lease token "
+     "for this server (default: no lease checking)",
+     RGPU_CFG_STR(key), rgpu_config_parse_string, rgpu_config_format_string, 0, 0},
+    {"scheduler", "RGPU_SCHEDULER", "ADDR:PORT", "",
+     "register this server's devices with rgpu-scheduler at ADDR:PORT and send it heartbeats "
+     "(default: off)",
+     RGPU_CFG_STR(scheduler), rgpu_config_parse_addr, rgpu_config_format_string, 0, 0},
+    {"advertise", "RGPU_ADVERTISE", "ADDR:PORT", "",
+     "the address clients reach this server by, as the scheduler hands it out in leases "
+     "(default: the address listened on)",
+     RGPU_CFG_STR(advertise), rgpu_config_parse_addr, rgpu_config_format_string, 0, 0},
 };
 
 #define RGPU_CONFIG_NROWS (sizeof(rgpu_server_config_table) / sizeof(rgpu_server_config_table[0]))

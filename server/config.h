@@ -10,6 +10,9 @@
  *   --max-bulk      RGPU_MAX_BULK      16G
  *   --metrics       RGPU_METRICS       (off)
  *   --log-level     RGPU_LOG           info
+ *   --key           RGPU_KEY           (off: no lease checking)
+ *   --scheduler     RGPU_SCHEDULER     (off: no registration)
+ *   --advertise     RGPU_ADVERTISE     (the address actually listened on)
  *
  * Everything here runs on the main thread before the loop starts.
  */
@@ -35,6 +38,9 @@ typedef struct {
     uint64_t max_bulk;          /* largest bulk payload accepted */
     char metrics[256];          /* "host:port" of the HTTP metrics endpoint; "" = off */
     int log_level;              /* rgpu_log_level_t */
+    char key[512];              /* cluster key file: Hello.lease_token required; "" = off */
+    char scheduler[256];        /* "host:port" of rgpu-scheduler to register with; "" = off */
+    char advertise[256];        /* address clients (and lease tokens) name this server by */
     /* Where each row's value came from, indexed like the table. */
     rgpu_config_source_t source[RGPU_SERVER_CONFIG_MAX_ROWS];
 } rgpu_server_config_t;

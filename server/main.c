@@ -21,6 +21,7 @@
 #include "backend.h"
 #include "config.h"
 #include "metrics.h"
+#include "registrar.h"
 #include "rgpu/log.h"
 #include "rgpu/transport.h"
 #include "session.h"
@@ -34,6 +35,8 @@ typedef struct {
     uv_poll_t listen_poll;
     uv_signal_t sigint, sigterm;
     rgpu_metrics_server_t *metrics;
+    rgpu_registrar_t *registrar;    /* --scheduler */
+    rgpu_token_key_t key;           /* --key */
     int stopping;
 } rgpu_daemon_t;
 
@@ -84,6 +87,8 @@ static void rgpu_daemon_stop(rgpu_daemon_t *daemon, const char *why)
     uv_close((uv_handle_t *)&daemon->listen_poll, rgpu_daemon_listener_closed);
     rgpu_metrics_server_stop(daemon->metrics);
     daemon->metrics = NULL;
+    rgpu_registrar_stop(daemon->registrar);
+    daemon->registrar = NULL;
     uv_close((uv_handle_t *)&daemon->sigint, NULL);
     uv_close((uv_handle_t *)&daemon->sigterm, NULL);
     rgpu_server_stop_sessions(&daemon->server);
@@ -120,6 +125,16 @@ int main(int argc, char **argv)
     if (gethostname(daemon.server.hostname, sizeof(daemon.server.hostname) - 1) != 0)
         strcpy(daemon.server.hostname, "?");
     rgpu_server_init(&daemon.server);
+    if (config.key[0]) {
+        char why[600];
+
+        status = rgpu_token_key_load(config.key, &daemon.key, why, sizeof(why));
+        if (status != RGPU_OK) {
+            rgpu_error("server", "%s", why);
+            goto out_cleanup_server;
+        }
+        daemon.server.lease_key = &daemon.key;
+    }
 
     status = daemon.server.backend_ops->open(&config, &daemon.server.backend);
     if (status != RGPU_OK)
@@ -156,6 +171,21 @@ int main(int argc, char **argv)
             goto out_close_loop;
         }
         rgpu_info("server", "metrics on http://%s/metrics", local);
+    }
+
+    snprintf(daemon.server.advertise, sizeof(daemon.server.advertise), "%s",
+             config.advertise[0] ? config.advertise : daemon.listener->local);
+    if (config.key[0])
+        rgpu_info("server", "lease tokens required, naming %s", daemon.server.advertise);
+    if (config.scheduler[0]) {
+        status = rgpu_registrar_start(loop, &daemon.server, config.scheduler, &daemon.registrar);
+        if (status != RGPU_OK) {
+            rgpu_error("server", "cannot start registering with %s: %s", config.scheduler,
+                       rgpu_status_str(status));
+            rgpu_daemon_stop(&daemon, "registrar failed");
+            uv_run(loop, UV_RUN_DEFAULT);
+            goto out_close_loop;
+        }
     }
 
     /* Test scripts parse this exact line to learn the port. */

@@ -45,6 +45,7 @@ struct rgpu_session {
     pthread_t sender;
 
     void *backend_ctx;          /* set by the handshake */
+    uint64_t mem_quota;         /* from the lease token; 0 = none */
 };
 
 static atomic_ullong rgpu_session_next_id = 1;
@@ -306,6 +307,41 @@ static int rgpu_session_is_link_error(rgpu_status_t status)
     return status == RGPU_ERR_CONN_CLOSED || status == RGPU_ERR_IO || status == RGPU_ERR_TIMEOUT;
 }
 
+uint64_t rgpu_session_mem_quota(const rgpu_session_t *session)
+{
+    return session->mem_quota;
+}
+
+/* With --key: the client's lease token must be signed with the cluster key,
+ * unexpired, and name this server. Sets the session's memory quota. */
+static rgpu_status_t rgpu_session_check_lease(rgpu_session_t *session, const char *token,
+                                              char *reason, size_t reason_cap)
+{
+    rgpu_server_t *server = session->server;
+    Rgpu__TokenPayload *payload;
+    char why[256];
+    rgpu_status_t status;
+
+    status = rgpu_token_verify(server->lease_key, token, (int64_t)time(NULL), &payload, why,
+                               sizeof(why));
+    if (status != RGPU_OK) {
+        snprintf(reason, reason_cap, "lease refused: %s", why);
+        return RGPU_ERR_REFUSED;
+    }
+    if (!rgpu_token_names_server(payload, server->advertise)) {
+        snprintf(reason, reason_cap, "lease refused: lease %llu names no GPU of this server (%s)",
+                 (unsigned long long)payload->lease_id, server->advertise);
+        rgpu__token_payload__free_unpacked(payload, NULL);
+        return RGPU_ERR_REFUSED;
+    }
+    session->mem_quota = payload->memory_quota;
+    rgpu_info("session", "%s: lease %llu of user \"%s\"%s", session->name,
+              (unsigned long long)payload->lease_id, payload->user,
+              payload->memory_quota ? " with a memory quota" : "");
+    rgpu__token_payload__free_unpacked(payload, NULL);
+    return RGPU_OK;
+}
+
 static rgpu_status_t rgpu_session_hello(rgpu_session_t *session, const rgpu_frame_header_t *header,
                                         const uint8_t *body, char *reason, size_t reason_cap)
 {
@@ -337,6 +373,11 @@ static rgpu_status_t rgpu_session_hello(rgpu_session_t *session, const rgpu_fram
                  (int)hello->api, server->backend_ops->name);
         status = RGPU_ERR_REFUSED;
         goto out_free_hello;
+    }
+    if (server->lease_key) {
+        status = rgpu_session_check_lease(session, hello->lease_token, reason, reason_cap);
+        if (status != RGPU_OK)
+            goto out_free_hello;
     }
     rgpu_info("session", "session %llu from %s: client arch %s, pid %u, host %s",
               (unsigned long long)session->id, session->link->peer,

@@ -24,6 +24,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "rgpu/token.h"
 #include "rgpu/transport.h"
 
 /* The server as sessions see it: shared by the loop and every session. */
@@ -32,6 +33,10 @@ typedef struct rgpu_server {
     const rgpu_backend_ops_t *backend_ops;
     rgpu_backend_t *backend;
     char hostname[128];
+    /* Lease checking (--key): NULL = every client is welcome. advertise is
+     * the address lease tokens must name. Set before the first session. */
+    const rgpu_token_key_t *lease_key;
+    char advertise[256];
 
     pthread_mutex_t lock;       /* protects what follows */
     pthread_cond_t idle;        /* signalled when a session leaves the list */
@@ -91,6 +96,10 @@ rgpu_status_t rgpu_session_send_raw_locked(rgpu_session_t *session, const void *
 void rgpu_session_post(rgpu_session_t *session, uint16_t type, uint64_t seq,
                        const ProtobufCMessage *msg, const void *bulk, uint64_t bulk_len,
                        void (*bulk_free)(void *arg), void *bulk_arg);
+
+/* Bytes of device memory the session's lease allows per device; 0 = no
+ * quota. Set by the handshake, constant afterwards. Session thread. */
+uint64_t rgpu_session_mem_quota(const rgpu_session_t *session);
 
 /* Non-zero once the session stopped talking to its client (teardown). */
 int rgpu_session_closing(rgpu_session_t *session);

@@ -78,6 +78,7 @@ typedef struct {
     int pool_count;
     void *read_spare;           /* staging of the last non-blocking read, for the next */
     uint64_t read_spare_size;
+    uint64_t quota_used;        /* bytes of live buffers, checked against the lease's quota */
 } rgpu_cl_session_t;
 
 /* Staging for a non-blocking read of size bytes: the last one's, when the
@@ -502,12 +503,17 @@ static rgpu_status_t rgpu_cl_create_buffer(rgpu_cl_session_t *s, const rgpu_fram
         err = CL_INVALID_HOST_PTR;
     } else if (!init && (m->flags & (CL_MEM_COPY_HOST_PTR | CL_MEM_USE_HOST_PTR))) {
         err = CL_INVALID_HOST_PTR;
+    } else if (rgpu_session_mem_quota(s->session) &&
+               m->size > rgpu_session_mem_quota(s->session) - s->quota_used) {
+        /* The lease's memory quota, whatever the client claims. */
+        err = CL_MEM_OBJECT_ALLOCATION_FAILURE;
     } else {
         mem = clCreateBuffer(ctx->cl.context, m->flags & ~(cl_mem_flags)CL_MEM_USE_HOST_PTR, m->size, init, &err);
     }
     free(init);
     if (err == CL_SUCCESS && (err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, mem, &h)) == CL_SUCCESS) {
         h->bytes = h->size = m->size;
+        s->quota_used += m->size;
         atomic_fetch_add(&rgpu_metrics.buffer_bytes, (long long)m->size);
         atomic_fetch_add(&rgpu_metrics.buffers, 1);
         return RGPU_OK;
@@ -547,6 +553,8 @@ static rgpu_status_t rgpu_cl_release(rgpu_cl_session_t *s, const rgpu_frame_head
     if (!h || h->kind != m->kind)
         return rgpu_cl_async_error(s, hdr, rgpu_cl_kind_error(m->kind), "unknown object");
     rgpu_htable_remove(&s->handles, m->id);
+    if (h->kind == RGPU__CL_OBJECT_KIND__CL_OBJ_MEM)
+        s->quota_used -= h->bytes;
     rgpu_cl_release_handle(h);
     return RGPU_OK;
 }

@@ -1,0 +1,531 @@
+/*
+ * rgpu: the scheduler's admin and user CLI.
+ *
+ *   rgpu [--scheduler ADDR] [--json] servers | gpus | leases
+ *   rgpu alloc -n N [--mem SIZE] [--shared] [--api opencl|cuda] [--same-server]
+ *              [--spread] [--job ID] [--ttl SECONDS] [-- COMMAND...]
+ *   rgpu release ID | rgpu renew ID [SECONDS] | rgpu drain SERVER | rgpu resume SERVER
+ *
+ * alloc with a COMMAND runs it with the lease's environment (RGPU_SERVERS
+ * naming the leased servers, RGPU_LEASE_TOKEN, RGPU_LEASE) and releases the
+ * lease when it ends, however it ends; exits with its status. Without one
+ * it prints the lease and keeps it.
+ *
+ * Exit status: 0 done, 1 the scheduler refused or cannot be reached, 2 usage.
+ */
+#include <errno.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rgpu/transport.h"
+#include "rgpu/util.h"
+#include "scheduler.pb-c.h"
+
+static const char *rgpu_cli_sched = "127.0.0.1:7080";
+static int rgpu_cli_json;
+
+static void rgpu_cli_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: rgpu [--scheduler ADDR] [--json] COMMAND [ARGS]\n"
+            "  servers                        list GPU servers\n"
+            "  gpus                           list GPUs and the leases holding them\n"
+            "  leases                         list leases\n"
+            "  alloc -n N [--mem SIZE] [--shared] [--api opencl|cuda] [--same-server]\n"
+            "        [--spread] [--job ID] [--ttl SECONDS] [-- COMMAND...]\n"
+            "                                 lease N GPUs; run COMMAND with the lease's\n"
+            "                                 environment and release at its end\n"
+            "  release ID                     release lease ID\n"
+            "  renew ID [SECONDS]             extend lease ID (prints the new token)\n"
+            "  drain SERVER | resume SERVER   stop / restart giving SERVER's GPUs out\n"
+            "The scheduler is RGPU_SCHEDULER or --scheduler (default 127.0.0.1:7080).\n");
+}
+
+/* Sends one request and returns the unpacked reply (caller frees), or NULL
+ * with a message printed. */
+static void *rgpu_cli_call(uint16_t type, const ProtobufCMessage *msg, uint16_t reply_type,
+                           const ProtobufCMessageDescriptor *desc)
+{
+    rgpu_frame_limits_t limits = {256u << 20, 0};
+    rgpu_frame_header_t header;
+    char reason[256] = "";
+    rgpu_link_t *link;
+    rgpu_status_t st;
+    uint8_t *body;
+    void *reply = NULL;
+
+    st = rgpu_tcp_ops.connect(rgpu_cli_sched, 5000, &link, reason, sizeof(reason));
+    if (st != RGPU_OK) {
+        fprintf(stderr, "rgpu: cannot reach the scheduler at %s: %s\n", rgpu_cli_sched,
+                *reason ? reason : rgpu_status_str(st));
+        return NULL;
+    }
+    st = rgpu_link_send_msg(link, type, 1, msg, NULL, 0);
+    if (st == RGPU_OK)
+        st = rgpu_link_recv_header(link, &limits, &header);
+    if (st != RGPU_OK) {
+        fprintf(stderr, "rgpu: scheduler %s: %s\n", rgpu_cli_sched, rgpu_status_str(st));
+        goto out_close;
+    }
+    if (header.type != reply_type || header.seq != 1) {
+        fprintf(stderr, "rgpu: scheduler %s answered with message type %u, expected %u\n",
+                rgpu_cli_sched, header.type, reply_type);
+        goto out_close;
+    }
+    body = malloc((size_t)header.body_len + 1);
+    if (!body) {
+        fprintf(stderr, "rgpu: out of memory\n");
+        goto out_close;
+    }
+    st = rgpu_link_recv(link, body, header.body_len);
+    if (st == RGPU_OK)
+        reply = protobuf_c_message_unpack(desc, NULL, header.body_len, body);
+    if (!reply)
+        fprintf(stderr, "rgpu: scheduler %s: reply does not arrive or unpack\n", rgpu_cli_sched);
+    free(body);
+out_close:
+    rgpu_link_close(link);
+    return reply;
+}
+
+static int rgpu_cli_status(Rgpu__SchedStatus *reply, const char *what)
+{
+    int rc = 0;
+
+    if (!reply)
+        return 1;
+    if (reply->status != 0) {
+        fprintf(stderr, "rgpu: %s: %s\n", what, *reply->reason ? reply->reason :
+                rgpu_status_str((rgpu_status_t)reply->status));
+        rc = 1;
+    }
+    rgpu__sched_status__free_unpacked(reply, NULL);
+    return rc;
+}
+
+static void rgpu_cli_json_str(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c < 0x20)
+            printf("\\u%04x", c);
+        else
+            putchar(c);
+    }
+    putchar('"');
+}
+
+static const char *rgpu_cli_api_name(int api)
+{
+    return api == RGPU__API_FAMILY__API_OPENCL ? "opencl" : api == RGPU__API_FAMILY__API_CUDA ? "cuda" : "?";
+}
+
+static void rgpu_cli_size(uint64_t bytes, char *out, size_t cap)
+{
+    if (bytes >= (1ull << 30))
+        snprintf(out, cap, "%.1fG", (double)bytes / (1ull << 30));
+    else
+        snprintf(out, cap, "%lluM", (unsigned long long)(bytes >> 20));
+}
+
+static void rgpu_cli_lease_json(const Rgpu__Lease *l)
+{
+    printf("{\"id\":%llu,\"user\":", (unsigned long long)l->id);
+    rgpu_cli_json_str(l->user);
+    printf(",\"job\":");
+    rgpu_cli_json_str(l->slurm_job_id);
+    printf(",\"expires_unix\":%lld,\"shared\":%s,\"memory_quota\":%llu,\"gpus\":[",
+           (long long)l->expires_unix, l->shared ? "true" : "false",
+           (unsigned long long)l->memory_quota);
+    for (size_t g = 0; g < l->n_gpus; g++) {
+        printf("%s{\"server\":", g ? "," : "");
+        rgpu_cli_json_str(l->gpus[g]->server);
+        printf(",\"index\":%u,\"model\":", l->gpus[g]->index);
+        rgpu_cli_json_str(l->gpus[g]->model);
+        printf(",\"memory\":%llu}", (unsigned long long)l->gpus[g]->memory);
+    }
+    printf("],\"token\":");
+    rgpu_cli_json_str(l->token);
+    printf("}");
+}
+
+static void rgpu_cli_lease_row(const Rgpu__Lease *l, int64_t now)
+{
+    char gpus[512] = "";
+    size_t len = 0;
+
+    for (size_t g = 0; g < l->n_gpus && len < sizeof(gpus) - 1; g++)
+        len += (size_t)snprintf(gpus + len, sizeof(gpus) - len, "%s%s/%u", g ? "," : "",
+                                l->gpus[g]->server, l->gpus[g]->index);
+    if (len >= sizeof(gpus))
+        strcpy(gpus + sizeof(gpus) - 4, "...");
+    printf("%-6llu %-12s %-12s %-9s %-8lld %s\n", (unsigned long long)l->id,
+           *l->user ? l->user : "-", *l->slurm_job_id ? l->slurm_job_id : "-",
+           l->shared ? "shared" : "exclusive", (long long)(l->expires_unix - now), gpus);
+}
+
+static int rgpu_cli_list(const char *what)
+{
+    Rgpu__ListRequest req = RGPU__LIST_REQUEST__INIT;
+    Rgpu__ListReply *r = rgpu_cli_call(RGPU__MSG_TYPE__MSG_SCHED_LIST, &req.base,
+                                       RGPU__MSG_TYPE__MSG_SCHED_LIST_REPLY,
+                                       &rgpu__list_reply__descriptor);
+    int64_t now = (int64_t)time(NULL);
+    char mem[32];
+
+    if (!r)
+        return 1;
+    if (r->status) {
+        fprintf(stderr, "rgpu: %s: %s\n", what, r->reason);
+        rgpu__list_reply__free_unpacked(r, NULL);
+        return 1;
+    }
+    if (strcmp(what, "servers") == 0) {
+        if (rgpu_cli_json)
+            printf("[");
+        else
+            printf("%-24s %-6s %-8s %-5s %-10s %s\n", "SERVER", "STATE", "DRAINED", "GPUS",
+                   "LAST SEEN", "HOST");
+        for (size_t i = 0; i < r->n_servers; i++) {
+            const Rgpu__ServerState *s = r->servers[i];
+            size_t n = 0;
+
+            for (size_t g = 0; g < r->n_gpus; g++)
+                n += strcmp(r->gpus[g]->server, s->address) == 0;
+            if (rgpu_cli_json) {
+                printf("%s{\"address\":", i ? "," : "");
+                rgpu_cli_json_str(s->address);
+                printf(",\"up\":%s,\"drained\":%s,\"gpus\":%zu,\"last_seen_unix\":%lld,"
+                       "\"transport\":", s->up ? "true" : "false", s->drained ? "true" : "false",
+                       n, (long long)s->last_seen_unix);
+                rgpu_cli_json_str(s->transport);
+                printf(",\"hostname\":");
+                rgpu_cli_json_str(s->hostname);
+                printf("}");
+            } else {
+                printf("%-24s %-6s %-8s %-5zu %-10s %s\n", s->address, s->up ? "up" : "down",
+                       s->drained ? "yes" : "no", n,
+                       (snprintf(mem, sizeof(mem), "%llds ago",
+                                 (long long)(now - s->last_seen_unix)), mem),
+                       s->hostname);
+            }
+        }
+        if (rgpu_cli_json)
+            printf("]\n");
+    } else if (strcmp(what, "gpus") == 0) {
+        if (rgpu_cli_json)
+            printf("[");
+        else
+            printf("%-24s %-5s %-28s %-8s %-9s %s\n", "SERVER", "INDEX", "MODEL", "MEMORY",
+                   "STATE", "LEASES");
+        for (size_t g = 0; g < r->n_gpus; g++) {
+            const Rgpu__GpuState *s = r->gpus[g];
+
+            if (rgpu_cli_json) {
+                printf("%s{\"server\":", g ? "," : "");
+                rgpu_cli_json_str(s->server);
+                printf(",\"index\":%u,\"model\":", s->gpu->index);
+                rgpu_cli_json_str(s->gpu->model);
+                printf(",\"memory\":%llu,\"memory_reserved\":%llu,\"exclusive\":%s,\"apis\":[",
+                       (unsigned long long)s->gpu->memory,
+                       (unsigned long long)s->memory_reserved, s->exclusive ? "true" : "false");
+                for (size_t a = 0; a < s->gpu->n_apis; a++)
+                    printf("%s\"%s\"", a ? "," : "", rgpu_cli_api_name(s->gpu->apis[a]));
+                printf("],\"leases\":[");
+                for (size_t l = 0; l < s->n_leases; l++)
+                    printf("%s%llu", l ? "," : "", (unsigned long long)s->leases[l]);
+                printf("]}");
+            } else {
+                char leases[128] = "-";
+                size_t len = 0;
+
+                for (size_t l = 0; l < s->n_leases && len < sizeof(leases) - 24; l++)
+                    len += (size_t)snprintf(leases + len, sizeof(leases) - len, "%s%llu",
+                                            l ? "," : "", (unsigned long long)s->leases[l]);
+                rgpu_cli_size(s->gpu->memory, mem, sizeof(mem));
+                printf("%-24s %-5u %-28.28s %-8s %-9s %s\n", s->server, s->gpu->index,
+                       s->gpu->model, mem,
+                       s->exclusive ? "exclusive" : s->n_leases ? "shared" : "free", leases);
+            }
+        }
+        if (rgpu_cli_json)
+            printf("]\n");
+    } else {
+        if (rgpu_cli_json)
+            printf("[");
+        else
+            printf("%-6s %-12s %-12s %-9s %-8s %s\n", "LEASE", "USER", "JOB", "MODE", "TTL(s)",
+                   "GPUS (server/index)");
+        for (size_t i = 0; i < r->n_leases; i++) {
+            if (rgpu_cli_json) {
+                printf("%s", i ? "," : "");
+                rgpu_cli_lease_json(r->leases[i]);
+            } else {
+                rgpu_cli_lease_row(r->leases[i], now);
+            }
+        }
+        if (rgpu_cli_json)
+            printf("]\n");
+    }
+    rgpu__list_reply__free_unpacked(r, NULL);
+    return 0;
+}
+
+static int rgpu_cli_release(uint64_t id)
+{
+    Rgpu__ReleaseRequest req = RGPU__RELEASE_REQUEST__INIT;
+    char what[64];
+
+    req.lease_id = id;
+    snprintf(what, sizeof(what), "release %llu", (unsigned long long)id);
+    return rgpu_cli_status(rgpu_cli_call(RGPU__MSG_TYPE__MSG_SCHED_RELEASE, &req.base,
+                                         RGPU__MSG_TYPE__MSG_SCHED_STATUS,
+                                         &rgpu__sched_status__descriptor),
+                           what);
+}
+
+static int rgpu_cli_lease_print(Rgpu__LeaseReply *r, const char *what)
+{
+    if (!r)
+        return 1;
+    if (r->status || !r->lease) {
+        fprintf(stderr, "rgpu: %s: %s\n", what, *r->reason ? r->reason :
+                rgpu_status_str((rgpu_status_t)r->status));
+        rgpu__lease_reply__free_unpacked(r, NULL);
+        return 1;
+    }
+    if (rgpu_cli_json) {
+        rgpu_cli_lease_json(r->lease);
+        printf("\n");
+    } else {
+        printf("lease %llu\n", (unsigned long long)r->lease->id);
+        for (size_t g = 0; g < r->lease->n_gpus; g++)
+            printf("  gpu %s/%u %s\n", r->lease->gpus[g]->server, r->lease->gpus[g]->index,
+                   r->lease->gpus[g]->model);
+        printf("RGPU_LEASE_TOKEN=%s\n", r->lease->token);
+    }
+    rgpu__lease_reply__free_unpacked(r, NULL);
+    return 0;
+}
+
+/* RGPU_SERVERS for a lease: its servers, each once, in lease order. */
+static char *rgpu_cli_servers(const Rgpu__Lease *l)
+{
+    size_t cap = 1;
+    char *out;
+
+    for (size_t g = 0; g < l->n_gpus; g++)
+        cap += strlen(l->gpus[g]->server) + 1;
+    out = calloc(1, cap);
+    if (!out)
+        return NULL;
+    for (size_t g = 0; g < l->n_gpus; g++) {
+        int seen = 0;
+
+        for (size_t k = 0; k < g; k++)
+            seen |= strcmp(l->gpus[k]->server, l->gpus[g]->server) == 0;
+        if (seen)
+            continue;
+        if (*out)
+            strcat(out, ",");
+        strcat(out, l->gpus[g]->server);
+    }
+    return out;
+}
+
+static int rgpu_cli_alloc(int argc, char **argv)
+{
+    Rgpu__AllocRequest req = RGPU__ALLOC_REQUEST__INIT;
+    Rgpu__LeaseReply *r;
+    struct passwd *pw = getpwuid(getuid());
+    uint64_t mem = 0;
+    char **cmd = NULL, *servers, id[32];
+    int status, rc;
+    pid_t pid;
+
+    req.count = 1;
+    req.user = (char *)(getenv("USER") ? getenv("USER") : pw ? pw->pw_name : "");
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+        if (strcmp(a, "--") == 0) {
+            cmd = argv + i + 1;
+            if (!*cmd) {
+                fprintf(stderr, "rgpu: alloc: nothing after --\n");
+                return 2;
+            }
+            break;
+        } else if (strcmp(a, "--shared") == 0) {
+            req.shared = 1;
+        } else if (strcmp(a, "--same-server") == 0) {
+            req.same_server = 1;
+        } else if (strcmp(a, "--spread") == 0) {
+            req.placement = RGPU__PLACEMENT__PLACEMENT_SPREAD;
+        } else if (!v) {
+            fprintf(stderr, "rgpu: alloc: %s needs a value (or unknown option)\n", a);
+            return 2;
+        } else if (strcmp(a, "-n") == 0) {
+            char *end;
+            unsigned long n = strtoul(v, &end, 10);
+
+            if (*end || n < 1 || n > 4096) {
+                fprintf(stderr, "rgpu: alloc: -n %s: expected 1 to 4096 GPUs\n", v);
+                return 2;
+            }
+            req.count = (uint32_t)n;
+            i++;
+        } else if (strcmp(a, "--mem") == 0) {
+            if (rgpu_size_parse(v, &mem) != 0) {
+                fprintf(stderr, "rgpu: alloc: --mem %s: expected a size such as 512M or 4G\n", v);
+                return 2;
+            }
+            i++;
+        } else if (strcmp(a, "--api") == 0) {
+            if (strcmp(v, "opencl") == 0)
+                req.api = RGPU__API_FAMILY__API_OPENCL;
+            else if (strcmp(v, "cuda") == 0)
+                req.api = RGPU__API_FAMILY__API_CUDA;
+            else {
+                fprintf(stderr, "rgpu: alloc: --api %s: expected opencl or cuda\n", v);
+                return 2;
+            }
+            i++;
+        } else if (strcmp(a, "--job") == 0) {
+            req.slurm_job_id = (char *)v;
+            i++;
+        } else if (strcmp(a, "--ttl") == 0) {
+            req.ttl_s = (uint32_t)strtoul(v, NULL, 10);
+            i++;
+        } else {
+            fprintf(stderr, "rgpu: alloc: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    /* Exclusive: each GPU has at least SIZE; shared: SIZE reserved per GPU (the quota). */
+    if (req.shared)
+        req.memory = mem;
+    req.min_memory = mem;
+    r = rgpu_cli_call(RGPU__MSG_TYPE__MSG_SCHED_ALLOC, &req.base,
+                      RGPU__MSG_TYPE__MSG_SCHED_LEASE_REPLY, &rgpu__lease_reply__descriptor);
+    if (!cmd)
+        return rgpu_cli_lease_print(r, "alloc");
+    if (!r)
+        return 1;
+    if (r->status || !r->lease) {
+        fprintf(stderr, "rgpu: alloc: %s\n", r->reason);
+        rgpu__lease_reply__free_unpacked(r, NULL);
+        return 1;
+    }
+    servers = rgpu_cli_servers(r->lease);
+    snprintf(id, sizeof(id), "%llu", (unsigned long long)r->lease->id);
+    fprintf(stderr, "rgpu: lease %s: %zu GPUs on %s\n", id, r->lease->n_gpus,
+            servers ? servers : "?");
+    /* The parent must outlive a ^C to release: the child gets the signals. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    pid = fork();
+    if (pid == 0) {
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
+        setenv("RGPU_SERVERS", servers ? servers : "", 1);
+        setenv("RGPU_LEASE_TOKEN", r->lease->token, 1);
+        setenv("RGPU_LEASE", id, 1);
+        execvp(cmd[0], cmd);
+        fprintf(stderr, "rgpu: cannot run %s: %s\n", cmd[0], strerror(errno));
+        _exit(127);
+    }
+    if (pid < 0) {
+        fprintf(stderr, "rgpu: cannot fork: %s\n", strerror(errno));
+        rc = 1;
+    } else {
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    if (rgpu_cli_release(r->lease->id) != 0 && rc == 0)
+        rc = 1;
+    free(servers);
+    rgpu__lease_reply__free_unpacked(r, NULL);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    int i = 1;
+    const char *cmd;
+
+    signal(SIGPIPE, SIG_IGN);
+    if (getenv("RGPU_SCHEDULER") && *getenv("RGPU_SCHEDULER"))
+        rgpu_cli_sched = getenv("RGPU_SCHEDULER");
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            rgpu_cli_json = 1;
+        } else if (strcmp(argv[i], "--scheduler") == 0 && i + 1 < argc) {
+            rgpu_cli_sched = argv[++i];
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            rgpu_cli_usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "rgpu: unknown option %s\n", argv[i]);
+            rgpu_cli_usage(stderr);
+            return 2;
+        }
+    }
+    if (i >= argc) {
+        rgpu_cli_usage(stderr);
+        return 2;
+    }
+    cmd = argv[i++];
+    if (strcmp(cmd, "servers") == 0 || strcmp(cmd, "gpus") == 0 || strcmp(cmd, "leases") == 0)
+        return rgpu_cli_list(cmd);
+    if (strcmp(cmd, "alloc") == 0)
+        return rgpu_cli_alloc(argc - i, argv + i);
+    if ((strcmp(cmd, "release") == 0 || strcmp(cmd, "renew") == 0) && i < argc) {
+        char *end;
+        unsigned long long id = strtoull(argv[i], &end, 10);
+
+        if (*end || !id) {
+            fprintf(stderr, "rgpu: %s: \"%s\" is not a lease id\n", cmd, argv[i]);
+            return 2;
+        }
+        if (strcmp(cmd, "release") == 0)
+            return rgpu_cli_release(id);
+        {
+            Rgpu__RenewRequest req = RGPU__RENEW_REQUEST__INIT;
+
+            req.lease_id = id;
+            req.ttl_s = i + 1 < argc ? (uint32_t)strtoul(argv[i + 1], NULL, 10) : 0;
+            return rgpu_cli_lease_print(
+                rgpu_cli_call(RGPU__MSG_TYPE__MSG_SCHED_RENEW, &req.base,
+                              RGPU__MSG_TYPE__MSG_SCHED_LEASE_REPLY,
+                              &rgpu__lease_reply__descriptor),
+                "renew");
+        }
+    }
+    if ((strcmp(cmd, "drain") == 0 || strcmp(cmd, "resume") == 0) && i < argc) {
+        Rgpu__DrainRequest req = RGPU__DRAIN_REQUEST__INIT;
+
+        req.address = argv[i];
+        req.drain = strcmp(cmd, "drain") == 0;
+        return rgpu_cli_status(rgpu_cli_call(RGPU__MSG_TYPE__MSG_SCHED_DRAIN, &req.base,
+                                             RGPU__MSG_TYPE__MSG_SCHED_STATUS,
+                                             &rgpu__sched_status__descriptor),
+                               cmd);
+    }
+    fprintf(stderr, "rgpu: unknown command or missing argument: %s\n", cmd);
+    rgpu_cli_usage(stderr);
+    return 2;
+}

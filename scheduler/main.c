@@ -1,0 +1,604 @@
+/*
+ * rgpu-scheduler: hands out GPU leases for a whole cluster.
+ *
+ *   main thread (libuv loop)
+ *     ├─ uv_tcp listener ─▶ one uv_tcp per peer (servers, rgpu CLI, Slurm plugin)
+ *     │     frames in ─▶ sched.c (policy.c picks, store.c commits) ─▶ reply frame out
+ *     ├─ uv_timer, every second ─▶ rgpu_sched_tick: reclaim expired leases,
+ *     │                             mark servers that stopped heartbeating down
+ *     └─ uv_signal SIGINT/SIGTERM ─▶ close everything, exit 0
+ *
+ * Everything runs on the loop thread; a request is committed to SQLite
+ * before its reply is written, so a SIGKILL loses nothing acknowledged.
+ */
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <uv.h>
+
+#include "rgpu/frame.h"
+#include "rgpu/log.h"
+#include "rgpu/util.h"
+#include "sched_core.h"
+
+int rgpu__sched_bench(int argc, char **argv);
+
+/* ---- configuration: one table ---- */
+
+typedef struct {
+    char listen[256];
+    char db[512];
+    char key[512];
+    uint64_t heartbeat_timeout;     /* seconds */
+    uint64_t lease_ttl;             /* seconds */
+    char log_level[16];
+    const char *source[8];
+} rgpu_sched_config_t;
+
+typedef enum { RGPU_SCFG_STR, RGPU_SCFG_ADDR, RGPU_SCFG_SECONDS } rgpu_sched_cfg_kind_t;
+
+typedef struct {
+    const char *name, *env, *metavar, *def, *help;
+    size_t offset, cap;
+    rgpu_sched_cfg_kind_t kind;
+} rgpu_sched_cfg_row_t;
+
+#define RGPU_SCFG_S(f) offsetof(rgpu_sched_config_t, f), sizeof(((rgpu_sched_config_t *)0)->f)
+static const rgpu_sched_cfg_row_t rgpu_sched_cfg_table[] = {
+    {"listen", "RGPU_SCHED_LISTEN", "ADDR:PORT", "127.0.0.1:7080",
+     "address to accept servers and clients on; port 0 picks a free port", RGPU_SCFG_S(listen),
+     RGPU_SCFG_ADDR},
+    {"db", "RGPU_SCHED_DB", "PATH", "rgpu-scheduler.db",
+     "SQLite database (WAL) holding servers and leases across restarts", RGPU_SCFG_S(db),
+     RGPU_SCFG_STR},
+    {"key", "RGPU_KEY", "FILE", "",
+     "cluster key file that signs lease tokens (32+ random bytes, mode 600; "
+     "default: tokens are empty, for servers run without --key)",
+     RGPU_SCFG_S(key), RGPU_SCFG_STR},
+    {"heartbeat-timeout", "RGPU_SCHED_HEARTBEAT_TIMEOUT", "SECONDS", "15",
+     "a server silent this long is marked down with its GPUs",
+     offsetof(rgpu_sched_config_t, heartbeat_timeout), 0, RGPU_SCFG_SECONDS},
+    {"lease-ttl", "RGPU_SCHED_LEASE_TTL", "SECONDS", "86400",
+     "lifetime of a lease that is not renewed (requests may ask for less or more)",
+     offsetof(rgpu_sched_config_t, lease_ttl), 0, RGPU_SCFG_SECONDS},
+    {"log-level", "RGPU_LOG", "LEVEL", "info", "error, warn, info, debug or trace",
+     RGPU_SCFG_S(log_level), RGPU_SCFG_STR},
+};
+#define RGPU_SCFG_N (sizeof(rgpu_sched_cfg_table) / sizeof(rgpu_sched_cfg_table[0]))
+
+static int rgpu_sched_cfg_apply(rgpu_sched_config_t *cfg, size_t i, const char *value,
+                                const char *source)
+{
+    const rgpu_sched_cfg_row_t *row = &rgpu_sched_cfg_table[i];
+    char *field = (char *)cfg + row->offset, host[256], *end;
+    uint16_t port;
+
+    switch (row->kind) {
+    case RGPU_SCFG_ADDR:
+        if (rgpu_addr_split(value, host, sizeof(host), &port) != RGPU_OK) {
+            fprintf(stderr, "rgpu-scheduler: bad value \"%s\" for --%s: expected HOST:PORT\n",
+                    value, row->name);
+            return -1;
+        }
+        /* fall through */
+    case RGPU_SCFG_STR:
+        if (strlen(value) >= row->cap) {
+            fprintf(stderr, "rgpu-scheduler: --%s is longer than %zu characters\n", row->name,
+                    row->cap - 1);
+            return -1;
+        }
+        if (strcmp(row->name, "log-level") == 0 && rgpu_log_level_parse(value) < 0) {
+            fprintf(stderr, "rgpu-scheduler: bad value \"%s\" for --log-level: expected one of "
+                            "error, warn, info, debug, trace\n", value);
+            return -1;
+        }
+        strcpy(field, value);
+        break;
+    case RGPU_SCFG_SECONDS: {
+        unsigned long long v = strtoull(value, &end, 10);
+
+        if (!*value || *end || v < 1 || v > 365ull * 86400) {
+            fprintf(stderr, "rgpu-scheduler: bad value \"%s\" for --%s: expected seconds, "
+                            "1 to 31536000\n", value, row->name);
+            return -1;
+        }
+        *(uint64_t *)field = v;
+        break;
+    }
+    }
+    cfg->source[i] = source;
+    return 0;
+}
+
+static void rgpu_sched_cfg_usage(FILE *out)
+{
+    fprintf(out, "usage: rgpu-scheduler [OPTION]...\n"
+                 "       rgpu-scheduler --bench [SERVERS GPUS_PER_SERVER OPERATIONS [DB]]\n"
+                 "Hand out leases on the cluster's remote GPUs.\n\nOptions (each also read "
+                 "from the environment variable shown):\n");
+    for (size_t i = 0; i < RGPU_SCFG_N; i++) {
+        const rgpu_sched_cfg_row_t *row = &rgpu_sched_cfg_table[i];
+        char opt[64];
+
+        snprintf(opt, sizeof(opt), "--%s %s", row->name, row->metavar);
+        fprintf(out, "  %-28s %s\n  %-28s [env %s; default: %s]\n", opt, row->help, "",
+                row->env, *row->def ? row->def : "none");
+    }
+    fprintf(out, "  %-28s print the effective configuration and exit\n"
+                 "  %-28s print this help and exit\n"
+                 "  %-28s measure allocations and releases per second, then exit\n\n"
+                 "Once listening, prints \"rgpu-scheduler listening on HOST:PORT\" on stdout.\n",
+            "--print-config", "--help", "--bench");
+}
+
+/* 0: run, 1: exit 0, 2: exit 2. */
+static int rgpu_sched_cfg_load(rgpu_sched_config_t *cfg, int argc, char **argv)
+{
+    int print = 0;
+
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < RGPU_SCFG_N; i++)
+        if (rgpu_sched_cfg_apply(cfg, i, rgpu_sched_cfg_table[i].def, "default") != 0)
+            return 2;
+    for (size_t i = 0; i < RGPU_SCFG_N; i++) {
+        const char *v = getenv(rgpu_sched_cfg_table[i].env);
+        if (v && rgpu_sched_cfg_apply(cfg, i, v, "environment") != 0)
+            return 2;
+    }
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a], *eq, *value;
+        size_t i, len;
+
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            rgpu_sched_cfg_usage(stdout);
+            return 1;
+        }
+        if (strcmp(arg, "--print-config") == 0) {
+            print = 1;
+            continue;
+        }
+        if (strncmp(arg, "--", 2) != 0) {
+            fprintf(stderr, "rgpu-scheduler: unexpected argument \"%s\" (try --help)\n", arg);
+            return 2;
+        }
+        eq = strchr(arg + 2, '=');
+        len = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
+        for (i = 0; i < RGPU_SCFG_N; i++)
+            if (strlen(rgpu_sched_cfg_table[i].name) == len &&
+                strncmp(rgpu_sched_cfg_table[i].name, arg + 2, len) == 0)
+                break;
+        if (i == RGPU_SCFG_N) {
+            fprintf(stderr, "rgpu-scheduler: unknown option \"%s\" (try --help)\n", arg);
+            return 2;
+        }
+        if (eq) {
+            value = eq + 1;
+        } else if (a + 1 < argc) {
+            value = argv[++a];
+        } else {
+            fprintf(stderr, "rgpu-scheduler: option %s needs a value\n", arg);
+            return 2;
+        }
+        if (rgpu_sched_cfg_apply(cfg, i, value, "command line") != 0)
+            return 2;
+    }
+    if (print) {
+        for (size_t i = 0; i < RGPU_SCFG_N; i++) {
+            const rgpu_sched_cfg_row_t *row = &rgpu_sched_cfg_table[i];
+            char line[700];
+
+            if (row->kind == RGPU_SCFG_SECONDS)
+                snprintf(line, sizeof(line), "%s = %llu", row->name,
+                         (unsigned long long)*(uint64_t *)((char *)cfg + row->offset));
+            else
+                snprintf(line, sizeof(line), "%s = %s", row->name, (char *)cfg + row->offset);
+            printf("%-40s # %s\n", line, cfg->source[i]);
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- the daemon ---- */
+
+#define RGPU_SCHED_MAX_BODY (16u << 20)
+
+typedef struct {
+    rgpu_sched_t sched;
+    rgpu_token_key_t key;
+    uv_tcp_t listener;
+    uv_timer_t tick;
+    uv_signal_t sigint, sigterm;
+    int stopping;
+} rgpu_sched_daemon_t;
+
+typedef struct {
+    uv_tcp_t tcp;
+    rgpu_sched_daemon_t *daemon;
+    uint8_t *buf;
+    size_t len, cap;
+    char peer[80];
+} rgpu_sched_conn_t;
+
+typedef struct {
+    uv_write_t req;
+    uint8_t *buf;
+} rgpu_sched_write_t;
+
+static int64_t rgpu_sched_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static void rgpu_sched_conn_closed(uv_handle_t *handle)
+{
+    rgpu_sched_conn_t *conn = handle->data;
+
+    free(conn->buf);
+    free(conn);
+}
+
+static void rgpu_sched_conn_close(rgpu_sched_conn_t *conn)
+{
+    if (!uv_is_closing((uv_handle_t *)&conn->tcp))
+        uv_close((uv_handle_t *)&conn->tcp, rgpu_sched_conn_closed);
+}
+
+static void rgpu_sched_written(uv_write_t *req, int status)
+{
+    rgpu_sched_write_t *w = (rgpu_sched_write_t *)req;
+
+    free(w->buf);
+    free(w);
+}
+
+static void rgpu_sched_reply(rgpu_sched_conn_t *conn, uint16_t type, uint64_t seq,
+                             const ProtobufCMessage *msg)
+{
+    rgpu_sched_write_t *w = malloc(sizeof(*w));
+    size_t len = rgpu_frame_packed_size(msg);
+    uv_buf_t buf;
+
+    if (!w || !(w->buf = malloc(len))) {
+        free(w);
+        rgpu_sched_conn_close(conn);
+        return;
+    }
+    len = rgpu_frame_pack(w->buf, type, seq, 0, msg, 0);
+    buf = uv_buf_init((char *)w->buf, (unsigned)len);
+    if (uv_write(&w->req, (uv_stream_t *)&conn->tcp, &buf, 1, rgpu_sched_written) != 0) {
+        free(w->buf);
+        free(w);
+        rgpu_sched_conn_close(conn);
+    }
+}
+
+static void rgpu_sched_status_reply(rgpu_sched_conn_t *conn, uint64_t seq, rgpu_status_t status,
+                                    const char *reason)
+{
+    Rgpu__SchedStatus reply = RGPU__SCHED_STATUS__INIT;
+
+    reply.status = status;
+    reply.reason = (char *)(status == RGPU_OK ? "" : reason);
+    rgpu_sched_reply(conn, RGPU__MSG_TYPE__MSG_SCHED_STATUS, seq, &reply.base);
+}
+
+static void rgpu_sched_lease_reply(rgpu_sched_conn_t *conn, uint64_t seq, rgpu_status_t status,
+                                   const char *reason, const Rgpu__Lease *lease)
+{
+    Rgpu__LeaseReply reply = RGPU__LEASE_REPLY__INIT;
+
+    reply.status = status;
+    reply.reason = (char *)(status == RGPU_OK ? "" : reason);
+    if (status == RGPU_OK)
+        reply.lease = (Rgpu__Lease *)lease;
+    rgpu_sched_reply(conn, RGPU__MSG_TYPE__MSG_SCHED_LEASE_REPLY, seq, &reply.base);
+}
+
+#define RGPU_UNPACK(msgtype, fn)                                                                  \
+    msgtype *msg = fn(NULL, header->body_len, body);                                              \
+    if (!msg) {                                                                                \
+        rgpu_warn("sched", "%s: message type %u does not unpack; closing", conn->peer,         \
+                  header->type);                                                               \
+        return -1;                                                                             \
+    }
+
+/* Handles one frame. -1: close the connection. */
+static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t *header,
+                             const uint8_t *body)
+{
+    rgpu_sched_t *s = &conn->daemon->sched;
+    const Rgpu__Lease *lease = NULL;
+    char reason[256] = "";
+    rgpu_status_t status;
+    int64_t now = rgpu_sched_now();
+
+    switch (header->type) {
+    case RGPU__MSG_TYPE__MSG_SCHED_REGISTER: {
+        RGPU_UNPACK(Rgpu__RegisterServer, rgpu__register_server__unpack);
+        status = rgpu_sched_register(s, msg, now, reason, sizeof(reason));
+        rgpu__register_server__free_unpacked(msg, NULL);
+        rgpu_sched_status_reply(conn, header->seq, status, reason);
+        return 0;
+    }
+    case RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT: {
+        RGPU_UNPACK(Rgpu__Heartbeat, rgpu__heartbeat__unpack);
+        status = rgpu_sched_heartbeat(s, msg->address, now);
+        snprintf(reason, sizeof(reason), "unknown server %s: register again", msg->address);
+        rgpu__heartbeat__free_unpacked(msg, NULL);
+        rgpu_sched_status_reply(conn, header->seq, status, reason);
+        return 0;
+    }
+    case RGPU__MSG_TYPE__MSG_SCHED_ALLOC: {
+        RGPU_UNPACK(Rgpu__AllocRequest, rgpu__alloc_request__unpack);
+        status = rgpu_sched_alloc(s, msg, now, &lease, reason, sizeof(reason));
+        if (status == RGPU_OK)
+            rgpu_info("sched", "%s: lease %llu: %zu GPUs for user \"%s\" job \"%s\"", conn->peer,
+                      (unsigned long long)lease->id, lease->n_gpus, msg->user, msg->slurm_job_id);
+        else
+            rgpu_info("sched", "%s: allocation refused: %s", conn->peer, reason);
+        rgpu__alloc_request__free_unpacked(msg, NULL);
+        rgpu_sched_lease_reply(conn, header->seq, status, reason, lease);
+        return 0;
+    }
+    case RGPU__MSG_TYPE__MSG_SCHED_RENEW: {
+        RGPU_UNPACK(Rgpu__RenewRequest, rgpu__renew_request__unpack);
+        status = rgpu_sched_renew(s, msg->lease_id, msg->ttl_s, now, &lease, reason,
+                                  sizeof(reason));
+        rgpu__renew_request__free_unpacked(msg, NULL);
+        rgpu_sched_lease_reply(conn, header->seq, status, reason, lease);
+        return 0;
+    }
+    case RGPU__MSG_TYPE__MSG_SCHED_RELEASE: {
+        RGPU_UNPACK(Rgpu__ReleaseRequest, rgpu__release_request__unpack);
+        status = rgpu_sched_release(s, msg->lease_id, msg->slurm_job_id, reason, sizeof(reason));
+        if (status == RGPU_OK)
+            rgpu_info("sched", "%s: released lease %llu%s%s", conn->peer,
+                      (unsigned long long)msg->lease_id, *msg->slurm_job_id ? " of job " : "",
+                      msg->slurm_job_id);
+        rgpu__release_request__free_unpacked(msg, NULL);
+        rgpu_sched_status_reply(conn, header->seq, status, reason);
+        return 0;
+    }
+    case RGPU__MSG_TYPE__MSG_SCHED_LIST: {
+        Rgpu__ListReply reply;
+
+        status = rgpu_sched_list(s, now, &reply);
+        if (status != RGPU_OK) {
+            rgpu__list_reply__init(&reply);
+            reply.status = status;
+            reply.reason = (char *)"out of memory";
+            rgpu_sched_reply(conn, RGPU__MSG_TYPE__MSG_SCHED_LIST_REPLY, header->seq, &reply.base);
+            return 0;
+        }
+        rgpu_sched_reply(conn, RGPU__MSG_TYPE__MSG_SCHED_LIST_REPLY, header->seq, &reply.base);
+        rgpu_sched_list_free(&reply);
+        return 0;
+    }
+    case RGPU__MSG_TYPE__MSG_SCHED_DRAIN: {
+        RGPU_UNPACK(Rgpu__DrainRequest, rgpu__drain_request__unpack);
+        status = rgpu_sched_drain(s, msg->address, msg->drain, reason, sizeof(reason));
+        rgpu__drain_request__free_unpacked(msg, NULL);
+        rgpu_sched_status_reply(conn, header->seq, status, reason);
+        return 0;
+    }
+    default:
+        rgpu_warn("sched", "%s: unknown message type %u; closing", conn->peer, header->type);
+        return -1;
+    }
+}
+
+static void rgpu_sched_alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    rgpu_sched_conn_t *conn = handle->data;
+
+    if (conn->cap - conn->len < 65536) {
+        size_t cap = conn->cap ? conn->cap * 2 : 131072;
+        uint8_t *grown = realloc(conn->buf, cap);
+
+        if (!grown) {
+            *buf = uv_buf_init(NULL, 0);
+            return;
+        }
+        conn->buf = grown;
+        conn->cap = cap;
+    }
+    *buf = uv_buf_init((char *)conn->buf + conn->len, (unsigned)(conn->cap - conn->len));
+}
+
+static void rgpu_sched_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    rgpu_sched_conn_t *conn = stream->data;
+    rgpu_frame_limits_t limits = {RGPU_SCHED_MAX_BODY, 0};
+    size_t off = 0;
+
+    if (nread < 0) {
+        if (nread != UV_EOF)
+            rgpu_debug("sched", "%s: %s", conn->peer, uv_strerror((int)nread));
+        rgpu_sched_conn_close(conn);
+        return;
+    }
+    conn->len += (size_t)nread;
+    while (conn->len - off >= RGPU_FRAME_HEADER_SIZE) {
+        rgpu_frame_header_t header;
+        rgpu_status_t status = rgpu_frame_header_decode(conn->buf + off, &limits, &header);
+
+        if (status != RGPU_OK) {
+            rgpu_warn("sched", "%s: %s; closing", conn->peer, rgpu_status_str(status));
+            rgpu_sched_conn_close(conn);
+            return;
+        }
+        if (conn->len - off < RGPU_FRAME_HEADER_SIZE + (size_t)header.body_len)
+            break;
+        if (rgpu_sched_handle(conn, &header, conn->buf + off + RGPU_FRAME_HEADER_SIZE) != 0) {
+            rgpu_sched_conn_close(conn);
+            return;
+        }
+        off += RGPU_FRAME_HEADER_SIZE + header.body_len;
+    }
+    memmove(conn->buf, conn->buf + off, conn->len - off);
+    conn->len -= off;
+}
+
+static void rgpu_sched_on_connection(uv_stream_t *listener, int status)
+{
+    rgpu_sched_daemon_t *daemon = listener->data;
+    rgpu_sched_conn_t *conn;
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+
+    if (status < 0)
+        return;
+    conn = calloc(1, sizeof(*conn));
+    if (!conn)
+        return;
+    conn->daemon = daemon;
+    uv_tcp_init(listener->loop, &conn->tcp);
+    conn->tcp.data = conn;
+    if (uv_accept(listener, (uv_stream_t *)&conn->tcp) != 0) {
+        rgpu_sched_conn_close(conn);
+        return;
+    }
+    strcpy(conn->peer, "?");
+    if (uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        char host[64] = "";
+
+        if (ss.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof(host));
+            snprintf(conn->peer, sizeof(conn->peer), "[%s]:%u", host,
+                     ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+        } else {
+            uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof(host));
+            snprintf(conn->peer, sizeof(conn->peer), "%s:%u", host,
+                     ntohs(((struct sockaddr_in *)&ss)->sin_port));
+        }
+    }
+    uv_read_start((uv_stream_t *)&conn->tcp, rgpu_sched_alloc_cb, rgpu_sched_read_cb);
+}
+
+static void rgpu_sched_on_tick(uv_timer_t *timer)
+{
+    rgpu_sched_daemon_t *daemon = timer->data;
+
+    rgpu_sched_tick(&daemon->sched, rgpu_sched_now());
+}
+
+static void rgpu_sched_close_walk(uv_handle_t *handle, void *arg)
+{
+    if (uv_is_closing(handle))
+        return;
+    if (handle->type == UV_TCP && handle->data != arg)
+        uv_close(handle, rgpu_sched_conn_closed);   /* a peer connection */
+    else
+        uv_close(handle, NULL);
+}
+
+static void rgpu_sched_on_signal(uv_signal_t *handle, int signum)
+{
+    rgpu_sched_daemon_t *daemon = handle->data;
+
+    if (daemon->stopping)
+        return;
+    daemon->stopping = 1;
+    rgpu_info("sched", "%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    uv_walk(handle->loop, rgpu_sched_close_walk, daemon);
+}
+
+static int rgpu_sched_bind(uv_tcp_t *tcp, const char *addr, char *local, size_t cap)
+{
+    char host[256];
+    uint16_t port;
+    struct sockaddr_storage ss;
+    int len = sizeof(ss), rc;
+
+    rgpu_addr_split(addr, host, sizeof(host), &port);
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
+        rgpu_error("sched", "cannot listen on %s: not a numeric IPv4 or IPv6 address", addr);
+        return -1;
+    }
+    if ((rc = uv_tcp_bind(tcp, (struct sockaddr *)&ss, 0)) != 0 ||
+        (rc = uv_listen((uv_stream_t *)tcp, 128, rgpu_sched_on_connection)) != 0) {
+        rgpu_error("sched", "cannot listen on %s: %s", addr, uv_strerror(rc));
+        return -1;
+    }
+    uv_tcp_getsockname(tcp, (struct sockaddr *)&ss, &len);
+    if (ss.ss_family == AF_INET6) {
+        uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof(host));
+        snprintf(local, cap, "[%s]:%u", host, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+    } else {
+        uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof(host));
+        snprintf(local, cap, "%s:%u", host, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static rgpu_sched_daemon_t daemon;
+    rgpu_sched_config_t cfg;
+    rgpu_sched_store_t *store;
+    uv_loop_t *loop = uv_default_loop();
+    char why[600], local[300];
+    int rc;
+
+    signal(SIGPIPE, SIG_IGN);
+    if (argc > 1 && strcmp(argv[1], "--bench") == 0)
+        return rgpu__sched_bench(argc - 1, argv + 1);
+    rc = rgpu_sched_cfg_load(&cfg, argc, argv);
+    if (rc)
+        return rc == 1 ? 0 : 2;
+    rgpu_log_init("rgpu-scheduler", (rgpu_log_level_t)rgpu_log_level_parse(cfg.log_level));
+    rgpu_log_level = (rgpu_log_level_t)rgpu_log_level_parse(cfg.log_level);
+
+    if (cfg.key[0] &&
+        rgpu_token_key_load(cfg.key, &daemon.key, why, sizeof(why)) != RGPU_OK) {
+        rgpu_error("sched", "%s", why);
+        return 1;
+    }
+    if (!cfg.key[0])
+        rgpu_warn("sched", "no --key: leases carry no signed token (servers must run without --key)");
+    if (rgpu_sched_store_open(cfg.db, &store, why, sizeof(why)) != RGPU_OK) {
+        rgpu_error("sched", "%s", why);
+        return 1;
+    }
+    if (rgpu_sched_init(&daemon.sched, store, cfg.key[0] ? &daemon.key : NULL,
+                        (uint32_t)cfg.lease_ttl, (uint32_t)cfg.heartbeat_timeout,
+                        rgpu_sched_now()) != RGPU_OK) {
+        rgpu_error("sched", "cannot load the state from %s", cfg.db);
+        rgpu_sched_cleanup(&daemon.sched);
+        return 1;
+    }
+    rgpu_info("sched", "state from %s: %u servers, %zu leases", cfg.db, daemon.sched.nservers,
+              daemon.sched.leases.count);
+
+    uv_tcp_init(loop, &daemon.listener);
+    daemon.listener.data = &daemon;
+    if (rgpu_sched_bind(&daemon.listener, cfg.listen, local, sizeof(local)) != 0) {
+        uv_close((uv_handle_t *)&daemon.listener, NULL);
+        uv_run(loop, UV_RUN_DEFAULT);
+        uv_loop_close(loop);
+        rgpu_sched_cleanup(&daemon.sched);
+        return 1;
+    }
+    uv_timer_init(loop, &daemon.tick);
+    daemon.tick.data = &daemon;
+    uv_timer_start(&daemon.tick, rgpu_sched_on_tick, 1000, 1000);
+    uv_signal_init(loop, &daemon.sigint);
+    uv_signal_init(loop, &daemon.sigterm);
+    daemon.sigint.data = daemon.sigterm.data = &daemon;
+    uv_signal_start(&daemon.sigint, rgpu_sched_on_signal, SIGINT);
+    uv_signal_start(&daemon.sigterm, rgpu_sched_on_signal, SIGTERM);
+
+    printf("rgpu-scheduler listening on %s\n", local);
+    fflush(stdout);
+    rgpu_info("sched", "listening on %s", local);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    rgpu_sched_cleanup(&daemon.sched);
+    return 0;
+}

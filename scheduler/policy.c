@@ -1,0 +1,143 @@
+/*
+ * Allocation policy: which GPUs a request gets.
+ *
+ *   pack   (default) fill the servers that have the fewest free GPUs
+ *          first, so whole servers stay free for big or same-server jobs;
+ *   spread one GPU per server, round after round, starting with the
+ *          servers that have the most free GPUs.
+ *
+ * A GPU is free for an exclusive request when no lease holds it, and for a
+ * shared one when no exclusive lease holds it and the reserved memory plus
+ * the request's still fits. Down and drained servers give nothing. A GPU is
+ * never in two leases exclusively: eligibility is checked against the use
+ * counters that every lease change updates.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sched_core.h"
+
+static int rgpu_policy_gpu_ok(const rgpu_sched_server_t *server, size_t p,
+                              const Rgpu__AllocRequest *req)
+{
+    const Rgpu__GpuInfo *gpu = server->reg->gpus[p];
+    const rgpu_sched_gpu_use_t *use = &server->use[p];
+
+    if (gpu->memory < req->min_memory)
+        return 0;
+    if (req->api != RGPU__API_FAMILY__API_NONE && gpu->n_apis) {
+        int has = 0;
+
+        for (size_t a = 0; a < gpu->n_apis; a++)
+            has |= gpu->apis[a] == req->api;
+        if (!has)
+            return 0;
+    }
+    if (use->exclusive)
+        return 0;
+    if (!req->shared)
+        return use->shared == 0;
+    return use->reserved + req->memory <= gpu->memory;
+}
+
+static uint32_t rgpu_policy_free_count(const rgpu_sched_server_t *server,
+                                       const Rgpu__AllocRequest *req)
+{
+    uint32_t n = 0;
+
+    if (!server->up || server->drained)
+        return 0;
+    for (size_t p = 0; p < server->reg->n_gpus; p++)
+        n += (uint32_t)rgpu_policy_gpu_ok(server, p, req);
+    return n;
+}
+
+/* qsort has no context argument: the free counts are passed through this. */
+static _Thread_local const uint32_t *rgpu_policy_free;
+
+static int rgpu_policy_cmp_fewest(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    uint32_t fx = rgpu_policy_free[x], fy = rgpu_policy_free[y];
+
+    if (fx != fy)
+        return fx < fy ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+static int rgpu_policy_cmp_most(const void *a, const void *b)
+{
+    return -rgpu_policy_cmp_fewest(a, b);
+}
+
+rgpu_status_t rgpu__sched_pick(rgpu_sched_t *s, const Rgpu__AllocRequest *req, uint32_t *server,
+                               uint32_t *pos, char *reason, size_t cap)
+{
+    uint32_t *order = s->scratch, *nfree = s->scratch2;
+    uint32_t ncand = 0, total = 0, got = 0;
+    int spread = req->placement == RGPU__PLACEMENT__PLACEMENT_SPREAD;
+
+    for (uint32_t i = 0; i < s->nservers; i++) {
+        nfree[i] = rgpu_policy_free_count(&s->servers[i], req);
+        if (nfree[i] && (!req->same_server || nfree[i] >= req->count)) {
+            order[ncand++] = i;
+            total += nfree[i];
+        }
+    }
+    if (total < req->count) {
+        if (req->same_server)
+            snprintf(reason, cap, "no server has %u %s GPUs free%s", req->count,
+                     req->shared ? "shareable" : "unleased",
+                     req->min_memory ? " with that much memory" : "");
+        else
+            snprintf(reason, cap, "only %u of the %u GPUs asked for are free%s", total,
+                     req->count, req->min_memory ? " with that much memory" : "");
+        return RGPU_ERR_NOT_FOUND;
+    }
+    rgpu_policy_free = nfree;
+    qsort(order, ncand, sizeof(*order),
+          spread && !req->same_server ? rgpu_policy_cmp_most : rgpu_policy_cmp_fewest);
+    if (req->same_server)
+        ncand = 1;  /* the fullest server that still fits the whole request */
+
+    if (!spread || req->same_server) {
+        for (uint32_t c = 0; c < ncand && got < req->count; c++) {
+            const rgpu_sched_server_t *sv = &s->servers[order[c]];
+
+            for (size_t p = 0; p < sv->reg->n_gpus && got < req->count; p++) {
+                if (rgpu_policy_gpu_ok(sv, p, req)) {
+                    server[got] = order[c];
+                    pos[got++] = (uint32_t)p;
+                }
+            }
+        }
+    } else {
+        /* Round r takes each candidate's r-th free GPU. */
+        for (uint32_t round = 0; got < req->count; round++) {
+            uint32_t before = got;
+
+            for (uint32_t c = 0; c < ncand && got < req->count; c++) {
+                const rgpu_sched_server_t *sv = &s->servers[order[c]];
+                uint32_t seen = 0;
+
+                for (size_t p = 0; p < sv->reg->n_gpus; p++) {
+                    if (!rgpu_policy_gpu_ok(sv, p, req))
+                        continue;
+                    if (seen++ == round) {
+                        server[got] = order[c];
+                        pos[got++] = (uint32_t)p;
+                        break;
+                    }
+                }
+            }
+            if (got == before)
+                break;
+        }
+    }
+    if (got < req->count) {
+        snprintf(reason, cap, "only %u of the %u GPUs asked for could be placed", got, req->count);
+        return RGPU_ERR_NOT_FOUND;
+    }
+    return RGPU_OK;
+}

@@ -1,0 +1,669 @@
+/*
+ * The scheduler's state machine (see sched.h): servers, their GPUs' use,
+ * leases. Every change is written to the store before the caller replies.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rgpu/log.h"
+#include "sched_core.h"
+
+/* Packs msg and unpacks it again: a self-owned deep copy. */
+static void *rgpu_sched_copy(const ProtobufCMessage *msg)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(len + 1);
+    void *copy;
+
+    if (!buf)
+        return NULL;
+    protobuf_c_message_pack(msg, buf);
+    copy = protobuf_c_message_unpack(msg->descriptor, NULL, len, buf);
+    free(buf);
+    return copy;
+}
+
+static rgpu_sched_server_t *rgpu_sched_server_find(rgpu_sched_t *s, const char *address,
+                                                   uint32_t *idx_p)
+{
+    for (uint32_t i = 0; i < s->nservers; i++) {
+        if (strcmp(s->servers[i].reg->address, address) == 0) {
+            if (idx_p)
+                *idx_p = i;
+            return &s->servers[i];
+        }
+    }
+    return NULL;
+}
+
+/* Points a lease's GPUs at servers and adds its use. */
+static void rgpu_sched_lease_attach(rgpu_sched_t *s, rgpu_sched_lease_t *lease)
+{
+    const Rgpu__Lease *pb = lease->pb;
+
+    for (size_t g = 0; g < pb->n_gpus; g++) {
+        uint32_t si;
+        rgpu_sched_server_t *server = rgpu_sched_server_find(s, pb->gpus[g]->server, &si);
+
+        lease->server[g] = UINT32_MAX;
+        if (!server)
+            continue;
+        for (size_t p = 0; p < server->reg->n_gpus; p++) {
+            if (server->reg->gpus[p]->index != pb->gpus[g]->index)
+                continue;
+            lease->server[g] = si;
+            lease->pos[g] = (uint32_t)p;
+            if (pb->shared) {
+                server->use[p].shared++;
+                server->use[p].reserved += pb->memory_quota;
+            } else {
+                server->use[p].exclusive = pb->id;
+            }
+            break;
+        }
+    }
+}
+
+static void rgpu_sched_lease_detach(rgpu_sched_t *s, rgpu_sched_lease_t *lease)
+{
+    const Rgpu__Lease *pb = lease->pb;
+
+    for (size_t g = 0; g < pb->n_gpus; g++) {
+        rgpu_sched_gpu_use_t *use;
+
+        if (lease->server[g] == UINT32_MAX)
+            continue;
+        use = &s->servers[lease->server[g]].use[lease->pos[g]];
+        if (pb->shared) {
+            use->shared--;
+            use->reserved -= pb->memory_quota;
+        } else if (use->exclusive == pb->id) {
+            use->exclusive = 0;
+        }
+    }
+}
+
+static void rgpu_sched_lease_free(rgpu_sched_lease_t *lease)
+{
+    rgpu__lease__free_unpacked(lease->pb, NULL);
+    free(lease->server);
+    free(lease->pos);
+    free(lease);
+}
+
+/* Takes ownership of pb. */
+static rgpu_status_t rgpu_sched_lease_add(rgpu_sched_t *s, Rgpu__Lease *pb)
+{
+    rgpu_sched_lease_t *lease = calloc(1, sizeof(*lease));
+
+    if (!lease) {
+        rgpu__lease__free_unpacked(pb, NULL);
+        return RGPU_ERR_NOMEM;
+    }
+    lease->pb = pb;
+    lease->server = calloc(pb->n_gpus + 1, sizeof(uint32_t));
+    lease->pos = calloc(pb->n_gpus + 1, sizeof(uint32_t));
+    if (!lease->server || !lease->pos || rgpu_htable_insert(&s->leases, pb->id, lease) != RGPU_OK) {
+        rgpu_sched_lease_free(lease);
+        return RGPU_ERR_NOMEM;
+    }
+    rgpu_sched_lease_attach(s, lease);
+    return RGPU_OK;
+}
+
+static void rgpu_sched_recount_fn(uint64_t key, void *value, void *arg)
+{
+    (void)key;
+    rgpu_sched_lease_attach(arg, value);
+}
+
+/* Recomputes every GPU's use from the leases (after servers changed). */
+static void rgpu_sched_recount(rgpu_sched_t *s)
+{
+    for (uint32_t i = 0; i < s->nservers; i++)
+        memset(s->servers[i].use, 0, s->servers[i].reg->n_gpus * sizeof(rgpu_sched_gpu_use_t));
+    rgpu_htable_foreach(&s->leases, rgpu_sched_recount_fn, s);
+}
+
+/* Takes ownership of reg. Replaces a server of the same address. */
+static rgpu_status_t rgpu_sched_server_put(rgpu_sched_t *s, Rgpu__RegisterServer *reg, int drained,
+                                           int64_t now)
+{
+    rgpu_sched_server_t *server = rgpu_sched_server_find(s, reg->address, NULL);
+    rgpu_sched_gpu_use_t *use = calloc(reg->n_gpus + 1, sizeof(*use));
+
+    if (!use) {
+        rgpu__register_server__free_unpacked(reg, NULL);
+        return RGPU_ERR_NOMEM;
+    }
+    if (!server) {
+        if (s->nservers == s->servers_cap) {
+            uint32_t cap = s->servers_cap ? s->servers_cap * 2 : 16;
+            rgpu_sched_server_t *grown = realloc(s->servers, cap * sizeof(*grown));
+            uint32_t *scratch = realloc(s->scratch, cap * sizeof(uint32_t));
+            uint32_t *scratch2;
+
+            if (scratch)
+                s->scratch = scratch;
+            scratch2 = realloc(s->scratch2, cap * sizeof(uint32_t));
+            if (scratch2)
+                s->scratch2 = scratch2;
+            if (grown)
+                s->servers = grown;
+            if (!grown || !scratch || !scratch2) {
+                free(use);
+                rgpu__register_server__free_unpacked(reg, NULL);
+                return RGPU_ERR_NOMEM;
+            }
+            s->servers_cap = cap;
+        }
+        server = &s->servers[s->nservers++];
+        memset(server, 0, sizeof(*server));
+        server->drained = drained;
+    } else {
+        rgpu__register_server__free_unpacked(server->reg, NULL);
+        free(server->use);
+    }
+    server->reg = reg;
+    server->use = use;
+    server->up = 1;
+    server->last_seen = now;
+    return RGPU_OK;
+}
+
+typedef struct {
+    rgpu_sched_t *s;
+    int64_t now;
+} rgpu_sched_load_t;
+
+static void rgpu_sched_load_server(void *arg, Rgpu__RegisterServer *reg, int drained)
+{
+    rgpu_sched_load_t *load = arg;
+
+    rgpu_sched_server_put(load->s, reg, drained, load->now);
+}
+
+static void rgpu_sched_load_lease(void *arg, Rgpu__Lease *lease)
+{
+    rgpu_sched_load_t *load = arg;
+
+    rgpu_sched_lease_add(load->s, lease);
+}
+
+rgpu_status_t rgpu_sched_init(rgpu_sched_t *s, rgpu_sched_store_t *store,
+                              const rgpu_token_key_t *key, uint32_t lease_ttl_s,
+                              uint32_t heartbeat_timeout_s, int64_t now)
+{
+    rgpu_sched_load_t load = {s, now};
+
+    memset(s, 0, sizeof(*s));
+    rgpu_htable_init(&s->leases);
+    s->store = store;
+    s->key = key;
+    s->lease_ttl_s = lease_ttl_s;
+    s->heartbeat_timeout_s = heartbeat_timeout_s;
+    s->next_lease_id = 1;
+    if (store && rgpu__store_load(store, &load, rgpu_sched_load_server, rgpu_sched_load_lease) !=
+                     RGPU_OK)
+        return RGPU_ERR_IO;
+    /* Servers loaded from the store count as seen now: they have one
+     * heartbeat timeout to show they are alive. */
+    return RGPU_OK;
+}
+
+static void rgpu_sched_free_fn(uint64_t key, void *value, void *arg)
+{
+    (void)key;
+    (void)arg;
+    rgpu_sched_lease_free(value);
+}
+
+void rgpu_sched_cleanup(rgpu_sched_t *s)
+{
+    rgpu_htable_foreach(&s->leases, rgpu_sched_free_fn, NULL);
+    rgpu_htable_cleanup(&s->leases);
+    for (uint32_t i = 0; i < s->nservers; i++) {
+        rgpu__register_server__free_unpacked(s->servers[i].reg, NULL);
+        free(s->servers[i].use);
+    }
+    free(s->servers);
+    free(s->scratch);
+    free(s->scratch2);
+    rgpu_sched_store_close(s->store);
+    memset(s, 0, sizeof(*s));
+}
+
+rgpu_status_t rgpu_sched_register(rgpu_sched_t *s, const Rgpu__RegisterServer *reg, int64_t now,
+                                  char *reason, size_t cap)
+{
+    rgpu_sched_server_t *old;
+    Rgpu__RegisterServer *copy;
+    rgpu_status_t status;
+    int drained;
+
+    if (!*reg->address) {
+        snprintf(reason, cap, "register without an address");
+        return RGPU_ERR_INVALID_ARG;
+    }
+    old = rgpu_sched_server_find(s, reg->address, NULL);
+    drained = old ? old->drained : 0;
+    if (s->store && rgpu__store_put_server(s->store, reg, drained) != RGPU_OK) {
+        snprintf(reason, cap, "cannot store server %s", reg->address);
+        return RGPU_ERR_IO;
+    }
+    copy = rgpu_sched_copy(&reg->base);
+    if (!copy)
+        return RGPU_ERR_NOMEM;
+    status = rgpu_sched_server_put(s, copy, drained, now);
+    if (status != RGPU_OK)
+        return status;
+    rgpu_sched_recount(s);
+    rgpu_info("sched", "server %s registered with %zu GPUs", reg->address, reg->n_gpus);
+    return RGPU_OK;
+}
+
+rgpu_status_t rgpu_sched_heartbeat(rgpu_sched_t *s, const char *address, int64_t now)
+{
+    rgpu_sched_server_t *server = rgpu_sched_server_find(s, address, NULL);
+
+    if (!server)
+        return RGPU_ERR_NOT_FOUND;
+    if (!server->up)
+        rgpu_info("sched", "server %s is up again", address);
+    server->up = 1;
+    server->last_seen = now;
+    return RGPU_OK;
+}
+
+typedef struct {
+    const char *job;
+    rgpu_sched_lease_t *found;
+} rgpu_sched_job_find_t;
+
+static void rgpu_sched_job_fn(uint64_t key, void *value, void *arg)
+{
+    rgpu_sched_job_find_t *find = arg;
+    rgpu_sched_lease_t *lease = value;
+
+    (void)key;
+    if (!find->found && strcmp(lease->pb->slurm_job_id, find->job) == 0)
+        find->found = lease;
+}
+
+/* Signs lease (id, GPUs, quota, user, expiry) into lease->token (malloc'd). */
+static char *rgpu_sched_sign(rgpu_sched_t *s, const Rgpu__Lease *lease)
+{
+    Rgpu__TokenPayload payload = RGPU__TOKEN_PAYLOAD__INIT;
+    Rgpu__LeaseGpu *gpus = calloc(lease->n_gpus + 1, sizeof(*gpus));
+    Rgpu__LeaseGpu **ptrs = calloc(lease->n_gpus + 1, sizeof(*ptrs));
+    char *token = NULL;
+
+    if (!s->key)
+        return strdup("");
+    if (gpus && ptrs) {
+        for (size_t g = 0; g < lease->n_gpus; g++) {
+            rgpu__lease_gpu__init(&gpus[g]);
+            gpus[g].server = lease->gpus[g]->server;
+            gpus[g].index = lease->gpus[g]->index;
+            ptrs[g] = &gpus[g];
+        }
+        payload.lease_id = lease->id;
+        payload.n_gpus = lease->n_gpus;
+        payload.gpus = ptrs;
+        payload.memory_quota = lease->memory_quota;
+        payload.user = lease->user;
+        payload.expires_unix = lease->expires_unix;
+        token = rgpu_token_sign(s->key, &payload);
+    }
+    free(gpus);
+    free(ptrs);
+    return token;
+}
+
+/* Stores lease (given with a borrowed token) and keeps a copy in the state. */
+static rgpu_status_t rgpu_sched_lease_commit(rgpu_sched_t *s, const Rgpu__Lease *lease,
+                                             char *reason, size_t cap)
+{
+    Rgpu__Lease *copy;
+
+    if (s->store && rgpu__store_put_lease(s->store, lease) != RGPU_OK) {
+        snprintf(reason, cap, "cannot store lease %llu", (unsigned long long)lease->id);
+        return RGPU_ERR_IO;
+    }
+    copy = rgpu_sched_copy(&lease->base);
+    if (!copy)
+        return RGPU_ERR_NOMEM;
+    return rgpu_sched_lease_add(s, copy);
+}
+
+rgpu_status_t rgpu_sched_alloc(rgpu_sched_t *s, const Rgpu__AllocRequest *req, int64_t now,
+                               const Rgpu__Lease **lease_p, char *reason, size_t cap)
+{
+    Rgpu__Lease lease = RGPU__LEASE__INIT;
+    Rgpu__LeaseGpu *gpus = NULL, **ptrs = NULL;
+    uint32_t *server = NULL, *pos = NULL;
+    rgpu_sched_lease_t *stored;
+    rgpu_status_t status;
+    uint64_t id;
+
+    if (req->count == 0 || req->count > 4096) {
+        snprintf(reason, cap, "asked for %u GPUs; ask for 1 to 4096", req->count);
+        return RGPU_ERR_INVALID_ARG;
+    }
+    if (*req->slurm_job_id) {
+        rgpu_sched_job_find_t find = {req->slurm_job_id, NULL};
+
+        rgpu_htable_foreach(&s->leases, rgpu_sched_job_fn, &find);
+        if (find.found) {
+            *lease_p = find.found->pb;
+            return RGPU_OK;
+        }
+    }
+    server = calloc(req->count, sizeof(*server));
+    pos = calloc(req->count, sizeof(*pos));
+    gpus = calloc(req->count, sizeof(*gpus));
+    ptrs = calloc(req->count, sizeof(*ptrs));
+    if (!server || !pos || !gpus || !ptrs) {
+        status = RGPU_ERR_NOMEM;
+        goto out_free;
+    }
+    status = rgpu__sched_pick(s, req, server, pos, reason, cap);
+    if (status != RGPU_OK)
+        goto out_free;
+    if (s->store) {
+        status = rgpu__store_next_id(s->store, &id);
+        if (status != RGPU_OK) {
+            snprintf(reason, cap, "cannot take a lease id from the store");
+            goto out_free;
+        }
+    } else {
+        id = s->next_lease_id++;
+    }
+    for (uint32_t g = 0; g < req->count; g++) {
+        const Rgpu__GpuInfo *info = s->servers[server[g]].reg->gpus[pos[g]];
+
+        rgpu__lease_gpu__init(&gpus[g]);
+        gpus[g].server = s->servers[server[g]].reg->address;
+        gpus[g].index = info->index;
+        gpus[g].model = info->model;
+        gpus[g].memory = info->memory;
+        ptrs[g] = &gpus[g];
+    }
+    lease.id = id;
+    lease.n_gpus = req->count;
+    lease.gpus = ptrs;
+    lease.expires_unix = now + (req->ttl_s ? req->ttl_s : s->lease_ttl_s);
+    lease.slurm_job_id = req->slurm_job_id;
+    lease.user = req->user;
+    lease.shared = req->shared;
+    lease.memory_quota = req->shared ? req->memory : 0;
+    lease.token = rgpu_sched_sign(s, &lease);
+    if (!lease.token) {
+        status = RGPU_ERR_NOMEM;
+        goto out_free;
+    }
+    status = rgpu_sched_lease_commit(s, &lease, reason, cap);
+    free(lease.token);
+    if (status != RGPU_OK)
+        goto out_free;
+    stored = rgpu_htable_find(&s->leases, id);
+    *lease_p = stored->pb;
+    rgpu_debug("sched", "lease %llu: %u GPUs for job \"%s\" of \"%s\"", (unsigned long long)id,
+               req->count, req->slurm_job_id, req->user);
+out_free:
+    free(server);
+    free(pos);
+    free(gpus);
+    free(ptrs);
+    return status;
+}
+
+static void rgpu_sched_lease_remove(rgpu_sched_t *s, rgpu_sched_lease_t *lease)
+{
+    rgpu_htable_remove(&s->leases, lease->pb->id);
+    rgpu_sched_lease_detach(s, lease);
+    rgpu_sched_lease_free(lease);
+}
+
+rgpu_status_t rgpu_sched_renew(rgpu_sched_t *s, uint64_t id, uint32_t ttl_s, int64_t now,
+                               const Rgpu__Lease **lease_p, char *reason, size_t cap)
+{
+    rgpu_sched_lease_t *lease = rgpu_htable_find(&s->leases, id);
+    Rgpu__Lease *pb;
+    char *token, *old;
+    int64_t old_expiry;
+
+    if (!lease) {
+        snprintf(reason, cap, "no lease %llu", (unsigned long long)id);
+        return RGPU_ERR_NOT_FOUND;
+    }
+    pb = lease->pb;
+    old_expiry = pb->expires_unix;
+    pb->expires_unix = now + (ttl_s ? ttl_s : s->lease_ttl_s);
+    token = rgpu_sched_sign(s, pb);
+    if (!token) {
+        pb->expires_unix = old_expiry;
+        return RGPU_ERR_NOMEM;
+    }
+    old = pb->token;
+    pb->token = token;
+    if (s->store && rgpu__store_put_lease(s->store, pb) != RGPU_OK) {
+        pb->token = old;
+        pb->expires_unix = old_expiry;
+        free(token);
+        snprintf(reason, cap, "cannot store lease %llu", (unsigned long long)id);
+        return RGPU_ERR_IO;
+    }
+    /* The unpacked message's strings come from protobuf-c's allocator (malloc). */
+    free(old);
+    *lease_p = pb;
+    return RGPU_OK;
+}
+
+rgpu_status_t rgpu_sched_release(rgpu_sched_t *s, uint64_t id, const char *job, char *reason,
+                                 size_t cap)
+{
+    rgpu_sched_lease_t *lease = NULL;
+
+    if (id) {
+        lease = rgpu_htable_find(&s->leases, id);
+    } else if (job && *job) {
+        rgpu_sched_job_find_t find = {job, NULL};
+
+        rgpu_htable_foreach(&s->leases, rgpu_sched_job_fn, &find);
+        lease = find.found;
+    }
+    if (!lease) {
+        if (id)
+            snprintf(reason, cap, "no lease %llu", (unsigned long long)id);
+        else
+            snprintf(reason, cap, "no lease for job \"%s\"", job ? job : "");
+        return RGPU_ERR_NOT_FOUND;
+    }
+    if (s->store && rgpu__store_del_lease(s->store, lease->pb->id) != RGPU_OK) {
+        snprintf(reason, cap, "cannot delete lease %llu from the store",
+                 (unsigned long long)lease->pb->id);
+        return RGPU_ERR_IO;
+    }
+    rgpu_debug("sched", "lease %llu released", (unsigned long long)lease->pb->id);
+    rgpu_sched_lease_remove(s, lease);
+    return RGPU_OK;
+}
+
+rgpu_status_t rgpu_sched_drain(rgpu_sched_t *s, const char *address, int drain, char *reason,
+                               size_t cap)
+{
+    rgpu_sched_server_t *server = rgpu_sched_server_find(s, address, NULL);
+
+    if (!server) {
+        snprintf(reason, cap, "no server %s", address);
+        return RGPU_ERR_NOT_FOUND;
+    }
+    if (s->store && rgpu__store_put_server(s->store, server->reg, drain) != RGPU_OK) {
+        snprintf(reason, cap, "cannot store server %s", address);
+        return RGPU_ERR_IO;
+    }
+    server->drained = drain;
+    rgpu_info("sched", "server %s %s", address, drain ? "drained" : "resumed");
+    return RGPU_OK;
+}
+
+typedef struct {
+    rgpu_sched_t *s;
+    int64_t now;
+    uint64_t expired[64];
+    unsigned n;
+} rgpu_sched_expire_t;
+
+static void rgpu_sched_expire_fn(uint64_t key, void *value, void *arg)
+{
+    rgpu_sched_expire_t *ex = arg;
+    rgpu_sched_lease_t *lease = value;
+
+    if (lease->pb->expires_unix <= ex->now && ex->n < 64)
+        ex->expired[ex->n++] = key;
+}
+
+unsigned rgpu_sched_tick(rgpu_sched_t *s, int64_t now)
+{
+    unsigned total = 0;
+    char reason[160];
+
+    for (uint32_t i = 0; i < s->nservers; i++) {
+        rgpu_sched_server_t *server = &s->servers[i];
+
+        if (server->up && now - server->last_seen > (int64_t)s->heartbeat_timeout_s) {
+            server->up = 0;
+            rgpu_warn("sched", "server %s missed its heartbeats for %lld s: down",
+                      server->reg->address, (long long)(now - server->last_seen));
+        }
+    }
+    /* At most 64 per pass (the foreach may not modify the table); loop. */
+    for (int pass = 0; pass < 1000; pass++) {
+        rgpu_sched_expire_t ex = {s, now, {0}, 0};
+
+        rgpu_htable_foreach(&s->leases, rgpu_sched_expire_fn, &ex);
+        for (unsigned i = 0; i < ex.n; i++) {
+            rgpu_info("sched", "lease %llu expired: reclaimed", (unsigned long long)ex.expired[i]);
+            if (rgpu_sched_release(s, ex.expired[i], NULL, reason, sizeof(reason)) == RGPU_OK)
+                total++;
+        }
+        if (ex.n < 64)
+            break;
+    }
+    return total;
+}
+
+/* ---- list ---- */
+
+typedef struct {
+    Rgpu__Lease **leases;
+    size_t n;
+} rgpu_sched_collect_t;
+
+static void rgpu_sched_collect_fn(uint64_t key, void *value, void *arg)
+{
+    rgpu_sched_collect_t *c = arg;
+
+    (void)key;
+    c->leases[c->n++] = ((rgpu_sched_lease_t *)value)->pb;
+}
+
+static int rgpu_sched_lease_cmp(const void *a, const void *b)
+{
+    const Rgpu__Lease *x = *(Rgpu__Lease *const *)a, *y = *(Rgpu__Lease *const *)b;
+
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+rgpu_status_t rgpu_sched_list(rgpu_sched_t *s, int64_t now, Rgpu__ListReply *reply)
+{
+    size_t ngpus = 0, g = 0;
+    Rgpu__ServerState *servers;
+    Rgpu__GpuState *gpus;
+    rgpu_sched_collect_t c = {NULL, 0};
+
+    rgpu__list_reply__init(reply);
+    for (uint32_t i = 0; i < s->nservers; i++)
+        ngpus += s->servers[i].reg->n_gpus;
+    servers = calloc(s->nservers + 1, sizeof(*servers));
+    gpus = calloc(ngpus + 1, sizeof(*gpus));
+    reply->servers = calloc(s->nservers + 1, sizeof(*reply->servers));
+    reply->gpus = calloc(ngpus + 1, sizeof(*reply->gpus));
+    c.leases = calloc(s->leases.count + 1, sizeof(*c.leases));
+    if (!servers || !gpus || !reply->servers || !reply->gpus || !c.leases) {
+        free(servers);
+        free(gpus);
+        free(c.leases);
+        rgpu_sched_list_free(reply);
+        return RGPU_ERR_NOMEM;
+    }
+    rgpu_htable_foreach(&s->leases, rgpu_sched_collect_fn, &c);
+    qsort(c.leases, c.n, sizeof(*c.leases), rgpu_sched_lease_cmp);
+    reply->leases = c.leases;
+    reply->n_leases = c.n;
+    for (uint32_t i = 0; i < s->nservers; i++) {
+        rgpu_sched_server_t *server = &s->servers[i];
+
+        rgpu__server_state__init(&servers[i]);
+        servers[i].address = server->reg->address;
+        servers[i].transport = server->reg->transport;
+        servers[i].hostname = server->reg->hostname;
+        servers[i].up = server->up;
+        servers[i].drained = server->drained;
+        servers[i].last_seen_unix = server->last_seen;
+        reply->servers[i] = &servers[i];
+        for (size_t p = 0; p < server->reg->n_gpus; p++, g++) {
+            rgpu__gpu_state__init(&gpus[g]);
+            gpus[g].server = server->reg->address;
+            gpus[g].gpu = server->reg->gpus[p];
+            gpus[g].memory_reserved = server->use[p].reserved;
+            gpus[g].exclusive = server->use[p].exclusive != 0;
+            /* Lease ids of this GPU: found by the lease list (small per GPU). */
+            for (size_t l = 0; l < c.n; l++) {
+                const Rgpu__Lease *lease = c.leases[l];
+
+                for (size_t k = 0; k < lease->n_gpus; k++) {
+                    if (lease->gpus[k]->index == server->reg->gpus[p]->index &&
+                        strcmp(lease->gpus[k]->server, server->reg->address) == 0) {
+                        uint64_t *grown = realloc(gpus[g].leases,
+                                                  (gpus[g].n_leases + 1) * sizeof(uint64_t));
+                        if (grown) {
+                            gpus[g].leases = grown;
+                            gpus[g].leases[gpus[g].n_leases++] = lease->id;
+                        }
+                        break;
+                    }
+                }
+            }
+            reply->gpus[g] = &gpus[g];
+        }
+    }
+    reply->n_servers = s->nservers;
+    reply->n_gpus = ngpus;
+    /* rgpu_sched_list_free finds the arrays through their first entry. */
+    if (!s->nservers)
+        free(servers);
+    if (!ngpus)
+        free(gpus);
+    (void)now;
+    return RGPU_OK;
+}
+
+void rgpu_sched_list_free(Rgpu__ListReply *reply)
+{
+    for (size_t g = 0; g < reply->n_gpus; g++)
+        free(reply->gpus[g]->leases);
+    if (reply->n_servers)
+        free(reply->servers[0]);
+    if (reply->n_gpus)
+        free(reply->gpus[0]);
+    free(reply->servers);
+    free(reply->gpus);
+    free(reply->leases);
+    reply->servers = NULL;
+    reply->gpus = NULL;
+    reply->leases = NULL;
+    reply->n_servers = reply->n_gpus = reply->n_leases = 0;
+}

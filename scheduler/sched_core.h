@@ -1,0 +1,110 @@
+/*
+ * The scheduler's state and operations, private to scheduler/ (rgpu__ and
+ * rgpu_sched_ names). The daemon (main.c) and the unit tests drive it; it
+ * never touches the network.
+ *
+ *   main.c ─ frames ─▶ rgpu_sched_{register,heartbeat,alloc,renew,release,list,drain}
+ *                           │ policy.c picks GPUs        │ store.c persists (SQLite, WAL)
+ *   uv_timer ─────────▶ rgpu_sched_tick: expired leases reclaimed, silent servers down
+ *
+ * Ownership: the state owns every server's Rgpu__RegisterServer and every
+ * lease's Rgpu__Lease (both unpacked copies, freed with free_unpacked).
+ * Replies built from them borrow their strings. Single-threaded: the loop
+ * thread (or the test) is the only caller.
+ */
+#ifndef RGPU_SCHED_CORE_H
+#define RGPU_SCHED_CORE_H
+
+#include <stdint.h>
+
+#include "rgpu/htable.h"
+#include "rgpu/status.h"
+#include "rgpu/token.h"
+#include "scheduler.pb-c.h"
+
+typedef struct rgpu_sched_store rgpu_sched_store_t;
+
+typedef struct {
+    uint64_t exclusive;     /* id of the exclusive lease holding it; 0: none */
+    uint32_t shared;        /* shared leases holding it */
+    uint64_t reserved;      /* bytes those shared leases reserved */
+} rgpu_sched_gpu_use_t;
+
+typedef struct {
+    Rgpu__RegisterServer *reg;  /* owned: address, GPUs */
+    rgpu_sched_gpu_use_t *use;  /* reg->n_gpus entries */
+    int up;
+    int drained;
+    int64_t last_seen;          /* unix seconds of the last register/heartbeat */
+} rgpu_sched_server_t;
+
+typedef struct {
+    Rgpu__Lease *pb;            /* owned */
+    uint32_t *server;           /* per GPU: index in servers; UINT32_MAX: server unknown */
+    uint32_t *pos;              /* per GPU: position in that server's reg->gpus */
+} rgpu_sched_lease_t;
+
+typedef struct {
+    rgpu_sched_server_t *servers;
+    uint32_t nservers, servers_cap;
+    rgpu_htable_t leases;       /* id -> rgpu_sched_lease_t* */
+    rgpu_sched_store_t *store;  /* NULL: in memory only (tests, bench) */
+    const rgpu_token_key_t *key;
+    uint32_t lease_ttl_s;
+    uint32_t heartbeat_timeout_s;
+    uint64_t next_lease_id;     /* used when store is NULL */
+    uint32_t *scratch;          /* policy's work space, nservers entries */
+    uint32_t *scratch2;
+} rgpu_sched_t;
+
+/* Initializes s; with store (may be NULL) loads everything it holds. The
+ * store is owned by s from now on. RGPU_ERR_IO when loading failed. */
+rgpu_status_t rgpu_sched_init(rgpu_sched_t *s, rgpu_sched_store_t *store,
+                              const rgpu_token_key_t *key, uint32_t lease_ttl_s,
+                              uint32_t heartbeat_timeout_s, int64_t now);
+void rgpu_sched_cleanup(rgpu_sched_t *s);
+
+/* Each fills reason (one sentence) on error. */
+rgpu_status_t rgpu_sched_register(rgpu_sched_t *s, const Rgpu__RegisterServer *reg, int64_t now,
+                                  char *reason, size_t cap);
+/* RGPU_ERR_NOT_FOUND: unknown server, register again. */
+rgpu_status_t rgpu_sched_heartbeat(rgpu_sched_t *s, const char *address, int64_t now);
+/* On success *lease_p is borrowed from the state (valid until the next call). */
+rgpu_status_t rgpu_sched_alloc(rgpu_sched_t *s, const Rgpu__AllocRequest *req, int64_t now,
+                               const Rgpu__Lease **lease_p, char *reason, size_t cap);
+rgpu_status_t rgpu_sched_renew(rgpu_sched_t *s, uint64_t id, uint32_t ttl_s, int64_t now,
+                               const Rgpu__Lease **lease_p, char *reason, size_t cap);
+/* By id, or by job id when id is 0. RGPU_ERR_NOT_FOUND when nothing matched. */
+rgpu_status_t rgpu_sched_release(rgpu_sched_t *s, uint64_t id, const char *job, char *reason,
+                                 size_t cap);
+rgpu_status_t rgpu_sched_drain(rgpu_sched_t *s, const char *address, int drain, char *reason,
+                               size_t cap);
+/* Fills reply (status 0); free it with rgpu_sched_list_free (it borrows). */
+rgpu_status_t rgpu_sched_list(rgpu_sched_t *s, int64_t now, Rgpu__ListReply *reply);
+void rgpu_sched_list_free(Rgpu__ListReply *reply);
+/* Reclaims expired leases, marks silent servers down. Returns leases reclaimed. */
+unsigned rgpu_sched_tick(rgpu_sched_t *s, int64_t now);
+
+/* ---- policy.c ---- */
+/* Picks req->count GPUs; writes (server, pos) pairs. RGPU_ERR_NOT_FOUND
+ * with reason when the request cannot be met now. */
+rgpu_status_t rgpu__sched_pick(rgpu_sched_t *s, const Rgpu__AllocRequest *req, uint32_t *server,
+                               uint32_t *pos, char *reason, size_t cap);
+
+/* ---- store.c: SQLite (WAL) ---- */
+rgpu_status_t rgpu_sched_store_open(const char *path, rgpu_sched_store_t **store_p, char *why,
+                                    size_t cap);
+void rgpu_sched_store_close(rgpu_sched_store_t *store);
+rgpu_status_t rgpu__store_put_server(rgpu_sched_store_t *store, const Rgpu__RegisterServer *reg,
+                                     int drained);
+rgpu_status_t rgpu__store_put_lease(rgpu_sched_store_t *store, const Rgpu__Lease *lease);
+rgpu_status_t rgpu__store_del_lease(rgpu_sched_store_t *store, uint64_t id);
+/* Next lease id: one past every id ever handed out (kept in the store). */
+rgpu_status_t rgpu__store_next_id(rgpu_sched_store_t *store, uint64_t *id_p);
+/* Calls server_fn for each stored server and lease_fn for each lease; the
+ * callee owns the unpacked message. */
+rgpu_status_t rgpu__store_load(rgpu_sched_store_t *store, void *arg,
+                               void (*server_fn)(void *arg, Rgpu__RegisterServer *reg, int drained),
+                               void (*lease_fn)(void *arg, Rgpu__Lease *lease));
+
+#endif

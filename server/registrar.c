@@ -1,0 +1,214 @@
+/*
+ * The registrar (see registrar.h). Device facts come from the backend's
+ * hello_fill, the same properties clients get: CL_DEVICE_NAME and
+ * CL_DEVICE_GLOBAL_MEM_SIZE.
+ */
+#include "registrar.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rgpu/log.h"
+#include "scheduler.pb-c.h"
+
+#define RGPU_REGISTRAR_CL_DEVICE_NAME 0x102B
+#define RGPU_REGISTRAR_CL_DEVICE_GLOBAL_MEM_SIZE 0x101F
+
+struct rgpu_registrar {
+    uv_timer_t timer;
+    uv_work_t work;
+    rgpu_server_t *server;
+    char addr[256];
+    rgpu_link_t *link;          /* worker only while busy */
+    int busy;                   /* an exchange is queued or running */
+    int stopping;
+    int timer_closed;
+    int registered;             /* the scheduler knows us */
+    rgpu_status_t status;       /* of the last exchange (worker -> loop) */
+    rgpu_status_t last_status;  /* what was last logged */
+    char why[256];
+};
+
+static void rgpu_registrar_maybe_free(rgpu_registrar_t *r)
+{
+    if (r->stopping && r->timer_closed && !r->busy) {
+        if (r->link)
+            rgpu_link_close(r->link);
+        free(r);
+    }
+}
+
+/* One request, one SchedStatus reply. Worker thread. */
+static rgpu_status_t rgpu_registrar_call(rgpu_registrar_t *r, uint16_t type,
+                                         const ProtobufCMessage *msg)
+{
+    rgpu_frame_limits_t limits = {1u << 20, 0};
+    rgpu_frame_header_t header;
+    Rgpu__SchedStatus *reply;
+    uint8_t body[4096];
+    rgpu_status_t st;
+
+    if (!r->link) {
+        st = rgpu_tcp_ops.connect(r->addr, 2000, &r->link, r->why, sizeof(r->why));
+        if (st != RGPU_OK)
+            return st;
+    }
+    st = rgpu_link_send_msg(r->link, type, 1, msg, NULL, 0);
+    if (st == RGPU_OK)
+        st = rgpu_link_recv_header(r->link, &limits, &header);
+    if (st == RGPU_OK && (header.type != RGPU__MSG_TYPE__MSG_SCHED_STATUS ||
+                          header.body_len > sizeof(body)))
+        st = RGPU_ERR_PROTOCOL;
+    if (st == RGPU_OK)
+        st = rgpu_link_recv(r->link, body, header.body_len);
+    if (st != RGPU_OK) {
+        snprintf(r->why, sizeof(r->why), "%s", rgpu_status_str(st));
+        rgpu_link_close(r->link);
+        r->link = NULL;
+        return st;
+    }
+    reply = rgpu__sched_status__unpack(NULL, header.body_len, body);
+    if (!reply)
+        return RGPU_ERR_BAD_MESSAGE;
+    st = (rgpu_status_t)reply->status;
+    snprintf(r->why, sizeof(r->why), "%s", reply->reason);
+    rgpu__sched_status__free_unpacked(reply, NULL);
+    return st;
+}
+
+static rgpu_status_t rgpu_registrar_register(rgpu_registrar_t *r)
+{
+    Rgpu__HelloReply hello = RGPU__HELLO_REPLY__INIT;
+    Rgpu__RegisterServer reg = RGPU__REGISTER_SERVER__INIT;
+    rgpu_server_t *server = r->server;
+    Rgpu__ApiFamily api = server->backend_ops->api;
+    Rgpu__GpuInfo *gpus, **ptrs;
+    char (*names)[256];
+    rgpu_status_t st;
+
+    server->backend_ops->hello_fill(server->backend, &hello);
+    gpus = calloc(hello.n_devices + 1, sizeof(*gpus));
+    ptrs = calloc(hello.n_devices + 1, sizeof(*ptrs));
+    names = calloc(hello.n_devices + 1, sizeof(*names));
+    if (!gpus || !ptrs || !names) {
+        st = RGPU_ERR_NOMEM;
+        goto out_free;
+    }
+    for (size_t d = 0; d < hello.n_devices; d++) {
+        const Rgpu__Device *dev = hello.devices[d];
+
+        rgpu__gpu_info__init(&gpus[d]);
+        gpus[d].index = dev->index;
+        gpus[d].model = names[d];
+        gpus[d].n_apis = 1;
+        gpus[d].apis = &api;
+        for (size_t p = 0; p < dev->n_params; p++) {
+            const ProtobufCBinaryData *v = &dev->params[p]->value;
+
+            if (dev->params[p]->param == RGPU_REGISTRAR_CL_DEVICE_NAME)
+                snprintf(names[d], sizeof(names[d]), "%.*s", (int)v->len, (const char *)v->data);
+            else if (dev->params[p]->param == RGPU_REGISTRAR_CL_DEVICE_GLOBAL_MEM_SIZE &&
+                     v->len == sizeof(uint64_t))
+                memcpy(&gpus[d].memory, v->data, sizeof(uint64_t));
+        }
+        ptrs[d] = &gpus[d];
+    }
+    reg.address = server->advertise;
+    reg.transport = (char *)"tcp";
+    reg.hostname = server->hostname;
+    reg.n_gpus = hello.n_devices;
+    reg.gpus = ptrs;
+    st = rgpu_registrar_call(r, RGPU__MSG_TYPE__MSG_SCHED_REGISTER, &reg.base);
+out_free:
+    free(gpus);
+    free(ptrs);
+    free(names);
+    return st;
+}
+
+static void rgpu_registrar_work(uv_work_t *work)
+{
+    rgpu_registrar_t *r = work->data;
+    Rgpu__Heartbeat hb = RGPU__HEARTBEAT__INIT;
+
+    r->why[0] = '\0';
+    if (r->registered) {
+        hb.address = r->server->advertise;
+        r->status = rgpu_registrar_call(r, RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT, &hb.base);
+        if (r->status == RGPU_OK)
+            return;
+        r->registered = 0;
+        if (r->status != RGPU_ERR_NOT_FOUND)
+            return;
+    }
+    r->status = rgpu_registrar_register(r);
+    r->registered = r->status == RGPU_OK;
+}
+
+static void rgpu_registrar_after(uv_work_t *work, int status)
+{
+    rgpu_registrar_t *r = work->data;
+
+    r->busy = 0;
+    if (r->status != r->last_status) {
+        if (r->status == RGPU_OK)
+            rgpu_info("registrar", "registered %s with scheduler %s", r->server->advertise,
+                      r->addr);
+        else
+            rgpu_warn("registrar", "scheduler %s: %s (retrying every %d s)", r->addr,
+                      *r->why ? r->why : rgpu_status_str(r->status),
+                      RGPU_REGISTRAR_INTERVAL_MS / 1000);
+        r->last_status = r->status;
+    }
+    rgpu_registrar_maybe_free(r);
+}
+
+static void rgpu_registrar_tick(uv_timer_t *timer)
+{
+    rgpu_registrar_t *r = timer->data;
+
+    if (r->busy || r->stopping)
+        return;
+    r->busy = 1;
+    if (uv_queue_work(timer->loop, &r->work, rgpu_registrar_work, rgpu_registrar_after) != 0)
+        r->busy = 0;
+}
+
+rgpu_status_t rgpu_registrar_start(uv_loop_t *loop, rgpu_server_t *server, const char *addr,
+                                   rgpu_registrar_t **registrar_p)
+{
+    rgpu_registrar_t *r = calloc(1, sizeof(*r));
+
+    if (!r)
+        return RGPU_ERR_NOMEM;
+    r->server = server;
+    r->last_status = 1;     /* not a status: the first outcome is logged */
+    snprintf(r->addr, sizeof(r->addr), "%s", addr);
+    r->work.data = r;
+    uv_timer_init(loop, &r->timer);
+    r->timer.data = r;
+    uv_timer_start(&r->timer, rgpu_registrar_tick, 0, RGPU_REGISTRAR_INTERVAL_MS);
+    *registrar_p = r;
+    return RGPU_OK;
+}
+
+static void rgpu_registrar_timer_closed(uv_handle_t *handle)
+{
+    rgpu_registrar_t *r = handle->data;
+
+    r->timer_closed = 1;
+    rgpu_registrar_maybe_free(r);
+}
+
+void rgpu_registrar_stop(rgpu_registrar_t *registrar)
+{
+    if (!registrar)
+        return;
+    registrar->stopping = 1;
+    /* A worker blocked on a silent scheduler returns at once. */
+    if (registrar->busy && registrar->link)
+        rgpu_link_shutdown(registrar->link);
+    uv_timer_stop(&registrar->timer);
+    uv_close((uv_handle_t *)&registrar->timer, rgpu_registrar_timer_closed);
+}

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# The scheduler end to end, on loopback: two rgpu-servers register with
+# rgpu-scheduler and check lease tokens (--key); `rgpu alloc -- vector_add`
+# runs on leased GPUs and releases them at exit; clients without a token,
+# with a forged one or with another server's are refused with the reason;
+# the lease's memory quota holds; drain/resume; a SIGKILLed scheduler
+# restarts with its servers and leases.
+source "$(dirname "$0")/lib.sh" "$@"
+
+SCHED_BIN=$BUILD/scheduler/rgpu-scheduler
+RGPU_BIN=$BUILD/scheduler/rgpu
+[ -x "$SCHED_BIN" ] && [ -x "$RGPU_BIN" ] || fail "no rgpu-scheduler or rgpu in $BUILD/scheduler"
+
+KEY=$E2E_TMP/cluster.key
+head -c 32 /dev/urandom >"$KEY"
+chmod 600 "$KEY"
+DB=$E2E_TMP/sched.db
+
+# start_scheduler [LISTEN]: sets SCHED_PID, SCHED (its address).
+start_scheduler() {
+    local out=$E2E_TMP/sched.$RANDOM.stdout log=$E2E_TMP/sched.log deadline=$((SECONDS + 30))
+    "$SCHED_BIN" --listen "${1:-127.0.0.1:0}" --db "$DB" --key "$KEY" --heartbeat-timeout 4 \
+        --log-level debug >"$out" 2>>"$log" &
+    SCHED_PID=$!
+    track_pid "$SCHED_PID" rgpu-scheduler "$log"
+    SCHED=""
+    while [ -z "$SCHED" ]; do
+        SCHED=$(sed -n 's/^rgpu-scheduler listening on \([^ ]*\)$/\1/p' "$out" | head -n1)
+        kill -0 "$SCHED_PID" 2>/dev/null || fail "rgpu-scheduler exited before listening"
+        [ "$SECONDS" -lt "$deadline" ] || fail "rgpu-scheduler printed no address within 30 s"
+        sleep 0.05
+    done
+    e2e_log "rgpu-scheduler (pid $SCHED_PID) listening on $SCHED"
+}
+
+rgpu() {
+    "$RGPU_BIN" --scheduler "$SCHED" "$@"
+}
+
+# wait_servers_up N: until `rgpu servers` lists N servers up (20 s).
+wait_servers_up() {
+    local deadline=$((SECONDS + 20)) n
+    while :; do
+        n=$(rgpu servers | awk 'NR > 1 && $2 == "up"' | wc -l)
+        [ "$n" -ge "$1" ] && break
+        [ "$SECONDS" -lt "$deadline" ] || { rgpu servers >&2; fail "$1 servers not up within 20 s"; }
+        sleep 0.2
+    done
+}
+
+start_scheduler
+start_server s1 --key "$KEY" --scheduler "$SCHED"
+start_server s2 --key "$KEY" --scheduler "$SCHED"
+wait_servers_up 2
+rgpu servers
+rgpu gpus
+ngpus=$(rgpu --json gpus | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+[ "$ngpus" -ge 2 ] || fail "the scheduler lists $ngpus GPUs, expected at least 2"
+pass "two servers registered, $ngpus GPUs listed"
+
+# A lease of 2 GPUs spread over both servers runs vector_add and is released.
+out=$E2E_TMP/alloc.out
+rc=0
+OCL_ICD_VENDORS=$ICD_DIR rgpu alloc -n 2 --spread -- \
+    sh -c 'echo "servers=$RGPU_SERVERS lease=$RGPU_LEASE"; exec "$0" 100000' "$EXAMPLES/vector_add" \
+    >"$out" 2>&1 || rc=$?
+cat "$out"
+[ "$rc" -eq 0 ] || fail "rgpu alloc -- vector_add exited with status $rc"
+grep -q "results checked, PASS" "$out" || fail "vector_add under rgpu alloc did not PASS"
+grep -q "^servers=.*,.*" "$out" || fail "RGPU_SERVERS did not name both leased servers"
+[ "$(rgpu leases | wc -l)" -eq 1 ] || { rgpu leases; fail "the lease outlived its command"; }
+pass "rgpu alloc -n 2 -- vector_add: PASS, lease released at exit"
+
+# The command's exit status comes back, and a failing command releases too.
+rc=0
+rgpu alloc -n 1 -- sh -c 'exit 7' || rc=$?
+[ "$rc" -eq 7 ] || fail "rgpu alloc returned $rc for a command that exited 7"
+[ "$(rgpu leases | wc -l)" -eq 1 ] || fail "a failed command's lease was kept"
+pass "exit status passed through, lease released"
+
+# No token, a forged token, another server's token: refused, with the reason.
+rc=0
+rgpu_run "$s1_ADDR" "$EXAMPLES/vector_add" 1024 >"$E2E_TMP/notoken.out" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] || fail "vector_add without a lease token ran"
+grep -q "lease refused: no lease token" "$s1_LOG" || fail "s1 did not log why it refused"
+grep -q "no lease token" "$E2E_TMP/notoken.out" || { cat "$E2E_TMP/notoken.out"; fail "the client was not told why"; }
+pass "no token: refused (\"no lease token\")"
+
+token=$(rgpu alloc -n 1 --same-server --job e2e-job | sed -n 's/^RGPU_LEASE_TOKEN=//p')
+[ -n "$token" ] || fail "rgpu alloc without a command printed no token"
+lease_json=$(rgpu --json leases)
+lease_server=$(echo "$lease_json" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["gpus"][0]["server"])')
+lease_id=$(echo "$lease_json" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+other=$s2_ADDR
+[ "$lease_server" = "$s2_ADDR" ] && other=$s1_ADDR
+# Idempotent per job: the same job gets the same lease.
+token2=$(rgpu alloc -n 1 --job e2e-job | sed -n 's/^RGPU_LEASE_TOKEN=//p')
+[ "$token2" = "$token" ] || fail "a second alloc for the same job got another lease"
+RGPU_LEASE_TOKEN=$token rgpu_run "$lease_server" "$EXAMPLES/vector_add" 1024 >/dev/null 2>&1 ||
+    fail "vector_add with a valid token on its server failed"
+rc=0
+RGPU_LEASE_TOKEN=$token rgpu_run "$other" "$EXAMPLES/vector_add" 1024 >/dev/null 2>&1 || rc=$?
+[ "$rc" -ne 0 ] || fail "a token for $lease_server was accepted by $other"
+cat "$s1_LOG" "$s2_LOG" | grep -q "names no GPU of this server" || fail "no 'not this GPU' reason logged"
+pass "valid token accepted on its server, refused on the other"
+
+# Flip one character in the middle of the signed payload.
+forged=$(python3 -c 'import sys; t=sys.argv[1]; i=len("v1.")+5; c="B" if t[i]!="B" else "C"; print(t[:i]+c+t[i+1:])' "$token")
+rc=0
+RGPU_LEASE_TOKEN=$forged rgpu_run "$lease_server" "$EXAMPLES/vector_add" 1024 >/dev/null 2>&1 || rc=$?
+[ "$rc" -ne 0 ] || fail "a forged token was accepted"
+cat "$s1_LOG" "$s2_LOG" | grep -q "bad signature" || fail "no 'bad signature' reason logged"
+pass "forged token refused (bad signature)"
+
+# SIGKILL the scheduler, restart it on the same port and database.
+kill -KILL "$SCHED_PID"
+wait "$SCHED_PID" 2>/dev/null || true
+start_scheduler "$SCHED"
+rgpu leases
+rgpu --json leases | grep -q "\"id\":$lease_id," || fail "lease $lease_id was lost across a SIGKILL"
+[ "$(rgpu servers | awk 'NR > 1' | wc -l)" -eq 2 ] || fail "servers were lost across a SIGKILL"
+token3=$(rgpu alloc -n 1 --job e2e-job | sed -n 's/^RGPU_LEASE_TOKEN=//p')
+[ "$token3" = "$token" ] || fail "after the restart the job got another lease"
+sleep 3
+wait_servers_up 2
+pass "SIGKILLed scheduler restarted with its 2 servers and lease $lease_id"
+rgpu release "$lease_id"
+rc=0
+rgpu release "$lease_id" 2>"$E2E_TMP/release.err" || rc=$?
+[ "$rc" -eq 1 ] && grep -q "no lease $lease_id" "$E2E_TMP/release.err" || fail "releasing twice: status $rc"
+pass "release, and a clear error releasing twice"
+
+# The lease's memory quota: 16 MiB shared; 64 MiB of buffers fail, 8 MiB work.
+rc=0
+OCL_ICD_VENDORS=$ICD_DIR timeout 60 "$RGPU_BIN" --scheduler "$SCHED" alloc -n 1 --shared --mem 16M -- \
+    "$E2E_BIN/hold_memory" 64 8 >"$E2E_TMP/quota.out" 2>&1 || rc=$?
+cat "$E2E_TMP/quota.out"
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "64 MiB of buffers under a 16 MiB quota: status $rc"
+grep -q READY "$E2E_TMP/quota.out" && fail "hold_memory got 64 MiB under a 16 MiB quota"
+pass "memory quota enforced (64 MiB refused under 16 MiB)"
+
+# Drain both servers: no GPU to give, a clear error and status 1; resume.
+rgpu drain "$s1_ADDR"
+rgpu drain "$s2_ADDR"
+rc=0
+rgpu alloc -n 1 2>"$E2E_TMP/drain.err" || rc=$?
+[ "$rc" -eq 1 ] && grep -q "are free" "$E2E_TMP/drain.err" || fail "alloc on drained servers: status $rc"
+rgpu resume "$s1_ADDR"
+rgpu resume "$s2_ADDR"
+rgpu alloc -n 1 -- true || fail "alloc after resume failed"
+pass "drain refuses new leases, resume gives them again"
+
+stop_server s1
+stop_server s2
+kill -TERM "$SCHED_PID"
+rc=0
+wait "$SCHED_PID" || rc=$?
+[ "$rc" -eq 0 ] || fail "rgpu-scheduler exited with status $rc after SIGTERM"
+pass "everything stopped cleanly"

@@ -1,0 +1,188 @@
+/* Allocation policy: no double allocation, idempotency, pack vs spread. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "sched_fixture.h"
+
+static rgpu_sched_t s;
+static rgpu_token_key_t key;
+static char reason[256];
+
+static void setup(void)
+{
+    memset(key.bytes, 1, sizeof(key.bytes));
+    cr_assert_eq(rgpu_sched_init(&s, NULL, &key, 3600, 15, 1000), RGPU_OK);
+    for (unsigned n = 1; n <= 4; n++)
+        cr_assert_eq(fx_register(&s, n, 4, 8ull << 30), RGPU_OK);
+}
+
+static void teardown(void)
+{
+    rgpu_sched_cleanup(&s);
+}
+
+TestSuite(policy, .init = setup, .fini = teardown, .timeout = 30);
+
+Test(policy, never_one_gpu_exclusively_in_two_leases)
+{
+    char seen[4][4] = {{0}};
+    const Rgpu__Lease *l;
+    Rgpu__AllocRequest req = fx_req(3);
+    unsigned total = 0;
+
+    /* 16 GPUs: five leases of 3 fit, the sixth does not. */
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_OK, "%s",
+                     reason);
+        for (size_t g = 0; g < l->n_gpus; g++) {
+            unsigned sv = (unsigned)(l->gpus[g]->server[7] - '1');
+            cr_assert_eq(seen[sv][l->gpus[g]->index], 0, "GPU %s/%u leased twice",
+                         l->gpus[g]->server, l->gpus[g]->index);
+            seen[sv][l->gpus[g]->index] = 1;
+            total++;
+        }
+    }
+    cr_expect_eq(total, 15);
+    cr_expect_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_ERR_NOT_FOUND);
+    cr_expect(strstr(reason, "only 1 of the 3") != NULL, "reason: %s", reason);
+}
+
+Test(policy, release_frees_the_gpus)
+{
+    const Rgpu__Lease *l;
+    Rgpu__AllocRequest req = fx_req(16);
+    uint64_t id;
+
+    cr_assert_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_OK);
+    id = l->id;
+    req.count = 1;
+    cr_expect_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_ERR_NOT_FOUND);
+    cr_assert_eq(rgpu_sched_release(&s, id, NULL, reason, sizeof(reason)), RGPU_OK);
+    cr_expect_eq(rgpu_sched_release(&s, id, NULL, reason, sizeof(reason)), RGPU_ERR_NOT_FOUND);
+    cr_expect_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_OK);
+}
+
+Test(policy, same_job_gets_the_same_lease)
+{
+    const Rgpu__Lease *l;
+    Rgpu__AllocRequest req = fx_req(2);
+    uint64_t id;
+    char *token;
+
+    req.slurm_job_id = (char *)"4242";
+    cr_assert_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_OK);
+    id = l->id;
+    token = strdup(l->token);
+    cr_assert_eq(rgpu_sched_alloc(&s, &req, 1001, &l, reason, sizeof(reason)), RGPU_OK);
+    cr_expect_eq(l->id, id);
+    cr_expect_str_eq(l->token, token);
+    cr_expect_eq(s.leases.count, 1);
+    cr_assert_eq(rgpu_sched_release(&s, 0, "4242", reason, sizeof(reason)), RGPU_OK);
+    cr_expect_eq(s.leases.count, 0);
+    free(token);
+}
+
+Test(policy, pack_fills_one_server_first)
+{
+    const Rgpu__Lease *l;
+    Rgpu__AllocRequest req = fx_req(1);
+
+    cr_assert_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_OK);
+    char first[64];
+    strcpy(first, l->gpus[0]->server);
+    /* The next three single GPUs land on the same (now busiest) server. */
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_OK);
+        cr_expect_str_eq(l->gpus[0]->server, first);
+    }
+    req.count = 4;
+    cr_assert_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_OK);
+    cr_expect_eq(fx_nservers(l), 1);
+}
+
+Test(policy, spread_uses_one_gpu_per_server)
+{
+    const Rgpu__Lease *l;
+    Rgpu__AllocRequest req = fx_req(4);
+
+    req.placement = RGPU__PLACEMENT__PLACEMENT_SPREAD;
+    cr_assert_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_OK);
+    cr_expect_eq(fx_nservers(l), 4);
+    req.count = 8;
+    cr_assert_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_OK);
+    cr_expect_eq(fx_nservers(l), 4);
+}
+
+Test(policy, same_server_and_memory_constraints)
+{
+    const Rgpu__Lease *l;
+    Rgpu__AllocRequest req = fx_req(5);
+
+    req.same_server = 1;
+    cr_expect_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_ERR_NOT_FOUND);
+    req.count = 4;
+    cr_assert_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_OK);
+    cr_expect_eq(fx_nservers(l), 1);
+    req = fx_req(1);
+    req.min_memory = 16ull << 30;
+    cr_expect_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_ERR_NOT_FOUND);
+    req.min_memory = 0;
+    req.api = RGPU__API_FAMILY__API_CUDA;
+    cr_expect_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_ERR_NOT_FOUND);
+}
+
+Test(policy, shared_leases_share_by_memory)
+{
+    const Rgpu__Lease *l;
+    Rgpu__AllocRequest req = fx_req(16);
+    uint64_t first;
+
+    req.shared = 1;
+    req.memory = 5ull << 30;
+    cr_assert_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_OK);
+    first = l->id;
+    cr_expect_eq(l->memory_quota, 5ull << 30);
+    /* 5G + 5G > 8G: no second shared lease of 5G, but one of 3G fits. */
+    cr_expect_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_ERR_NOT_FOUND);
+    req.memory = 3ull << 30;
+    cr_assert_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_OK);
+    /* An exclusive request finds nothing while shared leases hold the GPUs. */
+    req = fx_req(1);
+    cr_expect_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_ERR_NOT_FOUND);
+    cr_assert_eq(rgpu_sched_release(&s, first, NULL, reason, sizeof(reason)), RGPU_OK);
+}
+
+Test(policy, drained_and_down_servers_give_nothing)
+{
+    const Rgpu__Lease *l;
+    Rgpu__AllocRequest req = fx_req(9);
+
+    cr_assert_eq(rgpu_sched_drain(&s, "10.0.0.1:7070", 1, reason, sizeof(reason)), RGPU_OK);
+    cr_expect_eq(rgpu_sched_drain(&s, "10.9.9.9:7070", 1, reason, sizeof(reason)),
+                 RGPU_ERR_NOT_FOUND);
+    /* Servers 2..4 heartbeat; server 1 and the others go quiet at 1020 except 2. */
+    cr_assert_eq(rgpu_sched_heartbeat(&s, "10.0.0.2:7070", 1010), RGPU_OK);
+    rgpu_sched_tick(&s, 1020);
+    req.count = 5;
+    cr_expect_eq(rgpu_sched_alloc(&s, &req, 1020, &l, reason, sizeof(reason)), RGPU_ERR_NOT_FOUND);
+    req.count = 4;
+    cr_assert_eq(rgpu_sched_alloc(&s, &req, 1020, &l, reason, sizeof(reason)), RGPU_OK);
+    cr_expect_str_eq(l->gpus[0]->server, "10.0.0.2:7070");
+    cr_expect_eq(rgpu_sched_heartbeat(&s, "10.0.0.9:7070", 1020), RGPU_ERR_NOT_FOUND);
+}
+
+Test(policy, expired_leases_are_reclaimed)
+{
+    const Rgpu__Lease *l;
+    Rgpu__AllocRequest req = fx_req(16);
+
+    req.ttl_s = 10;
+    cr_assert_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_OK);
+    cr_expect_eq(l->expires_unix, 1010);
+    cr_expect_eq(rgpu_sched_tick(&s, 1005), 0);
+    cr_assert_eq(rgpu_sched_renew(&s, l->id, 20, 1005, &l, reason, sizeof(reason)), RGPU_OK);
+    cr_expect_eq(l->expires_unix, 1025);
+    cr_expect_eq(rgpu_sched_tick(&s, 1012), 0);
+    cr_expect_eq(rgpu_sched_tick(&s, 1025), 1);
+    cr_expect_eq(s.leases.count, 0);
+}
