@@ -530,7 +530,7 @@ static int bench_plot(bench_t *b)
             "set output '%s'\n"
             "set datafile missing 'NaN'\n"
             "set logscale x 2\nset logscale y 10\n"
-            "set format x '%%.0s%%cB'\n"
+            "set format x '%%.0b %%BB'\n"
             "set xlabel 'transfer size'\nset ylabel 'BW average [MB/sec]'\n"
             "set key left top\nset grid\n"
             "set multiplot layout 1,2 title 'rgpu-bench bw: rgpu vs raw TCP vs local OpenCL'\n"
