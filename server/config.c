@@ -110,6 +110,29 @@ static int rgpu_config_parse_log_level(const rgpu_config_row_t *row, const char 
     return 0;
 }
 
+/* A flag: "--name" alone means yes; "--name=no" and the environment say it. */
+static int rgpu_config_parse_flag(const rgpu_config_row_t *row, const char *value, void *field,
+                                  char *why, size_t why_cap)
+{
+    if (!strcmp(value, "yes") || !strcmp(value, "1") || !strcmp(value, "true") ||
+        !strcmp(value, "on")) {
+        *(int *)field = 1;
+    } else if (!strcmp(value, "no") || !strcmp(value, "0") || !strcmp(value, "false") ||
+               !strcmp(value, "off")) {
+        *(int *)field = 0;
+    } else {
+        snprintf(why, why_cap, "expected yes or no");
+        return -1;
+    }
+    return 0;
+}
+
+static void rgpu_config_format_flag(const rgpu_config_row_t *row, const void *field, char *out,
+                                    size_t cap)
+{
+    snprintf(out, cap, "%s", *(const int *)field ? "yes" : "no");
+}
+
 static void rgpu_config_format_string(const rgpu_config_row_t *row, const void *field, char *out,
                                       size_t cap)
 {
@@ -173,6 +196,10 @@ static const rgpu_config_row_t rgpu_server_config_table[] = {
      "the address clients reach this server by, as the scheduler hands it out in leases "
      "(default: the address listened on)",
      RGPU_CFG_STR(advertise), rgpu_config_parse_addr, rgpu_config_format_string, 0, 0},
+    {"insecure", "RGPU_INSECURE", "", "no",
+     "serve every client without lease checking, on loopback addresses only "
+     "(excludes --key; a flag, or --insecure=no)",
+     RGPU_CFG_NUM(insecure), rgpu_config_parse_flag, rgpu_config_format_flag, 0, 0},
 };
 
 #define RGPU_CONFIG_NROWS (sizeof(rgpu_server_config_table) / sizeof(rgpu_server_config_table[0]))
@@ -296,6 +323,8 @@ rgpu_config_action_t rgpu_server_config_load(rgpu_server_config_t *cfg, int argc
         }
         if (eq) {
             value = eq + 1;
+        } else if (row->parse == rgpu_config_parse_flag) {
+            value = "yes";
         } else if (i + 1 < argc) {
             value = argv[++i];
         } else {
@@ -304,6 +333,24 @@ rgpu_config_action_t rgpu_server_config_load(rgpu_server_config_t *cfg, int argc
         }
         if (rgpu_config_apply(cfg, row, value, RGPU_CONFIG_SRC_CMDLINE, err) != 0)
             return RGPU_CONFIG_EXIT_USAGE;
+    }
+    if (cfg->insecure && cfg->key[0]) {
+        fprintf(err, "rgpu-server: --insecure and --key exclude each other\n");
+        return RGPU_CONFIG_EXIT_USAGE;
+    }
+    if (cfg->insecure) {
+        char host[256];
+        uint16_t port;
+
+        /* Without leases anyone who reaches the port uses the GPUs: only
+         * this machine may. */
+        rgpu_addr_split(cfg->listen, host, sizeof(host), &port);
+        if (strncmp(host, "127.", 4) != 0 && strcmp(host, "::1") != 0 &&
+            strcmp(host, "localhost") != 0) {
+            fprintf(err, "rgpu-server: --insecure serves without leases, so only on a loopback "
+                         "address (127.0.0.0/8, ::1), not %s; give --key FILE instead\n", host);
+            return RGPU_CONFIG_EXIT_USAGE;
+        }
     }
     if (cfg->chunk_size > cfg->max_bulk) {
         fprintf(err, "rgpu-server: --chunk-size must not exceed --max-bulk\n");

@@ -13,6 +13,7 @@
  *   --key           RGPU_KEY           (off: no lease checking)
  *   --scheduler     RGPU_SCHEDULER     (off: no registration)
  *   --advertise     RGPU_ADVERTISE     (the address actually listened on)
+ *   --insecure      RGPU_INSECURE      no (a flag: serve without leases, loopback only)
  *
  * Everything here runs on the main thread before the loop starts.
  */
@@ -41,6 +42,7 @@ typedef struct {
     char key[512];              /* cluster key file: Hello.lease_token required; "" = off */
     char scheduler[256];        /* "host:port" of rgpu-scheduler to register with; "" = off */
     char advertise[256];        /* address clients (and lease tokens) name this server by */
+    int insecure;               /* explicitly no lease checking; loopback listen only */
     /* Where each row's value came from, indexed like the table. */
     rgpu_config_source_t source[RGPU_SERVER_CONFIG_MAX_ROWS];
 } rgpu_server_config_t;

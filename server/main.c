@@ -177,6 +177,9 @@ int main(int argc, char **argv)
              config.advertise[0] ? config.advertise : daemon.listener->local);
     if (config.key[0])
         rgpu_info("server", "lease tokens required, naming %s", daemon.server.advertise);
+    else
+        rgpu_info("server", "no lease checking (%s)",
+                  config.insecure ? "--insecure" : "no --key given");
     if (config.scheduler[0]) {
         status = rgpu_registrar_start(loop, &daemon.server, config.scheduler, &daemon.registrar);
         if (status != RGPU_OK) {

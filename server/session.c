@@ -46,6 +46,7 @@ struct rgpu_session {
 
     void *backend_ctx;          /* set by the handshake */
     uint64_t mem_quota;         /* from the lease token; 0 = none */
+    uint64_t device_mask;       /* with --key: bit i = the lease names device index i */
 };
 
 static atomic_ullong rgpu_session_next_id = 1;
@@ -312,6 +313,13 @@ uint64_t rgpu_session_mem_quota(const rgpu_session_t *session)
     return session->mem_quota;
 }
 
+int rgpu_session_device_allowed(const rgpu_session_t *session, uint32_t index)
+{
+    if (!session->server->lease_key)
+        return 1;
+    return index < 64 && (session->device_mask >> index & 1);
+}
+
 /* With --key: the client's lease token must be signed with the cluster key,
  * unexpired, and name this server. Sets the session's memory quota. */
 static rgpu_status_t rgpu_session_check_lease(rgpu_session_t *session, const char *token,
@@ -328,7 +336,11 @@ static rgpu_status_t rgpu_session_check_lease(rgpu_session_t *session, const cha
         snprintf(reason, reason_cap, "lease refused: %s", why);
         return RGPU_ERR_REFUSED;
     }
-    if (!rgpu_token_names_server(payload, server->advertise)) {
+    for (size_t g = 0; g < payload->n_gpus; g++) {
+        if (strcmp(payload->gpus[g]->server, server->advertise) == 0 && payload->gpus[g]->index < 64)
+            session->device_mask |= 1ull << payload->gpus[g]->index;
+    }
+    if (!session->device_mask) {
         snprintf(reason, reason_cap, "lease refused: lease %llu names no GPU of this server (%s)",
                  (unsigned long long)payload->lease_id, server->advertise);
         rgpu__token_payload__free_unpacked(payload, NULL);
@@ -347,6 +359,7 @@ static rgpu_status_t rgpu_session_hello(rgpu_session_t *session, const rgpu_fram
 {
     rgpu_server_t *server = session->server;
     Rgpu__HelloReply reply = RGPU__HELLO_REPLY__INIT;
+    Rgpu__Device *leased[64];
     char server_name[256];
     Rgpu__Hello *hello;
     rgpu_status_t status;
@@ -396,6 +409,16 @@ static rgpu_status_t rgpu_session_hello(rgpu_session_t *session, const rgpu_fram
     reply.little_endian = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
     reply.session_id = session->id;
     server->backend_ops->hello_fill(server->backend, &reply);
+    if (server->lease_key) {
+        /* The client sees the leased devices only (by their server index). */
+        size_t n = 0;
+
+        for (size_t d = 0; d < reply.n_devices && n < 64; d++)
+            if (rgpu_session_device_allowed(session, reply.devices[d]->index))
+                leased[n++] = reply.devices[d];
+        reply.devices = leased;
+        reply.n_devices = n;
+    }
     status = rgpu_session_send(session, RGPU__MSG_TYPE__MSG_HELLO_REPLY, header->seq,
                                &reply.base, NULL, 0);
 

@@ -101,6 +101,10 @@ void rgpu_session_post(rgpu_session_t *session, uint16_t type, uint64_t seq,
  * quota. Set by the handshake, constant afterwards. Session thread. */
 uint64_t rgpu_session_mem_quota(const rgpu_session_t *session);
 
+/* Non-zero when the session may use the device of that server index: any
+ * device without --key, else the devices its lease names. Any thread. */
+int rgpu_session_device_allowed(const rgpu_session_t *session, uint32_t index);
+
 /* Non-zero once the session stopped talking to its client (teardown). */
 int rgpu_session_closing(rgpu_session_t *session);
 

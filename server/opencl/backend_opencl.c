@@ -432,8 +432,9 @@ static rgpu_status_t rgpu_cl_create_context(rgpu_cl_session_t *s, const rgpu_fra
     if (m->n_devices == 0 || m->n_devices > 64)
         err = CL_INVALID_VALUE;
     for (size_t i = 0; err == CL_SUCCESS && i < m->n_devices; i++) {
-        if (m->devices[i] >= s->backend->num_devices)
-            err = CL_INVALID_DEVICE;
+        if (m->devices[i] >= s->backend->num_devices ||
+            !rgpu_session_device_allowed(s->session, m->devices[i]))
+            err = CL_INVALID_DEVICE;     /* not this server's, or not leased */
         else
             devs[i] = s->backend->devices[m->devices[i]];
     }

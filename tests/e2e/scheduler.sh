@@ -48,6 +48,19 @@ wait_servers_up() {
     done
 }
 
+# --insecure (no leases) only on loopback; a key file others can read is refused.
+rc=0
+"$SERVER_BIN" --insecure --listen 0.0.0.0:0 2>"$E2E_TMP/insecure.err" || rc=$?
+[ "$rc" -eq 2 ] && grep -q "only on a loopback" "$E2E_TMP/insecure.err" ||
+    fail "--insecure on 0.0.0.0: status $rc, $(cat "$E2E_TMP/insecure.err")"
+cp "$KEY" "$E2E_TMP/open.key"
+chmod 644 "$E2E_TMP/open.key"
+rc=0
+"$SCHED_BIN" --listen 127.0.0.1:0 --db "$E2E_TMP/x.db" --key "$E2E_TMP/open.key" 2>"$E2E_TMP/openkey.err" || rc=$?
+[ "$rc" -eq 1 ] && grep -q "accessible to group or others" "$E2E_TMP/openkey.err" ||
+    fail "a world-readable key: status $rc, $(cat "$E2E_TMP/openkey.err")"
+pass "--insecure refused off loopback; a world-readable key refused"
+
 start_scheduler
 start_server s1 --key "$KEY" --scheduler "$SCHED"
 start_server s2 --key "$KEY" --scheduler "$SCHED"
@@ -150,8 +163,34 @@ rgpu resume "$s2_ADDR"
 rgpu alloc -n 1 -- true || fail "alloc after resume failed"
 pass "drain refuses new leases, resume gives them again"
 
+# A server of two devices: a lease of one shows the client that one only.
+POCL_DEVICES="pthread pthread" start_server s3 --key "$KEY" --scheduler "$SCHED"
+wait_servers_up 3
+rgpu drain "$s1_ADDR"
+rgpu drain "$s2_ADDR"
+rgpu alloc -n 1 --job hold-one >/dev/null || fail "cannot lease one GPU of s3"
+out=$E2E_TMP/clinfo.out
+# clinfo is not ours: a sanitized build's ICD needs the ASan runtime preloaded (lib.sh's system_prog).
+pre=()
+if [ "$E2E_SANITIZED" = 1 ]; then
+    pre=(env "LD_PRELOAD=$(gcc -print-file-name=libasan.so)" "ASAN_OPTIONS=detect_leaks=0")
+fi
+OCL_ICD_VENDORS=$ICD_DIR rgpu alloc -n 1 -- "${pre[@]}" sh -c 'echo "lease=$RGPU_LEASE servers=$RGPU_SERVERS"; exec clinfo -l' >"$out" 2>&1 ||
+    { cat "$out"; fail "clinfo -l under a lease of one of s3's GPUs failed"; }
+cat "$out"
+grep -q "servers=$s3_ADDR\$" "$out" || fail "the lease is not on s3"
+n=$(grep -c "Device #" "$out" || true)
+[ "$n" -eq 1 ] || fail "clinfo sees $n devices under a lease of 1 (s3 has 2)"
+rgpu release 0 2>/dev/null && fail "release 0 was accepted"
+id=$(rgpu --json leases | python3 -c 'import json,sys; print([l["id"] for l in json.load(sys.stdin) if l["job"] == "hold-one"][0])')
+rgpu release "$id"
+rgpu resume "$s1_ADDR"
+rgpu resume "$s2_ADDR"
+pass "a lease of 1 of s3's 2 devices shows exactly 1 device"
+
 stop_server s1
 stop_server s2
+stop_server s3
 kill -TERM "$SCHED_PID"
 rc=0
 wait "$SCHED_PID" || rc=$?
