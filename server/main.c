@@ -171,6 +171,9 @@ int main(int argc, char **argv)
             goto out_close_loop;
         }
         rgpu_info("server", "metrics on http://%s/metrics", local);
+        /* Scripts parse this line to learn the metrics port (with port 0). */
+        printf("rgpu-server metrics on %s\n", local);
+        fflush(stdout);
     }
 
     snprintf(daemon.server.advertise, sizeof(daemon.server.advertise), "%s",
