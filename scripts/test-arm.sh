@@ -40,7 +40,7 @@ if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
 fi
 
 cmake -S . -B build-arm64 -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-aarch64.cmake \
-      -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRGPU_BUILD_SERVER=OFF -DRGPU_BUILD_TESTS=ON > /dev/null
+      -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRGPU_BUILD_SERVER=OFF -DRGPU_BUILD_SCHEDULER=OFF -DRGPU_BUILD_TESTS=ON > /dev/null
 cmake --build build-arm64 -j "$(nproc)"
 
 echo "== build-arm64/: client-side unit tests under qemu-aarch64"

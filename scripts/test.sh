@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, builds build/ and build-asan/,
-# runs all tests (unit and end-to-end) in both. Exits non-zero if any failed.
+# runs all tests (unit and end-to-end) in both, then the aarch64 client's
+# (scripts/test-arm.sh). Exits non-zero if any failed.
 #
 #   bash scripts/test.sh
 set -euo pipefail
@@ -18,8 +19,13 @@ echo "== build/: unit and end-to-end tests"
 echo "== build-asan/: unit and end-to-end tests under ASan and UBSan"
 (cd build-asan && ctest --output-on-failure -j "$jobs" -L 'unit|e2e') || failed+=(build-asan)
 
+# Last: it swaps Debian's criterion for its arm64 build (the two cannot be
+# installed together); install-deps.sh swaps it back on the next run.
+echo "== build-arm64/: the aarch64 client, its unit tests under qemu, and an aarch64 client against the x86-64 server"
+bash scripts/test-arm.sh || failed+=(build-arm64)
+
 if [ ${#failed[@]} -gt 0 ]; then
     echo "test.sh: tests FAILED in: ${failed[*]}" >&2
     exit 1
 fi
-echo "test.sh: all tests passed in build/ and build-asan/"
+echo "test.sh: all tests passed in build/, build-asan/ and build-arm64/"
