@@ -68,7 +68,45 @@ static int rgpu_policy_cmp_fewest(const void *a, const void *b)
 
 static int rgpu_policy_cmp_most(const void *a, const void *b)
 {
-    return -rgpu_policy_cmp_fewest(a, b);
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    uint32_t fx = rgpu_policy_free[x], fy = rgpu_policy_free[y];
+
+    if (fx != fy)
+        return fx > fy ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+/* Orders the candidates by free GPUs, fewest (or most) first, ties by
+ * server index: a counting sort, since free counts are small; qsort for
+ * servers of more than RGPU_POLICY_MAX_BUCKET GPUs. */
+#define RGPU_POLICY_MAX_BUCKET 256
+
+static void rgpu_policy_order(uint32_t *order, uint32_t n, const uint32_t *nfree, int most_first)
+{
+    uint32_t count[RGPU_POLICY_MAX_BUCKET + 1] = {0}, max = 0;
+    uint32_t *sorted;
+
+    for (uint32_t i = 0; i < n; i++)
+        max = nfree[order[i]] > max ? nfree[order[i]] : max;
+    sorted = max <= RGPU_POLICY_MAX_BUCKET ? malloc(n * sizeof(*sorted) + 1) : NULL;
+    if (!sorted) {
+        rgpu_policy_free = nfree;
+        qsort(order, n, sizeof(*order), most_first ? rgpu_policy_cmp_most : rgpu_policy_cmp_fewest);
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        count[most_first ? max - nfree[order[i]] : nfree[order[i]]]++;
+    for (uint32_t b = 0, sum = 0; b <= max; b++) {
+        uint32_t c = count[b];
+
+        count[b] = sum;
+        sum += c;
+    }
+    /* order[] is in server index order: placing in that order keeps ties by index. */
+    for (uint32_t i = 0; i < n; i++)
+        sorted[count[most_first ? max - nfree[order[i]] : nfree[order[i]]]++] = order[i];
+    memcpy(order, sorted, n * sizeof(*order));
+    free(sorted);
 }
 
 rgpu_status_t rgpu__sched_pick(rgpu_sched_t *s, const Rgpu__AllocRequest *req, uint32_t *server,
@@ -95,9 +133,7 @@ rgpu_status_t rgpu__sched_pick(rgpu_sched_t *s, const Rgpu__AllocRequest *req, u
                      req->count, req->min_memory ? " with that much memory" : "");
         return RGPU_ERR_NOT_FOUND;
     }
-    rgpu_policy_free = nfree;
-    qsort(order, ncand, sizeof(*order),
-          spread && !req->same_server ? rgpu_policy_cmp_most : rgpu_policy_cmp_fewest);
+    rgpu_policy_order(order, ncand, nfree, spread && !req->same_server);
     if (req->same_server)
         ncand = 1;  /* the fullest server that still fits the whole request */
 

@@ -24,9 +24,27 @@ static void *rgpu_sched_copy(const ProtobufCMessage *msg)
     return copy;
 }
 
+/* FNV-1a, never 0 (the hash table's reserved key). */
+static uint64_t rgpu_sched_addr_hash(const char *address)
+{
+    uint64_t h = 1469598103934665603ull;
+
+    for (; *address; address++)
+        h = (h ^ (unsigned char)*address) * 1099511628211ull;
+    return h ? h : 1;
+}
+
 static rgpu_sched_server_t *rgpu_sched_server_find(rgpu_sched_t *s, const char *address,
                                                    uint32_t *idx_p)
 {
+    uintptr_t hit = (uintptr_t)rgpu_htable_find(&s->by_address, rgpu_sched_addr_hash(address));
+
+    if (hit && strcmp(s->servers[hit - 1].reg->address, address) == 0) {
+        if (idx_p)
+            *idx_p = (uint32_t)(hit - 1);
+        return &s->servers[hit - 1];
+    }
+    /* A hash collision: the table holds the first server of that hash. */
     for (uint32_t i = 0; i < s->nservers; i++) {
         if (strcmp(s->servers[i].reg->address, address) == 0) {
             if (idx_p)
@@ -160,6 +178,9 @@ static rgpu_status_t rgpu_sched_server_put(rgpu_sched_t *s, Rgpu__RegisterServer
         }
         server = &s->servers[s->nservers++];
         memset(server, 0, sizeof(*server));
+        /* RGPU_ERR_EXISTS on a collision is fine: lookups fall back to a scan. */
+        rgpu_htable_insert(&s->by_address, rgpu_sched_addr_hash(reg->address),
+                           (void *)(uintptr_t)s->nservers);
         server->drained = drained;
     } else {
         rgpu__register_server__free_unpacked(server->reg, NULL);
@@ -199,6 +220,7 @@ rgpu_status_t rgpu_sched_init(rgpu_sched_t *s, rgpu_sched_store_t *store,
 
     memset(s, 0, sizeof(*s));
     rgpu_htable_init(&s->leases);
+    rgpu_htable_init(&s->by_address);
     s->store = store;
     s->key = key;
     s->lease_ttl_s = lease_ttl_s;
@@ -223,6 +245,7 @@ void rgpu_sched_cleanup(rgpu_sched_t *s)
 {
     rgpu_htable_foreach(&s->leases, rgpu_sched_free_fn, NULL);
     rgpu_htable_cleanup(&s->leases);
+    rgpu_htable_cleanup(&s->by_address);
     for (uint32_t i = 0; i < s->nservers; i++) {
         rgpu__register_server__free_unpacked(s->servers[i].reg, NULL);
         free(s->servers[i].use);
@@ -321,17 +344,11 @@ static char *rgpu_sched_sign(rgpu_sched_t *s, const Rgpu__Lease *lease)
     return token;
 }
 
-/* Stores lease (given with a borrowed token) and keeps a copy in the state. */
-static rgpu_status_t rgpu_sched_lease_commit(rgpu_sched_t *s, const Rgpu__Lease *lease,
-                                             char *reason, size_t cap)
+/* Keeps a copy of lease (given with a borrowed token) in the state. */
+static rgpu_status_t rgpu_sched_lease_keep(rgpu_sched_t *s, const Rgpu__Lease *lease)
 {
-    Rgpu__Lease *copy;
+    Rgpu__Lease *copy = rgpu_sched_copy(&lease->base);
 
-    if (s->store && rgpu__store_put_lease(s->store, lease) != RGPU_OK) {
-        snprintf(reason, cap, "cannot store lease %llu", (unsigned long long)lease->id);
-        return RGPU_ERR_IO;
-    }
-    copy = rgpu_sched_copy(&lease->base);
     if (!copy)
         return RGPU_ERR_NOMEM;
     return rgpu_sched_lease_add(s, copy);
@@ -345,6 +362,7 @@ rgpu_status_t rgpu_sched_alloc(rgpu_sched_t *s, const Rgpu__AllocRequest *req, i
     uint32_t *server = NULL, *pos = NULL;
     rgpu_sched_lease_t *stored;
     rgpu_status_t status;
+    int in_txn = 0;
     uint64_t id;
 
     if (req->count == 0 || req->count > 4096) {
@@ -372,7 +390,12 @@ rgpu_status_t rgpu_sched_alloc(rgpu_sched_t *s, const Rgpu__AllocRequest *req, i
     if (status != RGPU_OK)
         goto out_free;
     if (s->store) {
-        status = rgpu__store_next_id(s->store, &id);
+        /* The id and the lease commit together: one transaction, one WAL write. */
+        status = rgpu__store_begin(s->store);
+        if (status == RGPU_OK) {
+            in_txn = 1;
+            status = rgpu__store_next_id(s->store, &id);
+        }
         if (status != RGPU_OK) {
             snprintf(reason, cap, "cannot take a lease id from the store");
             goto out_free;
@@ -403,7 +426,18 @@ rgpu_status_t rgpu_sched_alloc(rgpu_sched_t *s, const Rgpu__AllocRequest *req, i
         status = RGPU_ERR_NOMEM;
         goto out_free;
     }
-    status = rgpu_sched_lease_commit(s, &lease, reason, cap);
+    if (s->store && rgpu__store_put_lease(s->store, &lease) != RGPU_OK) {
+        snprintf(reason, cap, "cannot store lease %llu", (unsigned long long)id);
+        status = RGPU_ERR_IO;
+    }
+    if (status == RGPU_OK && in_txn) {
+        in_txn = 0;
+        status = rgpu__store_end(s->store, 1);
+        if (status != RGPU_OK)
+            snprintf(reason, cap, "cannot commit lease %llu", (unsigned long long)id);
+    }
+    if (status == RGPU_OK)
+        status = rgpu_sched_lease_keep(s, &lease);
     free(lease.token);
     if (status != RGPU_OK)
         goto out_free;
@@ -412,6 +446,8 @@ rgpu_status_t rgpu_sched_alloc(rgpu_sched_t *s, const Rgpu__AllocRequest *req, i
     rgpu_debug("sched", "lease %llu: %u GPUs for job \"%s\" of \"%s\"", (unsigned long long)id,
                req->count, req->slurm_job_id, req->user);
 out_free:
+    if (in_txn)
+        rgpu__store_end(s->store, 0);
     free(server);
     free(pos);
     free(gpus);

@@ -48,6 +48,7 @@ typedef struct {
     rgpu_sched_server_t *servers;
     uint32_t nservers, servers_cap;
     rgpu_htable_t leases;       /* id -> rgpu_sched_lease_t* */
+    rgpu_htable_t by_address;   /* FNV-1a of the address -> server index + 1 */
     rgpu_sched_store_t *store;  /* NULL: in memory only (tests, bench) */
     const rgpu_token_key_t *key;
     uint32_t lease_ttl_s;
@@ -99,6 +100,10 @@ rgpu_status_t rgpu__store_put_server(rgpu_sched_store_t *store, const Rgpu__Regi
                                      int drained);
 rgpu_status_t rgpu__store_put_lease(rgpu_sched_store_t *store, const Rgpu__Lease *lease);
 rgpu_status_t rgpu__store_del_lease(rgpu_sched_store_t *store, uint64_t id);
+/* One transaction around several changes (an allocation: its id and its
+ * lease). end commits (commit != 0) or rolls back. */
+rgpu_status_t rgpu__store_begin(rgpu_sched_store_t *store);
+rgpu_status_t rgpu__store_end(rgpu_sched_store_t *store, int commit);
 /* Next lease id: one past every id ever handed out (kept in the store). */
 rgpu_status_t rgpu__store_next_id(rgpu_sched_store_t *store, uint64_t *id_p);
 /* Calls server_fn for each stored server and lease_fn for each lease; the

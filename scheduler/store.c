@@ -22,6 +22,7 @@ struct rgpu_sched_store {
 static const char rgpu_store_schema[] =
     "PRAGMA journal_mode=WAL;"
     "PRAGMA synchronous=NORMAL;"
+    "PRAGMA locking_mode=EXCLUSIVE;"
     "CREATE TABLE IF NOT EXISTS servers(address TEXT PRIMARY KEY, drained INTEGER, reg BLOB);"
     "CREATE TABLE IF NOT EXISTS leases(id INTEGER PRIMARY KEY, lease BLOB);"
     "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER);"
@@ -129,6 +130,27 @@ rgpu_status_t rgpu__store_del_lease(rgpu_sched_store_t *store, uint64_t id)
 {
     sqlite3_bind_int64(store->del_lease, 1, (sqlite3_int64)id);
     return rgpu_store_step(store, store->del_lease);
+}
+
+rgpu_status_t rgpu__store_begin(rgpu_sched_store_t *store)
+{
+    if (sqlite3_exec(store->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        rgpu_error("store", "cannot begin a transaction: %s", sqlite3_errmsg(store->db));
+        return RGPU_ERR_IO;
+    }
+    return RGPU_OK;
+}
+
+rgpu_status_t rgpu__store_end(rgpu_sched_store_t *store, int commit)
+{
+    if (sqlite3_exec(store->db, commit ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL) != SQLITE_OK) {
+        rgpu_error("store", "cannot %s: %s", commit ? "commit" : "roll back",
+                   sqlite3_errmsg(store->db));
+        if (commit)
+            sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL);
+        return RGPU_ERR_IO;
+    }
+    return RGPU_OK;
 }
 
 rgpu_status_t rgpu__store_next_id(rgpu_sched_store_t *store, uint64_t *id_p)
