@@ -188,9 +188,50 @@ rgpu resume "$s1_ADDR"
 rgpu resume "$s2_ADDR"
 pass "a lease of 1 of s3's 2 devices shows exactly 1 device"
 
+# Garbage, an unknown message type and a truncated frame end only their own
+# connection; the scheduler keeps answering.
+python3 - "$SCHED" <<'PY'
+import socket, struct, sys
+host, port = sys.argv[1].rsplit(":", 1)
+def send(data):
+    s = socket.create_connection((host, int(port)), timeout=5)
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    try:
+        s.recv(4096)
+    except OSError:
+        pass
+    s.close()
+hdr = lambda t, body, bulk=0: struct.pack("<IHHIIQQ", 0x55504752, 1, t, 0, body, 1, bulk)
+send(b"GET / HTTP/1.0\r\n\r\n" * 4)
+send(hdr(399, 0))
+send(hdr(302, 3) + b"\xff\xff\xff")
+send(hdr(302, 100)[:20])
+send(hdr(302, 0, 1 << 20))
+PY
+[ "$(rgpu servers | awk 'NR > 1' | wc -l)" -eq 3 ] || fail "the scheduler stopped answering after bad input"
+grep -q "unknown message type 399" "$E2E_TMP/sched.log" || fail "no reason logged for an unknown type"
+pass "bad input ends only its own connection"
+
+# A server that stops heartbeating is marked down (--heartbeat-timeout 4).
+stop_server s3
+deadline=$((SECONDS + 15))
+until rgpu servers | grep -q "^$s3_ADDR  *down"; do
+    [ "$SECONDS" -lt "$deadline" ] || { rgpu servers; fail "s3 not marked down within 15 s"; }
+    sleep 0.5
+done
+rgpu servers
+pass "a silent server is marked down"
+
+"$SCHED_BIN" --help | grep -q -- "--heartbeat-timeout" || fail "rgpu-scheduler --help lacks an option"
+"$SCHED_BIN" --print-config --lease-ttl 60 | grep -q "^lease-ttl = 60 .*# command line" ||
+    fail "rgpu-scheduler --print-config does not show the command line's value"
+rc=0
+"$SCHED_BIN" --lease-ttl 0 2>/dev/null || rc=$?
+[ "$rc" -eq 2 ] || fail "rgpu-scheduler --lease-ttl 0: status $rc, expected 2"
+
 stop_server s1
 stop_server s2
-stop_server s3
 kill -TERM "$SCHED_PID"
 rc=0
 wait "$SCHED_PID" || rc=$?
