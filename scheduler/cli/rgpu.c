@@ -8,8 +8,9 @@
  *
  * alloc with a COMMAND runs it with the lease's environment (RGPU_SERVERS
  * naming the leased servers, RGPU_LEASE_TOKEN, RGPU_LEASE) and releases the
- * lease when it ends, however it ends; exits with its status. Without one
- * it prints the lease and keeps it.
+ * lease when it ends, however it ends; exits with its status. While it
+ * runs the lease is renewed at half its life. Without one it prints the
+ * lease and keeps it.
  *
  * Exit status: 0 done, 1 the scheduler refused or cannot be reached, 2 usage.
  */
@@ -343,6 +344,52 @@ static char *rgpu_cli_servers(const Rgpu__Lease *l)
     return out;
 }
 
+/* Waits for the command, renewing the lease at half its remaining life so
+ * the scheduler does not reclaim it under a long command. The token in the
+ * command's environment keeps its first expiry: sessions opened before it
+ * go on, later ones need the renewed token (`rgpu renew`). Returns the
+ * command's exit status (128 + signal when killed). */
+static int rgpu_cli_wait_renewing(pid_t pid, uint64_t id, uint32_t ttl_s, int64_t expires)
+{
+    int64_t next = (int64_t)time(NULL) + (expires - (int64_t)time(NULL)) / 2;
+    int status = 0, warned = 0;
+    pid_t w;
+
+    for (;;) {
+        w = waitpid(pid, &status, WNOHANG);
+        if (w == pid)
+            break;
+        if (w < 0 && errno != EINTR) {
+            fprintf(stderr, "rgpu: waiting for the command: %s\n", strerror(errno));
+            return 1;
+        }
+        usleep(100 * 1000);
+        if ((int64_t)time(NULL) >= next) {
+            Rgpu__RenewRequest req = RGPU__RENEW_REQUEST__INIT;
+            Rgpu__LeaseReply *r;
+            int64_t now = (int64_t)time(NULL);
+
+            req.lease_id = id;
+            req.ttl_s = ttl_s;
+            r = rgpu_cli_call(RGPU__MSG_TYPE__MSG_SCHED_RENEW, &req.base,
+                              RGPU__MSG_TYPE__MSG_SCHED_LEASE_REPLY, &rgpu__lease_reply__descriptor);
+            if (r && r->status == 0 && r->lease) {
+                next = now + (r->lease->expires_unix - now) / 2;
+                warned = 0;
+            } else {
+                if (!warned)
+                    fprintf(stderr, "rgpu: cannot renew lease %llu: %s; retrying\n",
+                            (unsigned long long)id, r && *r->reason ? r->reason : "no answer");
+                warned = 1;
+                next = now + 1;
+            }
+            if (r)
+                rgpu__lease_reply__free_unpacked(r, NULL);
+        }
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 static int rgpu_cli_alloc(int argc, char **argv)
 {
     Rgpu__AllocRequest req = RGPU__ALLOC_REQUEST__INIT;
@@ -350,7 +397,7 @@ static int rgpu_cli_alloc(int argc, char **argv)
     struct passwd *pw = getpwuid(getuid());
     uint64_t mem = 0;
     char **cmd = NULL, *servers, id[32];
-    int status, rc;
+    int rc;
     pid_t pid;
 
     req.count = 1;
@@ -451,9 +498,7 @@ static int rgpu_cli_alloc(int argc, char **argv)
         fprintf(stderr, "rgpu: cannot fork: %s\n", strerror(errno));
         rc = 1;
     } else {
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-            ;
-        rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        rc = rgpu_cli_wait_renewing(pid, r->lease->id, req.ttl_s, r->lease->expires_unix);
     }
     if (rgpu_cli_release(r->lease->id) != 0 && rc == 0)
         rc = 1;

@@ -91,6 +91,15 @@ rgpu alloc -n 1 -- sh -c 'exit 7' || rc=$?
 [ "$(rgpu leases | wc -l)" -eq 1 ] || fail "a failed command's lease was kept"
 pass "exit status passed through, lease released"
 
+# A command that outlives its lease's TTL keeps its lease: rgpu alloc renews it.
+out=$E2E_TMP/renew.out
+rgpu alloc -n 1 --ttl 2 --job renew-job -- sh -c 'sleep 4; "$0" --scheduler "$1" leases' "$RGPU_BIN" "$SCHED" \
+    >"$out" 2>&1 || { cat "$out"; fail "rgpu alloc --ttl 2 -- (4 s) failed"; }
+cat "$out"
+grep -q "renew-job" "$out" || fail "a lease of 2 s was reclaimed under a 4 s command"
+[ "$(rgpu leases | wc -l)" -eq 1 ] || fail "the renewed lease outlived its command"
+pass "rgpu alloc renews the lease of a long command"
+
 # No token, a forged token, another server's token: refused, with the reason.
 rc=0
 rgpu_run "$s1_ADDR" "$EXAMPLES/vector_add" 1024 >"$E2E_TMP/notoken.out" 2>&1 || rc=$?
