@@ -5,6 +5,7 @@
  */
 #include "registrar.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,8 @@ struct rgpu_registrar {
     uv_work_t work;
     rgpu_server_t *server;
     char addr[256];
-    rgpu_link_t *link;          /* worker only while busy */
+    pthread_mutex_t link_lock;  /* guards link: the loop may shut it down while the worker uses it */
+    rgpu_link_t *link;          /* to the scheduler, kept between exchanges */
     int busy;                   /* an exchange is queued or running */
     int stopping;
     int timer_closed;
@@ -35,6 +37,7 @@ static void rgpu_registrar_maybe_free(rgpu_registrar_t *r)
     if (r->stopping && r->timer_closed && !r->busy) {
         if (r->link)
             rgpu_link_close(r->link);
+        pthread_mutex_destroy(&r->link_lock);
         free(r);
     }
 }
@@ -50,9 +53,14 @@ static rgpu_status_t rgpu_registrar_call(rgpu_registrar_t *r, uint16_t type,
     rgpu_status_t st;
 
     if (!r->link) {
-        st = rgpu_tcp_ops.connect(r->addr, 2000, &r->link, r->why, sizeof(r->why));
+        rgpu_link_t *link;
+
+        st = rgpu_tcp_ops.connect(r->addr, 2000, &link, r->why, sizeof(r->why));
         if (st != RGPU_OK)
             return st;
+        pthread_mutex_lock(&r->link_lock);
+        r->link = link;
+        pthread_mutex_unlock(&r->link_lock);
     }
     st = rgpu_link_send_msg(r->link, type, 1, msg, NULL, 0);
     if (st == RGPU_OK)
@@ -63,9 +71,14 @@ static rgpu_status_t rgpu_registrar_call(rgpu_registrar_t *r, uint16_t type,
     if (st == RGPU_OK)
         st = rgpu_link_recv(r->link, body, header.body_len);
     if (st != RGPU_OK) {
+        rgpu_link_t *link;
+
         snprintf(r->why, sizeof(r->why), "%s", rgpu_status_str(st));
-        rgpu_link_close(r->link);
+        pthread_mutex_lock(&r->link_lock);
+        link = r->link;
         r->link = NULL;
+        pthread_mutex_unlock(&r->link_lock);
+        rgpu_link_close(link);
         return st;
     }
     reply = rgpu__sched_status__unpack(NULL, header.body_len, body);
@@ -151,7 +164,7 @@ static void rgpu_registrar_after(uv_work_t *work, int status)
     rgpu_registrar_t *r = work->data;
 
     r->busy = 0;
-    if (r->status != r->last_status) {
+    if (!r->stopping && r->status != r->last_status) {
         if (r->status == RGPU_OK)
             rgpu_info("registrar", "registered %s with scheduler %s", r->server->advertise,
                       r->addr);
@@ -183,6 +196,7 @@ rgpu_status_t rgpu_registrar_start(uv_loop_t *loop, rgpu_server_t *server, const
     if (!r)
         return RGPU_ERR_NOMEM;
     r->server = server;
+    pthread_mutex_init(&r->link_lock, NULL);
     r->last_status = 1;     /* not a status: the first outcome is logged */
     snprintf(r->addr, sizeof(r->addr), "%s", addr);
     r->work.data = r;
@@ -207,8 +221,10 @@ void rgpu_registrar_stop(rgpu_registrar_t *registrar)
         return;
     registrar->stopping = 1;
     /* A worker blocked on a silent scheduler returns at once. */
-    if (registrar->busy && registrar->link)
+    pthread_mutex_lock(&registrar->link_lock);
+    if (registrar->link)
         rgpu_link_shutdown(registrar->link);
+    pthread_mutex_unlock(&registrar->link_lock);
     uv_timer_stop(&registrar->timer);
     uv_close((uv_handle_t *)&registrar->timer, rgpu_registrar_timer_closed);
 }
