@@ -35,6 +35,14 @@ for f in "$SERVER_BIN" "$BENCH_BIN" "$RGPU_ICD"; do
     [ -e "$f" ] || { echo "run.sh: $f is missing: build first (cmake --build $BUILD)" >&2; exit 2; }
 done
 
+# Figures of an unoptimized build say little: say so (CMake builds -O0 when
+# no build type is given).
+BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt" 2>/dev/null || true)
+case $BUILD_TYPE in
+    Release|RelWithDebInfo|MinSizeRel) ;;
+    *) echo "run.sh: warning: $BUILD is a ${BUILD_TYPE:-no-build-type (-O0)} build; for figures, configure with -DCMAKE_BUILD_TYPE=RelWithDebInfo" >&2 ;;
+esac
+
 if [ -n "${RGPU_BENCH_LOCAL_ICD:-}" ]; then
     LOCAL_ICDS=("$RGPU_BENCH_LOCAL_ICD")
 elif [ -e /etc/OpenCL/vendors/pocl.icd ]; then
