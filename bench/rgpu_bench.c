@@ -566,32 +566,49 @@ static int bench_plot(bench_t *b)
 
 /* ---- launch ---- */
 
-static int bench_run_launch(bench_t *b)
+/* Async launch rate with `batch` launches per clFinish: rgpu and local
+ * rounds alternate until each ran at least `total` launches. */
+static int bench_launch_async_rate(bench_t *b, size_t batch, size_t total, double *rgpu_rate, double *local_rate)
 {
-    size_t iters = bench_iters(b, 10000, 500), warmup = b->opt.quick ? 20 : 200;
-    size_t round = iters < 1000 ? iters : 1000;
-    double *samples[2] = {bench_samples(iters), bench_samples(iters)};
-    double rgpu_total = 0, local_total = 0, us, rgpu_rate, local_rate = NAN;
-    bench_path_t paths[2];
-    bench_stats_t rs, ls = {0};
-    char v[32], r[32];
-    int rc = -1, n = 0;
+    double rgpu_us = 0, local_us = 0, us;
+    size_t done = 0;
 
-    /* Async: rounds of `round` launches, rgpu and local rounds alternating. */
-    bench_progress("launch: async rate");
-    if (bench_cl_launch_async(&b->rgpu, warmup, &us) != 0 ||
-        (b->have_local && bench_cl_launch_async(&b->local, warmup, &us) != 0))
-        goto out;
-    for (size_t done = 0, k = 0; done < iters; done += round, k++) {
-        size_t m = iters - done < round ? iters - done : round;
+    for (size_t k = 0; done < total; k++, done += batch) {
         for (int j = 0; j < 2; j++) {
             int local = (int)((k + (size_t)j) % 2);
             if (local && !b->have_local)
                 continue;
-            if (bench_cl_launch_async(local ? &b->local : &b->rgpu, m, &us) != 0)
-                goto out;
-            *(local ? &local_total : &rgpu_total) += us;
+            if (bench_cl_launch_async(local ? &b->local : &b->rgpu, batch, &us) != 0)
+                return -1;
+            *(local ? &local_us : &rgpu_us) += us;
         }
+    }
+    *rgpu_rate = (double)done / (rgpu_us / 1e6);
+    *local_rate = b->have_local ? (double)done / (local_us / 1e6) : NAN;
+    return 0;
+}
+
+static int bench_run_launch(bench_t *b)
+{
+    static const size_t batches[] = {16, 128, 1024, 8192};
+    size_t iters = bench_iters(b, 10000, 500), warmup = b->opt.quick ? 20 : 200;
+    size_t nbatch = b->opt.quick ? 2 : sizeof(batches) / sizeof(batches[0]);
+    double *samples[2] = {bench_samples(iters), bench_samples(iters)};
+    double rgpu_rate[4], local_rate[4], us;
+    bench_path_t paths[2];
+    bench_stats_t rs, ls = {0};
+    char v[32], r[32], name[64];
+    int rc = -1, n = 0;
+
+    /* Async: the rate depends on how many launches go between two clFinish
+     * (rgpu batches them until a sync point), so several batch sizes. */
+    if (bench_cl_launch_async(&b->rgpu, warmup, &us) != 0 ||
+        (b->have_local && bench_cl_launch_async(&b->local, warmup, &us) != 0))
+        goto out;
+    for (size_t k = 0; k < nbatch; k++) {
+        bench_progress("launch: async rate, %zu per clFinish", batches[k]);
+        if (bench_launch_async_rate(b, batches[k], iters, &rgpu_rate[k], &local_rate[k]) != 0)
+            goto out;
     }
     /* Sync: enqueue + clFinish, rgpu and local iterations alternating. */
     bench_progress("launch: sync latency");
@@ -604,16 +621,16 @@ static int bench_run_launch(bench_t *b)
     if (b->have_local)
         bench_stats_compute(samples[1], iters, &ls);
     bench_progress_done();
-    rgpu_rate = (double)iters / (rgpu_total / 1e6);
-    if (b->have_local)
-        local_rate = (double)iters / (local_total / 1e6);
-    fprintf(b->out, "\n# launch: empty kernel, 1 work item; async = rounds of %zu enqueues then clFinish, "
-                    "sync = enqueue + clFinish each;\n# rgpu and local rounds and iterations alternate\n", round);
-    fprintf(b->out, " %-32s %-12s %-14s %-14s %s\n", "#test", "#iterations", "rgpu", "local", "rgpu/local");
+    fprintf(b->out, "\n# launch: empty kernel, 1 work item; async = N enqueues then clFinish, at least %zu launches "
+                    "per N;\n# sync = enqueue + clFinish each; rgpu and local rounds and iterations alternate\n", iters);
+    fprintf(b->out, " %-36s %-12s %-14s %-14s %s\n", "#test", "#iterations", "rgpu", "local", "rgpu/local");
 #define BENCH_LAUNCH_ROW(name, rv, lv, fmt)                                                              \
-    fprintf(b->out, " %-32s %-12zu " fmt " %-14s %s\n", name, iters, rv, bench_fmt(v, sizeof(v), fmt, lv), \
+    fprintf(b->out, " %-36s %-12zu " fmt " %-14s %s\n", name, iters, rv, bench_fmt(v, sizeof(v), fmt, lv), \
             bench_fmt(r, sizeof(r), "%.3f", bench_ratio(rv, lv)))
-    BENCH_LAUNCH_ROW("async launch rate[launch/sec]", rgpu_rate, local_rate, "%-14.0f");
+    for (size_t k = 0; k < nbatch; k++) {
+        snprintf(name, sizeof(name), "async rate, N=%zu [launch/sec]", batches[k]);
+        BENCH_LAUNCH_ROW(name, rgpu_rate[k], local_rate[k], "%-14.0f");
+    }
     BENCH_LAUNCH_ROW("sync launch t_median[usec]", rs.median, b->have_local ? ls.median : NAN, "%-14.2f");
     BENCH_LAUNCH_ROW("sync launch t_p99[usec]", rs.p99, b->have_local ? ls.p99 : NAN, "%-14.2f");
     BENCH_LAUNCH_ROW("sync launch t_p99.9[usec]", rs.p999, b->have_local ? ls.p999 : NAN, "%-14.2f");
@@ -621,9 +638,16 @@ static int bench_run_launch(bench_t *b)
     fflush(b->out);
     bench_json_begin_obj(&b->json, "launch");
     bench_json_int(&b->json, "iterations", (long long)iters);
-    bench_json_num(&b->json, "rgpu_async_launches_per_sec", rgpu_rate);
-    bench_json_num(&b->json, "local_async_launches_per_sec", local_rate);
-    bench_json_num(&b->json, "async_ratio", bench_ratio(rgpu_rate, local_rate));
+    bench_json_begin_arr(&b->json, "async");
+    for (size_t k = 0; k < nbatch; k++) {
+        bench_json_begin_obj(&b->json, NULL);
+        bench_json_int(&b->json, "launches_per_finish", (long long)batches[k]);
+        bench_json_num(&b->json, "rgpu_launches_per_sec", rgpu_rate[k]);
+        bench_json_num(&b->json, "local_launches_per_sec", local_rate[k]);
+        bench_json_num(&b->json, "ratio", bench_ratio(rgpu_rate[k], local_rate[k]));
+        bench_json_end_obj(&b->json);
+    }
+    bench_json_end_arr(&b->json);
     bench_json_stats(&b->json, "rgpu_sync", &rs);
     if (b->have_local)
         bench_json_stats(&b->json, "local_sync", &ls);
