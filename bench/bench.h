@@ -62,6 +62,7 @@ void bench_json_end_arr(bench_json_t *j);
 void bench_json_str(bench_json_t *j, const char *key, const char *value);
 void bench_json_num(bench_json_t *j, const char *key, double value);   /* NaN writes null */
 void bench_json_int(bench_json_t *j, const char *key, long long value);
+void bench_json_bool(bench_json_t *j, const char *key, int value);
 void bench_json_stats(bench_json_t *j, const char *key, const bench_stats_t *s);
 
 /* ---- raw TCP baseline (bench_tcp.c) ---- */

@@ -204,6 +204,12 @@ void bench_json_int(bench_json_t *j, const char *key, long long value)
     fprintf(j->f, "%lld", value);
 }
 
+void bench_json_bool(bench_json_t *j, const char *key, int value)
+{
+    bench_json_sep(j, key);
+    fputs(value ? "true" : "false", j->f);
+}
+
 void bench_json_stats(bench_json_t *j, const char *key, const bench_stats_t *s)
 {
     bench_json_begin_obj(j, key);

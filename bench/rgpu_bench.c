@@ -34,6 +34,9 @@
 #ifndef RGPU_BENCH_VERSION
 #define RGPU_BENCH_VERSION "0"
 #endif
+#ifndef RGPU_BENCH_BUILD_TYPE
+#define RGPU_BENCH_BUILD_TYPE ""
+#endif
 
 typedef struct {
     const char *command;
@@ -233,6 +236,7 @@ static int bench_run_lat(bench_t *b)
         int n = 0, ok;
 
         memset(&ll, 0, sizeof(ll));
+        bench_progress("lat: %s", bench_lat_call_name[c]);
         if (bench_cl_lat_begin(&lr, &b->rgpu, (bench_lat_call_t)c) != 0)
             goto out;
         paths[n++] = (bench_path_t){bench_lat_step_fn, &lr, samples[0]};
@@ -242,7 +246,6 @@ static int bench_run_lat(bench_t *b)
         ok = ok && (!b->have_tcp || bench_tcp_connect(&tcp.conn, b->opt.tcp_peer, BENCH_TCP_ECHO, sizeof(ping)) == 0);
         if (ok && b->have_tcp)
             paths[n++] = (bench_path_t){bench_tcp_step_fn, &tcp, samples[2]};
-        bench_progress("lat: %s", bench_lat_call_name[c]);
         ok = ok && bench_interleave(paths, n, warmup, iters) == 0;
         bench_tcp_disconnect(&tcp.conn);
         bench_cl_lat_end(&lr);
@@ -992,8 +995,9 @@ static void bench_describe(bench_t *b)
     double load[3] = {NAN, NAN, NAN};
     getloadavg(load, 3);
     /* Other processes change every figure: say how busy the machine was. */
-    fprintf(b->out, "# rgpu-bench %s: %s%s on %s (%d CPUs allowed, load average %.2f)\n", RGPU_BENCH_VERSION,
-            b->opt.command, b->opt.quick ? " --quick" : "", host, ncpus, load[0]);
+    fprintf(b->out, "# rgpu-bench %s (%s build): %s%s on %s (%d CPUs allowed, load average %.2f)\n",
+            RGPU_BENCH_VERSION, RGPU_BENCH_BUILD_TYPE[0] ? RGPU_BENCH_BUILD_TYPE : "unoptimized", b->opt.command,
+            b->opt.quick ? " --quick" : "", host, ncpus, load[0]);
     fprintf(b->out, "# rgpu:  platform \"%s\", device \"%s\", RGPU_SERVERS=%s\n", b->rgpu.platform_name,
             b->rgpu.device_name, servers ? servers : "(unset)");
     if (b->have_local)
@@ -1004,7 +1008,8 @@ static void bench_describe(bench_t *b)
     bench_json_str(&b->json, "tool", "rgpu-bench");
     bench_json_str(&b->json, "version", RGPU_BENCH_VERSION);
     bench_json_str(&b->json, "command", b->opt.command);
-    bench_json_int(&b->json, "quick", b->opt.quick);
+    bench_json_bool(&b->json, "quick", b->opt.quick);
+    bench_json_str(&b->json, "build_type", RGPU_BENCH_BUILD_TYPE);
     bench_json_str(&b->json, "host", host);
     bench_json_int(&b->json, "cpus_allowed", ncpus);
     bench_json_num(&b->json, "load_average_1min", load[0]);
@@ -1062,7 +1067,7 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     bench_progress_done();
-    bench_json_int(&b.json, "ok", rc == 0);
+    bench_json_bool(&b.json, "ok", rc == 0);
     bench_json_end_obj(&b.json);
     fclose(b.json_mem);
     if (b.opt.json)
