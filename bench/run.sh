@@ -112,7 +112,7 @@ done
 ln -s "$RGPU_ICD" "$TMP/vendors-all/rgpu.icd"
 
 env -u RGPU_SERVERS OCL_ICD_VENDORS="$TMP/vendors-local" \
-    "${SERVER_PIN[@]}" "$SERVER_BIN" --listen 127.0.0.1:0 --log-level warn \
+    "${SERVER_PIN[@]}" "$SERVER_BIN" --listen 127.0.0.1:0 --insecure --log-level warn \
     >"$TMP/server.out" 2>"$TMP/server.log" &
 PIDS+=($!)
 SERVER_ADDR=$(wait_listening "${PIDS[-1]}" "$TMP/server.out" rgpu-server)

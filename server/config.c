@@ -186,7 +186,7 @@ static const rgpu_config_row_t rgpu_server_config_table[] = {
      RGPU_CFG_NUM(log_level), rgpu_config_parse_log_level, rgpu_config_format_log_level, 0, 0},
     {"key", "RGPU_KEY", "FILE", "",
      "cluster key file (as rgpu-scheduler's): refuse sessions without a valid lease token "
-     "for this server (default: no lease checking)",
+     "for this server (--key or --insecure is required)",
      RGPU_CFG_STR(key), rgpu_config_parse_string, rgpu_config_format_string, 0, 0},
     {"scheduler", "RGPU_SCHEDULER", "ADDR:PORT", "",
      "register this server's devices with rgpu-scheduler at ADDR:PORT and send it heartbeats "
@@ -359,6 +359,12 @@ rgpu_config_action_t rgpu_server_config_load(rgpu_server_config_t *cfg, int argc
     if (print_config) {
         rgpu_server_config_print(cfg, out);
         return RGPU_CONFIG_EXIT_OK;
+    }
+    if (!cfg->insecure && !cfg->key[0]) {
+        fprintf(err, "rgpu-server: give --key FILE (the cluster key: clients need a lease from "
+                     "rgpu-scheduler) or, to serve anyone on this machine without leases, "
+                     "--insecure with a loopback --listen address\n");
+        return RGPU_CONFIG_EXIT_USAGE;
     }
     return RGPU_CONFIG_RUN;
 }

@@ -10,7 +10,7 @@
  *   --max-bulk      RGPU_MAX_BULK      16G
  *   --metrics       RGPU_METRICS       (off)
  *   --log-level     RGPU_LOG           info
- *   --key           RGPU_KEY           (off: no lease checking)
+ *   --key           RGPU_KEY           (none; --key or --insecure is required)
  *   --scheduler     RGPU_SCHEDULER     (off: no registration)
  *   --advertise     RGPU_ADVERTISE     (the address actually listened on)
  *   --insecure      RGPU_INSECURE      no (a flag: serve without leases, loopback only)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # An aarch64 compute node using an x86-64 GPU node, on one machine:
-# rgpu-server (x86-64, PoCL) in one network namespace, the aarch64 client
+# rgpu-scheduler and rgpu-server (x86-64, PoCL, lease tokens required) in one
+# network namespace, the aarch64 client
 # (librgpu-opencl, the arm64 ocl-icd loader and an unmodified example, all
 # under qemu-aarch64) in another, joined by a veth pair.
 #
@@ -16,16 +17,24 @@ srv_ns=rgpu-gpu-$tag
 cli_ns=rgpu-arm-$tag
 work=$(mktemp -d)
 server_pid=
+sched_pid=
 
 cleanup() {
-    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    for pid in $server_pid $sched_pid; do
+        kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    done
     ip netns del "$srv_ns" 2>/dev/null || true
     ip netns del "$cli_ns" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-fail() { echo "FAIL: $*" >&2; echo "--- server log:" >&2; cat "$work/server.log" >&2 || true; exit 1; }
+fail() {
+    echo "FAIL: $*" >&2
+    echo "--- server log:" >&2; cat "$work/server.log" >&2 || true
+    echo "--- scheduler log:" >&2; cat "$work/sched.log" >&2 || true
+    exit 1
+}
 
 ip netns add "$srv_ns"
 ip netns add "$cli_ns"
@@ -38,17 +47,28 @@ for ns in "$srv_ns" "$cli_ns"; do ip -n "$ns" link set lo up; done
 ip -n "$srv_ns" link set "v$tag-s" up
 ip -n "$cli_ns" link set "v$tag-c" up
 
-# The GPU node: the x86-64 server on its own address in its namespace.
-ip netns exec "$srv_ns" env RGPU_LOG=info "$x86/server/rgpu-server" --listen 10.77.0.1:0 \
-    > "$work/server.out" 2> "$work/server.log" &
+# The GPU node: rgpu-scheduler and the x86-64 server, which checks lease
+# tokens with the cluster key, on their own address in their namespace.
+key=$work/cluster.key
+head -c 32 /dev/urandom > "$key"
+chmod 600 "$key"
+wait_line() {   # FILE PATTERN PID WHAT
+    for _ in $(seq 300); do
+        grep -q "$2" "$1" 2>/dev/null && return 0
+        kill -0 "$3" 2>/dev/null || fail "$4 exited at start"
+        sleep 0.1
+    done
+    fail "$4: no \"$2\" within 30 s"
+}
+ip netns exec "$srv_ns" "$x86/scheduler/rgpu-scheduler" --listen 10.77.0.1:7080 \
+    --db "$work/sched.db" --key "$key" > "$work/sched.out" 2> "$work/sched.log" &
+sched_pid=$!
+wait_line "$work/sched.out" "listening on" "$sched_pid" rgpu-scheduler
+ip netns exec "$srv_ns" env RGPU_LOG=info "$x86/server/rgpu-server" --listen 10.77.0.1:7070 \
+    --key "$key" --scheduler 10.77.0.1:7080 > "$work/server.out" 2> "$work/server.log" &
 server_pid=$!
-for _ in $(seq 100); do
-    grep -q "listening on" "$work/server.out" 2>/dev/null && break
-    kill -0 "$server_pid" 2>/dev/null || fail "rgpu-server exited at start"
-    sleep 0.1
-done
-addr=$(sed -n 's/^rgpu-server listening on //p' "$work/server.out")
-[ -n "$addr" ] || fail "rgpu-server did not say where it listens"
+wait_line "$work/server.log" "registered 10.77.0.1:7070 with scheduler" "$server_pid" rgpu-server
+rgpu_cli() { ip netns exec "$cli_ns" env RGPU_SCHEDULER=10.77.0.1:7080 "$x86/scheduler/rgpu" "$@"; }
 
 # The compute node: only the aarch64 ICD is visible to the aarch64 loader.
 mkdir "$work/vendors"
@@ -56,7 +76,9 @@ cp "$arm/icd/rgpu.icd" "$work/vendors/"
 file -L "$(cat "$arm/icd/rgpu.icd")" | grep -q aarch64 || fail "the ICD in $arm is not an aarch64 library"
 file -L "$arm/examples/vector_add" | grep -q aarch64 || fail "$arm/examples/vector_add is not aarch64"
 
-out=$(ip netns exec "$cli_ns" env OCL_ICD_VENDORS="$work/vendors" RGPU_SERVERS="$addr" \
+# "rgpu alloc" (the x86-64 CLI: only the client side runs as aarch64 here)
+# leases the GPU and runs the aarch64 program with the token.
+out=$(rgpu_cli alloc -n 1 -- env OCL_ICD_VENDORS="$work/vendors" \
       timeout 300 qemu-aarch64 "$arm/examples/vector_add" 65536 2>&1) || fail "vector_add under qemu-aarch64: $out"
 echo "$out"
 echo "$out" | grep -q PASS || fail "vector_add did not pass"

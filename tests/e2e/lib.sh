@@ -8,7 +8,7 @@
 # test failed, and removes E2E_TMP.
 #
 #   start_server NAME [ARGS...]   starts rgpu-server on 127.0.0.1 port 0 over
-#                                 PoCL; sets NAME_PID, NAME_ADDR, NAME_LOG (its
+#                                 PoCL (with --insecure unless ARGS has --key); sets NAME_PID, NAME_ADDR, NAME_LOG (its
 #                                 stderr) and, with --metrics, NAME_METRICS
 #   stop_server NAME              SIGTERM, and expects a clean exit within 20 s
 #   track_pid PID [LABEL LOG]     kill PID at exit too; show LOG on failure
@@ -143,7 +143,11 @@ start_server() {
     require_build
     out=$E2E_TMP/$name.stdout
     log=$E2E_TMP/$name.log
-    OCL_ICD_VENDORS=$POCL_ICD "$SERVER_BIN" --listen 127.0.0.1:0 "$@" >"$out" 2>"$log" &
+    # Without a cluster key the server must be told to serve without leases.
+    local lease_opt=(--insecure)
+    case " $* " in *" --key "*) lease_opt=() ;; esac
+    OCL_ICD_VENDORS=$POCL_ICD "$SERVER_BIN" --listen 127.0.0.1:0 "${lease_opt[@]}" "$@" \
+        >"$out" 2>"$log" &
     pid=$!
     track_pid "$pid" "rgpu-server $name" "$log"
     deadline=$((SECONDS + 60))
