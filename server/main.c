@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -37,6 +38,8 @@ typedef struct {
     rgpu_metrics_server_t *metrics;
     rgpu_registrar_t *registrar;    /* --scheduler */
     rgpu_token_key_t key;           /* --key */
+    uv_timer_t lease_timer;         /* --key: ends sessions whose lease expired */
+    int lease_timer_on;
     int stopping;
 } rgpu_daemon_t;
 
@@ -77,6 +80,13 @@ static void rgpu_daemon_listener_closed(uv_handle_t *handle)
     daemon->listener = NULL;
 }
 
+static void rgpu_daemon_on_lease_timer(uv_timer_t *timer)
+{
+    rgpu_daemon_t *daemon = timer->data;
+
+    rgpu_server_expire_sessions(&daemon->server, (int64_t)time(NULL));
+}
+
 static void rgpu_daemon_stop(rgpu_daemon_t *daemon, const char *why)
 {
     if (daemon->stopping)
@@ -89,6 +99,8 @@ static void rgpu_daemon_stop(rgpu_daemon_t *daemon, const char *why)
     daemon->metrics = NULL;
     rgpu_registrar_stop(daemon->registrar);
     daemon->registrar = NULL;
+    if (daemon->lease_timer_on)
+        uv_close((uv_handle_t *)&daemon->lease_timer, NULL);
     uv_close((uv_handle_t *)&daemon->sigint, NULL);
     uv_close((uv_handle_t *)&daemon->sigterm, NULL);
     rgpu_server_stop_sessions(&daemon->server);
@@ -178,11 +190,17 @@ int main(int argc, char **argv)
 
     snprintf(daemon.server.advertise, sizeof(daemon.server.advertise), "%s",
              config.advertise[0] ? config.advertise : daemon.listener->local);
-    if (config.key[0])
+    if (config.key[0]) {
         rgpu_info("server", "lease tokens required, naming %s", daemon.server.advertise);
+        /* A session ends with its lease: at the token's expiry, or the
+         * later one the scheduler reports after a renewal. */
+        uv_timer_init(loop, &daemon.lease_timer);
+        daemon.lease_timer.data = &daemon;
+        uv_timer_start(&daemon.lease_timer, rgpu_daemon_on_lease_timer, 1000, 1000);
+        daemon.lease_timer_on = 1;
+    }
     else
-        rgpu_info("server", "no lease checking (%s)",
-                  config.insecure ? "--insecure" : "no --key given");
+        rgpu_info("server", "no lease checking (--insecure)");
     if (config.scheduler[0]) {
         status = rgpu_registrar_start(loop, &daemon.server, config.scheduler, &daemon.registrar);
         if (status != RGPU_OK) {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "rgpu/log.h"
 #include "scheduler.pb-c.h"
@@ -42,14 +43,29 @@ static void rgpu_registrar_maybe_free(rgpu_registrar_t *r)
     }
 }
 
-/* One request, one SchedStatus reply. Worker thread. */
-static rgpu_status_t rgpu_registrar_call(rgpu_registrar_t *r, uint16_t type,
-                                         const ProtobufCMessage *msg)
+/* Drops the link to the scheduler after a failed exchange. Worker thread. */
+static void rgpu_registrar_disconnect(rgpu_registrar_t *r, rgpu_status_t st)
 {
-    rgpu_frame_limits_t limits = {1u << 20, 0};
+    rgpu_link_t *link;
+
+    snprintf(r->why, sizeof(r->why), "%s", rgpu_status_str(st));
+    pthread_mutex_lock(&r->link_lock);
+    link = r->link;
+    r->link = NULL;
+    pthread_mutex_unlock(&r->link_lock);
+    rgpu_link_close(link);
+}
+
+/* One request; its reply, of reply_type, unpacked with desc into *reply_p
+ * (caller frees). Worker thread. */
+static rgpu_status_t rgpu_registrar_call(rgpu_registrar_t *r, uint16_t type,
+                                         const ProtobufCMessage *msg, uint16_t reply_type,
+                                         const ProtobufCMessageDescriptor *desc,
+                                         ProtobufCMessage **reply_p)
+{
+    rgpu_frame_limits_t limits = {16u << 20, 0};
     rgpu_frame_header_t header;
-    Rgpu__SchedStatus *reply;
-    uint8_t body[4096];
+    uint8_t *body;
     rgpu_status_t st;
 
     if (!r->link) {
@@ -65,28 +81,103 @@ static rgpu_status_t rgpu_registrar_call(rgpu_registrar_t *r, uint16_t type,
     st = rgpu_link_send_msg(r->link, type, 1, msg, NULL, 0);
     if (st == RGPU_OK)
         st = rgpu_link_recv_header(r->link, &limits, &header);
-    if (st == RGPU_OK && (header.type != RGPU__MSG_TYPE__MSG_SCHED_STATUS ||
-                          header.body_len > sizeof(body)))
+    if (st == RGPU_OK && (header.type != reply_type || header.bulk_len))
         st = RGPU_ERR_PROTOCOL;
-    if (st == RGPU_OK)
-        st = rgpu_link_recv(r->link, body, header.body_len);
     if (st != RGPU_OK) {
-        rgpu_link_t *link;
-
-        snprintf(r->why, sizeof(r->why), "%s", rgpu_status_str(st));
-        pthread_mutex_lock(&r->link_lock);
-        link = r->link;
-        r->link = NULL;
-        pthread_mutex_unlock(&r->link_lock);
-        rgpu_link_close(link);
+        rgpu_registrar_disconnect(r, st);
         return st;
     }
-    reply = rgpu__sched_status__unpack(NULL, header.body_len, body);
-    if (!reply)
-        return RGPU_ERR_BAD_MESSAGE;
+    body = malloc((size_t)header.body_len + 1);
+    if (!body)
+        return RGPU_ERR_NOMEM;
+    st = rgpu_link_recv(r->link, body, header.body_len);
+    if (st != RGPU_OK) {
+        free(body);
+        rgpu_registrar_disconnect(r, st);
+        return st;
+    }
+    *reply_p = protobuf_c_message_unpack(desc, NULL, header.body_len, body);
+    free(body);
+    return *reply_p ? RGPU_OK : RGPU_ERR_BAD_MESSAGE;
+}
+
+/* A request answered by a SchedStatus. Worker thread. */
+static rgpu_status_t rgpu_registrar_call_status(rgpu_registrar_t *r, uint16_t type,
+                                                const ProtobufCMessage *msg)
+{
+    Rgpu__SchedStatus *reply;
+    rgpu_status_t st;
+
+    st = rgpu_registrar_call(r, type, msg, RGPU__MSG_TYPE__MSG_SCHED_STATUS,
+                             &rgpu__sched_status__descriptor, (ProtobufCMessage **)&reply);
+    if (st != RGPU_OK)
+        return st;
     st = (rgpu_status_t)reply->status;
     snprintf(r->why, sizeof(r->why), "%s", reply->reason);
     rgpu__sched_status__free_unpacked(reply, NULL);
+    return st;
+}
+
+/* Heartbeat: tells the scheduler the open sessions, and learns which of
+ * their leases are still alive and until when. Worker thread. */
+static rgpu_status_t rgpu_registrar_heartbeat(rgpu_registrar_t *r)
+{
+    Rgpu__Heartbeat hb = RGPU__HEARTBEAT__INIT;
+    Rgpu__SessionInfo *infos = NULL, **ptrs = NULL;
+    Rgpu__HeartbeatReply *reply = NULL;
+    rgpu_session_info_t *sessions;
+    int64_t asked_at = (int64_t)time(NULL);
+    size_t n = rgpu_server_sessions_snapshot(r->server, &sessions);
+    rgpu_status_t st;
+
+    if (n) {
+        infos = calloc(n, sizeof(*infos));
+        ptrs = calloc(n, sizeof(*ptrs));
+        if (!infos || !ptrs) {
+            st = RGPU_ERR_NOMEM;
+            goto out_free;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        rgpu__session_info__init(&infos[i]);
+        infos[i].session_id = sessions[i].id;
+        infos[i].client_arch = sessions[i].client_arch;
+        infos[i].client_host = sessions[i].client_host;
+        infos[i].client_pid = sessions[i].client_pid;
+        infos[i].lease_id = sessions[i].lease_id;
+        infos[i].memory_bytes = sessions[i].memory;
+        infos[i].started_unix = sessions[i].started_unix;
+        ptrs[i] = &infos[i];
+    }
+    hb.address = r->server->advertise;
+    hb.n_sessions = n;
+    hb.sessions = ptrs;
+    st = rgpu_registrar_call(r, RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT, &hb.base,
+                             RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT_REPLY,
+                             &rgpu__heartbeat_reply__descriptor, (ProtobufCMessage **)&reply);
+    if (st != RGPU_OK)
+        goto out_free;
+    st = (rgpu_status_t)reply->status;
+    snprintf(r->why, sizeof(r->why), "%s", reply->reason);
+    if (st == RGPU_OK && r->server->lease_key) {
+        uint64_t *ids = calloc(reply->n_leases + 1, sizeof(*ids));
+        int64_t *expires = calloc(reply->n_leases + 1, sizeof(*expires));
+
+        if (ids && expires) {
+            for (size_t i = 0; i < reply->n_leases; i++) {
+                ids[i] = reply->leases[i]->lease_id;
+                expires[i] = reply->leases[i]->expires_unix;
+            }
+            rgpu_server_leases_update(r->server, ids, expires, reply->n_leases, asked_at);
+        }
+        free(ids);
+        free(expires);
+    }
+    rgpu__heartbeat_reply__free_unpacked(reply, NULL);
+out_free:
+    free(infos);
+    free(ptrs);
+    free(sessions);
     return st;
 }
 
@@ -132,7 +223,7 @@ static rgpu_status_t rgpu_registrar_register(rgpu_registrar_t *r)
     reg.hostname = server->hostname;
     reg.n_gpus = hello.n_devices;
     reg.gpus = ptrs;
-    st = rgpu_registrar_call(r, RGPU__MSG_TYPE__MSG_SCHED_REGISTER, &reg.base);
+    st = rgpu_registrar_call_status(r, RGPU__MSG_TYPE__MSG_SCHED_REGISTER, &reg.base);
 out_free:
     free(gpus);
     free(ptrs);
@@ -143,12 +234,10 @@ out_free:
 static void rgpu_registrar_work(uv_work_t *work)
 {
     rgpu_registrar_t *r = work->data;
-    Rgpu__Heartbeat hb = RGPU__HEARTBEAT__INIT;
 
     r->why[0] = '\0';
     if (r->registered) {
-        hb.address = r->server->advertise;
-        r->status = rgpu_registrar_call(r, RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT, &hb.base);
+        r->status = rgpu_registrar_heartbeat(r);
         if (r->status == RGPU_OK)
             return;
         r->registered = 0;

@@ -6,6 +6,7 @@
 #include "session.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,21 @@ struct rgpu_session {
     void *backend_ctx;          /* set by the handshake */
     uint64_t mem_quota;         /* from the lease token; 0 = none */
     uint64_t device_mask;       /* with --key: bit i = the lease names device index i */
+
+    /* What the server reports to the scheduler; set by the handshake
+     * (before hello_done is set), read by the registrar under server->lock. */
+    atomic_int hello_done;
+    uint64_t lease_id;          /* 0: no lease (--insecure) */
+    char client_arch[32];
+    char client_host[64];
+    uint32_t client_pid;
+    int64_t started_unix;
+    atomic_llong lease_expires; /* unix seconds; the token's, then the scheduler's */
+    atomic_ullong memory;       /* bytes of live buffers */
+    /* Ended by the server (lease gone): the reason, set once under
+     * server->lock before ended is raised. */
+    atomic_int ended;
+    char end_reason[160];
 };
 
 static atomic_ullong rgpu_session_next_id = 1;
@@ -99,6 +115,94 @@ int rgpu_server_wait_sessions(rgpu_server_t *server, int timeout_ms)
         left++;
     pthread_mutex_unlock(&server->lock);
     return left;
+}
+
+/* Ends a session from outside its thread: it stops receiving, then tells
+ * its client why and tears down (freeing its device memory). Caller holds
+ * server->lock, which keeps the session in the list and alive. */
+static void rgpu_session_end_locked(rgpu_session_t *session, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void rgpu_session_end_locked(rgpu_session_t *session, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (atomic_load(&session->ended) || atomic_load(&session->closing) || !session->link)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(session->end_reason, sizeof(session->end_reason), fmt, ap);
+    va_end(ap);
+    atomic_store(&session->ended, 1);
+    rgpu_info("session", "%s: ending it: %s", session->name, session->end_reason);
+    rgpu_link_shutdown_recv(session->link);
+}
+
+size_t rgpu_server_sessions_snapshot(rgpu_server_t *server, rgpu_session_info_t **infos_p)
+{
+    rgpu_session_info_t *infos = NULL;
+    size_t n = 0, cap = 0;
+
+    pthread_mutex_lock(&server->lock);
+    for (rgpu_session_t *s = server->sessions; s; s = s->next)
+        cap++;
+    if (cap)
+        infos = calloc(cap, sizeof(*infos));
+    for (rgpu_session_t *s = server->sessions; infos && s; s = s->next) {
+        rgpu_session_info_t *info = &infos[n];
+
+        if (!atomic_load(&s->hello_done) || atomic_load(&s->ended))
+            continue;
+        info->id = s->id;
+        memcpy(info->client_arch, s->client_arch, sizeof(info->client_arch));
+        memcpy(info->client_host, s->client_host, sizeof(info->client_host));
+        info->client_pid = s->client_pid;
+        info->lease_id = s->lease_id;
+        info->memory = atomic_load(&s->memory);
+        info->started_unix = s->started_unix;
+        n++;
+    }
+    pthread_mutex_unlock(&server->lock);
+    *infos_p = infos;
+    return n;
+}
+
+void rgpu_server_leases_update(rgpu_server_t *server, const uint64_t *ids,
+                               const int64_t *expires, size_t n, int64_t asked_at)
+{
+    pthread_mutex_lock(&server->lock);
+    for (rgpu_session_t *s = server->sessions; s; s = s->next) {
+        size_t i;
+
+        /* A lease granted after the scheduler answered is not in its list:
+         * judge only sessions that shook hands before the question. */
+        if (!atomic_load(&s->hello_done) || !s->lease_id || s->started_unix >= asked_at)
+            continue;
+        for (i = 0; i < n && ids[i] != s->lease_id; i++)
+            ;
+        if (i < n)
+            atomic_store(&s->lease_expires, expires[i]);
+        else
+            rgpu_session_end_locked(s, "lease %llu was released or has expired (the scheduler "
+                                    "no longer lists it)", (unsigned long long)s->lease_id);
+    }
+    pthread_mutex_unlock(&server->lock);
+}
+
+void rgpu_server_expire_sessions(rgpu_server_t *server, int64_t now)
+{
+    pthread_mutex_lock(&server->lock);
+    for (rgpu_session_t *s = server->sessions; s; s = s->next) {
+        int64_t expires = atomic_load(&s->lease_expires);
+
+        if (atomic_load(&s->hello_done) && s->lease_id && expires <= now)
+            rgpu_session_end_locked(s, "lease %llu expired %lld s ago",
+                                    (unsigned long long)s->lease_id, (long long)(now - expires));
+    }
+    pthread_mutex_unlock(&server->lock);
+}
+
+void rgpu_session_memory_add(rgpu_session_t *session, int64_t delta)
+{
+    atomic_fetch_add(&session->memory, (unsigned long long)delta);
 }
 
 static void rgpu_server_remove_session(rgpu_server_t *server, rgpu_session_t *session)
@@ -347,6 +451,8 @@ static rgpu_status_t rgpu_session_check_lease(rgpu_session_t *session, const cha
         return RGPU_ERR_REFUSED;
     }
     session->mem_quota = payload->memory_quota;
+    session->lease_id = payload->lease_id;
+    atomic_store(&session->lease_expires, payload->expires_unix);
     rgpu_info("session", "%s: lease %llu of user \"%s\"%s", session->name,
               (unsigned long long)payload->lease_id, payload->user,
               payload->memory_quota ? " with a memory quota" : "");
@@ -396,6 +502,12 @@ static rgpu_status_t rgpu_session_hello(rgpu_session_t *session, const rgpu_fram
               (unsigned long long)session->id, session->link->peer,
               *hello->client_arch ? hello->client_arch : "?", hello->client_pid,
               *hello->client_host ? hello->client_host : "?");
+    snprintf(session->client_arch, sizeof(session->client_arch), "%s",
+             *hello->client_arch ? hello->client_arch : "?");
+    snprintf(session->client_host, sizeof(session->client_host), "%s",
+             *hello->client_host ? hello->client_host : "?");
+    session->client_pid = hello->client_pid;
+    session->started_unix = (int64_t)time(NULL);
     status = server->backend_ops->session_open(server->backend, session, &session->backend_ctx);
     if (status != RGPU_OK) {
         snprintf(reason, reason_cap, "cannot open a %s session: %s", server->backend_ops->name,
@@ -421,6 +533,7 @@ static rgpu_status_t rgpu_session_hello(rgpu_session_t *session, const rgpu_fram
     }
     status = rgpu_session_send(session, RGPU__MSG_TYPE__MSG_HELLO_REPLY, header->seq,
                                &reply.base, NULL, 0);
+    atomic_store(&session->hello_done, 1);
 
 out_free_hello:
     rgpu__hello__free_unpacked(hello, NULL);
@@ -502,6 +615,8 @@ static rgpu_status_t rgpu_session_loop(rgpu_session_t *session, char *reason, si
         uint8_t *body;
         rgpu_status_t status;
 
+        if (atomic_load(&session->ended))
+            return RGPU_ERR_REFUSED;
         status = rgpu_link_recv(session->link, raw, sizeof(raw));
         if (status != RGPU_OK)
             return status;
@@ -558,9 +673,17 @@ static void *rgpu_session_main(void *arg)
     rgpu_session_t *session = arg;
     rgpu_server_t *server = session->server;
     char reason[512] = "";
+    rgpu_link_t *link;
     rgpu_status_t status;
 
     status = rgpu_session_loop(session, reason, sizeof(reason));
+    if (atomic_load(&session->ended)) {
+        /* The server ended it (its lease is gone), whatever the loop saw. */
+        status = RGPU_ERR_REFUSED;
+        pthread_mutex_lock(&server->lock);
+        snprintf(reason, sizeof(reason), "%s", session->end_reason);
+        pthread_mutex_unlock(&server->lock);
+    }
     if (status == RGPU_OK) {
         rgpu_info("session", "%s: client said goodbye", session->name);
     } else if (rgpu_session_is_link_error(status)) {
@@ -569,7 +692,8 @@ static void *rgpu_session_main(void *arg)
         Rgpu__SessionError error = RGPU__SESSION_ERROR__INIT;
 
         rgpu_warn("session", "%s: ending session: %s", session->name, reason);
-        if (status <= RGPU_ERR_BAD_MAGIC && status >= RGPU_ERR_REFUSED)
+        if (status <= RGPU_ERR_BAD_MAGIC && status >= RGPU_ERR_REFUSED &&
+            !atomic_load(&session->ended))
             atomic_fetch_add(&rgpu_metrics.protocol_errors_total, 1);
         error.status = status;
         error.reason = reason;
@@ -584,8 +708,12 @@ static void *rgpu_session_main(void *arg)
         server->backend_ops->session_teardown(session->backend_ctx);
     rgpu_debug("session", "%s: closed", session->name);
 
-    rgpu_link_close(session->link);
+    /* Under the lock: rgpu_session_end_locked may be looking at the link. */
+    pthread_mutex_lock(&server->lock);
+    link = session->link;
     session->link = NULL;
+    pthread_mutex_unlock(&server->lock);
+    rgpu_link_close(link);
     atomic_fetch_sub(&rgpu_metrics.sessions_active, 1);
     rgpu_server_remove_session(server, session);
     rgpu_session_unref(session);

@@ -57,6 +57,34 @@ rgpu_status_t rgpu_session_start(rgpu_server_t *server, rgpu_link_t *link);
  * refuses new ones. Any thread. */
 void rgpu_server_stop_sessions(rgpu_server_t *server);
 
+/* A session as the server reports it to the scheduler. */
+typedef struct rgpu_session_info {
+    uint64_t id;
+    char client_arch[32];
+    char client_host[64];
+    uint32_t client_pid;
+    uint64_t lease_id;
+    uint64_t memory;            /* bytes of device memory its buffers hold */
+    int64_t started_unix;
+} rgpu_session_info_t;
+
+/* The sessions past their handshake, in *infos_p (caller frees); returns
+ * how many. Any thread. */
+size_t rgpu_server_sessions_snapshot(rgpu_server_t *server, rgpu_session_info_t **infos_p);
+
+/* The scheduler's list of live leases of this server (ids[i] until
+ * expires[i]), as answered to a heartbeat sent at asked_at (unix seconds):
+ * sessions of leases it lists get the new expiry; sessions of other leases
+ * that shook hands before asked_at are ended (released, expired, reclaimed).
+ * Any thread. */
+void rgpu_server_leases_update(rgpu_server_t *server, const uint64_t *ids,
+                               const int64_t *expires, size_t n, int64_t asked_at);
+
+/* Ends the sessions whose lease expired by now (unix seconds): each gets a
+ * SessionError saying so, and its objects and device memory are freed.
+ * Any thread; the server calls it every second. */
+void rgpu_server_expire_sessions(rgpu_server_t *server, int64_t now);
+
 /* Waits until every session thread has finished, at most timeout_ms.
  * Returns the number of sessions still running. */
 int rgpu_server_wait_sessions(rgpu_server_t *server, int timeout_ms);
@@ -104,6 +132,10 @@ uint64_t rgpu_session_mem_quota(const rgpu_session_t *session);
 /* Non-zero when the session may use the device of that server index: any
  * device without --key, else the devices its lease names. Any thread. */
 int rgpu_session_device_allowed(const rgpu_session_t *session, uint32_t index);
+
+/* Counts bytes of device memory the session's live buffers hold (reported
+ * to the scheduler with the session). Session thread. */
+void rgpu_session_memory_add(rgpu_session_t *session, int64_t delta);
 
 /* Non-zero once the session stopped talking to its client (teardown). */
 int rgpu_session_closing(rgpu_session_t *session);

@@ -515,6 +515,7 @@ static rgpu_status_t rgpu_cl_create_buffer(rgpu_cl_session_t *s, const rgpu_fram
     if (err == CL_SUCCESS && (err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, mem, &h)) == CL_SUCCESS) {
         h->bytes = h->size = m->size;
         s->quota_used += m->size;
+        rgpu_session_memory_add(s->session, (int64_t)m->size);
         atomic_fetch_add(&rgpu_metrics.buffer_bytes, (long long)m->size);
         atomic_fetch_add(&rgpu_metrics.buffers, 1);
         return RGPU_OK;
@@ -554,8 +555,10 @@ static rgpu_status_t rgpu_cl_release(rgpu_cl_session_t *s, const rgpu_frame_head
     if (!h || h->kind != m->kind)
         return rgpu_cl_async_error(s, hdr, rgpu_cl_kind_error(m->kind), "unknown object");
     rgpu_htable_remove(&s->handles, m->id);
-    if (h->kind == RGPU__CL_OBJECT_KIND__CL_OBJ_MEM)
+    if (h->kind == RGPU__CL_OBJECT_KIND__CL_OBJ_MEM) {
         s->quota_used -= h->bytes;
+        rgpu_session_memory_add(s->session, -(int64_t)h->bytes);
+    }
     rgpu_cl_release_handle(h);
     return RGPU_OK;
 }
@@ -1572,7 +1575,11 @@ static rgpu_status_t rgpu_cl_set_arg(rgpu_cl_session_t *s, const rgpu_frame_head
 static cl_int rgpu_cl_query(rgpu_cl_session_t *s, Rgpu__ClGetInfo *m, size_t size, void *value, size_t *size_ret)
 {
     rgpu_cl_handle_t *h = rgpu_cl_get(s, m->id, m->kind);
-    cl_device_id dev = m->device < s->backend->num_devices ? s->backend->devices[m->device] : NULL;
+    /* A device outside the session's lease is as unknown as a bad index. */
+    cl_device_id dev = m->device < s->backend->num_devices &&
+                               rgpu_session_device_allowed(s->session, m->device)
+                           ? s->backend->devices[m->device]
+                           : NULL;
 
     if (!h)
         return rgpu_cl_kind_error(m->kind);

@@ -302,6 +302,11 @@ static void rgpu_tcp_shutdown(rgpu_link_t *base)
     shutdown(((rgpu_tcp_link_t *)base)->fd, SHUT_RDWR);
 }
 
+static void rgpu_tcp_shutdown_recv(rgpu_link_t *base)
+{
+    shutdown(((rgpu_tcp_link_t *)base)->fd, SHUT_RD);
+}
+
 static void rgpu_tcp_close(rgpu_link_t *base)
 {
     close(((rgpu_tcp_link_t *)base)->fd);
@@ -318,5 +323,6 @@ const rgpu_transport_ops_t rgpu_tcp_ops = {
     .sendv = rgpu_tcp_sendv,
     .recv = rgpu_tcp_recv,
     .shutdown = rgpu_tcp_shutdown,
+    .shutdown_recv = rgpu_tcp_shutdown_recv,
     .close = rgpu_tcp_close,
 };

@@ -272,6 +272,24 @@ Test(CONFORMANCE_SUITE, shutdown_unblocks_a_blocked_recv, .timeout = CONF_TIMEOU
     cr_expect_neq(rgpu_link_send(cli, "x", 1), RGPU_OK, "send succeeded after shutdown");
 }
 
+Test(CONFORMANCE_SUITE, shutdown_recv_unblocks_recv_and_keeps_sending, .timeout = CONF_TIMEOUT)
+{
+    conf_receiver_t r = {srv, RGPU_OK, 0};
+    pthread_t th;
+    char got[5] = "";
+
+    cr_assert_eq(pthread_create(&th, NULL, conf_recv_thread, &r), 0);
+    conf_sleep_ms(100);
+    cr_expect_eq(__atomic_load_n(&r.done, __ATOMIC_SEQ_CST), 0, "recv returned with no data");
+    rgpu_link_shutdown_recv(srv);
+    pthread_join(th, NULL);
+    cr_expect_neq(r.status, RGPU_OK, "recv succeeded after shutdown_recv");
+    /* The other direction still carries a last word. */
+    cr_expect_eq(rgpu_link_send(srv, "bye!", 4), RGPU_OK, "send failed after shutdown_recv");
+    cr_expect_eq(rgpu_link_recv(cli, got, 4), RGPU_OK);
+    cr_expect_str_eq(got, "bye!");
+}
+
 Test(CONFORMANCE_SUITE, frames_with_bulk_over_a_link, .timeout = CONF_TIMEOUT)
 {
     Rgpu__Ping ping = RGPU__PING__INIT;

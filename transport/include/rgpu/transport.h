@@ -47,6 +47,10 @@ struct rgpu_transport_ops {
     rgpu_status_t (*recv)(rgpu_link_t *link, void *buf, size_t len);
     /* Makes blocked and later sends and receives fail; the link stays allocated. */
     void (*shutdown)(rgpu_link_t *link);
+    /* Makes a blocked receive and later ones fail (RGPU_ERR_CONN_CLOSED once
+     * what already arrived is read) while sends still work: a server ending
+     * a session can still say why. */
+    void (*shutdown_recv)(rgpu_link_t *link);
     void (*close)(rgpu_link_t *link);
 };
 
@@ -71,6 +75,11 @@ static inline rgpu_status_t rgpu_link_recv(rgpu_link_t *link, void *buf, size_t 
 static inline void rgpu_link_shutdown(rgpu_link_t *link)
 {
     link->ops->shutdown(link);
+}
+
+static inline void rgpu_link_shutdown_recv(rgpu_link_t *link)
+{
+    link->ops->shutdown_recv(link);
 }
 
 static inline void rgpu_link_close(rgpu_link_t *link)
