@@ -230,3 +230,48 @@ wait_for_line() {
 pocl_device_name() {
     pocl_run "$EXAMPLES/vector_add" 1024 | sed -n 's/^device: //p'
 }
+
+# start_scheduler [ARGS...]: rgpu-scheduler on 127.0.0.1 port 0 with the
+# cluster key $KEY (made on first use) and its state in $E2E_TMP/sched.db;
+# sets SCHED (its address), SCHED_PID and SCHED_LOG. rgpu_cli runs the
+# `rgpu` command against it.
+start_scheduler() {
+    local out=$E2E_TMP/sched.$RANDOM.stdout deadline=$((SECONDS + 30))
+    SCHED_BIN=$BUILD/scheduler/rgpu-scheduler
+    RGPU_BIN=$BUILD/scheduler/rgpu
+    [ -x "$SCHED_BIN" ] && [ -x "$RGPU_BIN" ] || fail "no rgpu-scheduler or rgpu in $BUILD/scheduler"
+    if [ -z "${KEY:-}" ]; then
+        KEY=$E2E_TMP/cluster.key
+        head -c 32 /dev/urandom >"$KEY"
+        chmod 600 "$KEY"
+    fi
+    SCHED_LOG=$E2E_TMP/sched.log
+    "$SCHED_BIN" --listen 127.0.0.1:0 --db "$E2E_TMP/sched.db" --key "$KEY" --log-level debug "$@" \
+        >"$out" 2>>"$SCHED_LOG" &
+    SCHED_PID=$!
+    track_pid "$SCHED_PID" rgpu-scheduler "$SCHED_LOG"
+    SCHED=""
+    while [ -z "$SCHED" ]; do
+        SCHED=$(sed -n 's/^rgpu-scheduler listening on \([^ ]*\)$/\1/p' "$out" | head -n1)
+        kill -0 "$SCHED_PID" 2>/dev/null || fail "rgpu-scheduler exited before listening"
+        [ "$SECONDS" -lt "$deadline" ] || fail "rgpu-scheduler printed no address within 30 s"
+        sleep 0.05
+    done
+    e2e_log "rgpu-scheduler (pid $SCHED_PID) listening on $SCHED"
+}
+
+rgpu_cli() {
+    "$RGPU_BIN" --scheduler "$SCHED" "$@"
+}
+
+# json_get FIELD < JSON: prints one top-level field of a JSON object
+# (a list is printed comma-separated: "gpus.server" gives each GPU's server).
+json_get() {
+    python3 -c '
+import json, sys
+obj, path = json.load(sys.stdin), sys.argv[1].split(".")
+val = obj[path[0]]
+if len(path) > 1:
+    val = ",".join(str(v[path[1]]) for v in val)
+print(val)' "$1"
+}
