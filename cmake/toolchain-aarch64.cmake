@@ -2,7 +2,7 @@
 #
 #   apt-get install gcc-aarch64-linux-gnu qemu-user
 #   dpkg --add-architecture arm64 && apt-get update
-#   apt-get install libprotobuf-c-dev:arm64 ocl-icd-opencl-dev:arm64 libcriterion-dev:arm64
+#   apt-get install libprotobuf-c-dev:arm64 libsodium-dev:arm64 ocl-icd-opencl-dev:arm64 libcriterion-dev:arm64
 #   cmake -S . -B build-arm64 -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-aarch64.cmake -DRGPU_BUILD_SERVER=OFF
 #
 # ctest then runs the aarch64 test binaries under qemu-aarch64. protoc-c is

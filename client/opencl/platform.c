@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "icd.h"
+#include "lease.h"
 
 #define RGPU_CL_PLATFORM_VERSION "OpenCL 1.2 rgpu 0.1.0"
 #define RGPU_CL_DEFAULT_CONNECT_TIMEOUT_MS 3000
@@ -228,6 +229,9 @@ static int rgpu_cl_server_devices(rgpu_cl_server_t *server)
 static void rgpu_cl_init(void)
 {
     const char *env = getenv("RGPU_SERVERS");
+    const char *token = getenv("RGPU_LEASE_TOKEN");
+    static char leased[4096];
+    char why[256];
     const char *tmo = getenv("RGPU_CONNECT_TIMEOUT_MS");
     int timeout_ms = tmo ? atoi(tmo) : RGPU_CL_DEFAULT_CONNECT_TIMEOUT_MS;
     Rgpu__Hello hello = RGPU__HELLO__INIT;
@@ -237,8 +241,17 @@ static void rgpu_cl_init(void)
     size_t total = 0, n = 0;
 
     rgpu_log_init("librgpu-opencl", RGPU_LOG_WARN);
+    if ((!env || !*env) && token && *token) {
+        /* A lease token alone: its servers are the ones it names. */
+        if (rgpu_cl_lease_servers(token, leased, sizeof(leased), why, sizeof(why)) != 0) {
+            rgpu_warn("opencl", "%s: the rgpu platform has no devices", why);
+            return;
+        }
+        env = leased;
+    }
     if (!env || !*env) {
-        rgpu_info("opencl", "RGPU_SERVERS is not set: the rgpu platform has no devices");
+        rgpu_info("opencl", "neither RGPU_SERVERS nor RGPU_LEASE_TOKEN is set: the rgpu platform "
+                            "has no devices");
         return;
     }
     uname(&uts);
@@ -248,7 +261,7 @@ static void rgpu_cl_init(void)
     hello.api = RGPU__API_FAMILY__API_OPENCL;
     hello.client_host = host;
     hello.client_pid = (uint32_t)getpid();
-    hello.lease_token = getenv("RGPU_LEASE_TOKEN") ? getenv("RGPU_LEASE_TOKEN") : "";
+    hello.lease_token = token ? (char *)token : "";
 
     list = strdup(env);
     if (!list)

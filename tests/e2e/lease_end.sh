@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A session lives as long as its lease, on a server that checks leases (--key)
 # and heartbeats to rgpu-scheduler:
+#   a token alone (no RGPU_SERVERS) finds its servers;
 #   released  -> the client's next call fails, saying the lease is gone, and
 #                the server frees the session's device memory;
 #   expired   -> the same, saying it expired;
@@ -12,6 +13,17 @@ source "$(dirname "$0")/lib.sh" "$@"
 start_scheduler --heartbeat-timeout 4
 start_server s1 --key "$KEY" --scheduler "$SCHED" --metrics 127.0.0.1:0
 wait_for_line "$s1_LOG" "registered $s1_ADDR with scheduler" 30 "$s1_PID"
+
+# The token alone is enough: its lease names the servers.
+json=$(rgpu_cli --json alloc -n 1 --ttl 60) || fail "rgpu alloc: $json"
+out=$(env -u RGPU_SERVERS OCL_ICD_VENDORS="$ICD_DIR" RGPU_LEASE_TOKEN="$(json_get token <<<"$json")" \
+      "$EXAMPLES/vector_add" 4096 2>&1) || fail "vector_add with RGPU_LEASE_TOKEN only: $out"
+grep -q "results checked, PASS" <<<"$out" || fail "vector_add with RGPU_LEASE_TOKEN only: $out"
+rgpu_cli release "$(json_get id <<<"$json")" >/dev/null
+pass "RGPU_LEASE_TOKEN alone: vector_add ran on the lease's server"
+out=$(env -u RGPU_SERVERS OCL_ICD_VENDORS="$ICD_DIR" RGPU_LEASE_TOKEN=v1.garbage.x clinfo -l 2>&1) || true
+grep -q "RGPU_LEASE_TOKEN does not decode" <<<"$out" || fail "a garbled token: $out"
+pass "a garbled token: the platform says so and has no devices"
 
 # lease_client NAME TTL SECONDS: allocates one GPU for TTL seconds and starts
 # loop_until_error SECONDS on it with the token; sets NAME_ID, NAME_PID and
