@@ -1,7 +1,7 @@
 /*
  * rgpu: the scheduler's admin and user CLI.
  *
- *   rgpu [--scheduler ADDR] [--json] servers | gpus | leases
+ *   rgpu [--scheduler ADDR] [--timeout SECONDS] [--json] servers | gpus | leases
  *   rgpu alloc -n N [--mem SIZE] [--shared] [--api opencl|cuda] [--same-server]
  *              [--spread] [--job ID] [--ttl SECONDS] [-- COMMAND...]
  *   rgpu release ID | rgpu renew ID [SECONDS] | rgpu drain SERVER | rgpu resume SERVER
@@ -24,17 +24,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "rgpu/transport.h"
+#include "rgpu/sched_client.h"
 #include "rgpu/util.h"
 #include "scheduler.pb-c.h"
 
 static const char *rgpu_cli_sched = "127.0.0.1:7080";
 static int rgpu_cli_json;
+static rgpu_sched_client_t rgpu_cli_client = {NULL, RGPU_SCHED_DEFAULT_TIMEOUT_MS};
 
 static void rgpu_cli_usage(FILE *out)
 {
     fprintf(out,
-            "usage: rgpu [--scheduler ADDR] [--json] COMMAND [ARGS]\n"
+            "usage: rgpu [--scheduler ADDR] [--timeout SECONDS] [--json] COMMAND [ARGS]\n"
             "  servers                        list GPU servers\n"
             "  gpus                           list GPUs and the leases holding them\n"
             "  leases                         list leases\n"
@@ -45,53 +46,23 @@ static void rgpu_cli_usage(FILE *out)
             "  release ID                     release lease ID\n"
             "  renew ID [SECONDS]             extend lease ID (prints the new token)\n"
             "  drain SERVER | resume SERVER   stop / restart giving SERVER's GPUs out\n"
-            "The scheduler is RGPU_SCHEDULER or --scheduler (default 127.0.0.1:7080).\n");
+            "The scheduler is RGPU_SCHEDULER or --scheduler (default 127.0.0.1:7080).\n"
+            "A reply not complete within RGPU_SCHED_TIMEOUT or --timeout seconds\n"
+            "(default 10) is an error (exit status 1).\n");
 }
 
 /* Sends one request and returns the unpacked reply (caller frees), or NULL
- * with a message printed. */
+ * with a message printed. Bounded by the client's timeout. */
 static void *rgpu_cli_call(uint16_t type, const ProtobufCMessage *msg, uint16_t reply_type,
                            const ProtobufCMessageDescriptor *desc)
 {
-    rgpu_frame_limits_t limits = {256u << 20, 0};
-    rgpu_frame_header_t header;
-    char reason[256] = "";
-    rgpu_link_t *link;
-    rgpu_status_t st;
-    uint8_t *body;
-    void *reply = NULL;
+    char err[512];
+    void *reply;
 
-    st = rgpu_tcp_ops.connect(rgpu_cli_sched, 5000, &link, reason, sizeof(reason));
-    if (st != RGPU_OK) {
-        fprintf(stderr, "rgpu: cannot reach the scheduler at %s: %s\n", rgpu_cli_sched,
-                *reason ? reason : rgpu_status_str(st));
-        return NULL;
-    }
-    st = rgpu_link_send_msg(link, type, 1, msg, NULL, 0);
-    if (st == RGPU_OK)
-        st = rgpu_link_recv_header(link, &limits, &header);
-    if (st != RGPU_OK) {
-        fprintf(stderr, "rgpu: scheduler %s: %s\n", rgpu_cli_sched, rgpu_status_str(st));
-        goto out_close;
-    }
-    if (header.type != reply_type || header.seq != 1) {
-        fprintf(stderr, "rgpu: scheduler %s answered with message type %u, expected %u\n",
-                rgpu_cli_sched, header.type, reply_type);
-        goto out_close;
-    }
-    body = malloc((size_t)header.body_len + 1);
-    if (!body) {
-        fprintf(stderr, "rgpu: out of memory\n");
-        goto out_close;
-    }
-    st = rgpu_link_recv(link, body, header.body_len);
-    if (st == RGPU_OK)
-        reply = protobuf_c_message_unpack(desc, NULL, header.body_len, body);
+    rgpu_cli_client.addr = rgpu_cli_sched;
+    reply = rgpu_sched_call(&rgpu_cli_client, type, msg, reply_type, desc, err, sizeof(err));
     if (!reply)
-        fprintf(stderr, "rgpu: scheduler %s: reply does not arrive or unpack\n", rgpu_cli_sched);
-    free(body);
-out_close:
-    rgpu_link_close(link);
+        fprintf(stderr, "rgpu: %s\n", err);
     return reply;
 }
 
@@ -515,11 +486,25 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (getenv("RGPU_SCHEDULER") && *getenv("RGPU_SCHEDULER"))
         rgpu_cli_sched = getenv("RGPU_SCHEDULER");
+    if (getenv("RGPU_SCHED_TIMEOUT") && *getenv("RGPU_SCHED_TIMEOUT")) {
+        rgpu_cli_client.timeout_ms = rgpu_sched_timeout_parse(getenv("RGPU_SCHED_TIMEOUT"));
+        if (rgpu_cli_client.timeout_ms < 0) {
+            fprintf(stderr, "rgpu: RGPU_SCHED_TIMEOUT=%s: expected seconds, e.g. 10 or 0.5\n",
+                    getenv("RGPU_SCHED_TIMEOUT"));
+            return 2;
+        }
+    }
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp(argv[i], "--json") == 0) {
             rgpu_cli_json = 1;
         } else if (strcmp(argv[i], "--scheduler") == 0 && i + 1 < argc) {
             rgpu_cli_sched = argv[++i];
+        } else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+            rgpu_cli_client.timeout_ms = rgpu_sched_timeout_parse(argv[++i]);
+            if (rgpu_cli_client.timeout_ms < 0) {
+                fprintf(stderr, "rgpu: --timeout %s: expected seconds, e.g. 10 or 0.5\n", argv[i]);
+                return 2;
+            }
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             rgpu_cli_usage(stdout);
             return 0;

@@ -1,0 +1,47 @@
+/*
+ * A client of rgpu-scheduler: one request, one reply, with a connect
+ * timeout and a receive timeout, so a silent scheduler cannot hang the
+ * caller (the rgpu CLI, the Slurm plugin inside slurmstepd).
+ *
+ *   rgpu_sched_client_t c = {.addr = "10.0.0.1:7080", .timeout_ms = 10000};
+ *   Rgpu__LeaseReply *r = rgpu_sched_call(&c, RGPU__MSG_TYPE__MSG_SCHED_ALLOC, &req.base,
+ *                                         RGPU__MSG_TYPE__MSG_SCHED_LEASE_REPLY,
+ *                                         &rgpu__lease_reply__descriptor, err, sizeof(err));
+ *
+ * On failure err gets one line naming the scheduler, e.g.
+ * "scheduler 10.0.0.1:7080: connection refused" or
+ * "scheduler 10.0.0.1:7080: no reply within 10 s".
+ *
+ * Signing is not done yet: rgpu-scheduler does not check signed requests
+ * (its frame limits refuse a bulk part), so requests go unsigned.
+ *
+ * Thread safety: a client struct is read-only during a call; calls on
+ * different threads are independent (each opens its own connection).
+ */
+#ifndef RGPU_SCHED_CLIENT_H
+#define RGPU_SCHED_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#define RGPU_SCHED_DEFAULT_ADDR "127.0.0.1:7080"
+#define RGPU_SCHED_DEFAULT_TIMEOUT_MS 10000
+
+typedef struct {
+    const char *addr;             /* "host:port" */
+    int timeout_ms;               /* connect, and then the whole reply; <= 0: default */
+} rgpu_sched_client_t;
+
+/* Sends msg as a frame of type type and returns the unpacked reply of
+ * reply_type (the caller frees it with protobuf_c_message_free_unpacked),
+ * or NULL with err (may be NULL) set to one line. */
+void *rgpu_sched_call(const rgpu_sched_client_t *client, uint16_t type,
+                      const ProtobufCMessage *msg, uint16_t reply_type,
+                      const ProtobufCMessageDescriptor *desc, char *err, size_t err_cap);
+
+/* Parses a timeout in seconds ("10", "2.5"); returns milliseconds or -1. */
+int rgpu_sched_timeout_parse(const char *s);
+
+#endif

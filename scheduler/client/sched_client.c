@@ -1,0 +1,155 @@
+/*
+ * One request to rgpu-scheduler and its reply, bounded in time: the
+ * connect gets timeout_ms, and a watchdog thread shuts the link down when
+ * the reply has not fully arrived timeout_ms after the request was sent,
+ * which makes the blocked receive fail (the transport has no timeouts).
+ */
+#include "rgpu/sched_client.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "rgpu/transport.h"
+
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    rgpu_link_t *link;
+    int timeout_ms;
+    int done;        /* the caller has its reply (or gave up) */
+    int fired;       /* the watchdog shut the link down */
+} rgpu_sched_watch_t;
+
+static void *rgpu_sched_watchdog(void *arg)
+{
+    rgpu_sched_watch_t *w = arg;
+    struct timespec until;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += w->timeout_ms / 1000;
+    until.tv_nsec += (long)(w->timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&w->lock);
+    while (!w->done) {
+        if (pthread_cond_timedwait(&w->cond, &w->lock, &until) == ETIMEDOUT && !w->done) {
+            w->fired = 1;
+            rgpu_link_shutdown(w->link);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+static void rgpu_sched_timeout_str(int ms, char *out, size_t cap)
+{
+    if (ms % 1000)
+        snprintf(out, cap, "%.1f s", ms / 1000.0);
+    else
+        snprintf(out, cap, "%d s", ms / 1000);
+}
+
+void *rgpu_sched_call(const rgpu_sched_client_t *client, uint16_t type,
+                      const ProtobufCMessage *msg, uint16_t reply_type,
+                      const ProtobufCMessageDescriptor *desc, char *err, size_t err_cap)
+{
+    rgpu_frame_limits_t limits = {256u << 20, 0};
+    rgpu_sched_watch_t w;
+    rgpu_frame_header_t header;
+    const char *addr = client->addr && *client->addr ? client->addr : RGPU_SCHED_DEFAULT_ADDR;
+    int timeout_ms = client->timeout_ms > 0 ? client->timeout_ms : RGPU_SCHED_DEFAULT_TIMEOUT_MS;
+    char reason[256] = "", tmo[32], dummy[8];
+    uint8_t *body = NULL;
+    void *reply = NULL;
+    pthread_t thread;
+    rgpu_status_t st;
+    int watching;
+
+    if (!err) {
+        err = dummy;
+        err_cap = sizeof(dummy);
+    }
+    *err = '\0';
+    rgpu_sched_timeout_str(timeout_ms, tmo, sizeof(tmo));
+    st = rgpu_tcp_ops.connect(addr, timeout_ms, &w.link, reason, sizeof(reason));
+    if (st != RGPU_OK) {
+        snprintf(err, err_cap, "scheduler %s: %s", addr, *reason ? reason : rgpu_status_str(st));
+        return NULL;
+    }
+    pthread_mutex_init(&w.lock, NULL);
+    {
+        pthread_condattr_t attr;
+
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&w.cond, &attr);
+        pthread_condattr_destroy(&attr);
+    }
+    w.timeout_ms = timeout_ms;
+    w.done = 0;
+    w.fired = 0;
+    watching = pthread_create(&thread, NULL, rgpu_sched_watchdog, &w) == 0;
+
+    st = rgpu_link_send_msg(w.link, type, 1, msg, NULL, 0);
+    if (st == RGPU_OK)
+        st = rgpu_link_recv_header(w.link, &limits, &header);
+    if (st != RGPU_OK)
+        goto out_st;
+    if (header.type != reply_type || header.seq != 1) {
+        snprintf(err, err_cap, "scheduler %s: answered with message type %u, expected %u", addr,
+                 header.type, reply_type);
+        goto out;
+    }
+    body = malloc((size_t)header.body_len + 1);
+    if (!body) {
+        snprintf(err, err_cap, "out of memory");
+        goto out;
+    }
+    st = rgpu_link_recv(w.link, body, header.body_len);
+    if (st != RGPU_OK)
+        goto out_st;
+    reply = protobuf_c_message_unpack(desc, NULL, header.body_len, body);
+    if (!reply)
+        snprintf(err, err_cap, "scheduler %s: its reply does not unpack", addr);
+    goto out;
+out_st:
+    pthread_mutex_lock(&w.lock);
+    if (w.fired)
+        snprintf(err, err_cap, "scheduler %s: no reply within %s", addr, tmo);
+    else
+        snprintf(err, err_cap, "scheduler %s: %s", addr, rgpu_status_str(st));
+    pthread_mutex_unlock(&w.lock);
+out:
+    pthread_mutex_lock(&w.lock);
+    w.done = 1;
+    pthread_cond_signal(&w.cond);
+    pthread_mutex_unlock(&w.lock);
+    if (watching)
+        pthread_join(thread, NULL);
+    pthread_cond_destroy(&w.cond);
+    pthread_mutex_destroy(&w.lock);
+    free(body);
+    rgpu_link_close(w.link);
+    return reply;
+}
+
+int rgpu_sched_timeout_parse(const char *s)
+{
+    char *end;
+    double v;
+
+    if (!s || !*s)
+        return -1;
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno || *end || !(v > 0) || v > 86400)
+        return -1;
+    return (int)(v * 1000 + 0.5) > 0 ? (int)(v * 1000 + 0.5) : 1;
+}
