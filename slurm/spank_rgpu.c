@@ -1,0 +1,343 @@
+/*
+ * spank_rgpu.so: `--rgpu=N[:mem=SIZE][:api=opencl|cuda][:shared]` on srun,
+ * sbatch and salloc gives the job N remote GPUs from rgpu-scheduler.
+ *
+ *   plugstack.conf:
+ *     optional /usr/lib/x86_64-linux-gnu/slurm-wlm/spank_rgpu.so \
+ *         scheduler=HOST:PORT icd_vendors=DIR [timeout=SECONDS] [ttl=SECONDS] [key=FILE]
+ *
+ * Where each part runs (see ../shared/notes/slurm-in-ci.md):
+ *   srun/sbatch/salloc  the option is parsed: a malformed value stops the
+ *                       submission; the value goes to prolog/epilog
+ *                       (spank_job_control_setenv: SPANK_RGPU).
+ *   slurmstepd          init_post_opt (root, every step, the batch step
+ *                       too) asks the scheduler for "the lease of job J":
+ *                       the first step creates it, later steps and nodes
+ *                       get the same one. It never fails (that would drain
+ *                       the node): a failure is remembered and
+ *                       task_init_privileged fails each task with the
+ *                       message, so the job FAILS and the node stays up.
+ *                       Tasks get RGPU_SERVERS, RGPU_LEASE_TOKEN,
+ *                       RGPU_LEASE, RGPU_SCHEDULER and OCL_ICD_VENDORS.
+ *   job_epilog          releases the lease of job J (once per node; the
+ *                       second release finds nothing), always returns 0.
+ * Leases of jobs that vanish without an epilog (a dead node) expire after
+ * ttl, or `rgpu-scheduler --slurm-reclaim` releases them sooner.
+ */
+#include <errno.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <slurm/slurm.h>
+#include <slurm/spank.h>
+
+#include "rgpu/sched_client.h"
+#include "rgpu/util.h"
+#include "scheduler.pb-c.h"
+
+SPANK_PLUGIN(rgpu, 1);
+
+#define RGPU_SPANK_DEFAULT_TTL_S (7 * 24 * 3600)
+
+typedef struct {
+    char scheduler[256];
+    char icd_vendors[1024];
+    char key[1024];
+    int timeout_ms;
+    uint32_t ttl_s;
+} rgpu_spank_conf_t;
+
+typedef struct {
+    int set;
+    uint32_t count;
+    uint64_t mem;
+    int api;
+    int shared;
+    char text[128];
+} rgpu_spank_req_t;
+
+static rgpu_spank_req_t rgpu_spank_req;
+/* Why this step's tasks cannot have their GPUs ("" when they can). */
+static char rgpu_spank_failure[768];
+
+static int rgpu_spank_opt_cb(int val, const char *optarg, int remote);
+
+static struct spank_option rgpu_spank_opts[] = {
+    {"rgpu", "N[:mem=SIZE][:api=opencl|cuda][:shared]",
+     "Lease N remote GPUs (rgpu) for the job; its tasks' OpenCL programs run on them. "
+     "mem=SIZE: each GPU has at least SIZE of memory (512M, 4G; with shared, SIZE is "
+     "reserved per GPU and is the job's quota); api=opencl|cuda: GPUs that serve that "
+     "API; shared: share the GPUs with other shared jobs. Example: --rgpu=2:mem=8G",
+     1, 0, rgpu_spank_opt_cb},
+    SPANK_OPTIONS_TABLE_END};
+
+/* Parses "N[:mem=SIZE][:api=opencl|cuda][:shared]"; why gets what is wrong. */
+static int rgpu_spank_parse(const char *text, rgpu_spank_req_t *req, char *why, size_t cap)
+{
+    char buf[128], *save = NULL, *part, *end;
+    unsigned long n;
+
+    memset(req, 0, sizeof(*req));
+    if (!text || !*text) {
+        snprintf(why, cap, "--rgpu needs a value: the number of GPUs, e.g. --rgpu=1");
+        return -1;
+    }
+    if (strlen(text) >= sizeof(buf)) {
+        snprintf(why, cap, "--rgpu=%.40s...: too long", text);
+        return -1;
+    }
+    strcpy(buf, text);
+    part = strtok_r(buf, ":", &save);
+    errno = 0;
+    n = part ? strtoul(part, &end, 10) : 0;
+    if (!part || *end || errno || n < 1 || n > 4096 || *part == '-' || *part == '+') {
+        snprintf(why, cap, "--rgpu=%s: expected the number of GPUs (1 to 4096) first, "
+                 "e.g. --rgpu=2 or --rgpu=1:mem=4G", text);
+        return -1;
+    }
+    req->count = (uint32_t)n;
+    while ((part = strtok_r(NULL, ":", &save))) {
+        if (strncmp(part, "mem=", 4) == 0) {
+            if (rgpu_size_parse(part + 4, &req->mem) != 0 || !req->mem) {
+                snprintf(why, cap, "--rgpu=%s: mem=%s: expected a size such as 512M or 4G",
+                         text, part + 4);
+                return -1;
+            }
+        } else if (strcmp(part, "api=opencl") == 0) {
+            req->api = RGPU__API_FAMILY__API_OPENCL;
+        } else if (strcmp(part, "api=cuda") == 0) {
+            req->api = RGPU__API_FAMILY__API_CUDA;
+        } else if (strncmp(part, "api=", 4) == 0) {
+            snprintf(why, cap, "--rgpu=%s: api=%s: expected api=opencl or api=cuda", text,
+                     part + 4);
+            return -1;
+        } else if (strcmp(part, "shared") == 0) {
+            req->shared = 1;
+        } else {
+            snprintf(why, cap, "--rgpu=%s: unknown part \"%s\" (expected mem=SIZE, "
+                     "api=opencl|cuda or shared)", text, part);
+            return -1;
+        }
+    }
+    snprintf(req->text, sizeof(req->text), "%s", text);
+    req->set = 1;
+    return 0;
+}
+
+static int rgpu_spank_opt_cb(int val, const char *optarg, int remote)
+{
+    char why[256];
+
+    (void)val;
+    if (rgpu_spank_parse(optarg, &rgpu_spank_req, why, sizeof(why)) != 0) {
+        /* remote: cannot happen (validated at submission); never fail there. */
+        if (remote)
+            return 0;
+        slurm_error("rgpu: %s", why);
+        return -1;
+    }
+    return 0;
+}
+
+static int rgpu_spank_conf(int ac, char **av, rgpu_spank_conf_t *conf)
+{
+    memset(conf, 0, sizeof(*conf));
+    snprintf(conf->scheduler, sizeof(conf->scheduler), "%s", RGPU_SCHED_DEFAULT_ADDR);
+    conf->timeout_ms = RGPU_SCHED_DEFAULT_TIMEOUT_MS;
+    conf->ttl_s = RGPU_SPANK_DEFAULT_TTL_S;
+    for (int i = 0; i < ac; i++) {
+        const char *a = av[i];
+
+        if (strncmp(a, "scheduler=", 10) == 0 && a[10]) {
+            snprintf(conf->scheduler, sizeof(conf->scheduler), "%s", a + 10);
+        } else if (strncmp(a, "icd_vendors=", 12) == 0) {
+            snprintf(conf->icd_vendors, sizeof(conf->icd_vendors), "%s", a + 12);
+        } else if (strncmp(a, "key=", 4) == 0) {
+            snprintf(conf->key, sizeof(conf->key), "%s", a + 4);
+        } else if (strncmp(a, "timeout=", 8) == 0 && rgpu_sched_timeout_parse(a + 8) > 0) {
+            conf->timeout_ms = rgpu_sched_timeout_parse(a + 8);
+        } else if (strncmp(a, "ttl=", 4) == 0 && strtoul(a + 4, NULL, 10) > 0) {
+            conf->ttl_s = (uint32_t)strtoul(a + 4, NULL, 10);
+        } else {
+            slurm_error("rgpu: plugstack.conf: unknown or malformed argument \"%s\" (expected "
+                        "scheduler=HOST:PORT, icd_vendors=DIR, key=FILE, timeout=SECONDS or "
+                        "ttl=SECONDS)", a);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int slurm_spank_init(spank_t sp, int ac, char **av)
+{
+    rgpu_spank_conf_t conf;
+
+    (void)ac;
+    (void)av;
+    if (spank_context() == S_CTX_SLURMD || spank_context() == S_CTX_JOB_SCRIPT)
+        return 0;
+    /* A bad plugstack line is reported where users see it, but must not
+     * stop slurmstepd (that drains the node): checked, not fatal. */
+    if (!spank_remote(sp) && rgpu_spank_conf(ac, av, &conf) != 0)
+        slurm_error("rgpu: the administrator's plugstack.conf line is wrong; using defaults");
+    return spank_option_register(sp, &rgpu_spank_opts[0]) == ESPANK_SUCCESS ? 0 : -1;
+}
+
+static int rgpu_spank_job_id(spank_t sp, char *out, size_t cap)
+{
+    uint32_t id = 0;
+
+    if (spank_get_item(sp, S_JOB_ID, &id) == ESPANK_SUCCESS && id) {
+        snprintf(out, cap, "%u", id);
+        return 0;
+    }
+    if (getenv("SLURM_JOB_ID")) {
+        snprintf(out, cap, "%s", getenv("SLURM_JOB_ID"));
+        return 0;
+    }
+    return -1;
+}
+
+/* RGPU_SERVERS for a lease: its servers, each once, in lease order. */
+static void rgpu_spank_servers(const Rgpu__Lease *l, char *out, size_t cap)
+{
+    size_t len = 0;
+
+    *out = '\0';
+    for (size_t g = 0; g < l->n_gpus; g++) {
+        int seen = 0;
+
+        for (size_t k = 0; k < g; k++)
+            seen |= strcmp(l->gpus[k]->server, l->gpus[g]->server) == 0;
+        if (!seen && len < cap)
+            len += (size_t)snprintf(out + len, cap - len, "%s%s", len ? "," : "",
+                                    l->gpus[g]->server);
+    }
+}
+
+/* The remote part: get or create the lease of this job, set the tasks'
+ * environment. Never returns an error (that would drain the node). */
+static void rgpu_spank_remote(spank_t sp, int ac, char **av)
+{
+    Rgpu__AllocRequest req = RGPU__ALLOC_REQUEST__INIT;
+    rgpu_sched_client_t client = {NULL, 0};
+    rgpu_spank_conf_t conf;
+    Rgpu__LeaseReply *r;
+    char job[32], user[128] = "", err[512], servers[2048], id[32];
+    uint32_t uid = 0;
+    struct passwd *pw;
+
+    if (rgpu_spank_conf(ac, av, &conf) != 0) {
+        snprintf(rgpu_spank_failure, sizeof(rgpu_spank_failure),
+                 "rgpu: the plugin's plugstack.conf line is wrong (see slurmd's log); "
+                 "no GPUs for job");
+        return;
+    }
+    if (rgpu_spank_job_id(sp, job, sizeof(job)) != 0) {
+        snprintf(rgpu_spank_failure, sizeof(rgpu_spank_failure), "rgpu: no Slurm job id");
+        return;
+    }
+    if (spank_get_item(sp, S_JOB_UID, &uid) == ESPANK_SUCCESS && (pw = getpwuid(uid)))
+        snprintf(user, sizeof(user), "%s", pw->pw_name);
+    req.count = rgpu_spank_req.count;
+    req.api = rgpu_spank_req.api;
+    req.shared = rgpu_spank_req.shared;
+    req.min_memory = rgpu_spank_req.mem;
+    if (req.shared)
+        req.memory = rgpu_spank_req.mem;
+    req.slurm_job_id = job;
+    req.user = user;
+    req.ttl_s = conf.ttl_s;
+    client.addr = conf.scheduler;
+    client.timeout_ms = conf.timeout_ms;
+    r = rgpu_sched_call(&client, RGPU__MSG_TYPE__MSG_SCHED_ALLOC, &req.base,
+                        RGPU__MSG_TYPE__MSG_SCHED_LEASE_REPLY, &rgpu__lease_reply__descriptor,
+                        err, sizeof(err));
+    if (!r) {
+        snprintf(rgpu_spank_failure, sizeof(rgpu_spank_failure),
+                 "rgpu: job %s: cannot get %u remote GPUs: %s", job, req.count, err);
+        return;
+    }
+    if (r->status || !r->lease) {
+        snprintf(rgpu_spank_failure, sizeof(rgpu_spank_failure),
+                 "rgpu: job %s: the scheduler at %s refused %u GPUs (--rgpu=%s): %s", job,
+                 conf.scheduler, req.count, rgpu_spank_req.text,
+                 *r->reason ? r->reason : "no reason given");
+        rgpu__lease_reply__free_unpacked(r, NULL);
+        return;
+    }
+    rgpu_spank_servers(r->lease, servers, sizeof(servers));
+    snprintf(id, sizeof(id), "%llu", (unsigned long long)r->lease->id);
+    spank_setenv(sp, "RGPU_SERVERS", servers, 1);
+    spank_setenv(sp, "RGPU_LEASE_TOKEN", r->lease->token, 1);
+    spank_setenv(sp, "RGPU_LEASE", id, 1);
+    spank_setenv(sp, "RGPU_SCHEDULER", conf.scheduler, 1);
+    if (*conf.icd_vendors)
+        spank_setenv(sp, "OCL_ICD_VENDORS", conf.icd_vendors, 1);
+    slurm_info("rgpu: job %s: lease %s, %zu GPUs on %s", job, id, r->lease->n_gpus, servers);
+    rgpu__lease_reply__free_unpacked(r, NULL);
+}
+
+int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
+{
+    if (!rgpu_spank_req.set)
+        return 0;
+    if (spank_remote(sp)) {
+        rgpu_spank_remote(sp, ac, av);
+        return 0;
+    }
+    /* srun/sbatch/salloc: tell prolog and epilog this job has GPUs. An
+     * srun inside an allocation may not be allowed to: not an error. */
+    if (spank_context() == S_CTX_LOCAL || spank_context() == S_CTX_ALLOCATOR)
+        spank_job_control_setenv(sp, "RGPU", rgpu_spank_req.text, 1);
+    return 0;
+}
+
+/* The clean way to fail: the task exits 1, the job FAILS, the node stays up. */
+int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
+{
+    (void)sp;
+    (void)ac;
+    (void)av;
+    if (!rgpu_spank_req.set || !*rgpu_spank_failure)
+        return 0;
+    fprintf(stderr, "%s\n", rgpu_spank_failure);
+    fflush(stderr);
+    slurm_error("%s", rgpu_spank_failure);
+    return -1;
+}
+
+int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
+{
+    Rgpu__ReleaseRequest req = RGPU__RELEASE_REQUEST__INIT;
+    rgpu_sched_client_t client = {NULL, 0};
+    rgpu_spank_conf_t conf;
+    Rgpu__SchedStatus *r;
+    char job[32], err[512];
+
+    /* Only jobs submitted with --rgpu (SPANK_RGPU from job_control_setenv). */
+    if (!getenv("SPANK_RGPU") && !rgpu_spank_req.set)
+        return 0;
+    if (rgpu_spank_conf(ac, av, &conf) != 0 || rgpu_spank_job_id(sp, job, sizeof(job)) != 0)
+        return 0;
+    req.slurm_job_id = job;
+    client.addr = conf.scheduler;
+    client.timeout_ms = conf.timeout_ms;
+    r = rgpu_sched_call(&client, RGPU__MSG_TYPE__MSG_SCHED_RELEASE, &req.base,
+                        RGPU__MSG_TYPE__MSG_SCHED_STATUS, &rgpu__sched_status__descriptor, err,
+                        sizeof(err));
+    if (!r) {
+        slurm_error("rgpu: job %s: cannot release its lease: %s (it expires after its ttl, or "
+                    "rgpu-scheduler --slurm-reclaim releases it)", job, err);
+        return 0;
+    }
+    if (r->status == 0)
+        slurm_info("rgpu: job %s: lease released", job);
+    else
+        slurm_debug("rgpu: job %s: nothing to release: %s", job, r->reason);
+    rgpu__sched_status__free_unpacked(r, NULL);
+    return 0;
+}
