@@ -14,6 +14,7 @@ PACKAGES=(
     libcriterion-dev                            # unit tests
     libsqlite3-dev libsodium-dev                # rgpu-scheduler's state store, lease tokens
     python3 iproute2 procps                     # test scripts
+    slurmctld slurmd slurm-client libslurm-dev munge  # the Slurm plugin (slurm/) and e2e.slurm
 )
 
 native=$(dpkg --print-architecture)
