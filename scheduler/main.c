@@ -26,6 +26,8 @@
 #include "sched_core.h"
 
 int rgpu__sched_bench(int argc, char **argv);
+int rgpu_slurm_reclaim_start(uv_loop_t *loop, rgpu_sched_t *sched, const char *interval);
+void rgpu_slurm_reclaim_cleanup(void);                 /* slurm_jobs.c */
 
 /* ---- configuration: one table ---- */
 
@@ -36,6 +38,7 @@ typedef struct {
     uint64_t heartbeat_timeout;     /* seconds */
     uint64_t lease_ttl;             /* seconds */
     char log_level[16];
+    char slurm_reclaim[16];         /* seconds, "" off (slurm_jobs.c) */
     const char *source[8];
 } rgpu_sched_config_t;
 
@@ -67,6 +70,9 @@ static const rgpu_sched_cfg_row_t rgpu_sched_cfg_table[] = {
      offsetof(rgpu_sched_config_t, lease_ttl), 0, RGPU_SCFG_SECONDS},
     {"log-level", "RGPU_LOG", "LEVEL", "info", "error, warn, info, debug or trace",
      RGPU_SCFG_S(log_level), RGPU_SCFG_STR},
+    {"slurm-reclaim", "RGPU_SCHED_SLURM_RECLAIM", "SECONDS", "",
+     "every SECONDS, release leases of Slurm jobs that squeue no longer lists (default: off)",
+     RGPU_SCFG_S(slurm_reclaim), RGPU_SCFG_STR},
 };
 #define RGPU_SCFG_N (sizeof(rgpu_sched_cfg_table) / sizeof(rgpu_sched_cfg_table[0]))
 
@@ -576,6 +582,10 @@ int main(int argc, char **argv)
     rgpu_info("sched", "state from %s: %u servers, %zu leases", cfg.db, daemon.sched.nservers,
               daemon.sched.leases.count);
 
+    if (rgpu_slurm_reclaim_start(loop, &daemon.sched, cfg.slurm_reclaim) != 0) {
+        rgpu_sched_cleanup(&daemon.sched);
+        return 2;
+    }
     uv_tcp_init(loop, &daemon.listener);
     daemon.listener.data = &daemon;
     if (rgpu_sched_bind(&daemon.listener, cfg.listen, local, sizeof(local)) != 0) {
@@ -599,6 +609,7 @@ int main(int argc, char **argv)
     rgpu_info("sched", "listening on %s", local);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
+    rgpu_slurm_reclaim_cleanup();
     rgpu_sched_cleanup(&daemon.sched);
     return 0;
 }

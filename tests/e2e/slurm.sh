@@ -9,6 +9,8 @@
 #   - more GPUs than exist: job FAILED with the reason in its output, node idle
 #   - two --rgpu=1 jobs at once get different GPUs; --rgpu=2 sees two devices
 #   - scheduler down: job FAILED with the reason in its output, node idle
+#   - rgpu-scheduler --slurm-reclaim: a lease of a job Slurm does not know is
+#     released, a running job's lease stays, nothing goes while squeue fails
 # Job state comes from `scontrol show job` (MinJobAge=300), not srun's status.
 # Needs root (slurmd runs jobs as their user): skipped (77) otherwise, and
 # when Slurm is not installed outside CI.
@@ -30,8 +32,11 @@ done
 PLUGIN=$BUILD/slurm/spank_rgpu.so
 [ -f "$PLUGIN" ] || skip "no $PLUGIN (libslurm-dev missing at configure time, or a sanitized build)"
 
-# ---- rgpu: scheduler and two servers ----
-start_scheduler
+D=$E2E_TMP/slurm
+export SLURM_CONF=$D/etc/slurm.conf
+
+# ---- rgpu: scheduler (reclaiming every second) and two servers ----
+start_scheduler --slurm-reclaim 1
 start_server s1 --key "$KEY" --scheduler "$SCHED"
 start_server s2 --key "$KEY" --scheduler "$SCHED"
 deadline=$((SECONDS + 20))
@@ -42,8 +47,36 @@ done
 NGPUS=$(rgpu_cli --json gpus | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 e2e_log "$NGPUS GPUs on two servers"
 
+# leases_of JOB: the ids of the scheduler's leases for the job.
+leases_of() {
+    rgpu_cli --json leases | python3 -c '
+import json, sys
+print(" ".join(str(l["id"]) for l in json.load(sys.stdin) if l["job"] == sys.argv[1]))' "$1"
+}
+
+# wait_no_lease JOB: until the scheduler holds no lease of the job (30 s).
+wait_no_lease() {
+    local deadline=$((SECONDS + 30))
+    until [ -z "$(leases_of "$1")" ]; do
+        [ "$SECONDS" -lt "$deadline" ] || fail "job $1 still holds lease $(leases_of "$1") after 30 s"
+        sleep 0.2
+    done
+}
+
+# --slurm-reclaim: while squeue fails (no Slurm yet) nothing is reclaimed.
+rgpu_cli alloc -n 1 --job 999999 --ttl 600 >/dev/null
+stale=$(leases_of 999999)
+[ -n "$stale" ] || fail "no lease for job 999999"
+deadline=$((SECONDS + 20))
+until grep -q "squeue failed" "$SCHED_LOG"; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "the scheduler did not run squeue within 20 s"
+    sleep 0.2
+done
+sleep 2
+[ "$(leases_of 999999)" = "$stale" ] || fail "lease $stale reclaimed although squeue failed"
+pass "--slurm-reclaim: squeue failing (no Slurm) reclaims nothing"
+
 # ---- Slurm on localhost (../shared/notes/slurm-in-ci.md) ----
-D=$E2E_TMP/slurm
 H=$(hostname -s)
 # Ports of our own, so that no other Slurm on this machine is in the way.
 read -r CTLD_PORT SLURMD_PORT < <(python3 -c '
@@ -95,7 +128,6 @@ NodeName=$H NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=1000 State=UNKNOWN
 PartitionName=debug Nodes=$H Default=YES MaxTime=INFINITE State=UP
 CONF
 echo "required $PLUGIN scheduler=$SCHED icd_vendors=$ICD_DIR timeout=5" >"$D/etc/plugstack.conf"
-export SLURM_CONF=$D/etc/slurm.conf
 
 munged --force --socket="$D/munge-sock/munge.sock" --key-file="$D/munge-etc/munge.key" \
     --pid-file="$D/run/munged.pid" --log-file="$D/log/munged.log" --seed-file="$D/run/munge.seed"
@@ -123,6 +155,12 @@ until [ "$(node_state)" = idle ]; do
     sleep 0.2
 done
 pass "Slurm up (node $H idle), plugin $PLUGIN"
+
+# --slurm-reclaim: job 999999 is unknown to Slurm: its lease goes.
+wait_no_lease 999999
+grep -q "lease $stale: job 999999 is gone from Slurm; released" "$SCHED_LOG" ||
+    fail "no reclaim line in the scheduler's log"
+pass "--slurm-reclaim: the lease of job 999999 (unknown to Slurm) reclaimed"
 
 # submit SCRIPT_BODY [SBATCH ARGS...]: prints the job id.
 NJOB=0
@@ -157,22 +195,6 @@ wait_state() {
     done
 }
 
-# leases_of JOB: the ids of the scheduler's leases for the job.
-leases_of() {
-    rgpu_cli --json leases | python3 -c '
-import json, sys
-print(" ".join(str(l["id"]) for l in json.load(sys.stdin) if l["job"] == sys.argv[1]))' "$1"
-}
-
-# wait_no_lease JOB: until the scheduler holds no lease of the job (30 s).
-wait_no_lease() {
-    local deadline=$((SECONDS + 30))
-    until [ -z "$(leases_of "$1")" ]; do
-        [ "$SECONDS" -lt "$deadline" ] || fail "job $1 still holds lease $(leases_of "$1") after 30 s"
-        sleep 0.2
-    done
-}
-
 expect_node_idle() {
     local deadline=$((SECONDS + 20))
     until [ "$(node_state)" = idle ]; do
@@ -182,7 +204,8 @@ expect_node_idle() {
 }
 
 # ---- submission-time checks ----
-sbatch --help 2>&1 | grep -q -- "--rgpu=N\[:mem=SIZE\]" || fail "sbatch --help does not show --rgpu"
+sbatch --help >"$E2E_TMP/help.out" 2>&1 || true
+grep -q -- "--rgpu=N\[:mem=SIZE\]" "$E2E_TMP/help.out" || fail "sbatch --help does not show --rgpu"
 for bad in abc 0 "1:mem=lots" "1:api=vulkan" "1:bogus"; do
     rc=0
     sbatch -o /dev/null --rgpu="$bad" --wrap true >"$E2E_TMP/bad.out" 2>&1 || rc=$?
@@ -235,6 +258,9 @@ until [ -n "$(leases_of "$job")" ]; do
     sleep 0.2
 done
 lease=$(leases_of "$job")
+sleep 3
+[ "$(leases_of "$job")" = "$lease" ] || fail "running job $job lost lease $lease (--slurm-reclaim?)"
+pass "--slurm-reclaim: running job $job keeps lease $lease over 3 periods"
 scancel "$job"
 wait_state "$job" CANCELLED
 wait_no_lease "$job"
