@@ -195,6 +195,16 @@ wait_state() {
     done
 }
 
+# epilog_released JOB: the job epilog (not --slurm-reclaim) released the
+# lease: the plugin's line in slurmd's log.
+epilog_released() {
+    local deadline=$((SECONDS + 10))
+    until grep -q "rgpu: job $1: lease released" "$D/log/slurmd.log"; do
+        [ "$SECONDS" -lt "$deadline" ] || fail "job $1: no 'lease released' from the epilog in slurmd.log"
+        sleep 0.2
+    done
+}
+
 expect_node_idle() {
     local deadline=$((SECONDS + 20))
     until [ "$(node_state)" = idle ]; do
@@ -226,6 +236,7 @@ grep -q "vector_add: 100000 elements on .*results checked, PASS" "$out" || fail 
 grep -q "platform: rgpu" "$out" || fail "job $job: vector_add did not run on the rgpu platform"
 grep -q "scheduler=$SCHED" "$out" || fail "job $job: RGPU_SCHEDULER not set"
 wait_no_lease "$job"
+epilog_released "$job"
 pass "sbatch --rgpu=1: vector_add on remote GPU (lease $(sed -n 's/^lease=\([0-9]*\).*/\1/p' "$out")), COMPLETED, lease released"
 
 # ---- two srun steps, one lease ----
@@ -246,6 +257,7 @@ import json, sys
 print(sum(1 for l in json.load(open(sys.argv[1])) if l["job"] == sys.argv[2]))' "$D/out/leases.$job.json" "$job")
 [ "$n" -eq 1 ] || fail "job $job held $n leases while running, expected 1"
 wait_no_lease "$job"
+epilog_released "$job"
 pass "batch job with two srun steps: one lease ($ids), released at the end"
 
 # ---- scancel releases ----
@@ -264,6 +276,7 @@ pass "--slurm-reclaim: running job $job keeps lease $lease over 3 periods"
 scancel "$job"
 wait_state "$job" CANCELLED
 wait_no_lease "$job"
+epilog_released "$job"
 expect_node_idle "scancel"
 pass "scancel of running job $job released lease $lease"
 
