@@ -22,15 +22,42 @@ skip() {
     fi
     echo "[$E2E_NAME] SKIP: $*"
     trap - EXIT
+    kill "${E2E_PIDS[@]}" 2>/dev/null || true
     rm -rf "$E2E_TMP"
     exit 77
 }
+# The scheduler client's receive timeout (the CLI and the plugin share it):
+# a scheduler that accepts and never answers is an error after the timeout.
+python3 -c '
+import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(8)
+print(s.getsockname()[1], flush=True)
+conns = []
+while True:
+    conns.append(s.accept()[0])' >"$E2E_TMP/silent.port" &
+track_pid $! "silent listener"
+until [ -s "$E2E_TMP/silent.port" ]; do sleep 0.05; done
+SILENT=127.0.0.1:$(cat "$E2E_TMP/silent.port")
+rc=0
+"$BUILD/scheduler/rgpu" --scheduler "$SILENT" --timeout 1 leases 2>"$E2E_TMP/silent.err" || rc=$?
+[ "$rc" -eq 1 ] && grep -q "rgpu: scheduler $SILENT: no reply within 1 s" "$E2E_TMP/silent.err" ||
+    fail "rgpu --timeout 1 against a silent scheduler: status $rc, $(cat "$E2E_TMP/silent.err")"
+rc=0
+RGPU_SCHED_TIMEOUT=0.5 "$BUILD/scheduler/rgpu" --scheduler "$SILENT" leases 2>"$E2E_TMP/silent.err" || rc=$?
+[ "$rc" -eq 1 ] && grep -q "no reply within 0.5 s" "$E2E_TMP/silent.err" ||
+    fail "RGPU_SCHED_TIMEOUT=0.5 against a silent scheduler: status $rc, $(cat "$E2E_TMP/silent.err")"
+pass "rgpu against a silent scheduler: '$(cat "$E2E_TMP/silent.err")'"
+
 [ "$(id -u)" -eq 0 ] || skip "needs root to run slurmd"
 for p in munged slurmctld slurmd sbatch squeue scontrol scancel sinfo; do
     command -v "$p" >/dev/null || skip "$p is not installed (scripts/install-deps.sh)"
 done
 PLUGIN=$BUILD/slurm/spank_rgpu.so
-[ -f "$PLUGIN" ] || skip "no $PLUGIN (libslurm-dev missing at configure time, or a sanitized build)"
+if [ "$E2E_SANITIZED" = 1 ]; then
+    # slurmstepd cannot load ASan code: the plugin is not built here.
+    CI= skip "a sanitized build has no spank_rgpu.so"
+fi
+[ -f "$PLUGIN" ] || skip "no $PLUGIN (libslurm-dev missing at configure time)"
 
 D=$E2E_TMP/slurm
 export SLURM_CONF=$D/etc/slurm.conf
