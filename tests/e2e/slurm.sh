@@ -287,6 +287,29 @@ wait_no_lease "$job"
 epilog_released "$job"
 pass "batch job with two srun steps: one lease ($ids), released at the end"
 
+# ---- srun and salloc take the option too ----
+out=$D/out/srun.out
+srun --rgpu=1 -o "$out" sh -c 'echo "job=$SLURM_JOB_ID lease=$RGPU_LEASE"; exec "$0" 1000' \
+    "$EXAMPLES/vector_add" || true
+cat "$out"
+job=$(sed -n 's/^job=\([0-9]*\) lease=[0-9][0-9]*$/\1/p' "$out")
+[ -n "$job" ] || fail "srun --rgpu=1: no job id and RGPU_LEASE in the task's output"
+wait_state "$job" COMPLETED
+grep -q "results checked, PASS" "$out" || fail "srun --rgpu=1: no PASS from vector_add"
+wait_no_lease "$job"
+epilog_released "$job"
+out=$D/out/salloc.out
+salloc --rgpu=1 srun sh -c 'echo "job=$SLURM_JOB_ID lease=$RGPU_LEASE"; exec "$0" 1000' \
+    "$EXAMPLES/vector_add" >"$out" 2>&1 || true
+cat "$out"
+grep -q "results checked, PASS" "$out" || fail "salloc --rgpu=1 srun: no PASS from vector_add"
+job=$(sed -n 's/^job=\([0-9]*\) lease=[0-9][0-9]*$/\1/p' "$out")
+[ -n "$job" ] || fail "salloc --rgpu=1 srun: no RGPU_LEASE in the step"
+wait_state "$job" COMPLETED
+wait_no_lease "$job"
+epilog_released "$job"
+pass "srun --rgpu=1 and salloc --rgpu=1 srun run vector_add on a remote GPU; leases released"
+
 # ---- scancel releases ----
 job=$(submit "#SBATCH --rgpu=1
 echo started; sleep 300")
