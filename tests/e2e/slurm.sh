@@ -8,6 +8,7 @@
 #   - scancel of a running job releases its lease
 #   - more GPUs than exist: job FAILED with the reason in its output, node idle
 #   - two --rgpu=1 jobs at once get different GPUs; --rgpu=2 sees two devices
+#   - a job ended by its time limit (--time=1: about 1.5 minutes) is released
 #   - scheduler down: job FAILED with the reason in its output, node idle
 #   - rgpu-scheduler --slurm-reclaim: a lease of a job Slurm does not know is
 #     released, a running job's lease stays, nothing goes while squeue fails
@@ -380,6 +381,21 @@ cat "$out"
 grep -q "multi_device: 2 devices checked, PASS" "$out" || fail "job $job: --rgpu=2 did not see two devices"
 wait_no_lease "$job"
 pass "--rgpu=2: multi_device saw and checked two devices"
+
+# ---- time limit: Slurm ends the job (TIMEOUT) and the epilog releases ----
+job=$(submit "#SBATCH --rgpu=1
+#SBATCH --time=1
+sleep 600")
+wait_state "$job" RUNNING
+deadline=$((SECONDS + 180))
+until [ "$(job_state "$job")" = TIMEOUT ]; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "job $job with --time=1 is $(job_state "$job") after 3 minutes"
+    sleep 1
+done
+wait_no_lease "$job"
+epilog_released "$job"
+expect_node_idle "a job's time limit"
+pass "time limit: job $job TIMEOUT, its lease released by the epilog"
 
 # ---- scheduler down ----
 kill -TERM "$SCHED_PID"
