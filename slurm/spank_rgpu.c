@@ -5,6 +5,7 @@
  *   plugstack.conf:
  *     optional /usr/lib/x86_64-linux-gnu/slurm-wlm/spank_rgpu.so \
  *         scheduler=HOST:PORT icd_vendors=DIR [timeout=SECONDS] [ttl=SECONDS] [key=FILE]
+ *         [state_dir=/DIR]
  *
  * Where each part runs (see ../shared/notes/slurm-in-ci.md):
  *   srun/sbatch/salloc  the option is parsed: a malformed value stops the
@@ -20,7 +21,9 @@
  *                       Tasks get RGPU_SERVERS, RGPU_LEASE_TOKEN,
  *                       RGPU_LEASE, RGPU_SCHEDULER and OCL_ICD_VENDORS.
  *   job_epilog          releases the lease of job J (once per node; the
- *                       second release finds nothing), always returns 0.
+ *                       second release finds nothing), always returns 0;
+ *                       for jobs with SPANK_RGPU or a marker STATE_DIR/job.J
+ *                       left by init_post_opt on this node.
  * Leases of jobs that vanish without an epilog (a dead node) expire after
  * ttl, or `rgpu-scheduler --slurm-reclaim` releases them sooner.
  */
@@ -29,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <slurm/slurm.h>
@@ -41,11 +45,13 @@
 SPANK_PLUGIN(rgpu, 1);
 
 #define RGPU_SPANK_DEFAULT_TTL_S (7 * 24 * 3600)
+#define RGPU_SPANK_DEFAULT_STATE_DIR "/run/rgpu-spank"
 
 typedef struct {
     char scheduler[256];
     char icd_vendors[1024];
     char key[1024];
+    char state_dir[512];
     int timeout_ms;
     uint32_t ttl_s;
 } rgpu_spank_conf_t;
@@ -148,6 +154,7 @@ static int rgpu_spank_conf(int ac, char **av, rgpu_spank_conf_t *conf)
     snprintf(conf->scheduler, sizeof(conf->scheduler), "%s", RGPU_SCHED_DEFAULT_ADDR);
     conf->timeout_ms = RGPU_SCHED_DEFAULT_TIMEOUT_MS;
     conf->ttl_s = RGPU_SPANK_DEFAULT_TTL_S;
+    snprintf(conf->state_dir, sizeof(conf->state_dir), "%s", RGPU_SPANK_DEFAULT_STATE_DIR);
     for (int i = 0; i < ac; i++) {
         const char *a = av[i];
 
@@ -155,6 +162,8 @@ static int rgpu_spank_conf(int ac, char **av, rgpu_spank_conf_t *conf)
             snprintf(conf->scheduler, sizeof(conf->scheduler), "%s", a + 10);
         } else if (strncmp(a, "icd_vendors=", 12) == 0) {
             snprintf(conf->icd_vendors, sizeof(conf->icd_vendors), "%s", a + 12);
+        } else if (strncmp(a, "state_dir=", 10) == 0 && a[10] == '/') {
+            snprintf(conf->state_dir, sizeof(conf->state_dir), "%s", a + 10);
         } else if (strncmp(a, "key=", 4) == 0) {
             snprintf(conf->key, sizeof(conf->key), "%s", a + 4);
         } else if (strncmp(a, "timeout=", 8) == 0 && rgpu_sched_timeout_parse(a + 8) > 0) {
@@ -163,8 +172,8 @@ static int rgpu_spank_conf(int ac, char **av, rgpu_spank_conf_t *conf)
             conf->ttl_s = (uint32_t)strtoul(a + 4, NULL, 10);
         } else {
             slurm_error("rgpu: plugstack.conf: unknown or malformed argument \"%s\" (expected "
-                        "scheduler=HOST:PORT, icd_vendors=DIR, key=FILE, timeout=SECONDS or "
-                        "ttl=SECONDS)", a);
+                        "scheduler=HOST:PORT, icd_vendors=DIR, key=FILE, timeout=SECONDS, "
+                        "ttl=SECONDS or state_dir=/DIR)", a);
             return -1;
         }
     }
@@ -216,6 +225,15 @@ static void rgpu_spank_servers(const Rgpu__Lease *l, char *out, size_t cap)
             len += (size_t)snprintf(out + len, cap - len, "%s%s", len ? "," : "",
                                     l->gpus[g]->server);
     }
+}
+
+/* STATE_DIR/job.J: this node holds a lease of job J, so its epilog
+ * releases it even when --rgpu reached no job control environment (given
+ * only to an srun inside an allocation). */
+static void rgpu_spank_marker(const rgpu_spank_conf_t *conf, const char *job, char *out,
+                              size_t cap)
+{
+    snprintf(out, cap, "%s/job.%s", conf->state_dir, job);
 }
 
 /* The remote part: get or create the lease of this job, set the tasks'
@@ -278,6 +296,18 @@ static void rgpu_spank_remote(spank_t sp, int ac, char **av)
     if (*conf.icd_vendors)
         spank_setenv(sp, "OCL_ICD_VENDORS", conf.icd_vendors, 1);
     slurm_info("rgpu: job %s: lease %s, %zu GPUs on %s", job, id, r->lease->n_gpus, servers);
+    {
+        char marker[600];
+        FILE *f;
+
+        rgpu_spank_marker(&conf, job, marker, sizeof(marker));
+        if (mkdir(conf.state_dir, 0700) != 0 && errno != EEXIST)
+            slurm_error("rgpu: cannot create %s: %s", conf.state_dir, strerror(errno));
+        else if (!(f = fopen(marker, "w")))
+            slurm_error("rgpu: cannot create %s: %s", marker, strerror(errno));
+        else
+            fclose(f);
+    }
     rgpu__lease_reply__free_unpacked(r, NULL);
 }
 
@@ -318,10 +348,16 @@ int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
     Rgpu__SchedStatus *r;
     char job[32], err[512];
 
-    /* Only jobs submitted with --rgpu (SPANK_RGPU from job_control_setenv). */
-    if (!getenv("SPANK_RGPU") && !rgpu_spank_req.set)
-        return 0;
+    char marker[600];
+    int held;
+
     if (rgpu_spank_conf(ac, av, &conf) != 0 || rgpu_spank_job_id(sp, job, sizeof(job)) != 0)
+        return 0;
+    /* Only jobs submitted with --rgpu (SPANK_RGPU from job_control_setenv)
+     * or that took a lease on this node (the marker). */
+    rgpu_spank_marker(&conf, job, marker, sizeof(marker));
+    held = unlink(marker) == 0;
+    if (!held && !getenv("SPANK_RGPU"))
         return 0;
     req.slurm_job_id = job;
     client.addr = conf.scheduler;

@@ -4,7 +4,8 @@
 # rgpu-scheduler and two rgpu-servers over PoCL (cluster key, leases):
 #   - a malformed --rgpu is refused at submission; --help shows the option
 #   - `#SBATCH --rgpu=1` runs vector_add on the remote GPU; the lease is gone after
-#   - a batch job with two srun steps uses one lease
+#   - a batch job with two srun steps uses one lease; srun and salloc take
+#     --rgpu too, also an srun inside a batch job without it
 #   - scancel of a running job releases its lease
 #   - more GPUs than exist: job FAILED with the reason in its output, node idle
 #   - two --rgpu=1 jobs at once get different GPUs; --rgpu=2 sees two devices
@@ -155,7 +156,8 @@ SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 NodeName=$H NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=1000 State=UNKNOWN
 PartitionName=debug Nodes=$H Default=YES MaxTime=INFINITE State=UP
 CONF
-echo "required $PLUGIN scheduler=$SCHED icd_vendors=$ICD_DIR timeout=5" >"$D/etc/plugstack.conf"
+echo "required $PLUGIN scheduler=$SCHED icd_vendors=$ICD_DIR timeout=5 state_dir=$D/state" \
+    >"$D/etc/plugstack.conf"
 
 munged --force --socket="$D/munge-sock/munge.sock" --key-file="$D/munge-etc/munge.key" \
     --pid-file="$D/run/munged.pid" --log-file="$D/log/munged.log" --seed-file="$D/run/munge.seed"
@@ -310,6 +312,17 @@ wait_state "$job" COMPLETED
 wait_no_lease "$job"
 epilog_released "$job"
 pass "srun --rgpu=1 and salloc --rgpu=1 srun run vector_add on a remote GPU; leases released"
+
+# --rgpu only on an srun inside a batch job without it: the epilog still
+# releases (the node's marker), before any --slurm-reclaim round could.
+job=$(submit "srun --rgpu=1 sh -c 'echo lease=\$RGPU_LEASE'")
+wait_state "$job" COMPLETED
+cat "$D/out/$job.out"
+grep -q "^lease=[0-9][0-9]*$" "$D/out/$job.out" || fail "job $job: the inner srun --rgpu=1 got no lease"
+wait_no_lease "$job"
+epilog_released "$job"
+[ ! -e "$D/state/job.$job" ] || fail "job $job: marker $D/state/job.$job left behind"
+pass "srun --rgpu=1 inside a batch job without it: lease released by the epilog"
 
 # ---- scancel releases ----
 job=$(submit "#SBATCH --rgpu=1
