@@ -49,6 +49,38 @@ char *rgpu_token_sign(const rgpu_token_key_t *key, const Rgpu__TokenPayload *pay
 rgpu_status_t rgpu_token_verify(const rgpu_token_key_t *key, const char *token, int64_t now_unix,
                                 Rgpu__TokenPayload **payload_p, char *why, size_t why_cap);
 
+/* ---- signed scheduler requests ----
+ *
+ * A request frame to rgpu-scheduler may carry, as its bulk part, a 40-byte
+ * auth trailer that proves the sender holds the cluster key:
+ *
+ *   trailer = le64 unix time || mac[32]
+ *   mac     = crypto_auth(key, le16 type || le32 seq || body || le64 unix time)
+ *
+ * type is the frame's MsgType, seq the low 32 bits of the frame's seq, body
+ * the packed protobuf body. The scheduler checks the MAC and that the time
+ * is within max_skew_s of its clock. (A replay inside that window repeats
+ * an idempotent request: register, heartbeat, drain, release, alloc by job
+ * id all are.) */
+#define RGPU_REQUEST_AUTH_LEN 40
+
+/* Fills trailer for a request of type type and seq, body len bytes, signed
+ * at now_unix. RGPU_ERR_INVALID_ARG when key or trailer is NULL, or body
+ * is NULL with len > 0. */
+rgpu_status_t rgpu_token_sign_request(const rgpu_token_key_t *key, uint16_t type, uint32_t seq,
+                                      const void *body, size_t len, int64_t now_unix,
+                                      uint8_t trailer[RGPU_REQUEST_AUTH_LEN]);
+
+/* Checks a trailer made by rgpu_token_sign_request. RGPU_ERR_REFUSED: bad
+ * signature ("bad signature"); RGPU_ERR_TIMEOUT: its time is more than
+ * max_skew_s from now_unix ("clock skew 75 s"). why (may be NULL) gets the
+ * words. */
+rgpu_status_t rgpu_token_verify_request(const rgpu_token_key_t *key, uint16_t type, uint32_t seq,
+                                        const void *body, size_t len,
+                                        const uint8_t trailer[RGPU_REQUEST_AUTH_LEN],
+                                        int64_t now_unix, uint32_t max_skew_s, char *why,
+                                        size_t why_cap);
+
 /* Non-zero when payload names GPU index on server address. */
 int rgpu_token_names_gpu(const Rgpu__TokenPayload *payload, const char *address, uint32_t index);
 
