@@ -39,6 +39,7 @@ typedef struct {
     uint64_t lease_ttl;             /* seconds */
     char log_level[16];
     char slurm_reclaim[16];         /* seconds, "" off (slurm_jobs.c) */
+    int require_signed;             /* --require-signed: refuse every unsigned request */
     const char *source[8];
 } rgpu_sched_config_t;
 
@@ -134,6 +135,9 @@ static void rgpu_sched_cfg_usage(FILE *out)
         fprintf(out, "  %-28s %s\n  %-28s [env %s; default: %s]\n", opt, row->help, "",
                 row->env, *row->def ? row->def : "none");
     }
+    fprintf(out, "  %-28s refuse every request not signed with the cluster key (needs --key;\n"
+                 "  %-28s without it, users may alloc without a job id, renew, release by\n"
+                 "  %-28s lease id and list unsigned)\n", "--require-signed", "", "");
     fprintf(out, "  %-28s print the effective configuration and exit\n"
                  "  %-28s print this help and exit\n"
                  "  %-28s measure allocations and releases per second, then exit\n\n"
@@ -167,6 +171,10 @@ static int rgpu_sched_cfg_load(rgpu_sched_config_t *cfg, int argc, char **argv)
             print = 1;
             continue;
         }
+        if (strcmp(arg, "--require-signed") == 0) {
+            cfg->require_signed = 1;
+            continue;
+        }
         if (strncmp(arg, "--", 2) != 0) {
             fprintf(stderr, "rgpu-scheduler: unexpected argument \"%s\" (try --help)\n", arg);
             return 2;
@@ -192,7 +200,14 @@ static int rgpu_sched_cfg_load(rgpu_sched_config_t *cfg, int argc, char **argv)
         if (rgpu_sched_cfg_apply(cfg, i, value, "command line") != 0)
             return 2;
     }
+    if (cfg->require_signed && !cfg->key[0]) {
+        fprintf(stderr, "rgpu-scheduler: --require-signed needs --key (the cluster key that "
+                        "checks the signatures)\n");
+        return 2;
+    }
     if (print) {
+        printf("%-40s # %s\n", cfg->require_signed ? "require-signed = yes" : "require-signed = no",
+               cfg->require_signed ? "command line" : "default");
         for (size_t i = 0; i < RGPU_SCFG_N; i++) {
             const rgpu_sched_cfg_row_t *row = &rgpu_sched_cfg_table[i];
             char line[700];
@@ -212,10 +227,14 @@ static int rgpu_sched_cfg_load(rgpu_sched_config_t *cfg, int argc, char **argv)
 /* ---- the daemon ---- */
 
 #define RGPU_SCHED_MAX_BODY (16u << 20)
+/* A signed request's time may be this far from ours. */
+#define RGPU_SCHED_MAX_SKEW_S 60
 
 typedef struct {
     rgpu_sched_t sched;
     rgpu_token_key_t key;
+    int have_key;
+    int require_signed;
     uv_tcp_t listener;
     uv_timer_t tick;
     uv_signal_t sigint, sigterm;
@@ -313,9 +332,56 @@ static void rgpu_sched_lease_reply(rgpu_sched_conn_t *conn, uint64_t seq, rgpu_s
         return -1;                                                                             \
     }
 
-/* Handles one frame. -1: close the connection. */
+static const char *rgpu_sched_type_name(uint16_t type)
+{
+    switch (type) {
+    case RGPU__MSG_TYPE__MSG_SCHED_REGISTER: return "register";
+    case RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT: return "heartbeat";
+    case RGPU__MSG_TYPE__MSG_SCHED_ALLOC: return "alloc";
+    case RGPU__MSG_TYPE__MSG_SCHED_RENEW: return "renew";
+    case RGPU__MSG_TYPE__MSG_SCHED_RELEASE: return "release";
+    case RGPU__MSG_TYPE__MSG_SCHED_LIST: return "list";
+    case RGPU__MSG_TYPE__MSG_SCHED_DRAIN: return "drain";
+    default: return "request";
+    }
+}
+
+/* Who may ask what (docs/scheduler.md, "Authentication"). With a cluster
+ * key: register, heartbeat, drain/resume and anything naming a Slurm job
+ * must carry a valid auth trailer; the rest may come unsigned unless
+ * --require-signed. A trailer that is there is always checked. Without a
+ * key nothing can be checked and everything is allowed. 0: allowed; else
+ * reason says why not. */
+static int rgpu_sched_authorize(rgpu_sched_conn_t *conn, const rgpu_frame_header_t *header,
+                                const uint8_t *body, const uint8_t *trailer, int needs_key,
+                                int64_t now, char *reason, size_t cap)
+{
+    rgpu_sched_daemon_t *d = conn->daemon;
+    char why[128];
+
+    if (!d->have_key)
+        return 0;
+    if (trailer) {
+        if (rgpu_token_verify_request(&d->key, header->type, (uint32_t)header->seq, body,
+                                      header->body_len, trailer, now, RGPU_SCHED_MAX_SKEW_S, why,
+                                      sizeof(why)) == RGPU_OK)
+            return 0;
+        snprintf(reason, cap, "%s refused: %s", rgpu_sched_type_name(header->type), why);
+    } else if (needs_key || d->require_signed) {
+        snprintf(reason, cap, "request not signed: %s needs the cluster key%s",
+                 rgpu_sched_type_name(header->type),
+                 needs_key ? "" : " (rgpu-scheduler --require-signed)");
+    } else {
+        return 0;
+    }
+    rgpu_warn("sched", "%s: %s", conn->peer, reason);
+    return -1;
+}
+
+/* Handles one frame; trailer: its auth trailer, NULL when unsigned. -1:
+ * close the connection. */
 static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t *header,
-                             const uint8_t *body)
+                             const uint8_t *body, const uint8_t *trailer)
 {
     rgpu_sched_t *s = &conn->daemon->sched;
     const Rgpu__Lease *lease = NULL;
@@ -323,8 +389,16 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
     rgpu_status_t status;
     int64_t now = rgpu_sched_now();
 
+#define RGPU_AUTHORIZE(needs_key, refuse)                                                         \
+    if (rgpu_sched_authorize(conn, header, body, trailer, needs_key, now, reason,               \
+                             sizeof(reason)) != 0) {                                           \
+        refuse;                                                                                \
+        return 0;                                                                              \
+    }
+
     switch (header->type) {
     case RGPU__MSG_TYPE__MSG_SCHED_REGISTER: {
+        RGPU_AUTHORIZE(1, rgpu_sched_status_reply(conn, header->seq, RGPU_ERR_REFUSED, reason));
         RGPU_UNPACK(Rgpu__RegisterServer, rgpu__register_server__unpack);
         status = rgpu_sched_register(s, msg, now, reason, sizeof(reason));
         rgpu__register_server__free_unpacked(msg, NULL);
@@ -332,15 +406,37 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
         return 0;
     }
     case RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT: {
+        Rgpu__HeartbeatReply reply = RGPU__HEARTBEAT_REPLY__INIT;
+
+        RGPU_AUTHORIZE(1, {
+            reply.status = RGPU_ERR_REFUSED;
+            reply.reason = reason;
+            rgpu_sched_reply(conn, RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT_REPLY, header->seq,
+                             &reply.base);
+        });
         RGPU_UNPACK(Rgpu__Heartbeat, rgpu__heartbeat__unpack);
-        status = rgpu_sched_heartbeat(s, msg->address, now);
-        snprintf(reason, sizeof(reason), "unknown server %s: register again", msg->address);
+        status = rgpu_sched_heartbeat(s, msg, now, &reply);
+        if (status == RGPU_ERR_NOT_FOUND)
+            snprintf(reason, sizeof(reason), "unknown server %s: register again", msg->address);
+        else if (status != RGPU_OK)
+            snprintf(reason, sizeof(reason), "%s", rgpu_status_str(status));
         rgpu__heartbeat__free_unpacked(msg, NULL);
-        rgpu_sched_status_reply(conn, header->seq, status, reason);
+        reply.status = status;
+        reply.reason = status == RGPU_OK ? (char *)"" : reason;
+        rgpu_sched_reply(conn, RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT_REPLY, header->seq,
+                         &reply.base);
+        if (status == RGPU_OK)
+            rgpu_sched_heartbeat_reply_free(&reply);
         return 0;
     }
     case RGPU__MSG_TYPE__MSG_SCHED_ALLOC: {
         RGPU_UNPACK(Rgpu__AllocRequest, rgpu__alloc_request__unpack);
+        if (rgpu_sched_authorize(conn, header, body, trailer, msg->slurm_job_id[0] != 0, now,
+                                 reason, sizeof(reason)) != 0) {
+            rgpu__alloc_request__free_unpacked(msg, NULL);
+            rgpu_sched_lease_reply(conn, header->seq, RGPU_ERR_REFUSED, reason, NULL);
+            return 0;
+        }
         status = rgpu_sched_alloc(s, msg, now, &lease, reason, sizeof(reason));
         if (status == RGPU_OK)
             rgpu_info("sched", "%s: lease %llu: %zu GPUs for user \"%s\" job \"%s\"", conn->peer,
@@ -352,6 +448,8 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
         return 0;
     }
     case RGPU__MSG_TYPE__MSG_SCHED_RENEW: {
+        RGPU_AUTHORIZE(0, rgpu_sched_lease_reply(conn, header->seq, RGPU_ERR_REFUSED, reason,
+                                                 NULL));
         RGPU_UNPACK(Rgpu__RenewRequest, rgpu__renew_request__unpack);
         status = rgpu_sched_renew(s, msg->lease_id, msg->ttl_s, now, &lease, reason,
                                   sizeof(reason));
@@ -361,6 +459,12 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
     }
     case RGPU__MSG_TYPE__MSG_SCHED_RELEASE: {
         RGPU_UNPACK(Rgpu__ReleaseRequest, rgpu__release_request__unpack);
+        if (rgpu_sched_authorize(conn, header, body, trailer, msg->slurm_job_id[0] != 0, now,
+                                 reason, sizeof(reason)) != 0) {
+            rgpu__release_request__free_unpacked(msg, NULL);
+            rgpu_sched_status_reply(conn, header->seq, RGPU_ERR_REFUSED, reason);
+            return 0;
+        }
         status = rgpu_sched_release(s, msg->lease_id, msg->slurm_job_id, reason, sizeof(reason));
         if (status == RGPU_OK)
             rgpu_info("sched", "%s: released lease %llu%s%s", conn->peer,
@@ -373,6 +477,12 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
     case RGPU__MSG_TYPE__MSG_SCHED_LIST: {
         Rgpu__ListReply reply;
 
+        RGPU_AUTHORIZE(0, {
+            rgpu__list_reply__init(&reply);
+            reply.status = RGPU_ERR_REFUSED;
+            reply.reason = reason;
+            rgpu_sched_reply(conn, RGPU__MSG_TYPE__MSG_SCHED_LIST_REPLY, header->seq, &reply.base);
+        });
         status = rgpu_sched_list(s, now, &reply);
         if (status != RGPU_OK) {
             rgpu__list_reply__init(&reply);
@@ -386,6 +496,7 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
         return 0;
     }
     case RGPU__MSG_TYPE__MSG_SCHED_DRAIN: {
+        RGPU_AUTHORIZE(1, rgpu_sched_status_reply(conn, header->seq, RGPU_ERR_REFUSED, reason));
         RGPU_UNPACK(Rgpu__DrainRequest, rgpu__drain_request__unpack);
         status = rgpu_sched_drain(s, msg->address, msg->drain, reason, sizeof(reason));
         rgpu__drain_request__free_unpacked(msg, NULL);
@@ -396,6 +507,7 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
         rgpu_warn("sched", "%s: unknown message type %u; closing", conn->peer, header->type);
         return -1;
     }
+#undef RGPU_AUTHORIZE
 }
 
 static void rgpu_sched_alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
@@ -419,7 +531,8 @@ static void rgpu_sched_alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t 
 static void rgpu_sched_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     rgpu_sched_conn_t *conn = stream->data;
-    rgpu_frame_limits_t limits = {RGPU_SCHED_MAX_BODY, 0};
+    /* The only bulk a request may carry is its auth trailer. */
+    rgpu_frame_limits_t limits = {RGPU_SCHED_MAX_BODY, RGPU_REQUEST_AUTH_LEN};
     size_t off = 0;
 
     if (nread < 0) {
@@ -431,6 +544,8 @@ static void rgpu_sched_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_
     conn->len += (size_t)nread;
     while (conn->len - off >= RGPU_FRAME_HEADER_SIZE) {
         rgpu_frame_header_t header;
+        const uint8_t *body;
+        size_t frame_len;
         rgpu_status_t status = rgpu_frame_header_decode(conn->buf + off, &limits, &header);
 
         if (status != RGPU_OK) {
@@ -438,13 +553,22 @@ static void rgpu_sched_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_
             rgpu_sched_conn_close(conn);
             return;
         }
-        if (conn->len - off < RGPU_FRAME_HEADER_SIZE + (size_t)header.body_len)
-            break;
-        if (rgpu_sched_handle(conn, &header, conn->buf + off + RGPU_FRAME_HEADER_SIZE) != 0) {
+        if (header.bulk_len != 0 && header.bulk_len != RGPU_REQUEST_AUTH_LEN) {
+            rgpu_warn("sched", "%s: a bulk part of %llu bytes is not an auth trailer; closing",
+                      conn->peer, (unsigned long long)header.bulk_len);
             rgpu_sched_conn_close(conn);
             return;
         }
-        off += RGPU_FRAME_HEADER_SIZE + header.body_len;
+        frame_len = RGPU_FRAME_HEADER_SIZE + (size_t)header.body_len + (size_t)header.bulk_len;
+        if (conn->len - off < frame_len)
+            break;
+        body = conn->buf + off + RGPU_FRAME_HEADER_SIZE;
+        if (rgpu_sched_handle(conn, &header, body,
+                              header.bulk_len ? body + header.body_len : NULL) != 0) {
+            rgpu_sched_conn_close(conn);
+            return;
+        }
+        off += frame_len;
     }
     memmove(conn->buf, conn->buf + off, conn->len - off);
     conn->len -= off;
@@ -567,7 +691,10 @@ int main(int argc, char **argv)
         return 1;
     }
     if (!cfg.key[0])
-        rgpu_warn("sched", "no --key: leases carry no signed token (servers must run without --key)");
+        rgpu_warn("sched", "no --key: leases carry no signed token and requests are not "
+                           "authenticated (servers must run without --key)");
+    daemon.have_key = cfg.key[0] != 0;
+    daemon.require_signed = cfg.require_signed;
     if (rgpu_sched_store_open(cfg.db, &store, why, sizeof(why)) != RGPU_OK) {
         rgpu_error("sched", "%s", why);
         return 1;

@@ -185,6 +185,10 @@ static rgpu_status_t rgpu_sched_server_put(rgpu_sched_t *s, Rgpu__RegisterServer
     } else {
         rgpu__register_server__free_unpacked(server->reg, NULL);
         free(server->use);
+        /* A server registers after a restart: its sessions are gone. */
+        if (server->hb)
+            rgpu__heartbeat__free_unpacked(server->hb, NULL);
+        server->hb = NULL;
     }
     server->reg = reg;
     server->use = use;
@@ -249,6 +253,8 @@ void rgpu_sched_cleanup(rgpu_sched_t *s)
     for (uint32_t i = 0; i < s->nservers; i++) {
         rgpu__register_server__free_unpacked(s->servers[i].reg, NULL);
         free(s->servers[i].use);
+        if (s->servers[i].hb)
+            rgpu__heartbeat__free_unpacked(s->servers[i].hb, NULL);
     }
     free(s->servers);
     free(s->scratch);
@@ -286,17 +292,82 @@ rgpu_status_t rgpu_sched_register(rgpu_sched_t *s, const Rgpu__RegisterServer *r
     return RGPU_OK;
 }
 
-rgpu_status_t rgpu_sched_heartbeat(rgpu_sched_t *s, const char *address, int64_t now)
+typedef struct {
+    uint32_t si;
+    Rgpu__HeartbeatReply *reply;
+    Rgpu__LeaseExpiry *items;
+    size_t cap;
+} rgpu_sched_expiry_t;
+
+static void rgpu_sched_expiry_fn(uint64_t key, void *value, void *arg)
 {
-    rgpu_sched_server_t *server = rgpu_sched_server_find(s, address, NULL);
+    rgpu_sched_expiry_t *e = arg;
+    rgpu_sched_lease_t *lease = value;
+
+    (void)key;
+    for (size_t g = 0; g < lease->pb->n_gpus; g++) {
+        if (lease->server[g] != e->si)
+            continue;
+        if (e->reply->n_leases < e->cap) {
+            Rgpu__LeaseExpiry *item = &e->items[e->reply->n_leases];
+
+            rgpu__lease_expiry__init(item);
+            item->lease_id = lease->pb->id;
+            item->expires_unix = lease->pb->expires_unix;
+            e->reply->leases[e->reply->n_leases++] = item;
+        }
+        return;
+    }
+}
+
+rgpu_status_t rgpu_sched_heartbeat(rgpu_sched_t *s, const Rgpu__Heartbeat *hb, int64_t now,
+                                   Rgpu__HeartbeatReply *reply)
+{
+    uint32_t si;
+    rgpu_sched_server_t *server = rgpu_sched_server_find(s, hb->address, &si);
+    Rgpu__Heartbeat *copy;
 
     if (!server)
         return RGPU_ERR_NOT_FOUND;
     if (!server->up)
-        rgpu_info("sched", "server %s is up again", address);
+        rgpu_info("sched", "server %s is up again", hb->address);
     server->up = 1;
     server->last_seen = now;
+    copy = rgpu_sched_copy(&hb->base);
+    if (copy) {     /* out of memory: the previous sessions stay */
+        if (server->hb)
+            rgpu__heartbeat__free_unpacked(server->hb, NULL);
+        server->hb = copy;
+    }
+    if (reply) {
+        /* A lease is counted once however many of its GPUs are here, so
+         * the leases alive bound the reply. */
+        rgpu_sched_expiry_t e = {si, reply, NULL, s->leases.count};
+
+        rgpu__heartbeat_reply__init(reply);
+        e.items = calloc(e.cap + 1, sizeof(*e.items));
+        reply->leases = calloc(e.cap + 1, sizeof(*reply->leases));
+        if (!e.items || !reply->leases) {
+            free(e.items);
+            free(reply->leases);
+            reply->leases = NULL;
+            return RGPU_ERR_NOMEM;
+        }
+        rgpu_htable_foreach(&s->leases, rgpu_sched_expiry_fn, &e);
+        if (!reply->n_leases)
+            free(e.items);
+    }
     return RGPU_OK;
+}
+
+void rgpu_sched_heartbeat_reply_free(Rgpu__HeartbeatReply *reply)
+{
+    /* The items are one array, found through the first entry. */
+    if (reply->n_leases)
+        free(reply->leases[0]);
+    free(reply->leases);
+    reply->leases = NULL;
+    reply->n_leases = 0;
 }
 
 typedef struct {
@@ -649,6 +720,10 @@ rgpu_status_t rgpu_sched_list(rgpu_sched_t *s, int64_t now, Rgpu__ListReply *rep
         servers[i].up = server->up;
         servers[i].drained = server->drained;
         servers[i].last_seen_unix = server->last_seen;
+        if (server->hb) {   /* borrowed, like the strings */
+            servers[i].n_sessions = server->hb->n_sessions;
+            servers[i].sessions = server->hb->sessions;
+        }
         reply->servers[i] = &servers[i];
         for (size_t p = 0; p < server->reg->n_gpus; p++, g++) {
             rgpu__gpu_state__init(&gpus[g]);

@@ -36,6 +36,8 @@ typedef struct {
     int up;
     int drained;
     int64_t last_seen;          /* unix seconds of the last register/heartbeat */
+    Rgpu__Heartbeat *hb;        /* owned: its last heartbeat (sessions); NULL: none yet.
+                                 * Memory only: the next heartbeat refreshes it. */
 } rgpu_sched_server_t;
 
 typedef struct {
@@ -68,8 +70,13 @@ void rgpu_sched_cleanup(rgpu_sched_t *s);
 /* Each fills reason (one sentence) on error. */
 rgpu_status_t rgpu_sched_register(rgpu_sched_t *s, const Rgpu__RegisterServer *reg, int64_t now,
                                   char *reason, size_t cap);
-/* RGPU_ERR_NOT_FOUND: unknown server, register again. */
-rgpu_status_t rgpu_sched_heartbeat(rgpu_sched_t *s, const char *address, int64_t now);
+/* Keeps hb's sessions for the listing. RGPU_ERR_NOT_FOUND: unknown server,
+ * register again. With reply (may be NULL), on success fills reply->leases
+ * with every lease alive that names a GPU of that server and its expiry;
+ * free it with rgpu_sched_heartbeat_reply_free. */
+rgpu_status_t rgpu_sched_heartbeat(rgpu_sched_t *s, const Rgpu__Heartbeat *hb, int64_t now,
+                                   Rgpu__HeartbeatReply *reply);
+void rgpu_sched_heartbeat_reply_free(Rgpu__HeartbeatReply *reply);
 /* On success *lease_p is borrowed from the state (valid until the next call). */
 rgpu_status_t rgpu_sched_alloc(rgpu_sched_t *s, const Rgpu__AllocRequest *req, int64_t now,
                                const Rgpu__Lease **lease_p, char *reason, size_t cap);

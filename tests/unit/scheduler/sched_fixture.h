@@ -33,6 +33,15 @@ static inline rgpu_status_t fx_register(rgpu_sched_t *s, unsigned n, unsigned ng
     return rgpu_sched_register(s, &reg, 1000, reason, sizeof(reason));
 }
 
+/* A heartbeat without sessions, no reply wanted. */
+static inline rgpu_status_t fx_heartbeat(rgpu_sched_t *s, const char *address, int64_t now)
+{
+    Rgpu__Heartbeat hb = RGPU__HEARTBEAT__INIT;
+
+    hb.address = (char *)address;
+    return rgpu_sched_heartbeat(s, &hb, now, NULL);
+}
+
 static inline Rgpu__AllocRequest fx_req(uint32_t count)
 {
     Rgpu__AllocRequest req = RGPU__ALLOC_REQUEST__INIT;

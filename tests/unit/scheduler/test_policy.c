@@ -161,14 +161,14 @@ Test(policy, drained_and_down_servers_give_nothing)
     cr_expect_eq(rgpu_sched_drain(&s, "10.9.9.9:7070", 1, reason, sizeof(reason)),
                  RGPU_ERR_NOT_FOUND);
     /* Servers 2..4 heartbeat; server 1 and the others go quiet at 1020 except 2. */
-    cr_assert_eq(rgpu_sched_heartbeat(&s, "10.0.0.2:7070", 1010), RGPU_OK);
+    cr_assert_eq(fx_heartbeat(&s, "10.0.0.2:7070", 1010), RGPU_OK);
     rgpu_sched_tick(&s, 1020);
     req.count = 5;
     cr_expect_eq(rgpu_sched_alloc(&s, &req, 1020, &l, reason, sizeof(reason)), RGPU_ERR_NOT_FOUND);
     req.count = 4;
     cr_assert_eq(rgpu_sched_alloc(&s, &req, 1020, &l, reason, sizeof(reason)), RGPU_OK);
     cr_expect_str_eq(l->gpus[0]->server, "10.0.0.2:7070");
-    cr_expect_eq(rgpu_sched_heartbeat(&s, "10.0.0.9:7070", 1020), RGPU_ERR_NOT_FOUND);
+    cr_expect_eq(fx_heartbeat(&s, "10.0.0.9:7070", 1020), RGPU_ERR_NOT_FOUND);
 }
 
 Test(policy, expired_leases_are_reclaimed)
@@ -185,4 +185,71 @@ Test(policy, expired_leases_are_reclaimed)
     cr_expect_eq(rgpu_sched_tick(&s, 1012), 0);
     cr_expect_eq(rgpu_sched_tick(&s, 1025), 1);
     cr_expect_eq(s.leases.count, 0);
+}
+
+Test(policy, heartbeat_keeps_sessions_and_lists_the_servers_leases)
+{
+    const Rgpu__Lease *l;
+    Rgpu__AllocRequest req = fx_req(4);
+    Rgpu__Heartbeat hb = RGPU__HEARTBEAT__INIT;
+    Rgpu__SessionInfo si[2] = {RGPU__SESSION_INFO__INIT, RGPU__SESSION_INFO__INIT};
+    Rgpu__SessionInfo *sp[2] = {&si[0], &si[1]};
+    Rgpu__HeartbeatReply reply;
+    Rgpu__ListReply list;
+    uint64_t on1, elsewhere, seen1 = 0;
+    int64_t exp1 = 0;
+
+    /* pack fills server 1 (4 GPUs) first; the next lease goes elsewhere. */
+    cr_assert_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_OK);
+    on1 = l->id;
+    cr_assert_str_eq(l->gpus[0]->server, "10.0.0.1:7070");
+    req.count = 1;
+    cr_assert_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_OK);
+    elsewhere = l->id;
+    cr_assert_str_neq(l->gpus[0]->server, "10.0.0.1:7070");
+    cr_assert_eq(rgpu_sched_renew(&s, on1, 500, 1005, &l, reason, sizeof(reason)), RGPU_OK);
+
+    si[0].session_id = 11;
+    si[0].client_arch = (char *)"x86_64";
+    si[0].lease_id = on1;
+    si[1].session_id = 12;
+    si[1].client_arch = (char *)"aarch64";
+    si[1].lease_id = on1;
+    hb.address = (char *)"10.0.0.1:7070";
+    hb.n_sessions = 2;
+    hb.sessions = sp;
+    cr_assert_eq(rgpu_sched_heartbeat(&s, &hb, 1010, &reply), RGPU_OK);
+    for (size_t i = 0; i < reply.n_leases; i++) {
+        cr_expect_neq(reply.leases[i]->lease_id, elsewhere, "a lease of another server");
+        if (reply.leases[i]->lease_id == on1) {
+            seen1++;
+            exp1 = reply.leases[i]->expires_unix;
+        }
+    }
+    cr_expect_eq(seen1, 1, "the lease of 4 GPUs there, listed once");
+    cr_expect_eq(exp1, 1505, "with its renewed expiry");
+    rgpu_sched_heartbeat_reply_free(&reply);
+
+    cr_assert_eq(rgpu_sched_list(&s, 1010, &list), RGPU_OK);
+    for (size_t i = 0; i < list.n_servers; i++) {
+        if (strcmp(list.servers[i]->address, "10.0.0.1:7070") == 0) {
+            cr_assert_eq(list.servers[i]->n_sessions, 2);
+            cr_expect_str_eq(list.servers[i]->sessions[1]->client_arch, "aarch64");
+        } else {
+            cr_expect_eq(list.servers[i]->n_sessions, 0);
+        }
+    }
+    rgpu_sched_list_free(&list);
+
+    /* Released: no longer in the reply; fewer sessions replace the old. */
+    cr_assert_eq(rgpu_sched_release(&s, on1, NULL, reason, sizeof(reason)), RGPU_OK);
+    hb.n_sessions = 0;
+    cr_assert_eq(rgpu_sched_heartbeat(&s, &hb, 1020, &reply), RGPU_OK);
+    for (size_t i = 0; i < reply.n_leases; i++)
+        cr_expect_neq(reply.leases[i]->lease_id, on1);
+    rgpu_sched_heartbeat_reply_free(&reply);
+    cr_assert_eq(rgpu_sched_list(&s, 1020, &list), RGPU_OK);
+    for (size_t i = 0; i < list.n_servers; i++)
+        cr_expect_eq(list.servers[i]->n_sessions, 0);
+    rgpu_sched_list_free(&list);
 }
