@@ -6,6 +6,9 @@
  *     optional /usr/lib/x86_64-linux-gnu/slurm-wlm/spank_rgpu.so \
  *         scheduler=HOST:PORT icd_vendors=DIR [timeout=SECONDS] [ttl=SECONDS] [key=FILE]
  *         [state_dir=/DIR]
+ * Requests are signed with the cluster key (key=, default
+ * /etc/rgpu/cluster.key when it exists): a scheduler with --key refuses
+ * unsigned requests naming a job.
  *
  * Where each part runs (see ../shared/notes/slurm-in-ci.md):
  *   srun/sbatch/salloc  the option is parsed: a malformed value stops the
@@ -39,6 +42,7 @@
 #include <slurm/spank.h>
 
 #include "rgpu/sched_client.h"
+#include "rgpu/token.h"
 #include "rgpu/util.h"
 #include "scheduler.pb-c.h"
 
@@ -52,6 +56,7 @@ typedef struct {
     char icd_vendors[1024];
     char key[1024];
     char state_dir[512];
+    int key_default;            /* key is the default path: may be absent */
     int timeout_ms;
     uint32_t ttl_s;
 } rgpu_spank_conf_t;
@@ -155,6 +160,8 @@ static int rgpu_spank_conf(int ac, char **av, rgpu_spank_conf_t *conf)
     conf->timeout_ms = RGPU_SCHED_DEFAULT_TIMEOUT_MS;
     conf->ttl_s = RGPU_SPANK_DEFAULT_TTL_S;
     snprintf(conf->state_dir, sizeof(conf->state_dir), "%s", RGPU_SPANK_DEFAULT_STATE_DIR);
+    conf->key_default = 1;
+    snprintf(conf->key, sizeof(conf->key), "%s", RGPU_SCHED_DEFAULT_KEY);
     for (int i = 0; i < ac; i++) {
         const char *a = av[i];
 
@@ -166,6 +173,7 @@ static int rgpu_spank_conf(int ac, char **av, rgpu_spank_conf_t *conf)
             snprintf(conf->state_dir, sizeof(conf->state_dir), "%s", a + 10);
         } else if (strncmp(a, "key=", 4) == 0) {
             snprintf(conf->key, sizeof(conf->key), "%s", a + 4);
+            conf->key_default = 0;
         } else if (strncmp(a, "timeout=", 8) == 0 && rgpu_sched_timeout_parse(a + 8) > 0) {
             conf->timeout_ms = rgpu_sched_timeout_parse(a + 8);
         } else if (strncmp(a, "ttl=", 4) == 0 && strtoul(a + 4, NULL, 10) > 0) {
@@ -210,6 +218,23 @@ static int rgpu_spank_job_id(spank_t sp, char *out, size_t cap)
     return -1;
 }
 
+/* The client for conf: signed with the cluster key (as root in slurmstepd
+ * and the epilog). A key named in plugstack.conf must load; the default
+ * one may be absent (requests go unsigned). Returns 0, or -1 with why. */
+static int rgpu_spank_client(const rgpu_spank_conf_t *conf, rgpu_sched_client_t *client,
+                             rgpu_token_key_t *key, char *why, size_t cap)
+{
+    memset(client, 0, sizeof(*client));
+    client->addr = conf->scheduler;
+    client->timeout_ms = conf->timeout_ms;
+    if (!*conf->key || (conf->key_default && access(conf->key, F_OK) != 0))
+        return 0;
+    if (rgpu_token_key_load(conf->key, key, why, cap) != RGPU_OK)
+        return -1;
+    client->key = key;
+    return 0;
+}
+
 /* RGPU_SERVERS for a lease: its servers, each once, in lease order. */
 static void rgpu_spank_servers(const Rgpu__Lease *l, char *out, size_t cap)
 {
@@ -241,7 +266,8 @@ static void rgpu_spank_marker(const rgpu_spank_conf_t *conf, const char *job, ch
 static void rgpu_spank_remote(spank_t sp, int ac, char **av)
 {
     Rgpu__AllocRequest req = RGPU__ALLOC_REQUEST__INIT;
-    rgpu_sched_client_t client = {NULL, 0};
+    rgpu_sched_client_t client;
+    rgpu_token_key_t key;
     rgpu_spank_conf_t conf;
     Rgpu__LeaseReply *r;
     char job[32], user[128] = "", err[512], servers[2048], id[32];
@@ -269,8 +295,11 @@ static void rgpu_spank_remote(spank_t sp, int ac, char **av)
     req.slurm_job_id = job;
     req.user = user;
     req.ttl_s = conf.ttl_s;
-    client.addr = conf.scheduler;
-    client.timeout_ms = conf.timeout_ms;
+    if (rgpu_spank_client(&conf, &client, &key, err, sizeof(err)) != 0) {
+        snprintf(rgpu_spank_failure, sizeof(rgpu_spank_failure),
+                 "rgpu: job %s: cannot sign requests to the scheduler: %s", job, err);
+        return;
+    }
     r = rgpu_sched_call(&client, RGPU__MSG_TYPE__MSG_SCHED_ALLOC, &req.base,
                         RGPU__MSG_TYPE__MSG_SCHED_LEASE_REPLY, &rgpu__lease_reply__descriptor,
                         err, sizeof(err));
@@ -343,7 +372,8 @@ int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
 int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
 {
     Rgpu__ReleaseRequest req = RGPU__RELEASE_REQUEST__INIT;
-    rgpu_sched_client_t client = {NULL, 0};
+    rgpu_sched_client_t client;
+    rgpu_token_key_t key;
     rgpu_spank_conf_t conf;
     Rgpu__SchedStatus *r;
     char job[32], err[512];
@@ -360,8 +390,10 @@ int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
     if (!held && !getenv("SPANK_RGPU"))
         return 0;
     req.slurm_job_id = job;
-    client.addr = conf.scheduler;
-    client.timeout_ms = conf.timeout_ms;
+    if (rgpu_spank_client(&conf, &client, &key, err, sizeof(err)) != 0) {
+        slurm_error("rgpu: job %s: cannot release its lease: %s", job, err);
+        return 0;
+    }
     r = rgpu_sched_call(&client, RGPU__MSG_TYPE__MSG_SCHED_RELEASE, &req.base,
                         RGPU__MSG_TYPE__MSG_SCHED_STATUS, &rgpu__sched_status__descriptor, err,
                         sizeof(err));

@@ -1,7 +1,7 @@
 /*
  * rgpu: the scheduler's admin and user CLI.
  *
- *   rgpu [--scheduler ADDR] [--timeout SECONDS] [--json] servers | gpus | leases
+ *   rgpu [--scheduler ADDR] [--timeout SECONDS] [--key FILE] [--json] servers | gpus | leases
  *   rgpu alloc -n N [--mem SIZE] [--shared] [--api opencl|cuda] [--same-server]
  *              [--spread] [--job ID] [--ttl SECONDS] [-- COMMAND...]
  *   rgpu release ID | rgpu renew ID [SECONDS] | rgpu drain SERVER | rgpu resume SERVER
@@ -30,15 +30,17 @@
 
 static const char *rgpu_cli_sched = "127.0.0.1:7080";
 static int rgpu_cli_json;
-static rgpu_sched_client_t rgpu_cli_client = {NULL, RGPU_SCHED_DEFAULT_TIMEOUT_MS};
+static rgpu_sched_client_t rgpu_cli_client = {NULL, RGPU_SCHED_DEFAULT_TIMEOUT_MS, NULL};
+static rgpu_token_key_t rgpu_cli_key;
 
 static void rgpu_cli_usage(FILE *out)
 {
     fprintf(out,
-            "usage: rgpu [--scheduler ADDR] [--timeout SECONDS] [--json] COMMAND [ARGS]\n"
+            "usage: rgpu [--scheduler ADDR] [--timeout SECONDS] [--key FILE] [--json] COMMAND [ARGS]\n"
             "  servers                        list GPU servers\n"
             "  gpus                           list GPUs and the leases holding them\n"
             "  leases                         list leases\n"
+            "  sessions                       list client sessions open on the servers\n"
             "  alloc -n N [--mem SIZE] [--shared] [--api opencl|cuda] [--same-server]\n"
             "        [--spread] [--job ID] [--ttl SECONDS] [-- COMMAND...]\n"
             "                                 lease N GPUs; run COMMAND with the lease's\n"
@@ -48,7 +50,10 @@ static void rgpu_cli_usage(FILE *out)
             "  drain SERVER | resume SERVER   stop / restart giving SERVER's GPUs out\n"
             "The scheduler is RGPU_SCHEDULER or --scheduler (default 127.0.0.1:7080).\n"
             "A reply not complete within RGPU_SCHED_TIMEOUT or --timeout seconds\n"
-            "(default 10) is an error (exit status 1).\n");
+            "(default 10) is an error (exit status 1). Requests are signed with the\n"
+            "cluster key --key or RGPU_KEY names, else with " RGPU_SCHED_DEFAULT_KEY "\n"
+            "when it is readable; a scheduler with --key needs that for alloc --job\n"
+            "and release of a job's lease.\n");
 }
 
 /* Sends one request and returns the unpacked reply (caller frees), or NULL
@@ -146,6 +151,39 @@ static void rgpu_cli_lease_row(const Rgpu__Lease *l, int64_t now)
            l->shared ? "shared" : "exclusive", (long long)(l->expires_unix - now), gpus);
 }
 
+/* "2 (x86_64, aarch64)": the sessions and their distinct client
+ * architectures, in the order first seen; "0" when none. */
+static void rgpu_cli_sessions_summary(const Rgpu__ServerState *s, char *out, size_t cap)
+{
+    size_t len = (size_t)snprintf(out, cap, "%zu", s->n_sessions), archs = 0;
+
+    for (size_t i = 0; i < s->n_sessions && len < cap; i++) {
+        const char *arch = *s->sessions[i]->client_arch ? s->sessions[i]->client_arch : "?";
+        int seen = 0;
+
+        for (size_t k = 0; k < i && !seen; k++)
+            seen = strcmp(*s->sessions[k]->client_arch ? s->sessions[k]->client_arch : "?",
+                          arch) == 0;
+        if (!seen)
+            len += (size_t)snprintf(out + len, cap - len, "%s%s", archs++ ? ", " : " (", arch);
+    }
+    if (archs && len < cap)
+        snprintf(out + len, cap - len, ")");
+}
+
+static void rgpu_cli_session_json(const Rgpu__ServerState *s, const Rgpu__SessionInfo *x)
+{
+    printf("{\"server\":");
+    rgpu_cli_json_str(s->address);
+    printf(",\"session_id\":%llu,\"client_arch\":", (unsigned long long)x->session_id);
+    rgpu_cli_json_str(x->client_arch);
+    printf(",\"client_host\":");
+    rgpu_cli_json_str(x->client_host);
+    printf(",\"client_pid\":%u,\"lease_id\":%llu,\"memory_bytes\":%llu,\"started_unix\":%lld}",
+           x->client_pid, (unsigned long long)x->lease_id, (unsigned long long)x->memory_bytes,
+           (long long)x->started_unix);
+}
+
 static int rgpu_cli_list(const char *what)
 {
     Rgpu__ListRequest req = RGPU__LIST_REQUEST__INIT;
@@ -166,8 +204,8 @@ static int rgpu_cli_list(const char *what)
         if (rgpu_cli_json)
             printf("[");
         else
-            printf("%-24s %-6s %-8s %-5s %-10s %s\n", "SERVER", "STATE", "DRAINED", "GPUS",
-                   "LAST SEEN", "HOST");
+            printf("%-24s %-6s %-8s %-5s %-10s %-24s %s\n", "SERVER", "STATE", "DRAINED", "GPUS",
+                   "LAST SEEN", "SESSIONS", "HOST");
         for (size_t i = 0; i < r->n_servers; i++) {
             const Rgpu__ServerState *s = r->servers[i];
             size_t n = 0;
@@ -183,13 +221,51 @@ static int rgpu_cli_list(const char *what)
                 rgpu_cli_json_str(s->transport);
                 printf(",\"hostname\":");
                 rgpu_cli_json_str(s->hostname);
-                printf("}");
+                printf(",\"sessions\":[");
+                for (size_t k = 0; k < s->n_sessions; k++) {
+                    printf("%s", k ? "," : "");
+                    rgpu_cli_session_json(s, s->sessions[k]);
+                }
+                printf("]}");
             } else {
-                printf("%-24s %-6s %-8s %-5zu %-10s %s\n", s->address, s->up ? "up" : "down",
-                       s->drained ? "yes" : "no", n,
+                char sessions[128];
+
+                rgpu_cli_sessions_summary(s, sessions, sizeof(sessions));
+                printf("%-24s %-6s %-8s %-5zu %-10s %-24s %s\n", s->address,
+                       s->up ? "up" : "down", s->drained ? "yes" : "no", n,
                        (snprintf(mem, sizeof(mem), "%llds ago",
                                  (long long)(now - s->last_seen_unix)), mem),
-                       s->hostname);
+                       sessions, s->hostname);
+            }
+        }
+        if (rgpu_cli_json)
+            printf("]\n");
+    } else if (strcmp(what, "sessions") == 0) {
+        size_t shown = 0;
+
+        if (rgpu_cli_json)
+            printf("[");
+        else
+            printf("%-24s %-10s %-8s %-20s %-8s %-6s %s\n", "SERVER", "SESSION", "ARCH", "HOST",
+                   "PID", "LEASE", "MEMORY");
+        for (size_t i = 0; i < r->n_servers; i++) {
+            const Rgpu__ServerState *s = r->servers[i];
+
+            for (size_t k = 0; k < s->n_sessions; k++, shown++) {
+                const Rgpu__SessionInfo *x = s->sessions[k];
+                char lease[24] = "-";
+
+                if (rgpu_cli_json) {
+                    printf("%s", shown ? "," : "");
+                    rgpu_cli_session_json(s, x);
+                    continue;
+                }
+                if (x->lease_id)
+                    snprintf(lease, sizeof(lease), "%llu", (unsigned long long)x->lease_id);
+                rgpu_cli_size(x->memory_bytes, mem, sizeof(mem));
+                printf("%-24s %-10llu %-8s %-20.20s %-8u %-6s %s\n", s->address,
+                       (unsigned long long)x->session_id, *x->client_arch ? x->client_arch : "?",
+                       *x->client_host ? x->client_host : "?", x->client_pid, lease, mem);
             }
         }
         if (rgpu_cli_json)
@@ -481,7 +557,7 @@ static int rgpu_cli_alloc(int argc, char **argv)
 int main(int argc, char **argv)
 {
     int i = 1;
-    const char *cmd;
+    const char *cmd, *key_path = NULL;
 
     signal(SIGPIPE, SIG_IGN);
     if (getenv("RGPU_SCHEDULER") && *getenv("RGPU_SCHEDULER"))
@@ -499,6 +575,8 @@ int main(int argc, char **argv)
             rgpu_cli_json = 1;
         } else if (strcmp(argv[i], "--scheduler") == 0 && i + 1 < argc) {
             rgpu_cli_sched = argv[++i];
+        } else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
+            key_path = argv[++i];
         } else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
             rgpu_cli_client.timeout_ms = rgpu_sched_timeout_parse(argv[++i]);
             if (rgpu_cli_client.timeout_ms < 0) {
@@ -518,8 +596,22 @@ int main(int argc, char **argv)
         rgpu_cli_usage(stderr);
         return 2;
     }
+    /* A key named (--key, RGPU_KEY) must load; the default one may be absent. */
+    if (!key_path && getenv("RGPU_KEY") && *getenv("RGPU_KEY"))
+        key_path = getenv("RGPU_KEY");
+    if (key_path || access(RGPU_SCHED_DEFAULT_KEY, R_OK) == 0) {
+        char why[300];
+
+        if (rgpu_token_key_load(key_path ? key_path : RGPU_SCHED_DEFAULT_KEY, &rgpu_cli_key, why,
+                                sizeof(why)) != RGPU_OK) {
+            fprintf(stderr, "rgpu: %s\n", why);
+            return 2;
+        }
+        rgpu_cli_client.key = &rgpu_cli_key;
+    }
     cmd = argv[i++];
-    if (strcmp(cmd, "servers") == 0 || strcmp(cmd, "gpus") == 0 || strcmp(cmd, "leases") == 0)
+    if (strcmp(cmd, "servers") == 0 || strcmp(cmd, "gpus") == 0 || strcmp(cmd, "leases") == 0 ||
+        strcmp(cmd, "sessions") == 0)
         return rgpu_cli_list(cmd);
     if (strcmp(cmd, "alloc") == 0)
         return rgpu_cli_alloc(argc - i, argv + i);

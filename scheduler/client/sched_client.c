@@ -66,6 +66,7 @@ void *rgpu_sched_call(const rgpu_sched_client_t *client, uint16_t type,
     const char *addr = client->addr && *client->addr ? client->addr : RGPU_SCHED_DEFAULT_ADDR;
     int timeout_ms = client->timeout_ms > 0 ? client->timeout_ms : RGPU_SCHED_DEFAULT_TIMEOUT_MS;
     char reason[256] = "", tmo[32], dummy[8];
+    uint8_t trailer[RGPU_REQUEST_AUTH_LEN];
     uint8_t *body = NULL;
     void *reply = NULL;
     pthread_t thread;
@@ -97,7 +98,28 @@ void *rgpu_sched_call(const rgpu_sched_client_t *client, uint16_t type,
     w.fired = 0;
     watching = pthread_create(&thread, NULL, rgpu_sched_watchdog, &w) == 0;
 
-    st = rgpu_link_send_msg(w.link, type, 1, msg, NULL, 0);
+    if (client->key) {
+        /* Signed: the trailer covers the packed body, packed again (the
+         * same bytes) by rgpu_link_send_msg. */
+        size_t len = protobuf_c_message_get_packed_size(msg);
+        uint8_t *packed = malloc(len ? len : 1);
+
+        if (!packed) {
+            snprintf(err, err_cap, "out of memory");
+            goto out;
+        }
+        protobuf_c_message_pack(msg, packed);
+        st = rgpu_token_sign_request(client->key, type, 1, packed, len, (int64_t)time(NULL),
+                                     trailer);
+        free(packed);
+        if (st != RGPU_OK) {
+            snprintf(err, err_cap, "cannot sign the request: %s", rgpu_status_str(st));
+            goto out;
+        }
+        st = rgpu_link_send_msg(w.link, type, 1, msg, trailer, sizeof(trailer));
+    } else {
+        st = rgpu_link_send_msg(w.link, type, 1, msg, NULL, 0);
+    }
     if (st == RGPU_OK)
         st = rgpu_link_recv_header(w.link, &limits, &header);
     if (st != RGPU_OK)

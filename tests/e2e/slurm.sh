@@ -66,6 +66,8 @@ export SLURM_CONF=$D/etc/slurm.conf
 
 # ---- rgpu: scheduler (reclaiming every second) and two servers ----
 start_scheduler --slurm-reclaim 1
+# The CLI signs with the cluster key (alloc --job needs it).
+export RGPU_KEY=$KEY
 start_server s1 --key "$KEY" --scheduler "$SCHED"
 start_server s2 --key "$KEY" --scheduler "$SCHED"
 deadline=$((SECONDS + 20))
@@ -156,7 +158,7 @@ SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 NodeName=$H NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=1000 State=UNKNOWN
 PartitionName=debug Nodes=$H Default=YES MaxTime=INFINITE State=UP
 CONF
-echo "required $PLUGIN scheduler=$SCHED icd_vendors=$ICD_DIR timeout=5 state_dir=$D/state" \
+echo "required $PLUGIN scheduler=$SCHED icd_vendors=$ICD_DIR timeout=5 state_dir=$D/state key=$KEY" \
     >"$D/etc/plugstack.conf"
 
 munged --force --socket="$D/munge-sock/munge.sock" --key-file="$D/munge-etc/munge.key" \

@@ -12,8 +12,10 @@
  * "scheduler 10.0.0.1:7080: connection refused" or
  * "scheduler 10.0.0.1:7080: no reply within 10 s".
  *
- * Signing is not done yet: rgpu-scheduler does not check signed requests
- * (its frame limits refuse a bulk part), so requests go unsigned.
+ * Signing: with a cluster key every request carries the auth trailer of
+ * rgpu_token_sign_request (rgpu/token.h) as the frame's bulk part. A
+ * scheduler started with --key requires it on requests naming a Slurm job
+ * (and on every request with --require-signed).
  *
  * Thread safety: a client struct is read-only during a call; calls on
  * different threads are independent (each opens its own connection).
@@ -26,12 +28,17 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "rgpu/token.h"
+
 #define RGPU_SCHED_DEFAULT_ADDR "127.0.0.1:7080"
 #define RGPU_SCHED_DEFAULT_TIMEOUT_MS 10000
+/* The cluster key the CLI and the Slurm plugin use when none is named. */
+#define RGPU_SCHED_DEFAULT_KEY "/etc/rgpu/cluster.key"
 
 typedef struct {
     const char *addr;             /* "host:port" */
     int timeout_ms;               /* connect, and then the whole reply; <= 0: default */
+    const rgpu_token_key_t *key;  /* NULL: requests go unsigned */
 } rgpu_sched_client_t;
 
 /* Sends msg as a frame of type type and returns the unpacked reply of
