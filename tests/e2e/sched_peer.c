@@ -16,6 +16,11 @@
  *                                           was granted to two holders at once, a refusal
  *                                           came without a reason, or a release failed
  *
+ * With SCHED_PEER_JOURNAL=FILE, load appends "granted ID" once a lease is
+ * granted, "releasing ID" before its release is sent and "released ID" once
+ * that is acknowledged (the restart
+ * check of e2e.scheduler_load compares them with what survived).
+ *
  * KEY "-" sends everything unsigned. Exit status 0 on success, 1 on a
  * failed check or a request error, 2 on bad usage.
  */
@@ -230,6 +235,17 @@ static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
 static char held[PEER_MAX_GPUS];          /* by (server port - 20001) * 64 + index */
 static unsigned load_rounds, load_count;
 static unsigned long granted, refused, failures;
+static FILE *journal;
+
+static void peer_journal(const char *what, uint64_t id)
+{
+    if (!journal)
+        return;
+    pthread_mutex_lock(&held_lock);
+    fprintf(journal, "%s %llu\n", what, (unsigned long long)id);
+    fflush(journal);
+    pthread_mutex_unlock(&held_lock);
+}
 
 static int peer_gpu_slot(const Rgpu__LeaseGpu *g)
 {
@@ -279,6 +295,7 @@ static void *peer_load_thread(void *arg)
             continue;
         }
         __atomic_add_fetch(&granted, 1, __ATOMIC_RELAXED);
+        peer_journal("granted", lr->lease->id);
         /* No GPU of this lease may be held by anyone else right now. */
         pthread_mutex_lock(&held_lock);
         for (size_t g = 0; g < lr->lease->n_gpus; g++) {
@@ -313,6 +330,7 @@ static void *peer_load_thread(void *arg)
         }
         pthread_mutex_unlock(&held_lock);
         rel.lease_id = lr->lease->id;
+        peer_journal("releasing", rel.lease_id);
         st = peer_call(fd, RGPU__MSG_TYPE__MSG_SCHED_RELEASE, &rel.base,
                        RGPU__MSG_TYPE__MSG_SCHED_STATUS, &rgpu__sched_status__descriptor,
                        PEER_SIGNED, 0);
@@ -320,6 +338,8 @@ static void *peer_load_thread(void *arg)
             fprintf(stderr, "sched_peer: release %llu: %s\n", (unsigned long long)rel.lease_id,
                     st ? st->reason : "no reply");
             __atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED);
+        } else {
+            peer_journal("released", rel.lease_id);
         }
         if (st)
             rgpu__sched_status__free_unpacked(st, NULL);
@@ -335,6 +355,8 @@ static int peer_load(unsigned clients, unsigned rounds, unsigned count)
 
     if (!t)
         return 1;
+    if (getenv("SCHED_PEER_JOURNAL") && !(journal = fopen(getenv("SCHED_PEER_JOURNAL"), "a")))
+        return 1;
     load_rounds = rounds;
     load_count = count;
     for (unsigned i = 0; i < clients; i++)
@@ -343,6 +365,8 @@ static int peer_load(unsigned clients, unsigned rounds, unsigned count)
     for (unsigned i = 0; i < clients; i++)
         pthread_join(t[i], NULL);
     free(t);
+    if (journal)
+        fclose(journal);
     printf("granted %lu refused %lu failures %lu\n", granted, refused, failures);
     return failures ? 1 : 0;
 }
