@@ -2,6 +2,10 @@
 # rgpu-scheduler under 50 concurrent allocation clients (issue 3), with its
 # cluster key; fake GPU servers registered by sched_peer (the real
 # scheduler protocol, signed):
+#   - unsigned, tampered and skewed requests refused with the reason; users
+#     without the key may alloc and release by id, not name a Slurm job;
+#   - heartbeats with sessions: `rgpu servers` / `rgpu sessions`, and the
+#     reply's leases follow renewals and releases;
 #   - 16 servers x 4 GPUs, 50 clients x 100 rounds of alloc 2 / hold / release:
 #     no GPU granted to two holders at once (sched_peer checks each grant
 #     against the GPUs held right then), none in two exclusive leases in any
@@ -31,11 +35,69 @@ for lease in json.load(open(sys.argv[1])):
 EOF
 }
 
-start_scheduler
+start_scheduler --heartbeat-timeout 300   # the fake servers heartbeat only when told
+export RGPU_KEY=$KEY    # rgpu_cli signs with it
 "$PEER" "$SCHED" "$KEY" register 16 4 || fail "sched_peer could not register 16 fake servers"
 [ "$(rgpu_cli --json gpus | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" -eq 64 ] ||
     fail "the scheduler does not list 64 GPUs"
 pass "16 fake servers x 4 GPUs registered (signed)"
+
+# Who may ask what, with the cluster key (docs/scheduler.md, "Authentication").
+drain_says() {   # drain_says MODE... EXPECTED: a drain of server 16, its reply
+    local expect=${*: -1} got
+    got=$("$PEER" "$SCHED" "${@:1:$#-1}") || fail "sched_peer drain ${*:1:$#-1}: no reply"
+    [ "$got" = "$expect" ] || fail "drain ${*:1:$#-1}: \"$got\", expected \"$expect\""
+}
+drain_says - drain 127.0.0.1:20016 "status -206: request not signed: drain needs the cluster key"
+drain_says "$KEY" drain 127.0.0.1:20016 bad "status -206: drain refused: bad signature"
+drain_says "$KEY" drain 127.0.0.1:20016 skew 75 "status -206: drain refused: clock skew 75 s"
+drain_says "$KEY" drain 127.0.0.1:20016 skew -75 "status -206: drain refused: clock skew 75 s"
+"$PEER" "$SCHED" - register 1 1 2>"$E2E_TMP/reg.err" && fail "an unsigned register was accepted"
+grep -q "request not signed: register needs the cluster key" "$E2E_TMP/reg.err" ||
+    fail "unsigned register: $(cat "$E2E_TMP/reg.err")"
+[ "$(rgpu_cli --json servers | python3 -c 'import json,sys; print(sum(s["drained"] for s in json.load(sys.stdin)))')" -eq 0 ] ||
+    fail "a refused drain drained a server"
+drain_says "$KEY" drain 127.0.0.1:20016 "status 0: "
+rgpu_cli resume 127.0.0.1:20016 || fail "rgpu --key resume"
+# A user without the key: alloc and release by id yes, anything naming a job no.
+nokey=(env -u RGPU_KEY "$RGPU_BIN" --scheduler "$SCHED")
+if [ -r /etc/rgpu/cluster.key ]; then
+    e2e_log "/etc/rgpu/cluster.key is readable here: the CLI would sign; unsigned CLI checks left out"
+else
+    json=$("${nokey[@]}" --json alloc -n 1) || fail "an unsigned alloc without a job was refused: $json"
+    "${nokey[@]}" release "$(json_get id <<<"$json")" || fail "an unsigned release by id was refused"
+    rc=0
+    "${nokey[@]}" alloc -n 1 --job j1 2>"$E2E_TMP/job.err" || rc=$?
+    [ "$rc" -eq 1 ] && grep -q "request not signed: alloc needs the cluster key" "$E2E_TMP/job.err" ||
+        fail "an unsigned alloc --job: status $rc, $(cat "$E2E_TMP/job.err")"
+    json=$(rgpu_cli --json alloc -n 1 --job j1) || fail "a signed alloc --job was refused: $json"
+    rgpu_cli release "$(json_get id <<<"$json")"
+    pass "without the key: alloc and release by id allowed; alloc naming a job refused"
+fi
+pass "drain: unsigned, bad signature, clock skew refused with the reason; signed accepted; unsigned register refused"
+
+# Heartbeats with sessions: listed by rgpu servers / rgpu sessions; the reply
+# names the server's live leases with their current expiry.
+json=$(rgpu_cli --json alloc -n 1 --ttl 100) || fail "alloc: $json"
+lid=$(json_get id <<<"$json")
+srv=$(json_get gpus.server <<<"$json")
+hb=$("$PEER" "$SCHED" "$KEY" heartbeat "$srv" "$lid" x86_64 aarch64 x86_64) || fail "heartbeat: $hb"
+grep -q "^lease $lid $(json_get expires_unix <<<"$json")\$" <<<"$hb" || fail "heartbeat reply: $hb"
+rgpu_cli servers
+rgpu_cli servers | grep -q "^$srv .* 3 (x86_64, aarch64) " || fail "rgpu servers: no SESSIONS 3 (x86_64, aarch64)"
+rgpu_cli sessions
+[ "$(rgpu_cli sessions | grep -c "^$srv .* $lid ")" -eq 3 ] || fail "rgpu sessions does not list 3 sessions of lease $lid"
+[ "$(rgpu_cli --json sessions | python3 -c 'import json,sys; print(sorted(s["client_arch"] for s in json.load(sys.stdin)))')" = "['aarch64', 'x86_64', 'x86_64']" ] ||
+    fail "rgpu --json sessions"
+renewed=$(rgpu_cli --json renew "$lid" 500 | json_get expires_unix)
+hb=$("$PEER" "$SCHED" "$KEY" heartbeat "$srv" "$lid" x86_64) || fail "heartbeat: $hb"
+grep -q "^lease $lid $renewed\$" <<<"$hb" || fail "the heartbeat reply after a renewal: $hb (expected $renewed)"
+[ "$(rgpu_cli --json sessions | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" -eq 1 ] ||
+    fail "the next heartbeat did not replace the sessions"
+rgpu_cli release "$lid"
+hb=$("$PEER" "$SCHED" "$KEY" heartbeat "$srv" 0) || fail "heartbeat: $hb"
+grep -q "^lease $lid " <<<"$hb" && fail "a released lease is still in the heartbeat reply"
+pass "heartbeat sessions listed (rgpu servers/sessions, --json); the reply carries renewals and drops releases"
 
 # 50 clients; snapshots of the leases while they run.
 out=$E2E_TMP/load.out
@@ -75,7 +137,7 @@ kill -KILL "$SCHED_PID"
 wait "$SCHED_PID" 2>/dev/null || true
 wait "$load_pid" 2>/dev/null || true     # its clients lose the scheduler: an error is expected
 e2e_log "killed rgpu-scheduler after $(grep -c '^granted' "$journal") grants"
-start_scheduler
+start_scheduler --heartbeat-timeout 300   # the fake servers heartbeat only when told
 rgpu_cli --json leases >"$E2E_TMP/after.json" || fail "rgpu leases after the restart"
 check_snapshot "$E2E_TMP/after.json" || fail "after the restart a GPU is in two leases"
 python3 - "$journal" "$E2E_TMP/after.json" <<'EOF' || fail "leases lost or made up over the SIGKILL"
