@@ -33,8 +33,9 @@ start_scheduler() {
     e2e_log "rgpu-scheduler (pid $SCHED_PID) listening on $SCHED"
 }
 
+# Signed with the cluster key: alloc --job, drain and resume need it.
 rgpu() {
-    "$RGPU_BIN" --scheduler "$SCHED" "$@"
+    "$RGPU_BIN" --scheduler "$SCHED" --key "$KEY" "$@"
 }
 
 # wait_servers_up N: until `rgpu servers` lists N servers up (20 s).
@@ -235,6 +236,9 @@ pass "a silent server is marked down"
 "$SCHED_BIN" --help | grep -q -- "--heartbeat-timeout" || fail "rgpu-scheduler --help lacks an option"
 "$SCHED_BIN" --print-config --lease-ttl 60 | grep -q "^lease-ttl = 60 .*# command line" ||
     fail "rgpu-scheduler --print-config does not show the command line's value"
+rc=0
+"$SCHED_BIN" --require-signed 2>"$E2E_TMP/reqsig.err" || rc=$?
+[ "$rc" -eq 2 ] && grep -q "needs --key" "$E2E_TMP/reqsig.err" || fail "--require-signed without --key: status $rc"
 rc=0
 "$SCHED_BIN" --lease-ttl 0 2>/dev/null || rc=$?
 [ "$rc" -eq 2 ] || fail "rgpu-scheduler --lease-ttl 0: status $rc, expected 2"
