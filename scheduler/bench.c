@@ -4,7 +4,8 @@
  * 1000 x 8, 20000 operations), in memory and with the SQLite store (a
  * temporary file, or DB). Requests mix 1, 2, 4 and 8 GPUs, pack and spread;
  * about half the GPUs stay leased so the policy works on a busy cluster.
- * Prints figures; asserts nothing.
+ * Prints the rate and each operation's p50/p99/p99.9 latency; asserts
+ * nothing.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,16 +48,44 @@ static int rgpu_bench_fill(rgpu_sched_t *s, unsigned nservers, unsigned ngpus)
     return rc;
 }
 
+static int rgpu_bench_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Sorts ns[0..n) and prints its p50, p99 and p99.9 in microseconds. */
+static void rgpu_bench_pct(const char *what, uint64_t *ns, size_t n)
+{
+    if (!n)
+        return;
+    qsort(ns, n, sizeof(*ns), rgpu_bench_cmp);
+    printf("   %-8s %10zu %10.1f %10.1f %10.1f %10.1f\n", what, n, ns[n / 2] / 1e3,
+           ns[(n * 99) / 100] / 1e3, ns[(n * 999) / 1000] / 1e3, ns[n - 1] / 1e3);
+}
+
 static double rgpu_bench_run(rgpu_sched_t *s, unsigned nservers, unsigned ngpus, unsigned ops,
                              unsigned *failed_p)
 {
+    uint64_t *alloc_ns = calloc(ops + 1, sizeof(uint64_t));
+    uint64_t *release_ns = calloc(ops + 1, sizeof(uint64_t));
+    size_t nalloc = 0, nrelease = 0;
+    double secs;
     static const unsigned counts[] = {1, 2, 4, 8};
     unsigned window = nservers * ngpus / 2 / 4;  /* leases kept: ~half the GPUs */
     uint64_t *live = calloc(window ? window : 1, sizeof(uint64_t));
     char reason[256];
     unsigned failed = 0;
-    uint64_t t0;
+    uint64_t t0, t;
 
+    if (!alloc_ns || !release_ns || !live) {
+        free(alloc_ns);
+        free(release_ns);
+        free(live);
+        *failed_p = ops;
+        return 0;
+    }
     if (!window)
         window = 1;
     t0 = rgpu_time_ns();
@@ -66,24 +95,39 @@ static double rgpu_bench_run(rgpu_sched_t *s, unsigned nservers, unsigned ngpus,
         unsigned slot = i % window;
 
         if (live[slot]) {
+            t = rgpu_time_ns();
             rgpu_sched_release(s, live[slot], NULL, reason, sizeof(reason));
+            release_ns[nrelease++] = rgpu_time_ns() - t;
             live[slot] = 0;
         }
         req.count = counts[i % 4] <= ngpus ? counts[i % 4] : 1;
         req.placement = i % 2 ? RGPU__PLACEMENT__PLACEMENT_SPREAD : RGPU__PLACEMENT__PLACEMENT_PACK;
         req.user = (char *)"bench";
+        t = rgpu_time_ns();
         if (rgpu_sched_alloc(s, &req, 0, &lease, reason, sizeof(reason)) == RGPU_OK)
             live[slot] = lease->id;
         else
             failed++;
+        alloc_ns[nalloc++] = rgpu_time_ns() - t;
     }
     /* Releases count as operations too: one per allocation above. */
-    for (unsigned i = 0; i < window; i++)
-        if (live[i])
+    for (unsigned i = 0; i < window; i++) {
+        if (live[i]) {
+            t = rgpu_time_ns();
             rgpu_sched_release(s, live[i], NULL, reason, sizeof(reason));
+            release_ns[nrelease++] = rgpu_time_ns() - t;
+        }
+    }
+    secs = (double)(rgpu_time_ns() - t0) / 1e9;
+    printf("   %-8s %10s %10s %10s %10s %10s  (microseconds)\n", "latency", "count", "p50", "p99",
+           "p99.9", "max");
+    rgpu_bench_pct("alloc", alloc_ns, nalloc);
+    rgpu_bench_pct("release", release_ns, nrelease);
+    free(alloc_ns);
+    free(release_ns);
     free(live);
     *failed_p = failed;
-    return (double)(rgpu_time_ns() - t0) / 1e9;
+    return secs;
 }
 
 int rgpu__sched_bench(int argc, char **argv)
