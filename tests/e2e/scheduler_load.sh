@@ -170,3 +170,19 @@ json=$(rgpu_cli --json alloc -n 1) || fail "alloc after the restart: $json"
 newid=$(json_get id <<<"$json")
 [ "$newid" -gt "$maxid" ] || fail "lease id $newid handed out again (ids granted up to $maxid)"
 pass "SIGKILL mid-stream: no lease lost or duplicated; the next id is $newid > $maxid"
+
+# --require-signed: every unsigned request refused, list included.
+kill -TERM "$SCHED_PID"
+wait "$SCHED_PID" 2>/dev/null || true
+start_scheduler --heartbeat-timeout 300 --require-signed
+rc=0
+env -u RGPU_KEY "$RGPU_BIN" --scheduler "$SCHED" servers 2>"$E2E_TMP/list.err" || rc=$?
+if [ -r /etc/rgpu/cluster.key ]; then
+    e2e_log "/etc/rgpu/cluster.key is readable here: the CLI signs; the unsigned list check is left out"
+else
+    [ "$rc" -eq 1 ] && grep -q "request not signed: list needs the cluster key" "$E2E_TMP/list.err" ||
+        fail "an unsigned list under --require-signed: status $rc, $(cat "$E2E_TMP/list.err")"
+fi
+[ "$(rgpu_cli servers | awk 'NR > 1' | wc -l)" -eq 16 ] || fail "a signed list under --require-signed"
+"$PEER" "$SCHED" "$KEY" load 5 10 1 >/dev/null || fail "signed clients under --require-signed"
+pass "--require-signed: unsigned list refused with the reason, signed requests served"
