@@ -41,6 +41,13 @@ static int rgpu_policy_gpu_ok(const rgpu_sched_server_t *server, size_t p,
     return use->reserved + req->memory <= gpu->memory;
 }
 
+/* A plain request (exclusive, any API, any memory) takes any GPU no lease
+ * holds: the server's nfree counter answers without a scan. */
+static int rgpu_policy_plain(const Rgpu__AllocRequest *req)
+{
+    return !req->shared && !req->min_memory && req->api == RGPU__API_FAMILY__API_NONE;
+}
+
 static uint32_t rgpu_policy_free_count(const rgpu_sched_server_t *server,
                                        const Rgpu__AllocRequest *req)
 {
@@ -48,6 +55,8 @@ static uint32_t rgpu_policy_free_count(const rgpu_sched_server_t *server,
 
     if (!server->up || server->drained)
         return 0;
+    if (rgpu_policy_plain(req))
+        return server->nfree;
     for (size_t p = 0; p < server->reg->n_gpus; p++)
         n += (uint32_t)rgpu_policy_gpu_ok(server, p, req);
     return n;

@@ -72,6 +72,8 @@ static void rgpu_sched_lease_attach(rgpu_sched_t *s, rgpu_sched_lease_t *lease)
                 continue;
             lease->server[g] = si;
             lease->pos[g] = (uint32_t)p;
+            if (!server->use[p].exclusive && !server->use[p].shared)
+                server->nfree--;
             if (pb->shared) {
                 server->use[p].shared++;
                 server->use[p].reserved += pb->memory_quota;
@@ -98,7 +100,11 @@ static void rgpu_sched_lease_detach(rgpu_sched_t *s, rgpu_sched_lease_t *lease)
             use->reserved -= pb->memory_quota;
         } else if (use->exclusive == pb->id) {
             use->exclusive = 0;
+        } else {
+            continue;
         }
+        if (!use->exclusive && !use->shared)
+            s->servers[lease->server[g]].nfree++;
     }
 }
 
@@ -139,8 +145,10 @@ static void rgpu_sched_recount_fn(uint64_t key, void *value, void *arg)
 /* Recomputes every GPU's use from the leases (after servers changed). */
 static void rgpu_sched_recount(rgpu_sched_t *s)
 {
-    for (uint32_t i = 0; i < s->nservers; i++)
+    for (uint32_t i = 0; i < s->nservers; i++) {
         memset(s->servers[i].use, 0, s->servers[i].reg->n_gpus * sizeof(rgpu_sched_gpu_use_t));
+        s->servers[i].nfree = (uint32_t)s->servers[i].reg->n_gpus;
+    }
     rgpu_htable_foreach(&s->leases, rgpu_sched_recount_fn, s);
 }
 
@@ -192,6 +200,7 @@ static rgpu_status_t rgpu_sched_server_put(rgpu_sched_t *s, Rgpu__RegisterServer
     }
     server->reg = reg;
     server->use = use;
+    server->nfree = (uint32_t)reg->n_gpus;
     server->up = 1;
     server->last_seen = now;
     return RGPU_OK;

@@ -33,6 +33,8 @@ typedef struct {
 typedef struct {
     Rgpu__RegisterServer *reg;  /* owned: address, GPUs */
     rgpu_sched_gpu_use_t *use;  /* reg->n_gpus entries */
+    uint32_t nfree;             /* GPUs no lease holds (exclusive or shared): the policy's
+                                 * free count for plain exclusive requests, no GPU scan */
     int up;
     int drained;
     int64_t last_seen;          /* unix seconds of the last register/heartbeat */

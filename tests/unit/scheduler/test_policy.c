@@ -253,3 +253,46 @@ Test(policy, heartbeat_keeps_sessions_and_lists_the_servers_leases)
         cr_expect_eq(list.servers[i]->n_sessions, 0);
     rgpu_sched_list_free(&list);
 }
+
+/* The per-server count of GPUs no lease holds (the policy's shortcut for
+ * plain exclusive requests) matches a scan after any mix of leases. */
+Test(policy, free_counters_match_the_gpus)
+{
+    const Rgpu__Lease *l;
+    uint64_t live[64] = {0};
+    unsigned seed = 12345;
+
+    for (unsigned i = 0; i < 2000; i++) {
+        Rgpu__AllocRequest req = fx_req(1 + (seed >> 16) % 4);
+        unsigned slot;
+
+        seed = seed * 1103515245u + 12345u;
+        slot = (seed >> 16) % 64;
+        if (live[slot]) {
+            cr_assert_eq(rgpu_sched_release(&s, live[slot], NULL, reason, sizeof(reason)), RGPU_OK);
+            live[slot] = 0;
+            continue;
+        }
+        req.shared = (seed >> 8) % 3 == 0;
+        req.memory = 1ull << 30;
+        req.placement = (seed >> 4) % 2;
+        if (rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)) == RGPU_OK)
+            live[slot] = l->id;
+        for (uint32_t k = 0; k < s.nservers; k++) {
+            uint32_t n = 0;
+
+            for (size_t p = 0; p < s.servers[k].reg->n_gpus; p++)
+                n += !s.servers[k].use[p].exclusive && !s.servers[k].use[p].shared;
+            cr_assert_eq(s.servers[k].nfree, n, "server %u after operation %u", k, i);
+        }
+    }
+    /* A server registering again keeps its leases' use. */
+    cr_assert_eq(fx_register(&s, 1, 4, 8ull << 30), RGPU_OK);
+    for (uint32_t k = 0; k < s.nservers; k++) {
+        uint32_t n = 0;
+
+        for (size_t p = 0; p < s.servers[k].reg->n_gpus; p++)
+            n += !s.servers[k].use[p].exclusive && !s.servers[k].use[p].shared;
+        cr_assert_eq(s.servers[k].nfree, n, "server %u after registering again", k);
+    }
+}
