@@ -16,6 +16,7 @@
 
 #define RGPU_REGISTRAR_CL_DEVICE_NAME 0x102B
 #define RGPU_REGISTRAR_CL_DEVICE_GLOBAL_MEM_SIZE 0x101F
+#define RGPU_REGISTRAR_REPLY_TIMEOUT_MS 10000
 
 struct rgpu_registrar {
     uv_timer_t timer;
@@ -25,6 +26,7 @@ struct rgpu_registrar {
     pthread_mutex_t link_lock;  /* guards link: the loop may shut it down while the worker uses it */
     rgpu_link_t *link;          /* to the scheduler, kept between exchanges */
     int busy;                   /* an exchange is queued or running */
+    uint64_t busy_since;        /* uv_now when it was queued */
     int stopping;
     int timer_closed;
     int registered;             /* the scheduler knows us */
@@ -78,7 +80,24 @@ static rgpu_status_t rgpu_registrar_call(rgpu_registrar_t *r, uint16_t type,
         r->link = link;
         pthread_mutex_unlock(&r->link_lock);
     }
-    st = rgpu_link_send_msg(r->link, type, 1, msg, NULL, 0);
+    if (r->server->lease_key) {
+        /* Signed with the cluster key: a scheduler started with --key takes
+         * registrations and heartbeats only from servers holding it. */
+        uint8_t trailer[RGPU_REQUEST_AUTH_LEN];
+        size_t len = protobuf_c_message_get_packed_size(msg);
+        uint8_t *packed = malloc(len ? len : 1);
+
+        if (!packed)
+            return RGPU_ERR_NOMEM;
+        protobuf_c_message_pack(msg, packed);
+        st = rgpu_token_sign_request(r->server->lease_key, type, 1, packed, len,
+                                     (int64_t)time(NULL), trailer);
+        free(packed);
+        if (st == RGPU_OK)
+            st = rgpu_link_send_msg(r->link, type, 1, msg, trailer, sizeof(trailer));
+    } else {
+        st = rgpu_link_send_msg(r->link, type, 1, msg, NULL, 0);
+    }
     if (st == RGPU_OK)
         st = rgpu_link_recv_header(r->link, &limits, &header);
     if (st == RGPU_OK && (header.type != reply_type || header.bulk_len))
@@ -270,9 +289,22 @@ static void rgpu_registrar_tick(uv_timer_t *timer)
 {
     rgpu_registrar_t *r = timer->data;
 
-    if (r->busy || r->stopping)
+    if (r->stopping)
         return;
+    if (r->busy) {
+        /* A scheduler that accepted the request but never answers must not
+         * stall heartbeats: drop the link, the worker's receive fails and
+         * the next tick reconnects. */
+        if (uv_now(timer->loop) - r->busy_since > RGPU_REGISTRAR_REPLY_TIMEOUT_MS) {
+            pthread_mutex_lock(&r->link_lock);
+            if (r->link)
+                rgpu_link_shutdown(r->link);
+            pthread_mutex_unlock(&r->link_lock);
+        }
+        return;
+    }
     r->busy = 1;
+    r->busy_since = uv_now(timer->loop);
     if (uv_queue_work(timer->loop, &r->work, rgpu_registrar_work, rgpu_registrar_after) != 0)
         r->busy = 0;
 }

@@ -21,7 +21,7 @@ out=$(env -u RGPU_SERVERS OCL_ICD_VENDORS="$ICD_DIR" RGPU_LEASE_TOKEN="$(json_ge
 grep -q "results checked, PASS" <<<"$out" || fail "vector_add with RGPU_LEASE_TOKEN only: $out"
 rgpu_cli release "$(json_get id <<<"$json")" >/dev/null
 pass "RGPU_LEASE_TOKEN alone: vector_add ran on the lease's server"
-out=$(env -u RGPU_SERVERS OCL_ICD_VENDORS="$ICD_DIR" RGPU_LEASE_TOKEN=v1.garbage.x clinfo -l 2>&1) || true
+out=$(unset RGPU_SERVERS; OCL_ICD_VENDORS="$ICD_DIR" RGPU_LEASE_TOKEN=v1.garbage.x system_prog clinfo -l 2>&1) || true
 grep -q "RGPU_LEASE_TOKEN does not decode" <<<"$out" || fail "a garbled token: $out"
 pass "a garbled token: the platform says so and has no devices"
 
@@ -88,6 +88,7 @@ wait "$ren_PID" || rc=$?
 [ "$rc" -eq 0 ] || fail "the renewed lease's client failed (status $rc): $(cat "$ren_OUT")"
 grep -q "no error: PASS" "$ren_OUT" || fail "the renewed lease's client did not finish: $(cat "$ren_OUT")"
 pass "renewed lease $ren_ID outlived its token's 4 s (10 s of rounds)"
+rgpu_cli release "$ren_ID" >/dev/null || fail "rgpu release $ren_ID failed"
 
 # The server dies under a lease holder.
 lease_client kil 120 120
