@@ -87,4 +87,28 @@ echo "$out" | grep -q '"rgpu"' || fail "vector_add did not run on the rgpu platf
 # The server recorded the client's architecture from the handshake.
 grep -q "aarch64" "$work/server.log" || fail "the server log does not name the client's architecture"
 grep "aarch64" "$work/server.log" | head -1
+
+# While an aarch64 client computes, `rgpu sessions` (from the server's
+# heartbeats) lists its session with its architecture.
+loop=$arm/tests/e2e/loop_until_error
+file -L "$loop" | grep -q aarch64 || fail "$loop is not aarch64"
+rgpu_cli alloc -n 1 -- env OCL_ICD_VENDORS="$work/vendors" \
+    timeout 300 qemu-aarch64 "$loop" 20 > "$work/loop.out" 2>&1 &
+loop_pid=$!
+for _ in $(seq 600); do
+    grep -q '^READY' "$work/loop.out" && break
+    kill -0 "$loop_pid" 2>/dev/null || fail "loop_until_error under qemu-aarch64 ended: $(cat "$work/loop.out")"
+    sleep 0.1
+done
+grep -q '^READY' "$work/loop.out" || fail "loop_until_error under qemu-aarch64: no first round within 60 s"
+listed=
+for _ in $(seq 20); do
+    listed=$(rgpu_cli --json sessions)
+    grep -q '"client_arch":"aarch64"' <<<"$listed" && break
+    sleep 0.5
+done
+grep -q '"client_arch":"aarch64"' <<<"$listed" || fail "rgpu sessions does not list the aarch64 client: $listed"
+rgpu_cli sessions
+wait "$loop_pid" || fail "loop_until_error under qemu-aarch64 failed: $(cat "$work/loop.out")"
+grep -q 'no error: PASS' "$work/loop.out" || fail "loop_until_error: $(cat "$work/loop.out")"
 echo "arm client e2e: PASS"
