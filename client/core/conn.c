@@ -35,7 +35,12 @@ struct rgpu_conn {
     uint64_t next_seq;
 
     pthread_mutex_t pending_lock;
-    pthread_cond_t pending_cond;
+    pthread_cond_t pending_cond;    /* a call completed, or the reader role is free */
+    pthread_cond_t reader_cond;     /* the reader thread may receive again */
+    int waiters;                    /* threads in rgpu_conn_call_wait */
+    int reading;                    /* a thread holds the reader role */
+    int unwaited;                   /* registered calls without call->waited */
+    int notify_wanted;              /* rgpu_conn_want_notifications ran */
     rgpu_call_t *pending_head;
     rgpu_call_t *pending_tail;
     rgpu_status_t dead;             /* RGPU_OK while the link works */
@@ -86,6 +91,8 @@ static void rgpu_conn_fail_locked(rgpu_conn_t *conn, rgpu_status_t status, const
     }
     for (call = conn->pending_head; call; call = next) {
         next = call->next;
+        if (!call->waited)
+            conn->unwaited--;
         call->status = status;
         call->complete = 1;
         if (call->done)
@@ -181,76 +188,160 @@ static rgpu_status_t rgpu_conn_recv_reply(rgpu_conn_t *conn, const rgpu_frame_he
     return status;
 }
 
+/* Receives one frame and hands it on: a reply completes its call (its bulk
+ * lands in the call's destination), an asynchronous error is kept for the
+ * next sync point, a notification goes to the notify callback. The caller
+ * holds the reader role. *mine is set when the frame completed `call`. On
+ * failure reason gets one line. */
+static rgpu_status_t rgpu_conn_read_frame(rgpu_conn_t *conn, const rgpu_call_t *call, int *mine,
+                                          char *reason, size_t reason_cap)
+{
+    rgpu_frame_header_t h;
+    uint8_t *body = NULL;
+    rgpu_call_t *taken = NULL;
+    rgpu_status_t status;
+
+    status = rgpu_link_recv_header(conn->link, &conn->limits, &h);
+    if (status != RGPU_OK)
+        goto out_status;
+    if (h.body_len) {
+        body = malloc(h.body_len);
+        if (!body) {
+            status = RGPU_ERR_NOMEM;
+            goto out_status;
+        }
+        status = rgpu_link_recv(conn->link, body, h.body_len);
+        if (status != RGPU_OK) {
+            free(body);
+            goto out_status;
+        }
+    }
+    if (h.seq != 0) {
+        pthread_mutex_lock(&conn->pending_lock);
+        taken = rgpu_conn_pending_take(conn, h.seq);
+        pthread_mutex_unlock(&conn->pending_lock);
+    }
+    if (taken) {
+        status = rgpu_conn_recv_reply(conn, &h, body, taken);
+        pthread_mutex_lock(&conn->pending_lock);
+        taken->complete = 1;
+        if (!taken->waited)
+            conn->unwaited--;
+        if (status != RGPU_OK && taken->status == RGPU_OK)
+            taken->status = status;
+        if (taken->done)
+            taken->done(taken);
+        if (taken == call)
+            *mine = 1;
+        else
+            pthread_cond_broadcast(&conn->pending_cond);
+        pthread_mutex_unlock(&conn->pending_lock);
+        if (status != RGPU_OK)
+            goto out_status;
+        return RGPU_OK;
+    }
+    if (h.type == RGPU__MSG_TYPE__MSG_ASYNC_ERROR) {
+        rgpu_conn_record_async_error(conn, body, h.body_len);
+    } else if (h.type == RGPU__MSG_TYPE__MSG_SESSION_ERROR) {
+        Rgpu__SessionError *err = rgpu__session_error__unpack(NULL, h.body_len, body);
+
+        snprintf(reason, reason_cap, "the server ended the session: %s",
+                 err ? err->reason : "(no reason given)");
+        if (err)
+            rgpu__session_error__free_unpacked(err, NULL);
+        free(body);
+        return RGPU_ERR_REFUSED;
+    } else if (conn->notify && h.seq == 0) {
+        conn->notify(conn->notify_arg, h.type, body, h.body_len);
+    } else {
+        rgpu_warn("client", "server %s sent an unexpected frame (type %u, seq %llu); ignored",
+                  conn->addr, h.type, (unsigned long long)h.seq);
+    }
+    free(body);
+    if (h.bulk_len && (status = rgpu_link_discard(conn->link, h.bulk_len)) != RGPU_OK)
+        goto out_status;
+    return RGPU_OK;
+out_status:
+    snprintf(reason, reason_cap, "%s", rgpu_status_str(status));
+    return status;
+}
+
+/* Reads frames until call (if any) completed and nothing received is left
+ * in the link's buffer, so that no frame waits there unseen once the role
+ * is given back. The caller holds the reader role. */
+static rgpu_status_t rgpu_conn_read_until(rgpu_conn_t *conn, const rgpu_call_t *call,
+                                          char *reason, size_t reason_cap)
+{
+    rgpu_status_t status;
+    int mine = call == NULL;
+
+    do
+        status = rgpu_conn_read_frame(conn, call, &mine, reason, reason_cap);
+    while (status == RGPU_OK && (!mine || rgpu_link_buffered(conn->link) > 0));
+    return status;
+}
+
+/*
+ * Who receives. One thread at a time holds the reader role (conn->reading)
+ * and receives whole frames for everyone. A thread waiting for its reply
+ * takes the role itself when it is free, so a synchronous call costs one
+ * send and one receive in the caller's own thread, with no hand-over
+ * between threads (rCUDA receives in the caller for the same reason).
+ * The reader thread below takes the role only while nobody waits, and only
+ * when something may arrive that nobody will wait for (the reply of a
+ * non-blocking read, event notifications, the end at close): then it waits
+ * in poll(), outside the role, and steps back as soon as a caller waits.
+ * Otherwise it sleeps, and a program making only synchronous calls never
+ * wakes it.
+ */
+/* The reader thread has work while nobody waits: a reply nobody will wait
+ * for at once, notifications, or a link to see closed. pending_lock held. */
+static int rgpu_conn_reader_needed(const rgpu_conn_t *conn)
+{
+    return conn->unwaited > 0 || conn->notify_wanted || conn->closing;
+}
+
+void rgpu_conn_want_notifications(rgpu_conn_t *conn)
+{
+    pthread_mutex_lock(&conn->pending_lock);
+    if (!conn->notify_wanted) {
+        conn->notify_wanted = 1;
+        pthread_cond_signal(&conn->reader_cond);
+    }
+    pthread_mutex_unlock(&conn->pending_lock);
+}
+
 static void *rgpu_conn_reader(void *arg)
 {
     rgpu_conn_t *conn = arg;
-    rgpu_status_t status;
+    rgpu_status_t status = RGPU_OK;
     char reason[256];
 
-    for (;;) {
-        rgpu_frame_header_t h;
-        uint8_t *body = NULL;
-        rgpu_call_t *call = NULL;
-
-        status = rgpu_link_recv_header(conn->link, &conn->limits, &h);
-        if (status != RGPU_OK)
-            break;
-        if (h.body_len) {
-            body = malloc(h.body_len);
-            if (!body) {
-                status = RGPU_ERR_NOMEM;
-                break;
-            }
-            status = rgpu_link_recv(conn->link, body, h.body_len);
-            if (status != RGPU_OK) {
-                free(body);
-                break;
-            }
-        }
-        if (h.seq != 0) {
-            pthread_mutex_lock(&conn->pending_lock);
-            call = rgpu_conn_pending_take(conn, h.seq);
-            pthread_mutex_unlock(&conn->pending_lock);
-        }
-        if (call) {
-            status = rgpu_conn_recv_reply(conn, &h, body, call);
-            pthread_mutex_lock(&conn->pending_lock);
-            call->complete = 1;
-            if (status != RGPU_OK && call->status == RGPU_OK)
-                call->status = status;
-            if (call->done)
-                call->done(call);
-            pthread_cond_broadcast(&conn->pending_cond);
-            pthread_mutex_unlock(&conn->pending_lock);
-            if (status != RGPU_OK)
-                break;
+    pthread_mutex_lock(&conn->pending_lock);
+    while (conn->dead == RGPU_OK) {
+        if (conn->waiters || conn->reading || !rgpu_conn_reader_needed(conn)) {
+            pthread_cond_wait(&conn->reader_cond, &conn->pending_lock);
             continue;
         }
-        if (h.type == RGPU__MSG_TYPE__MSG_ASYNC_ERROR) {
-            rgpu_conn_record_async_error(conn, body, h.body_len);
-        } else if (h.type == RGPU__MSG_TYPE__MSG_SESSION_ERROR) {
-            Rgpu__SessionError *err = rgpu__session_error__unpack(NULL, h.body_len, body);
-            snprintf(reason, sizeof(reason), "the server ended the session: %s",
-                     err ? err->reason : "(no reason given)");
-            if (err)
-                rgpu__session_error__free_unpacked(err, NULL);
-            free(body);
-            status = RGPU_ERR_REFUSED;
-            goto out_fail;
-        } else if (conn->notify && h.seq == 0) {
-            conn->notify(conn->notify_arg, h.type, body, h.body_len);
-        } else {
-            rgpu_warn("client", "server %s sent an unexpected frame (type %u, seq %llu); ignored",
-                      conn->addr, h.type, (unsigned long long)h.seq);
-        }
-        free(body);
-        if (h.bulk_len && (status = rgpu_link_discard(conn->link, h.bulk_len)) != RGPU_OK)
+        pthread_mutex_unlock(&conn->pending_lock);
+        rgpu_link_wait_readable(conn->link, -1);
+        pthread_mutex_lock(&conn->pending_lock);
+        if (conn->dead != RGPU_OK || conn->waiters || conn->reading || !rgpu_conn_reader_needed(conn))
+            continue;
+        conn->reading = 1;
+        pthread_mutex_unlock(&conn->pending_lock);
+        /* A caller may have taken what poll saw: read only what will not block. */
+        if (rgpu_link_buffered(conn->link) > 0 || rgpu_link_wait_readable(conn->link, 0))
+            status = rgpu_conn_read_until(conn, NULL, reason, sizeof(reason));
+        pthread_mutex_lock(&conn->pending_lock);
+        conn->reading = 0;
+        if (status != RGPU_OK) {
+            rgpu_conn_fail_locked(conn, status, reason);
             break;
+        }
+        if (conn->waiters)
+            pthread_cond_broadcast(&conn->pending_cond);
     }
-    snprintf(reason, sizeof(reason), "%s", rgpu_status_str(status));
-out_fail:
-    pthread_mutex_lock(&conn->pending_lock);
-    rgpu_conn_fail_locked(conn, status == RGPU_OK ? RGPU_ERR_CONN_CLOSED : status, reason);
     pthread_mutex_unlock(&conn->pending_lock);
     return NULL;
 }
@@ -339,6 +430,8 @@ static rgpu_status_t rgpu_conn_enqueue(rgpu_conn_t *conn, uint16_t type, const P
         else
             conn->pending_head = call;
         conn->pending_tail = call;
+        if (!call->waited && conn->unwaited++ == 0)
+            pthread_cond_signal(&conn->reader_cond);   /* its reply may come while nobody waits */
         pthread_mutex_unlock(&conn->pending_lock);
     }
     if (!copy_bulk)
@@ -391,17 +484,40 @@ int rgpu_conn_call_done(rgpu_conn_t *conn, rgpu_call_t *call)
 
 rgpu_status_t rgpu_conn_call_wait(rgpu_conn_t *conn, rgpu_call_t *call)
 {
+    rgpu_status_t status;
+    char reason[256];
+
     pthread_mutex_lock(&conn->pending_lock);
-    while (!call->complete)
-        pthread_cond_wait(&conn->pending_cond, &conn->pending_lock);
+    conn->waiters++;
+    while (!call->complete) {
+        if (conn->reading || conn->dead != RGPU_OK) {
+            /* Someone else receives (and completes this call when its
+             * reply comes); a dead link has completed every call. */
+            pthread_cond_wait(&conn->pending_cond, &conn->pending_lock);
+            continue;
+        }
+        conn->reading = 1;
+        pthread_mutex_unlock(&conn->pending_lock);
+        status = rgpu_conn_read_until(conn, call, reason, sizeof(reason));
+        pthread_mutex_lock(&conn->pending_lock);
+        conn->reading = 0;
+        if (status != RGPU_OK)
+            rgpu_conn_fail_locked(conn, status, reason);
+        else if (conn->waiters > 1)
+            pthread_cond_broadcast(&conn->pending_cond);   /* the role is free */
+    }
+    if (--conn->waiters == 0 && rgpu_conn_reader_needed(conn))
+        pthread_cond_signal(&conn->reader_cond);
+    status = call->status;
     pthread_mutex_unlock(&conn->pending_lock);
-    return call->status;
+    return status;
 }
 
 rgpu_status_t rgpu_conn_call(rgpu_conn_t *conn, uint16_t type, const ProtobufCMessage *msg,
                              const void *bulk, uint64_t bulk_len, rgpu_call_t *call)
 {
     call->seq = 0;
+    call->waited = 1;
     rgpu_status_t status = rgpu_conn_call_start(conn, type, msg, bulk, bulk_len, call);
     if (status != RGPU_OK && call->seq == 0)
         return status;
@@ -439,6 +555,7 @@ rgpu_status_t rgpu_conn_open(const char *addr, const Rgpu__Hello *hello, int tim
     pthread_mutex_init(&conn->send_lock, NULL);
     pthread_mutex_init(&conn->pending_lock, NULL);
     pthread_cond_init(&conn->pending_cond, NULL);
+    pthread_cond_init(&conn->reader_cond, NULL);
 
     status = rgpu_tcp_ops.connect(addr, timeout_ms, &conn->link, reason, reason_cap);
     if (status != RGPU_OK)
@@ -478,6 +595,7 @@ out_free:
     pthread_mutex_destroy(&conn->send_lock);
     pthread_mutex_destroy(&conn->pending_lock);
     pthread_cond_destroy(&conn->pending_cond);
+    pthread_cond_destroy(&conn->reader_cond);
     free(conn);
     return status;
 }
@@ -492,6 +610,7 @@ void rgpu_conn_close(rgpu_conn_t *conn)
     }
     pthread_mutex_lock(&conn->pending_lock);
     conn->closing = 1;
+    pthread_cond_signal(&conn->reader_cond);
     pthread_mutex_unlock(&conn->pending_lock);
     rgpu_link_shutdown(conn->link);
     if (conn->reader_started)
@@ -501,5 +620,6 @@ void rgpu_conn_close(rgpu_conn_t *conn)
     pthread_mutex_destroy(&conn->send_lock);
     pthread_mutex_destroy(&conn->pending_lock);
     pthread_cond_destroy(&conn->pending_cond);
+    pthread_cond_destroy(&conn->reader_cond);
     free(conn);
 }

@@ -133,6 +133,7 @@ static cl_int rgpu_cl_read(cl_command_queue queue, Rgpu__MsgType type, const Pro
 
     read->call.bulk_dst = dst;
     read->call.bulk_cap = size;
+    read->call.waited = blocking;
     if (read->scatter_dst)
         read->call.done = rgpu_cl_read_scatter;
     atomic_init(&read->refs, 1);

@@ -425,6 +425,7 @@ cl_int CL_API_CALL rgpu_clSetEventCallback(cl_event event, cl_int exec_type,
     req.event = event->obj.id;
     req.exec_type = exec_type;
     req.callback_id = cb->id;
+    rgpu_conn_want_notifications(event->obj.server->conn);
     err = rgpu__cl_post(event->obj.server, RGPU__MSG_TYPE__MSG_CL_SET_EVENT_CALLBACK, &req.base, NULL, 0);
     if (err == CL_SUCCESS && rgpu_conn_flush(event->obj.server->conn) != RGPU_OK)
         err = RGPU_CL_LINK_ERROR;

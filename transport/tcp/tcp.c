@@ -297,6 +297,25 @@ static rgpu_status_t rgpu_tcp_recv(rgpu_link_t *base, void *buf, size_t len)
     return RGPU_OK;
 }
 
+static size_t rgpu_tcp_buffered(rgpu_link_t *base)
+{
+    rgpu_tcp_link_t *link = (rgpu_tcp_link_t *)base;
+
+    return link->rx_len - link->rx_pos;
+}
+
+static int rgpu_tcp_wait_readable(rgpu_link_t *base, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = ((rgpu_tcp_link_t *)base)->fd, .events = POLLIN};
+    int n;
+
+    do
+        n = poll(&pfd, 1, timeout_ms);
+    while (n < 0 && errno == EINTR);
+    /* An error or a hang-up counts: the next receive reports it. */
+    return n != 0;
+}
+
 static void rgpu_tcp_shutdown(rgpu_link_t *base)
 {
     shutdown(((rgpu_tcp_link_t *)base)->fd, SHUT_RDWR);
@@ -322,6 +341,8 @@ const rgpu_transport_ops_t rgpu_tcp_ops = {
     .listener_close = rgpu_tcp_listener_close,
     .sendv = rgpu_tcp_sendv,
     .recv = rgpu_tcp_recv,
+    .buffered = rgpu_tcp_buffered,
+    .wait_readable = rgpu_tcp_wait_readable,
     .shutdown = rgpu_tcp_shutdown,
     .shutdown_recv = rgpu_tcp_shutdown_recv,
     .close = rgpu_tcp_close,

@@ -4,6 +4,7 @@
  */
 #include <criterion/criterion.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,9 @@ typedef struct {
 } peer_t;
 
 static peer_t peer;
+/* The notify callback open_with gives the connection (tests set it first). */
+static rgpu_conn_notify_fn open_notify;
+static void *open_notify_arg;
 
 /* Receives one frame; returns its header, body (malloc'd) and bulk (malloc'd). */
 static rgpu_frame_header_t peer_recv(rgpu_link_t *link, uint8_t **body_p, uint8_t **bulk_p)
@@ -78,7 +82,7 @@ static rgpu_conn_t *open_with(void (*script)(rgpu_link_t *))
     pthread_create(&peer.thread, NULL, peer_main, NULL);
     hello.protocol_version = RGPU_PROTOCOL_VERSION;
     hello.api = RGPU__API_FAMILY__API_OPENCL;
-    cr_assert_eq(rgpu_conn_open(peer.listener->local, &hello, 5000, NULL, NULL, &conn, &reply, reason,
+    cr_assert_eq(rgpu_conn_open(peer.listener->local, &hello, 5000, open_notify, open_notify_arg, &conn, &reply, reason,
                                 sizeof(reason)), RGPU_OK, "open failed: %s", reason);
     cr_assert_str_eq(reply->server_name, "scripted test peer");
     rgpu__hello_reply__free_unpacked(reply, NULL);
@@ -279,5 +283,146 @@ Test(client_conn, peer_death_fails_waiting_call)
     /* Later calls fail at once. */
     Rgpu__ClRelease rel = RGPU__CL_RELEASE__INIT;
     cr_assert_neq(rgpu_conn_post(conn, RGPU__MSG_TYPE__MSG_CL_RELEASE, &rel.base, NULL, 0), RGPU_OK);
+    finish(conn);
+}
+
+/* ---- who receives: the waiting caller, or the reader thread ---- */
+
+static void script_late_reply(rgpu_link_t *link)
+{
+    Rgpu__ClReadReply reply = RGPU__CL_READ_REPLY__INIT;
+    uint64_t data = 0x5eedULL;
+    rgpu_frame_header_t h = peer_recv(link, NULL, NULL);
+
+    cr_assert_eq(h.type, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER);
+    usleep(100 * 1000);     /* the client is not waiting by then */
+    cr_assert_eq(rgpu_link_send_msg(link, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, h.seq, &reply.base, &data,
+                                    sizeof(data)), RGPU_OK);
+    peer_recv(link, NULL, NULL); /* goodbye */
+}
+
+static void mark_done(rgpu_call_t *call)
+{
+    *(int *)call->arg = 1;
+}
+
+Test(client_conn, reply_nobody_waits_for_is_received)
+{
+    rgpu_conn_t *conn = open_with(script_late_reply);
+    Rgpu__ClReadBuffer req = RGPU__CL_READ_BUFFER__INIT;
+    uint64_t dst = 0;
+    int done_ran = 0;
+    rgpu_call_t call = {.bulk_dst = &dst, .bulk_cap = sizeof(dst), .done = mark_done, .arg = &done_ran};
+
+    /* A non-blocking read: nobody calls rgpu_conn_call_wait. */
+    cr_assert_eq(rgpu_conn_call_start(conn, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &req.base, NULL, 0, &call),
+                 RGPU_OK);
+    for (int i = 0; i < 500 && !rgpu_conn_call_done(conn, &call); i++)
+        usleep(10 * 1000);
+    cr_assert(rgpu_conn_call_done(conn, &call), "the reply was not received within 5 s");
+    cr_assert_eq(call.status, RGPU_OK);
+    cr_assert_eq(dst, 0x5eedULL);
+    cr_assert(done_ran, "the done callback did not run");
+    rgpu_call_cleanup(&call);
+    finish(conn);
+}
+
+#define CALLERS 4
+#define CALLS_EACH 500
+
+/* Answers every read with its offset as 8 bytes of bulk, in arrival order. */
+static void script_echo_offsets(rgpu_link_t *link)
+{
+    for (int i = 0; i < CALLERS * CALLS_EACH; i++) {
+        Rgpu__ClReadReply reply = RGPU__CL_READ_REPLY__INIT;
+        uint8_t *body;
+        rgpu_frame_header_t h = peer_recv(link, &body, NULL);
+        Rgpu__ClReadBuffer *req;
+
+        cr_assert_eq(h.type, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER);
+        req = rgpu__cl_read_buffer__unpack(NULL, h.body_len, body);
+        cr_assert_not_null(req);
+        cr_assert_eq(rgpu_link_send_msg(link, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, h.seq, &reply.base,
+                                        &req->offset, sizeof(req->offset)), RGPU_OK);
+        rgpu__cl_read_buffer__free_unpacked(req, NULL);
+        free(body);
+    }
+    peer_recv(link, NULL, NULL); /* goodbye */
+}
+
+static void *caller_main(void *arg)
+{
+    rgpu_conn_t *conn = arg;
+    static _Atomic uint64_t next = 1;
+
+    for (int i = 0; i < CALLS_EACH; i++) {
+        Rgpu__ClReadBuffer req = RGPU__CL_READ_BUFFER__INIT;
+        uint64_t got = 0;
+        rgpu_call_t call = {.bulk_dst = &got, .bulk_cap = sizeof(got)};
+
+        req.offset = next++;
+        cr_assert_eq(rgpu_conn_call(conn, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &req.base, NULL, 0, &call),
+                     RGPU_OK);
+        cr_assert_eq(got, req.offset, "a caller got another call's reply (%llu for %llu)",
+                     (unsigned long long)got, (unsigned long long)req.offset);
+        rgpu_call_cleanup(&call);
+    }
+    return NULL;
+}
+
+Test(client_conn, concurrent_callers_each_get_their_reply)
+{
+    rgpu_conn_t *conn = open_with(script_echo_offsets);
+    pthread_t threads[CALLERS];
+
+    /* Whichever caller receives hands the others their replies. */
+    for (int t = 0; t < CALLERS; t++)
+        cr_assert_eq(pthread_create(&threads[t], NULL, caller_main, conn), 0);
+    for (int t = 0; t < CALLERS; t++)
+        pthread_join(threads[t], NULL);
+    finish(conn);
+}
+
+static void script_notify(rgpu_link_t *link)
+{
+    Rgpu__EventNotify note = RGPU__EVENT_NOTIFY__INIT;
+    rgpu_frame_header_t h = peer_recv(link, NULL, NULL);
+
+    cr_assert_eq(h.type, RGPU__MSG_TYPE__MSG_CL_SET_EVENT_CALLBACK);
+    usleep(50 * 1000);
+    note.callback_id = 7;
+    note.status = 0; /* CL_COMPLETE */
+    cr_assert_eq(rgpu_link_send_msg(link, RGPU__MSG_TYPE__MSG_EVENT_NOTIFY, 0, &note.base, NULL, 0), RGPU_OK);
+    peer_recv(link, NULL, NULL); /* goodbye */
+}
+
+static void count_notify(void *arg, uint16_t type, const uint8_t *body, size_t len)
+{
+    Rgpu__EventNotify *note = rgpu__event_notify__unpack(NULL, len, body);
+
+    if (type == RGPU__MSG_TYPE__MSG_EVENT_NOTIFY && note && note->callback_id == 7)
+        atomic_fetch_add((_Atomic int *)arg, 1);
+    if (note)
+        rgpu__event_notify__free_unpacked(note, NULL);
+}
+
+Test(client_conn, notification_arrives_while_nobody_calls)
+{
+    static _Atomic int notes;
+    Rgpu__ClSetEventCallback req = RGPU__CL_SET_EVENT_CALLBACK__INIT;
+    rgpu_conn_t *conn;
+
+    open_notify = count_notify;
+    open_notify_arg = (void *)&notes;
+    conn = open_with(script_notify);
+    open_notify = NULL;
+    open_notify_arg = NULL;
+    rgpu_conn_want_notifications(conn);
+    req.callback_id = 7;
+    cr_assert_eq(rgpu_conn_post(conn, RGPU__MSG_TYPE__MSG_CL_SET_EVENT_CALLBACK, &req.base, NULL, 0), RGPU_OK);
+    cr_assert_eq(rgpu_conn_flush(conn), RGPU_OK);
+    for (int i = 0; i < 500 && atomic_load(&notes) == 0; i++)
+        usleep(10 * 1000);
+    cr_assert_eq(atomic_load(&notes), 1, "the notification was not received within 5 s");
     finish(conn);
 }

@@ -45,6 +45,14 @@ struct rgpu_transport_ops {
     void (*listener_close)(rgpu_listener_t *listener);
     rgpu_status_t (*sendv)(rgpu_link_t *link, const struct iovec *iov, int iovcnt);
     rgpu_status_t (*recv)(rgpu_link_t *link, void *buf, size_t len);
+    /* Bytes already received into the link's own buffer and not yet taken
+     * by recv. Only the thread that receives may ask. */
+    size_t (*buffered)(rgpu_link_t *link);
+    /* Waits up to timeout_ms (-1: no limit) for the network to have data
+     * for the link, or an error or hang-up a receive would report; returns
+     * 1 then, 0 on timeout. Ignores what buffered counts, so a thread that
+     * does not receive may call it while another receives. */
+    int (*wait_readable)(rgpu_link_t *link, int timeout_ms);
     /* Makes blocked and later sends and receives fail; the link stays allocated. */
     void (*shutdown)(rgpu_link_t *link);
     /* Makes a blocked receive and later ones fail (RGPU_ERR_CONN_CLOSED once
@@ -70,6 +78,16 @@ static inline rgpu_status_t rgpu_link_send(rgpu_link_t *link, const void *buf, s
 static inline rgpu_status_t rgpu_link_recv(rgpu_link_t *link, void *buf, size_t len)
 {
     return link->ops->recv(link, buf, len);
+}
+
+static inline size_t rgpu_link_buffered(rgpu_link_t *link)
+{
+    return link->ops->buffered(link);
+}
+
+static inline int rgpu_link_wait_readable(rgpu_link_t *link, int timeout_ms)
+{
+    return link->ops->wait_readable(link, timeout_ms);
 }
 
 static inline void rgpu_link_shutdown(rgpu_link_t *link)

@@ -4,12 +4,14 @@
  *
  *   API call ──▶ rgpu_conn_post ──▶ send buffer ──(flush at sync points)──▶ link
  *   API call ──▶ rgpu_conn_call_start/wait ─────── flush + request ───────▶ link
- *                                                  reader thread ◀──────── replies, notifications
+ *                          the waiting caller (or the reader thread) ◀─ replies, notifications
  *
  * Asynchronous requests (no reply) are packed into a send buffer and leave at
  * the next flush: a sync call, rgpu_conn_flush, a full buffer, or a bulk too
- * large to copy (which is sent straight from the caller's memory). A reader
- * thread per connection receives every frame: replies complete their call
+ * large to copy (which is sent straight from the caller's memory). Frames
+ * are received by a thread waiting for a reply, in its own call (no
+ * hand-over between threads on the path of a synchronous call), or, while
+ * nobody waits, by the connection's reader thread: replies complete their call
  * (bulk goes straight into the caller's destination), MSG_ASYNC_ERROR is
  * remembered as the connection's deferred error, other frames go to the
  * notify callback. When the link fails, every waiting and later call fails
@@ -31,8 +33,10 @@
 typedef struct rgpu_conn rgpu_conn_t;
 typedef struct rgpu_call rgpu_call_t;
 
-/* Called on the reader thread when a call's reply (and its bulk) arrived or
- * the call failed. Must not block on the connection. */
+/* Called on the thread that received the call's reply (the reader thread or
+ * any thread waiting on the connection) when the reply and its bulk arrived,
+ * or the call failed. Must not block on the connection or take locks its
+ * callers may hold. */
 typedef void (*rgpu_call_done_fn)(rgpu_call_t *call);
 
 /* A request that expects a reply. The caller owns the struct (stack or heap)
@@ -43,6 +47,8 @@ struct rgpu_call {
     uint64_t bulk_cap;
     rgpu_call_done_fn done;     /* optional */
     void *arg;                  /* for done */
+    int waited;                 /* the caller waits for it right away: no need
+                                   to wake the reader thread (rgpu_conn_call sets it) */
     /* out, valid once complete: */
     rgpu_status_t status;       /* RGPU_OK or why no reply came */
     uint16_t reply_type;
@@ -55,8 +61,15 @@ struct rgpu_call {
     rgpu_call_t *next;
 };
 
-/* Notifications (frames with seq 0 other than MSG_ASYNC_ERROR), on the reader thread. */
+/* Notifications (frames with seq 0 other than MSG_ASYNC_ERROR), on the
+ * thread that received them. */
 typedef void (*rgpu_conn_notify_fn)(void *arg, uint16_t type, const uint8_t *body, size_t len);
+
+/* Says that the server will send notifications nobody waits for (event
+ * callbacks): from now on the reader thread receives whenever no caller
+ * does. Without it, frames that arrive while nobody waits stay in the
+ * socket until the next call (replies of non-blocking calls excepted). */
+void rgpu_conn_want_notifications(rgpu_conn_t *conn);
 
 /* Connects to addr ("host:port"), sends hello and waits for the reply.
  * On success *conn_p is the connection and *reply_p the unpacked HelloReply
