@@ -111,8 +111,10 @@ static void rgpu_cli_size(uint64_t bytes, char *out, size_t cap)
 {
     if (bytes >= (1ull << 30))
         snprintf(out, cap, "%.1fG", (double)bytes / (1ull << 30));
-    else
+    else if (bytes >= (1ull << 20) || bytes == 0)
         snprintf(out, cap, "%lluM", (unsigned long long)(bytes >> 20));
+    else
+        snprintf(out, cap, "%lluK", (unsigned long long)((bytes + 1023) >> 10));
 }
 
 static void rgpu_cli_lease_json(const Rgpu__Lease *l)
