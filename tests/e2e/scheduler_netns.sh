@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The scheduler across hosts, on one machine: the scheduler, a GPU node and a
-# compute node each in a network namespace of their own, joined by a bridge
-# (10.77.1.0/24, no route anywhere else). The GPU node registers under its
-# own address; the compute node leases its GPU with `rgpu alloc` and runs
-# vector_add there with the lease's token. Needs root (ip netns); exits 77
+# The scheduler across hosts, on one machine: the scheduler, two GPU nodes
+# and a compute node each in a network namespace of their own, joined by a
+# bridge (10.77.1.0/24, no route anywhere else). The GPU nodes register under
+# their own addresses; the compute node leases a GPU with `rgpu alloc` and
+# runs vector_add there with the lease's token, then leases one GPU on each
+# node and computes on both at once. Needs root (ip netns); exits 77
 # (skipped) without it.
 source "$(dirname "$0")/lib.sh" "$@"
 
@@ -54,6 +55,7 @@ host() {
 host s 10.77.1.1
 host g 10.77.1.2
 host c 10.77.1.3
+host h 10.77.1.4
 
 KEY=$E2E_TMP/cluster.key
 head -c 32 /dev/urandom >"$KEY"
@@ -68,7 +70,11 @@ ip netns exec "rgpu-g-$tag" env OCL_ICD_VENDORS="$POCL_ICD" "$SERVER_BIN" --list
     --key "$KEY" --scheduler 10.77.1.1:7080 >"$E2E_TMP/gpu.out" 2>"$E2E_TMP/gpu.log" &
 track_pid $! rgpu-server "$E2E_TMP/gpu.log"
 wait_for_line "$E2E_TMP/gpu.log" "registered 10.77.1.2:7070 with scheduler" 60 $!
-pass "the GPU node registered as 10.77.1.2:7070"
+ip netns exec "rgpu-h-$tag" env OCL_ICD_VENDORS="$POCL_ICD" "$SERVER_BIN" --listen 10.77.1.4:7070 \
+    --key "$KEY" --scheduler 10.77.1.1:7080 >"$E2E_TMP/gpu2.out" 2>"$E2E_TMP/gpu2.log" &
+track_pid $! rgpu-server "$E2E_TMP/gpu2.log"
+wait_for_line "$E2E_TMP/gpu2.log" "registered 10.77.1.4:7070 with scheduler" 60 $!
+pass "the GPU nodes registered as 10.77.1.2:7070 and 10.77.1.4:7070"
 
 out=$E2E_TMP/alloc.out
 ip netns exec "rgpu-c-$tag" env OCL_ICD_VENDORS="$ICD_DIR" RGPU_SCHEDULER=10.77.1.1:7080 \
@@ -76,9 +82,24 @@ ip netns exec "rgpu-c-$tag" env OCL_ICD_VENDORS="$ICD_DIR" RGPU_SCHEDULER=10.77.
     { cat "$out"; fail "rgpu alloc -- vector_add on the compute node failed"; }
 cat "$out"
 grep -q "results checked, PASS" "$out" || fail "vector_add did not PASS"
-grep -q "on 10.77.1.2:7070" "$out" || fail "the lease is not on the GPU node"
-grep -q "lease 1 of user" "$E2E_TMP/gpu.log" || fail "the GPU node did not check lease 1"
-pass "compute node leased the GPU node's device and ran vector_add with its token"
+gpu_log=$E2E_TMP/gpu.log
+grep -q "on 10.77.1.4:7070" "$out" && gpu_log=$E2E_TMP/gpu2.log
+grep -q "lease 1 of user" "$gpu_log" || fail "the leased GPU node did not check lease 1"
+pass "compute node leased a GPU node's device and ran vector_add with its token"
+
+# One GPU on each node: the lease's token opens both, and the program sees
+# exactly those two devices.
+out=$E2E_TMP/alloc2.out
+ip netns exec "rgpu-c-$tag" env OCL_ICD_VENDORS="$ICD_DIR" RGPU_SCHEDULER=10.77.1.1:7080 \
+    timeout 120 "$RGPU_BIN" alloc -n 2 -- "$EXAMPLES/multi_device" 65536 2 >"$out" 2>&1 ||
+    { cat "$out"; fail "rgpu alloc -n 2 -- multi_device on the compute node failed"; }
+cat "$out"
+grep -q "multi_device: 2 devices checked, PASS" "$out" || fail "multi_device did not PASS on two devices"
+grep -q "10.77.1.2:7070" "$out" && grep -q "10.77.1.4:7070" "$out" ||
+    fail "the 2-GPU lease does not span both GPU nodes"
+grep -q "lease 2 of user" "$E2E_TMP/gpu.log" && grep -q "lease 2 of user" "$E2E_TMP/gpu2.log" ||
+    fail "both GPU nodes should have checked lease 2"
+pass "a 2-GPU lease over two GPU nodes: multi_device computed on both"
 
 # Without a token the compute node is refused by the GPU node.
 rc=0
