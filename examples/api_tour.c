@@ -1627,6 +1627,48 @@ static void tour_events(tour_t *t)
     pass("write -> kernel -> read chained by wait lists; CL_EVENT_COMMAND_QUEUE, CONTEXT, "
          "COMMAND_TYPE, COMMAND_EXECUTION_STATUS");
 
+    /* A blocking read has completed when it returns: its event says so at
+     * once, whatever the size (rgpu's server reads small regions with one
+     * command and large ones in chunks) and however fast reads follow. */
+    {
+        enum { BIG = (1 << 20) + 8192 };
+        static const size_t sizes[] = {4, 4096, 65537, 262144, 1u << 20};
+        static const size_t offsets[] = {0, 4097};
+        unsigned char *src = malloc(BIG), *dst = malloc(BIG);
+        cl_int status;
+        cl_mem mb;
+        int reads = 0;
+
+        EXPECT(src && dst, "out of host memory");
+        for (size_t i = 0; i < BIG; i++)
+            src[i] = (unsigned char)(i * 7 + (i >> 8));
+        mb = clCreateBuffer(t->context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, BIG, src, &err);
+        TRY_ERR(err, "clCreateBuffer(read events)");
+        for (int rep = 0; rep < 4; rep++) {
+            for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+                for (size_t oi = 0; oi < sizeof(offsets) / sizeof(offsets[0]); oi++) {
+                    size_t bytes = sizes[si], off = offsets[oi];
+
+                    memset(dst, 0xAA, BIG);
+                    TRY(clEnqueueReadBuffer(t->queue, mb, CL_TRUE, off, bytes, dst, 0, NULL, &ev_r));
+                    status = event_status(ev_r);
+                    clReleaseEvent(ev_r);
+                    EXPECT(status == CL_COMPLETE,
+                           "a blocking read of %zu bytes at %zu returned with its event at %d", bytes,
+                           off, status);
+                    EXPECT(memcmp(dst, src + off, bytes) == 0 && dst[bytes] == 0xAA,
+                           "blocking read of %zu bytes at %zu differs or overruns", bytes, off);
+                    reads++;
+                }
+            }
+        }
+        clReleaseMemObject(mb);
+        free(src);
+        free(dst);
+        EXPECT(reads == 40, "%d reads", reads);
+    }
+    pass("40 blocking reads of 4 B to 1 MiB, back to back: data right, event CL_COMPLETE on return");
+
     /* Across two queues of the context. */
     q2 = clCreateCommandQueue(t->context, t->device, 0, &err);
     TRY_ERR(err, "clCreateCommandQueue(second)");

@@ -879,9 +879,12 @@ out_unmap:
         if (ptr[k])
             clEnqueueUnmapMemObject(q, mem, ptr[k], 0, NULL, NULL);
     }
-    /* The read's event: a marker after the last unmap. */
-    if (m->event && reply.cl_error == CL_SUCCESS)
-        clEnqueueMarkerWithWaitList(q, 0, NULL, &cmd->ev);
+    /* The read's event: a marker after the last unmap, complete before the
+     * session's next frame is handled (the client has all the data, so
+     * whatever it asks next must see the read as complete). */
+    if (m->event && reply.cl_error == CL_SUCCESS &&
+        clEnqueueMarkerWithWaitList(q, 0, NULL, &cmd->ev) == CL_SUCCESS)
+        clWaitForEvents(1, &cmd->ev);
     free(cmd->wait);
     cmd->wait = NULL;
     if (status != RGPU_OK) {
