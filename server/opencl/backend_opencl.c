@@ -303,6 +303,20 @@ static cl_int rgpu_cl_wait_list(rgpu_cl_session_t *s, size_t n, const uint64_t *
         }
         list[i] = h->cl.event;
     }
+    /* A command waiting on a failed event fails (OpenCL 1.2, 5.10). PoCL
+     * 3.1 instead never runs it, so a blocking command would hold the
+     * session thread forever: refuse it here. (An event that fails after
+     * the command was enqueued is the platform's to handle.) */
+    for (size_t i = 0; i < n; i++) {
+        cl_int status = CL_COMPLETE;
+
+        if (clGetEventInfo(list[i], CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status, NULL) ==
+                CL_SUCCESS &&
+            status < 0) {
+            free(list);
+            return CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST;
+        }
+    }
     *list_p = list;
     return CL_SUCCESS;
 }
