@@ -216,6 +216,22 @@ rgpu_status_t rgpu_token_sign_request(const rgpu_token_key_t *key, uint16_t type
     return RGPU_OK;
 }
 
+rgpu_status_t rgpu_token_sign_message(const rgpu_token_key_t *key, uint16_t type, uint32_t seq,
+                                      const ProtobufCMessage *msg, int64_t now_unix,
+                                      uint8_t trailer[RGPU_REQUEST_AUTH_LEN])
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *packed = malloc(len ? len : 1);
+    rgpu_status_t st;
+
+    if (!packed)
+        return RGPU_ERR_NOMEM;
+    protobuf_c_message_pack(msg, packed);
+    st = rgpu_token_sign_request(key, type, seq, packed, len, now_unix, trailer);
+    free(packed);
+    return st;
+}
+
 rgpu_status_t rgpu_token_verify_request(const rgpu_token_key_t *key, uint16_t type, uint32_t seq,
                                         const void *body, size_t len,
                                         const uint8_t trailer[RGPU_REQUEST_AUTH_LEN],

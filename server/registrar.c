@@ -84,15 +84,8 @@ static rgpu_status_t rgpu_registrar_call(rgpu_registrar_t *r, uint16_t type,
         /* Signed with the cluster key: a scheduler started with --key takes
          * registrations and heartbeats only from servers holding it. */
         uint8_t trailer[RGPU_REQUEST_AUTH_LEN];
-        size_t len = protobuf_c_message_get_packed_size(msg);
-        uint8_t *packed = malloc(len ? len : 1);
 
-        if (!packed)
-            return RGPU_ERR_NOMEM;
-        protobuf_c_message_pack(msg, packed);
-        st = rgpu_token_sign_request(r->server->lease_key, type, 1, packed, len,
-                                     (int64_t)time(NULL), trailer);
-        free(packed);
+        st = rgpu_token_sign_message(r->server->lease_key, type, 1, msg, (int64_t)time(NULL), trailer);
         if (st == RGPU_OK)
             st = rgpu_link_send_msg(r->link, type, 1, msg, trailer, sizeof(trailer));
     } else {

@@ -281,19 +281,6 @@ static rgpu_status_t rgpu_conn_read_until(rgpu_conn_t *conn, const rgpu_call_t *
     return status;
 }
 
-/*
- * Who receives. One thread at a time holds the reader role (conn->reading)
- * and receives whole frames for everyone. A thread waiting for its reply
- * takes the role itself when it is free, so a synchronous call costs one
- * send and one receive in the caller's own thread, with no hand-over
- * between threads (rCUDA receives in the caller for the same reason).
- * The reader thread below takes the role only while nobody waits, and only
- * when something may arrive that nobody will wait for (the reply of a
- * non-blocking read, event notifications, the end at close): then it waits
- * in poll(), outside the role, and steps back as soon as a caller waits.
- * Otherwise it sleeps, and a program making only synchronous calls never
- * wakes it.
- */
 /* The reader thread has work while nobody waits: a reply nobody will wait
  * for at once, notifications, or a link to see closed. pending_lock held. */
 static int rgpu_conn_reader_needed(const rgpu_conn_t *conn)
@@ -311,11 +298,48 @@ void rgpu_conn_want_notifications(rgpu_conn_t *conn)
     pthread_mutex_unlock(&conn->pending_lock);
 }
 
+/*
+ * Who receives. One thread at a time holds the reader role (conn->reading)
+ * and receives whole frames for everyone. A thread waiting for its reply
+ * takes the role itself when it is free, so a synchronous call costs one
+ * send and one receive in the caller's own thread, with no hand-over
+ * between threads (rCUDA receives in the caller for the same reason).
+ * The reader thread below takes the role only while nobody waits, and only
+ * when something may arrive that nobody will wait for (the reply of a
+ * non-blocking read, event notifications, the end at close): then it waits
+ * in poll(), outside the role, and steps back as soon as a caller waits.
+ * Otherwise it sleeps, and a program making only synchronous calls never
+ * wakes it.
+ *
+ * rgpu_conn_lead runs one turn in the role: pending_lock held and the role
+ * free on entry, held again on return. It reads until call completed (the
+ * reader thread passes NULL: what has arrived, if anything), then gives the
+ * role back: on a failure every call fails, otherwise the threads waiting
+ * by then (besides the caller, counted in waiters when self_waiting) may
+ * take the role next.
+ */
+static void rgpu_conn_lead(rgpu_conn_t *conn, const rgpu_call_t *call, int self_waiting)
+{
+    rgpu_status_t status = RGPU_OK;
+    char reason[256];
+
+    conn->reading = 1;
+    pthread_mutex_unlock(&conn->pending_lock);
+    /* The reader thread: a caller may have taken what poll saw, so read
+     * only what will not block. */
+    if (call || rgpu_link_buffered(conn->link) > 0 || rgpu_link_wait_readable(conn->link, 0))
+        status = rgpu_conn_read_until(conn, call, reason, sizeof(reason));
+    pthread_mutex_lock(&conn->pending_lock);
+    conn->reading = 0;
+    if (status != RGPU_OK)
+        rgpu_conn_fail_locked(conn, status, reason);
+    else if (conn->waiters > self_waiting)
+        pthread_cond_broadcast(&conn->pending_cond);
+}
+
 static void *rgpu_conn_reader(void *arg)
 {
     rgpu_conn_t *conn = arg;
-    rgpu_status_t status = RGPU_OK;
-    char reason[256];
 
     pthread_mutex_lock(&conn->pending_lock);
     while (conn->dead == RGPU_OK) {
@@ -328,19 +352,7 @@ static void *rgpu_conn_reader(void *arg)
         pthread_mutex_lock(&conn->pending_lock);
         if (conn->dead != RGPU_OK || conn->waiters || conn->reading || !rgpu_conn_reader_needed(conn))
             continue;
-        conn->reading = 1;
-        pthread_mutex_unlock(&conn->pending_lock);
-        /* A caller may have taken what poll saw: read only what will not block. */
-        if (rgpu_link_buffered(conn->link) > 0 || rgpu_link_wait_readable(conn->link, 0))
-            status = rgpu_conn_read_until(conn, NULL, reason, sizeof(reason));
-        pthread_mutex_lock(&conn->pending_lock);
-        conn->reading = 0;
-        if (status != RGPU_OK) {
-            rgpu_conn_fail_locked(conn, status, reason);
-            break;
-        }
-        if (conn->waiters)
-            pthread_cond_broadcast(&conn->pending_cond);
+        rgpu_conn_lead(conn, NULL, 0);
     }
     pthread_mutex_unlock(&conn->pending_lock);
     return NULL;
@@ -485,7 +497,6 @@ int rgpu_conn_call_done(rgpu_conn_t *conn, rgpu_call_t *call)
 rgpu_status_t rgpu_conn_call_wait(rgpu_conn_t *conn, rgpu_call_t *call)
 {
     rgpu_status_t status;
-    char reason[256];
 
     pthread_mutex_lock(&conn->pending_lock);
     conn->waiters++;
@@ -496,15 +507,7 @@ rgpu_status_t rgpu_conn_call_wait(rgpu_conn_t *conn, rgpu_call_t *call)
             pthread_cond_wait(&conn->pending_cond, &conn->pending_lock);
             continue;
         }
-        conn->reading = 1;
-        pthread_mutex_unlock(&conn->pending_lock);
-        status = rgpu_conn_read_until(conn, call, reason, sizeof(reason));
-        pthread_mutex_lock(&conn->pending_lock);
-        conn->reading = 0;
-        if (status != RGPU_OK)
-            rgpu_conn_fail_locked(conn, status, reason);
-        else if (conn->waiters > 1)
-            pthread_cond_broadcast(&conn->pending_cond);   /* the role is free */
+        rgpu_conn_lead(conn, call, 1);
     }
     if (--conn->waiters == 0 && rgpu_conn_reader_needed(conn))
         pthread_cond_signal(&conn->reader_cond);

@@ -101,17 +101,7 @@ void *rgpu_sched_call(const rgpu_sched_client_t *client, uint16_t type,
     if (client->key) {
         /* Signed: the trailer covers the packed body, packed again (the
          * same bytes) by rgpu_link_send_msg. */
-        size_t len = protobuf_c_message_get_packed_size(msg);
-        uint8_t *packed = malloc(len ? len : 1);
-
-        if (!packed) {
-            snprintf(err, err_cap, "out of memory");
-            goto out;
-        }
-        protobuf_c_message_pack(msg, packed);
-        st = rgpu_token_sign_request(client->key, type, 1, packed, len, (int64_t)time(NULL),
-                                     trailer);
-        free(packed);
+        st = rgpu_token_sign_message(client->key, type, 1, msg, (int64_t)time(NULL), trailer);
         if (st != RGPU_OK) {
             snprintf(err, err_cap, "cannot sign the request: %s", rgpu_status_str(st));
             goto out;

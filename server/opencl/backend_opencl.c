@@ -297,25 +297,22 @@ static cl_int rgpu_cl_wait_list(rgpu_cl_session_t *s, size_t n, const uint64_t *
         return CL_OUT_OF_HOST_MEMORY;
     for (size_t i = 0; i < n; i++) {
         rgpu_cl_handle_t *h = rgpu_cl_get(s, ids[i], RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT);
+        cl_int status = CL_COMPLETE;
+
         if (!h) {
             free(list);
             return CL_INVALID_EVENT_WAIT_LIST;
         }
-        list[i] = h->cl.event;
-    }
-    /* A command waiting on a failed event fails (OpenCL 1.2, 5.10). PoCL
-     * 3.1 instead never runs it, so a blocking command would hold the
-     * session thread forever: refuse it here. (An event that fails after
-     * the command was enqueued is the platform's to handle.) */
-    for (size_t i = 0; i < n; i++) {
-        cl_int status = CL_COMPLETE;
-
-        if (clGetEventInfo(list[i], CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status, NULL) ==
-                CL_SUCCESS &&
-            status < 0) {
+        /* A command waiting on a failed event fails (OpenCL 1.2, 5.10).
+         * PoCL 3.1 instead never runs it, so a blocking command would hold
+         * the session thread forever: refuse it here. (An event that fails
+         * after the command was enqueued is the platform's to handle.) */
+        clGetEventInfo(h->cl.event, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status, NULL);
+        if (status < 0) {
             free(list);
             return CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST;
         }
+        list[i] = h->cl.event;
     }
     *list_p = list;
     return CL_SUCCESS;

@@ -71,6 +71,12 @@ rgpu_status_t rgpu_token_sign_request(const rgpu_token_key_t *key, uint16_t type
                                       const void *body, size_t len, int64_t now_unix,
                                       uint8_t trailer[RGPU_REQUEST_AUTH_LEN]);
 
+/* rgpu_token_sign_request over msg packed (the bytes rgpu_link_send_msg
+ * sends as the frame's body). RGPU_ERR_NOMEM when packing cannot get memory. */
+rgpu_status_t rgpu_token_sign_message(const rgpu_token_key_t *key, uint16_t type, uint32_t seq,
+                                      const ProtobufCMessage *msg, int64_t now_unix,
+                                      uint8_t trailer[RGPU_REQUEST_AUTH_LEN]);
+
 /* Checks a trailer made by rgpu_token_sign_request. RGPU_ERR_REFUSED: bad
  * signature ("bad signature"); RGPU_ERR_TIMEOUT: its time is more than
  * max_skew_s from now_unix ("clock skew 75 s"). why (may be NULL) gets the
