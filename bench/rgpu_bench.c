@@ -44,6 +44,7 @@ typedef struct {
     const char *local_platform;     /* NULL: first other platform; "none": no local baseline */
     const char *tcp_peer;           /* NULL or "none": no TCP baseline */
     size_t iterations;              /* 0: each test's default */
+    size_t batch;                   /* launch: only this many per clFinish (0: 16 to 8192) */
     uint64_t min_size, max_size;
     int json;
     int quick;
@@ -593,9 +594,14 @@ static int bench_launch_async_rate(bench_t *b, size_t batch, size_t total, doubl
 
 static int bench_run_launch(bench_t *b)
 {
-    static const size_t batches[] = {16, 128, 1024, 8192};
+    size_t batches[] = {16, 128, 1024, 8192};
     size_t iters = bench_iters(b, 10000, 500), warmup = b->opt.quick ? 20 : 200;
     size_t nbatch = b->opt.quick ? 2 : sizeof(batches) / sizeof(batches[0]);
+
+    if (b->opt.batch) {
+        batches[0] = b->opt.batch;
+        nbatch = 1;
+    }
     double *samples[2] = {bench_samples(iters), bench_samples(iters)};
     double rgpu_rate[4], local_rate[4], us;
     bench_path_t paths[2];
@@ -840,6 +846,8 @@ static void bench_usage(FILE *f)
             "  --tcp-peer HOST:PORT   the raw TCP baseline peer (default $RGPU_BENCH_TCP_PEER;\n"
             "                         \"none\" to skip)\n"
             "  --iterations N         timed iterations (lat, launch; bw: at most N per size)\n"
+            "  --batch N              launch: only N launches per clFinish (default: 16, 128,\n"
+            "                         1024 and 8192 in turn)\n"
             "  --min-size SIZE        smallest bw transfer (default 4K)\n"
             "  --max-size SIZE        largest bw transfer (default 256M)\n"
             "  --json                 print one JSON object with every figure on stdout\n"
@@ -902,6 +910,15 @@ static int bench_parse(int argc, char **argv, bench_opts_t *o)
                 return 2;
             }
             o->iterations = (size_t)n;
+        } else if (!strcmp(a, "--batch")) {
+            BENCH_NEED_ARG();
+            char *end;
+            unsigned long long n = strtoull(v, &end, 10);
+            if (*end || n == 0 || n > 1000000) {
+                fprintf(stderr, "rgpu-bench: --batch: expected 1..1000000 launches per clFinish, got \"%s\"\n", v);
+                return 2;
+            }
+            o->batch = (size_t)n;
         } else if (!strcmp(a, "--min-size")) {
             BENCH_NEED_ARG();
             if (bench_parse_size(a, v, &o->min_size) != 0)

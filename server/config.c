@@ -133,6 +133,23 @@ static void rgpu_config_format_flag(const rgpu_config_row_t *row, const void *fi
     snprintf(out, cap, "%s", *(const int *)field ? "yes" : "no");
 }
 
+static int rgpu_config_parse_threads(const rgpu_config_row_t *row, const char *value, void *field,
+                                     char *why, size_t why_cap)
+{
+    if (!strcmp(value, "batch") || !strcmp(value, "normal")) {
+        *(int *)field = !strcmp(value, "batch");
+        return 0;
+    }
+    snprintf(why, why_cap, "expected batch or normal");
+    return -1;
+}
+
+static void rgpu_config_format_threads(const rgpu_config_row_t *row, const void *field, char *out,
+                                       size_t cap)
+{
+    snprintf(out, cap, "%s", *(const int *)field ? "batch" : "normal");
+}
+
 static void rgpu_config_format_string(const rgpu_config_row_t *row, const void *field, char *out,
                                       size_t cap)
 {
@@ -200,6 +217,11 @@ static const rgpu_config_row_t rgpu_server_config_table[] = {
      "serve every client without lease checking, on loopback addresses only "
      "(excludes --key; a flag, or --insecure=no)",
      RGPU_CFG_NUM(insecure), rgpu_config_parse_flag, rgpu_config_format_flag, 0, 0},
+    {"platform-threads", "RGPU_PLATFORM_THREADS", "POLICY", "batch",
+     "scheduling policy of the threads the OpenCL platform starts (PoCL's workers, a driver's "
+     "helpers): batch (SCHED_BATCH: a platform thread that wakes up does not preempt the session "
+     "thread feeding it, it runs when that thread waits or at the next tick) or normal",
+     RGPU_CFG_NUM(platform_threads_batch), rgpu_config_parse_threads, rgpu_config_format_threads, 0, 0},
 };
 
 #define RGPU_CONFIG_NROWS (sizeof(rgpu_server_config_table) / sizeof(rgpu_server_config_table[0]))

@@ -14,6 +14,7 @@
  *   --scheduler     RGPU_SCHEDULER     (off: no registration)
  *   --advertise     RGPU_ADVERTISE     (the address actually listened on)
  *   --insecure      RGPU_INSECURE      no (a flag: serve without leases, loopback only)
+ *   --platform-threads RGPU_PLATFORM_THREADS batch (or normal: their scheduling policy)
  *
  * Everything here runs on the main thread before the loop starts.
  */
@@ -43,6 +44,7 @@ typedef struct {
     char scheduler[256];        /* "host:port" of rgpu-scheduler to register with; "" = off */
     char advertise[256];        /* address clients (and lease tokens) name this server by */
     int insecure;               /* explicitly no lease checking; loopback listen only */
+    int platform_threads_batch; /* start the platform's threads under SCHED_BATCH */
     /* Where each row's value came from, indexed like the table. */
     rgpu_config_source_t source[RGPU_SERVER_CONFIG_MAX_ROWS];
 } rgpu_server_config_t;

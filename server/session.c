@@ -362,6 +362,8 @@ static void *rgpu_session_sender_main(void *arg)
     rgpu_session_t *session = arg;
     int link_failed = 0;
 
+    pthread_setname_np(pthread_self(), "rgpu-sender");
+
     for (;;) {
         rgpu_outframe_t *frame;
 
@@ -673,6 +675,9 @@ static void *rgpu_session_main(void *arg)
     rgpu_session_t *session = arg;
     rgpu_server_t *server = session->server;
     char reason[512] = "";
+
+    /* Named for top -H and ps -L: the platform's threads keep "rgpu-server". */
+    pthread_setname_np(pthread_self(), "rgpu-session");
     rgpu_link_t *link;
     rgpu_status_t status;
 

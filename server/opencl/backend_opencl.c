@@ -17,6 +17,8 @@
  * pipelined the other way: chunk i is copied to the device while chunk i+1
  * is still arriving.
  */
+#include <errno.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2075,7 +2077,40 @@ static int rgpu_cl_hello_device(rgpu_backend_t *be, cl_uint index, Rgpu__Device 
     return 0;
 }
 
-static rgpu_status_t rgpu_cl_backend_open(const rgpu_server_config_t *config, rgpu_backend_t **backend_p)
+/* The platform starts its threads (PoCL's device workers, a driver's
+ * helpers) while it is being opened, and they inherit the scheduling policy
+ * of the thread opening it. Under SCHED_BATCH a thread that wakes up does not
+ * preempt the one running: a PoCL worker woken by an enqueue no longer takes
+ * the CPU from the session thread that is decoding the next launch, and runs
+ * when that thread waits or at the next tick. On a CPU device sharing cores
+ * with the sessions, that preemption cost a context switch every few
+ * launches (docs/benchmarks.md). Linux applies the policy to this thread
+ * alone, and it is restored afterwards: our own threads keep SCHED_OTHER.
+ * A policy the operator chose (chrt) is left alone. Returns whether it
+ * changed the policy. */
+static int rgpu_cl_platform_threads_begin(const rgpu_server_config_t *config)
+{
+    struct sched_param param = {0};
+
+    if (!config->platform_threads_batch || sched_getscheduler(0) != SCHED_OTHER)
+        return 0;
+    if (sched_setscheduler(0, SCHED_BATCH, &param) != 0) {
+        rgpu_warn("opencl", "cannot start the platform's threads under SCHED_BATCH (%s); they run "
+                            "under the default policy", strerror(errno));
+        return 0;
+    }
+    return 1;
+}
+
+static void rgpu_cl_platform_threads_end(int changed)
+{
+    struct sched_param param = {0};
+
+    if (changed && sched_setscheduler(0, SCHED_OTHER, &param) != 0)
+        rgpu_warn("opencl", "cannot go back to SCHED_OTHER after opening the platform: %s", strerror(errno));
+}
+
+static rgpu_status_t rgpu_cl_backend_platform_open(const rgpu_server_config_t *config, rgpu_backend_t **backend_p)
 {
     cl_platform_id platforms[32];
     cl_uint n_platforms = 0;
@@ -2136,6 +2171,15 @@ static rgpu_status_t rgpu_cl_backend_open(const rgpu_server_config_t *config, rg
     }
     *backend_p = be;
     return RGPU_OK;
+}
+
+static rgpu_status_t rgpu_cl_backend_open(const rgpu_server_config_t *config, rgpu_backend_t **backend_p)
+{
+    int changed = rgpu_cl_platform_threads_begin(config);
+    rgpu_status_t status = rgpu_cl_backend_platform_open(config, backend_p);
+
+    rgpu_cl_platform_threads_end(changed);
+    return status;
 }
 
 static void rgpu_cl_backend_close(rgpu_backend_t *be)
