@@ -571,13 +571,17 @@ static int bench_plot(bench_t *b)
 /* ---- launch ---- */
 
 /* Async launch rate with `batch` launches per clFinish: rgpu and local
- * rounds alternate until each ran at least `total` launches. */
-static int bench_launch_async_rate(bench_t *b, size_t batch, size_t total, double *rgpu_rate, double *local_rate)
+ * rounds alternate until each ran at least `total` launches and at least
+ * BENCH_LAUNCH_MIN_ROUNDS rounds (one round of 8192 is a few tens of ms: two
+ * of them would say more about the scheduler than about rgpu). */
+#define BENCH_LAUNCH_MIN_ROUNDS 16
+static int bench_launch_async_rate(bench_t *b, size_t batch, size_t total, size_t *done_p, double *rgpu_rate,
+                                   double *local_rate)
 {
     double rgpu_us = 0, local_us = 0, us;
     size_t done = 0;
 
-    for (size_t k = 0; done < total; k++, done += batch) {
+    for (size_t k = 0; done < total || k < BENCH_LAUNCH_MIN_ROUNDS; k++, done += batch) {
         for (int j = 0; j < 2; j++) {
             int local = (int)((k + (size_t)j) % 2);
             if (local && !b->have_local)
@@ -587,6 +591,7 @@ static int bench_launch_async_rate(bench_t *b, size_t batch, size_t total, doubl
             *(local ? &local_us : &rgpu_us) += us;
         }
     }
+    *done_p = done;
     *rgpu_rate = (double)done / (rgpu_us / 1e6);
     *local_rate = b->have_local ? (double)done / (local_us / 1e6) : NAN;
     return 0;
@@ -604,6 +609,7 @@ static int bench_run_launch(bench_t *b)
     }
     double *samples[2] = {bench_samples(iters), bench_samples(iters)};
     double rgpu_rate[4], local_rate[4], us;
+    size_t launches[4];
     bench_path_t paths[2];
     bench_stats_t rs, ls = {0};
     char v[32], r[32], name[64];
@@ -616,7 +622,7 @@ static int bench_run_launch(bench_t *b)
         goto out;
     for (size_t k = 0; k < nbatch; k++) {
         bench_progress("launch: async rate, %zu per clFinish", batches[k]);
-        if (bench_launch_async_rate(b, batches[k], iters, &rgpu_rate[k], &local_rate[k]) != 0)
+        if (bench_launch_async_rate(b, batches[k], iters, &launches[k], &rgpu_rate[k], &local_rate[k]) != 0)
             goto out;
     }
     /* Sync: enqueue + clFinish, rgpu and local iterations alternating. */
@@ -631,18 +637,19 @@ static int bench_run_launch(bench_t *b)
         bench_stats_compute(samples[1], iters, &ls);
     bench_progress_done();
     fprintf(b->out, "\n# launch: empty kernel, 1 work item; async = N enqueues then clFinish, at least %zu launches "
-                    "per N;\n# sync = enqueue + clFinish each; rgpu and local rounds and iterations alternate\n", iters);
+                    "and %d rounds\n# per N (#iterations: launches on each side); sync = enqueue + clFinish each; "
+                    "rgpu and local\n# rounds and iterations alternate\n", iters, BENCH_LAUNCH_MIN_ROUNDS);
     fprintf(b->out, " %-36s %-12s %-14s %-14s %s\n", "#test", "#iterations", "rgpu", "local", "rgpu/local");
-#define BENCH_LAUNCH_ROW(name, rv, lv, fmt)                                                              \
-    fprintf(b->out, " %-36s %-12zu " fmt " %-14s %s\n", name, iters, rv, bench_fmt(v, sizeof(v), fmt, lv), \
+#define BENCH_LAUNCH_ROW(name, count, rv, lv, fmt)                                                              \
+    fprintf(b->out, " %-36s %-12zu " fmt " %-14s %s\n", name, count, rv, bench_fmt(v, sizeof(v), fmt, lv), \
             bench_fmt(r, sizeof(r), "%.3f", bench_ratio(rv, lv)))
     for (size_t k = 0; k < nbatch; k++) {
         snprintf(name, sizeof(name), "async rate, N=%zu [launch/sec]", batches[k]);
-        BENCH_LAUNCH_ROW(name, rgpu_rate[k], local_rate[k], "%-14.0f");
+        BENCH_LAUNCH_ROW(name, launches[k], rgpu_rate[k], local_rate[k], "%-14.0f");
     }
-    BENCH_LAUNCH_ROW("sync launch t_median[usec]", rs.median, b->have_local ? ls.median : NAN, "%-14.2f");
-    BENCH_LAUNCH_ROW("sync launch t_p99[usec]", rs.p99, b->have_local ? ls.p99 : NAN, "%-14.2f");
-    BENCH_LAUNCH_ROW("sync launch t_p99.9[usec]", rs.p999, b->have_local ? ls.p999 : NAN, "%-14.2f");
+    BENCH_LAUNCH_ROW("sync launch t_median[usec]", iters, rs.median, b->have_local ? ls.median : NAN, "%-14.2f");
+    BENCH_LAUNCH_ROW("sync launch t_p99[usec]", iters, rs.p99, b->have_local ? ls.p99 : NAN, "%-14.2f");
+    BENCH_LAUNCH_ROW("sync launch t_p99.9[usec]", iters, rs.p999, b->have_local ? ls.p999 : NAN, "%-14.2f");
 #undef BENCH_LAUNCH_ROW
     fflush(b->out);
     bench_json_begin_obj(&b->json, "launch");
@@ -651,6 +658,7 @@ static int bench_run_launch(bench_t *b)
     for (size_t k = 0; k < nbatch; k++) {
         bench_json_begin_obj(&b->json, NULL);
         bench_json_int(&b->json, "launches_per_finish", (long long)batches[k]);
+        bench_json_int(&b->json, "launches", (long long)launches[k]);
         bench_json_num(&b->json, "rgpu_launches_per_sec", rgpu_rate[k]);
         bench_json_num(&b->json, "local_launches_per_sec", local_rate[k]);
         bench_json_num(&b->json, "ratio", bench_ratio(rgpu_rate[k], local_rate[k]));

@@ -71,6 +71,10 @@ typedef struct {
  * chunk costs a page fault per 4 KiB, which is as slow as the network. */
 #define RGPU_CL_POOL_MAX 8
 
+/* Launch bodies up to this size are remembered (one of 3 dimensions with a
+ * wait list of a few events is about 60 bytes). */
+#define RGPU_CL_LAUNCH_MEMO_MAX 256
+
 typedef struct {
     rgpu_backend_t *backend;
     rgpu_session_t *session;
@@ -84,6 +88,12 @@ typedef struct {
     void *read_small;           /* staging of small blocking reads (session thread only) */
     uint64_t read_small_size;
     uint64_t quota_used;        /* bytes of live buffers, checked against the lease's quota */
+    /* The last kernel launch, decoded, with its body: a loop launching one
+     * kernel with the same sizes sends the same bytes again and again, and
+     * they are decoded once (session thread only). */
+    Rgpu__ClNDRange *launch_memo;
+    uint8_t launch_memo_body[RGPU_CL_LAUNCH_MEMO_MAX];
+    uint32_t launch_memo_len;
 } rgpu_cl_session_t;
 
 /* Staging for a non-blocking read of size bytes: the last one's, when the
@@ -1213,7 +1223,7 @@ static rgpu_status_t rgpu_cl_copy_rect(rgpu_cl_session_t *s, const rgpu_frame_he
 
 /* ---- kernels and synchronization ---- */
 
-static rgpu_status_t rgpu_cl_ndrange(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClNDRange *m)
+static rgpu_status_t rgpu_cl_ndrange(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, const Rgpu__ClNDRange *m)
 {
     rgpu_cl_handle_t *k;
     size_t off[3], gsz[3], lsz[3];
@@ -1903,7 +1913,26 @@ static rgpu_status_t rgpu_cl_session_handle(void *ctx, const rgpu_frame_header_t
         RGPU_CL_UNPACK(Rgpu__ClBufferRect, rgpu__cl_buffer_rect, rgpu_cl_copy_rect);
         break;
     case RGPU__MSG_TYPE__MSG_CL_NDRANGE:
-        RGPU_CL_UNPACK(Rgpu__ClNDRange, rgpu__cl_ndrange, rgpu_cl_ndrange);
+        if (s->launch_memo && hdr->body_len == s->launch_memo_len &&
+            memcmp(body, s->launch_memo_body, hdr->body_len) == 0) {
+            status = rgpu_cl_ndrange(s, hdr, s->launch_memo);
+            break;
+        }
+        if (hdr->body_len > RGPU_CL_LAUNCH_MEMO_MAX) {
+            RGPU_CL_UNPACK(Rgpu__ClNDRange, rgpu__cl_ndrange, rgpu_cl_ndrange);
+            break;
+        }
+        {
+            Rgpu__ClNDRange *m = rgpu__cl_ndrange__unpack(NULL, hdr->body_len, body);
+            if (!m)
+                goto bad_body;
+            if (s->launch_memo)
+                rgpu__cl_ndrange__free_unpacked(s->launch_memo, NULL);
+            s->launch_memo = m;
+            s->launch_memo_len = hdr->body_len;
+            memcpy(s->launch_memo_body, body, hdr->body_len);
+            status = rgpu_cl_ndrange(s, hdr, m);
+        }
         break;
     case RGPU__MSG_TYPE__MSG_CL_MARKER:
         RGPU_CL_UNPACK(Rgpu__ClMarker, rgpu__cl_marker, rgpu_cl_marker);
@@ -2020,6 +2049,8 @@ static void rgpu_cl_session_free(void *ctx)
         free(s->pool[i]);
     free(s->read_spare);
     free(s->read_small);
+    if (s->launch_memo)
+        rgpu__cl_ndrange__free_unpacked(s->launch_memo, NULL);
     pthread_mutex_destroy(&s->pool_lock);
     free(s);
 }
