@@ -119,6 +119,16 @@ typedef struct {
  * NULL when none matches. */
 cl_platform_id bench_cl_find_platform(const char *name, const char *exclude);
 
+/* Gives the local platforms what rgpu-server gives its own: opens every
+ * platform but the one named skip (its devices counted) with this thread
+ * under SCHED_BATCH, so that the threads they start (PoCL's workers)
+ * inherit it, then goes back to SCHED_OTHER. Returns 0, or -1 with a
+ * message on stderr. */
+int bench_cl_platform_threads_batch(const char *skip);
+
+/* How many threads of this process run under SCHED_BATCH. */
+int bench_threads_batch(void);
+
 /* Opens the first device of platform: context, queue, the bench's kernels.
  * Returns 0, or -1 with a message on stderr. */
 int bench_cl_open(bench_cl_t *cl, const char *label, cl_platform_id platform);

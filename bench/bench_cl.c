@@ -4,6 +4,9 @@
  * the same kernels, so the two figures differ only by where the calls run.
  */
 #include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -142,6 +145,65 @@ cl_platform_id bench_cl_find_platform(const char *name, const char *exclude)
         }
     }
     return found;
+}
+
+int bench_cl_platform_threads_batch(const char *skip)
+{
+    struct sched_param param = {0};
+    cl_platform_id ids[32];
+    cl_uint n = 0;
+
+    if (sched_setscheduler(0, SCHED_BATCH, &param) != 0) {
+        fprintf(stderr, "rgpu-bench: cannot switch to SCHED_BATCH: %s\n", strerror(errno));
+        return -1;
+    }
+    if (clGetPlatformIDs(32, ids, &n) == CL_SUCCESS) {
+        for (cl_uint i = 0; i < n && i < 32; i++) {
+            char pname[256] = "";
+            cl_uint ndev = 0;
+            clGetPlatformInfo(ids[i], CL_PLATFORM_NAME, sizeof(pname), pname, NULL);
+            if (strcmp(pname, skip) != 0)
+                clGetDeviceIDs(ids[i], CL_DEVICE_TYPE_ALL, 0, NULL, &ndev);
+        }
+    }
+    if (sched_setscheduler(0, SCHED_OTHER, &param) != 0) {
+        fprintf(stderr, "rgpu-bench: cannot go back to SCHED_OTHER: %s\n", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int bench_threads_batch(void)
+{
+    DIR *dir = opendir("/proc/self/task");
+    struct dirent *e;
+    int count = 0;
+
+    if (!dir)
+        return -1;
+    while ((e = readdir(dir)) != NULL) {
+        char path[300], line[1024];
+        FILE *f;
+
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
+        if (!(f = fopen(path, "r")))
+            continue;
+        if (fgets(line, sizeof(line), f)) {
+            /* After "(comm) ", the policy is the 39th field. */
+            char *p = strrchr(line, ')');
+            int field = 0;
+            for (p = p ? p + 1 : line; *p && field < 39; p++)
+                if (*p == ' ')
+                    field++;
+            if (field == 39 && atoi(p) == SCHED_BATCH)
+                count++;
+        }
+        fclose(f);
+    }
+    closedir(dir);
+    return count;
 }
 
 int bench_cl_open(bench_cl_t *cl, const char *label, cl_platform_id platform)

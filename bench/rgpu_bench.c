@@ -21,6 +21,7 @@
  * BW average[MB/sec], MB = 2^20 bytes) so it can be put beside ib_write_bw.
  * No figure is checked against a target: the tool reports, people judge.
  */
+#include <dlfcn.h>
 #include <math.h>
 #include <sched.h>
 #include <signal.h>
@@ -45,6 +46,7 @@ typedef struct {
     const char *tcp_peer;           /* NULL or "none": no TCP baseline */
     size_t iterations;              /* 0: each test's default */
     size_t batch;                   /* launch: only this many per clFinish (0: 16 to 8192) */
+    int local_batch;                /* local platforms' threads under SCHED_BATCH, like rgpu-server's */
     uint64_t min_size, max_size;
     int json;
     int quick;
@@ -856,6 +858,10 @@ static void bench_usage(FILE *f)
             "  --iterations N         timed iterations (lat, launch; bw: at most N per size)\n"
             "  --batch N              launch: only N launches per clFinish (default: 16, 128,\n"
             "                         1024 and 8192 in turn)\n"
+            "  --local-platform-threads batch|normal\n"
+            "                         scheduling policy of the local platform's threads:\n"
+            "                         normal (default: as a program gets them) or batch (as\n"
+            "                         rgpu-server starts its platform's threads)\n"
             "  --min-size SIZE        smallest bw transfer (default 4K)\n"
             "  --max-size SIZE        largest bw transfer (default 256M)\n"
             "  --json                 print one JSON object with every figure on stdout\n"
@@ -936,6 +942,13 @@ static int bench_parse(int argc, char **argv, bench_opts_t *o)
             if (bench_parse_size(a, v, &o->max_size) != 0)
                 return 2;
             max_given = 1;
+        } else if (!strcmp(a, "--local-platform-threads")) {
+            BENCH_NEED_ARG();
+            if (strcmp(v, "batch") && strcmp(v, "normal")) {
+                fprintf(stderr, "rgpu-bench: --local-platform-threads: expected batch or normal, got \"%s\"\n", v);
+                return 2;
+            }
+            o->local_batch = !strcmp(v, "batch");
         } else if (!strcmp(a, "--json")) {
             o->json = 1;
         } else if (!strcmp(a, "--plot")) {
@@ -977,6 +990,8 @@ static int bench_setup(bench_t *b)
 {
     cl_platform_id rp, lp = NULL;
 
+    if (b->opt.local_batch && bench_cl_platform_threads_batch(b->opt.platform) != 0)
+        return -1;
     rp = bench_cl_find_platform(b->opt.platform, NULL);
     if (!rp) {
         fprintf(stderr, "rgpu-bench: no OpenCL platform named \"%s\"; does OCL_ICD_VENDORS list rgpu.icd?\n",
@@ -1025,8 +1040,13 @@ static void bench_describe(bench_t *b)
             b->opt.quick ? " --quick" : "", host, ncpus, load[0]);
     fprintf(b->out, "# rgpu:  platform \"%s\", device \"%s\", RGPU_SERVERS=%s\n", b->rgpu.platform_name,
             b->rgpu.device_name, servers ? servers : "(unset)");
+    /* What the local platform runs with: rgpu-server gives its platform
+     * jemalloc and SCHED_BATCH threads; a program gets neither by default. */
+    const char *allocator = dlsym(RTLD_DEFAULT, "mallctl") ? "jemalloc" : "the C library's";
+    int batch_threads = bench_threads_batch();
     if (b->have_local)
-        fprintf(b->out, "# local: platform \"%s\", device \"%s\"\n", b->local.platform_name, b->local.device_name);
+        fprintf(b->out, "# local: platform \"%s\", device \"%s\"; malloc: %s, %d thread(s) under SCHED_BATCH\n",
+                b->local.platform_name, b->local.device_name, allocator, batch_threads);
     if (b->have_tcp)
         fprintf(b->out, "# TCP:   rgpu-bench tcp-peer at %s (rgpu's TCP transport and socket options)\n",
                 b->opt.tcp_peer);
@@ -1037,6 +1057,8 @@ static void bench_describe(bench_t *b)
     bench_json_str(&b->json, "build_type", RGPU_BENCH_BUILD_TYPE);
     bench_json_str(&b->json, "host", host);
     bench_json_int(&b->json, "cpus_allowed", ncpus);
+    bench_json_str(&b->json, "bench_allocator", allocator);
+    bench_json_int(&b->json, "bench_threads_sched_batch", batch_threads);
     bench_json_num(&b->json, "load_average_1min", load[0]);
     bench_json_begin_obj(&b->json, "rgpu");
     bench_json_str(&b->json, "platform", b->rgpu.platform_name);

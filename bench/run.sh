@@ -15,6 +15,11 @@
 #   RGPU_BENCH_SERVER_CPUS   CPUs of rgpu-server and tcp-peer (default 1)
 #   RGPU_BENCH_CLIENT_CPUS   CPUs of rgpu-bench (default 0)
 #   RGPU_BENCH_PIN=0         no taskset pinning
+#   RGPU_BENCH_LOCAL_AS_SERVER=1
+#                            give the local baseline what rgpu-server gives its
+#                            platform: the same malloc (jemalloc, preloaded into
+#                            rgpu-bench) and its platform threads under
+#                            SCHED_BATCH; by default it runs as a program does
 # The server and the peer share CPUs on purpose: they stand for the GPU node,
 # rgpu-bench for the compute node. On 2 cores, busy processes fight: pinning
 # keeps the two sides from taking each other's core.
@@ -128,9 +133,16 @@ for a in "$@"; do
 done
 [ "$HAVE_CMD" = 1 ] || ARGS=(all "${ARGS[@]}")
 
+BENCH_ENV=()
+if [ "${RGPU_BENCH_LOCAL_AS_SERVER:-0}" = 1 ]; then
+    ARGS+=(--local-platform-threads batch)
+    JEMALLOC=$(ldd "$SERVER_BIN" | awk '/libjemalloc/ {print $3}')
+    [ -n "$JEMALLOC" ] && BENCH_ENV=(LD_PRELOAD="$JEMALLOC${LD_PRELOAD:+:$LD_PRELOAD}")
+fi
+
 echo "run.sh: rgpu-server at $SERVER_ADDR, tcp-peer at $PEER_ADDR${SERVER_PIN:+, server side on CPU ${RGPU_BENCH_SERVER_CPUS:-1}, bench on CPU ${RGPU_BENCH_CLIENT_CPUS:-0}}" >&2
 set +e
-OCL_ICD_VENDORS="$TMP/vendors-all" RGPU_SERVERS="$SERVER_ADDR" \
+env "${BENCH_ENV[@]}" OCL_ICD_VENDORS="$TMP/vendors-all" RGPU_SERVERS="$SERVER_ADDR" \
     "${CLIENT_PIN[@]}" "$BENCH_BIN" "${ARGS[@]}" --tcp-peer "$PEER_ADDR"
 rc=$?
 set -e

@@ -13,6 +13,7 @@ PACKAGES=(
     clinfo clpeak                               # unmodified OpenCL programs for the tests
     libcriterion-dev                            # unit tests
     libsqlite3-dev libsodium-dev                # rgpu-scheduler's state store, lease tokens
+    libjemalloc-dev                             # rgpu-server's allocator
     python3 iproute2 procps                     # test scripts
     slurmctld slurmd slurm-client libslurm-dev munge  # the Slurm plugin (slurm/) and e2e.slurm
 )

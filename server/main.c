@@ -152,6 +152,11 @@ int main(int argc, char **argv)
     if (status != RGPU_OK)
         goto out_cleanup_server;
     rgpu_info("server", "serving %s", daemon.server.backend_ops->describe(daemon.server.backend));
+#ifdef RGPU_WITH_JEMALLOC
+    rgpu_info("server", "memory allocator: jemalloc");
+#else
+    rgpu_info("server", "memory allocator: the C library's malloc (built without jemalloc)");
+#endif
 
     status = rgpu_tcp_ops.listen(config.listen, &daemon.listener);
     if (status != RGPU_OK) {

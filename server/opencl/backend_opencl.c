@@ -2130,6 +2130,7 @@ static int rgpu_cl_platform_threads_begin(const rgpu_server_config_t *config)
                             "under the default policy", strerror(errno));
         return 0;
     }
+    rgpu_info("opencl", "the platform's threads start under SCHED_BATCH (--platform-threads)");
     return 1;
 }
 

@@ -56,6 +56,16 @@ batch=$(awk -v pid="$ok_PID" '$1 != pid && $2 == "rgpu-server" && $3 == 3' "$E2E
 pass "platform threads under SCHED_BATCH: $batch; main, session and sender threads under SCHED_OTHER"
 kill "$hold_pid"
 wait "$hold_pid" 2>/dev/null || true
+
+# A build that links jemalloc (the default outside sanitized builds, where it
+# is installed) serves with it: PoCL's allocations go through it too.
+if grep -q '^RGPU_JEMALLOC_LINKED:INTERNAL=ON' "$BUILD/CMakeCache.txt"; then
+    grep -q 'libjemalloc' "/proc/$ok_PID/maps" || fail "the build links jemalloc, but the server has not loaded it"
+    grep -q 'memory allocator: jemalloc' "$ok_LOG" || fail "the server's log does not name jemalloc"
+    pass "the server runs on jemalloc"
+else
+    e2e_log "not checked: this build does not link jemalloc (sanitized, or libjemalloc-dev missing)"
+fi
 stop_server ok
 
 # --platform-threads normal: nothing changes the policy.
