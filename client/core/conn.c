@@ -20,8 +20,14 @@
 /* Bulks up to this size are copied into the send buffer; larger ones are
  * sent straight from the caller's memory. */
 #define RGPU_CONN_COPY_MAX   (64u << 10)
-/* The send buffer is flushed once it holds this much. */
-#define RGPU_CONN_FLUSH_AT   (256u << 10)
+/* Asynchronous frames wait in the send buffer for a synchronous call, or
+ * until it holds flush_at bytes. flush_at starts at RGPU_CONN_FLUSH_FIRST
+ * after every synchronous call and doubles with each flush, up to
+ * RGPU_CONN_FLUSH_MAX: the first launches of a burst reach the server while
+ * the rest are still being encoded, and a long burst costs a few large
+ * writes. */
+#define RGPU_CONN_FLUSH_FIRST (4u << 10)
+#define RGPU_CONN_FLUSH_MAX   (256u << 10)
 
 struct rgpu_conn {
     rgpu_link_t *link;
@@ -32,6 +38,7 @@ struct rgpu_conn {
     uint8_t *sendbuf;
     size_t send_len;
     size_t send_cap;
+    size_t flush_at;                /* see RGPU_CONN_FLUSH_FIRST */
     uint64_t next_seq;
 
     pthread_mutex_t pending_lock;
@@ -448,8 +455,12 @@ static rgpu_status_t rgpu_conn_enqueue(rgpu_conn_t *conn, uint16_t type, const P
     }
     if (!copy_bulk)
         status = rgpu_conn_send_locked(conn, NULL, 0, bulk, bulk_len);
-    else if (send_now || conn->send_len >= RGPU_CONN_FLUSH_AT)
+    else if (send_now || conn->send_len >= conn->flush_at)
         status = rgpu_conn_send_locked(conn, NULL, 0, NULL, 0);
+    if (send_now)
+        conn->flush_at = RGPU_CONN_FLUSH_FIRST;
+    else if (conn->send_len == 0 && conn->flush_at < RGPU_CONN_FLUSH_MAX)
+        conn->flush_at *= 2;
 out_unlock:
     pthread_mutex_unlock(&conn->send_lock);
     return status;
@@ -467,6 +478,7 @@ rgpu_status_t rgpu_conn_flush(rgpu_conn_t *conn)
 
     pthread_mutex_lock(&conn->send_lock);
     status = rgpu_conn_send_locked(conn, NULL, 0, NULL, 0);
+    conn->flush_at = RGPU_CONN_FLUSH_FIRST;
     pthread_mutex_unlock(&conn->send_lock);
     return status;
 }
@@ -553,6 +565,7 @@ rgpu_status_t rgpu_conn_open(const char *addr, const Rgpu__Hello *hello, int tim
     conn->limits.max_body = RGPU_FRAME_DEFAULT_MAX_BODY;
     conn->limits.max_bulk = RGPU_FRAME_DEFAULT_MAX_BULK;
     conn->next_id = 1;
+    conn->flush_at = RGPU_CONN_FLUSH_FIRST;
     conn->notify = notify;
     conn->notify_arg = notify_arg;
     pthread_mutex_init(&conn->send_lock, NULL);
