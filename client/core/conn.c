@@ -26,7 +26,7 @@
  * RGPU_CONN_FLUSH_MAX: the first launches of a burst reach the server while
  * the rest are still being encoded, and a long burst costs a few large
  * writes. */
-#define RGPU_CONN_FLUSH_FIRST (4u << 10)
+#define RGPU_CONN_FLUSH_FIRST (1u << 10)
 #define RGPU_CONN_FLUSH_MAX   (256u << 10)
 
 struct rgpu_conn {
