@@ -883,6 +883,21 @@ static int bench_parse_size(const char *opt, const char *arg, uint64_t *size_p)
     return 0;
 }
 
+/* A count from 1 to max; what (may be "") follows the range in the message. */
+static int bench_parse_count(const char *opt, const char *arg, unsigned long long max, const char *what,
+                             size_t *count_p)
+{
+    char *end;
+    unsigned long long n = strtoull(arg, &end, 10);
+
+    if (*arg == '\0' || *end || n == 0 || n > max) {
+        fprintf(stderr, "rgpu-bench: %s: expected 1..%llu%s, got \"%s\"\n", opt, max, what, arg);
+        return -1;
+    }
+    *count_p = (size_t)n;
+    return 0;
+}
+
 static int bench_parse(int argc, char **argv, bench_opts_t *o)
 {
     memset(o, 0, sizeof(*o));
@@ -917,22 +932,12 @@ static int bench_parse(int argc, char **argv, bench_opts_t *o)
             o->tcp_peer = v;
         } else if (!strcmp(a, "--iterations") || !strcmp(a, "-n")) {
             BENCH_NEED_ARG();
-            char *end;
-            unsigned long long n = strtoull(v, &end, 10);
-            if (*end || n == 0 || n > 100000000) {
-                fprintf(stderr, "rgpu-bench: --iterations: expected 1..100000000, got \"%s\"\n", v);
+            if (bench_parse_count(a, v, 100000000, "", &o->iterations) != 0)
                 return 2;
-            }
-            o->iterations = (size_t)n;
         } else if (!strcmp(a, "--batch")) {
             BENCH_NEED_ARG();
-            char *end;
-            unsigned long long n = strtoull(v, &end, 10);
-            if (*end || n == 0 || n > 1000000) {
-                fprintf(stderr, "rgpu-bench: --batch: expected 1..1000000 launches per clFinish, got \"%s\"\n", v);
+            if (bench_parse_count(a, v, 1000000, " launches per clFinish", &o->batch) != 0)
                 return 2;
-            }
-            o->batch = (size_t)n;
         } else if (!strcmp(a, "--min-size")) {
             BENCH_NEED_ARG();
             if (bench_parse_size(a, v, &o->min_size) != 0)
