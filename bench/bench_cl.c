@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "rgpu/util.h"
 
 static const char *bench_cl_source =
     "__kernel void rgpu_bench_empty(void)\n"
@@ -149,11 +150,11 @@ cl_platform_id bench_cl_find_platform(const char *name, const char *exclude)
 
 int bench_cl_platform_threads_batch(const char *skip)
 {
-    struct sched_param param = {0};
     cl_platform_id ids[32];
     cl_uint n = 0;
+    int changed = rgpu_thread_batch_begin();
 
-    if (sched_setscheduler(0, SCHED_BATCH, &param) != 0) {
+    if (changed < 0) {
         fprintf(stderr, "rgpu-bench: cannot switch to SCHED_BATCH: %s\n", strerror(errno));
         return -1;
     }
@@ -166,7 +167,7 @@ int bench_cl_platform_threads_batch(const char *skip)
                 clGetDeviceIDs(ids[i], CL_DEVICE_TYPE_ALL, 0, NULL, &ndev);
         }
     }
-    if (sched_setscheduler(0, SCHED_OTHER, &param) != 0) {
+    if (changed && rgpu_thread_batch_end() != 0) {
         fprintf(stderr, "rgpu-bench: cannot go back to SCHED_OTHER: %s\n", strerror(errno));
         return -1;
     }

@@ -459,8 +459,8 @@ static rgpu_status_t rgpu_conn_enqueue(rgpu_conn_t *conn, uint16_t type, const P
         status = rgpu_conn_send_locked(conn, NULL, 0, NULL, 0);
     if (send_now)
         conn->flush_at = RGPU_CONN_FLUSH_FIRST;
-    else if (conn->send_len == 0 && conn->flush_at < RGPU_CONN_FLUSH_MAX)
-        conn->flush_at *= 2;
+    else if (copy_bulk && conn->send_len == 0 && conn->flush_at < RGPU_CONN_FLUSH_MAX)
+        conn->flush_at *= 2;    /* the buffer reached flush_at and left */
 out_unlock:
     pthread_mutex_unlock(&conn->send_lock);
     return status;

@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -73,4 +74,20 @@ int rgpu_size_parse(const char *str, uint64_t *size_p)
         return -1;
     *size_p = (uint64_t)value << shift;
     return 0;
+}
+
+int rgpu_thread_batch_begin(void)
+{
+    struct sched_param param = {0};
+
+    if (sched_getscheduler(0) != SCHED_OTHER)
+        return 0;
+    return sched_setscheduler(0, SCHED_BATCH, &param) == 0 ? 1 : -1;
+}
+
+int rgpu_thread_batch_end(void)
+{
+    struct sched_param param = {0};
+
+    return sched_setscheduler(0, SCHED_OTHER, &param);
 }

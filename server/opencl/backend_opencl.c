@@ -18,7 +18,6 @@
  * is still arriving.
  */
 #include <errno.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +31,7 @@
 #include "opencl.pb-c.h"
 #include "rgpu/htable.h"
 #include "rgpu/log.h"
+#include "rgpu/util.h"
 
 /* ---- the backend (shared by every session) ---- */
 
@@ -2136,24 +2136,19 @@ static int rgpu_cl_hello_device(rgpu_backend_t *be, cl_uint index, Rgpu__Device 
  * changed the policy. */
 static int rgpu_cl_platform_threads_begin(const rgpu_server_config_t *config)
 {
-    struct sched_param param = {0};
+    int changed = config->platform_threads_batch ? rgpu_thread_batch_begin() : 0;
 
-    if (!config->platform_threads_batch || sched_getscheduler(0) != SCHED_OTHER)
-        return 0;
-    if (sched_setscheduler(0, SCHED_BATCH, &param) != 0) {
+    if (changed < 0)
         rgpu_warn("opencl", "cannot start the platform's threads under SCHED_BATCH (%s); they run "
                             "under the default policy", strerror(errno));
-        return 0;
-    }
-    rgpu_info("opencl", "the platform's threads start under SCHED_BATCH (--platform-threads)");
-    return 1;
+    else if (changed)
+        rgpu_info("opencl", "the platform's threads start under SCHED_BATCH (--platform-threads)");
+    return changed > 0;
 }
 
 static void rgpu_cl_platform_threads_end(int changed)
 {
-    struct sched_param param = {0};
-
-    if (changed && sched_setscheduler(0, SCHED_OTHER, &param) != 0)
+    if (changed && rgpu_thread_batch_end() != 0)
         rgpu_warn("opencl", "cannot go back to SCHED_OTHER after opening the platform: %s", strerror(errno));
 }
 

@@ -7,8 +7,10 @@
  *                          the waiting caller (or the reader thread) ◀─ replies, notifications
  *
  * Asynchronous requests (no reply) are packed into a send buffer and leave at
- * the next flush: a sync call, rgpu_conn_flush, a full buffer, or a bulk too
- * large to copy (which is sent straight from the caller's memory). Frames
+ * the next flush: a sync call, rgpu_conn_flush, a buffer past its threshold
+ * (1 KiB after a sync call, twice the last after each flush, up to 256 KiB),
+ * or a bulk too large to copy (which is sent straight from the caller's
+ * memory). Frames
  * are received by a thread waiting for a reply, in its own call (no
  * hand-over between threads on the path of a synchronous call), or, while
  * nobody waits, by the connection's reader thread: replies complete their call
