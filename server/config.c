@@ -30,7 +30,7 @@ struct rgpu_config_row {
     size_t cap;                 /* string rows: size of the char array */
     rgpu_config_parse_fn parse;
     rgpu_config_format_fn format;
-    uint64_t min, max;          /* size rows: accepted range */
+    uint64_t min, max;          /* size and count rows: accepted range */
 };
 
 static int rgpu_config_parse_string(const rgpu_config_row_t *row, const char *value, void *field,
@@ -150,6 +150,42 @@ static void rgpu_config_format_threads(const rgpu_config_row_t *row, const void 
     snprintf(out, cap, "%s", *(const int *)field ? "batch" : "normal");
 }
 
+/* A plain decimal count (no size suffix) within the row's bounds, into an int. */
+static int rgpu_config_parse_count(const rgpu_config_row_t *row, const char *value, void *field,
+                                   char *why, size_t why_cap)
+{
+    unsigned long long n = 0;
+    const char *p = value;
+
+    if (*p == '\0')
+        goto out_bad;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9')
+            goto out_bad;
+        n = n * 10 + (unsigned long long)(*p - '0');
+        if (n > row->max)
+            break;      /* keeps n from overflowing; reported below */
+    }
+    if (n < row->min || n > row->max) {
+        snprintf(why, why_cap, "must be between %llu and %llu", (unsigned long long)row->min,
+                 (unsigned long long)row->max);
+        return -1;
+    }
+    *(int *)field = (int)n;
+    return 0;
+
+out_bad:
+    snprintf(why, why_cap, "expected a whole number between %llu and %llu",
+             (unsigned long long)row->min, (unsigned long long)row->max);
+    return -1;
+}
+
+static void rgpu_config_format_count(const rgpu_config_row_t *row, const void *field, char *out,
+                                     size_t cap)
+{
+    snprintf(out, cap, "%d", *(const int *)field);
+}
+
 static void rgpu_config_format_string(const rgpu_config_row_t *row, const void *field, char *out,
                                       size_t cap)
 {
@@ -222,6 +258,13 @@ static const rgpu_config_row_t rgpu_server_config_table[] = {
      "helpers): batch (SCHED_BATCH: a platform thread that wakes up does not preempt the session "
      "thread feeding it, it runs when that thread waits or at the next tick) or normal",
      RGPU_CFG_NUM(platform_threads_batch), rgpu_config_parse_threads, rgpu_config_format_threads, 0, 0},
+    {"max-sessions", "RGPU_MAX_SESSIONS", "N", "256",
+     "serve at most N sessions at once (each is two threads); a connection past them gets a "
+     "\"server full\" error and is closed at once",
+     RGPU_CFG_NUM(max_sessions), rgpu_config_parse_count, rgpu_config_format_count, 1, 65536},
+    {"hello-timeout", "RGPU_HELLO_TIMEOUT", "SECONDS", "10",
+     "close a connection that has not completed its handshake within SECONDS (1 to 3600)",
+     RGPU_CFG_NUM(hello_timeout), rgpu_config_parse_count, rgpu_config_format_count, 1, 3600},
 };
 
 #define RGPU_CONFIG_NROWS (sizeof(rgpu_server_config_table) / sizeof(rgpu_server_config_table[0]))

@@ -15,6 +15,8 @@
  *   --advertise     RGPU_ADVERTISE     (the address actually listened on)
  *   --insecure      RGPU_INSECURE      no (a flag: serve without leases, loopback only)
  *   --platform-threads RGPU_PLATFORM_THREADS batch (or normal: their scheduling policy)
+ *   --max-sessions  RGPU_MAX_SESSIONS  256 (connections past it are refused at once)
+ *   --hello-timeout RGPU_HELLO_TIMEOUT 10 (seconds a connection has to complete its handshake)
  *
  * Everything here runs on the main thread before the loop starts.
  */
@@ -45,6 +47,8 @@ typedef struct {
     char advertise[256];        /* address clients (and lease tokens) name this server by */
     int insecure;               /* explicitly no lease checking; loopback listen only */
     int platform_threads_batch; /* start the platform's threads under SCHED_BATCH */
+    int max_sessions;           /* sessions open at once (1..65536); more are refused */
+    int hello_timeout;          /* seconds (1..3600) a new connection has to send its hello */
     /* Where each row's value came from, indexed like the table. */
     rgpu_config_source_t source[RGPU_SERVER_CONFIG_MAX_ROWS];
 } rgpu_server_config_t;

@@ -3,6 +3,8 @@
  *
  *   main thread (libuv loop)
  *     ├─ uv_poll on the listener ─▶ accept ─▶ rgpu_session_start ─▶ session thread
+ *     │    past --max-sessions: SessionError "server full", close
+ *     │    accept failed (EMFILE...): stop polling, uv_timer resumes it later
  *     ├─ uv_signal SIGINT/SIGTERM ─▶ stop accepting, shut every session down
  *     └─ uv_tcp metrics endpoint (--metrics)
  *
@@ -10,6 +12,7 @@
  * on its own thread, so a long kernel or a blocking wait in one session
  * stalls neither the loop nor the other sessions.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,9 +29,25 @@
 #include "rgpu/log.h"
 #include "rgpu/transport.h"
 #include "session.h"
+#include "session.pb-c.h"
 
 /* How long shutdown waits for sessions to release their objects. */
 #define RGPU_SERVER_SHUTDOWN_WAIT_MS 30000
+/* After a failed accept (out of descriptors: the pending connection stays in
+ * the backlog and the listener stays readable), how long to stop polling. */
+#define RGPU_SERVER_ACCEPT_PAUSE_MS 200
+/* Connections accepted per wakeup of the loop, so signals and metrics still
+ * get their turn under a connection flood. */
+#define RGPU_SERVER_ACCEPT_BATCH 64
+/* Repeated warnings (refusals, accept errors) at most once per this. */
+#define RGPU_SERVER_WARN_INTERVAL_MS 1000
+
+/* A warning that repeats under load: logged at most once per interval, with
+ * how many were left unsaid since the last one. */
+typedef struct {
+    uint64_t last_ms;           /* uv_now of the last line; 0 = never */
+    unsigned long suppressed;
+} rgpu_ratelimit_t;
 
 typedef struct {
     rgpu_server_t server;
@@ -40,12 +59,75 @@ typedef struct {
     rgpu_token_key_t key;           /* --key */
     uv_timer_t lease_timer;         /* --key: ends sessions whose lease expired */
     int lease_timer_on;
+    uv_timer_t accept_timer;        /* resumes accepting after a failed accept */
+    rgpu_ratelimit_t full_warn, accept_warn;
     int stopping;
 } rgpu_daemon_t;
 
 static const char *rgpu_daemon_getenv(const char *name)
 {
     return getenv(name);
+}
+
+/* Returns 1 when the warning may be logged now (and *suppressed_p says how
+ * many were not since the last one), 0 when it is to be counted only. */
+static int rgpu_ratelimit_pass(rgpu_ratelimit_t *rl, uint64_t now_ms, unsigned long *suppressed_p)
+{
+    if (rl->last_ms && now_ms - rl->last_ms < RGPU_SERVER_WARN_INTERVAL_MS) {
+        rl->suppressed++;
+        return 0;
+    }
+    *suppressed_p = rl->suppressed;
+    rl->suppressed = 0;
+    rl->last_ms = now_ms ? now_ms : 1;
+    return 1;
+}
+
+static void rgpu_daemon_on_accept(uv_poll_t *poll, int status, int events);
+
+static void rgpu_daemon_on_accept_timer(uv_timer_t *timer)
+{
+    rgpu_daemon_t *daemon = timer->data;
+
+    if (!daemon->stopping)
+        uv_poll_start(&daemon->listen_poll, UV_READABLE, rgpu_daemon_on_accept);
+}
+
+/* Accept failed with errnum: the connection that made the listener readable
+ * is still queued, so polling again at once would spin on the same error.
+ * Stop polling for a moment instead (descriptors free up as sessions end). */
+static void rgpu_daemon_accept_pause(rgpu_daemon_t *daemon, rgpu_status_t st, int errnum)
+{
+    unsigned long suppressed;
+
+    atomic_fetch_add(&rgpu_metrics.accept_errors_total, 1);
+    if (rgpu_ratelimit_pass(&daemon->accept_warn, uv_now(daemon->listen_poll.loop), &suppressed))
+        rgpu_warn("server", "accept failed: %s; not accepting for %d ms (%lu more failures "
+                  "since the last report)",
+                  st == RGPU_ERR_IO ? strerror(errnum) : rgpu_status_str(st),
+                  RGPU_SERVER_ACCEPT_PAUSE_MS, suppressed);
+    uv_poll_stop(&daemon->listen_poll);
+    uv_timer_start(&daemon->accept_timer, rgpu_daemon_on_accept_timer,
+                   RGPU_SERVER_ACCEPT_PAUSE_MS, 0);
+}
+
+/* Past --max-sessions: say why, cheaply (a fresh socket's send buffer takes
+ * the small frame without blocking), and close. */
+static void rgpu_daemon_refuse(rgpu_daemon_t *daemon, rgpu_link_t *link, long long active)
+{
+    Rgpu__SessionError error = RGPU__SESSION_ERROR__INIT;
+    char reason[96];
+    unsigned long suppressed;
+
+    atomic_fetch_add(&rgpu_metrics.connections_refused_total, 1);
+    snprintf(reason, sizeof(reason), "server full: %lld sessions", active);
+    if (rgpu_ratelimit_pass(&daemon->full_warn, uv_now(daemon->listen_poll.loop), &suppressed))
+        rgpu_warn("server", "%s (--max-sessions %d): refused %s and %lu more since the last "
+                  "report", reason, daemon->server.config->max_sessions, link->peer, suppressed);
+    error.status = RGPU_ERR_REFUSED;
+    error.reason = reason;
+    rgpu_link_send_msg(link, RGPU__MSG_TYPE__MSG_SESSION_ERROR, 0, &error.base, NULL, 0);
+    rgpu_link_close(link);
 }
 
 static void rgpu_daemon_on_accept(uv_poll_t *poll, int status, int events)
@@ -56,16 +138,27 @@ static void rgpu_daemon_on_accept(uv_poll_t *poll, int status, int events)
         rgpu_warn("server", "listener poll failed: %s", uv_strerror(status));
         return;
     }
-    /* Drain the backlog: the listener is non-blocking and says when it is empty. */
-    for (;;) {
+    /* Drain the backlog, a batch at a time: the listener is non-blocking and
+     * says when it is empty, and the poll calls again while it is not. */
+    for (int n = 0; n < RGPU_SERVER_ACCEPT_BATCH; n++) {
         rgpu_link_t *link;
-        rgpu_status_t st = daemon->listener->ops->accept(daemon->listener, &link);
+        rgpu_status_t st;
+        long long active;
 
+        errno = 0;
+        st = daemon->listener->ops->accept(daemon->listener, &link);
         if (st == RGPU_ERR_TIMEOUT)
             break;
         if (st != RGPU_OK) {
-            rgpu_warn("server", "accept failed: %s", rgpu_status_str(st));
+            rgpu_daemon_accept_pause(daemon, st, errno);
             break;
+        }
+        /* Sessions end on their own threads, so the count only falls
+         * between here and rgpu_session_start: never past the bound. */
+        active = atomic_load(&rgpu_metrics.sessions_active);
+        if (active >= daemon->server.config->max_sessions) {
+            rgpu_daemon_refuse(daemon, link, active);
+            continue;
         }
         rgpu_session_start(&daemon->server, link);
     }
@@ -95,6 +188,7 @@ static void rgpu_daemon_stop(rgpu_daemon_t *daemon, const char *why)
     rgpu_info("server", "%s: shutting down", why);
     uv_poll_stop(&daemon->listen_poll);
     uv_close((uv_handle_t *)&daemon->listen_poll, rgpu_daemon_listener_closed);
+    uv_close((uv_handle_t *)&daemon->accept_timer, NULL);
     rgpu_metrics_server_stop(daemon->metrics);
     daemon->metrics = NULL;
     rgpu_registrar_stop(daemon->registrar);
@@ -169,6 +263,8 @@ int main(int argc, char **argv)
     uv_poll_init(loop, &daemon.listen_poll, rgpu_tcp_ops.listener_fd(daemon.listener));
     daemon.listen_poll.data = &daemon;
     uv_poll_start(&daemon.listen_poll, UV_READABLE, rgpu_daemon_on_accept);
+    uv_timer_init(loop, &daemon.accept_timer);
+    daemon.accept_timer.data = &daemon;
     uv_signal_init(loop, &daemon.sigint);
     uv_signal_init(loop, &daemon.sigterm);
     daemon.sigint.data = daemon.sigterm.data = &daemon;

@@ -1,6 +1,12 @@
 /*
  * A tiny HTTP/1.0 endpoint on the libuv loop: read the request head, answer
  * with the metrics, close. No keep-alive, no routing: any GET gets the text.
+ *
+ * Anyone who reaches the port may connect, so everything is bounded: at most
+ * RGPU_METRICS_MAX_CONNS connections at once (more are closed at once), each
+ * lives at most RGPU_METRICS_CONN_TIMEOUT_MS, a head longer than
+ * RGPU_METRICS_MAX_REQUEST bytes or one that is not HTTP (NUL bytes, no
+ * request line) gets a 400, and stopping closes every connection.
  */
 #include "metrics.h"
 
@@ -14,18 +20,29 @@
 
 rgpu_metrics_t rgpu_metrics;
 
+typedef struct rgpu_metrics_conn rgpu_metrics_conn_t;
+
 struct rgpu_metrics_server {
-    uv_tcp_t tcp;               /* first: the close callback frees the struct */
+    uv_tcp_t tcp;
+    rgpu_metrics_conn_t *conns;     /* open connections, linked by next/prev */
+    int n_conns;
+    int listener_open;              /* until the listener's close callback */
+    int stopping;
 };
 
-typedef struct {
-    uv_tcp_t tcp;               /* first: the close callback frees the struct */
+/* One HTTP exchange. Two handles: freed when both close callbacks ran. */
+struct rgpu_metrics_conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;               /* the connection's whole lifetime is bounded */
     uv_write_t write;
-    char request[4096];
+    rgpu_metrics_server_t *server;
+    rgpu_metrics_conn_t *next, *prev;
+    char request[RGPU_METRICS_MAX_REQUEST + 1];
     size_t request_len;
     char *response;
     int answered;
-} rgpu_metrics_conn_t;
+    int open_handles;               /* handles not yet through their close callback */
+};
 
 size_t rgpu_metrics_format(char *out, size_t cap)
 {
@@ -44,50 +61,136 @@ size_t rgpu_metrics_format(char *out, size_t cap)
                      "rgpu_server_buffers %lld\n"
                      "# HELP rgpu_server_protocol_errors_total Sessions ended by a protocol error.\n"
                      "# TYPE rgpu_server_protocol_errors_total counter\n"
-                     "rgpu_server_protocol_errors_total %llu\n",
+                     "rgpu_server_protocol_errors_total %llu\n"
+                     "# HELP rgpu_server_connections_refused_total Connections closed at once because --max-sessions sessions were open.\n"
+                     "# TYPE rgpu_server_connections_refused_total counter\n"
+                     "rgpu_server_connections_refused_total %llu\n"
+                     "# HELP rgpu_server_accept_errors_total Failed accepts of client connections (e.g. out of file descriptors).\n"
+                     "# TYPE rgpu_server_accept_errors_total counter\n"
+                     "rgpu_server_accept_errors_total %llu\n",
                      (long long)atomic_load(&rgpu_metrics.sessions_active),
                      (unsigned long long)atomic_load(&rgpu_metrics.sessions_total),
                      (long long)atomic_load(&rgpu_metrics.buffer_bytes),
                      (long long)atomic_load(&rgpu_metrics.buffers),
-                     (unsigned long long)atomic_load(&rgpu_metrics.protocol_errors_total));
+                     (unsigned long long)atomic_load(&rgpu_metrics.protocol_errors_total),
+                     (unsigned long long)atomic_load(&rgpu_metrics.connections_refused_total),
+                     (unsigned long long)atomic_load(&rgpu_metrics.accept_errors_total));
 
     if (n < 0)
         return 0;
     return (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
-static void rgpu_metrics_conn_closed(uv_handle_t *handle)
+static void rgpu_metrics_server_maybe_free(rgpu_metrics_server_t *server)
 {
-    rgpu_metrics_conn_t *conn = (rgpu_metrics_conn_t *)handle;
+    if (!server->listener_open && server->n_conns == 0)
+        free(server);
+}
 
+static void rgpu_metrics_conn_handle_closed(uv_handle_t *handle)
+{
+    rgpu_metrics_conn_t *conn = handle->data;
+    rgpu_metrics_server_t *server = conn->server;
+
+    if (--conn->open_handles > 0)
+        return;
+    if (conn->prev)
+        conn->prev->next = conn->next;
+    else
+        server->conns = conn->next;
+    if (conn->next)
+        conn->next->prev = conn->prev;
+    server->n_conns--;
     free(conn->response);
     free(conn);
+    rgpu_metrics_server_maybe_free(server);
+}
+
+/* Closes both handles of conn, once; a write in flight is cancelled. */
+static void rgpu_metrics_conn_close(rgpu_metrics_conn_t *conn)
+{
+    if (uv_is_closing((uv_handle_t *)&conn->tcp))
+        return;
+    uv_close((uv_handle_t *)&conn->tcp, rgpu_metrics_conn_handle_closed);
+    uv_close((uv_handle_t *)&conn->timer, rgpu_metrics_conn_handle_closed);
 }
 
 static void rgpu_metrics_conn_written(uv_write_t *req, int status)
 {
-    uv_close((uv_handle_t *)req->handle, rgpu_metrics_conn_closed);
+    rgpu_metrics_conn_close(req->data);
 }
 
-static void rgpu_metrics_conn_answer(rgpu_metrics_conn_t *conn)
+static void rgpu_metrics_conn_timeout(uv_timer_t *timer)
+{
+    rgpu_metrics_conn_t *conn = timer->data;
+
+    rgpu_debug("metrics", "closing a connection idle for %d ms", RGPU_METRICS_CONN_TIMEOUT_MS);
+    rgpu_metrics_conn_close(conn);
+}
+
+/* Checks the request head: returns the HTTP status to answer with. */
+static int rgpu_metrics_request_check(const rgpu_metrics_conn_t *conn, int complete, int *is_head_p)
+{
+    const char *req = conn->request;
+    size_t len = conn->request_len, i, method_len;
+
+    *is_head_p = 0;
+    if (!complete)
+        return 400;     /* too long, or cut short: no end of the head */
+    if (memchr(req, '\0', len))
+        return 400;
+    /* request-line = method SP target SP version */
+    for (method_len = 0; method_len < len && req[method_len] >= 'A' && req[method_len] <= 'Z';
+         method_len++)
+        ;
+    if (method_len == 0 || method_len >= len || req[method_len] != ' ')
+        return 400;
+    for (i = method_len + 1; i < len && req[i] != ' ' && req[i] != '\r' && req[i] != '\n'; i++)
+        if ((unsigned char)req[i] < 0x21 || (unsigned char)req[i] > 0x7e)
+            return 400;
+    if (i == method_len + 1 || i >= len || req[i] != ' ' || strncmp(req + i + 1, "HTTP/", 5) != 0)
+        return 400;
+    if (method_len == 3 && strncmp(req, "GET", 3) == 0)
+        return 200;
+    if (method_len == 4 && strncmp(req, "HEAD", 4) == 0) {
+        *is_head_p = 1;
+        return 200;
+    }
+    return 405;
+}
+
+static void rgpu_metrics_conn_answer(rgpu_metrics_conn_t *conn, int complete)
 {
     char body[4096];
     size_t body_len;
-    int is_get = strncmp(conn->request, "GET ", 4) == 0;
-    int is_head = strncmp(conn->request, "HEAD ", 5) == 0;
     size_t cap;
+    int is_head;
+    int code = rgpu_metrics_request_check(conn, complete, &is_head);
+    const char *status_line;
     uv_buf_t buf;
 
     conn->answered = 1;
     uv_read_stop((uv_stream_t *)&conn->tcp);
-    if (is_get || is_head)
+    switch (code) {
+    case 200:
+        status_line = "200 OK";
         body_len = rgpu_metrics_format(body, sizeof(body));
-    else
+        break;
+    case 405:
+        status_line = "405 Method Not Allowed";
         body_len = (size_t)snprintf(body, sizeof(body), "only GET is served here\n");
+        break;
+    default:
+        status_line = "400 Bad Request";
+        body_len = (size_t)snprintf(body, sizeof(body),
+                                    "not an HTTP request head of at most %d bytes\n",
+                                    RGPU_METRICS_MAX_REQUEST);
+        break;
+    }
     cap = body_len + 256;
     conn->response = malloc(cap);
     if (!conn->response) {
-        uv_close((uv_handle_t *)&conn->tcp, rgpu_metrics_conn_closed);
+        rgpu_metrics_conn_close(conn);
         return;
     }
     buf.len = (size_t)snprintf(conn->response, cap,
@@ -95,66 +198,112 @@ static void rgpu_metrics_conn_answer(rgpu_metrics_conn_t *conn)
                                "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
                                "Content-Length: %zu\r\n"
                                "Connection: close\r\n\r\n",
-                               is_get || is_head ? "200 OK" : "405 Method Not Allowed", body_len);
+                               status_line, body_len);
     if (!is_head) {
         memcpy(conn->response + buf.len, body, body_len);
         buf.len += body_len;
     }
     buf.base = conn->response;
+    conn->write.data = conn;
     if (uv_write(&conn->write, (uv_stream_t *)&conn->tcp, &buf, 1, rgpu_metrics_conn_written) != 0)
-        uv_close((uv_handle_t *)&conn->tcp, rgpu_metrics_conn_closed);
+        rgpu_metrics_conn_close(conn);
 }
 
 static void rgpu_metrics_conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
-    rgpu_metrics_conn_t *conn = (rgpu_metrics_conn_t *)handle;
+    rgpu_metrics_conn_t *conn = handle->data;
 
     /* Keep one byte for the terminating NUL. */
     buf->base = conn->request + conn->request_len;
     buf->len = sizeof(conn->request) - 1 - conn->request_len;
 }
 
+/* Where the head ends (an empty line), NUL bytes included in the search. */
+static int rgpu_metrics_head_complete(const rgpu_metrics_conn_t *conn)
+{
+    const char *req = conn->request;
+    size_t len = conn->request_len;
+
+    return memmem(req, len, "\r\n\r\n", 4) != NULL || memmem(req, len, "\n\n", 2) != NULL;
+}
+
 static void rgpu_metrics_conn_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
-    rgpu_metrics_conn_t *conn = (rgpu_metrics_conn_t *)stream;
+    rgpu_metrics_conn_t *conn = stream->data;
 
-    if (conn->answered)
+    if (conn->answered || nread == 0)
         return;
     if (nread < 0) {
-        /* EOF before a full head: answer what we have if it looks like a
-         * request, otherwise just close. */
+        /* EOF before a full head: answer what we have (a client that
+         * half-closed after "GET / HTTP/1.0\r\n"), otherwise just close. */
         if (nread == UV_EOF && conn->request_len > 0)
-            rgpu_metrics_conn_answer(conn);
+            rgpu_metrics_conn_answer(conn, memchr(conn->request, '\n', conn->request_len) != NULL);
         else
-            uv_close((uv_handle_t *)stream, rgpu_metrics_conn_closed);
+            rgpu_metrics_conn_close(conn);
         return;
     }
     conn->request_len += (size_t)nread;
     conn->request[conn->request_len] = '\0';
-    /* HTTP/1.0 heads end with an empty line; a full buffer gets an answer too. */
-    if (strstr(conn->request, "\r\n\r\n") || strstr(conn->request, "\n\n") ||
-        conn->request_len >= sizeof(conn->request) - 1)
-        rgpu_metrics_conn_answer(conn);
+    /* HTTP/1.0 heads end with an empty line; a full buffer gets a 400. */
+    if (rgpu_metrics_head_complete(conn))
+        rgpu_metrics_conn_answer(conn, 1);
+    else if (conn->request_len >= sizeof(conn->request) - 1)
+        rgpu_metrics_conn_answer(conn, 0);
 }
 
-static void rgpu_metrics_on_connection(uv_stream_t *server, int status)
+static void rgpu_metrics_refused_closed(uv_handle_t *handle)
 {
+    free(handle);
+}
+
+static void rgpu_metrics_on_connection(uv_stream_t *listener, int status)
+{
+    rgpu_metrics_server_t *server = listener->data;
     rgpu_metrics_conn_t *conn;
 
-    if (status < 0)
+    if (status < 0) {
+        rgpu_debug("metrics", "accept failed: %s", uv_strerror(status));
         return;
+    }
+    if (server->stopping || server->n_conns >= RGPU_METRICS_MAX_CONNS) {
+        /* Accept it to close it: an unaccepted connection stops libuv
+         * from accepting any other. */
+        uv_tcp_t *refused = malloc(sizeof(*refused));
+
+        if (!refused)
+            return;
+        uv_tcp_init(listener->loop, refused);
+        if (uv_accept(listener, (uv_stream_t *)refused) == 0)
+            rgpu_debug("metrics", "%d connections open already: refusing one", server->n_conns);
+        uv_close((uv_handle_t *)refused, rgpu_metrics_refused_closed);
+        return;
+    }
     conn = calloc(1, sizeof(*conn));
     if (!conn)
         return;
-    uv_tcp_init(server->loop, &conn->tcp);
-    if (uv_accept(server, (uv_stream_t *)&conn->tcp) != 0 ||
+    conn->server = server;
+    uv_tcp_init(listener->loop, &conn->tcp);
+    conn->tcp.data = conn;
+    uv_timer_init(listener->loop, &conn->timer);
+    conn->timer.data = conn;
+    conn->open_handles = 2;
+    conn->next = server->conns;
+    if (server->conns)
+        server->conns->prev = conn;
+    server->conns = conn;
+    server->n_conns++;
+    uv_timer_start(&conn->timer, rgpu_metrics_conn_timeout, RGPU_METRICS_CONN_TIMEOUT_MS, 0);
+    if (uv_accept(listener, (uv_stream_t *)&conn->tcp) != 0 ||
         uv_read_start((uv_stream_t *)&conn->tcp, rgpu_metrics_conn_alloc, rgpu_metrics_conn_read) != 0)
-        uv_close((uv_handle_t *)&conn->tcp, rgpu_metrics_conn_closed);
+        rgpu_metrics_conn_close(conn);
 }
 
 static void rgpu_metrics_server_closed(uv_handle_t *handle)
 {
-    free(handle);
+    rgpu_metrics_server_t *server = handle->data;
+
+    server->listener_open = 0;
+    rgpu_metrics_server_maybe_free(server);
 }
 
 rgpu_status_t rgpu_metrics_server_start(uv_loop_t *loop, const char *addr,
@@ -183,6 +332,8 @@ rgpu_status_t rgpu_metrics_server_start(uv_loop_t *loop, const char *addr,
         goto out_free_res;
     }
     uv_tcp_init(loop, &server->tcp);
+    server->tcp.data = server;
+    server->listener_open = 1;
     err = uv_tcp_bind(&server->tcp, res->ai_addr, 0);
     if (err == 0)
         err = uv_listen((uv_stream_t *)&server->tcp, 16, rgpu_metrics_on_connection);
@@ -215,6 +366,11 @@ out_free_res:
 
 void rgpu_metrics_server_stop(rgpu_metrics_server_t *server)
 {
-    if (server)
-        uv_close((uv_handle_t *)&server->tcp, rgpu_metrics_server_closed);
+    if (!server || server->stopping)
+        return;
+    server->stopping = 1;
+    uv_close((uv_handle_t *)&server->tcp, rgpu_metrics_server_closed);
+    /* Open connections would keep the loop, and so the daemon, running. */
+    for (rgpu_metrics_conn_t *conn = server->conns; conn; conn = conn->next)
+        rgpu_metrics_conn_close(conn);
 }
