@@ -48,6 +48,9 @@ struct rgpu_session {
     void *backend_ctx;          /* set by the handshake */
     uint64_t mem_quota;         /* from the lease token; 0 = none */
     uint64_t device_mask;       /* with --key: bit i = the lease names device index i */
+    struct rgpu_lease_use *lease_use;   /* with a lease: its budget here (server->lock) */
+    uint64_t mem_reserved;      /* bytes this session reserved in lease_use */
+    int64_t accepted_unix;      /* for the handshake deadline */
 
     /* What the server reports to the scheduler; set by the handshake
      * (before hello_done is set), read by the registrar under server->lock. */
@@ -65,6 +68,25 @@ struct rgpu_session {
     char end_reason[160];
 };
 
+/* Device memory one lease holds on this server, across its sessions. */
+struct rgpu_lease_use {
+    struct rgpu_lease_use *next;
+    uint64_t lease_id;
+    uint64_t budget;            /* 0: no quota */
+    uint64_t used;
+    int sessions;               /* sessions holding this entry */
+};
+
+/* Before the handshake a client is nobody: its first frame is small. A
+ * Hello with a lease token naming many GPUs stays far below this. */
+#define RGPU_SESSION_PREHELLO_MAX_BODY (64u << 10)
+
+/* How long an ended lease is remembered when its expiry is unknown: longer
+ * than any token the scheduler signs lives. */
+#define RGPU_SESSION_ENDED_KEEP_S (8 * 24 * 3600)
+/* At most this many ended leases are remembered (the oldest go first). */
+#define RGPU_SESSION_ENDED_MAX 65536
+
 static atomic_ullong rgpu_session_next_id = 1;
 
 /* ---- server list ---------------------------------------------------- */
@@ -75,12 +97,159 @@ void rgpu_server_init(rgpu_server_t *server)
     pthread_cond_init(&server->idle, NULL);
     server->sessions = NULL;
     server->stopping = 0;
+    server->lease_uses = NULL;
+    rgpu_htable_init(&server->ended);
 }
 
 void rgpu_server_cleanup(rgpu_server_t *server)
 {
+    while (server->lease_uses) {
+        struct rgpu_lease_use *u = server->lease_uses;
+        server->lease_uses = u->next;
+        free(u);
+    }
+    rgpu_htable_cleanup(&server->ended);
     pthread_cond_destroy(&server->idle);
     pthread_mutex_destroy(&server->lock);
+}
+
+/* ---- leases: ended ones, and memory budgets -------------------------- */
+
+typedef struct {
+    int64_t now;
+    uint64_t *stale;
+    size_t n_stale, cap;
+    uint64_t oldest_id;
+    int64_t oldest_until;
+} rgpu_ended_sweep_t;
+
+static void rgpu_ended_sweep_one(uint64_t key, void *value, void *arg)
+{
+    rgpu_ended_sweep_t *sw = arg;
+    int64_t until = (int64_t)(intptr_t)value;
+
+    if (until <= sw->now && sw->n_stale < sw->cap)
+        sw->stale[sw->n_stale++] = key;
+    if (!sw->oldest_id || until < sw->oldest_until) {
+        sw->oldest_id = key;
+        sw->oldest_until = until;
+    }
+}
+
+/* Forgets ended leases whose tokens have all expired by now; at the size
+ * limit, also the one that would be forgotten first. Caller holds the lock. */
+static void rgpu_server_ended_sweep_locked(rgpu_server_t *server, int64_t now, int make_room)
+{
+    uint64_t stale[256];
+    rgpu_ended_sweep_t sw = {.now = now, .stale = stale, .cap = 256};
+
+    if (!server->ended.count)
+        return;
+    rgpu_htable_foreach(&server->ended, rgpu_ended_sweep_one, &sw);
+    for (size_t i = 0; i < sw.n_stale; i++)
+        rgpu_htable_remove(&server->ended, stale[i]);
+    if (make_room && !sw.n_stale && server->ended.count >= RGPU_SESSION_ENDED_MAX && sw.oldest_id)
+        rgpu_htable_remove(&server->ended, sw.oldest_id);
+}
+
+/* Remembers that a lease ended; until: when its last token expires, or 0
+ * when unknown. Caller holds the lock. */
+static void rgpu_server_ended_add_locked(rgpu_server_t *server, uint64_t lease_id, int64_t until)
+{
+    int64_t now = (int64_t)time(NULL);
+
+    if (!lease_id || rgpu_htable_find(&server->ended, lease_id))
+        return;
+    if (until <= now)
+        until = now + RGPU_SESSION_ENDED_KEEP_S;
+    if (server->ended.count >= RGPU_SESSION_ENDED_MAX)
+        rgpu_server_ended_sweep_locked(server, now, 1);
+    if (rgpu_htable_insert(&server->ended, lease_id, (void *)(intptr_t)until) != RGPU_OK)
+        rgpu_warn("session", "cannot remember that lease %llu ended (out of memory)",
+                  (unsigned long long)lease_id);
+}
+
+/* Joins the session to its lease's memory budget here. Caller holds the lock. */
+static int rgpu_session_lease_join_locked(rgpu_session_t *session)
+{
+    rgpu_server_t *server = session->server;
+    struct rgpu_lease_use *u;
+    uint64_t devices = (uint64_t)__builtin_popcountll(session->device_mask);
+
+    for (u = server->lease_uses; u && u->lease_id != session->lease_id; u = u->next)
+        ;
+    if (!u) {
+        u = calloc(1, sizeof(*u));
+        if (!u)
+            return -1;
+        u->lease_id = session->lease_id;
+        /* Quota per device, times this server's devices in the lease. */
+        if (session->mem_quota && __builtin_mul_overflow(session->mem_quota, devices, &u->budget))
+            u->budget = UINT64_MAX;
+        u->next = server->lease_uses;
+        server->lease_uses = u;
+    }
+    u->sessions++;
+    session->lease_use = u;
+    return 0;
+}
+
+/* Gives back what the session still holds and leaves its lease's budget. */
+static void rgpu_session_lease_leave(rgpu_session_t *session)
+{
+    rgpu_server_t *server = session->server;
+    struct rgpu_lease_use *u = session->lease_use;
+
+    if (!u)
+        return;
+    pthread_mutex_lock(&server->lock);
+    u->used -= session->mem_reserved;
+    session->mem_reserved = 0;
+    session->lease_use = NULL;
+    if (--u->sessions == 0) {
+        for (struct rgpu_lease_use **pp = &server->lease_uses; *pp; pp = &(*pp)->next) {
+            if (*pp == u) {
+                *pp = u->next;
+                break;
+            }
+        }
+        free(u);
+    }
+    pthread_mutex_unlock(&server->lock);
+}
+
+int rgpu_session_mem_reserve(rgpu_session_t *session, uint64_t bytes)
+{
+    struct rgpu_lease_use *u = session->lease_use;
+    uint64_t total;
+    int ok;
+
+    if (!u) {
+        session->mem_reserved += bytes;
+        return 0;
+    }
+    pthread_mutex_lock(&session->server->lock);
+    ok = !__builtin_add_overflow(u->used, bytes, &total) && (!u->budget || total <= u->budget);
+    if (ok) {
+        u->used = total;
+        session->mem_reserved += bytes;
+    }
+    pthread_mutex_unlock(&session->server->lock);
+    return ok ? 0 : -1;
+}
+
+void rgpu_session_mem_unreserve(rgpu_session_t *session, uint64_t bytes)
+{
+    struct rgpu_lease_use *u = session->lease_use;
+
+    if (bytes > session->mem_reserved)
+        bytes = session->mem_reserved;
+    session->mem_reserved -= bytes;
+    if (!u)
+        return;
+    pthread_mutex_lock(&session->server->lock);
+    u->used -= bytes;
+    pthread_mutex_unlock(&session->server->lock);
 }
 
 void rgpu_server_stop_sessions(rgpu_server_t *server)
@@ -178,25 +347,48 @@ void rgpu_server_leases_update(rgpu_server_t *server, const uint64_t *ids,
             continue;
         for (i = 0; i < n && ids[i] != s->lease_id; i++)
             ;
-        if (i < n)
+        if (i < n) {
             atomic_store(&s->lease_expires, expires[i]);
-        else
+        } else {
+            rgpu_server_ended_add_locked(server, s->lease_id, 0);
             rgpu_session_end_locked(s, "lease %llu was released or has expired (the scheduler "
                                     "no longer lists it)", (unsigned long long)s->lease_id);
+        }
+    }
+    pthread_mutex_unlock(&server->lock);
+}
+
+void rgpu_server_leases_ended(rgpu_server_t *server, const uint64_t *ids, size_t n)
+{
+    pthread_mutex_lock(&server->lock);
+    for (size_t i = 0; i < n; i++)
+        rgpu_server_ended_add_locked(server, ids[i], 0);
+    for (rgpu_session_t *s = server->sessions; s; s = s->next) {
+        if (atomic_load(&s->hello_done) && s->lease_id && rgpu_htable_find(&server->ended, s->lease_id))
+            rgpu_session_end_locked(s, "lease %llu was released (the scheduler says it ended)",
+                                    (unsigned long long)s->lease_id);
     }
     pthread_mutex_unlock(&server->lock);
 }
 
 void rgpu_server_expire_sessions(rgpu_server_t *server, int64_t now)
 {
+    int64_t hello_timeout = (int64_t)server->config->hello_timeout;
+
     pthread_mutex_lock(&server->lock);
     for (rgpu_session_t *s = server->sessions; s; s = s->next) {
         int64_t expires = atomic_load(&s->lease_expires);
 
-        if (atomic_load(&s->hello_done) && s->lease_id && expires <= now)
+        if (atomic_load(&s->hello_done) && s->lease_id && expires <= now) {
+            rgpu_server_ended_add_locked(server, s->lease_id, expires);
             rgpu_session_end_locked(s, "lease %llu expired %lld s ago",
                                     (unsigned long long)s->lease_id, (long long)(now - expires));
+        } else if (!atomic_load(&s->hello_done) && hello_timeout > 0 && now - s->accepted_unix >= hello_timeout) {
+            rgpu_session_end_locked(s, "no handshake within %lld s of connecting (--hello-timeout)",
+                                    (long long)hello_timeout);
+        }
     }
+    rgpu_server_ended_sweep_locked(server, now, 0);
     pthread_mutex_unlock(&server->lock);
 }
 
@@ -452,8 +644,23 @@ static rgpu_status_t rgpu_session_check_lease(rgpu_session_t *session, const cha
         rgpu__token_payload__free_unpacked(payload, NULL);
         return RGPU_ERR_REFUSED;
     }
+    pthread_mutex_lock(&server->lock);
+    if (rgpu_htable_find(&server->ended, payload->lease_id)) {
+        pthread_mutex_unlock(&server->lock);
+        snprintf(reason, reason_cap, "lease refused: lease %llu has ended (released or expired); "
+                 "ask the scheduler for a new one", (unsigned long long)payload->lease_id);
+        rgpu__token_payload__free_unpacked(payload, NULL);
+        return RGPU_ERR_REFUSED;
+    }
     session->mem_quota = payload->memory_quota;
     session->lease_id = payload->lease_id;
+    if (rgpu_session_lease_join_locked(session) != 0) {
+        pthread_mutex_unlock(&server->lock);
+        snprintf(reason, reason_cap, "out of memory joining lease %llu", (unsigned long long)payload->lease_id);
+        rgpu__token_payload__free_unpacked(payload, NULL);
+        return RGPU_ERR_NOMEM;
+    }
+    pthread_mutex_unlock(&server->lock);
     atomic_store(&session->lease_expires, payload->expires_unix);
     rgpu_info("session", "%s: lease %llu of user \"%s\"%s", session->name,
               (unsigned long long)payload->lease_id, payload->user,
@@ -625,6 +832,14 @@ static rgpu_status_t rgpu_session_loop(rgpu_session_t *session, char *reason, si
         status = rgpu_session_decode_header(session, raw, &header, reason, reason_cap);
         if (status != RGPU_OK)
             return status;
+        /* Nothing is committed to a client before it has shaken hands. */
+        if (!session->backend_ctx && (header.type != RGPU__MSG_TYPE__MSG_HELLO ||
+                                      header.body_len > RGPU_SESSION_PREHELLO_MAX_BODY || header.bulk_len)) {
+            snprintf(reason, reason_cap, "first message has type %u, body %u bytes and bulk %llu bytes; "
+                     "expected a hello (type %u) of at most %u bytes", header.type, header.body_len,
+                     (unsigned long long)header.bulk_len, RGPU__MSG_TYPE__MSG_HELLO, RGPU_SESSION_PREHELLO_MAX_BODY);
+            return RGPU_ERR_PROTOCOL;
+        }
         /* One spare byte so that an empty body still has an address. */
         body = malloc((size_t)header.body_len + 1);
         if (!body) {
@@ -638,12 +853,6 @@ static rgpu_status_t rgpu_session_loop(rgpu_session_t *session, char *reason, si
                    header.type, (unsigned long long)header.seq, header.body_len,
                    (unsigned long long)header.bulk_len);
 
-        if (!session->backend_ctx && header.type != RGPU__MSG_TYPE__MSG_HELLO) {
-            snprintf(reason, reason_cap, "first message has type %u, expected hello (%u)",
-                     header.type, RGPU__MSG_TYPE__MSG_HELLO);
-            status = RGPU_ERR_PROTOCOL;
-            goto out_free_body;
-        }
         switch (header.type) {
         case RGPU__MSG_TYPE__MSG_HELLO:
             if (session->backend_ctx) {
@@ -711,6 +920,7 @@ static void *rgpu_session_main(void *arg)
     rgpu_session_sender_stop(session);
     if (session->backend_ctx)
         server->backend_ops->session_teardown(session->backend_ctx);
+    rgpu_session_lease_leave(session);
     rgpu_debug("session", "%s: closed", session->name);
 
     /* Under the lock: rgpu_session_end_locked may be looking at the link. */
@@ -740,6 +950,7 @@ rgpu_status_t rgpu_session_start(rgpu_server_t *server, rgpu_link_t *link)
     session->server = server;
     session->id = atomic_fetch_add(&rgpu_session_next_id, 1);
     session->link = link;
+    session->accepted_unix = (int64_t)time(NULL);
     session->limits.max_body = (uint32_t)server->config->max_body;
     session->limits.max_bulk = server->config->max_bulk;
     atomic_init(&session->refs, 1);

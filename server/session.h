@@ -24,6 +24,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "rgpu/htable.h"
 #include "rgpu/token.h"
 #include "rgpu/transport.h"
 
@@ -42,6 +43,13 @@ typedef struct rgpu_server {
     pthread_cond_t idle;        /* signalled when a session leaves the list */
     rgpu_session_t *sessions;   /* running sessions, linked by next */
     int stopping;               /* no new sessions */
+    /* Device memory held per lease, across all its sessions on this server:
+     * one budget, whatever the number of sessions. */
+    struct rgpu_lease_use *lease_uses;
+    /* Leases that ended (released, expired, reclaimed): their tokens open no
+     * session, even before they expire. Lease id -> unix second after which
+     * no token of it can be valid anyway (the entry then goes). */
+    rgpu_htable_t ended;
 } rgpu_server_t;
 
 /* Initializes the lock and list of a zeroed server. */
@@ -80,9 +88,16 @@ size_t rgpu_server_sessions_snapshot(rgpu_server_t *server, rgpu_session_info_t 
 void rgpu_server_leases_update(rgpu_server_t *server, const uint64_t *ids,
                                const int64_t *expires, size_t n, int64_t asked_at);
 
-/* Ends the sessions whose lease expired by now (unix seconds): each gets a
- * SessionError saying so, and its objects and device memory are freed.
- * Any thread; the server calls it every second. */
+/* Leases the scheduler says have ended (released, reclaimed): their
+ * sessions end, and their tokens are refused at the handshake from now on,
+ * even before they expire. Any thread. */
+void rgpu_server_leases_ended(rgpu_server_t *server, const uint64_t *ids, size_t n);
+
+/* Ends the sessions whose lease expired by now (unix seconds), and the
+ * connections that did not complete their handshake within the
+ * configured hello_timeout: each gets a SessionError saying so, and its
+ * objects and device memory are freed. Any thread; the server calls it
+ * every second. */
 void rgpu_server_expire_sessions(rgpu_server_t *server, int64_t now);
 
 /* Waits until every session thread has finished, at most timeout_ms.
@@ -128,6 +143,16 @@ void rgpu_session_post(rgpu_session_t *session, uint16_t type, uint64_t seq,
 /* Bytes of device memory the session's lease allows per device; 0 = no
  * quota. Set by the handshake, constant afterwards. Session thread. */
 uint64_t rgpu_session_mem_quota(const rgpu_session_t *session);
+
+/* Reserves bytes of device memory against the budget of the session's
+ * lease on this server (its quota per device times the devices of this
+ * server it names), shared by every session of the lease. Returns 0, or -1
+ * when the budget does not allow it (nothing reserved then). Without a
+ * quota it always succeeds. What a session still holds when it ends is
+ * given back by the session layer. Session thread. */
+int rgpu_session_mem_reserve(rgpu_session_t *session, uint64_t bytes);
+/* Gives back bytes reserved by rgpu_session_mem_reserve. Session thread. */
+void rgpu_session_mem_unreserve(rgpu_session_t *session, uint64_t bytes);
 
 /* Non-zero when the session may use the device of that server index: any
  * device without --key, else the devices its lease names. Any thread. */

@@ -63,9 +63,26 @@ typedef struct {
     uint64_t bytes;             /* buffers (not sub-buffers): for metrics */
     uint64_t size;              /* mem objects: their size */
     int parent;                 /* mem: 1 for sub-buffers */
+    cl_mem parent_mem;          /* sub-buffers: the parent (retained) */
+    uint64_t origin;            /* sub-buffers: where they start in parent_mem */
     int user_pending;           /* user events not yet set */
     int out_of_order;           /* queues */
+    /* Kernels: what each argument is, as the platform declares it (never
+     * as the client says): RGPU_CL_ARG_* below, num_args entries. */
+    uint8_t *arg_kinds;
+    cl_uint num_args;
 } rgpu_cl_handle_t;
+
+/* An argument's kind as the server knows it. A client's bytes reach the
+ * platform only for RGPU_CL_ARG_VALUE; a memory object only as a handle the
+ * session owns; a sampler or queue never (no such objects cross the wire). */
+enum {
+    RGPU_CL_ARG_UNKNOWN = 0,    /* the platform gave no argument info */
+    RGPU_CL_ARG_VALUE,          /* plain bytes: scalars, vectors, structs */
+    RGPU_CL_ARG_MEM,            /* __global / __constant pointers, images, pipes */
+    RGPU_CL_ARG_LOCAL,          /* __local pointers */
+    RGPU_CL_ARG_OPAQUE,         /* sampler_t, queue_t, clk_event_t: handles we do not serve */
+};
 
 /* Staging chunks for writes, recycled: a fresh malloc of a few MiB per
  * chunk costs a page fault per 4 KiB, which is as slow as the network. */
@@ -87,14 +104,29 @@ typedef struct {
     uint64_t read_spare_size;
     void *read_small;           /* staging of small blocking reads (session thread only) */
     uint64_t read_small_size;
-    uint64_t quota_used;        /* bytes of live buffers, checked against the lease's quota */
     /* The last kernel launch, decoded, with its body: a loop launching one
      * kernel with the same sizes sends the same bytes again and again, and
      * they are decoded once (session thread only). */
     Rgpu__ClNDRange *launch_memo;
     uint8_t launch_memo_body[RGPU_CL_LAUNCH_MEMO_MAX];
     uint32_t launch_memo_len;
+    /* User events not yet set, including ones the client released while
+     * still pending (kept in orphans, failed at teardown). While there are
+     * any, a command may wait on something only the client can unblock, so
+     * the session thread never blocks on the platform: waits, finishes and
+     * blocking reads are answered from event callbacks instead, and the
+     * session keeps receiving (the clSetUserEventStatus that unblocks them
+     * may come from another thread of the program). Session thread only. */
+    size_t user_pending;
+    cl_event *orphans;
+    size_t n_orphans;
 } rgpu_cl_session_t;
+
+/* Whether a wait on the platform could block the session thread for good. */
+static int rgpu_cl_may_block(const rgpu_cl_session_t *s)
+{
+    return s->user_pending > 0;
+}
 
 /* Staging for a non-blocking read of size bytes: the last one's, when the
  * size matches (a read loop then pays no page faults), else a new one. */
@@ -225,6 +257,8 @@ static void rgpu_cl_release_handle(rgpu_cl_handle_t *h)
     case RGPU__CL_OBJECT_KIND__CL_OBJ_QUEUE: clReleaseCommandQueue(h->cl.queue); break;
     case RGPU__CL_OBJECT_KIND__CL_OBJ_MEM:
         clReleaseMemObject(h->cl.mem);
+        if (h->parent_mem)
+            clReleaseMemObject(h->parent_mem);
         if (h->bytes) {
             atomic_fetch_sub(&rgpu_metrics.buffer_bytes, (long long)h->bytes);
             atomic_fetch_sub(&rgpu_metrics.buffers, 1);
@@ -235,6 +269,7 @@ static void rgpu_cl_release_handle(rgpu_cl_handle_t *h)
     case RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT: clReleaseEvent(h->cl.event); break;
     default: break;
     }
+    free(h->arg_kinds);
     free(h);
 }
 
@@ -505,7 +540,8 @@ static rgpu_status_t rgpu_cl_create_buffer(rgpu_cl_session_t *s, const rgpu_fram
     rgpu_cl_handle_t *h;
     void *init = NULL;
     cl_mem mem = NULL;
-    cl_int err;
+    cl_int err = CL_SUCCESS;
+    int reserved = 0;
     rgpu_status_t status;
 
     if (hdr->bulk_len && hdr->bulk_len != m->size) {
@@ -513,39 +549,45 @@ static rgpu_status_t rgpu_cl_create_buffer(rgpu_cl_session_t *s, const rgpu_fram
                  (unsigned long long)m->size, (unsigned long long)hdr->bulk_len);
         return RGPU_ERR_PROTOCOL;
     }
-    if (hdr->bulk_len) {
-        init = malloc(hdr->bulk_len);
-        if (!init) {
-            rgpu_session_discard_bulk(s->session, hdr->bulk_len);
-            return rgpu_cl_async_error(s, hdr, CL_OUT_OF_HOST_MEMORY, NULL);
-        }
-        if ((status = rgpu_session_recv_bulk(s->session, init, hdr->bulk_len)) != RGPU_OK) {
-            free(init);
-            return status;
-        }
-    }
-    if (!ctx) {
+    /* Everything is checked, and the lease's memory reserved, before a byte
+     * of the contents is received or allocated. */
+    if (!ctx)
         err = CL_INVALID_CONTEXT;
-    } else if (init && !(m->flags & CL_MEM_COPY_HOST_PTR)) {
+    else if (m->size == 0)
+        err = CL_INVALID_BUFFER_SIZE;
+    else if (hdr->bulk_len && !(m->flags & CL_MEM_COPY_HOST_PTR))
         err = CL_INVALID_HOST_PTR;
-    } else if (!init && (m->flags & (CL_MEM_COPY_HOST_PTR | CL_MEM_USE_HOST_PTR))) {
+    else if (!hdr->bulk_len && (m->flags & (CL_MEM_COPY_HOST_PTR | CL_MEM_USE_HOST_PTR)))
         err = CL_INVALID_HOST_PTR;
-    } else if (rgpu_session_mem_quota(s->session) &&
-               m->size > rgpu_session_mem_quota(s->session) - s->quota_used) {
-        /* The lease's memory quota, whatever the client claims. */
-        err = CL_MEM_OBJECT_ALLOCATION_FAILURE;
-    } else {
-        mem = clCreateBuffer(ctx->cl.context, m->flags & ~(cl_mem_flags)CL_MEM_USE_HOST_PTR, m->size, init, &err);
+    else if (rgpu_session_mem_reserve(s->session, m->size) != 0)
+        err = CL_MEM_OBJECT_ALLOCATION_FAILURE;   /* the lease's quota, whatever the client claims */
+    else
+        reserved = 1;
+    if (err == CL_SUCCESS && hdr->bulk_len && !(init = malloc(hdr->bulk_len)))
+        err = CL_OUT_OF_HOST_MEMORY;
+    if (err != CL_SUCCESS) {
+        if (reserved)
+            rgpu_session_mem_unreserve(s->session, m->size);
+        if (hdr->bulk_len && (status = rgpu_session_discard_bulk(s->session, hdr->bulk_len)) != RGPU_OK)
+            return status;
+        return rgpu_cl_async_error(s, hdr, err, err == CL_MEM_OBJECT_ALLOCATION_FAILURE
+                                                    ? "the lease's memory quota is used up" : NULL);
     }
+    if (init && (status = rgpu_session_recv_bulk(s->session, init, hdr->bulk_len)) != RGPU_OK) {
+        rgpu_session_mem_unreserve(s->session, m->size);
+        free(init);
+        return status;
+    }
+    mem = clCreateBuffer(ctx->cl.context, m->flags & ~(cl_mem_flags)CL_MEM_USE_HOST_PTR, m->size, init, &err);
     free(init);
     if (err == CL_SUCCESS && (err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, mem, &h)) == CL_SUCCESS) {
         h->bytes = h->size = m->size;
-        s->quota_used += m->size;
         rgpu_session_memory_add(s->session, (int64_t)m->size);
         atomic_fetch_add(&rgpu_metrics.buffer_bytes, (long long)m->size);
         atomic_fetch_add(&rgpu_metrics.buffers, 1);
         return RGPU_OK;
     }
+    rgpu_session_mem_unreserve(s->session, m->size);
     if (mem)
         clReleaseMemObject(mem);
     return rgpu_cl_async_error(s, hdr, err, NULL);
@@ -560,13 +602,18 @@ static rgpu_status_t rgpu_cl_create_sub_buffer(rgpu_cl_session_t *s, const rgpu_
     cl_mem mem = NULL;
     cl_int err;
 
-    if (!parent)
+    if (!parent || parent->parent)
         err = CL_INVALID_MEM_OBJECT;
+    else if (m->size == 0 || m->origin > parent->size || m->size > parent->size - m->origin)
+        err = CL_INVALID_VALUE;
     else
         mem = clCreateSubBuffer(parent->cl.mem, m->flags, CL_BUFFER_CREATE_TYPE_REGION, &region, &err);
     if (err == CL_SUCCESS && (err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, mem, &h)) == CL_SUCCESS) {
         h->size = m->size;
         h->parent = 1;
+        h->origin = m->origin;
+        h->parent_mem = parent->cl.mem;
+        clRetainMemObject(h->parent_mem);
         return RGPU_OK;
     }
     if (mem)
@@ -580,9 +627,20 @@ static rgpu_status_t rgpu_cl_release(rgpu_cl_session_t *s, const rgpu_frame_head
 
     if (!h || h->kind != m->kind)
         return rgpu_cl_async_error(s, hdr, rgpu_cl_kind_error(m->kind), "unknown object");
+    if (h->kind == RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT && h->user_pending) {
+        /* Commands may still wait on it, and nobody can set it any more
+         * (as locally, they never run): it stays pending until teardown
+         * fails it. */
+        cl_event *grown = realloc(s->orphans, (s->n_orphans + 1) * sizeof(*grown));
+        if (!grown)
+            return rgpu_cl_async_error(s, hdr, CL_OUT_OF_HOST_MEMORY, NULL);
+        s->orphans = grown;
+        s->orphans[s->n_orphans++] = h->cl.event;
+        clRetainEvent(h->cl.event);
+    }
     rgpu_htable_remove(&s->handles, m->id);
-    if (h->kind == RGPU__CL_OBJECT_KIND__CL_OBJ_MEM) {
-        s->quota_used -= h->bytes;
+    if (h->kind == RGPU__CL_OBJECT_KIND__CL_OBJ_MEM && h->bytes) {
+        rgpu_session_mem_unreserve(s->session, h->bytes);
         rgpu_session_memory_add(s->session, -(int64_t)h->bytes);
     }
     rgpu_cl_release_handle(h);
@@ -604,6 +662,7 @@ static rgpu_status_t rgpu_cl_user_event(rgpu_cl_session_t *s, const rgpu_frame_h
     if (err == CL_SUCCESS && (err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT, ev, &h)) == CL_SUCCESS) {
         h->context = ctx->cl.context;
         h->user_pending = 1;
+        s->user_pending++;
         return RGPU_OK;
     }
     if (ev)
@@ -618,6 +677,8 @@ static rgpu_status_t rgpu_cl_set_user_event(rgpu_cl_session_t *s, const rgpu_fra
     cl_int err = h ? clSetUserEventStatus(h->cl.event, m->status) : CL_INVALID_EVENT;
 
     if (err == CL_SUCCESS) {
+        if (h->user_pending)
+            s->user_pending--;
         h->user_pending = 0;
         return RGPU_OK;
     }
@@ -692,7 +753,9 @@ static rgpu_status_t rgpu_cl_write(rgpu_cl_session_t *s, const rgpu_frame_header
     mem = rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
     if (err == CL_SUCCESS && !mem)
         err = CL_INVALID_MEM_OBJECT;
-    if (err == CL_SUCCESS && m->blocking && m->size >= RGPU_CL_WRITE_DIRECT_MIN &&
+    if (err == CL_SUCCESS && (m->offset > mem->size || m->size > mem->size - m->offset))
+        err = CL_INVALID_VALUE;
+    if (err == CL_SUCCESS && m->blocking && m->size >= RGPU_CL_WRITE_DIRECT_MIN && !rgpu_cl_may_block(s) &&
         rgpu_cl_queue_host_memory(cmd.queue->cl.queue)) {
         /* The device's memory is the host's (PoCL's CPU device, integrated
          * GPUs): map the region and receive the data straight into it, with
@@ -769,7 +832,9 @@ static rgpu_status_t rgpu_cl_write(rgpu_cl_session_t *s, const rgpu_frame_header
     }
     if (err == CL_SUCCESS) {
         clFlush(cmd.queue->cl.queue);
-        if (m->blocking && last)
+        /* The client does not wait for writes; a blocking one keeps its
+         * order here, unless it could wait on a user event for good. */
+        if (m->blocking && last && !rgpu_cl_may_block(s))
             err = clWaitForEvents(1, &last);
     }
     if (err == CL_SUCCESS && m->event) {
@@ -1035,9 +1100,11 @@ static rgpu_status_t rgpu_cl_read(rgpu_cl_session_t *s, const rgpu_frame_header_
         err = CL_INVALID_MEM_OBJECT;
     if (err == CL_SUCCESS && (m->size == 0 || m->offset > mem->size || m->size > mem->size - m->offset))
         err = CL_INVALID_VALUE;
-    if (err == CL_SUCCESS && m->blocking && m->size <= RGPU_CL_READ_SMALL_MAX)
+    /* Blocking reads wait on the session thread, unless the wait could be
+     * on a user event: then they are answered when they complete. */
+    if (err == CL_SUCCESS && m->blocking && !rgpu_cl_may_block(s) && m->size <= RGPU_CL_READ_SMALL_MAX)
         return rgpu_cl_read_small(s, hdr, m, &cmd, mem->cl.mem);
-    if (err == CL_SUCCESS && m->blocking)
+    if (err == CL_SUCCESS && m->blocking && !rgpu_cl_may_block(s))
         return rgpu_cl_read_blocking(s, hdr, m, &cmd, mem->cl.mem);
     if (err == CL_SUCCESS) {
         rgpu_cl_read_arg_t arg = {mem->cl.mem, m->offset, m->size};
@@ -1102,6 +1169,43 @@ static int rgpu_cl_rect_get(const Rgpu__ClBufferRect *m, rgpu_cl_rect_t *r)
     return r->rg[0] && r->rg[1] && r->rg[2] && r->rg[0] <= (1ull << 40) / r->rg[1] / r->rg[2];
 }
 
+/* Checks that a rectangle (origin, region, pitches as OpenCL defines them,
+ * 0 meaning packed) lies inside a buffer of size bytes, without overflow:
+ * the platform is not trusted to check it. CL_SUCCESS or CL_INVALID_VALUE. */
+static cl_int rgpu_cl_rect_check(const size_t origin[3], const size_t region[3], uint64_t row_pitch,
+                                 uint64_t slice_pitch, uint64_t size)
+{
+    uint64_t row = row_pitch ? row_pitch : region[0];
+    uint64_t slice, a, b, first, extent, end;
+
+    if (row < region[0] || __builtin_mul_overflow(region[1], row, &slice))
+        return CL_INVALID_VALUE;
+    if (slice_pitch) {
+        if (slice_pitch < slice || slice_pitch % row)
+            return CL_INVALID_VALUE;
+        slice = slice_pitch;
+    }
+    if (__builtin_mul_overflow(origin[2], slice, &a) || __builtin_mul_overflow(origin[1], row, &b) ||
+        __builtin_add_overflow(a, b, &first) || __builtin_add_overflow(first, origin[0], &first) ||
+        __builtin_mul_overflow(region[2] - 1, slice, &a) || __builtin_mul_overflow(region[1] - 1, row, &b) ||
+        __builtin_add_overflow(a, b, &extent) || __builtin_add_overflow(extent, region[0], &extent) ||
+        __builtin_add_overflow(first, extent, &end) || end > size)
+        return CL_INVALID_VALUE;
+    return CL_SUCCESS;
+}
+
+/* The memory object a rectangular command runs on. PoCL 3.1 reads NULL in
+ * rectangular copies on sub-buffers and takes the server down: a sub-buffer
+ * is replaced by its parent, with origin[0] moved by where it starts (a
+ * linear offset, which is what origin[0] is once the pitches are applied). */
+static cl_mem rgpu_cl_rect_mem(const rgpu_cl_handle_t *h, size_t origin[3])
+{
+    if (!h->parent)
+        return h->cl.mem;
+    origin[0] += h->origin;
+    return h->parent_mem;
+}
+
 static rgpu_status_t rgpu_cl_write_rect(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClBufferRect *m,
                                         char *reason, size_t reason_cap)
 {
@@ -1119,22 +1223,34 @@ static rgpu_status_t rgpu_cl_write_rect(rgpu_cl_session_t *s, const rgpu_frame_h
                  (unsigned long long)hdr->bulk_len);
         return RGPU_ERR_PROTOCOL;
     }
+    /* Everything is checked before a byte of the data is received. */
+    err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
+    mem = rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    if (err == CL_SUCCESS && !mem)
+        err = CL_INVALID_MEM_OBJECT;
+    if (err == CL_SUCCESS)
+        err = rgpu_cl_rect_check(r.bo, r.rg, m->buffer_row_pitch, m->buffer_slice_pitch, mem->size);
+    if (err != CL_SUCCESS) {
+        if ((status = rgpu_session_discard_bulk(s->session, hdr->bulk_len)) != RGPU_OK) {
+            free(cmd.wait);
+            return status;
+        }
+        return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
+    }
     buf = malloc(hdr->bulk_len);
     if (!buf) {
+        free(cmd.wait);
         if ((status = rgpu_session_discard_bulk(s->session, hdr->bulk_len)) != RGPU_OK)
             return status;
         return rgpu_cl_async_error(s, hdr, CL_OUT_OF_HOST_MEMORY, NULL);
     }
     if ((status = rgpu_session_recv_bulk(s->session, buf, hdr->bulk_len)) != RGPU_OK) {
         free(buf);
+        free(cmd.wait);
         return status;
     }
-    err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
-    mem = rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
-    if (err == CL_SUCCESS && !mem)
-        err = CL_INVALID_MEM_OBJECT;
     if (err == CL_SUCCESS)
-        err = clEnqueueWriteBufferRect(cmd.queue->cl.queue, mem->cl.mem, CL_FALSE, r.bo, zero, r.rg,
+        err = clEnqueueWriteBufferRect(cmd.queue->cl.queue, rgpu_cl_rect_mem(mem, r.bo), CL_FALSE, r.bo, zero, r.rg,
                                        m->buffer_row_pitch, m->buffer_slice_pitch, r.rg[0], r.rg[0] * r.rg[1], buf,
                                        cmd.num_wait, cmd.wait, &ev);
     if (err != CL_SUCCESS) {
@@ -1145,7 +1261,7 @@ static rgpu_status_t rgpu_cl_write_rect(rgpu_cl_session_t *s, const rgpu_frame_h
             free(buf);
         }
         clFlush(cmd.queue->cl.queue);
-        if (m->blocking)
+        if (m->blocking && !rgpu_cl_may_block(s))
             err = clWaitForEvents(1, &ev);
         if (m->event)
             cmd.ev = ev;
@@ -1184,10 +1300,13 @@ static rgpu_status_t rgpu_cl_read_rect(rgpu_cl_session_t *s, const rgpu_frame_he
         err = CL_INVALID_MEM_OBJECT;
     if (err == CL_SUCCESS && !rgpu_cl_rect_get(m, &r))
         err = CL_INVALID_VALUE;
+    if (err == CL_SUCCESS)
+        err = rgpu_cl_rect_check(r.bo, r.rg, m->buffer_row_pitch, m->buffer_slice_pitch, mem->size);
     if (err == CL_SUCCESS) {
         /* Rect reads are small in practice: they go through the callback
-         * path, blocking or not. */
-        rgpu_cl_read_rect_arg_t arg = {mem->cl.mem, m, &r};
+         * path, blocking or not. The region fits in the buffer: checked
+         * before its staging is allocated. */
+        rgpu_cl_read_rect_arg_t arg = {rgpu_cl_rect_mem(mem, r.bo), m, &r};
         err = rgpu_cl_read_async(s, hdr, &cmd, m->event, rgpu_cl_enqueue_read_rect, &arg,
                                  (uint64_t)r.rg[0] * r.rg[1] * r.rg[2]);
     }
@@ -1215,7 +1334,12 @@ static rgpu_status_t rgpu_cl_copy_rect(rgpu_cl_session_t *s, const rgpu_frame_he
     if (err == CL_SUCCESS && !rgpu_cl_rect_get(m, &r))
         err = CL_INVALID_VALUE;
     if (err == CL_SUCCESS)
-        err = clEnqueueCopyBufferRect(cmd.queue->cl.queue, src->cl.mem, dst->cl.mem, r.bo, r.ho, r.rg,
+        err = rgpu_cl_rect_check(r.bo, r.rg, m->buffer_row_pitch, m->buffer_slice_pitch, src->size);
+    if (err == CL_SUCCESS)
+        err = rgpu_cl_rect_check(r.ho, r.rg, m->host_row_pitch, m->host_slice_pitch, dst->size);
+    if (err == CL_SUCCESS)
+        err = clEnqueueCopyBufferRect(cmd.queue->cl.queue, rgpu_cl_rect_mem(src, r.bo), rgpu_cl_rect_mem(dst, r.ho),
+                                      r.bo, r.ho, r.rg,
                                       m->buffer_row_pitch, m->buffer_slice_pitch, m->host_row_pitch,
                                       m->host_slice_pitch, cmd.num_wait, cmd.wait, rgpu_cl_ev_out(&cmd, m->event));
     return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
@@ -1316,12 +1440,88 @@ static rgpu_status_t rgpu_cl_migrate(rgpu_cl_session_t *s, const rgpu_frame_head
     return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
 }
 
+/* A wait answered from event callbacks: the reply leaves when the last of
+ * its events completes, and the session thread goes on receiving. */
+typedef struct {
+    rgpu_session_t *session;
+    uint64_t seq;
+    atomic_int left;
+    atomic_int failed;
+    cl_int fail_error;          /* what a failed event makes the wait return */
+} rgpu_cl_waiter_t;
+
+static void rgpu_cl_waiter_done(rgpu_cl_waiter_t *w)
+{
+    Rgpu__ClStatusReply reply = RGPU__CL_STATUS_REPLY__INIT;
+
+    reply.cl_error = atomic_load(&w->failed) ? w->fail_error : CL_SUCCESS;
+    rgpu_session_post(w->session, RGPU__MSG_TYPE__MSG_CL_STATUS_REPLY, w->seq, &reply.base, NULL, 0, NULL, NULL);
+    rgpu_session_unref(w->session);
+    free(w);
+}
+
+static void CL_CALLBACK rgpu_cl_waiter_cb(cl_event ev, cl_int status, void *arg)
+{
+    rgpu_cl_waiter_t *w = arg;
+
+    (void)ev;
+    if (status < 0)
+        atomic_store(&w->failed, 1);
+    if (atomic_fetch_sub(&w->left, 1) == 1)
+        rgpu_cl_waiter_done(w);
+}
+
+/* Answers hdr's request with a ClStatusReply once every event completed
+ * (fail_error if one failed). Takes no ownership of the events. */
+static rgpu_status_t rgpu_cl_wait_async(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, cl_event *events,
+                                        size_t n, cl_int fail_error)
+{
+    rgpu_cl_waiter_t *w = calloc(1, sizeof(*w));
+
+    if (!w)
+        return rgpu_cl_reply_status(s, hdr, CL_OUT_OF_HOST_MEMORY);
+    w->session = s->session;
+    w->seq = hdr->seq;
+    w->fail_error = fail_error;
+    /* One count for the loop itself, so the reply cannot leave (and w go)
+     * before every callback is set. */
+    atomic_init(&w->left, (int)n + 1);
+    atomic_init(&w->failed, 0);
+    rgpu_session_ref(s->session);
+    for (size_t i = 0; i < n; i++) {
+        if (clSetEventCallback(events[i], CL_COMPLETE, rgpu_cl_waiter_cb, w) != CL_SUCCESS) {
+            atomic_store(&w->failed, 1);
+            rgpu_cl_waiter_cb(events[i], CL_COMPLETE, w);
+        }
+    }
+    rgpu_cl_waiter_cb(NULL, CL_COMPLETE, w);
+    return RGPU_OK;
+}
+
 static rgpu_status_t rgpu_cl_queue_op(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClQueueOp *m)
 {
     rgpu_cl_handle_t *q = rgpu_cl_get(s, m->queue, RGPU__CL_OBJECT_KIND__CL_OBJ_QUEUE);
 
-    if (hdr->type == RGPU__MSG_TYPE__MSG_CL_FINISH)
-        return rgpu_cl_reply_status(s, hdr, q ? clFinish(q->cl.queue) : CL_INVALID_COMMAND_QUEUE);
+    if (hdr->type == RGPU__MSG_TYPE__MSG_CL_FINISH) {
+        cl_event marker = NULL;
+        rgpu_status_t status;
+        cl_int err;
+
+        if (!q)
+            return rgpu_cl_reply_status(s, hdr, CL_INVALID_COMMAND_QUEUE);
+        if (!rgpu_cl_may_block(s))
+            return rgpu_cl_reply_status(s, hdr, clFinish(q->cl.queue));
+        /* A marker without a wait list waits for every command before it,
+         * in order or not: the finish is answered when it completes. */
+        err = clEnqueueMarkerWithWaitList(q->cl.queue, 0, NULL, &marker);
+        if (err != CL_SUCCESS)
+            return rgpu_cl_reply_status(s, hdr, err);
+        clFlush(q->cl.queue);
+        /* clFinish succeeds even when a command before it failed. */
+        status = rgpu_cl_wait_async(s, hdr, &marker, 1, CL_SUCCESS);
+        clReleaseEvent(marker);
+        return status;
+    }
     if (!q)
         return rgpu_cl_async_error(s, hdr, CL_INVALID_COMMAND_QUEUE, NULL);
     clFlush(q->cl.queue);
@@ -1330,15 +1530,23 @@ static rgpu_status_t rgpu_cl_queue_op(rgpu_cl_session_t *s, const rgpu_frame_hea
 
 static rgpu_status_t rgpu_cl_wait_events(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClWaitEvents *m)
 {
-    cl_event *list;
+    cl_event *list = NULL;
     cl_int err = m->n_events ? rgpu_cl_wait_list(s, m->n_events, m->events, &list) : CL_INVALID_VALUE;
+    rgpu_status_t status;
 
     if (err == CL_INVALID_EVENT_WAIT_LIST)
         err = CL_INVALID_EVENT;
-    if (err == CL_SUCCESS) {
-        err = clWaitForEvents((cl_uint)m->n_events, list);
+    if (err == CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST)
+        return rgpu_cl_reply_status(s, hdr, err);
+    if (err != CL_SUCCESS)
+        return rgpu_cl_reply_status(s, hdr, err);
+    if (rgpu_cl_may_block(s)) {
+        status = rgpu_cl_wait_async(s, hdr, list, m->n_events, CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST);
         free(list);
+        return status;
     }
+    err = clWaitForEvents((cl_uint)m->n_events, list);
+    free(list);
     return rgpu_cl_reply_status(s, hdr, err);
 }
 
@@ -1696,10 +1904,56 @@ static rgpu_status_t rgpu_cl_link(rgpu_cl_session_t *s, const rgpu_frame_header_
     return status;
 }
 
+/* What kind argument i of k is, from the platform's argument info. Types
+ * whose value is a handle of the platform (samplers, device queues, device
+ * events) are OPAQUE: no client bytes may stand for them. */
+static uint8_t rgpu_cl_arg_kind_of(cl_kernel k, cl_uint i)
+{
+    cl_kernel_arg_address_qualifier aq = 0;
+    char type[64] = "";
+
+    if (clGetKernelArgInfo(k, i, CL_KERNEL_ARG_ADDRESS_QUALIFIER, sizeof(aq), &aq, NULL) != CL_SUCCESS)
+        return RGPU_CL_ARG_UNKNOWN;
+    switch (aq) {
+    case CL_KERNEL_ARG_ADDRESS_GLOBAL:
+    case CL_KERNEL_ARG_ADDRESS_CONSTANT:
+        return RGPU_CL_ARG_MEM;
+    case CL_KERNEL_ARG_ADDRESS_LOCAL:
+        return RGPU_CL_ARG_LOCAL;
+    default:
+        break;
+    }
+    /* A type name longer than the buffer is no handle type's. */
+    if (clGetKernelArgInfo(k, i, CL_KERNEL_ARG_TYPE_NAME, sizeof(type), type, NULL) != CL_SUCCESS)
+        return RGPU_CL_ARG_UNKNOWN;
+    type[sizeof(type) - 1] = '\0';
+    if (strcmp(type, "sampler_t") == 0 || strcmp(type, "queue_t") == 0 || strcmp(type, "clk_event_t") == 0 ||
+        strcmp(type, "reserve_id_t") == 0 || strncmp(type, "image", 5) == 0)
+        return RGPU_CL_ARG_OPAQUE;
+    return RGPU_CL_ARG_VALUE;
+}
+
+/* Records the kinds of every argument of a new kernel's handle. */
+static cl_int rgpu_cl_kernel_arg_kinds(rgpu_cl_handle_t *h)
+{
+    cl_uint n = 0;
+
+    if (clGetKernelInfo(h->cl.kernel, CL_KERNEL_NUM_ARGS, sizeof(n), &n, NULL) != CL_SUCCESS)
+        n = 0;
+    h->arg_kinds = calloc(n ? n : 1, 1);
+    if (!h->arg_kinds)
+        return CL_OUT_OF_HOST_MEMORY;
+    h->num_args = n;
+    for (cl_uint i = 0; i < n; i++)
+        h->arg_kinds[i] = rgpu_cl_arg_kind_of(h->cl.kernel, i);
+    return CL_SUCCESS;
+}
+
 static rgpu_status_t rgpu_cl_create_kernel(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
                                            Rgpu__ClCreateKernel *m)
 {
     rgpu_cl_handle_t *p = rgpu_cl_get(s, m->program, RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM);
+    rgpu_cl_handle_t *h;
     cl_kernel k = NULL;
     cl_int err;
 
@@ -1707,33 +1961,109 @@ static rgpu_status_t rgpu_cl_create_kernel(rgpu_cl_session_t *s, const rgpu_fram
         err = CL_INVALID_PROGRAM;
     else
         k = clCreateKernel(p->cl.program, m->name, &err);
-    if (err == CL_SUCCESS && (err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL, k, NULL)) == CL_SUCCESS)
-        return RGPU_OK;
+    if (err == CL_SUCCESS && (err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL, k, &h)) == CL_SUCCESS) {
+        if ((err = rgpu_cl_kernel_arg_kinds(h)) == CL_SUCCESS)
+            return RGPU_OK;
+        rgpu_htable_remove(&s->handles, m->id);
+        rgpu_cl_release_handle(h);
+        k = NULL;
+    }
     if (k)
         clReleaseKernel(k);
     return rgpu_cl_async_error(s, hdr, err, m->name);
 }
 
+/* Sets an argument by the kind the platform declared, whatever the client
+ * claims: a memory object only as a handle of this session, value bytes
+ * only where the kernel takes plain bytes. Where the platform gave no
+ * argument info, value bytes of a pointer's size are refused: they could
+ * stand for a cl_mem, which the platform would dereference. */
 static rgpu_status_t rgpu_cl_set_arg(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClSetKernelArg *m)
 {
     rgpu_cl_handle_t *k = rgpu_cl_get(s, m->kernel, RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL);
+    const char *why = NULL;
+    uint8_t kind;
     cl_int err;
 
-    if (!k) {
-        err = CL_INVALID_KERNEL;
-    } else if (m->kind == RGPU__CL_ARG_KIND__CL_ARG_MEM) {
+    if (!k)
+        return rgpu_cl_async_error(s, hdr, CL_INVALID_KERNEL, NULL);
+    if (m->index >= k->num_args)
+        return rgpu_cl_async_error(s, hdr, CL_INVALID_ARG_INDEX, NULL);
+    kind = k->arg_kinds[m->index];
+    if (kind == RGPU_CL_ARG_MEM || (kind == RGPU_CL_ARG_UNKNOWN && m->kind == RGPU__CL_ARG_KIND__CL_ARG_MEM)) {
         rgpu_cl_handle_t *mem = m->mem ? rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM) : NULL;
         cl_mem value = mem ? mem->cl.mem : NULL;
-        err = m->mem && !mem ? CL_INVALID_MEM_OBJECT : clSetKernelArg(k->cl.kernel, m->index, sizeof(value), &value);
-    } else if (m->kind == RGPU__CL_ARG_KIND__CL_ARG_LOCAL) {
-        err = clSetKernelArg(k->cl.kernel, m->index, m->local_size, NULL);
+
+        if (m->kind != RGPU__CL_ARG_KIND__CL_ARG_MEM || (m->mem && !mem)) {
+            err = CL_INVALID_MEM_OBJECT;
+            why = "the argument is a memory object: it takes a buffer of this session";
+        } else {
+            err = clSetKernelArg(k->cl.kernel, m->index, sizeof(value), &value);
+        }
+    } else if (kind == RGPU_CL_ARG_LOCAL ||
+               (kind == RGPU_CL_ARG_UNKNOWN && m->kind == RGPU__CL_ARG_KIND__CL_ARG_LOCAL)) {
+        if (m->kind != RGPU__CL_ARG_KIND__CL_ARG_LOCAL) {
+            err = CL_INVALID_ARG_VALUE;
+            why = "the argument is __local: it takes a size and no value";
+        } else if (m->local_size == 0) {
+            err = CL_INVALID_ARG_SIZE;
+        } else {
+            err = clSetKernelArg(k->cl.kernel, m->index, m->local_size, NULL);
+        }
+    } else if (kind == RGPU_CL_ARG_OPAQUE) {
+        err = CL_INVALID_ARG_VALUE;
+        why = "samplers, images, device queues and device events are not served by rgpu";
+    } else if (m->kind != RGPU__CL_ARG_KIND__CL_ARG_VALUE) {
+        err = CL_INVALID_ARG_VALUE;
+        why = "the argument is a plain value";
+    } else if (m->value.len == 0) {
+        err = CL_INVALID_ARG_SIZE;
+    } else if (kind == RGPU_CL_ARG_UNKNOWN && m->value.len == sizeof(void *)) {
+        err = CL_INVALID_ARG_VALUE;
+        why = "the platform gives no argument info for this kernel, and a value of a pointer's size "
+              "could be taken for a memory object";
     } else {
         err = clSetKernelArg(k->cl.kernel, m->index, m->value.len, m->value.data);
     }
-    return err == CL_SUCCESS ? RGPU_OK : rgpu_cl_async_error(s, hdr, err, NULL);
+    return err == CL_SUCCESS ? RGPU_OK : rgpu_cl_async_error(s, hdr, err, why);
 }
 
 /* ---- queries ---- */
+
+/* Whether an object query answers plain data. Queries whose value holds
+ * the platform's handles (CL_MEM_CONTEXT, CL_QUEUE_DEVICE,
+ * CL_CONTEXT_PROPERTIES...) or a host pointer of the server
+ * (CL_MEM_HOST_PTR) would hand server addresses to a client: the client
+ * answers those itself, from its own objects. Anything not listed here,
+ * extensions included, is refused, so a new pointer-valued query cannot
+ * leak by default. */
+static int rgpu_cl_query_allowed(Rgpu__ClObjectKind kind, cl_uint param)
+{
+    switch (kind) {
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT:
+        return param == CL_EVENT_COMMAND_TYPE || param == CL_EVENT_REFERENCE_COUNT ||
+               param == CL_EVENT_COMMAND_EXECUTION_STATUS;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_MEM:
+        return param == CL_MEM_TYPE || param == CL_MEM_FLAGS || param == CL_MEM_SIZE || param == CL_MEM_MAP_COUNT ||
+               param == CL_MEM_REFERENCE_COUNT || param == CL_MEM_OFFSET;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM:
+        return param == CL_PROGRAM_REFERENCE_COUNT || param == CL_PROGRAM_NUM_DEVICES ||
+               param == CL_PROGRAM_SOURCE || param == CL_PROGRAM_BINARY_SIZES || param == CL_PROGRAM_NUM_KERNELS ||
+               param == CL_PROGRAM_KERNEL_NAMES || param == 0x1169 /* CL_PROGRAM_IL */ ||
+               param == 0x116A /* CL_PROGRAM_SCOPE_GLOBAL_CTORS_PRESENT */ ||
+               param == 0x116B /* CL_PROGRAM_SCOPE_GLOBAL_DTORS_PRESENT */;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL:
+        return param == CL_KERNEL_FUNCTION_NAME || param == CL_KERNEL_NUM_ARGS ||
+               param == CL_KERNEL_REFERENCE_COUNT || param == CL_KERNEL_ATTRIBUTES;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_QUEUE:
+        return param == CL_QUEUE_REFERENCE_COUNT || param == CL_QUEUE_PROPERTIES ||
+               param == 0x1094 /* CL_QUEUE_SIZE */ || param == 0x1098 /* CL_QUEUE_PROPERTIES_ARRAY */;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT:
+        return param == CL_CONTEXT_REFERENCE_COUNT || param == CL_CONTEXT_NUM_DEVICES;
+    default:
+        return 0;
+    }
+}
 
 static cl_int rgpu_cl_query(rgpu_cl_session_t *s, Rgpu__ClGetInfo *m, size_t size, void *value, size_t *size_ret)
 {
@@ -1746,6 +2076,14 @@ static cl_int rgpu_cl_query(rgpu_cl_session_t *s, Rgpu__ClGetInfo *m, size_t siz
 
     if (!h)
         return rgpu_cl_kind_error(m->kind);
+    if (m->which == RGPU__CL_INFO_WHICH__CL_INFO_OBJECT && !rgpu_cl_query_allowed(m->kind, m->param))
+        return CL_INVALID_VALUE;
+    if ((m->which == RGPU__CL_INFO_WHICH__CL_INFO_PROGRAM_BUILD ||
+         m->which == RGPU__CL_INFO_WHICH__CL_INFO_KERNEL_WORK_GROUP) && !dev)
+        return CL_INVALID_DEVICE;
+    if (m->which == RGPU__CL_INFO_WHICH__CL_INFO_KERNEL_ARG && m->kind == RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL &&
+        m->device >= h->num_args)
+        return CL_INVALID_ARG_INDEX;
     switch (m->which) {
     case RGPU__CL_INFO_WHICH__CL_INFO_OBJECT:
         switch (m->kind) {
@@ -2039,6 +2377,13 @@ static void rgpu_cl_session_teardown(void *ctx)
         if (sw.by_kind[4][i]->user_pending)
             clSetUserEventStatus(sw.by_kind[4][i]->cl.event, CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST);
     }
+    for (size_t i = 0; i < s->n_orphans; i++) {
+        clSetUserEventStatus(s->orphans[i], CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST);
+        clReleaseEvent(s->orphans[i]);
+    }
+    free(s->orphans);
+    s->orphans = NULL;
+    s->n_orphans = 0;
     for (size_t i = 0; i < sw.count[5]; i++)
         clFinish(sw.by_kind[5][i]->cl.queue);
     for (int k = 0; k < 7; k++) {
