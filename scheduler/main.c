@@ -2,21 +2,28 @@
  * rgpu-scheduler: hands out GPU leases for a whole cluster.
  *
  *   main thread (libuv loop)
- *     ├─ uv_tcp listener ─▶ one uv_tcp per peer (servers, rgpu CLI, Slurm plugin)
+ *     ├─ uv_poll on the listening socket ─▶ accept4 ─▶ one uv_tcp per peer
+ *     │     (servers, rgpu CLI, Slurm plugin), at most --max-connections; an
+ *     │     accept failing for want of descriptors pauses accepting 100 ms
  *     │     frames in ─▶ sched.c (policy.c picks, store.c commits) ─▶ reply frame out
  *     ├─ uv_timer, every second ─▶ rgpu_sched_tick: reclaim expired leases,
- *     │                             mark servers that stopped heartbeating down
+ *     │                             mark servers that stopped heartbeating down;
+ *     │                             close peers silent for --idle-timeout
  *     └─ uv_signal SIGINT/SIGTERM ─▶ close everything, exit 0
  *
  * Everything runs on the loop thread; a request is committed to SQLite
  * before its reply is written, so a SIGKILL loses nothing acknowledged.
  */
+#include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -37,13 +44,23 @@ typedef struct {
     char key[512];
     uint64_t heartbeat_timeout;     /* seconds */
     uint64_t lease_ttl;             /* seconds */
+    uint64_t max_lease_ttl;         /* seconds */
+    uint64_t default_shared_mem;    /* bytes */
+    uint64_t max_connections;
+    uint64_t idle_timeout;          /* seconds */
     char log_level[16];
     char slurm_reclaim[16];         /* seconds, "" off (slurm_jobs.c) */
     int require_signed;             /* --require-signed: refuse every unsigned request */
     const char *source[8];
 } rgpu_sched_config_t;
 
-typedef enum { RGPU_SCFG_STR, RGPU_SCFG_ADDR, RGPU_SCFG_SECONDS } rgpu_sched_cfg_kind_t;
+typedef enum {
+    RGPU_SCFG_STR,
+    RGPU_SCFG_ADDR,
+    RGPU_SCFG_SECONDS,      /* 1 to 31536000 */
+    RGPU_SCFG_SIZE,         /* 512M, 4G: 1 byte to 2^50 */
+    RGPU_SCFG_COUNT,        /* 1 to 1000000 */
+} rgpu_sched_cfg_kind_t;
 
 typedef struct {
     const char *name, *env, *metavar, *def, *help;
@@ -69,6 +86,20 @@ static const rgpu_sched_cfg_row_t rgpu_sched_cfg_table[] = {
     {"lease-ttl", "RGPU_SCHED_LEASE_TTL", "SECONDS", "86400",
      "lifetime of a lease that is not renewed (requests may ask for less or more)",
      offsetof(rgpu_sched_config_t, lease_ttl), 0, RGPU_SCFG_SECONDS},
+    {"max-lease-ttl", "RGPU_SCHED_MAX_LEASE_TTL", "SECONDS", "604800",
+     "the longest ttl an allocation or renewal may ask for (at least --lease-ttl); "
+     "longer ones are refused",
+     offsetof(rgpu_sched_config_t, max_lease_ttl), 0, RGPU_SCFG_SECONDS},
+    {"default-shared-mem", "RGPU_SCHED_DEFAULT_SHARED_MEM", "SIZE", "1G",
+     "memory a shared allocation without a size reserves on each GPU (capped at the GPU's "
+     "memory); it is the lease's quota",
+     offsetof(rgpu_sched_config_t, default_shared_mem), 0, RGPU_SCFG_SIZE},
+    {"max-connections", "RGPU_SCHED_MAX_CONNECTIONS", "N", "1024",
+     "connections served at once; more are accepted and closed at once",
+     offsetof(rgpu_sched_config_t, max_connections), 0, RGPU_SCFG_COUNT},
+    {"idle-timeout", "RGPU_SCHED_IDLE_TIMEOUT", "SECONDS", "30",
+     "a connection that completes no request for this long is closed",
+     offsetof(rgpu_sched_config_t, idle_timeout), 0, RGPU_SCFG_SECONDS},
     {"log-level", "RGPU_LOG", "LEVEL", "info", "error, warn, info, debug or trace",
      RGPU_SCFG_S(log_level), RGPU_SCFG_STR},
     {"slurm-reclaim", "RGPU_SCHED_SLURM_RECLAIM", "SECONDS", "",
@@ -81,7 +112,7 @@ static int rgpu_sched_cfg_apply(rgpu_sched_config_t *cfg, size_t i, const char *
                                 const char *source)
 {
     const rgpu_sched_cfg_row_t *row = &rgpu_sched_cfg_table[i];
-    char *field = (char *)cfg + row->offset, host[256], *end;
+    char *field = (char *)cfg + row->offset, host[256];
     uint16_t port;
 
     switch (row->kind) {
@@ -105,12 +136,28 @@ static int rgpu_sched_cfg_apply(rgpu_sched_config_t *cfg, size_t i, const char *
         }
         strcpy(field, value);
         break;
-    case RGPU_SCFG_SECONDS: {
-        unsigned long long v = strtoull(value, &end, 10);
+    case RGPU_SCFG_SECONDS:
+    case RGPU_SCFG_COUNT: {
+        unsigned long long v = 0, max = row->kind == RGPU_SCFG_COUNT ? 1000000 : 365ull * 86400;
+        const char *c = value;
 
-        if (!*value || *end || v < 1 || v > 365ull * 86400) {
-            fprintf(stderr, "rgpu-scheduler: bad value \"%s\" for --%s: expected seconds, "
-                            "1 to 31536000\n", value, row->name);
+        /* Digits only: no sign, no blanks, no junk (strtoull takes all three). */
+        for (; *c >= '0' && *c <= '9' && v <= max; c++)
+            v = v * 10 + (unsigned)(*c - '0');
+        if (!*value || *c || v < 1 || v > max) {
+            fprintf(stderr, "rgpu-scheduler: bad value \"%s\" for --%s: expected %s, 1 to %llu\n",
+                    value, row->name, row->kind == RGPU_SCFG_COUNT ? "a number" : "seconds", max);
+            return -1;
+        }
+        *(uint64_t *)field = v;
+        break;
+    }
+    case RGPU_SCFG_SIZE: {
+        uint64_t v;
+
+        if (rgpu_size_parse(value, &v) != 0 || v < 1 || v > (1ull << 50)) {
+            fprintf(stderr, "rgpu-scheduler: bad value \"%s\" for --%s: expected a size such as "
+                            "512M or 4G (1 byte to 1P)\n", value, row->name);
             return -1;
         }
         *(uint64_t *)field = v;
@@ -200,6 +247,11 @@ static int rgpu_sched_cfg_load(rgpu_sched_config_t *cfg, int argc, char **argv)
         if (rgpu_sched_cfg_apply(cfg, i, value, "command line") != 0)
             return 2;
     }
+    if (cfg->lease_ttl > cfg->max_lease_ttl) {
+        fprintf(stderr, "rgpu-scheduler: --lease-ttl %llu is longer than --max-lease-ttl %llu\n",
+                (unsigned long long)cfg->lease_ttl, (unsigned long long)cfg->max_lease_ttl);
+        return 2;
+    }
     if (cfg->require_signed && !cfg->key[0]) {
         fprintf(stderr, "rgpu-scheduler: --require-signed needs --key (the cluster key that "
                         "checks the signatures)\n");
@@ -212,7 +264,8 @@ static int rgpu_sched_cfg_load(rgpu_sched_config_t *cfg, int argc, char **argv)
             const rgpu_sched_cfg_row_t *row = &rgpu_sched_cfg_table[i];
             char line[700];
 
-            if (row->kind == RGPU_SCFG_SECONDS)
+            if (row->kind == RGPU_SCFG_SECONDS || row->kind == RGPU_SCFG_SIZE ||
+                row->kind == RGPU_SCFG_COUNT)
                 snprintf(line, sizeof(line), "%s = %llu", row->name,
                          (unsigned long long)*(uint64_t *)((char *)cfg + row->offset));
             else
@@ -230,24 +283,39 @@ static int rgpu_sched_cfg_load(rgpu_sched_config_t *cfg, int argc, char **argv)
 /* A signed request's time may be this far from ours. */
 #define RGPU_SCHED_MAX_SKEW_S 60
 
+/* Accepting stops this long after an accept failed for want of file
+ * descriptors (or memory), instead of retrying at once in a loop. */
+#define RGPU_SCHED_ACCEPT_PAUSE_MS 100
+
+typedef struct rgpu_sched_conn rgpu_sched_conn_t;
+
 typedef struct {
     rgpu_sched_t sched;
     rgpu_token_key_t key;
     int have_key;
     int require_signed;
-    uv_tcp_t listener;
+    int listen_fd;
+    uv_poll_t acceptor;         /* readable listen_fd: accept */
+    uv_timer_t accept_pause;    /* restarts the acceptor after a failed accept */
     uv_timer_t tick;
     uv_signal_t sigint, sigterm;
     int stopping;
+    rgpu_sched_conn_t *conns;   /* every open connection (a list) */
+    uint32_t nconns, max_conns;
+    uint64_t idle_ms;
+    uint64_t full_logged_ms, emfile_logged_ms;  /* rate limit of those warnings */
+    unsigned full_dropped, emfile_failed;       /* since the last warning */
 } rgpu_sched_daemon_t;
 
-typedef struct {
+struct rgpu_sched_conn {
     uv_tcp_t tcp;
     rgpu_sched_daemon_t *daemon;
+    rgpu_sched_conn_t *prev, *next;
+    uint64_t active_ms;         /* uv_now at accept and at each complete request */
     uint8_t *buf;
     size_t len, cap;
     char peer[80];
-} rgpu_sched_conn_t;
+};
 
 typedef struct {
     uv_write_t req;
@@ -262,7 +330,15 @@ static int64_t rgpu_sched_now(void)
 static void rgpu_sched_conn_closed(uv_handle_t *handle)
 {
     rgpu_sched_conn_t *conn = handle->data;
+    rgpu_sched_daemon_t *d = conn->daemon;
 
+    if (conn->prev)
+        conn->prev->next = conn->next;
+    else
+        d->conns = conn->next;
+    if (conn->next)
+        conn->next->prev = conn->prev;
+    d->nconns--;
     free(conn->buf);
     free(conn);
 }
@@ -281,25 +357,41 @@ static void rgpu_sched_written(uv_write_t *req, int status)
     free(w);
 }
 
-static void rgpu_sched_reply(rgpu_sched_conn_t *conn, uint16_t type, uint64_t seq,
-                             const ProtobufCMessage *msg)
+/* Writes a reply frame. signed (with a cluster key): its bulk part is the
+ * auth trailer over type, seq and the body, as a request's (heartbeat
+ * replies, which the registrar checks). */
+static void rgpu_sched_reply_frame(rgpu_sched_conn_t *conn, uint16_t type, uint64_t seq,
+                                   const ProtobufCMessage *msg, int sign)
 {
     rgpu_sched_write_t *w = malloc(sizeof(*w));
     size_t len = rgpu_frame_packed_size(msg);
     uv_buf_t buf;
 
-    if (!w || !(w->buf = malloc(len))) {
+    sign = sign && conn->daemon->have_key;
+    if (!w || !(w->buf = malloc(len + RGPU_REQUEST_AUTH_LEN))) {
         free(w);
         rgpu_sched_conn_close(conn);
         return;
     }
-    len = rgpu_frame_pack(w->buf, type, seq, 0, msg, 0);
+    len = rgpu_frame_pack(w->buf, type, seq, 0, msg, sign ? RGPU_REQUEST_AUTH_LEN : 0);
+    if (sign) {
+        rgpu_token_sign_request(&conn->daemon->key, type, (uint32_t)seq,
+                                w->buf + RGPU_FRAME_HEADER_SIZE, len - RGPU_FRAME_HEADER_SIZE,
+                                rgpu_sched_now(), w->buf + len);
+        len += RGPU_REQUEST_AUTH_LEN;
+    }
     buf = uv_buf_init((char *)w->buf, (unsigned)len);
     if (uv_write(&w->req, (uv_stream_t *)&conn->tcp, &buf, 1, rgpu_sched_written) != 0) {
         free(w->buf);
         free(w);
         rgpu_sched_conn_close(conn);
     }
+}
+
+static void rgpu_sched_reply(rgpu_sched_conn_t *conn, uint16_t type, uint64_t seq,
+                             const ProtobufCMessage *msg)
+{
+    rgpu_sched_reply_frame(conn, type, seq, msg, 0);
 }
 
 static void rgpu_sched_status_reply(rgpu_sched_conn_t *conn, uint64_t seq, rgpu_status_t status,
@@ -350,8 +442,9 @@ static const char *rgpu_sched_type_name(uint16_t type)
  * key: register, heartbeat, drain/resume and anything naming a Slurm job
  * must carry a valid auth trailer; the rest may come unsigned unless
  * --require-signed. A trailer that is there is always checked. Without a
- * key nothing can be checked and everything is allowed. 0: allowed; else
- * reason says why not. */
+ * key nothing can be checked and everything is allowed. 1: allowed, signed
+ * with the cluster key; 0: allowed (unsigned, or no key to check); -1: not
+ * allowed, reason says why. */
 static int rgpu_sched_authorize(rgpu_sched_conn_t *conn, const rgpu_frame_header_t *header,
                                 const uint8_t *body, const uint8_t *trailer, int needs_key,
                                 int64_t now, char *reason, size_t cap)
@@ -365,7 +458,7 @@ static int rgpu_sched_authorize(rgpu_sched_conn_t *conn, const rgpu_frame_header
         if (rgpu_token_verify_request(&d->key, header->type, (uint32_t)header->seq, body,
                                       header->body_len, trailer, now, RGPU_SCHED_MAX_SKEW_S, why,
                                       sizeof(why)) == RGPU_OK)
-            return 0;
+            return 1;
         snprintf(reason, cap, "%s refused: %s", rgpu_sched_type_name(header->type), why);
     } else if (needs_key || d->require_signed) {
         snprintf(reason, cap, "request not signed: %s needs the cluster key%s",
@@ -374,6 +467,22 @@ static int rgpu_sched_authorize(rgpu_sched_conn_t *conn, const rgpu_frame_header
     } else {
         return 0;
     }
+    rgpu_warn("sched", "%s: %s", conn->peer, reason);
+    return -1;
+}
+
+/* An unsigned renew or release of lease id, where a key makes the caller
+ * prove it holds the lease: token must be one of its unexpired tokens.
+ * 0: it is; -1: refused, reason says why (logged). */
+static int rgpu_sched_renew_or_release_owned(rgpu_sched_conn_t *conn, const char *what,
+                                             uint64_t id, const char *token, int64_t now,
+                                             char *reason, size_t cap)
+{
+    char why[200];
+
+    if (rgpu_sched_check_token(&conn->daemon->sched, id, token, now, why, sizeof(why)) == RGPU_OK)
+        return 0;
+    snprintf(reason, cap, "%s refused: %s", what, why);
     rgpu_warn("sched", "%s: %s", conn->peer, reason);
     return -1;
 }
@@ -391,7 +500,7 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
 
 #define RGPU_AUTHORIZE(needs_key, refuse)                                                         \
     if (rgpu_sched_authorize(conn, header, body, trailer, needs_key, now, reason,               \
-                             sizeof(reason)) != 0) {                                           \
+                             sizeof(reason)) < 0) {                                            \
         refuse;                                                                                \
         return 0;                                                                              \
     }
@@ -408,13 +517,19 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
     case RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT: {
         Rgpu__HeartbeatReply reply = RGPU__HEARTBEAT_REPLY__INIT;
 
-        RGPU_AUTHORIZE(1, {
+        /* Every reply is signed (with a key) and echoes the heartbeat's
+         * nonce, so the server can tell it comes from us and answers this
+         * heartbeat, not an older one. */
+        RGPU_UNPACK(Rgpu__Heartbeat, rgpu__heartbeat__unpack);
+        reply.nonce = msg->nonce;
+        if (rgpu_sched_authorize(conn, header, body, trailer, 1, now, reason, sizeof(reason)) < 0) {
+            rgpu__heartbeat__free_unpacked(msg, NULL);
             reply.status = RGPU_ERR_REFUSED;
             reply.reason = reason;
-            rgpu_sched_reply(conn, RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT_REPLY, header->seq,
-                             &reply.base);
-        });
-        RGPU_UNPACK(Rgpu__Heartbeat, rgpu__heartbeat__unpack);
+            rgpu_sched_reply_frame(conn, RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT_REPLY, header->seq,
+                                   &reply.base, 1);
+            return 0;
+        }
         status = rgpu_sched_heartbeat(s, msg, now, &reply);
         if (status == RGPU_ERR_NOT_FOUND)
             snprintf(reason, sizeof(reason), "unknown server %s: register again", msg->address);
@@ -423,8 +538,8 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
         rgpu__heartbeat__free_unpacked(msg, NULL);
         reply.status = status;
         reply.reason = status == RGPU_OK ? (char *)"" : reason;
-        rgpu_sched_reply(conn, RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT_REPLY, header->seq,
-                         &reply.base);
+        rgpu_sched_reply_frame(conn, RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT_REPLY, header->seq,
+                               &reply.base, 1);
         if (status == RGPU_OK)
             rgpu_sched_heartbeat_reply_free(&reply);
         return 0;
@@ -432,7 +547,7 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
     case RGPU__MSG_TYPE__MSG_SCHED_ALLOC: {
         RGPU_UNPACK(Rgpu__AllocRequest, rgpu__alloc_request__unpack);
         if (rgpu_sched_authorize(conn, header, body, trailer, msg->slurm_job_id[0] != 0, now,
-                                 reason, sizeof(reason)) != 0) {
+                                 reason, sizeof(reason)) < 0) {
             rgpu__alloc_request__free_unpacked(msg, NULL);
             rgpu_sched_lease_reply(conn, header->seq, RGPU_ERR_REFUSED, reason, NULL);
             return 0;
@@ -448,9 +563,20 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
         return 0;
     }
     case RGPU__MSG_TYPE__MSG_SCHED_RENEW: {
-        RGPU_AUTHORIZE(0, rgpu_sched_lease_reply(conn, header->seq, RGPU_ERR_REFUSED, reason,
-                                                 NULL));
+        int signer;
+
         RGPU_UNPACK(Rgpu__RenewRequest, rgpu__renew_request__unpack);
+        signer = rgpu_sched_authorize(conn, header, body, trailer, 0, now, reason, sizeof(reason));
+        /* Unsigned: the caller proves it holds the lease with one of its tokens. */
+        if (signer == 0 && rgpu_sched_renew_or_release_owned(conn, "renew", msg->lease_id,
+                                                               msg->token, now, reason,
+                                                               sizeof(reason)) != 0)
+            signer = -1;
+        if (signer < 0) {
+            rgpu__renew_request__free_unpacked(msg, NULL);
+            rgpu_sched_lease_reply(conn, header->seq, RGPU_ERR_REFUSED, reason, NULL);
+            return 0;
+        }
         status = rgpu_sched_renew(s, msg->lease_id, msg->ttl_s, now, &lease, reason,
                                   sizeof(reason));
         rgpu__renew_request__free_unpacked(msg, NULL);
@@ -458,9 +584,18 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
         return 0;
     }
     case RGPU__MSG_TYPE__MSG_SCHED_RELEASE: {
+        int signer;
+
         RGPU_UNPACK(Rgpu__ReleaseRequest, rgpu__release_request__unpack);
-        if (rgpu_sched_authorize(conn, header, body, trailer, msg->slurm_job_id[0] != 0, now,
-                                 reason, sizeof(reason)) != 0) {
+        /* By job id: signed. By lease id: signed, or with one of its tokens. */
+        signer = rgpu_sched_authorize(conn, header, body, trailer,
+                                      msg->lease_id == 0 && msg->slurm_job_id[0] != 0, now,
+                                      reason, sizeof(reason));
+        if (signer == 0 && msg->lease_id &&
+            rgpu_sched_renew_or_release_owned(conn, "release", msg->lease_id, msg->token, now,
+                                              reason, sizeof(reason)) != 0)
+            signer = -1;
+        if (signer < 0) {
             rgpu__release_request__free_unpacked(msg, NULL);
             rgpu_sched_status_reply(conn, header->seq, RGPU_ERR_REFUSED, reason);
             return 0;
@@ -563,6 +698,7 @@ static void rgpu_sched_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_
         if (conn->len - off < frame_len)
             break;
         body = conn->buf + off + RGPU_FRAME_HEADER_SIZE;
+        conn->active_ms = uv_now(stream->loop);
         if (rgpu_sched_handle(conn, &header, body,
                               header.bulk_len ? body + header.body_len : NULL) != 0) {
             rgpu_sched_conn_close(conn);
@@ -574,22 +710,36 @@ static void rgpu_sched_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_
     conn->len -= off;
 }
 
-static void rgpu_sched_on_connection(uv_stream_t *listener, int status)
+/* Non-zero at most once a second (per *last_ms): rate-limited warnings. */
+static int rgpu_sched_ratelimit(uint64_t *last_ms, uint64_t now_ms)
 {
-    rgpu_sched_daemon_t *daemon = listener->data;
-    rgpu_sched_conn_t *conn;
+    if (*last_ms && now_ms - *last_ms < 1000)
+        return 0;
+    *last_ms = now_ms;
+    return 1;
+}
+
+static void rgpu_sched_conn_open(rgpu_sched_daemon_t *daemon, int fd)
+{
+    rgpu_sched_conn_t *conn = calloc(1, sizeof(*conn));
     struct sockaddr_storage ss;
     int len = sizeof(ss);
 
-    if (status < 0)
+    if (!conn) {
+        close(fd);
         return;
-    conn = calloc(1, sizeof(*conn));
-    if (!conn)
-        return;
+    }
     conn->daemon = daemon;
-    uv_tcp_init(listener->loop, &conn->tcp);
+    uv_tcp_init(daemon->acceptor.loop, &conn->tcp);
     conn->tcp.data = conn;
-    if (uv_accept(listener, (uv_stream_t *)&conn->tcp) != 0) {
+    conn->active_ms = uv_now(daemon->acceptor.loop);
+    conn->next = daemon->conns;
+    if (daemon->conns)
+        daemon->conns->prev = conn;
+    daemon->conns = conn;
+    daemon->nconns++;
+    if (uv_tcp_open(&conn->tcp, fd) != 0) {
+        close(fd);
         rgpu_sched_conn_close(conn);
         return;
     }
@@ -607,14 +757,88 @@ static void rgpu_sched_on_connection(uv_stream_t *listener, int status)
                      ntohs(((struct sockaddr_in *)&ss)->sin_port));
         }
     }
-    uv_read_start((uv_stream_t *)&conn->tcp, rgpu_sched_alloc_cb, rgpu_sched_read_cb);
+    if (uv_read_start((uv_stream_t *)&conn->tcp, rgpu_sched_alloc_cb, rgpu_sched_read_cb) != 0)
+        rgpu_sched_conn_close(conn);
+}
+
+static void rgpu_sched_on_acceptable(uv_poll_t *poll, int status, int events);
+
+static void rgpu_sched_accept_resume(uv_timer_t *timer)
+{
+    rgpu_sched_daemon_t *daemon = timer->data;
+
+    if (!daemon->stopping)
+        uv_poll_start(&daemon->acceptor, UV_READABLE, rgpu_sched_on_acceptable);
+}
+
+/* Accepts what is pending (64 at most per wakeup: the loop serves the
+ * others in between). Past --max-connections a connection is closed at
+ * once. Out of descriptors or memory, accept fails at once again on the
+ * same pending connection: accepting pauses RGPU_SCHED_ACCEPT_PAUSE_MS
+ * instead of spinning, and the warnings say so at most once a second. */
+static void rgpu_sched_on_acceptable(uv_poll_t *poll, int status, int events)
+{
+    rgpu_sched_daemon_t *daemon = poll->data;
+    uint64_t now_ms = uv_now(poll->loop);
+
+    (void)events;
+    if (status < 0) {
+        rgpu_warn("sched", "listening socket: %s", uv_strerror(status));
+        return;
+    }
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(daemon->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+        if (fd < 0) {
+            int err = errno;
+
+            if (err == EAGAIN || err == EWOULDBLOCK)
+                return;
+            if (err == EINTR || err == ECONNABORTED || err == EPROTO)
+                continue;
+            daemon->emfile_failed++;
+            if (rgpu_sched_ratelimit(&daemon->emfile_logged_ms, now_ms)) {
+                rgpu_warn("sched", "cannot accept connections: %s (%u times since the last "
+                                   "warning); pausing accepts for %d ms",
+                          strerror(err), daemon->emfile_failed, RGPU_SCHED_ACCEPT_PAUSE_MS);
+                daemon->emfile_failed = 0;
+            }
+            uv_poll_stop(&daemon->acceptor);
+            uv_timer_start(&daemon->accept_pause, rgpu_sched_accept_resume,
+                           RGPU_SCHED_ACCEPT_PAUSE_MS, 0);
+            return;
+        }
+        if (daemon->nconns >= daemon->max_conns) {
+            close(fd);
+            daemon->full_dropped++;
+            if (rgpu_sched_ratelimit(&daemon->full_logged_ms, now_ms)) {
+                rgpu_warn("sched", "%u connections open (--max-connections): closed %u new "
+                                   "ones since the last warning",
+                          daemon->nconns, daemon->full_dropped);
+                daemon->full_dropped = 0;
+            }
+            continue;
+        }
+        rgpu_sched_conn_open(daemon, fd);
+    }
 }
 
 static void rgpu_sched_on_tick(uv_timer_t *timer)
 {
     rgpu_sched_daemon_t *daemon = timer->data;
+    uint64_t now_ms = uv_now(timer->loop);
 
     rgpu_sched_tick(&daemon->sched, rgpu_sched_now());
+    /* A peer that completes no request for --idle-timeout (silent, or
+     * trickling a partial frame) gives its connection and buffer back. */
+    for (rgpu_sched_conn_t *c = daemon->conns; c; c = c->next) {
+        if (now_ms - c->active_ms > daemon->idle_ms && !uv_is_closing((uv_handle_t *)&c->tcp)) {
+            rgpu_info("sched", "%s: no complete request for %llu s%s; closing", c->peer,
+                      (unsigned long long)(daemon->idle_ms / 1000),
+                      c->len ? " (a partial one buffered)" : "");
+            rgpu_sched_conn_close(c);
+        }
+    }
 }
 
 static void rgpu_sched_close_walk(uv_handle_t *handle, void *arg)
@@ -638,25 +862,37 @@ static void rgpu_sched_on_signal(uv_signal_t *handle, int signum)
     uv_walk(handle->loop, rgpu_sched_close_walk, daemon);
 }
 
-static int rgpu_sched_bind(uv_tcp_t *tcp, const char *addr, char *local, size_t cap)
+/* Opens the listening socket (non-blocking, close-on-exec): the acceptor
+ * polls it itself, so that it can pause. -1 on error (logged). */
+static int rgpu_sched_bind(const char *addr, char *local, size_t cap)
 {
     char host[256];
     uint16_t port;
     struct sockaddr_storage ss;
-    int len = sizeof(ss), rc;
+    socklen_t len = sizeof(ss);
+    int fd, one = 1;
 
+    memset(&ss, 0, sizeof(ss));
     rgpu_addr_split(addr, host, sizeof(host), &port);
     if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
         uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
         rgpu_error("sched", "cannot listen on %s: not a numeric IPv4 or IPv6 address", addr);
         return -1;
     }
-    if ((rc = uv_tcp_bind(tcp, (struct sockaddr *)&ss, 0)) != 0 ||
-        (rc = uv_listen((uv_stream_t *)tcp, 128, rgpu_sched_on_connection)) != 0) {
-        rgpu_error("sched", "cannot listen on %s: %s", addr, uv_strerror(rc));
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        rgpu_error("sched", "cannot listen on %s: socket: %m", addr);
         return -1;
     }
-    uv_tcp_getsockname(tcp, (struct sockaddr *)&ss, &len);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                                  : sizeof(struct sockaddr_in)) != 0 ||
+        listen(fd, 128) != 0) {
+        rgpu_error("sched", "cannot listen on %s: %m", addr);
+        close(fd);
+        return -1;
+    }
+    getsockname(fd, (struct sockaddr *)&ss, &len);
     if (ss.ss_family == AF_INET6) {
         uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof(host));
         snprintf(local, cap, "[%s]:%u", host, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
@@ -664,7 +900,7 @@ static int rgpu_sched_bind(uv_tcp_t *tcp, const char *addr, char *local, size_t 
         uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof(host));
         snprintf(local, cap, "%s:%u", host, ntohs(((struct sockaddr_in *)&ss)->sin_port));
     }
-    return 0;
+    return fd;
 }
 
 int main(int argc, char **argv)
@@ -695,6 +931,8 @@ int main(int argc, char **argv)
                            "authenticated (servers must run without --key)");
     daemon.have_key = cfg.key[0] != 0;
     daemon.require_signed = cfg.require_signed;
+    daemon.max_conns = (uint32_t)cfg.max_connections;
+    daemon.idle_ms = cfg.idle_timeout * 1000;
     if (rgpu_sched_store_open(cfg.db, &store, why, sizeof(why)) != RGPU_OK) {
         rgpu_error("sched", "%s", why);
         return 1;
@@ -706,6 +944,8 @@ int main(int argc, char **argv)
         rgpu_sched_cleanup(&daemon.sched);
         return 1;
     }
+    daemon.sched.max_lease_ttl_s = (uint32_t)cfg.max_lease_ttl;
+    daemon.sched.default_shared_mem = cfg.default_shared_mem;
     rgpu_info("sched", "state from %s: %u servers, %zu leases", cfg.db, daemon.sched.nservers,
               daemon.sched.leases.count);
 
@@ -713,15 +953,20 @@ int main(int argc, char **argv)
         rgpu_sched_cleanup(&daemon.sched);
         return 2;
     }
-    uv_tcp_init(loop, &daemon.listener);
-    daemon.listener.data = &daemon;
-    if (rgpu_sched_bind(&daemon.listener, cfg.listen, local, sizeof(local)) != 0) {
-        uv_close((uv_handle_t *)&daemon.listener, NULL);
+    daemon.listen_fd = rgpu_sched_bind(cfg.listen, local, sizeof(local));
+    if (daemon.listen_fd < 0) {
+        uv_walk(loop, rgpu_sched_close_walk, &daemon);
         uv_run(loop, UV_RUN_DEFAULT);
         uv_loop_close(loop);
+        rgpu_slurm_reclaim_cleanup();
         rgpu_sched_cleanup(&daemon.sched);
         return 1;
     }
+    uv_poll_init_socket(loop, &daemon.acceptor, daemon.listen_fd);
+    daemon.acceptor.data = &daemon;
+    uv_poll_start(&daemon.acceptor, UV_READABLE, rgpu_sched_on_acceptable);
+    uv_timer_init(loop, &daemon.accept_pause);
+    daemon.accept_pause.data = &daemon;
     uv_timer_init(loop, &daemon.tick);
     daemon.tick.data = &daemon;
     uv_timer_start(&daemon.tick, rgpu_sched_on_tick, 1000, 1000);
@@ -736,6 +981,7 @@ int main(int argc, char **argv)
     rgpu_info("sched", "listening on %s", local);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
+    close(daemon.listen_fd);
     rgpu_slurm_reclaim_cleanup();
     rgpu_sched_cleanup(&daemon.sched);
     return 0;

@@ -8,9 +8,13 @@
  *
  * A GPU is free for an exclusive request when no lease holds it, and for a
  * shared one when no exclusive lease holds it and the reserved memory plus
- * the request's still fits. Down and drained servers give nothing. A GPU is
- * never in two leases exclusively: eligibility is checked against the use
- * counters that every lease change updates.
+ * the request's still fits. A shared request always reserves: its memory,
+ * or without one the scheduler's default (--default-shared-mem, capped at
+ * the GPU's memory), which becomes the lease's quota; a GPU of unknown
+ * (zero) memory is never shared. Sizes are compared without overflow (a
+ * request for 2^64 - 1 bytes fits nowhere). Down and drained servers give
+ * nothing. A GPU is never in two leases exclusively: eligibility is checked
+ * against the use counters that every lease change updates.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,9 +22,19 @@
 
 #include "sched_core.h"
 
-static int rgpu_policy_gpu_ok(const rgpu_sched_server_t *server, size_t p,
+uint64_t rgpu__policy_shared_need(const rgpu_sched_t *s, const Rgpu__AllocRequest *req,
+                                  uint64_t gpu_memory)
+{
+    if (req->memory)
+        return req->memory;
+    return s->default_shared_mem < gpu_memory ? s->default_shared_mem : gpu_memory;
+}
+
+static int rgpu_policy_gpu_ok(const rgpu_sched_t *s, const rgpu_sched_server_t *server, size_t p,
                               const Rgpu__AllocRequest *req)
 {
+    uint64_t need;
+
     const Rgpu__GpuInfo *gpu = server->reg->gpus[p];
     const rgpu_sched_gpu_use_t *use = &server->use[p];
 
@@ -38,7 +52,9 @@ static int rgpu_policy_gpu_ok(const rgpu_sched_server_t *server, size_t p,
         return 0;
     if (!req->shared)
         return use->shared == 0;
-    return use->reserved + req->memory <= gpu->memory;
+    need = rgpu__policy_shared_need(s, req, gpu->memory);
+    /* reserved + need <= memory, without the sum. */
+    return need && need <= gpu->memory && use->reserved <= gpu->memory - need;
 }
 
 /* A plain request (exclusive, any API, any memory) takes any GPU no lease
@@ -48,7 +64,7 @@ static int rgpu_policy_plain(const Rgpu__AllocRequest *req)
     return !req->shared && !req->min_memory && req->api == RGPU__API_FAMILY__API_NONE;
 }
 
-static uint32_t rgpu_policy_free_count(const rgpu_sched_server_t *server,
+static uint32_t rgpu_policy_free_count(const rgpu_sched_t *s, const rgpu_sched_server_t *server,
                                        const Rgpu__AllocRequest *req)
 {
     uint32_t n = 0;
@@ -58,7 +74,7 @@ static uint32_t rgpu_policy_free_count(const rgpu_sched_server_t *server,
     if (rgpu_policy_plain(req))
         return server->nfree;
     for (size_t p = 0; p < server->reg->n_gpus; p++)
-        n += (uint32_t)rgpu_policy_gpu_ok(server, p, req);
+        n += (uint32_t)rgpu_policy_gpu_ok(s, server, p, req);
     return n;
 }
 
@@ -118,27 +134,50 @@ static void rgpu_policy_order(uint32_t *order, uint32_t n, const uint32_t *nfree
     free(sorted);
 }
 
+/* The most memory any registered GPU has (a scan: only on refusals). */
+static uint64_t rgpu_policy_largest(const rgpu_sched_t *s)
+{
+    uint64_t most = 0;
+
+    for (uint32_t i = 0; i < s->nservers; i++)
+        for (size_t p = 0; p < s->servers[i].reg->n_gpus; p++)
+            if (s->servers[i].reg->gpus[p]->memory > most)
+                most = s->servers[i].reg->gpus[p]->memory;
+    return most;
+}
+
 rgpu_status_t rgpu__sched_pick(rgpu_sched_t *s, const Rgpu__AllocRequest *req, uint32_t *server,
                                uint32_t *pos, char *reason, size_t cap)
 {
     uint32_t *order = s->scratch, *nfree = s->scratch2;
-    uint32_t ncand = 0, total = 0, got = 0;
+    uint32_t ncand = 0, got = 0;
+    uint64_t total = 0;     /* GPUs of every server: may pass 2^32 */
     int spread = req->placement == RGPU__PLACEMENT__PLACEMENT_SPREAD;
 
     for (uint32_t i = 0; i < s->nservers; i++) {
-        nfree[i] = rgpu_policy_free_count(&s->servers[i], req);
+        nfree[i] = rgpu_policy_free_count(s, &s->servers[i], req);
         if (nfree[i] && (!req->same_server || nfree[i] >= req->count)) {
             order[ncand++] = i;
             total += nfree[i];
         }
     }
     if (total < req->count) {
+        uint64_t largest = rgpu_policy_largest(s);
+        uint64_t want = req->shared && req->memory > req->min_memory ? req->memory
+                                                                      : req->min_memory;
+
+        if (largest && want > largest) {
+            snprintf(reason, cap, "asked for %llu bytes per GPU; the largest GPU has %llu",
+                     (unsigned long long)want, (unsigned long long)largest);
+            return RGPU_ERR_INVALID_ARG;
+        }
         if (req->same_server)
             snprintf(reason, cap, "no server has %u %s GPUs free%s", req->count,
                      req->shared ? "shareable" : "unleased",
                      req->min_memory ? " with that much memory" : "");
         else
-            snprintf(reason, cap, "only %u of the %u GPUs asked for are free%s", total,
+            snprintf(reason, cap, "only %llu of the %u GPUs asked for are free%s",
+                     (unsigned long long)total,
                      req->count, req->min_memory ? " with that much memory" : "");
         return RGPU_ERR_NOT_FOUND;
     }
@@ -151,7 +190,7 @@ rgpu_status_t rgpu__sched_pick(rgpu_sched_t *s, const Rgpu__AllocRequest *req, u
             const rgpu_sched_server_t *sv = &s->servers[order[c]];
 
             for (size_t p = 0; p < sv->reg->n_gpus && got < req->count; p++) {
-                if (rgpu_policy_gpu_ok(sv, p, req)) {
+                if (rgpu_policy_gpu_ok(s, sv, p, req)) {
                     server[got] = order[c];
                     pos[got++] = (uint32_t)p;
                 }
@@ -167,7 +206,7 @@ rgpu_status_t rgpu__sched_pick(rgpu_sched_t *s, const Rgpu__AllocRequest *req, u
                 uint32_t seen = 0;
 
                 for (size_t p = 0; p < sv->reg->n_gpus; p++) {
-                    if (!rgpu_policy_gpu_ok(sv, p, req))
+                    if (!rgpu_policy_gpu_ok(s, sv, p, req))
                         continue;
                     if (seen++ == round) {
                         server[got] = order[c];

@@ -75,8 +75,13 @@ static void rgpu_sched_lease_attach(rgpu_sched_t *s, rgpu_sched_lease_t *lease)
             if (!server->use[p].exclusive && !server->use[p].shared)
                 server->nfree--;
             if (pb->shared) {
+                uint64_t r = server->use[p].reserved;
+
+                /* Saturates: the policy never lets reservations pass the
+                 * GPU's memory, but a stored lease is not trusted to add up. */
                 server->use[p].shared++;
-                server->use[p].reserved += pb->memory_quota;
+                server->use[p].reserved = r > UINT64_MAX - pb->memory_quota ? UINT64_MAX
+                                                                             : r + pb->memory_quota;
             } else {
                 server->use[p].exclusive = pb->id;
             }
@@ -97,7 +102,7 @@ static void rgpu_sched_lease_detach(rgpu_sched_t *s, rgpu_sched_lease_t *lease)
         use = &s->servers[lease->server[g]].use[lease->pos[g]];
         if (pb->shared) {
             use->shared--;
-            use->reserved -= pb->memory_quota;
+            use->reserved -= use->reserved < pb->memory_quota ? use->reserved : pb->memory_quota;
         } else if (use->exclusive == pb->id) {
             use->exclusive = 0;
         } else {
@@ -237,6 +242,9 @@ rgpu_status_t rgpu_sched_init(rgpu_sched_t *s, rgpu_sched_store_t *store,
     s->store = store;
     s->key = key;
     s->lease_ttl_s = lease_ttl_s;
+    s->max_lease_ttl_s = lease_ttl_s > RGPU_SCHED_DEFAULT_MAX_TTL_S ? lease_ttl_s
+                                                                    : RGPU_SCHED_DEFAULT_MAX_TTL_S;
+    s->default_shared_mem = RGPU_SCHED_DEFAULT_SHARED_MEM;
     s->heartbeat_timeout_s = heartbeat_timeout_s;
     s->next_lease_id = 1;
     if (store && rgpu__store_load(store, &load, rgpu_sched_load_server, rgpu_sched_load_lease) !=
@@ -264,6 +272,7 @@ void rgpu_sched_cleanup(rgpu_sched_t *s)
         free(s->servers[i].use);
         if (s->servers[i].hb)
             rgpu__heartbeat__free_unpacked(s->servers[i].hb, NULL);
+        free(s->servers[i].ended);
     }
     free(s->servers);
     free(s->scratch);
@@ -284,6 +293,11 @@ rgpu_status_t rgpu_sched_register(rgpu_sched_t *s, const Rgpu__RegisterServer *r
         snprintf(reason, cap, "register without an address");
         return RGPU_ERR_INVALID_ARG;
     }
+    if (reg->n_gpus > RGPU_SCHED_MAX_GPUS_PER_SERVER) {
+        snprintf(reason, cap, "register of %zu GPUs; a server has at most %u", reg->n_gpus,
+                 RGPU_SCHED_MAX_GPUS_PER_SERVER);
+        return RGPU_ERR_INVALID_ARG;
+    }
     old = rgpu_sched_server_find(s, reg->address, NULL);
     drained = old ? old->drained : 0;
     if (s->store && rgpu__store_put_server(s->store, reg, drained) != RGPU_OK) {
@@ -299,6 +313,60 @@ rgpu_status_t rgpu_sched_register(rgpu_sched_t *s, const Rgpu__RegisterServer *r
     rgpu_sched_recount(s);
     rgpu_info("sched", "server %s registered with %zu GPUs", reg->address, reg->n_gpus);
     return RGPU_OK;
+}
+
+/* Drops the ended leases whose tokens have all expired by now. */
+static void rgpu_sched_ended_prune(rgpu_sched_server_t *server, int64_t now)
+{
+    uint32_t kept = 0;
+
+    for (uint32_t i = 0; i < server->nended; i++)
+        if (server->ended[i].until > now)
+            server->ended[kept++] = server->ended[i];
+    server->nended = kept;
+}
+
+/* Tells the servers of lease, in their next heartbeat replies, that it
+ * ended: until its last token expires, a server must refuse its tokens.
+ * Out of memory or past RGPU_SCHED_MAX_ENDED the oldest entry is dropped
+ * (that server still ends the lease's sessions: it is no longer listed). */
+static void rgpu_sched_ended_add(rgpu_sched_t *s, const rgpu_sched_lease_t *lease)
+{
+    const Rgpu__Lease *pb = lease->pb;
+    int64_t until = pb->tokens_expire_unix > pb->expires_unix ? pb->tokens_expire_unix
+                                                               : pb->expires_unix;
+
+    for (size_t g = 0; g < pb->n_gpus; g++) {
+        rgpu_sched_server_t *server;
+        int seen = 0;
+
+        if (lease->server[g] == UINT32_MAX)
+            continue;
+        for (size_t k = 0; k < g && !seen; k++)
+            seen = lease->server[k] == lease->server[g];
+        if (seen)
+            continue;
+        server = &s->servers[lease->server[g]];
+        if (server->nended == server->ended_cap && server->ended_cap < RGPU_SCHED_MAX_ENDED) {
+            uint32_t cap = server->ended_cap ? server->ended_cap * 2 : 16;
+            rgpu_sched_ended_t *grown;
+
+            cap = cap > RGPU_SCHED_MAX_ENDED ? RGPU_SCHED_MAX_ENDED : cap;
+            grown = realloc(server->ended, cap * sizeof(*grown));
+            if (grown) {
+                server->ended = grown;
+                server->ended_cap = cap;
+            }
+        }
+        if (server->nended == server->ended_cap) {
+            if (!server->nended)
+                continue;
+            memmove(server->ended, server->ended + 1, (server->nended - 1) * sizeof(*server->ended));
+            server->nended--;
+        }
+        server->ended[server->nended].id = pb->id;
+        server->ended[server->nended++].until = until;
+    }
 }
 
 typedef struct {
@@ -365,6 +433,17 @@ rgpu_status_t rgpu_sched_heartbeat(rgpu_sched_t *s, const Rgpu__Heartbeat *hb, i
         rgpu_htable_foreach(&s->leases, rgpu_sched_expiry_fn, &e);
         if (!reply->n_leases)
             free(e.items);
+        rgpu_sched_ended_prune(server, now);
+        if (server->nended) {
+            reply->ended_leases = malloc(server->nended * sizeof(uint64_t));
+            if (!reply->ended_leases) {
+                rgpu_sched_heartbeat_reply_free(reply);
+                return RGPU_ERR_NOMEM;
+            }
+            for (uint32_t i = 0; i < server->nended; i++)
+                reply->ended_leases[i] = server->ended[i].id;
+            reply->n_ended_leases = server->nended;
+        }
     }
     return RGPU_OK;
 }
@@ -375,8 +454,11 @@ void rgpu_sched_heartbeat_reply_free(Rgpu__HeartbeatReply *reply)
     if (reply->n_leases)
         free(reply->leases[0]);
     free(reply->leases);
+    free(reply->ended_leases);
     reply->leases = NULL;
     reply->n_leases = 0;
+    reply->ended_leases = NULL;
+    reply->n_ended_leases = 0;
 }
 
 typedef struct {
@@ -445,8 +527,14 @@ rgpu_status_t rgpu_sched_alloc(rgpu_sched_t *s, const Rgpu__AllocRequest *req, i
     int in_txn = 0;
     uint64_t id;
 
-    if (req->count == 0 || req->count > 4096) {
-        snprintf(reason, cap, "asked for %u GPUs; ask for 1 to 4096", req->count);
+    if (req->count == 0 || req->count > RGPU_SCHED_MAX_COUNT) {
+        snprintf(reason, cap, "asked for %u GPUs; ask for 1 to %u", req->count,
+                 RGPU_SCHED_MAX_COUNT);
+        return RGPU_ERR_INVALID_ARG;
+    }
+    if (req->ttl_s > s->max_lease_ttl_s) {
+        snprintf(reason, cap, "asked for a ttl of %u s; the most is %u s (--max-lease-ttl)",
+                 req->ttl_s, s->max_lease_ttl_s);
         return RGPU_ERR_INVALID_ARG;
     }
     if (*req->slurm_job_id) {
@@ -497,10 +585,17 @@ rgpu_status_t rgpu_sched_alloc(rgpu_sched_t *s, const Rgpu__AllocRequest *req, i
     lease.n_gpus = req->count;
     lease.gpus = ptrs;
     lease.expires_unix = now + (req->ttl_s ? req->ttl_s : s->lease_ttl_s);
+    lease.tokens_expire_unix = lease.expires_unix;
     lease.slurm_job_id = req->slurm_job_id;
     lease.user = req->user;
     lease.shared = req->shared;
-    lease.memory_quota = req->shared ? req->memory : 0;
+    /* Shared: what the policy reserved on each GPU (never 0: no quota). */
+    lease.memory_quota = 0;
+    for (uint32_t g = 0; req->shared && g < req->count; g++) {
+        uint64_t need = rgpu__policy_shared_need(s, req, gpus[g].memory);
+
+        lease.memory_quota = g == 0 || need < lease.memory_quota ? need : lease.memory_quota;
+    }
     lease.token = rgpu_sched_sign(s, &lease);
     if (!lease.token) {
         status = RGPU_ERR_NOMEM;
@@ -548,14 +643,20 @@ rgpu_status_t rgpu_sched_renew(rgpu_sched_t *s, uint64_t id, uint32_t ttl_s, int
     rgpu_sched_lease_t *lease = rgpu_htable_find(&s->leases, id);
     Rgpu__Lease *pb;
     char *token, *old;
-    int64_t old_expiry;
+    int64_t old_expiry, old_tokens;
 
     if (!lease) {
         snprintf(reason, cap, "no lease %llu", (unsigned long long)id);
         return RGPU_ERR_NOT_FOUND;
     }
+    if (ttl_s > s->max_lease_ttl_s) {
+        snprintf(reason, cap, "asked for a ttl of %u s; the most is %u s (--max-lease-ttl)",
+                 ttl_s, s->max_lease_ttl_s);
+        return RGPU_ERR_INVALID_ARG;
+    }
     pb = lease->pb;
     old_expiry = pb->expires_unix;
+    old_tokens = pb->tokens_expire_unix;
     pb->expires_unix = now + (ttl_s ? ttl_s : s->lease_ttl_s);
     token = rgpu_sched_sign(s, pb);
     if (!token) {
@@ -564,9 +665,12 @@ rgpu_status_t rgpu_sched_renew(rgpu_sched_t *s, uint64_t id, uint32_t ttl_s, int
     }
     old = pb->token;
     pb->token = token;
+    if (pb->expires_unix > pb->tokens_expire_unix)
+        pb->tokens_expire_unix = pb->expires_unix;
     if (s->store && rgpu__store_put_lease(s->store, pb) != RGPU_OK) {
         pb->token = old;
         pb->expires_unix = old_expiry;
+        pb->tokens_expire_unix = old_tokens;
         free(token);
         snprintf(reason, cap, "cannot store lease %llu", (unsigned long long)id);
         return RGPU_ERR_IO;
@@ -603,8 +707,37 @@ rgpu_status_t rgpu_sched_release(rgpu_sched_t *s, uint64_t id, const char *job, 
         return RGPU_ERR_IO;
     }
     rgpu_debug("sched", "lease %llu released", (unsigned long long)lease->pb->id);
+    rgpu_sched_ended_add(s, lease);
     rgpu_sched_lease_remove(s, lease);
     return RGPU_OK;
+}
+
+rgpu_status_t rgpu_sched_check_token(rgpu_sched_t *s, uint64_t id, const char *token, int64_t now,
+                                     char *reason, size_t cap)
+{
+    Rgpu__TokenPayload *payload;
+    char why[160];
+    rgpu_status_t st;
+
+    if (!s->key)
+        return RGPU_OK;
+    if (!token || !*token) {
+        snprintf(reason, cap, "lease %llu: no token; give the lease's token or sign with the "
+                              "cluster key", (unsigned long long)id);
+        return RGPU_ERR_REFUSED;
+    }
+    st = rgpu_token_verify(s->key, token, now, &payload, why, sizeof(why));
+    if (st != RGPU_OK) {
+        snprintf(reason, cap, "lease %llu: %s", (unsigned long long)id, why);
+        return RGPU_ERR_REFUSED;
+    }
+    if (payload->lease_id != id) {
+        snprintf(reason, cap, "lease %llu: the token is of lease %llu", (unsigned long long)id,
+                 (unsigned long long)payload->lease_id);
+        st = RGPU_ERR_REFUSED;
+    }
+    rgpu__token_payload__free_unpacked(payload, NULL);
+    return st;
 }
 
 rgpu_status_t rgpu_sched_drain(rgpu_sched_t *s, const char *address, int drain, char *reason,
@@ -649,6 +782,7 @@ unsigned rgpu_sched_tick(rgpu_sched_t *s, int64_t now)
     for (uint32_t i = 0; i < s->nservers; i++) {
         rgpu_sched_server_t *server = &s->servers[i];
 
+        rgpu_sched_ended_prune(server, now);
         if (server->up && now - server->last_seen > (int64_t)s->heartbeat_timeout_s) {
             server->up = 0;
             rgpu_warn("sched", "server %s missed its heartbeats for %lld s: down",
@@ -675,20 +809,25 @@ unsigned rgpu_sched_tick(rgpu_sched_t *s, int64_t now)
 
 typedef struct {
     Rgpu__Lease **leases;
+    Rgpu__Lease *copies;
     size_t n;
 } rgpu_sched_collect_t;
 
+/* Shallow copies (borrowed fields) without the token: a listing is for
+ * anyone who may list, a token only for its lease's holder. */
 static void rgpu_sched_collect_fn(uint64_t key, void *value, void *arg)
 {
     rgpu_sched_collect_t *c = arg;
 
     (void)key;
-    c->leases[c->n++] = ((rgpu_sched_lease_t *)value)->pb;
+    c->copies[c->n] = *((rgpu_sched_lease_t *)value)->pb;
+    c->copies[c->n].token = (char *)"";
+    c->n++;
 }
 
 static int rgpu_sched_lease_cmp(const void *a, const void *b)
 {
-    const Rgpu__Lease *x = *(Rgpu__Lease *const *)a, *y = *(Rgpu__Lease *const *)b;
+    const Rgpu__Lease *x = a, *y = b;
 
     return x->id < y->id ? -1 : x->id > y->id;
 }
@@ -698,7 +837,7 @@ rgpu_status_t rgpu_sched_list(rgpu_sched_t *s, int64_t now, Rgpu__ListReply *rep
     size_t ngpus = 0, g = 0;
     Rgpu__ServerState *servers;
     Rgpu__GpuState *gpus;
-    rgpu_sched_collect_t c = {NULL, 0};
+    rgpu_sched_collect_t c = {NULL, NULL, 0};
 
     rgpu__list_reply__init(reply);
     for (uint32_t i = 0; i < s->nservers; i++)
@@ -708,15 +847,19 @@ rgpu_status_t rgpu_sched_list(rgpu_sched_t *s, int64_t now, Rgpu__ListReply *rep
     reply->servers = calloc(s->nservers + 1, sizeof(*reply->servers));
     reply->gpus = calloc(ngpus + 1, sizeof(*reply->gpus));
     c.leases = calloc(s->leases.count + 1, sizeof(*c.leases));
-    if (!servers || !gpus || !reply->servers || !reply->gpus || !c.leases) {
+    c.copies = calloc(s->leases.count + 1, sizeof(*c.copies));
+    if (!servers || !gpus || !reply->servers || !reply->gpus || !c.leases || !c.copies) {
         free(servers);
         free(gpus);
         free(c.leases);
+        free(c.copies);
         rgpu_sched_list_free(reply);
         return RGPU_ERR_NOMEM;
     }
     rgpu_htable_foreach(&s->leases, rgpu_sched_collect_fn, &c);
-    qsort(c.leases, c.n, sizeof(*c.leases), rgpu_sched_lease_cmp);
+    qsort(c.copies, c.n, sizeof(*c.copies), rgpu_sched_lease_cmp);
+    for (size_t l = 0; l < c.n; l++)
+        c.leases[l] = &c.copies[l];
     reply->leases = c.leases;
     reply->n_leases = c.n;
     for (uint32_t i = 0; i < s->nservers; i++) {
@@ -767,6 +910,8 @@ rgpu_status_t rgpu_sched_list(rgpu_sched_t *s, int64_t now, Rgpu__ListReply *rep
         free(servers);
     if (!ngpus)
         free(gpus);
+    if (!c.n)
+        free(c.copies);
     (void)now;
     return RGPU_OK;
 }
@@ -779,6 +924,8 @@ void rgpu_sched_list_free(Rgpu__ListReply *reply)
         free(reply->servers[0]);
     if (reply->n_gpus)
         free(reply->gpus[0]);
+    if (reply->n_leases)
+        free(reply->leases[0]);     /* the copies are one array */
     free(reply->servers);
     free(reply->gpus);
     free(reply->leases);

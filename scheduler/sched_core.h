@@ -30,6 +30,24 @@ typedef struct {
     uint64_t reserved;      /* bytes those shared leases reserved */
 } rgpu_sched_gpu_use_t;
 
+/* A lease that ended (released, reclaimed) while a token of it may still
+ * be unexpired: its servers are told in their heartbeat replies. */
+typedef struct {
+    uint64_t id;
+    int64_t until;              /* its tokens' latest expiry */
+} rgpu_sched_ended_t;
+
+/* At most this many ended leases are kept per server (the oldest go first:
+ * their sessions still end when the lease is no longer listed). */
+#define RGPU_SCHED_MAX_ENDED 16384
+/* A server registers at most this many GPUs. */
+#define RGPU_SCHED_MAX_GPUS_PER_SERVER 4096
+/* An allocation asks for at most this many GPUs. */
+#define RGPU_SCHED_MAX_COUNT 4096
+/* Defaults of the scheduler's options (docs/scheduler.md). */
+#define RGPU_SCHED_DEFAULT_SHARED_MEM (1ull << 30)
+#define RGPU_SCHED_DEFAULT_MAX_TTL_S (7u * 86400)
+
 typedef struct {
     Rgpu__RegisterServer *reg;  /* owned: address, GPUs */
     rgpu_sched_gpu_use_t *use;  /* reg->n_gpus entries */
@@ -40,6 +58,8 @@ typedef struct {
     int64_t last_seen;          /* unix seconds of the last register/heartbeat */
     Rgpu__Heartbeat *hb;        /* owned: its last heartbeat (sessions); NULL: none yet.
                                  * Memory only: the next heartbeat refreshes it. */
+    rgpu_sched_ended_t *ended;  /* leases of its GPUs that ended, oldest first; memory only */
+    uint32_t nended, ended_cap;
 } rgpu_sched_server_t;
 
 typedef struct {
@@ -56,6 +76,9 @@ typedef struct {
     rgpu_sched_store_t *store;  /* NULL: in memory only (tests, bench) */
     const rgpu_token_key_t *key;
     uint32_t lease_ttl_s;
+    uint32_t max_lease_ttl_s;   /* a request's or renewal's ttl may not exceed it */
+    uint64_t default_shared_mem;/* reserved per GPU by a shared request without memory
+                                 * (capped at the GPU's memory); the lease's quota */
     uint32_t heartbeat_timeout_s;
     uint64_t next_lease_id;     /* used when store is NULL */
     uint32_t *scratch;          /* policy's work space, nservers entries */
@@ -63,7 +86,10 @@ typedef struct {
 } rgpu_sched_t;
 
 /* Initializes s; with store (may be NULL) loads everything it holds. The
- * store is owned by s from now on. RGPU_ERR_IO when loading failed. */
+ * store is owned by s from now on. RGPU_ERR_IO when loading failed.
+ * max_lease_ttl_s starts at RGPU_SCHED_DEFAULT_MAX_TTL_S (or lease_ttl_s when
+ * larger) and default_shared_mem at RGPU_SCHED_DEFAULT_SHARED_MEM; the
+ * caller may change both after init. */
 rgpu_status_t rgpu_sched_init(rgpu_sched_t *s, rgpu_sched_store_t *store,
                               const rgpu_token_key_t *key, uint32_t lease_ttl_s,
                               uint32_t heartbeat_timeout_s, int64_t now);
@@ -74,22 +100,35 @@ rgpu_status_t rgpu_sched_register(rgpu_sched_t *s, const Rgpu__RegisterServer *r
                                   char *reason, size_t cap);
 /* Keeps hb's sessions for the listing. RGPU_ERR_NOT_FOUND: unknown server,
  * register again. With reply (may be NULL), on success fills reply->leases
- * with every lease alive that names a GPU of that server and its expiry;
- * free it with rgpu_sched_heartbeat_reply_free. */
+ * with every lease alive that names a GPU of that server and its expiry,
+ * and reply->ended_leases with the leases of its GPUs that ended while a
+ * token of theirs is unexpired; free it with rgpu_sched_heartbeat_reply_free.
+ * (Signing the reply and echoing hb->nonce is the daemon's.) */
 rgpu_status_t rgpu_sched_heartbeat(rgpu_sched_t *s, const Rgpu__Heartbeat *hb, int64_t now,
                                    Rgpu__HeartbeatReply *reply);
 void rgpu_sched_heartbeat_reply_free(Rgpu__HeartbeatReply *reply);
 /* On success *lease_p is borrowed from the state (valid until the next call). */
 rgpu_status_t rgpu_sched_alloc(rgpu_sched_t *s, const Rgpu__AllocRequest *req, int64_t now,
                                const Rgpu__Lease **lease_p, char *reason, size_t cap);
+/* Alloc and renew refuse (RGPU_ERR_INVALID_ARG) a ttl above max_lease_ttl_s,
+ * a count outside 1..RGPU_SCHED_MAX_COUNT, and a shared memory larger than
+ * every GPU has. */
 rgpu_status_t rgpu_sched_renew(rgpu_sched_t *s, uint64_t id, uint32_t ttl_s, int64_t now,
                                const Rgpu__Lease **lease_p, char *reason, size_t cap);
+/* Proof of holding lease id for a renew or release that is not signed with
+ * the cluster key: token must be an unexpired token of that lease, signed
+ * with the cluster key. RGPU_OK when it is (or when s has no key: nothing
+ * can be checked); else RGPU_ERR_REFUSED with the reason. Says nothing about
+ * whether the lease still exists. */
+rgpu_status_t rgpu_sched_check_token(rgpu_sched_t *s, uint64_t id, const char *token, int64_t now,
+                                     char *reason, size_t cap);
 /* By id, or by job id when id is 0. RGPU_ERR_NOT_FOUND when nothing matched. */
 rgpu_status_t rgpu_sched_release(rgpu_sched_t *s, uint64_t id, const char *job, char *reason,
                                  size_t cap);
 rgpu_status_t rgpu_sched_drain(rgpu_sched_t *s, const char *address, int drain, char *reason,
                                size_t cap);
-/* Fills reply (status 0); free it with rgpu_sched_list_free (it borrows). */
+/* Fills reply (status 0); free it with rgpu_sched_list_free (it borrows).
+ * Its leases carry no token: a token goes only to its holder. */
 rgpu_status_t rgpu_sched_list(rgpu_sched_t *s, int64_t now, Rgpu__ListReply *reply);
 void rgpu_sched_list_free(Rgpu__ListReply *reply);
 /* Reclaims expired leases, marks silent servers down. Returns leases reclaimed. */
@@ -100,6 +139,10 @@ unsigned rgpu_sched_tick(rgpu_sched_t *s, int64_t now);
  * with reason when the request cannot be met now. */
 rgpu_status_t rgpu__sched_pick(rgpu_sched_t *s, const Rgpu__AllocRequest *req, uint32_t *server,
                                uint32_t *pos, char *reason, size_t cap);
+/* Bytes a shared request reserves on a GPU of gpu_memory bytes: its memory,
+ * or without one s->default_shared_mem capped at the GPU's memory. */
+uint64_t rgpu__policy_shared_need(const rgpu_sched_t *s, const Rgpu__AllocRequest *req,
+                                  uint64_t gpu_memory);
 
 /* ---- store.c: SQLite (WAL) ---- */
 rgpu_status_t rgpu_sched_store_open(const char *path, rgpu_sched_store_t **store_p, char *why,

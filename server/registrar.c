@@ -2,6 +2,12 @@
  * The registrar (see registrar.h). Device facts come from the backend's
  * hello_fill, the same properties clients get: CL_DEVICE_NAME and
  * CL_DEVICE_GLOBAL_MEM_SIZE.
+ *
+ * With the cluster key, a heartbeat reply is believed only when the
+ * scheduler signed it (auth trailer over its type, our heartbeat's seq and
+ * its body) and it echoes the random nonce of that heartbeat: whoever else
+ * answers at the scheduler's address cannot end our sessions, extend a
+ * lease, or replay an old reply. Others are ignored with a warning.
  */
 #include "registrar.h"
 
@@ -9,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "rgpu/log.h"
@@ -17,6 +24,8 @@
 #define RGPU_REGISTRAR_CL_DEVICE_NAME 0x102B
 #define RGPU_REGISTRAR_CL_DEVICE_GLOBAL_MEM_SIZE 0x101F
 #define RGPU_REGISTRAR_REPLY_TIMEOUT_MS 10000
+/* A signed heartbeat reply's time may be this far from ours. */
+#define RGPU_REGISTRAR_MAX_SKEW_S 60
 
 struct rgpu_registrar {
     uv_timer_t timer;
@@ -30,6 +39,8 @@ struct rgpu_registrar {
     int stopping;
     int timer_closed;
     int registered;             /* the scheduler knows us */
+    int ignored;                /* the last heartbeat reply was not believed */
+    uint64_t seq;               /* of the last request sent (worker thread) */
     rgpu_status_t status;       /* of the last exchange (worker -> loop) */
     rgpu_status_t last_status;  /* what was last logged */
     char why[256];
@@ -59,15 +70,18 @@ static void rgpu_registrar_disconnect(rgpu_registrar_t *r, rgpu_status_t st)
 }
 
 /* One request; its reply, of reply_type, unpacked with desc into *reply_p
- * (caller frees). Worker thread. */
+ * (caller frees). With signed (may be NULL), the reply must carry the
+ * scheduler's auth trailer: *signed is 1 when it does and it verifies with
+ * the cluster key, else 0 with r->why saying why. Worker thread. */
 static rgpu_status_t rgpu_registrar_call(rgpu_registrar_t *r, uint16_t type,
                                          const ProtobufCMessage *msg, uint16_t reply_type,
                                          const ProtobufCMessageDescriptor *desc,
-                                         ProtobufCMessage **reply_p)
+                                         ProtobufCMessage **reply_p, int *signed_p)
 {
-    rgpu_frame_limits_t limits = {16u << 20, 0};
+    rgpu_frame_limits_t limits = {16u << 20, RGPU_REQUEST_AUTH_LEN};
     rgpu_frame_header_t header;
-    uint8_t *body;
+    uint8_t *body, trailer[RGPU_REQUEST_AUTH_LEN];
+    uint64_t seq = ++r->seq;
     rgpu_status_t st;
 
     if (!r->link) {
@@ -83,17 +97,17 @@ static rgpu_status_t rgpu_registrar_call(rgpu_registrar_t *r, uint16_t type,
     if (r->server->lease_key) {
         /* Signed with the cluster key: a scheduler started with --key takes
          * registrations and heartbeats only from servers holding it. */
-        uint8_t trailer[RGPU_REQUEST_AUTH_LEN];
-
-        st = rgpu_token_sign_message(r->server->lease_key, type, 1, msg, (int64_t)time(NULL), trailer);
+        st = rgpu_token_sign_message(r->server->lease_key, type, (uint32_t)seq, msg,
+                                     (int64_t)time(NULL), trailer);
         if (st == RGPU_OK)
-            st = rgpu_link_send_msg(r->link, type, 1, msg, trailer, sizeof(trailer));
+            st = rgpu_link_send_msg(r->link, type, seq, msg, trailer, sizeof(trailer));
     } else {
-        st = rgpu_link_send_msg(r->link, type, 1, msg, NULL, 0);
+        st = rgpu_link_send_msg(r->link, type, seq, msg, NULL, 0);
     }
     if (st == RGPU_OK)
         st = rgpu_link_recv_header(r->link, &limits, &header);
-    if (st == RGPU_OK && (header.type != reply_type || header.bulk_len))
+    if (st == RGPU_OK && (header.type != reply_type || header.seq != seq ||
+                          (header.bulk_len && header.bulk_len != RGPU_REQUEST_AUTH_LEN)))
         st = RGPU_ERR_PROTOCOL;
     if (st != RGPU_OK) {
         rgpu_registrar_disconnect(r, st);
@@ -103,10 +117,27 @@ static rgpu_status_t rgpu_registrar_call(rgpu_registrar_t *r, uint16_t type,
     if (!body)
         return RGPU_ERR_NOMEM;
     st = rgpu_link_recv(r->link, body, header.body_len);
+    if (st == RGPU_OK && header.bulk_len)
+        st = rgpu_link_recv(r->link, trailer, sizeof(trailer));
     if (st != RGPU_OK) {
         free(body);
         rgpu_registrar_disconnect(r, st);
         return st;
+    }
+    if (signed_p) {
+        char why[128];
+
+        *signed_p = 0;
+        if (!r->server->lease_key)
+            snprintf(r->why, sizeof(r->why), "no cluster key to check the reply with");
+        else if (!header.bulk_len)
+            snprintf(r->why, sizeof(r->why), "its reply is not signed with the cluster key");
+        else if (rgpu_token_verify_request(r->server->lease_key, reply_type, (uint32_t)seq, body,
+                                           header.body_len, trailer, (int64_t)time(NULL),
+                                           RGPU_REGISTRAR_MAX_SKEW_S, why, sizeof(why)) != RGPU_OK)
+            snprintf(r->why, sizeof(r->why), "its reply fails the cluster key's check: %s", why);
+        else
+            *signed_p = 1;
     }
     *reply_p = protobuf_c_message_unpack(desc, NULL, header.body_len, body);
     free(body);
@@ -121,7 +152,7 @@ static rgpu_status_t rgpu_registrar_call_status(rgpu_registrar_t *r, uint16_t ty
     rgpu_status_t st;
 
     st = rgpu_registrar_call(r, type, msg, RGPU__MSG_TYPE__MSG_SCHED_STATUS,
-                             &rgpu__sched_status__descriptor, (ProtobufCMessage **)&reply);
+                             &rgpu__sched_status__descriptor, (ProtobufCMessage **)&reply, NULL);
     if (st != RGPU_OK)
         return st;
     st = (rgpu_status_t)reply->status;
@@ -131,7 +162,10 @@ static rgpu_status_t rgpu_registrar_call_status(rgpu_registrar_t *r, uint16_t ty
 }
 
 /* Heartbeat: tells the scheduler the open sessions, and learns which of
- * their leases are still alive and until when. Worker thread. */
+ * their leases are still alive and until when, and which ended. With the
+ * cluster key, a reply not signed by it or not echoing this heartbeat's
+ * nonce is ignored: RGPU_ERR_REFUSED, r->ignored set, r->why says why.
+ * Worker thread. */
 static rgpu_status_t rgpu_registrar_heartbeat(rgpu_registrar_t *r)
 {
     Rgpu__Heartbeat hb = RGPU__HEARTBEAT__INIT;
@@ -141,6 +175,7 @@ static rgpu_status_t rgpu_registrar_heartbeat(rgpu_registrar_t *r)
     int64_t asked_at = (int64_t)time(NULL);
     size_t n = rgpu_server_sessions_snapshot(r->server, &sessions);
     rgpu_status_t st;
+    int is_signed = 0;
 
     if (n) {
         infos = calloc(n, sizeof(*infos));
@@ -164,13 +199,26 @@ static rgpu_status_t rgpu_registrar_heartbeat(rgpu_registrar_t *r)
     hb.address = r->server->advertise;
     hb.n_sessions = n;
     hb.sessions = ptrs;
+    if (getrandom(&hb.nonce, sizeof(hb.nonce), 0) != (ssize_t)sizeof(hb.nonce))
+        hb.nonce = ((uint64_t)time(NULL) << 20) ^ r->seq ^ (uint64_t)(uintptr_t)r;
     st = rgpu_registrar_call(r, RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT, &hb.base,
                              RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT_REPLY,
-                             &rgpu__heartbeat_reply__descriptor, (ProtobufCMessage **)&reply);
+                             &rgpu__heartbeat_reply__descriptor, (ProtobufCMessage **)&reply,
+                             r->server->lease_key ? &is_signed : NULL);
     if (st != RGPU_OK)
         goto out_free;
+    if (r->server->lease_key && (!is_signed || reply->nonce != hb.nonce)) {
+        if (is_signed)
+            snprintf(r->why, sizeof(r->why), "its reply answers another heartbeat (nonce)");
+        r->ignored = 1;
+        st = RGPU_ERR_REFUSED;
+        rgpu__heartbeat_reply__free_unpacked(reply, NULL);
+        goto out_free;
+    }
     st = (rgpu_status_t)reply->status;
     snprintf(r->why, sizeof(r->why), "%s", reply->reason);
+    if (st == RGPU_OK && r->server->lease_key && reply->n_ended_leases)
+        rgpu_server_leases_ended(r->server, reply->ended_leases, reply->n_ended_leases);
     if (st == RGPU_OK && r->server->lease_key) {
         uint64_t *ids = calloc(reply->n_leases + 1, sizeof(*ids));
         int64_t *expires = calloc(reply->n_leases + 1, sizeof(*expires));
@@ -248,9 +296,11 @@ static void rgpu_registrar_work(uv_work_t *work)
     rgpu_registrar_t *r = work->data;
 
     r->why[0] = '\0';
+    r->ignored = 0;
     if (r->registered) {
         r->status = rgpu_registrar_heartbeat(r);
-        if (r->status == RGPU_OK)
+        /* A reply not believed says nothing: still registered as far as we know. */
+        if (r->status == RGPU_OK || r->ignored)
             return;
         r->registered = 0;
         if (r->status != RGPU_ERR_NOT_FOUND)
@@ -269,6 +319,8 @@ static void rgpu_registrar_after(uv_work_t *work, int status)
         if (r->status == RGPU_OK)
             rgpu_info("registrar", "registered %s with scheduler %s", r->server->advertise,
                       r->addr);
+        else if (r->ignored)
+            rgpu_warn("registrar", "scheduler %s: heartbeat reply ignored: %s", r->addr, r->why);
         else
             rgpu_warn("registrar", "scheduler %s: %s (retrying every %d s)", r->addr,
                       *r->why ? r->why : rgpu_status_str(r->status),

@@ -104,7 +104,7 @@ static int rgpu_spank_parse(const char *text, rgpu_spank_req_t *req, char *why, 
     part = strtok_r(buf, ":", &save);
     errno = 0;
     n = part ? strtoul(part, &end, 10) : 0;
-    if (!part || *end || errno || n < 1 || n > 4096 || *part == '-' || *part == '+') {
+    if (!part || *end || errno || n < 1 || n > 4096 || *part < '0' || *part > '9') {
         snprintf(why, cap, "--rgpu=%s: expected the number of GPUs (1 to 4096) first, "
                  "e.g. --rgpu=2 or --rgpu=1:mem=4G", text);
         return -1;
@@ -153,6 +153,21 @@ static int rgpu_spank_opt_cb(int val, const char *optarg, int remote)
     return 0;
 }
 
+/* ttl=SECONDS of plugstack.conf: digits only, 1 to 31536000; 0 otherwise. */
+static uint32_t rgpu_spank_seconds(const char *s)
+{
+    uint32_t v = 0;
+
+    if (!*s)
+        return 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || v > 31536000u)
+            return 0;
+        v = v * 10 + (uint32_t)(*s - '0');
+    }
+    return v <= 31536000u ? v : 0;
+}
+
 static int rgpu_spank_conf(int ac, char **av, rgpu_spank_conf_t *conf)
 {
     memset(conf, 0, sizeof(*conf));
@@ -176,8 +191,8 @@ static int rgpu_spank_conf(int ac, char **av, rgpu_spank_conf_t *conf)
             conf->key_default = 0;
         } else if (strncmp(a, "timeout=", 8) == 0 && rgpu_sched_timeout_parse(a + 8) > 0) {
             conf->timeout_ms = rgpu_sched_timeout_parse(a + 8);
-        } else if (strncmp(a, "ttl=", 4) == 0 && strtoul(a + 4, NULL, 10) > 0) {
-            conf->ttl_s = (uint32_t)strtoul(a + 4, NULL, 10);
+        } else if (strncmp(a, "ttl=", 4) == 0 && rgpu_spank_seconds(a + 4) > 0) {
+            conf->ttl_s = rgpu_spank_seconds(a + 4);
         } else {
             slurm_error("rgpu: plugstack.conf: unknown or malformed argument \"%s\" (expected "
                         "scheduler=HOST:PORT, icd_vendors=DIR, key=FILE, timeout=SECONDS, "

@@ -1,7 +1,8 @@
 /*
  * rgpu: the scheduler's admin and user CLI.
  *
- *   rgpu [--scheduler ADDR] [--timeout SECONDS] [--key FILE] [--json] servers | gpus | leases
+ *   rgpu [--scheduler ADDR] [--timeout SECONDS] [--key FILE] [--token TOKEN] [--json]
+ *        servers | gpus | leases | sessions
  *   rgpu alloc -n N [--mem SIZE] [--shared] [--api opencl|cuda] [--same-server]
  *              [--spread] [--job ID] [--ttl SECONDS] [-- COMMAND...]
  *   rgpu release ID | rgpu renew ID [SECONDS] | rgpu drain SERVER | rgpu resume SERVER
@@ -11,6 +12,14 @@
  * lease when it ends, however it ends; exits with its status. While it
  * runs the lease is renewed at half its life. Without one it prints the
  * lease and keeps it.
+ *
+ * renew and release by id prove to a scheduler with --key that the caller
+ * holds the lease: with the cluster key (--key) or with one of the lease's
+ * unexpired tokens (--token, default RGPU_LEASE_TOKEN). Listings carry no
+ * tokens.
+ *
+ * Numbers (counts, seconds, lease ids) are plain decimal digits within their
+ * bounds, or the CLI exits 2 saying so.
  *
  * Exit status: 0 done, 1 the scheduler refused or cannot be reached, 2 usage.
  */
@@ -32,11 +41,38 @@ static const char *rgpu_cli_sched = "127.0.0.1:7080";
 static int rgpu_cli_json;
 static rgpu_sched_client_t rgpu_cli_client = {NULL, RGPU_SCHED_DEFAULT_TIMEOUT_MS, NULL};
 static rgpu_token_key_t rgpu_cli_key;
+static const char *rgpu_cli_token = "";   /* --token or RGPU_LEASE_TOKEN */
+
+/* The longest ttl the CLI asks for (a year); the scheduler has its own
+ * bound (--max-lease-ttl) and says so when a request passes it. */
+#define RGPU_CLI_MAX_TTL_S 31536000ull
+
+/* Parses a plain decimal number: digits only (no sign, blank, base prefix
+ * or suffix), from min to max. 0 and *value_p on success; -1 otherwise. */
+static int rgpu_cli_uint(const char *s, uint64_t min, uint64_t max, uint64_t *value_p)
+{
+    uint64_t v = 0;
+
+    if (!s || !*s)
+        return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
+            return -1;     /* past 2^64 - 1 */
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    if (v < min || v > max)
+        return -1;
+    *value_p = v;
+    return 0;
+}
 
 static void rgpu_cli_usage(FILE *out)
 {
     fprintf(out,
-            "usage: rgpu [--scheduler ADDR] [--timeout SECONDS] [--key FILE] [--json] COMMAND [ARGS]\n"
+            "usage: rgpu [--scheduler ADDR] [--timeout SECONDS] [--key FILE] [--token TOKEN] [--json]\n"
+            "            COMMAND [ARGS]\n"
             "  servers                        list GPU servers\n"
             "  gpus                           list GPUs and the leases holding them\n"
             "  leases                         list leases\n"
@@ -53,7 +89,10 @@ static void rgpu_cli_usage(FILE *out)
             "(default 10) is an error (exit status 1). Requests are signed with the\n"
             "cluster key --key or RGPU_KEY names, else with " RGPU_SCHED_DEFAULT_KEY "\n"
             "when it is readable; a scheduler with --key needs that for alloc --job\n"
-            "and release of a job's lease.\n");
+            "and release of a job's lease. Without the key, renew and release prove\n"
+            "the lease is yours with its token: --token or RGPU_LEASE_TOKEN (set for\n"
+            "the command of alloc --).\n"
+            "N is 1 to 4096, SECONDS 1 to 31536000 and ID a lease id, in decimal digits.\n");
 }
 
 /* Sends one request and returns the unpacked reply (caller frees), or NULL
@@ -133,8 +172,11 @@ static void rgpu_cli_lease_json(const Rgpu__Lease *l)
         rgpu_cli_json_str(l->gpus[g]->model);
         printf(",\"memory\":%llu}", (unsigned long long)l->gpus[g]->memory);
     }
-    printf("],\"token\":");
-    rgpu_cli_json_str(l->token);
+    printf("]");
+    if (*l->token) {    /* alloc and renew only: listings carry none */
+        printf(",\"token\":");
+        rgpu_cli_json_str(l->token);
+    }
     printf("}");
 }
 
@@ -331,12 +373,14 @@ static int rgpu_cli_list(const char *what)
     return 0;
 }
 
-static int rgpu_cli_release(uint64_t id)
+/* Releases lease id, proving it ours with token (or the key's signature). */
+static int rgpu_cli_release(uint64_t id, const char *token)
 {
     Rgpu__ReleaseRequest req = RGPU__RELEASE_REQUEST__INIT;
     char what[64];
 
     req.lease_id = id;
+    req.token = (char *)token;
     snprintf(what, sizeof(what), "release %llu", (unsigned long long)id);
     return rgpu_cli_status(rgpu_cli_call(RGPU__MSG_TYPE__MSG_SCHED_RELEASE, &req.base,
                                          RGPU__MSG_TYPE__MSG_SCHED_STATUS,
@@ -396,9 +440,12 @@ static char *rgpu_cli_servers(const Rgpu__Lease *l)
 /* Waits for the command, renewing the lease at half its remaining life so
  * the scheduler does not reclaim it under a long command. The token in the
  * command's environment keeps its first expiry: sessions opened before it
- * go on, later ones need the renewed token (`rgpu renew`). Returns the
- * command's exit status (128 + signal when killed). */
-static int rgpu_cli_wait_renewing(pid_t pid, uint64_t id, uint32_t ttl_s, int64_t expires)
+ * go on, later ones need the renewed token (`rgpu renew`). *token_p is the
+ * lease's latest token (it proves the renewals ours), replaced by each
+ * renewal's (the caller frees it). Returns the command's exit status (128
+ * + signal when killed). */
+static int rgpu_cli_wait_renewing(pid_t pid, uint64_t id, uint32_t ttl_s, int64_t expires,
+                                  char **token_p)
 {
     int64_t next = (int64_t)time(NULL) + (expires - (int64_t)time(NULL)) / 2;
     int status = 0, warned = 0;
@@ -420,9 +467,16 @@ static int rgpu_cli_wait_renewing(pid_t pid, uint64_t id, uint32_t ttl_s, int64_
 
             req.lease_id = id;
             req.ttl_s = ttl_s;
+            req.token = *token_p;
             r = rgpu_cli_call(RGPU__MSG_TYPE__MSG_SCHED_RENEW, &req.base,
                               RGPU__MSG_TYPE__MSG_SCHED_LEASE_REPLY, &rgpu__lease_reply__descriptor);
             if (r && r->status == 0 && r->lease) {
+                char *fresh = strdup(r->lease->token);
+
+                if (fresh) {
+                    free(*token_p);
+                    *token_p = fresh;
+                }
                 next = now + (r->lease->expires_unix - now) / 2;
                 warned = 0;
             } else {
@@ -444,8 +498,8 @@ static int rgpu_cli_alloc(int argc, char **argv)
     Rgpu__AllocRequest req = RGPU__ALLOC_REQUEST__INIT;
     Rgpu__LeaseReply *r;
     struct passwd *pw = getpwuid(getuid());
-    uint64_t mem = 0;
-    char **cmd = NULL, *servers, id[32];
+    uint64_t mem = 0, n;
+    char **cmd = NULL, *servers, id[32], *token;
     int rc;
     pid_t pid;
 
@@ -472,10 +526,7 @@ static int rgpu_cli_alloc(int argc, char **argv)
             fprintf(stderr, "rgpu: alloc: %s needs a value (or unknown option)\n", a);
             return 2;
         } else if (strcmp(a, "-n") == 0) {
-            char *end;
-            unsigned long n = strtoul(v, &end, 10);
-
-            if (*end || n < 1 || n > 4096) {
+            if (rgpu_cli_uint(v, 1, 4096, &n) != 0) {
                 fprintf(stderr, "rgpu: alloc: -n %s: expected 1 to 4096 GPUs\n", v);
                 return 2;
             }
@@ -501,7 +552,12 @@ static int rgpu_cli_alloc(int argc, char **argv)
             req.slurm_job_id = (char *)v;
             i++;
         } else if (strcmp(a, "--ttl") == 0) {
-            req.ttl_s = (uint32_t)strtoul(v, NULL, 10);
+            if (rgpu_cli_uint(v, 1, RGPU_CLI_MAX_TTL_S, &n) != 0) {
+                fprintf(stderr, "rgpu: alloc: --ttl %s: expected seconds, 1 to %llu\n", v,
+                        RGPU_CLI_MAX_TTL_S);
+                return 2;
+            }
+            req.ttl_s = (uint32_t)n;
             i++;
         } else {
             fprintf(stderr, "rgpu: alloc: unknown option %s\n", a);
@@ -543,14 +599,19 @@ static int rgpu_cli_alloc(int argc, char **argv)
         fprintf(stderr, "rgpu: cannot run %s: %s\n", cmd[0], strerror(errno));
         _exit(127);
     }
-    if (pid < 0) {
+    token = strdup(r->lease->token);
+    if (!token) {
+        fprintf(stderr, "rgpu: out of memory\n");
+        rc = 1;
+    } else if (pid < 0) {
         fprintf(stderr, "rgpu: cannot fork: %s\n", strerror(errno));
         rc = 1;
     } else {
-        rc = rgpu_cli_wait_renewing(pid, r->lease->id, req.ttl_s, r->lease->expires_unix);
+        rc = rgpu_cli_wait_renewing(pid, r->lease->id, req.ttl_s, r->lease->expires_unix, &token);
     }
-    if (rgpu_cli_release(r->lease->id) != 0 && rc == 0)
+    if (rgpu_cli_release(r->lease->id, token ? token : r->lease->token) != 0 && rc == 0)
         rc = 1;
+    free(token);
     free(servers);
     rgpu__lease_reply__free_unpacked(r, NULL);
     return rc;
@@ -564,6 +625,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (getenv("RGPU_SCHEDULER") && *getenv("RGPU_SCHEDULER"))
         rgpu_cli_sched = getenv("RGPU_SCHEDULER");
+    if (getenv("RGPU_LEASE_TOKEN"))
+        rgpu_cli_token = getenv("RGPU_LEASE_TOKEN");
     if (getenv("RGPU_SCHED_TIMEOUT") && *getenv("RGPU_SCHED_TIMEOUT")) {
         rgpu_cli_client.timeout_ms = rgpu_sched_timeout_parse(getenv("RGPU_SCHED_TIMEOUT"));
         if (rgpu_cli_client.timeout_ms < 0) {
@@ -579,6 +642,8 @@ int main(int argc, char **argv)
             rgpu_cli_sched = argv[++i];
         } else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
             key_path = argv[++i];
+        } else if (strcmp(argv[i], "--token") == 0 && i + 1 < argc) {
+            rgpu_cli_token = argv[++i];
         } else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
             rgpu_cli_client.timeout_ms = rgpu_sched_timeout_parse(argv[++i]);
             if (rgpu_cli_client.timeout_ms < 0) {
@@ -618,20 +683,32 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "alloc") == 0)
         return rgpu_cli_alloc(argc - i, argv + i);
     if ((strcmp(cmd, "release") == 0 || strcmp(cmd, "renew") == 0) && i < argc) {
-        char *end;
-        unsigned long long id = strtoull(argv[i], &end, 10);
+        int release = strcmp(cmd, "release") == 0;
+        uint64_t id, ttl = 0;
 
-        if (*end || !id) {
-            fprintf(stderr, "rgpu: %s: \"%s\" is not a lease id\n", cmd, argv[i]);
+        if (rgpu_cli_uint(argv[i], 1, UINT64_MAX, &id) != 0) {
+            fprintf(stderr, "rgpu: %s: \"%s\" is not a lease id (decimal digits, 1 to %llu)\n",
+                    cmd, argv[i], (unsigned long long)UINT64_MAX);
             return 2;
         }
-        if (strcmp(cmd, "release") == 0)
-            return rgpu_cli_release(id);
+        if (argc - i > (release ? 1 : 2)) {
+            fprintf(stderr, "rgpu: %s: unexpected argument \"%s\"\n", cmd,
+                    argv[i + (release ? 1 : 2)]);
+            return 2;
+        }
+        if (release)
+            return rgpu_cli_release(id, rgpu_cli_token);
+        if (i + 1 < argc && rgpu_cli_uint(argv[i + 1], 1, RGPU_CLI_MAX_TTL_S, &ttl) != 0) {
+            fprintf(stderr, "rgpu: renew: \"%s\" is not a ttl: expected seconds, 1 to %llu\n",
+                    argv[i + 1], RGPU_CLI_MAX_TTL_S);
+            return 2;
+        }
         {
             Rgpu__RenewRequest req = RGPU__RENEW_REQUEST__INIT;
 
             req.lease_id = id;
-            req.ttl_s = i + 1 < argc ? (uint32_t)strtoul(argv[i + 1], NULL, 10) : 0;
+            req.ttl_s = (uint32_t)ttl;
+            req.token = (char *)rgpu_cli_token;
             return rgpu_cli_lease_print(
                 rgpu_cli_call(RGPU__MSG_TYPE__MSG_SCHED_RENEW, &req.base,
                               RGPU__MSG_TYPE__MSG_SCHED_LEASE_REPLY,

@@ -154,14 +154,28 @@ out:
 
 int rgpu_sched_timeout_parse(const char *s)
 {
-    char *end;
-    double v;
+    long long ms = 0;
+    int frac = 0;
 
-    if (!s || !*s)
+    /* Digits, then optionally '.' and digits (milliseconds count): no sign,
+     * blank, exponent or hexadecimal (strtod takes all of those). */
+    if (!s || *s < '0' || *s > '9')
         return -1;
-    errno = 0;
-    v = strtod(s, &end);
-    if (errno || *end || !(v > 0) || v > 86400)
+    for (; *s >= '0' && *s <= '9'; s++) {
+        ms = ms * 10 + (*s - '0');
+        if (ms > 86400)
+            return -1;
+    }
+    ms *= 1000;
+    if (*s == '.') {
+        int scale = 100;
+
+        if (s[1] < '0' || s[1] > '9')
+            return -1;
+        for (s++; *s >= '0' && *s <= '9'; s++, scale /= 10)
+            frac += (*s - '0') * scale;
+    }
+    if (*s || ms + frac > 86400000 || ms + frac <= 0)
         return -1;
-    return (int)(v * 1000 + 0.5) > 0 ? (int)(v * 1000 + 0.5) : 1;
+    return (int)(ms + frac);
 }

@@ -124,8 +124,11 @@ Test(policy, same_server_and_memory_constraints)
     cr_assert_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_OK);
     cr_expect_eq(fx_nservers(l), 1);
     req = fx_req(1);
+    /* More than any GPU has: refused as such, not as "busy". */
     req.min_memory = 16ull << 30;
-    cr_expect_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_ERR_NOT_FOUND);
+    cr_expect_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)),
+                 RGPU_ERR_INVALID_ARG);
+    cr_expect(strstr(reason, "the largest GPU has 8589934592") != NULL, "reason: %s", reason);
     req.min_memory = 0;
     req.api = RGPU__API_FAMILY__API_CUDA;
     cr_expect_eq(rgpu_sched_alloc(&s, &req, 1000, &l, reason, sizeof(reason)), RGPU_ERR_NOT_FOUND);

@@ -48,7 +48,9 @@ void *rgpu_sched_call(const rgpu_sched_client_t *client, uint16_t type,
                       const ProtobufCMessage *msg, uint16_t reply_type,
                       const ProtobufCMessageDescriptor *desc, char *err, size_t err_cap);
 
-/* Parses a timeout in seconds ("10", "2.5"); returns milliseconds or -1. */
+/* Parses a timeout in seconds, digits with an optional fraction ("10",
+ * "2.5"; more than 86400 or less than 1 ms: refused); returns milliseconds
+ * or -1. */
 int rgpu_sched_timeout_parse(const char *s);
 
 #endif
