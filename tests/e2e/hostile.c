@@ -1,0 +1,2220 @@
+/*
+ * hostile: a hostile tenant. It speaks rgpu's protocol directly (no client
+ * library, no ICD) and tries, one attack at a time, to crash rgpu-server,
+ * read its memory, hold its resources forever or make it allocate what it
+ * was never given. Each attack opens its own session(s).
+ *
+ *   hostile [--metrics HOST:PORT] [--server-pid PID] HOST:PORT ATTACK...
+ *   hostile HOST:PORT all            every attack, in the order of the list
+ *   hostile --list                   the attacks
+ *
+ * For each attack it prints one line
+ *
+ *   ATTACK <name> result=pass: <what the server did>
+ *   ATTACK <name> result=FAIL: <what went wrong>
+ *
+ * and after each attack it checks that the server still opens a new
+ * session and answers a ping. Exit status: 0 every attack passed, 1 at
+ * least one failed, 2 bad usage.
+ *
+ * --metrics (the server's --metrics address) is needed by wait-forever,
+ * which watches rgpu_server_buffer_bytes to see the server free a session.
+ * --server-pid (the server runs on this machine) makes prehello-body,
+ * bulk-to-nothing and readrect-huge also bound the server's VmRSS growth
+ * while the attack holds its connections open.
+ *
+ * The "correct" behaviour each attack expects is written above it. A
+ * server that answers with an OpenCL error, an AsyncError, a SessionError
+ * or that closes the attacker's session behaved; one that crashes, hangs,
+ * leaks, allocates what it was announced, or answers with its own
+ * pointers did not.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <CL/cl.h>
+
+#include "opencl.pb-c.h"
+#include "rgpu/frame.h"
+#include "rgpu/util.h"
+#include "session.pb-c.h"
+
+#define MIB (1024ull * 1024)
+#define GIB (1024ull * MIB)
+
+/* Deadlines, in milliseconds. */
+#define T_REPLY 15000    /* an ordinary reply (PoCL under ASan is slow) */
+#define T_BUILD 120000   /* a program build (first compile, no cache) */
+#define T_REFUSE 5000    /* "at once": a refusal must come within this */
+#define T_FRAME 30000    /* the rest of a frame once its first byte came */
+
+static const char *server_addr;
+static const char *metrics_addr;
+static int server_pid;
+
+/* ---- time ---------------------------------------------------------- */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int left_ms(int64_t deadline)
+{
+    int64_t left = deadline - now_ms();
+
+    return left < 0 ? 0 : left > 3600000 ? 3600000 : (int)left;
+}
+
+/* ---- a session, spoken by hand -------------------------------------- */
+
+typedef struct {
+    uint64_t seq;
+    uint32_t type;
+    int32_t err;
+    char what[200];
+} async_err_t;
+
+typedef struct {
+    int fd;
+    uint64_t seq;
+    uint64_t next_id;
+    int closed;              /* EOF, reset or an I/O error seen */
+    int session_error;       /* a SessionError arrived */
+    int32_t se_status;
+    char se_reason[300];
+    async_err_t aerr[128];
+    int n_aerr;
+    uint32_t n_devices;
+    uint64_t session_id;
+} sess_t;
+
+typedef struct {
+    rgpu_frame_header_t hdr;
+    uint8_t *body;
+    uint8_t *bulk;           /* NULL when none or too large to keep */
+} frame_t;
+
+static void frame_free(frame_t *f)
+{
+    free(f->body);
+    free(f->bulk);
+    f->body = f->bulk = NULL;
+}
+
+static int tcp_connect(const char *addr)
+{
+    char host[256];
+    uint16_t port;
+    struct sockaddr_in sa;
+    int fd, one = 1;
+
+    if (rgpu_addr_split(addr, host, sizeof(host), &port) != RGPU_OK)
+        return -1;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        return -1;
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Sends all of buf by the deadline: 1 sent, 0 timed out (the peer does not
+ * read), -1 the connection is gone. */
+static int send_all(sess_t *s, const void *buf, size_t len, int64_t deadline)
+{
+    const uint8_t *p = buf;
+
+    if (s->closed)
+        return -1;
+    while (len) {
+        struct pollfd pfd = {s->fd, POLLOUT, 0};
+        ssize_t n;
+
+        if (poll(&pfd, 1, left_ms(deadline)) == 0)
+            return 0;
+        n = send(s->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                continue;
+            s->closed = 1;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 1;
+}
+
+/* Receives exactly len bytes by the deadline: 1, 0 timeout, -1 closed. */
+static int recv_all(sess_t *s, void *buf, size_t len, int64_t deadline)
+{
+    uint8_t *p = buf;
+
+    if (s->closed)
+        return -1;
+    while (len) {
+        struct pollfd pfd = {s->fd, POLLIN, 0};
+        ssize_t n;
+
+        if (poll(&pfd, 1, left_ms(deadline)) == 0)
+            return 0;
+        n = recv(s->fd, p, len, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            continue;
+        if (n <= 0) {
+            s->closed = 1;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 1;
+}
+
+/* Sends a frame: header and body, announcing announced_bulk bytes of bulk,
+ * followed by bulk_len bytes of bulk (bulk NULL: zeros). Returns its seq, or
+ * 0 when the connection broke or the server stopped reading. */
+static uint64_t send_frame_ex(sess_t *s, uint16_t type, const ProtobufCMessage *msg, const void *bulk,
+                              uint64_t bulk_len, uint64_t announced_bulk, int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+    size_t need = rgpu_frame_packed_size(msg);
+    uint8_t *buf = malloc(need);
+    uint64_t seq = ++s->seq;
+    int rc;
+
+    if (!buf) {
+        fprintf(stderr, "hostile: out of memory\n");
+        exit(2);
+    }
+    rc = send_all(s, buf, rgpu_frame_pack(buf, type, seq, 0, msg, announced_bulk), deadline);
+    free(buf);
+    if (rc != 1)
+        return 0;
+    if (bulk_len && bulk) {
+        if (send_all(s, bulk, bulk_len, deadline) != 1)
+            return 0;
+    } else if (bulk_len) {
+        static const uint8_t zeros[1 << 16];
+        while (bulk_len) {
+            size_t n = bulk_len < sizeof(zeros) ? (size_t)bulk_len : sizeof(zeros);
+            if (send_all(s, zeros, n, deadline) != 1)
+                return 0;
+            bulk_len -= n;
+        }
+    }
+    return seq;
+}
+
+static uint64_t send_frame(sess_t *s, uint16_t type, const ProtobufCMessage *msg, const void *bulk,
+                           uint64_t bulk_len)
+{
+    return send_frame_ex(s, type, msg, bulk, bulk_len, bulk_len, T_REPLY);
+}
+
+/* The next frame within timeout_ms: 1 got one, 0 nothing came, -1 closed.
+ * AsyncErrors and SessionErrors are recorded in s as well. */
+static int next_frame(sess_t *s, int timeout_ms, frame_t *f)
+{
+    rgpu_frame_limits_t limits = {RGPU_FRAME_DEFAULT_MAX_BODY, RGPU_FRAME_DEFAULT_MAX_BULK};
+    uint8_t raw[RGPU_FRAME_HEADER_SIZE];
+    int rc;
+
+    memset(f, 0, sizeof(*f));
+    rc = recv_all(s, raw, 1, now_ms() + timeout_ms);
+    if (rc != 1)
+        return rc;
+    if (recv_all(s, raw + 1, sizeof(raw) - 1, now_ms() + T_FRAME) != 1 ||
+        rgpu_frame_header_decode(raw, &limits, &f->hdr) != RGPU_OK) {
+        s->closed = 1;
+        return -1;
+    }
+    f->body = malloc((size_t)f->hdr.body_len + 1);
+    if (!f->body || recv_all(s, f->body, f->hdr.body_len, now_ms() + T_FRAME) != 1) {
+        frame_free(f);
+        s->closed = 1;
+        return -1;
+    }
+    if (f->hdr.bulk_len) {
+        uint64_t left = f->hdr.bulk_len;
+        uint8_t *keep = f->hdr.bulk_len <= 256 * MIB ? malloc(f->hdr.bulk_len) : NULL;
+        uint8_t scratch[1 << 16];
+
+        while (left) {
+            size_t n = keep ? (size_t)left : (left < sizeof(scratch) ? (size_t)left : sizeof(scratch));
+            uint8_t *dst = keep ? keep + (f->hdr.bulk_len - left) : scratch;
+            if (recv_all(s, dst, n, now_ms() + T_FRAME) != 1) {
+                free(keep);
+                frame_free(f);
+                s->closed = 1;
+                return -1;
+            }
+            left -= n;
+        }
+        f->bulk = keep;
+    }
+    if (f->hdr.type == RGPU__MSG_TYPE__MSG_ASYNC_ERROR) {
+        Rgpu__AsyncError *m = rgpu__async_error__unpack(NULL, f->hdr.body_len, f->body);
+        if (m && s->n_aerr < (int)(sizeof(s->aerr) / sizeof(s->aerr[0]))) {
+            async_err_t *a = &s->aerr[s->n_aerr++];
+            a->seq = m->seq;
+            a->type = m->msg_type;
+            a->err = m->cl_error;
+            snprintf(a->what, sizeof(a->what), "%s", m->what ? m->what : "");
+        }
+        if (m)
+            rgpu__async_error__free_unpacked(m, NULL);
+    } else if (f->hdr.type == RGPU__MSG_TYPE__MSG_SESSION_ERROR) {
+        Rgpu__SessionError *m = rgpu__session_error__unpack(NULL, f->hdr.body_len, f->body);
+        s->session_error = 1;
+        if (m) {
+            s->se_status = m->status;
+            snprintf(s->se_reason, sizeof(s->se_reason), "%s", m->reason ? m->reason : "");
+            rgpu__session_error__free_unpacked(m, NULL);
+        }
+    }
+    return 1;
+}
+
+/* Waits for the reply to seq: 1 got it (in *f), 0 timed out, -1 the session
+ * ended (SessionError or close) first. Other frames are recorded or dropped. */
+static int wait_reply(sess_t *s, uint64_t seq, int timeout_ms, frame_t *f)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+
+    for (;;) {
+        int rc = next_frame(s, left_ms(deadline), f);
+        if (rc != 1)
+            return rc;
+        if (f->hdr.type == RGPU__MSG_TYPE__MSG_SESSION_ERROR) {
+            frame_free(f);
+            return -1;
+        }
+        if (f->hdr.seq == seq && seq != 0 && f->hdr.type != RGPU__MSG_TYPE__MSG_ASYNC_ERROR)
+            return 1;
+        frame_free(f);
+        if (left_ms(deadline) == 0)
+            return 0;
+    }
+}
+
+/* The AsyncError the server sent for seq, or 0. */
+static int32_t async_err(const sess_t *s, uint64_t seq)
+{
+    for (int i = 0; i < s->n_aerr; i++) {
+        if (s->aerr[i].seq == seq)
+            return s->aerr[i].err ? s->aerr[i].err : -9999;
+    }
+    return 0;
+}
+
+/* How a session ended, for messages. */
+static const char *ended_how(const sess_t *s, char *buf, size_t cap)
+{
+    if (s->session_error)
+        snprintf(buf, cap, "SessionError %d \"%s\"", s->se_status, s->se_reason);
+    else if (s->closed)
+        snprintf(buf, cap, "the server closed the connection without a SessionError");
+    else
+        snprintf(buf, cap, "the session is still open");
+    return buf;
+}
+
+static void sess_close(sess_t *s)
+{
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+}
+
+/* Opens a session (connect, hello): 0, or -1 with why. */
+static int sess_open(sess_t *s, uint64_t id_base, char *why, size_t why_cap)
+{
+    Rgpu__Hello hello = RGPU__HELLO__INIT;
+    Rgpu__HelloReply *reply;
+    struct utsname u;
+    frame_t f;
+    uint64_t seq;
+    int rc;
+    char how[400];
+
+    memset(s, 0, sizeof(*s));
+    s->next_id = id_base ? id_base : 1;
+    s->fd = tcp_connect(server_addr);
+    if (s->fd < 0) {
+        snprintf(why, why_cap, "cannot connect to %s: %s", server_addr, strerror(errno));
+        return -1;
+    }
+    hello.protocol_version = RGPU_PROTOCOL_VERSION;
+    hello.api = RGPU__API_FAMILY__API_OPENCL;
+    hello.client_arch = uname(&u) == 0 ? u.machine : "unknown";
+    hello.client_host = "hostile";
+    hello.client_pid = (uint32_t)getpid();
+    seq = send_frame(s, RGPU__MSG_TYPE__MSG_HELLO, &hello.base, NULL, 0);
+    rc = seq ? wait_reply(s, seq, T_REPLY, &f) : -1;
+    if (rc != 1) {
+        snprintf(why, why_cap, "hello to %s: %s", server_addr,
+                 rc == 0 ? "no reply within the deadline" : ended_how(s, how, sizeof(how)));
+        sess_close(s);
+        return -1;
+    }
+    reply = f.hdr.type == RGPU__MSG_TYPE__MSG_HELLO_REPLY ? rgpu__hello_reply__unpack(NULL, f.hdr.body_len, f.body)
+                                                         : NULL;
+    frame_free(&f);
+    if (!reply) {
+        snprintf(why, why_cap, "hello to %s: the reply is not a HelloReply", server_addr);
+        sess_close(s);
+        return -1;
+    }
+    s->n_devices = (uint32_t)reply->n_devices;
+    s->session_id = reply->session_id;
+    rgpu__hello_reply__free_unpacked(reply, NULL);
+    if (s->n_devices == 0) {
+        snprintf(why, why_cap, "the server offers no device");
+        sess_close(s);
+        return -1;
+    }
+    return 0;
+}
+
+/* A sync point: 1 pong, 0 timeout, -1 the session ended. */
+static int sess_ping(sess_t *s, int timeout_ms)
+{
+    Rgpu__Ping ping = RGPU__PING__INIT;
+    uint64_t seq = send_frame(s, RGPU__MSG_TYPE__MSG_PING, &ping.base, NULL, 0);
+    frame_t f;
+    int rc;
+
+    if (!seq)
+        return -1;
+    rc = wait_reply(s, seq, timeout_ms, &f);
+    if (rc == 1)
+        frame_free(&f);
+    return rc;
+}
+
+/* ---- OpenCL calls --------------------------------------------------- */
+
+static uint64_t op_context(sess_t *s, uint64_t *seq_p)
+{
+    Rgpu__ClCreateContext m = RGPU__CL_CREATE_CONTEXT__INIT;
+    uint32_t dev = 0;
+    uint64_t seq;
+
+    m.id = s->next_id++;
+    m.n_devices = 1;
+    m.devices = &dev;
+    seq = send_frame(s, RGPU__MSG_TYPE__MSG_CL_CREATE_CONTEXT, &m.base, NULL, 0);
+    if (seq_p)
+        *seq_p = seq;
+    return m.id;
+}
+
+static uint64_t op_queue(sess_t *s, uint64_t ctx, uint64_t *seq_p)
+{
+    Rgpu__ClCreateQueue m = RGPU__CL_CREATE_QUEUE__INIT;
+    uint64_t seq;
+
+    m.id = s->next_id++;
+    m.context = ctx;
+    m.device = 0;
+    seq = send_frame(s, RGPU__MSG_TYPE__MSG_CL_CREATE_QUEUE, &m.base, NULL, 0);
+    if (seq_p)
+        *seq_p = seq;
+    return m.id;
+}
+
+/* A buffer; with init, its contents (size bytes). */
+static uint64_t op_buffer_id(sess_t *s, uint64_t id, uint64_t ctx, uint64_t size, const void *init, uint64_t *seq_p)
+{
+    Rgpu__ClCreateBuffer m = RGPU__CL_CREATE_BUFFER__INIT;
+    uint64_t seq;
+
+    m.id = id;
+    m.context = ctx;
+    m.flags = CL_MEM_READ_WRITE | (init ? CL_MEM_COPY_HOST_PTR : 0);
+    m.size = size;
+    seq = send_frame(s, RGPU__MSG_TYPE__MSG_CL_CREATE_BUFFER, &m.base, init, init ? size : 0);
+    if (seq_p)
+        *seq_p = seq;
+    return m.id;
+}
+
+static uint64_t op_buffer(sess_t *s, uint64_t ctx, uint64_t size, const void *init, uint64_t *seq_p)
+{
+    return op_buffer_id(s, s->next_id++, ctx, size, init, seq_p);
+}
+
+static uint64_t op_sub_buffer(sess_t *s, uint64_t parent, uint64_t origin, uint64_t size, uint64_t *seq_p)
+{
+    Rgpu__ClCreateSubBuffer m = RGPU__CL_CREATE_SUB_BUFFER__INIT;
+    uint64_t seq;
+
+    m.id = s->next_id++;
+    m.parent = parent;
+    m.flags = CL_MEM_READ_WRITE;
+    m.origin = origin;
+    m.size = size;
+    seq = send_frame(s, RGPU__MSG_TYPE__MSG_CL_CREATE_SUB_BUFFER, &m.base, NULL, 0);
+    if (seq_p)
+        *seq_p = seq;
+    return m.id;
+}
+
+static uint64_t op_user_event(sess_t *s, uint64_t ctx)
+{
+    Rgpu__ClCreateUserEvent m = RGPU__CL_CREATE_USER_EVENT__INIT;
+
+    m.id = s->next_id++;
+    m.context = ctx;
+    send_frame(s, RGPU__MSG_TYPE__MSG_CL_CREATE_USER_EVENT, &m.base, NULL, 0);
+    return m.id;
+}
+
+static uint64_t op_set_user_event(sess_t *s, uint64_t ev, int32_t status)
+{
+    Rgpu__ClSetUserEventStatus m = RGPU__CL_SET_USER_EVENT_STATUS__INIT;
+
+    m.event = ev;
+    m.status = status;
+    return send_frame(s, RGPU__MSG_TYPE__MSG_CL_SET_USER_EVENT_STATUS, &m.base, NULL, 0);
+}
+
+static uint64_t op_release(sess_t *s, int kind, uint64_t id)
+{
+    Rgpu__ClRelease m = RGPU__CL_RELEASE__INIT;
+
+    m.kind = (Rgpu__ClObjectKind)kind;
+    m.id = id;
+    return send_frame(s, RGPU__MSG_TYPE__MSG_CL_RELEASE, &m.base, NULL, 0);
+}
+
+/* A program from source, built: returns its id, or 0 with why. */
+static uint64_t op_program_built(sess_t *s, uint64_t ctx, const char *src, char *why, size_t why_cap)
+{
+    Rgpu__ClCreateProgramSource c = RGPU__CL_CREATE_PROGRAM_SOURCE__INIT;
+    Rgpu__ClBuildProgram b = RGPU__CL_BUILD_PROGRAM__INIT;
+    Rgpu__ClBuildReply *reply;
+    frame_t f;
+    uint64_t seq, cseq;
+    int rc;
+    char how[400];
+
+    c.id = s->next_id++;
+    c.context = ctx;
+    c.source = (char *)src;
+    cseq = send_frame(s, RGPU__MSG_TYPE__MSG_CL_CREATE_PROGRAM_SOURCE, &c.base, NULL, 0);
+    b.program = c.id;
+    b.options = "";
+    seq = cseq ? send_frame(s, RGPU__MSG_TYPE__MSG_CL_BUILD_PROGRAM, &b.base, NULL, 0) : 0;
+    rc = seq ? wait_reply(s, seq, T_BUILD, &f) : -1;
+    if (rc != 1) {
+        snprintf(why, why_cap, "building a program: %s",
+                 rc == 0 ? "no reply within the deadline" : ended_how(s, how, sizeof(how)));
+        return 0;
+    }
+    reply = rgpu__cl_build_reply__unpack(NULL, f.hdr.body_len, f.body);
+    frame_free(&f);
+    if (!reply || reply->cl_error != CL_SUCCESS) {
+        snprintf(why, why_cap, "building a program failed: error %d (create: %d)", reply ? reply->cl_error : -9999,
+                 async_err(s, cseq));
+        if (reply)
+            rgpu__cl_build_reply__free_unpacked(reply, NULL);
+        return 0;
+    }
+    rgpu__cl_build_reply__free_unpacked(reply, NULL);
+    return c.id;
+}
+
+static uint64_t op_kernel(sess_t *s, uint64_t prog, const char *name, uint64_t *seq_p)
+{
+    Rgpu__ClCreateKernel m = RGPU__CL_CREATE_KERNEL__INIT;
+    uint64_t seq;
+
+    m.id = s->next_id++;
+    m.program = prog;
+    m.name = (char *)name;
+    seq = send_frame(s, RGPU__MSG_TYPE__MSG_CL_CREATE_KERNEL, &m.base, NULL, 0);
+    if (seq_p)
+        *seq_p = seq;
+    return m.id;
+}
+
+static uint64_t op_arg_value(sess_t *s, uint64_t kernel, uint32_t index, const void *value, size_t len)
+{
+    Rgpu__ClSetKernelArg m = RGPU__CL_SET_KERNEL_ARG__INIT;
+
+    m.kernel = kernel;
+    m.index = index;
+    m.kind = RGPU__CL_ARG_KIND__CL_ARG_VALUE;
+    m.value.data = (uint8_t *)value;
+    m.value.len = len;
+    return send_frame(s, RGPU__MSG_TYPE__MSG_CL_SET_KERNEL_ARG, &m.base, NULL, 0);
+}
+
+static uint64_t op_arg_mem(sess_t *s, uint64_t kernel, uint32_t index, uint64_t mem)
+{
+    Rgpu__ClSetKernelArg m = RGPU__CL_SET_KERNEL_ARG__INIT;
+
+    m.kernel = kernel;
+    m.index = index;
+    m.kind = RGPU__CL_ARG_KIND__CL_ARG_MEM;
+    m.mem = mem;
+    return send_frame(s, RGPU__MSG_TYPE__MSG_CL_SET_KERNEL_ARG, &m.base, NULL, 0);
+}
+
+static uint64_t op_arg_local(sess_t *s, uint64_t kernel, uint32_t index, uint64_t size)
+{
+    Rgpu__ClSetKernelArg m = RGPU__CL_SET_KERNEL_ARG__INIT;
+
+    m.kernel = kernel;
+    m.index = index;
+    m.kind = RGPU__CL_ARG_KIND__CL_ARG_LOCAL;
+    m.local_size = size;
+    return send_frame(s, RGPU__MSG_TYPE__MSG_CL_SET_KERNEL_ARG, &m.base, NULL, 0);
+}
+
+static uint64_t op_ndrange(sess_t *s, uint64_t queue, uint64_t kernel, uint32_t dim, const uint64_t *gsz)
+{
+    Rgpu__ClNDRange m = RGPU__CL_NDRANGE__INIT;
+
+    m.queue = queue;
+    m.kernel = kernel;
+    m.work_dim = dim;
+    m.n_global_size = dim;
+    m.global_size = (uint64_t *)gsz;
+    return send_frame(s, RGPU__MSG_TYPE__MSG_CL_NDRANGE, &m.base, NULL, 0);
+}
+
+static uint64_t op_marker(sess_t *s, uint64_t queue, uint64_t event, const uint64_t *wait, size_t n_wait)
+{
+    Rgpu__ClMarker m = RGPU__CL_MARKER__INIT;
+
+    m.queue = queue;
+    m.event = event;
+    m.wait = (uint64_t *)wait;
+    m.n_wait = n_wait;
+    return send_frame(s, RGPU__MSG_TYPE__MSG_CL_MARKER, &m.base, NULL, 0);
+}
+
+static uint64_t op_write(sess_t *s, uint64_t queue, uint64_t mem, uint64_t offset, const void *data, uint64_t size)
+{
+    Rgpu__ClWriteBuffer m = RGPU__CL_WRITE_BUFFER__INIT;
+
+    m.queue = queue;
+    m.mem = mem;
+    m.offset = offset;
+    m.size = size;
+    return send_frame(s, RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER, &m.base, data, size);
+}
+
+/* Sends a ClStatusReply request (finish, wait) and waits: 1 with *err set,
+ * 0 timeout, -1 the session ended. */
+static int status_call(sess_t *s, uint16_t type, const ProtobufCMessage *msg, int timeout_ms, int32_t *err)
+{
+    uint64_t seq = send_frame(s, type, msg, NULL, 0);
+    Rgpu__ClStatusReply *r;
+    frame_t f;
+    int rc;
+
+    if (!seq)
+        return -1;
+    rc = wait_reply(s, seq, timeout_ms, &f);
+    if (rc != 1)
+        return rc;
+    r = rgpu__cl_status_reply__unpack(NULL, f.hdr.body_len, f.body);
+    *err = r ? r->cl_error : -9999;
+    if (r)
+        rgpu__cl_status_reply__free_unpacked(r, NULL);
+    frame_free(&f);
+    return 1;
+}
+
+static int op_finish(sess_t *s, uint64_t queue, int timeout_ms, int32_t *err)
+{
+    Rgpu__ClQueueOp m = RGPU__CL_QUEUE_OP__INIT;
+
+    m.queue = queue;
+    return status_call(s, RGPU__MSG_TYPE__MSG_CL_FINISH, &m.base, timeout_ms, err);
+}
+
+/* A blocking read: 1 with *err (and out filled on success), 0, -1. */
+static int op_read(sess_t *s, uint64_t queue, uint64_t mem, uint64_t offset, uint64_t size, void *out, int32_t *err)
+{
+    Rgpu__ClReadBuffer m = RGPU__CL_READ_BUFFER__INIT;
+    Rgpu__ClReadReply *r;
+    uint64_t seq;
+    frame_t f;
+    int rc;
+
+    m.queue = queue;
+    m.mem = mem;
+    m.offset = offset;
+    m.size = size;
+    m.blocking = 1;
+    seq = send_frame(s, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &m.base, NULL, 0);
+    rc = seq ? wait_reply(s, seq, T_REPLY, &f) : -1;
+    if (rc != 1)
+        return rc;
+    r = rgpu__cl_read_reply__unpack(NULL, f.hdr.body_len, f.body);
+    *err = r ? r->cl_error : -9999;
+    if (r)
+        rgpu__cl_read_reply__free_unpacked(r, NULL);
+    if (*err == CL_SUCCESS) {
+        if (f.hdr.bulk_len != size || !f.bulk)
+            *err = -9998;     /* a success without the data */
+        else
+            memcpy(out, f.bulk, size);
+    }
+    frame_free(&f);
+    return 1;
+}
+
+/* ClBufferRect with 3-value origins and region. */
+static void rect_fill(Rgpu__ClBufferRect *m, uint64_t bo[3], uint64_t ho[3], uint64_t rg[3])
+{
+    m->n_buffer_origin = m->n_host_origin = m->n_region = 3;
+    m->buffer_origin = bo;
+    m->host_origin = ho;
+    m->region = rg;
+}
+
+/* ---- server-side observations --------------------------------------- */
+
+/* VmRSS of --server-pid in KiB, or -1. */
+static long server_rss_kib(void)
+{
+    char path[64], line[256];
+    long kib = -1;
+    FILE *fp;
+
+    if (server_pid <= 0)
+        return -1;
+    snprintf(path, sizeof(path), "/proc/%d/status", server_pid);
+    if (!(fp = fopen(path, "r")))
+        return -1;
+    while (fgets(line, sizeof(line), fp)) {
+        if (sscanf(line, "VmRSS: %ld", &kib) == 1)
+            break;
+    }
+    fclose(fp);
+    return kib;
+}
+
+/* One unlabeled metric from --metrics (HTTP GET /metrics): 0, or -1. */
+static int metric_get(const char *name, double *value)
+{
+    sess_t m = {.fd = -1};
+    static char buf[1 << 16];
+    size_t len = 0;
+    const char *req = "GET /metrics HTTP/1.0\r\nHost: rgpu\r\n\r\n";
+    int64_t deadline = now_ms() + 5000;
+    char *line;
+
+    if (!metrics_addr || (m.fd = tcp_connect(metrics_addr)) < 0)
+        return -1;
+    if (send_all(&m, req, strlen(req), deadline) != 1) {
+        sess_close(&m);
+        return -1;
+    }
+    while (len < sizeof(buf) - 1) {
+        struct pollfd pfd = {m.fd, POLLIN, 0};
+        ssize_t n;
+
+        if (poll(&pfd, 1, left_ms(deadline)) == 0)
+            break;
+        n = recv(m.fd, buf + len, sizeof(buf) - 1 - len, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    sess_close(&m);
+    buf[len] = '\0';
+    for (line = strtok(buf, "\r\n"); line; line = strtok(NULL, "\r\n")) {
+        size_t nl = strlen(name);
+        if (strncmp(line, name, nl) == 0 && line[nl] == ' ') {
+            *value = strtod(line + nl + 1, NULL);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* ---- results -------------------------------------------------------- */
+
+typedef struct {
+    int failed;
+    char msg[2048];
+} result_t;
+
+static void note(result_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(result_t *r, const char *fmt, ...)
+{
+    size_t len = strlen(r->msg);
+    va_list ap;
+
+    if (len && len < sizeof(r->msg) - 2) {
+        r->msg[len++] = ';';
+        r->msg[len++] = ' ';
+        r->msg[len] = '\0';
+    }
+    va_start(ap, fmt);
+    vsnprintf(r->msg + len, sizeof(r->msg) - len, fmt, ap);
+    va_end(ap);
+}
+
+#define FAILF(r, ...)                                                                                                \
+    do {                                                                                                             \
+        (r)->failed = 1;                                                                                             \
+        note((r), __VA_ARGS__);                                                                                      \
+    } while (0)
+
+/* Opens a session or fails the attack. */
+#define OPEN_OR_FAIL(s, base, r)                                                                                     \
+    do {                                                                                                             \
+        char why_[400];                                                                                              \
+        if (sess_open((s), (base), why_, sizeof(why_)) != 0) {                                                       \
+            FAILF((r), "cannot open a session: %s", why_);                                                           \
+            return;                                                                                                  \
+        }                                                                                                            \
+    } while (0)
+
+/* A sync point that must work; otherwise the attack fails with how. */
+static int sync_or_fail(sess_t *s, result_t *r, const char *when)
+{
+    char how[400];
+    int rc = sess_ping(s, T_REPLY);
+
+    if (rc == 1)
+        return 0;
+    FAILF(r, "%s: ping %s", when, rc == 0 ? "got no pong within the deadline" : ended_how(s, how, sizeof(how)));
+    return -1;
+}
+
+/* ---- the attacks ---------------------------------------------------- */
+
+static const char *k_global_src = "__kernel void k(__global int *p) { p[0] = 1; }\n";
+
+/*
+ * arg-pointer: 8 raw bytes (0x4141414141414141) as the value of a __global
+ * pointer argument, then a launch and a finish. The server passes the bytes
+ * to clSetKernelArg, the platform takes them for a cl_mem and dereferences
+ * them. Correct: the argument is refused (AsyncError for the set or the
+ * launch, or an error at the finish), or the session is ended; and the
+ * server lives on.
+ */
+static void attack_arg_pointer(result_t *r)
+{
+    static const char *srcs[] = {
+        "__kernel void k(__global int *p) { p[0] = 1; }\n",
+        "__kernel void k(__constant int *c, __global int *o) { o[0] = c[0]; }\n",
+    };
+    static const char *names[] = {"__global", "__constant"};
+
+    for (int v = 0; v < 2; v++) {
+        sess_t s;
+        uint8_t bad[8];
+        uint64_t ctx, q, prog, k, kseq, aseq, nseq, one = 1;
+        int32_t err = 0;
+        int rc;
+        char why[400], how[400];
+
+        OPEN_OR_FAIL(&s, 1, r);
+        memset(bad, 0x41, sizeof(bad));
+        ctx = op_context(&s, NULL);
+        q = op_queue(&s, ctx, NULL);
+        prog = op_program_built(&s, ctx, srcs[v], why, sizeof(why));
+        if (!prog) {
+            FAILF(r, "%s", why);
+            sess_close(&s);
+            return;
+        }
+        k = op_kernel(&s, prog, "k", &kseq);
+        aseq = op_arg_value(&s, k, 0, bad, sizeof(bad));
+        if (v == 1) {
+            /* The second argument is legitimate: a real buffer. */
+            uint64_t out = op_buffer(&s, ctx, 64, NULL, NULL);
+            op_arg_mem(&s, k, 1, out);
+        }
+        nseq = op_ndrange(&s, q, k, 1, &one);
+        rc = op_finish(&s, q, T_REPLY, &err);
+        if (async_err(&s, kseq)) {
+            FAILF(r, "%s: clCreateKernel failed (%d): harness problem", names[v], async_err(&s, kseq));
+        } else if (async_err(&s, aseq)) {
+            note(r, "%s: clSetKernelArg refused with %d", names[v], async_err(&s, aseq));
+        } else if (async_err(&s, nseq)) {
+            note(r, "%s: the launch was refused with %d", names[v], async_err(&s, nseq));
+        } else if (rc == 1 && err != CL_SUCCESS) {
+            note(r, "%s: clFinish answered %d", names[v], err);
+        } else if (rc == 1) {
+            FAILF(r, "%s: the server accepted 8 raw bytes as a %s pointer argument, ran the kernel and "
+                     "clFinish succeeded", names[v], names[v]);
+        } else if (rc == 0) {
+            FAILF(r, "%s: clFinish got no reply within %d s after a raw-pointer argument", names[v],
+                  T_REPLY / 1000);
+        } else {
+            note(r, "%s: session ended (%s)", names[v], ended_how(&s, how, sizeof(how)));
+        }
+        sess_close(&s);
+    }
+}
+
+/*
+ * info-pointer: clGet*Info queries whose value is an OpenCL handle (a
+ * pointer in the server's address space). Passing them on tells a tenant
+ * where the server's heap is. Correct: every one is refused with an error.
+ * CL_CONTEXT_PROPERTIES (which carries the platform handle) may instead
+ * answer a list with no pointer-sized value in it.
+ */
+typedef struct {
+    const char *name;
+    int kind;
+    int obj;       /* index into the ids of the attack */
+    uint32_t param;
+    int props;     /* a properties list: check its words instead */
+} info_case_t;
+
+static void attack_info_pointer(result_t *r)
+{
+    enum { O_CTX, O_QUEUE, O_MEM, O_SUB, O_PROG, O_KERNEL, O_EVENT, O_N };
+    static const info_case_t cases[] = {
+        {"CL_MEM_CONTEXT", RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, O_MEM, CL_MEM_CONTEXT, 0},
+        {"CL_MEM_ASSOCIATED_MEMOBJECT", RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, O_SUB, CL_MEM_ASSOCIATED_MEMOBJECT, 0},
+        {"CL_QUEUE_CONTEXT", RGPU__CL_OBJECT_KIND__CL_OBJ_QUEUE, O_QUEUE, CL_QUEUE_CONTEXT, 0},
+        {"CL_QUEUE_DEVICE", RGPU__CL_OBJECT_KIND__CL_OBJ_QUEUE, O_QUEUE, CL_QUEUE_DEVICE, 0},
+        {"CL_EVENT_COMMAND_QUEUE", RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT, O_EVENT, CL_EVENT_COMMAND_QUEUE, 0},
+        {"CL_EVENT_CONTEXT", RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT, O_EVENT, CL_EVENT_CONTEXT, 0},
+        {"CL_KERNEL_PROGRAM", RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL, O_KERNEL, CL_KERNEL_PROGRAM, 0},
+        {"CL_KERNEL_CONTEXT", RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL, O_KERNEL, CL_KERNEL_CONTEXT, 0},
+        {"CL_PROGRAM_CONTEXT", RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM, O_PROG, CL_PROGRAM_CONTEXT, 0},
+        {"CL_PROGRAM_DEVICES", RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM, O_PROG, CL_PROGRAM_DEVICES, 0},
+        {"CL_CONTEXT_DEVICES", RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT, O_CTX, CL_CONTEXT_DEVICES, 0},
+        {"CL_CONTEXT_PROPERTIES", RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT, O_CTX, CL_CONTEXT_PROPERTIES, 1},
+    };
+    uint64_t ids[O_N];
+    sess_t s;
+    char why[400], how[400];
+    int refused = 0;
+
+    OPEN_OR_FAIL(&s, 1, r);
+    ids[O_CTX] = op_context(&s, NULL);
+    ids[O_QUEUE] = op_queue(&s, ids[O_CTX], NULL);
+    ids[O_MEM] = op_buffer(&s, ids[O_CTX], 4096, NULL, NULL);
+    ids[O_SUB] = op_sub_buffer(&s, ids[O_MEM], 0, 1024, NULL);
+    ids[O_PROG] = op_program_built(&s, ids[O_CTX], k_global_src, why, sizeof(why));
+    if (!ids[O_PROG]) {
+        FAILF(r, "%s", why);
+        sess_close(&s);
+        return;
+    }
+    ids[O_KERNEL] = op_kernel(&s, ids[O_PROG], "k", NULL);
+    ids[O_EVENT] = s.next_id++;
+    op_marker(&s, ids[O_QUEUE], ids[O_EVENT], NULL, 0);
+    if (sync_or_fail(&s, r, "creating the objects") != 0) {
+        sess_close(&s);
+        return;
+    }
+    if (s.n_aerr) {
+        FAILF(r, "creating the objects failed (AsyncError %d: %s): harness problem", s.aerr[0].err, s.aerr[0].what);
+        sess_close(&s);
+        return;
+    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const info_case_t *c = &cases[i];
+        Rgpu__ClGetInfo m = RGPU__CL_GET_INFO__INIT;
+        Rgpu__ClInfoReply *reply;
+        uint64_t seq;
+        frame_t f;
+        int rc;
+
+        m.kind = (Rgpu__ClObjectKind)c->kind;
+        m.id = ids[c->obj];
+        m.param = c->param;
+        m.which = RGPU__CL_INFO_WHICH__CL_INFO_OBJECT;
+        seq = send_frame(&s, RGPU__MSG_TYPE__MSG_CL_GET_INFO, &m.base, NULL, 0);
+        rc = seq ? wait_reply(&s, seq, T_REPLY, &f) : -1;
+        if (rc != 1) {
+            FAILF(r, "%s: %s", c->name, rc == 0 ? "no reply within the deadline" : ended_how(&s, how, sizeof(how)));
+            break;
+        }
+        reply = rgpu__cl_info_reply__unpack(NULL, f.hdr.body_len, f.body);
+        frame_free(&f);
+        if (!reply) {
+            FAILF(r, "%s: the reply is not a ClInfoReply", c->name);
+            continue;
+        }
+        if (reply->cl_error != CL_SUCCESS) {
+            refused++;
+        } else if (c->props) {
+            /* Every word of the list must be a small number (keys, flags). */
+            int leak = 0;
+            for (size_t at = 0; at + 8 <= reply->value.len; at += 8) {
+                uint64_t w;
+                memcpy(&w, reply->value.data + at, 8);
+                if (w > 0xffffffffull)
+                    leak = 1;
+            }
+            if (leak)
+                FAILF(r, "%s answered %zu bytes holding a pointer-sized value (the server's platform handle)",
+                      c->name, reply->value.len);
+            else
+                refused++;
+        } else {
+            uint64_t w = 0;
+            memcpy(&w, reply->value.data, reply->value.len < 8 ? reply->value.len : 8);
+            FAILF(r, "%s answered %zu bytes (0x%llx: the server's own handle) instead of an error", c->name,
+                  reply->value.len, (unsigned long long)w);
+        }
+        rgpu__cl_info_reply__free_unpacked(reply, NULL);
+    }
+    if (!r->failed)
+        note(r, "all %d handle-valued queries refused", refused);
+    sess_close(&s);
+}
+
+/*
+ * subbuf-rect: rect copies, writes and reads where a side is a sub-buffer
+ * (PoCL 3.1 reads a NULL pointer there). Correct: the data comes out right,
+ * or the call fails cleanly; the server lives on.
+ */
+#define SB_SIZE 65536
+#define SB_ORIGIN 4096
+#define SB_SUB 8192
+
+static void attack_subbuf_rect(result_t *r)
+{
+    static uint8_t model_p[SB_SIZE], model_d[SB_SIZE], got[SB_SIZE];
+    sess_t s;
+    uint64_t ctx, q, p, d, sub;
+    int32_t err;
+    int rc;
+    char how[400];
+
+    for (int i = 0; i < SB_SIZE; i++)
+        model_p[i] = (uint8_t)(i * 7 + 3);
+    memset(model_d, 0, sizeof(model_d));
+    OPEN_OR_FAIL(&s, 1, r);
+    ctx = op_context(&s, NULL);
+    q = op_queue(&s, ctx, NULL);
+    p = op_buffer(&s, ctx, SB_SIZE, model_p, NULL);
+    d = op_buffer(&s, ctx, SB_SIZE, model_d, NULL);
+    sub = op_sub_buffer(&s, p, SB_ORIGIN, SB_SUB, NULL);
+    if (sync_or_fail(&s, r, "creating the buffers") != 0 || s.n_aerr) {
+        if (s.n_aerr)
+            FAILF(r, "creating the buffers failed (%d: %s): harness problem", s.aerr[0].err, s.aerr[0].what);
+        sess_close(&s);
+        return;
+    }
+
+    for (int step = 0; step < 4 && !r->failed; step++) {
+        Rgpu__ClBufferRect m = RGPU__CL_BUFFER_RECT__INIT;
+        uint64_t bo[3] = {0}, ho[3] = {0}, rg[3] = {1, 1, 1}, seq = 0;
+        uint8_t data[64];
+        const char *what;
+        uint8_t *model = model_p;
+        uint64_t check = p;
+
+        m.queue = q;
+        rect_fill(&m, bo, ho, rg);
+        if (step == 0) {
+            /* sub -> d: rows of 32 bytes from sub (row pitch 256) into d (row pitch 128). */
+            what = "CopyBufferRect from a sub-buffer";
+            m.mem = sub;
+            m.dst = d;
+            bo[0] = 16, bo[1] = 2;
+            ho[0] = 8, ho[1] = 1;
+            rg[0] = 32, rg[1] = 4;
+            m.buffer_row_pitch = 256;
+            m.host_row_pitch = 128;
+            seq = send_frame(&s, RGPU__MSG_TYPE__MSG_CL_COPY_BUFFER_RECT, &m.base, NULL, 0);
+            rc = op_finish(&s, q, T_REPLY, &err);
+            model = model_d;
+            check = d;
+            if (rc == 1 && !async_err(&s, seq) && err == CL_SUCCESS) {
+                for (int row = 0; row < 4; row++)
+                    memcpy(model_d + (1 + row) * 128 + 8, model_p + SB_ORIGIN + (2 + row) * 256 + 16, 32);
+            }
+        } else if (step == 1) {
+            /* d -> sub. */
+            what = "CopyBufferRect into a sub-buffer";
+            m.mem = d;
+            m.dst = sub;
+            bo[0] = 0, bo[1] = 0;
+            ho[0] = 40, ho[1] = 3;
+            rg[0] = 48, rg[1] = 5;
+            m.buffer_row_pitch = 128;
+            m.host_row_pitch = 512;
+            seq = send_frame(&s, RGPU__MSG_TYPE__MSG_CL_COPY_BUFFER_RECT, &m.base, NULL, 0);
+            rc = op_finish(&s, q, T_REPLY, &err);
+            if (rc == 1 && !async_err(&s, seq) && err == CL_SUCCESS) {
+                for (int row = 0; row < 5; row++)
+                    memcpy(model_p + SB_ORIGIN + (3 + row) * 512 + 40, model_d + row * 128, 48);
+            }
+        } else if (step == 2) {
+            /* host -> sub. */
+            what = "WriteBufferRect into a sub-buffer";
+            for (int i = 0; i < 32; i++)
+                data[i] = (uint8_t)(0xe0 + i);
+            m.mem = sub;
+            bo[0] = 4, bo[1] = 3;
+            rg[0] = 16, rg[1] = 2;
+            m.buffer_row_pitch = 64;
+            seq = send_frame(&s, RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER_RECT, &m.base, data, 32);
+            rc = op_finish(&s, q, T_REPLY, &err);
+            if (rc == 1 && !async_err(&s, seq) && err == CL_SUCCESS) {
+                for (int row = 0; row < 2; row++)
+                    memcpy(model_p + SB_ORIGIN + (3 + row) * 64 + 4, data + row * 16, 16);
+            }
+        } else {
+            /* sub -> host. */
+            Rgpu__ClReadReply *reply;
+            frame_t f;
+
+            what = "ReadBufferRect from a sub-buffer";
+            m.mem = sub;
+            m.blocking = 1;
+            bo[0] = 0, bo[1] = 1;
+            rg[0] = 8, rg[1] = 3;
+            m.buffer_row_pitch = 32;
+            seq = send_frame(&s, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER_RECT, &m.base, NULL, 0);
+            rc = seq ? wait_reply(&s, seq, T_REPLY, &f) : -1;
+            if (rc != 1) {
+                FAILF(r, "%s: %s", what, rc == 0 ? "no reply within the deadline" : ended_how(&s, how, sizeof(how)));
+                break;
+            }
+            reply = rgpu__cl_read_reply__unpack(NULL, f.hdr.body_len, f.body);
+            err = reply ? reply->cl_error : -9999;
+            if (reply)
+                rgpu__cl_read_reply__free_unpacked(reply, NULL);
+            if (err != CL_SUCCESS) {
+                note(r, "%s: clean error %d", what, err);
+            } else if (f.hdr.bulk_len != 24 || !f.bulk) {
+                FAILF(r, "%s: success with %llu bytes of data, expected 24", what,
+                      (unsigned long long)f.hdr.bulk_len);
+            } else {
+                int bad = 0;
+                for (int row = 0; row < 3; row++)
+                    bad |= memcmp(f.bulk + row * 8, model_p + SB_ORIGIN + (1 + row) * 32, 8) != 0;
+                if (bad)
+                    FAILF(r, "%s: wrong data", what);
+                else
+                    note(r, "%s: data right", what);
+            }
+            frame_free(&f);
+            continue;
+        }
+        if (rc != 1) {
+            FAILF(r, "%s: the finish after it: %s", what,
+                  rc == 0 ? "no reply within the deadline" : ended_how(&s, how, sizeof(how)));
+            break;
+        }
+        if (async_err(&s, seq) || err != CL_SUCCESS) {
+            note(r, "%s: clean error %d", what, async_err(&s, seq) ? async_err(&s, seq) : err);
+            continue;
+        }
+        rc = op_read(&s, q, check, 0, SB_SIZE, got, &err);
+        if (rc != 1 || err != CL_SUCCESS) {
+            FAILF(r, "%s: reading the result back: %s", what,
+                  rc == 1 ? "error" : rc == 0 ? "no reply" : ended_how(&s, how, sizeof(how)));
+            break;
+        }
+        if (memcmp(got, model, SB_SIZE) != 0) {
+            int at = 0;
+            while (got[at] == model[at])
+                at++;
+            FAILF(r, "%s: wrong data (first difference at byte %d: got %u, expected %u)", what, at, got[at],
+                  model[at]);
+        } else {
+            note(r, "%s: data right", what);
+        }
+    }
+    sess_close(&s);
+}
+
+/*
+ * wait-forever: a call that waits on a user event the client never sets,
+ * then the client disconnects without waiting for the reply. Variants:
+ * ClWaitEvents; ClFinish behind a marker waiting on the event; a blocking
+ * ReadBuffer waiting on it. Correct: the server notices the client is gone
+ * and frees the session. Each session holds a marker buffer (16, 32 or 64
+ * MiB); rgpu_server_buffer_bytes must drop by all three within a deadline.
+ */
+static void attack_wait_forever(result_t *r)
+{
+    static const char *names[] = {"ClWaitEvents", "ClFinish behind a marker", "blocking ReadBuffer"};
+    sess_t s[3];
+    double base = 0, held = 0, now = 0;
+    int64_t deadline;
+    int leaked = 0;
+
+    if (metric_get("rgpu_server_buffer_bytes", &base) != 0) {
+        FAILF(r, "needs --metrics HOST:PORT (the server's metrics address) to see sessions freed");
+        return;
+    }
+    for (int v = 0; v < 3; v++) {
+        uint64_t ctx, q, ev, buf, one = 0;
+        uint64_t marker = (16 * MIB) << v;
+        frame_t f;
+        char how[400];
+
+        OPEN_OR_FAIL(&s[v], 1, r);
+        ctx = op_context(&s[v], NULL);
+        q = op_queue(&s[v], ctx, NULL);
+        buf = op_buffer(&s[v], ctx, marker, NULL, NULL);
+        ev = op_user_event(&s[v], ctx);
+        if (sync_or_fail(&s[v], r, "creating the objects") != 0)
+            return;
+        if (s[v].n_aerr) {
+            FAILF(r, "creating the objects failed (%d: %s): harness problem", s[v].aerr[0].err, s[v].aerr[0].what);
+            return;
+        }
+        if (v == 0) {
+            Rgpu__ClWaitEvents m = RGPU__CL_WAIT_EVENTS__INIT;
+            m.n_events = 1;
+            m.events = &ev;
+            send_frame(&s[v], RGPU__MSG_TYPE__MSG_CL_WAIT_EVENTS, &m.base, NULL, 0);
+        } else if (v == 1) {
+            Rgpu__ClQueueOp m = RGPU__CL_QUEUE_OP__INIT;
+            op_marker(&s[v], q, 0, &ev, 1);
+            m.queue = q;
+            send_frame(&s[v], RGPU__MSG_TYPE__MSG_CL_FINISH, &m.base, NULL, 0);
+        } else {
+            Rgpu__ClReadBuffer m = RGPU__CL_READ_BUFFER__INIT;
+            m.queue = q;
+            m.mem = buf;
+            m.size = 4096;
+            m.blocking = 1;
+            m.n_wait = 1;
+            m.wait = &ev;
+            send_frame(&s[v], RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &m.base, NULL, 0);
+        }
+        (void)one;
+        /* Give it a moment to answer at once (a refusal is fine too); it
+         * must not end the session for this. */
+        if (next_frame(&s[v], 300, &f) == 1) {
+            frame_free(&f);
+            if (s[v].session_error)
+                note(r, "%s: SessionError %d (%s)", names[v], s[v].se_status, ended_how(&s[v], how, sizeof(how)));
+        }
+    }
+    if (metric_get("rgpu_server_buffer_bytes", &held) != 0) {
+        FAILF(r, "cannot read rgpu_server_buffer_bytes");
+        return;
+    }
+    if (held - base < 100 * MIB) {
+        FAILF(r, "rgpu_server_buffer_bytes grew by only %.0f bytes with 112 MiB of marker buffers: harness problem",
+              held - base);
+        return;
+    }
+    for (int v = 0; v < 3; v++)
+        sess_close(&s[v]);
+    deadline = now_ms() + 15000;
+    do {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        if (metric_get("rgpu_server_buffer_bytes", &now) != 0) {
+            FAILF(r, "cannot read rgpu_server_buffer_bytes");
+            return;
+        }
+        if (now - base < 8 * MIB)
+            break;
+        nanosleep(&ts, NULL);
+    } while (now_ms() < deadline);
+    /* What is left, in units of 16 MiB: bit v is variant v's marker. */
+    leaked = (int)((now - base + 8.0 * MIB) / (16.0 * MIB));
+    for (int v = 0; v < 3; v++) {
+        if (leaked & (1 << v))
+            FAILF(r, "%s on a never-set user event: 15 s after the client closed, the session still holds its "
+                     "%llu MiB buffer (never freed)", names[v], (unsigned long long)(16 << v));
+        else
+            note(r, "%s: session freed after the client left", names[v]);
+    }
+}
+
+/*
+ * wait-then-set: on one connection, a call waiting on a user event, then
+ * (without waiting for its reply) the ClSetUserEventStatus(CL_COMPLETE)
+ * that completes it. Correct: the reply to the wait arrives (the server
+ * must not block the session on the wait). Variants as in wait-forever.
+ */
+static void attack_wait_then_set(result_t *r)
+{
+    static const char *names[] = {"ClWaitEvents", "ClFinish behind a marker", "blocking ReadBuffer"};
+    sess_t s[3];
+    uint64_t wseq[3];
+    int64_t deadline;
+
+    for (int v = 0; v < 3; v++) {
+        uint64_t ctx, q, ev, buf;
+
+        OPEN_OR_FAIL(&s[v], 1, r);
+        ctx = op_context(&s[v], NULL);
+        q = op_queue(&s[v], ctx, NULL);
+        buf = op_buffer(&s[v], ctx, 4096, NULL, NULL);
+        ev = op_user_event(&s[v], ctx);
+        if (sync_or_fail(&s[v], r, "creating the objects") != 0)
+            return;
+        if (s[v].n_aerr) {
+            FAILF(r, "creating the objects failed (%d: %s): harness problem", s[v].aerr[0].err, s[v].aerr[0].what);
+            return;
+        }
+        if (v == 0) {
+            Rgpu__ClWaitEvents m = RGPU__CL_WAIT_EVENTS__INIT;
+            m.n_events = 1;
+            m.events = &ev;
+            wseq[v] = send_frame(&s[v], RGPU__MSG_TYPE__MSG_CL_WAIT_EVENTS, &m.base, NULL, 0);
+        } else if (v == 1) {
+            Rgpu__ClQueueOp m = RGPU__CL_QUEUE_OP__INIT;
+            op_marker(&s[v], q, 0, &ev, 1);
+            m.queue = q;
+            wseq[v] = send_frame(&s[v], RGPU__MSG_TYPE__MSG_CL_FINISH, &m.base, NULL, 0);
+        } else {
+            Rgpu__ClReadBuffer m = RGPU__CL_READ_BUFFER__INIT;
+            m.queue = q;
+            m.mem = buf;
+            m.size = 4096;
+            m.blocking = 1;
+            m.n_wait = 1;
+            m.wait = &ev;
+            wseq[v] = send_frame(&s[v], RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &m.base, NULL, 0);
+        }
+        op_set_user_event(&s[v], ev, CL_COMPLETE);
+    }
+    deadline = now_ms() + 10000;
+    for (int v = 0; v < 3; v++) {
+        frame_t f;
+        char how[400];
+        int rc = wseq[v] ? wait_reply(&s[v], wseq[v], left_ms(deadline), &f) : -1;
+
+        if (rc == 1) {
+            int32_t err = -9999;
+            if (f.hdr.type == RGPU__MSG_TYPE__MSG_CL_STATUS_REPLY) {
+                Rgpu__ClStatusReply *m = rgpu__cl_status_reply__unpack(NULL, f.hdr.body_len, f.body);
+                if (m) {
+                    err = m->cl_error;
+                    rgpu__cl_status_reply__free_unpacked(m, NULL);
+                }
+            } else if (f.hdr.type == RGPU__MSG_TYPE__MSG_CL_READ_REPLY) {
+                Rgpu__ClReadReply *m = rgpu__cl_read_reply__unpack(NULL, f.hdr.body_len, f.body);
+                if (m) {
+                    err = m->cl_error;
+                    rgpu__cl_read_reply__free_unpacked(m, NULL);
+                }
+            }
+            note(r, "%s: answered (%d) once the event was set", names[v], err);
+            frame_free(&f);
+        } else if (rc == 0) {
+            FAILF(r, "%s then ClSetUserEventStatus on the same connection: no reply within 10 s (the session "
+                     "thread blocks in the wait and never reads the set: deadlock)", names[v]);
+        } else {
+            FAILF(r, "%s then set: %s", names[v], ended_how(&s[v], how, sizeof(how)));
+        }
+        sess_close(&s[v]);
+    }
+}
+
+/* Waits up to timeout_ms for the session to be ended by the server
+ * (SessionError or close), or for an error frame about seq: returns a
+ * description in how, 1 when it came, 0 when nothing did. */
+static int refused_within(sess_t *s, uint64_t seq, int timeout_ms, char *how, size_t cap)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+
+    for (;;) {
+        frame_t f;
+        int rc;
+
+        if (s->closed || s->session_error) {
+            ended_how(s, how, cap);
+            return 1;
+        }
+        if (seq && async_err(s, seq)) {
+            snprintf(how, cap, "AsyncError %d", async_err(s, seq));
+            return 1;
+        }
+        rc = next_frame(s, left_ms(deadline), &f);
+        if (rc == 0 && !s->closed && !s->session_error)
+            return 0;
+        if (rc == 1 && seq && f.hdr.seq == seq && f.hdr.type != RGPU__MSG_TYPE__MSG_ASYNC_ERROR) {
+            /* A reply (binary reply, status): its cl_error is field 1 in all of them. */
+            Rgpu__ClStatusReply *m = rgpu__cl_status_reply__unpack(NULL, f.hdr.body_len, f.body);
+            snprintf(how, cap, "reply type %u with error %d", f.hdr.type, m ? m->cl_error : -9999);
+            if (m)
+                rgpu__cl_status_reply__free_unpacked(m, NULL);
+            frame_free(&f);
+            return 1;
+        }
+        if (rc == 1)
+            frame_free(&f);
+    }
+}
+
+/*
+ * prehello-body: before any hello, on 8 connections, a frame header
+ * announcing a 60 MiB body, then 8 MiB of it. Correct: the server refuses
+ * large unauthenticated bodies at once (SessionError or close), so no
+ * stranger can make it hold 8 x 60 MiB; with --server-pid its VmRSS must
+ * not grow by more than 16 MiB.
+ */
+static void attack_prehello_body(result_t *r)
+{
+    enum { N = 8 };
+    sess_t s[N];
+    long rss0 = server_rss_kib(), rss1;
+    int refused = 0;
+
+    for (int i = 0; i < N; i++) {
+        uint8_t head[RGPU_FRAME_HEADER_SIZE];
+        rgpu_frame_header_t h = {RGPU_PROTOCOL_VERSION, RGPU__MSG_TYPE__MSG_HELLO, 0, 60 * MIB, 1, 0};
+
+        memset(&s[i], 0, sizeof(s[i]));
+        s[i].fd = tcp_connect(server_addr);
+        if (s[i].fd < 0) {
+            FAILF(r, "connection %d: cannot connect: %s", i, strerror(errno));
+            for (int j = 0; j < i; j++)
+                sess_close(&s[j]);
+            return;
+        }
+        rgpu_frame_header_encode(&h, head);
+        if (send_all(&s[i], head, sizeof(head), now_ms() + T_REPLY) == 1) {
+            /* 8 MiB of the body; the server may stop reading (timeout) or close. */
+            static const uint8_t zeros[1 << 16];
+            int64_t deadline = now_ms() + T_REFUSE;
+            for (uint64_t sent = 0; sent < 8 * MIB; sent += sizeof(zeros))
+                if (send_all(&s[i], zeros, sizeof(zeros), deadline) != 1)
+                    break;
+        }
+    }
+    rss1 = server_rss_kib();
+    for (int i = 0; i < N; i++) {
+        char how[400];
+        if (refused_within(&s[i], 0, T_REFUSE, how, sizeof(how)))
+            refused++;
+    }
+    if (refused < N)
+        FAILF(r, "%d of %d connections announcing a 60 MiB pre-hello body were still open %d s later (the server "
+                 "waits for the body instead of refusing it)", N - refused, N, T_REFUSE / 1000);
+    else
+        note(r, "all %d refused", N);
+    if (rss0 > 0 && rss1 > 0) {
+        if (rss1 - rss0 > 16 * 1024)
+            FAILF(r, "server VmRSS grew by %ld MiB while %d strangers sent 8 MiB each of a 60 MiB hello", (rss1 - rss0) / 1024,
+                  N);
+        else
+            note(r, "server VmRSS grew by %ld KiB", rss1 - rss0);
+    }
+    for (int i = 0; i < N; i++)
+        sess_close(&s[i]);
+}
+
+/*
+ * bulk-to-nothing: after hello, calls announcing 1 GiB of bulk to objects
+ * that do not exist (or cannot take it), then 16 MiB of that bulk. Correct:
+ * the server refuses before receiving (an error for the call, or a
+ * SessionError / close) within 5 s, and does not allocate the GiB (with
+ * --server-pid: VmRSS grows by at most 16 MiB over all variants).
+ */
+static void attack_bulk_to_nothing(result_t *r)
+{
+    enum { V = 5 };
+    static const char *names[V] = {
+        "WriteBuffer to a nonexistent queue and buffer",
+        "WriteBuffer past the end of a 4 KiB buffer",
+        "WriteBufferRect to a nonexistent buffer",
+        "CreateProgramBinary in a nonexistent context",
+        "CreateBuffer (with contents) in a nonexistent context",
+    };
+    sess_t s[V];
+    uint64_t seq[V];
+    long rss0, rss1;
+    int64_t deadline;
+
+    for (int v = 0; v < V; v++) {
+        OPEN_OR_FAIL(&s[v], 1, r);
+        seq[v] = 0;
+    }
+    /* Variant 1 gets a real queue and a small buffer. */
+    {
+        uint64_t ctx = op_context(&s[1], NULL), q = op_queue(&s[1], ctx, NULL);
+        op_buffer(&s[1], ctx, 4096, NULL, NULL);
+        (void)q;
+        if (sync_or_fail(&s[1], r, "creating the objects") != 0)
+            return;
+    }
+    rss0 = server_rss_kib();
+    for (int v = 0; v < V; v++) {
+        uint64_t rg[3] = {1024, 1024, 1024}, zero[3] = {0, 0, 0};
+        uint64_t len = GIB, dev0 = 0;
+        uint32_t dev = 0;
+        Rgpu__ClWriteBuffer w = RGPU__CL_WRITE_BUFFER__INIT;
+        Rgpu__ClBufferRect rect = RGPU__CL_BUFFER_RECT__INIT;
+        Rgpu__ClCreateProgramBinary bin = RGPU__CL_CREATE_PROGRAM_BINARY__INIT;
+        Rgpu__ClCreateBuffer cb = RGPU__CL_CREATE_BUFFER__INIT;
+        const ProtobufCMessage *msg;
+        uint16_t type;
+
+        (void)dev0;
+        switch (v) {
+        case 0:
+            w.queue = 999001;
+            w.mem = 999002;
+            w.size = GIB;
+            msg = &w.base;
+            type = RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER;
+            break;
+        case 1:
+            w.queue = 2;        /* the ids created above: context 1, queue 2, buffer 3 */
+            w.mem = 3;
+            w.size = GIB;
+            msg = &w.base;
+            type = RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER;
+            break;
+        case 2:
+            rect.queue = 999001;
+            rect.mem = 999002;
+            rect_fill(&rect, zero, zero, rg);
+            rect.buffer_row_pitch = 1024;
+            rect.buffer_slice_pitch = 1024 * 1024;
+            msg = &rect.base;
+            type = RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER_RECT;
+            break;
+        case 3:
+            bin.id = 999003;
+            bin.context = 999004;
+            bin.n_devices = 1;
+            bin.devices = &dev;
+            bin.n_lengths = 1;
+            bin.lengths = &len;
+            msg = &bin.base;
+            type = RGPU__MSG_TYPE__MSG_CL_CREATE_PROGRAM_BINARY;
+            break;
+        default:
+            cb.id = 999005;
+            cb.context = 999004;
+            cb.flags = CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR;
+            cb.size = GIB;
+            msg = &cb.base;
+            type = RGPU__MSG_TYPE__MSG_CL_CREATE_BUFFER;
+            break;
+        }
+        /* 16 MiB of the GiB; a server that stops reading makes this time out, which is fine. */
+        seq[v] = s[v].seq + 1;
+        send_frame_ex(&s[v], type, msg, NULL, 16 * MIB, GIB, T_REFUSE);
+    }
+    rss1 = server_rss_kib();
+    deadline = now_ms() + T_REFUSE;
+    for (int v = 0; v < V; v++) {
+        char how[400];
+        if (refused_within(&s[v], seq[v], left_ms(deadline), how, sizeof(how)))
+            note(r, "%s: %s", names[v], how);
+        else
+            FAILF(r, "%s: no refusal within %d s of announcing 1 GiB of bulk (the server keeps receiving it)",
+                  names[v], T_REFUSE / 1000);
+    }
+    if (rss0 > 0 && rss1 > 0) {
+        if (rss1 - rss0 > 16 * 1024)
+            FAILF(r, "server VmRSS grew by %ld MiB while receiving 16 MiB of bulk for each of %d nonexistent targets",
+                  (rss1 - rss0) / 1024, V);
+        else
+            note(r, "server VmRSS grew by %ld KiB", rss1 - rss0);
+    }
+    for (int v = 0; v < V; v++)
+        sess_close(&s[v]);
+}
+
+/*
+ * readrect-huge: ReadBufferRect of a 2^40-byte region (and of a 4 GiB one)
+ * on a 4 KiB buffer. Correct: an error reply, without allocating the
+ * region first (with --server-pid: VmRSS grows by at most 16 MiB).
+ */
+static void attack_readrect_huge(result_t *r)
+{
+    static const uint64_t regions[][3] = {{1ull << 20, 1ull << 20, 1}, {65536, 65536, 1}, {4096, 1, 1ull << 20}};
+    sess_t s;
+    uint64_t ctx, q, buf;
+    long rss0;
+    char how[400];
+
+    OPEN_OR_FAIL(&s, 1, r);
+    ctx = op_context(&s, NULL);
+    q = op_queue(&s, ctx, NULL);
+    buf = op_buffer(&s, ctx, 4096, NULL, NULL);
+    if (sync_or_fail(&s, r, "creating the objects") != 0) {
+        sess_close(&s);
+        return;
+    }
+    rss0 = server_rss_kib();
+    for (size_t v = 0; v < sizeof(regions) / sizeof(regions[0]); v++) {
+        for (int blocking = 1; blocking >= 0; blocking--) {
+            Rgpu__ClBufferRect m = RGPU__CL_BUFFER_RECT__INIT;
+            uint64_t bo[3] = {0, 0, 0}, ho[3] = {0, 0, 0}, rg[3];
+            Rgpu__ClReadReply *reply;
+            uint64_t seq, total;
+            frame_t f;
+            int rc;
+            long rss;
+
+            memcpy(rg, regions[v], sizeof(rg));
+            total = rg[0] * rg[1] * rg[2];
+            m.queue = q;
+            m.mem = buf;
+            m.blocking = blocking;
+            rect_fill(&m, bo, ho, rg);
+            m.buffer_row_pitch = rg[0];
+            m.buffer_slice_pitch = rg[0] * rg[1];
+            seq = send_frame(&s, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER_RECT, &m.base, NULL, 0);
+            rc = seq ? wait_reply(&s, seq, T_REPLY, &f) : -1;
+            rss = server_rss_kib();
+            if (rc != 1) {
+                FAILF(r, "%s read of %llu bytes from a 4 KiB buffer: %s", blocking ? "blocking" : "non-blocking",
+                      (unsigned long long)total, rc == 0 ? "no reply" : ended_how(&s, how, sizeof(how)));
+                sess_close(&s);
+                return;
+            }
+            reply = rgpu__cl_read_reply__unpack(NULL, f.hdr.body_len, f.body);
+            if (!reply || reply->cl_error == CL_SUCCESS || f.hdr.bulk_len)
+                FAILF(r, "%s read of %llu bytes from a 4 KiB buffer: answered error %d with %llu bytes",
+                      blocking ? "blocking" : "non-blocking", (unsigned long long)total,
+                      reply ? reply->cl_error : -9999, (unsigned long long)f.hdr.bulk_len);
+            else
+                note(r, "%llu bytes (%s): error %d", (unsigned long long)total, blocking ? "blocking" : "non-blocking",
+                     reply->cl_error);
+            if (reply)
+                rgpu__cl_read_reply__free_unpacked(reply, NULL);
+            frame_free(&f);
+            if (rss0 > 0 && rss > 0 && rss - rss0 > 16 * 1024)
+                FAILF(r, "server VmRSS grew by %ld MiB answering it", (rss - rss0) / 1024);
+        }
+    }
+    sess_close(&s);
+}
+
+/*
+ * release-twice: every kind of object released twice. Correct: the first
+ * release works, the second is an error (AsyncError), nothing crashes, and
+ * the session keeps working.
+ */
+static void attack_release_twice(result_t *r)
+{
+    static const char *kinds[] = {"", "context", "queue", "buffer", "program", "kernel", "event"};
+    sess_t s;
+    uint64_t ctx, q, buf, sub, prog, k, ev, seq1, seq2;
+    struct {
+        int kind;
+        uint64_t id;
+    } order[7];
+    char why[400];
+    uint8_t data[256], got[256];
+    int32_t err;
+    int n = 0;
+
+    OPEN_OR_FAIL(&s, 1, r);
+    ctx = op_context(&s, NULL);
+    q = op_queue(&s, ctx, NULL);
+    buf = op_buffer(&s, ctx, 4096, NULL, NULL);
+    sub = op_sub_buffer(&s, buf, 0, 1024, NULL);
+    prog = op_program_built(&s, ctx, k_global_src, why, sizeof(why));
+    if (!prog) {
+        FAILF(r, "%s", why);
+        sess_close(&s);
+        return;
+    }
+    k = op_kernel(&s, prog, "k", NULL);
+    ev = op_user_event(&s, ctx);
+    order[n].kind = RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL, order[n++].id = k;
+    order[n].kind = RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM, order[n++].id = prog;
+    order[n].kind = RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, order[n++].id = sub;
+    order[n].kind = RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, order[n++].id = buf;
+    order[n].kind = RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT, order[n++].id = ev;
+    order[n].kind = RGPU__CL_OBJECT_KIND__CL_OBJ_QUEUE, order[n++].id = q;
+    order[n].kind = RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT, order[n++].id = ctx;
+    op_set_user_event(&s, ev, CL_COMPLETE);
+    if (sync_or_fail(&s, r, "creating the objects") != 0 || s.n_aerr) {
+        if (s.n_aerr)
+            FAILF(r, "creating the objects failed (%d: %s): harness problem", s.aerr[0].err, s.aerr[0].what);
+        sess_close(&s);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        seq1 = op_release(&s, order[i].kind, order[i].id);
+        seq2 = op_release(&s, order[i].kind, order[i].id);
+        if (sync_or_fail(&s, r, "after releasing twice") != 0) {
+            sess_close(&s);
+            return;
+        }
+        if (async_err(&s, seq1))
+            FAILF(r, "the first release of a %s failed (%d)", kinds[order[i].kind], async_err(&s, seq1));
+        if (!async_err(&s, seq2))
+            FAILF(r, "the second release of a %s was accepted", kinds[order[i].kind]);
+    }
+    /* The session still works: a fresh context, queue and buffer round trip. */
+    for (int i = 0; i < (int)sizeof(data); i++)
+        data[i] = (uint8_t)(i ^ 0x5a);
+    ctx = op_context(&s, NULL);
+    q = op_queue(&s, ctx, NULL);
+    buf = op_buffer(&s, ctx, sizeof(data), data, NULL);
+    if (op_read(&s, q, buf, 0, sizeof(data), got, &err) != 1 || err != CL_SUCCESS || memcmp(got, data, sizeof(data)))
+        FAILF(r, "after the double releases the session no longer works");
+    if (!r->failed)
+        note(r, "%d kinds: first release ok, second refused, session still works", n);
+    sess_close(&s);
+}
+
+/*
+ * bad-ids: ids that are unknown, of the wrong kind, 0, duplicated, or
+ * another session's, in releases, queries, enqueues and creations.
+ * Correct: each is an error in the attacker's session; the other session's
+ * objects are untouched; nothing crashes.
+ */
+static void attack_bad_ids(result_t *r)
+{
+    sess_t a, b;
+    uint64_t bctx, bq, bbuf, bprog, bk, bev;
+    uint64_t actx, aq, abuf, aprog, ak;
+    uint8_t bdata[4096], got[4096];
+    char why[400];
+    int32_t err;
+    int checked = 0;
+    struct {
+        const char *what;
+        uint64_t seq;
+    } expect[48];
+    int ne = 0;
+
+    for (int i = 0; i < (int)sizeof(bdata); i++)
+        bdata[i] = (uint8_t)(i * 13 + 1);
+    OPEN_OR_FAIL(&b, 5000, r);
+    bctx = op_context(&b, NULL);
+    bq = op_queue(&b, bctx, NULL);
+    bbuf = op_buffer(&b, bctx, sizeof(bdata), bdata, NULL);
+    bprog = op_program_built(&b, bctx, k_global_src, why, sizeof(why));
+    if (!bprog) {
+        FAILF(r, "%s", why);
+        sess_close(&b);
+        return;
+    }
+    bk = op_kernel(&b, bprog, "k", NULL);
+    bev = b.next_id++;
+    op_marker(&b, bq, bev, NULL, 0);
+    if (sync_or_fail(&b, r, "the victim session's objects") != 0 || b.n_aerr) {
+        if (b.n_aerr)
+            FAILF(r, "creating the objects failed (%d: %s): harness problem", b.aerr[0].err, b.aerr[0].what);
+        sess_close(&b);
+        return;
+    }
+
+    {
+        char w2[400];
+        if (sess_open(&a, 1000, w2, sizeof(w2)) != 0) {
+            FAILF(r, "cannot open the attacker's session: %s", w2);
+            sess_close(&b);
+            return;
+        }
+    }
+    actx = op_context(&a, NULL);
+    aq = op_queue(&a, actx, NULL);
+    abuf = op_buffer(&a, actx, 4096, NULL, NULL);
+    aprog = op_program_built(&a, actx, k_global_src, why, sizeof(why));
+    if (!aprog) {
+        FAILF(r, "%s", why);
+        goto out;
+    }
+    ak = op_kernel(&a, aprog, "k", NULL);
+    if (sync_or_fail(&a, r, "the attacker's objects") != 0 || a.n_aerr) {
+        if (a.n_aerr)
+            FAILF(r, "creating the objects failed (%d: %s): harness problem", a.aerr[0].err, a.aerr[0].what);
+        goto out;
+    }
+
+#define EXPECT(what_, seq_) (expect[ne].what = (what_), expect[ne++].seq = (seq_))
+    /* Releases. */
+    EXPECT("release of id 0", op_release(&a, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, 0));
+    EXPECT("release of an unknown id", op_release(&a, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, 424242));
+    EXPECT("release of the other session's buffer", op_release(&a, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, bbuf));
+    EXPECT("release of the other session's context", op_release(&a, RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT, bctx));
+    EXPECT("release of the other session's queue", op_release(&a, RGPU__CL_OBJECT_KIND__CL_OBJ_QUEUE, bq));
+    EXPECT("release of the other session's kernel", op_release(&a, RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL, bk));
+    EXPECT("release of the other session's program", op_release(&a, RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM, bprog));
+    EXPECT("release of the other session's event", op_release(&a, RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT, bev));
+    EXPECT("release of a context as a buffer", op_release(&a, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, actx));
+    EXPECT("release of a queue as a kernel", op_release(&a, RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL, aq));
+    EXPECT("release of a context as a device", op_release(&a, RGPU__CL_OBJECT_KIND__CL_OBJ_DEVICE, actx));
+    EXPECT("release of a context as a sampler", op_release(&a, RGPU__CL_OBJECT_KIND__CL_OBJ_SAMPLER, actx));
+    EXPECT("release of a context as kind 0", op_release(&a, RGPU__CL_OBJECT_KIND__CL_OBJ_NONE, actx));
+    EXPECT("release of a context as kind 99", op_release(&a, 99, actx));
+    /* Enqueues and arguments with foreign or wrong-kind ids. */
+    {
+        uint8_t x[16] = {0};
+        uint64_t one = 1;
+        EXPECT("write to the other session's buffer", op_write(&a, aq, bbuf, 0, x, sizeof(x)));
+        EXPECT("write on the other session's queue", op_write(&a, bq, abuf, 0, x, sizeof(x)));
+        EXPECT("write to a context id as a buffer", op_write(&a, aq, actx, 0, x, sizeof(x)));
+        EXPECT("the other session's buffer as a kernel argument", op_arg_mem(&a, ak, 0, bbuf));
+        EXPECT("a queue id as a kernel argument", op_arg_mem(&a, ak, 0, aq));
+        EXPECT("setting an argument of the other session's kernel", op_arg_mem(&a, bk, 0, abuf));
+        EXPECT("launching the other session's kernel", op_ndrange(&a, aq, bk, 1, &one));
+        EXPECT("launching a buffer id as a kernel", op_ndrange(&a, aq, abuf, 1, &one));
+        EXPECT("a marker waiting on the other session's event", op_marker(&a, aq, 0, &bev, 1));
+        EXPECT("a marker waiting on a buffer id as an event", op_marker(&a, aq, 0, &abuf, 1));
+        EXPECT("a marker on a context id as a queue", op_marker(&a, actx, 0, NULL, 0));
+    }
+    /* Creations from foreign or wrong parents. */
+    {
+        Rgpu__ClCreateQueue cq = RGPU__CL_CREATE_QUEUE__INIT;
+        Rgpu__ClCreateContext cc = RGPU__CL_CREATE_CONTEXT__INIT;
+        uint32_t devs[65];
+        uint64_t dummy;
+
+        EXPECT("a queue in the other session's context", (op_queue(&a, bctx, &dummy), dummy));
+        cq.id = a.next_id++;
+        cq.context = actx;
+        cq.device = 999;
+        EXPECT("a queue on device 999", send_frame(&a, RGPU__MSG_TYPE__MSG_CL_CREATE_QUEUE, &cq.base, NULL, 0));
+        memset(devs, 0, sizeof(devs));
+        devs[0] = 999;
+        cc.id = a.next_id++;
+        cc.n_devices = 1;
+        cc.devices = devs;
+        EXPECT("a context on device 999", send_frame(&a, RGPU__MSG_TYPE__MSG_CL_CREATE_CONTEXT, &cc.base, NULL, 0));
+        cc.id = a.next_id++;
+        cc.n_devices = 65;
+        devs[0] = 0;
+        EXPECT("a context with 65 devices", send_frame(&a, RGPU__MSG_TYPE__MSG_CL_CREATE_CONTEXT, &cc.base, NULL, 0));
+        EXPECT("a sub-buffer of the other session's buffer", (op_sub_buffer(&a, bbuf, 0, 1024, &dummy), dummy));
+        EXPECT("a kernel of the other session's program", (op_kernel(&a, bprog, "k", &dummy), dummy));
+        EXPECT("a buffer in a queue id as context", (op_buffer(&a, aq, 64, NULL, &dummy), dummy));
+        EXPECT("a buffer under an id already in use", (op_buffer_id(&a, abuf, actx, 64, NULL, &dummy), dummy));
+        EXPECT("a user event in the other session's context", (op_user_event(&a, bctx), a.seq));
+        EXPECT("setting the other session's event", op_set_user_event(&a, bev, CL_COMPLETE));
+    }
+#undef EXPECT
+    if (sync_or_fail(&a, r, "after the bad ids") != 0)
+        goto out;
+    for (int i = 0; i < ne; i++) {
+        if (!async_err(&a, expect[i].seq))
+            FAILF(r, "%s: accepted", expect[i].what);
+        else
+            checked++;
+    }
+    /* Sync calls: answered with an error. */
+    {
+        Rgpu__ClGetInfo gi = RGPU__CL_GET_INFO__INIT;
+        Rgpu__ClWaitEvents we = RGPU__CL_WAIT_EVENTS__INIT;
+        struct {
+            const char *what;
+            int kind, which;
+            uint64_t id;
+        } q[] = {
+            {"info on the other session's queue", RGPU__CL_OBJECT_KIND__CL_OBJ_QUEUE, 0, bq},
+            {"info on the other session's buffer", RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, 0, bbuf},
+            {"info on a queue id as a context", RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT, 0, aq},
+            {"work-group info on a buffer", RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, RGPU__CL_INFO_WHICH__CL_INFO_KERNEL_WORK_GROUP,
+             abuf},
+            {"info of kind 99", 99, 0, actx},
+            {"info which=99", RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT, 99, actx},
+        };
+        for (size_t i = 0; i < sizeof(q) / sizeof(q[0]); i++) {
+            Rgpu__ClInfoReply *rep;
+            frame_t f;
+            uint64_t seq;
+            int rc;
+
+            gi.kind = (Rgpu__ClObjectKind)q[i].kind;
+            gi.which = (uint32_t)q[i].which;
+            gi.id = q[i].id;
+            gi.param = CL_QUEUE_PROPERTIES;
+            seq = send_frame(&a, RGPU__MSG_TYPE__MSG_CL_GET_INFO, &gi.base, NULL, 0);
+            rc = seq ? wait_reply(&a, seq, T_REPLY, &f) : -1;
+            if (rc != 1) {
+                FAILF(r, "%s: no answer", q[i].what);
+                goto out;
+            }
+            rep = rgpu__cl_info_reply__unpack(NULL, f.hdr.body_len, f.body);
+            if (!rep || rep->cl_error == CL_SUCCESS)
+                FAILF(r, "%s: answered success", q[i].what);
+            else
+                checked++;
+            if (rep)
+                rgpu__cl_info_reply__free_unpacked(rep, NULL);
+            frame_free(&f);
+        }
+        we.n_events = 1;
+        we.events = &bev;
+        if (status_call(&a, RGPU__MSG_TYPE__MSG_CL_WAIT_EVENTS, &we.base, T_REPLY, &err) != 1 || err == CL_SUCCESS)
+            FAILF(r, "waiting on the other session's event: not refused");
+        else
+            checked++;
+        if (op_finish(&a, bq, T_REPLY, &err) != 1 || err == CL_SUCCESS)
+            FAILF(r, "finishing the other session's queue: not refused");
+        else
+            checked++;
+        if (op_read(&a, aq, bbuf, 0, 16, got, &err) != 1 || err == CL_SUCCESS)
+            FAILF(r, "reading the other session's buffer: not refused");
+        else
+            checked++;
+    }
+    /* The attacker's own buffer survived the duplicate id, and works. */
+    {
+        uint8_t x[64];
+        memset(x, 0x77, sizeof(x));
+        op_write(&a, aq, abuf, 0, x, sizeof(x));
+        if (op_read(&a, aq, abuf, 0, sizeof(x), got, &err) != 1 || err != CL_SUCCESS || memcmp(got, x, sizeof(x)))
+            FAILF(r, "the attacker's own buffer no longer works after a duplicate id");
+    }
+    /* The victim session: its objects are intact and it still works. */
+    if (op_read(&b, bq, bbuf, 0, sizeof(bdata), got, &err) != 1 || err != CL_SUCCESS)
+        FAILF(r, "the other session can no longer read its buffer (error %d)", err);
+    else if (memcmp(got, bdata, sizeof(bdata)) != 0)
+        FAILF(r, "the other session's buffer was changed by the attacker");
+    else if (b.n_aerr)
+        FAILF(r, "the other session got an AsyncError (%d: %s) caused by the attacker", b.aerr[0].err, b.aerr[0].what);
+    else
+        note(r, "%d bad-id calls refused; the other session is untouched", checked);
+out:
+    sess_close(&a);
+    sess_close(&b);
+}
+
+/*
+ * limits: sizes, counts and offsets past what the objects allow (fill
+ * patterns of 0, 3 and 256 bytes, a fill of 2^62 bytes, offsets that wrap
+ * around 2^64, 5000 wait events, migrating 5000 buffers, work_dim 0 and 4,
+ * rect origins of 2^63, a 2^40-byte __local argument). Correct: each is an
+ * error, nothing crashes.
+ */
+static void attack_limits(result_t *r)
+{
+    sess_t s;
+    uint64_t ctx, q, buf, prog, k;
+    uint64_t *many;
+    struct {
+        const char *what;
+        uint64_t seq;
+    } expect[32];
+    int ne = 0, checked = 0;
+    char why[400], how[400];
+    int32_t err;
+    int rc;
+
+    OPEN_OR_FAIL(&s, 1, r);
+    ctx = op_context(&s, NULL);
+    q = op_queue(&s, ctx, NULL);
+    buf = op_buffer(&s, ctx, 4096, NULL, NULL);
+    prog = op_program_built(&s, ctx, "__kernel void l(__global int *o, __local int *t) { t[0] = 1; o[0] = t[0]; }\n",
+                            why, sizeof(why));
+    if (!prog) {
+        FAILF(r, "%s", why);
+        sess_close(&s);
+        return;
+    }
+    k = op_kernel(&s, prog, "l", NULL);
+    if (sync_or_fail(&s, r, "creating the objects") != 0 || s.n_aerr) {
+        if (s.n_aerr)
+            FAILF(r, "creating the objects failed (%d: %s): harness problem", s.aerr[0].err, s.aerr[0].what);
+        sess_close(&s);
+        return;
+    }
+    many = calloc(5000, sizeof(*many));
+    if (!many)
+        exit(2);
+#define EXPECT(what_, seq_) (expect[ne].what = (what_), expect[ne++].seq = (seq_))
+    {
+        Rgpu__ClFillBuffer fb = RGPU__CL_FILL_BUFFER__INIT;
+        static uint8_t pat[256];
+        size_t lens[] = {0, 3, 256};
+        const char *names[] = {"a fill with a 0-byte pattern", "a fill with a 3-byte pattern",
+                               "a fill with a 256-byte pattern"};
+        fb.queue = q;
+        fb.mem = buf;
+        fb.size = 4096;
+        for (int i = 0; i < 3; i++) {
+            fb.pattern.data = pat;
+            fb.pattern.len = lens[i];
+            EXPECT(names[i], send_frame(&s, RGPU__MSG_TYPE__MSG_CL_FILL_BUFFER, &fb.base, NULL, 0));
+        }
+        fb.pattern.len = 4;
+        fb.size = 1ull << 62;
+        EXPECT("a fill of 2^62 bytes", send_frame(&s, RGPU__MSG_TYPE__MSG_CL_FILL_BUFFER, &fb.base, NULL, 0));
+        fb.offset = UINT64_MAX - 3;
+        fb.size = 8;
+        EXPECT("a fill at an offset that wraps", send_frame(&s, RGPU__MSG_TYPE__MSG_CL_FILL_BUFFER, &fb.base, NULL, 0));
+    }
+    {
+        Rgpu__ClCopyBuffer cp = RGPU__CL_COPY_BUFFER__INIT;
+        uint8_t x[32] = {0};
+        cp.queue = q;
+        cp.src = buf;
+        cp.dst = buf;
+        cp.src_offset = UINT64_MAX - 7;
+        cp.dst_offset = 0;
+        cp.size = 16;
+        EXPECT("a copy from an offset that wraps", send_frame(&s, RGPU__MSG_TYPE__MSG_CL_COPY_BUFFER, &cp.base, NULL, 0));
+        cp.src_offset = 0;
+        cp.dst_offset = UINT64_MAX - 7;
+        EXPECT("a copy to an offset that wraps", send_frame(&s, RGPU__MSG_TYPE__MSG_CL_COPY_BUFFER, &cp.base, NULL, 0));
+        EXPECT("a write at an offset that wraps", op_write(&s, q, buf, UINT64_MAX - 15, x, sizeof(x)));
+    }
+    {
+        Rgpu__ClBufferRect m = RGPU__CL_BUFFER_RECT__INIT;
+        uint64_t bo[3] = {1ull << 63, 0, 0}, ho[3] = {0, 0, 0}, rg[3] = {16, 1, 1};
+        uint8_t x[16] = {0};
+        m.queue = q;
+        m.mem = buf;
+        m.dst = buf;
+        rect_fill(&m, bo, ho, rg);
+        EXPECT("a rect write at origin 2^63",
+               send_frame(&s, RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER_RECT, &m.base, x, sizeof(x)));
+        EXPECT("a rect copy from origin 2^63", send_frame(&s, RGPU__MSG_TYPE__MSG_CL_COPY_BUFFER_RECT, &m.base, NULL, 0));
+        bo[0] = 0;
+        ho[1] = 1ull << 62;
+        EXPECT("a rect copy to origin row 2^62", send_frame(&s, RGPU__MSG_TYPE__MSG_CL_COPY_BUFFER_RECT, &m.base, NULL, 0));
+    }
+    {
+        Rgpu__ClMigrate mg = RGPU__CL_MIGRATE__INIT;
+        for (int i = 0; i < 5000; i++)
+            many[i] = buf;
+        mg.queue = q;
+        mg.mems = many;
+        mg.n_mems = 5000;
+        EXPECT("migrating 5000 buffers", send_frame(&s, RGPU__MSG_TYPE__MSG_CL_MIGRATE, &mg.base, NULL, 0));
+        for (int i = 0; i < 5000; i++)
+            many[i] = 7777 + (uint64_t)i;
+        EXPECT("a marker waiting on 5000 events", op_marker(&s, q, 0, many, 5000));
+    }
+    {
+        uint64_t g[4] = {1, 1, 1, 1};
+        Rgpu__ClNDRange m = RGPU__CL_NDRANGE__INIT;
+        op_arg_mem(&s, k, 0, buf);
+        op_arg_local(&s, k, 1, 64);
+        EXPECT("a launch with work_dim 0", op_ndrange(&s, q, k, 0, g));
+        EXPECT("a launch with work_dim 4", op_ndrange(&s, q, k, 4, g));
+        m.queue = q;
+        m.kernel = k;
+        m.work_dim = 1;
+        m.n_global_size = 1;
+        m.global_size = g;
+        m.n_local_size = 2;
+        m.local_size = g;
+        EXPECT("a launch with 2 local sizes for 1 dimension",
+               send_frame(&s, RGPU__MSG_TYPE__MSG_CL_NDRANGE, &m.base, NULL, 0));
+    }
+#undef EXPECT
+    rc = op_finish(&s, q, T_REPLY, &err);
+    if (rc != 1) {
+        FAILF(r, "finish after the limit cases: %s", rc == 0 ? "no reply" : ended_how(&s, how, sizeof(how)));
+        free(many);
+        sess_close(&s);
+        return;
+    }
+    for (int i = 0; i < ne; i++) {
+        if (!async_err(&s, expect[i].seq))
+            FAILF(r, "%s: accepted", expect[i].what);
+        else
+            checked++;
+    }
+    /* A 2^40-byte __local argument: refused at the set, the launch or the finish. */
+    {
+        uint64_t one = 1, aseq, nseq;
+        aseq = op_arg_local(&s, k, 1, 1ull << 40);
+        nseq = op_ndrange(&s, q, k, 1, &one);
+        rc = op_finish(&s, q, T_REPLY, &err);
+        if (rc == 1 && (async_err(&s, aseq) || async_err(&s, nseq) || err != CL_SUCCESS))
+            checked++;
+        else if (rc == 1)
+            FAILF(r, "a 2^40-byte __local argument: the kernel ran");
+        else
+            FAILF(r, "a 2^40-byte __local argument: %s", rc == 0 ? "no reply to the finish" : ended_how(&s, how, sizeof(how)));
+    }
+    if (!r->failed)
+        note(r, "%d out-of-range calls refused", checked);
+    free(many);
+    sess_close(&s);
+}
+
+/*
+ * ndrange-huge: a launch of 2^62 work-items (and one of 2^31 x 2^31 x 2^31).
+ * On a CPU device the platform would run it for ever, holding its worker
+ * threads (every tenant's) and the session, which can then never be torn
+ * down (its queue never finishes). Correct: refused (AsyncError or an error
+ * at the finish) within 15 s. Run it last: a server that accepts it stays
+ * busy.
+ */
+static void attack_ndrange_huge(result_t *r)
+{
+    static const uint64_t g1[1] = {1ull << 62}, g3[3] = {1ull << 31, 1ull << 31, 1ull << 31};
+    sess_t s;
+    uint64_t ctx, q, buf, prog, k, seq1, seq3;
+    char why[400], how[400];
+    int32_t err;
+    int rc;
+
+    OPEN_OR_FAIL(&s, 1, r);
+    ctx = op_context(&s, NULL);
+    q = op_queue(&s, ctx, NULL);
+    buf = op_buffer(&s, ctx, 4096, NULL, NULL);
+    prog = op_program_built(&s, ctx, "__kernel void n(__global int *p) { if (get_global_id(0) == 0) p[0] = 1; }\n",
+                            why, sizeof(why));
+    if (!prog) {
+        FAILF(r, "%s", why);
+        sess_close(&s);
+        return;
+    }
+    k = op_kernel(&s, prog, "n", NULL);
+    op_arg_mem(&s, k, 0, buf);
+    seq1 = op_ndrange(&s, q, k, 1, g1);
+    seq3 = op_ndrange(&s, q, k, 3, g3);
+    rc = op_finish(&s, q, T_REPLY, &err);
+    if (rc == 1 && async_err(&s, seq1) && async_err(&s, seq3))
+        note(r, "both launches refused (%d, %d)", async_err(&s, seq1), async_err(&s, seq3));
+    else if (rc == 1 && err != CL_SUCCESS)
+        note(r, "clFinish answered %d", err);
+    else if (rc == 1)
+        FAILF(r, "a launch of 2^62 work-items was accepted and finished (%s)",
+              async_err(&s, seq1) ? "the 3-D one too" : "really?");
+    else if (rc == 0)
+        FAILF(r, "a launch of 2^62 (or 2^93) work-items was accepted: clFinish got no reply within %d s (the "
+                 "device is busy for ever)", T_REPLY / 1000);
+    else
+        note(r, "session ended: %s", ended_how(&s, how, sizeof(how)));
+    sess_close(&s);
+}
+
+/* ---- main ----------------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    void (*fn)(result_t *r);
+} attack_t;
+
+static const attack_t attacks[] = {
+    {"arg-pointer", attack_arg_pointer},
+    {"info-pointer", attack_info_pointer},
+    {"subbuf-rect", attack_subbuf_rect},
+    {"wait-forever", attack_wait_forever},
+    {"wait-then-set", attack_wait_then_set},
+    {"prehello-body", attack_prehello_body},
+    {"bulk-to-nothing", attack_bulk_to_nothing},
+    {"readrect-huge", attack_readrect_huge},
+    {"release-twice", attack_release_twice},
+    {"bad-ids", attack_bad_ids},
+    {"limits", attack_limits},
+    {"ndrange-huge", attack_ndrange_huge},
+};
+#define N_ATTACKS (sizeof(attacks) / sizeof(attacks[0]))
+
+/* The server still opens a session and answers a ping: 0, or -1 with why. */
+static int server_alive(char *why, size_t cap)
+{
+    sess_t s;
+    char how[400];
+    int rc;
+
+    if (sess_open(&s, 1, why, cap) != 0)
+        return -1;
+    rc = sess_ping(&s, T_REPLY);
+    if (rc != 1)
+        snprintf(why, cap, "ping: %s", rc == 0 ? "no pong" : ended_how(&s, how, sizeof(how)));
+    sess_close(&s);
+    return rc == 1 ? 0 : -1;
+}
+
+static int run_attack(const attack_t *a)
+{
+    result_t r;
+    char why[400];
+    int64_t t0 = now_ms();
+
+    memset(&r, 0, sizeof(r));
+    a->fn(&r);
+    if (server_alive(why, sizeof(why)) != 0)
+        FAILF(&r, "afterwards the server no longer serves a new session (%s): it crashed or hangs", why);
+    printf("ATTACK %s result=%s: %s (%.1f s)\n", a->name, r.failed ? "FAIL" : "pass", r.msg[0] ? r.msg : "-",
+           (now_ms() - t0) / 1000.0);
+    fflush(stdout);
+    return r.failed;
+}
+
+static void usage(FILE *to)
+{
+    fprintf(to, "usage: hostile [--metrics HOST:PORT] [--server-pid PID] HOST:PORT ATTACK...|all\n"
+                "       hostile --list\nattacks:");
+    for (size_t i = 0; i < N_ATTACKS; i++)
+        fprintf(to, " %s", attacks[i].name);
+    fprintf(to, "\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *names[64];
+    int n_names = 0, failed = 0;
+
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--list") == 0) {
+            for (size_t j = 0; j < N_ATTACKS; j++)
+                printf("%s\n", attacks[j].name);
+            return 0;
+        } else if (strcmp(argv[i], "--metrics") == 0 && i + 1 < argc) {
+            metrics_addr = argv[++i];
+        } else if (strcmp(argv[i], "--server-pid") == 0 && i + 1 < argc) {
+            server_pid = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (argv[i][0] == '-') {
+            usage(stderr);
+            return 2;
+        } else if (!server_addr) {
+            server_addr = argv[i];
+        } else if (n_names < 64) {
+            names[n_names++] = argv[i];
+        }
+    }
+    if (!server_addr || n_names == 0) {
+        usage(stderr);
+        return 2;
+    }
+    for (int i = 0; i < n_names; i++) {
+        int found = 0;
+        for (size_t j = 0; j < N_ATTACKS; j++) {
+            if (strcmp(names[i], "all") == 0 || strcmp(names[i], attacks[j].name) == 0) {
+                failed |= run_attack(&attacks[j]);
+                found = 1;
+            }
+        }
+        if (!found) {
+            fprintf(stderr, "hostile: no attack named \"%s\"\n", names[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    return failed ? 1 : 0;
+}
