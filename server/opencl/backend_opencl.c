@@ -519,7 +519,7 @@ static rgpu_status_t rgpu_cl_create_queue(rgpu_cl_session_t *s, const rgpu_frame
 
     if (!ctx)
         err = CL_INVALID_CONTEXT;
-    else if (m->device >= s->backend->num_devices)
+    else if (m->device >= s->backend->num_devices || !rgpu_session_device_allowed(s->session, m->device))
         err = CL_INVALID_DEVICE;
     else
         q = clCreateCommandQueue(ctx->cl.context, s->backend->devices[m->device], m->properties, &err);
@@ -1122,6 +1122,12 @@ static rgpu_status_t rgpu_cl_read(rgpu_cl_session_t *s, const rgpu_frame_header_
     return RGPU_OK;
 }
 
+/* Whether [offset, offset + size) is a non-empty range inside size_max bytes. */
+static int rgpu_cl_range_ok(uint64_t offset, uint64_t size, uint64_t size_max)
+{
+    return size && offset <= size_max && size <= size_max - offset;
+}
+
 static rgpu_status_t rgpu_cl_copy(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClCopyBuffer *m)
 {
     rgpu_cl_handle_t *src, *dst;
@@ -1132,6 +1138,9 @@ static rgpu_status_t rgpu_cl_copy(rgpu_cl_session_t *s, const rgpu_frame_header_
     dst = rgpu_cl_get(s, m->dst, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
     if (err == CL_SUCCESS && (!src || !dst))
         err = CL_INVALID_MEM_OBJECT;
+    if (err == CL_SUCCESS && !(rgpu_cl_range_ok(m->src_offset, m->size, src->size) &&
+                               rgpu_cl_range_ok(m->dst_offset, m->size, dst->size)))
+        err = CL_INVALID_VALUE;
     if (err == CL_SUCCESS)
         err = clEnqueueCopyBuffer(cmd.queue->cl.queue, src->cl.mem, dst->cl.mem, m->src_offset, m->dst_offset,
                                   m->size, cmd.num_wait, cmd.wait, rgpu_cl_ev_out(&cmd, m->event));
@@ -1147,6 +1156,11 @@ static rgpu_status_t rgpu_cl_fill(rgpu_cl_session_t *s, const rgpu_frame_header_
     mem = rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
     if (err == CL_SUCCESS && !mem)
         err = CL_INVALID_MEM_OBJECT;
+    /* Patterns are 1 to 128 bytes, a power of two, dividing offset and size. */
+    if (err == CL_SUCCESS && (m->pattern.len == 0 || m->pattern.len > 128 || (m->pattern.len & (m->pattern.len - 1)) ||
+                              m->offset % m->pattern.len || m->size % m->pattern.len ||
+                              !rgpu_cl_range_ok(m->offset, m->size, mem->size)))
+        err = CL_INVALID_VALUE;
     if (err == CL_SUCCESS)
         err = clEnqueueFillBuffer(cmd.queue->cl.queue, mem->cl.mem, m->pattern.data, m->pattern.len, m->offset,
                                   m->size, cmd.num_wait, cmd.wait, rgpu_cl_ev_out(&cmd, m->event));
@@ -1568,11 +1582,13 @@ static cl_int rgpu_cl_devices(rgpu_cl_session_t *s, size_t n, const uint32_t *id
     *devs_p = NULL;
     if (n == 0)
         return CL_SUCCESS;
+    if (n > 64)
+        return CL_INVALID_VALUE;
     devs = malloc(n * sizeof(*devs));
     if (!devs)
         return CL_OUT_OF_HOST_MEMORY;
     for (size_t i = 0; i < n; i++) {
-        if (idx[i] >= s->backend->num_devices) {
+        if (idx[i] >= s->backend->num_devices || !rgpu_session_device_allowed(s->session, idx[i])) {
             free(devs);
             return CL_INVALID_DEVICE;
         }
@@ -1775,18 +1791,26 @@ static rgpu_status_t rgpu_cl_create_program_binary(rgpu_cl_session_t *s, const r
     cl_int err;
     rgpu_status_t status;
 
-    for (size_t i = 0; i < m->n_lengths; i++)
-        total += m->lengths[i];
+    for (size_t i = 0; i < m->n_lengths; i++) {
+        if (__builtin_add_overflow(total, m->lengths[i], &total)) {
+            total = UINT64_MAX;
+            break;
+        }
+    }
     if (m->n_lengths != m->n_devices || total != hdr->bulk_len || m->n_devices == 0 || m->n_devices > 64) {
-        snprintf(reason, reason_cap, "program binaries: %zu lengths for %zu devices, %llu bytes announced, %llu sent",
-                 m->n_lengths, m->n_devices, (unsigned long long)total, (unsigned long long)hdr->bulk_len);
+        snprintf(reason, reason_cap, "program binaries: %zu lengths for %zu devices, %llu bytes sent",
+                 m->n_lengths, m->n_devices, (unsigned long long)hdr->bulk_len);
         return RGPU_ERR_PROTOCOL;
     }
-    bulk = malloc(total ? total : 1);
-    if (!bulk) {
+    /* The context and devices are checked before the binaries are received. */
+    err = !ctx ? CL_INVALID_CONTEXT : rgpu_cl_devices(s, m->n_devices, m->devices, &devs);
+    if (err == CL_SUCCESS && !(bulk = malloc(total ? total : 1)))
+        err = CL_OUT_OF_HOST_MEMORY;
+    if (err != CL_SUCCESS) {
+        free(devs);
         if ((status = rgpu_session_discard_bulk(s->session, total)) != RGPU_OK)
             return status;
-        reply.cl_error = CL_OUT_OF_HOST_MEMORY;
+        reply.cl_error = err;
         return rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_CL_PROGRAM_BINARY_REPLY, hdr->seq, &reply.base,
                                  NULL, 0);
     }
@@ -1797,12 +1821,8 @@ static rgpu_status_t rgpu_cl_create_program_binary(rgpu_cl_session_t *s, const r
     bins = calloc(m->n_devices, sizeof(*bins));
     lens = calloc(m->n_devices, sizeof(*lens));
     bstat = calloc(m->n_devices, sizeof(*bstat));
-    if (!ctx)
-        err = CL_INVALID_CONTEXT;
-    else if (!bins || !lens || !bstat)
+    if (!bins || !lens || !bstat)
         err = CL_OUT_OF_HOST_MEMORY;
-    else
-        err = rgpu_cl_devices(s, m->n_devices, m->devices, &devs);
     if (err == CL_SUCCESS) {
         for (size_t i = 0, at = 0; i < m->n_devices; i++) {
             bins[i] = bulk + at;
