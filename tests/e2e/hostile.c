@@ -67,6 +67,9 @@
 static const char *server_addr;
 static const char *metrics_addr;
 static int server_pid;
+/* HOSTILE_VARIANTS=MASK: only these variants of wait-forever and
+ * wait-then-set (bit 0 ClWaitEvents, 1 ClFinish, 2 blocking read). */
+static int variants = 7;
 
 /* ---- time ---------------------------------------------------------- */
 
@@ -1182,6 +1185,11 @@ static void attack_wait_forever(result_t *r)
     for (int v = 0; v < 3; v++) {
         uint64_t ctx, q, ev, buf, one = 0;
         uint64_t marker = (16 * MIB) << v;
+
+        if (!(variants & (1 << v))) {
+            s[v].fd = -1;
+            continue;
+        }
         frame_t f;
         char how[400];
 
@@ -1229,8 +1237,8 @@ static void attack_wait_forever(result_t *r)
         FAILF(r, "cannot read rgpu_server_buffer_bytes");
         return;
     }
-    if (held - base < 100 * MIB) {
-        FAILF(r, "rgpu_server_buffer_bytes grew by only %.0f bytes with 112 MiB of marker buffers: harness problem",
+    if (held - base < (variants & 1 ? 12 : 0) * MIB + (variants & 2 ? 24 : 0) * MIB + (variants & 4 ? 48 : 0) * MIB) {
+        FAILF(r, "rgpu_server_buffer_bytes grew by only %.0f bytes with the marker buffers: harness problem",
               held - base);
         return;
     }
@@ -1240,7 +1248,8 @@ static void attack_wait_forever(result_t *r)
     do {
         struct timespec ts = {0, 100 * 1000 * 1000};
         if (metric_get("rgpu_server_buffer_bytes", &now) != 0) {
-            FAILF(r, "cannot read rgpu_server_buffer_bytes");
+            FAILF(r, "after the clients left, rgpu_server_buffer_bytes can no longer be read (did the server "
+                     "die tearing the sessions down?)");
             return;
         }
         if (now - base < 8 * MIB)
@@ -1250,12 +1259,68 @@ static void attack_wait_forever(result_t *r)
     /* What is left, in units of 16 MiB: bit v is variant v's marker. */
     leaked = (int)((now - base + 8.0 * MIB) / (16.0 * MIB));
     for (int v = 0; v < 3; v++) {
+        if (!(variants & (1 << v)))
+            continue;
         if (leaked & (1 << v))
             FAILF(r, "%s on a never-set user event: 15 s after the client closed, the session still holds its "
                      "%llu MiB buffer (never freed)", names[v], (unsigned long long)(16 << v));
         else
             note(r, "%s: session freed after the client left", names[v]);
     }
+}
+
+/*
+ * user-event-fail: commands that want no event of their own (a marker, a
+ * copy) waiting on a user event, which the client then sets to an error
+ * status. PoCL 3.1 aborts the whole process when a failed user event fails
+ * an event-less command (PTHREAD ERROR in pocl_update_event_failed), and
+ * the server's teardown fails pending user events the same way when a
+ * client leaves. Correct: the server lives; the finish answers (an error
+ * is fine).
+ */
+static void attack_user_event_fail(result_t *r)
+{
+    sess_t s;
+    uint64_t ctx, q, ev, a, b, sseq;
+    uint8_t x[64] = {0};
+    int32_t err = 0;
+    int rc;
+    char how[400];
+
+    OPEN_OR_FAIL(&s, 1, r);
+    ctx = op_context(&s, NULL);
+    q = op_queue(&s, ctx, NULL);
+    a = op_buffer(&s, ctx, sizeof(x), x, NULL);
+    b = op_buffer(&s, ctx, sizeof(x), x, NULL);
+    ev = op_user_event(&s, ctx);
+    if (sync_or_fail(&s, r, "creating the objects") != 0) {
+        sess_close(&s);
+        return;
+    }
+    op_marker(&s, q, 0, &ev, 1);
+    {
+        Rgpu__ClCopyBuffer cp = RGPU__CL_COPY_BUFFER__INIT;
+        cp.queue = q;
+        cp.src = a;
+        cp.dst = b;
+        cp.size = sizeof(x);
+        cp.wait = &ev;
+        cp.n_wait = 1;
+        send_frame(&s, RGPU__MSG_TYPE__MSG_CL_COPY_BUFFER, &cp.base, NULL, 0);
+    }
+    if (sync_or_fail(&s, r, "enqueueing behind the user event") != 0) {
+        sess_close(&s);
+        return;
+    }
+    sseq = op_set_user_event(&s, ev, CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST);
+    rc = op_finish(&s, q, T_REPLY, &err);
+    if (rc == 1)
+        note(r, "set to an error status (%d); clFinish answered %d", async_err(&s, sseq), err);
+    else if (rc == 0)
+        FAILF(r, "clFinish got no reply within %d s after the user event failed", T_REPLY / 1000);
+    else
+        note(r, "session ended: %s", ended_how(&s, how, sizeof(how)));
+    sess_close(&s);
 }
 
 /*
@@ -1274,6 +1339,11 @@ static void attack_wait_then_set(result_t *r)
     for (int v = 0; v < 3; v++) {
         uint64_t ctx, q, ev, buf;
 
+        wseq[v] = 0;
+        if (!(variants & (1 << v))) {
+            s[v].fd = -1;
+            continue;
+        }
         OPEN_OR_FAIL(&s[v], 1, r);
         ctx = op_context(&s[v], NULL);
         q = op_queue(&s[v], ctx, NULL);
@@ -1311,7 +1381,11 @@ static void attack_wait_then_set(result_t *r)
     for (int v = 0; v < 3; v++) {
         frame_t f;
         char how[400];
-        int rc = wseq[v] ? wait_reply(&s[v], wseq[v], left_ms(deadline), &f) : -1;
+        int rc;
+
+        if (!(variants & (1 << v)))
+            continue;
+        rc = wseq[v] ? wait_reply(&s[v], wseq[v], left_ms(deadline), &f) : -1;
 
         if (rc == 1) {
             int32_t err = -9999;
@@ -1535,8 +1609,8 @@ static void attack_bulk_to_nothing(result_t *r)
         if (refused_within(&s[v], seq[v], left_ms(deadline), how, sizeof(how)))
             note(r, "%s: %s", names[v], how);
         else
-            FAILF(r, "%s: no refusal within %d s of announcing 1 GiB of bulk (the server keeps receiving it)",
-                  names[v], T_REFUSE / 1000);
+            FAILF(r, "%s: no refusal within %d s of announcing 1 GiB of bulk, 16 MiB of it sent (the server "
+                     "receives or discards the whole GiB before it answers)", names[v], T_REFUSE / 1000);
     }
     if (rss0 > 0 && rss1 > 0) {
         if (rss1 - rss0 > 16 * 1024)
@@ -1906,8 +1980,7 @@ out:
  * limits: sizes, counts and offsets past what the objects allow (fill
  * patterns of 0, 3 and 256 bytes, a fill of 2^62 bytes, offsets that wrap
  * around 2^64, 5000 wait events, migrating 5000 buffers, work_dim 0 and 4,
- * rect origins of 2^63, a 2^40-byte __local argument). Correct: each is an
- * error, nothing crashes.
+ * rect origins of 2^63). Correct: each is an error, nothing crashes.
  */
 static void attack_limits(result_t *r)
 {
@@ -2039,22 +2112,53 @@ static void attack_limits(result_t *r)
         else
             checked++;
     }
-    /* A 2^40-byte __local argument: refused at the set, the launch or the finish. */
-    {
-        uint64_t one = 1, aseq, nseq;
-        aseq = op_arg_local(&s, k, 1, 1ull << 40);
-        nseq = op_ndrange(&s, q, k, 1, &one);
-        rc = op_finish(&s, q, T_REPLY, &err);
-        if (rc == 1 && (async_err(&s, aseq) || async_err(&s, nseq) || err != CL_SUCCESS))
-            checked++;
-        else if (rc == 1)
-            FAILF(r, "a 2^40-byte __local argument: the kernel ran");
-        else
-            FAILF(r, "a 2^40-byte __local argument: %s", rc == 0 ? "no reply to the finish" : ended_how(&s, how, sizeof(how)));
-    }
     if (!r->failed)
         note(r, "%d out-of-range calls refused", checked);
     free(many);
+    sess_close(&s);
+}
+
+/*
+ * arg-local-huge: a __local argument of 2^40 bytes, then a launch (PoCL 3.1
+ * asserts in setup_kernel_arg_array_with_locals and aborts the server).
+ * Correct: refused at the set, the launch or the finish; the server lives.
+ */
+static void attack_arg_local_huge(result_t *r)
+{
+    sess_t s;
+    uint64_t ctx, q, buf, prog, k, one = 1, aseq, nseq;
+    char why[400], how[400];
+    int32_t err = 0;
+    int rc;
+
+    OPEN_OR_FAIL(&s, 1, r);
+    ctx = op_context(&s, NULL);
+    q = op_queue(&s, ctx, NULL);
+    buf = op_buffer(&s, ctx, 4096, NULL, NULL);
+    prog = op_program_built(&s, ctx, "__kernel void l(__global int *o, __local int *t) { t[0] = 1; o[0] = t[0]; }\n",
+                            why, sizeof(why));
+    if (!prog) {
+        FAILF(r, "%s", why);
+        sess_close(&s);
+        return;
+    }
+    k = op_kernel(&s, prog, "l", NULL);
+    op_arg_mem(&s, k, 0, buf);
+    aseq = op_arg_local(&s, k, 1, 1ull << 40);
+    nseq = op_ndrange(&s, q, k, 1, &one);
+    rc = op_finish(&s, q, T_REPLY, &err);
+    if (rc == 1 && async_err(&s, aseq))
+        note(r, "clSetKernelArg refused with %d", async_err(&s, aseq));
+    else if (rc == 1 && async_err(&s, nseq))
+        note(r, "the launch was refused with %d", async_err(&s, nseq));
+    else if (rc == 1 && err != CL_SUCCESS)
+        note(r, "clFinish answered %d", err);
+    else if (rc == 1)
+        FAILF(r, "a kernel with a 2^40-byte __local argument ran");
+    else if (rc == 0)
+        FAILF(r, "a 2^40-byte __local argument: no reply to the finish within %d s", T_REPLY / 1000);
+    else
+        note(r, "session ended: %s", ended_how(&s, how, sizeof(how)));
     sess_close(&s);
 }
 
@@ -2119,12 +2223,14 @@ static const attack_t attacks[] = {
     {"subbuf-rect", attack_subbuf_rect},
     {"wait-forever", attack_wait_forever},
     {"wait-then-set", attack_wait_then_set},
+    {"user-event-fail", attack_user_event_fail},
     {"prehello-body", attack_prehello_body},
     {"bulk-to-nothing", attack_bulk_to_nothing},
     {"readrect-huge", attack_readrect_huge},
     {"release-twice", attack_release_twice},
     {"bad-ids", attack_bad_ids},
     {"limits", attack_limits},
+    {"arg-local-huge", attack_arg_local_huge},
     {"ndrange-huge", attack_ndrange_huge},
 };
 #define N_ATTACKS (sizeof(attacks) / sizeof(attacks[0]))
@@ -2176,6 +2282,8 @@ int main(int argc, char **argv)
     int n_names = 0, failed = 0;
 
     signal(SIGPIPE, SIG_IGN);
+    if (getenv("HOSTILE_VARIANTS"))
+        variants = atoi(getenv("HOSTILE_VARIANTS")) & 7;
     setvbuf(stdout, NULL, _IOLBF, 0);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--list") == 0) {
