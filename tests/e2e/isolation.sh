@@ -59,7 +59,7 @@ victim_loop() {
         n=$((n + 1))
         if ! OCL_ICD_VENDORS=$ICD_DIR RGPU_SERVERS=$addr timeout 30 "$EXAMPLES/vector_add" 65536 \
             >"$E2E_TMP/victim.last" 2>&1; then
-            echo "run $n (during $attack): $(tail -n 3 "$E2E_TMP/victim.last" | tr '\n' ' ')" \
+            echo "run $n (started during $attack): $(tail -n 3 "$E2E_TMP/victim.last" | tr '\n' ' ')" \
                 >>"$E2E_TMP/victim_failures"
         fi
         echo "$n" >"$E2E_TMP/victim_runs"
@@ -97,7 +97,12 @@ for attack in $ATTACKS; do
             head -n 5 >&2 || true
         kill -KILL "$srv_PID" 2>/dev/null || true
         wait "$srv_PID" 2>/dev/null || true
-        cp "$srv_LOG" "$E2E_TMP/server-died-in-$attack.log"
+        # The next server writes srv.log again: keep this one's log apart
+        # (shown at exit with the others).
+        mv "$srv_LOG" "$E2E_TMP/srv.died-in-$attack.log"
+        for i in "${!E2E_PIDS[@]}"; do
+            [ "${E2E_PIDS[$i]}" != "$srv_PID" ] || E2E_LOGS[$i]=$E2E_TMP/srv.died-in-$attack.log
+        done
         restarted=$((restarted + 1))
         server_up
     fi
@@ -135,7 +140,7 @@ if server_ok; then
         sleep 0.2
     done
     [ "$SECONDS" -ge "$deadline" ] ||
-        pass "back to baseline: sessions_active 0, buffer_bytes 0, VmRSS $((rss / 1024)) MiB (baseline $((base_rss / 1024)) MiB)"
+        pass "back to baseline: sessions_active 0, buffer_bytes 0, VmRSS $((rss / 1024)) MiB (baseline $((base_rss / 1024)) MiB)${died[*]:+ (of the server restarted after ${died[-1]})}"
 else
     problems+=("the server is not serving at the end")
 fi
