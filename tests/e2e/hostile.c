@@ -1462,6 +1462,7 @@ static void attack_prehello_body(result_t *r)
     enum { N = 8 };
     sess_t s[N];
     long rss0 = server_rss_kib(), rss1;
+    int64_t send_deadline = now_ms() + T_REFUSE;   /* for all the bodies together */
     int refused = 0;
 
     for (int i = 0; i < N; i++) {
@@ -1480,16 +1481,16 @@ static void attack_prehello_body(result_t *r)
         if (send_all(&s[i], head, sizeof(head), now_ms() + T_REPLY) == 1) {
             /* 8 MiB of the body; the server may stop reading (timeout) or close. */
             static const uint8_t zeros[1 << 16];
-            int64_t deadline = now_ms() + T_REFUSE;
             for (uint64_t sent = 0; sent < 8 * MIB; sent += sizeof(zeros))
-                if (send_all(&s[i], zeros, sizeof(zeros), deadline) != 1)
+                if (send_all(&s[i], zeros, sizeof(zeros), send_deadline) != 1)
                     break;
         }
     }
     rss1 = server_rss_kib();
+    send_deadline = now_ms() + T_REFUSE;
     for (int i = 0; i < N; i++) {
         char how[400];
-        if (refused_within(&s[i], 0, T_REFUSE, how, sizeof(how)))
+        if (refused_within(&s[i], 0, left_ms(send_deadline), how, sizeof(how)))
             refused++;
     }
     if (refused < N)
