@@ -35,12 +35,15 @@ struct rgpu_metrics_conn {
     uv_tcp_t tcp;
     uv_timer_t timer;               /* the connection's whole lifetime is bounded */
     uv_write_t write;
+    uv_shutdown_t shutdown;
     rgpu_metrics_server_t *server;
     rgpu_metrics_conn_t *next, *prev;
     char request[RGPU_METRICS_MAX_REQUEST + 1];
     size_t request_len;
     char *response;
-    int answered;
+    int answered;                   /* the answer is being written; what comes is dropped */
+    int written;                    /* ... and it was written */
+    int peer_done;                  /* the client closed its side (or the read failed) */
     int open_handles;               /* handles not yet through their close callback */
 };
 
@@ -115,9 +118,27 @@ static void rgpu_metrics_conn_close(rgpu_metrics_conn_t *conn)
     uv_close((uv_handle_t *)&conn->timer, rgpu_metrics_conn_handle_closed);
 }
 
+static void rgpu_metrics_conn_shut(uv_shutdown_t *req, int status)
+{
+    if (status < 0)
+        rgpu_metrics_conn_close(req->data);
+}
+
+/* Closing with unread request bytes would reset the connection, and the
+ * client could lose the answer: say we are done (FIN) and read on until
+ * the client closes too, within the connection's time limit. */
 static void rgpu_metrics_conn_written(uv_write_t *req, int status)
 {
-    rgpu_metrics_conn_close(req->data);
+    rgpu_metrics_conn_t *conn = req->data;
+
+    conn->written = 1;
+    if (status < 0 || conn->peer_done || uv_is_closing((uv_handle_t *)&conn->tcp)) {
+        rgpu_metrics_conn_close(conn);
+        return;
+    }
+    conn->shutdown.data = conn;
+    if (uv_shutdown(&conn->shutdown, (uv_stream_t *)&conn->tcp, rgpu_metrics_conn_shut) != 0)
+        rgpu_metrics_conn_close(conn);
 }
 
 static void rgpu_metrics_conn_timeout(uv_timer_t *timer)
@@ -170,7 +191,6 @@ static void rgpu_metrics_conn_answer(rgpu_metrics_conn_t *conn, int complete)
     uv_buf_t buf;
 
     conn->answered = 1;
-    uv_read_stop((uv_stream_t *)&conn->tcp);
     switch (code) {
     case 200:
         status_line = "200 OK";
@@ -211,8 +231,14 @@ static void rgpu_metrics_conn_answer(rgpu_metrics_conn_t *conn, int complete)
 
 static void rgpu_metrics_conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
+    static char dropped[4096];      /* after the answer: read and forgotten (loop thread) */
     rgpu_metrics_conn_t *conn = handle->data;
 
+    if (conn->answered) {
+        buf->base = dropped;
+        buf->len = sizeof(dropped);
+        return;
+    }
     /* Keep one byte for the terminating NUL. */
     buf->base = conn->request + conn->request_len;
     buf->len = sizeof(conn->request) - 1 - conn->request_len;
@@ -231,9 +257,19 @@ static void rgpu_metrics_conn_read(uv_stream_t *stream, ssize_t nread, const uv_
 {
     rgpu_metrics_conn_t *conn = stream->data;
 
-    if (conn->answered || nread == 0)
+    if (nread == 0)
         return;
+    if (conn->answered) {
+        if (nread < 0) {
+            conn->peer_done = 1;
+            uv_read_stop(stream);
+            if (conn->written)
+                rgpu_metrics_conn_close(conn);
+        }
+        return;
+    }
     if (nread < 0) {
+        conn->peer_done = nread == UV_EOF;
         /* EOF before a full head: answer what we have (a client that
          * half-closed after "GET / HTTP/1.0\r\n"), otherwise just close. */
         if (nread == UV_EOF && conn->request_len > 0)
