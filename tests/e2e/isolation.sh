@@ -26,6 +26,9 @@ ATTACK_TIMEOUT=150
 # default) before it goes back to the system; a small one keeps the VmRSS
 # checks meaningful in build-asan (plain builds ignore ASAN_OPTIONS).
 server_up() {
+    # lib.sh's start_server reads srv.stdout right after starting the server
+    # in the background: made first, a slow fork cannot make sed fail on it.
+    : >"$E2E_TMP/srv.stdout"
     ASAN_OPTIONS="quarantine_size_mb=16${ASAN_OPTIONS:+:$ASAN_OPTIONS}" start_server srv --metrics 127.0.0.1:0
     echo "$srv_ADDR" >"$E2E_TMP/victim_addr"
     # Warm up (PoCL's compiler, the first session) so the baseline is fair.
