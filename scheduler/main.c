@@ -51,7 +51,7 @@ typedef struct {
     char log_level[16];
     char slurm_reclaim[16];         /* seconds, "" off (slurm_jobs.c) */
     int require_signed;             /* --require-signed: refuse every unsigned request */
-    const char *source[8];
+    const char *source[16];            /* where each row of rgpu_sched_cfg_table came from */
 } rgpu_sched_config_t;
 
 typedef enum {
@@ -107,6 +107,7 @@ static const rgpu_sched_cfg_row_t rgpu_sched_cfg_table[] = {
      RGPU_SCFG_S(slurm_reclaim), RGPU_SCFG_STR},
 };
 #define RGPU_SCFG_N (sizeof(rgpu_sched_cfg_table) / sizeof(rgpu_sched_cfg_table[0]))
+_Static_assert(RGPU_SCFG_N <= 16, "rgpu_sched_cfg_t.source has a slot per option row");
 
 static int rgpu_sched_cfg_apply(rgpu_sched_config_t *cfg, size_t i, const char *value,
                                 const char *source)
