@@ -28,6 +28,7 @@
 #include "../backend.h"
 #include "../metrics.h"
 #include "../session.h"
+#include "source_check.h"
 #include "opencl.pb-c.h"
 #include "rgpu/htable.h"
 #include "rgpu/log.h"
@@ -41,6 +42,7 @@ struct rgpu_backend {
     char platform_version[256];
     cl_uint num_devices;
     cl_device_id *devices;
+    uint64_t max_local_mem;     /* the largest CL_DEVICE_LOCAL_MEM_SIZE of the devices */
     Rgpu__Device *hello_devices;
     Rgpu__Device **hello_device_ptrs;
     char describe[512];
@@ -70,7 +72,15 @@ typedef struct {
     /* Kernels: what each argument is, as the platform declares it (never
      * as the client says): RGPU_CL_ARG_* below, num_args entries. */
     uint8_t *arg_kinds;
+    uint64_t *arg_local;        /* kernels: bytes of each __local argument */
+    uint64_t local_total;       /* kernels: their sum */
     cl_uint num_args;
+    uint64_t local_mem;         /* queues: their device's CL_DEVICE_LOCAL_MEM_SIZE */
+    /* Pending user events: the waits answered when the client sets them
+     * (rgpu_cl_waiter_t *; PoCL 3.1 never calls a callback on a user event
+     * set to an error). Session thread only. */
+    void **waiters;
+    size_t n_waiters;
 } rgpu_cl_handle_t;
 
 /* An argument's kind as the server knows it. A client's bytes reach the
@@ -120,7 +130,67 @@ typedef struct {
     size_t user_pending;
     cl_event *orphans;
     size_t n_orphans;
+    /* Events nobody holds any more whose command has not ended, kept while
+     * user events are pending: PoCL 3.1 aborts the whole server
+     * (pocl_update_event_failed) when a user event fails under a command
+     * whose event was already released. Released once they end (swept when
+     * the array fills) or at teardown. Session thread only. */
+    cl_event *held;
+    size_t n_held, cap_held;
 } rgpu_cl_session_t;
+
+static void rgpu_cl_user_waiters_done(rgpu_cl_handle_t *h, cl_int status);
+static int rgpu_cl_may_block(const rgpu_cl_session_t *s);
+
+static int rgpu_cl_event_ended(cl_event ev)
+{
+    cl_int status = CL_COMPLETE;
+
+    clGetEventInfo(ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status, NULL);
+    return status <= CL_COMPLETE;       /* complete, or failed (negative) */
+}
+
+/* Releases the held events whose commands ended. */
+static void rgpu_cl_held_sweep(rgpu_cl_session_t *s)
+{
+    size_t kept = 0;
+
+    for (size_t i = 0; i < s->n_held; i++) {
+        if (rgpu_cl_event_ended(s->held[i]))
+            clReleaseEvent(s->held[i]);
+        else
+            s->held[kept++] = s->held[i];
+    }
+    s->n_held = kept;
+}
+
+/* Drops the session's reference to an event: at once, unless its command
+ * may still wait on a user event that could fail (see held). */
+static void rgpu_cl_event_drop(rgpu_cl_session_t *s, cl_event ev)
+{
+    if (!ev)
+        return;
+    if (!rgpu_cl_may_block(s) || rgpu_cl_event_ended(ev)) {
+        clReleaseEvent(ev);
+        return;
+    }
+    if (s->n_held == s->cap_held) {
+        rgpu_cl_held_sweep(s);
+        if (s->n_held * 2 >= s->cap_held) {
+            size_t cap = s->cap_held ? s->cap_held * 2 : 64;
+            cl_event *grown = realloc(s->held, cap * sizeof(*grown));
+            if (!grown) {
+                rgpu_warn("opencl", "%s: out of memory keeping an event; releasing it early",
+                          rgpu_session_name(s->session));
+                clReleaseEvent(ev);
+                return;
+            }
+            s->held = grown;
+            s->cap_held = cap;
+        }
+    }
+    s->held[s->n_held++] = ev;
+}
 
 /* Whether a wait on the platform could block the session thread for good. */
 static int rgpu_cl_may_block(const rgpu_cl_session_t *s)
@@ -178,6 +248,9 @@ static void rgpu_cl_pool_put(rgpu_cl_session_t *s, void *buf)
 }
 
 #define RGPU_CL_MAX_WAIT 4096
+
+/* The most work-items one launch may have (see rgpu_cl_ndrange). */
+#define RGPU_CL_MAX_WORK_ITEMS (1ull << 40)
 
 static const char *rgpu_cl_msg_name(uint16_t type)
 {
@@ -266,10 +339,15 @@ static void rgpu_cl_release_handle(rgpu_cl_handle_t *h)
         break;
     case RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM: clReleaseProgram(h->cl.program); break;
     case RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL: clReleaseKernel(h->cl.kernel); break;
-    case RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT: clReleaseEvent(h->cl.event); break;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT:
+        if (h->cl.event)
+            clReleaseEvent(h->cl.event);
+        break;
     default: break;
     }
     free(h->arg_kinds);
+    free(h->arg_local);
+    free(h->waiters);
     free(h);
 }
 
@@ -310,7 +388,7 @@ static void rgpu_cl_event_keep(rgpu_cl_session_t *s, uint64_t id, cl_event ev, c
     if (!ev)
         return;
     if (!id || rgpu_cl_put(s, id, RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT, ev, &h) != CL_SUCCESS) {
-        clReleaseEvent(ev);
+        rgpu_cl_event_drop(s, ev);
         return;
     }
     h->context = context;
@@ -395,15 +473,17 @@ static rgpu_status_t rgpu_cl_cmd_end(rgpu_cl_session_t *s, const rgpu_frame_head
         rgpu_cl_event_keep(s, event_id, cmd->ev, context);
         return RGPU_OK;
     }
-    if (cmd->ev)
-        clReleaseEvent(cmd->ev);
+    rgpu_cl_event_drop(s, cmd->ev);
     rgpu_cl_event_failed(s, event_id, context, err);
     return rgpu_cl_async_error(s, hdr, err, NULL);
 }
 
+/* Where an enqueue puts its event: always somewhere when it waits on
+ * others. PoCL 3.1 aborts the whole server (pocl_update_event_failed) when
+ * a user event fails under a command that has no event of its own. */
 static cl_event *rgpu_cl_ev_out(rgpu_cl_cmd_t *cmd, uint64_t event_id)
 {
-    return event_id ? &cmd->ev : NULL;
+    return event_id || cmd->num_wait ? &cmd->ev : NULL;
 }
 
 /* ---- callbacks (run on the platform's threads) ---- */
@@ -524,8 +604,11 @@ static rgpu_status_t rgpu_cl_create_queue(rgpu_cl_session_t *s, const rgpu_frame
     else
         q = clCreateCommandQueue(ctx->cl.context, s->backend->devices[m->device], m->properties, &err);
     if (err == CL_SUCCESS && (err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_QUEUE, q, &h)) == CL_SUCCESS) {
+        cl_ulong local = 0;
         h->context = ctx->cl.context;
         h->out_of_order = (m->properties & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE) != 0;
+        clGetDeviceInfo(s->backend->devices[m->device], CL_DEVICE_LOCAL_MEM_SIZE, sizeof(local), &local, NULL);
+        h->local_mem = local;
         return RGPU_OK;
     }
     if (q)
@@ -568,10 +651,11 @@ static rgpu_status_t rgpu_cl_create_buffer(rgpu_cl_session_t *s, const rgpu_fram
     if (err != CL_SUCCESS) {
         if (reserved)
             rgpu_session_mem_unreserve(s->session, m->size);
-        if (hdr->bulk_len && (status = rgpu_session_discard_bulk(s->session, hdr->bulk_len)) != RGPU_OK)
-            return status;
-        return rgpu_cl_async_error(s, hdr, err, err == CL_MEM_OBJECT_ALLOCATION_FAILURE
-                                                    ? "the lease's memory quota is used up" : NULL);
+        status = rgpu_cl_async_error(s, hdr, err, err == CL_MEM_OBJECT_ALLOCATION_FAILURE
+                                                      ? "the lease's memory quota is used up" : NULL);
+        if (status == RGPU_OK && hdr->bulk_len)
+            status = rgpu_session_discard_bulk(s->session, hdr->bulk_len);
+        return status;
     }
     if (init && (status = rgpu_session_recv_bulk(s->session, init, hdr->bulk_len)) != RGPU_OK) {
         rgpu_session_mem_unreserve(s->session, m->size);
@@ -637,8 +721,13 @@ static rgpu_status_t rgpu_cl_release(rgpu_cl_session_t *s, const rgpu_frame_head
         s->orphans = grown;
         s->orphans[s->n_orphans++] = h->cl.event;
         clRetainEvent(h->cl.event);
+        rgpu_cl_user_waiters_done(h, CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST);
     }
     rgpu_htable_remove(&s->handles, m->id);
+    if (h->kind == RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT) {
+        rgpu_cl_event_drop(s, h->cl.event);
+        h->cl.event = NULL;
+    }
     if (h->kind == RGPU__CL_OBJECT_KIND__CL_OBJ_MEM && h->bytes) {
         rgpu_session_mem_unreserve(s->session, h->bytes);
         rgpu_session_memory_add(s->session, -(int64_t)h->bytes);
@@ -680,6 +769,7 @@ static rgpu_status_t rgpu_cl_set_user_event(rgpu_cl_session_t *s, const rgpu_fra
         if (h->user_pending)
             s->user_pending--;
         h->user_pending = 0;
+        rgpu_cl_user_waiters_done(h, m->status);
         return RGPU_OK;
     }
     return rgpu_cl_async_error(s, hdr, err, NULL);
@@ -755,7 +845,14 @@ static rgpu_status_t rgpu_cl_write(rgpu_cl_session_t *s, const rgpu_frame_header
         err = CL_INVALID_MEM_OBJECT;
     if (err == CL_SUCCESS && (m->offset > mem->size || m->size > mem->size - m->offset))
         err = CL_INVALID_VALUE;
-    if (err == CL_SUCCESS && m->blocking && m->size >= RGPU_CL_WRITE_DIRECT_MIN && !rgpu_cl_may_block(s) &&
+    if (err != CL_SUCCESS) {
+        /* Refused before a byte is received: the client hears it now, and
+         * the data it still sends is dropped as it comes, never stored. */
+        if ((status = rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err)) != RGPU_OK)
+            return status;
+        return rgpu_session_discard_bulk(s->session, m->size);
+    }
+    if (m->blocking && m->size >= RGPU_CL_WRITE_DIRECT_MIN && !rgpu_cl_may_block(s) &&
         rgpu_cl_queue_host_memory(cmd.queue->cl.queue)) {
         /* The device's memory is the host's (PoCL's CPU device, integrated
          * GPUs): map the region and receive the data straight into it, with
@@ -810,23 +907,20 @@ static rgpu_status_t rgpu_cl_write(rgpu_cl_session_t *s, const rgpu_frame_header
             clWaitForEvents(1, &ev);
             free(buf);
         }
-        if (last)
-            clReleaseEvent(last);
+        rgpu_cl_event_drop(s, last);
         last = ev;
         done += n;
     }
     if (status != RGPU_OK) {
-        if (last) {
+        if (last && !rgpu_cl_may_block(s))
             clWaitForEvents(1, &last);
-            clReleaseEvent(last);
-        }
+        rgpu_cl_event_drop(s, last);
         free(cmd.wait);
         return status;
     }
     /* Whatever failed, the rest of the data is still on the wire. */
     if (done < m->size && (status = rgpu_session_discard_bulk(s->session, m->size - done)) != RGPU_OK) {
-        if (last)
-            clReleaseEvent(last);
+        rgpu_cl_event_drop(s, last);
         free(cmd.wait);
         return status;
     }
@@ -841,8 +935,7 @@ static rgpu_status_t rgpu_cl_write(rgpu_cl_session_t *s, const rgpu_frame_header
         cmd.ev = last;
         last = NULL;
     }
-    if (last)
-        clReleaseEvent(last);
+    rgpu_cl_event_drop(s, last);
     return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
 }
 
@@ -1245,11 +1338,9 @@ static rgpu_status_t rgpu_cl_write_rect(rgpu_cl_session_t *s, const rgpu_frame_h
     if (err == CL_SUCCESS)
         err = rgpu_cl_rect_check(r.bo, r.rg, m->buffer_row_pitch, m->buffer_slice_pitch, mem->size);
     if (err != CL_SUCCESS) {
-        if ((status = rgpu_session_discard_bulk(s->session, hdr->bulk_len)) != RGPU_OK) {
-            free(cmd.wait);
+        if ((status = rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err)) != RGPU_OK)
             return status;
-        }
-        return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
+        return rgpu_session_discard_bulk(s->session, hdr->bulk_len);
     }
     buf = malloc(hdr->bulk_len);
     if (!buf) {
@@ -1376,11 +1467,29 @@ static rgpu_status_t rgpu_cl_ndrange(rgpu_cl_session_t *s, const rgpu_frame_head
                               (m->n_global_offset && m->n_global_offset != m->work_dim)))
         err = CL_INVALID_WORK_DIMENSION;
     if (err == CL_SUCCESS) {
+        uint64_t items = 1;
         for (uint32_t i = 0; i < m->work_dim; i++) {
             off[i] = m->n_global_offset ? m->global_offset[i] : 0;
             gsz[i] = m->global_size[i];
             lsz[i] = m->n_local_size ? m->local_size[i] : 0;
+            /* PoCL 3.1 asserts on grids past these (and takes the server
+             * down): at most 2^32-1 work-items per dimension, 2^40 in all. */
+            if (gsz[i] > UINT32_MAX || off[i] > UINT64_MAX - gsz[i] ||
+                __builtin_mul_overflow(items, (uint64_t)gsz[i], &items) || items > RGPU_CL_MAX_WORK_ITEMS)
+                err = CL_INVALID_GLOBAL_WORK_SIZE;
         }
+    }
+    if (err == CL_SUCCESS && k->local_total) {
+        /* Local memory of the arguments and the kernel's own, within the
+         * device's (PoCL 3.1 asserts past it). */
+        cl_device_id dev = NULL;
+        cl_ulong own = 0;
+        clGetCommandQueueInfo(cmd.queue->cl.queue, CL_QUEUE_DEVICE, sizeof(dev), &dev, NULL);
+        clGetKernelWorkGroupInfo(k->cl.kernel, dev, CL_KERNEL_LOCAL_MEM_SIZE, sizeof(own), &own, NULL);
+        if (own > cmd.queue->local_mem || k->local_total > cmd.queue->local_mem - own)
+            err = CL_OUT_OF_RESOURCES;
+    }
+    if (err == CL_SUCCESS) {
         if (m->task)
             err = clEnqueueTask(cmd.queue->cl.queue, k->cl.kernel, cmd.num_wait, cmd.wait,
                                 rgpu_cl_ev_out(&cmd, m->event));
@@ -1486,9 +1595,12 @@ static void CL_CALLBACK rgpu_cl_waiter_cb(cl_event ev, cl_int status, void *arg)
 }
 
 /* Answers hdr's request with a ClStatusReply once every event completed
- * (fail_error if one failed). Takes no ownership of the events. */
+ * (fail_error if one failed). A pending user event among handles (NULL, or
+ * one per event) holds the wait itself and completes it when the client
+ * sets it (rgpu_cl_user_waiters_done); other events through the platform's
+ * callbacks. Takes no ownership of the events. */
 static rgpu_status_t rgpu_cl_wait_async(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, cl_event *events,
-                                        size_t n, cl_int fail_error)
+                                        rgpu_cl_handle_t **handles, size_t n, cl_int fail_error)
 {
     rgpu_cl_waiter_t *w = calloc(1, sizeof(*w));
 
@@ -1503,13 +1615,35 @@ static rgpu_status_t rgpu_cl_wait_async(rgpu_cl_session_t *s, const rgpu_frame_h
     atomic_init(&w->failed, 0);
     rgpu_session_ref(s->session);
     for (size_t i = 0; i < n; i++) {
-        if (clSetEventCallback(events[i], CL_COMPLETE, rgpu_cl_waiter_cb, w) != CL_SUCCESS) {
+        rgpu_cl_handle_t *h = handles ? handles[i] : NULL;
+
+        if (h && h->user_pending) {
+            void **grown = realloc(h->waiters, (h->n_waiters + 1) * sizeof(*grown));
+            if (grown) {
+                h->waiters = grown;
+                h->waiters[h->n_waiters++] = w;
+                continue;
+            }
+            atomic_store(&w->failed, 1);
+            rgpu_cl_waiter_cb(events[i], CL_OUT_OF_HOST_MEMORY, w);
+        } else if (clSetEventCallback(events[i], CL_COMPLETE, rgpu_cl_waiter_cb, w) != CL_SUCCESS) {
             atomic_store(&w->failed, 1);
             rgpu_cl_waiter_cb(events[i], CL_COMPLETE, w);
         }
     }
     rgpu_cl_waiter_cb(NULL, CL_COMPLETE, w);
     return RGPU_OK;
+}
+
+/* A user event got its status (or can never get one): the waits it held
+ * count it as done. Session thread. */
+static void rgpu_cl_user_waiters_done(rgpu_cl_handle_t *h, cl_int status)
+{
+    for (size_t i = 0; i < h->n_waiters; i++)
+        rgpu_cl_waiter_cb(h->cl.event, status, h->waiters[i]);
+    free(h->waiters);
+    h->waiters = NULL;
+    h->n_waiters = 0;
 }
 
 static rgpu_status_t rgpu_cl_queue_op(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClQueueOp *m)
@@ -1532,8 +1666,8 @@ static rgpu_status_t rgpu_cl_queue_op(rgpu_cl_session_t *s, const rgpu_frame_hea
             return rgpu_cl_reply_status(s, hdr, err);
         clFlush(q->cl.queue);
         /* clFinish succeeds even when a command before it failed. */
-        status = rgpu_cl_wait_async(s, hdr, &marker, 1, CL_SUCCESS);
-        clReleaseEvent(marker);
+        status = rgpu_cl_wait_async(s, hdr, &marker, NULL, 1, CL_SUCCESS);
+        rgpu_cl_event_drop(s, marker);
         return status;
     }
     if (!q)
@@ -1555,7 +1689,15 @@ static rgpu_status_t rgpu_cl_wait_events(rgpu_cl_session_t *s, const rgpu_frame_
     if (err != CL_SUCCESS)
         return rgpu_cl_reply_status(s, hdr, err);
     if (rgpu_cl_may_block(s)) {
-        status = rgpu_cl_wait_async(s, hdr, list, m->n_events, CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST);
+        rgpu_cl_handle_t **handles = malloc(m->n_events * sizeof(*handles));
+        if (!handles) {
+            free(list);
+            return rgpu_cl_reply_status(s, hdr, CL_OUT_OF_HOST_MEMORY);
+        }
+        for (size_t i = 0; i < m->n_events; i++)
+            handles[i] = rgpu_cl_get(s, m->events[i], RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT);
+        status = rgpu_cl_wait_async(s, hdr, list, handles, m->n_events, CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST);
+        free(handles);
         free(list);
         return status;
     }
@@ -1637,9 +1779,34 @@ static char *rgpu_cl_arg_str(cl_kernel k, cl_uint i, cl_kernel_arg_info param)
     return str;
 }
 
+/* Kernels built here always carry argument info: the server decides each
+ * argument's kind from it (rgpu_cl_set_arg), and some platforms keep it
+ * only when asked. The flag is taken out of the options the client sees. */
+#define RGPU_CL_ARG_INFO_FLAG " -cl-kernel-arg-info"
+
+static char *rgpu_cl_options_extend(const char *options)
+{
+    size_t len = strlen(options);
+    char *out = malloc(len + sizeof(RGPU_CL_ARG_INFO_FLAG));
+
+    if (out) {
+        memcpy(out, options, len);
+        memcpy(out + len, RGPU_CL_ARG_INFO_FLAG, sizeof(RGPU_CL_ARG_INFO_FLAG));
+    }
+    return out;
+}
+
+static void rgpu_cl_options_unextend(char *options)
+{
+    size_t len = options ? strlen(options) : 0, flag = sizeof(RGPU_CL_ARG_INFO_FLAG) - 1;
+
+    if (len >= flag && strcmp(options + len - flag, RGPU_CL_ARG_INFO_FLAG) == 0)
+        options[len - flag] = '\0';
+}
+
 /* Builds the reply to build/compile/link: per-device state and the kernels. */
 static rgpu_status_t rgpu_cl_build_reply(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, cl_program p,
-                                         cl_int err)
+                                         cl_int err, const char *refusal)
 {
     Rgpu__ClBuildReply reply = RGPU__CL_BUILD_REPLY__INIT;
     Rgpu__ClDeviceBuild *builds = NULL, **build_ptrs = NULL;
@@ -1668,8 +1835,11 @@ static rgpu_status_t rgpu_cl_build_reply(rgpu_cl_session_t *s, const rgpu_frame_
                 builds[i].device = idx < 0 ? 0 : (uint32_t)idx;
                 builds[i].status = st;
                 builds[i].binary_type = (uint32_t)bt;
-                builds[i].log = rgpu_cl_build_str(p, devs[i], CL_PROGRAM_BUILD_LOG);
+                builds[i].log = refusal ? strdup(refusal) : rgpu_cl_build_str(p, devs[i], CL_PROGRAM_BUILD_LOG);
                 builds[i].options = rgpu_cl_build_str(p, devs[i], CL_PROGRAM_BUILD_OPTIONS);
+                rgpu_cl_options_unextend(builds[i].options);
+                if (refusal)
+                    builds[i].status = CL_BUILD_ERROR;
                 build_ptrs[i] = &builds[i];
                 executable |= bt == CL_PROGRAM_BINARY_TYPE_EXECUTABLE && st == CL_BUILD_SUCCESS;
             }
@@ -1808,11 +1978,10 @@ static rgpu_status_t rgpu_cl_create_program_binary(rgpu_cl_session_t *s, const r
         err = CL_OUT_OF_HOST_MEMORY;
     if (err != CL_SUCCESS) {
         free(devs);
-        if ((status = rgpu_session_discard_bulk(s->session, total)) != RGPU_OK)
-            return status;
         reply.cl_error = err;
-        return rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_CL_PROGRAM_BINARY_REPLY, hdr->seq, &reply.base,
-                                 NULL, 0);
+        status = rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_CL_PROGRAM_BINARY_REPLY, hdr->seq, &reply.base,
+                                   NULL, 0);
+        return status == RGPU_OK ? rgpu_session_discard_bulk(s->session, total) : status;
     }
     if ((status = rgpu_session_recv_bulk(s->session, bulk, total)) != RGPU_OK) {
         free(bulk);
@@ -1849,17 +2018,52 @@ static rgpu_status_t rgpu_cl_create_program_binary(rgpu_cl_session_t *s, const r
     return status;
 }
 
+/* Whether a program's source (none for programs from binaries) and the
+ * options may go to the compiler: no file of the server may be read into
+ * it (an #include "/etc/shadow" would come back in the build log). */
+static int rgpu_cl_program_allowed(cl_program p, const char *options, const char *const *allowed, size_t n_allowed,
+                                   char *why, size_t why_cap)
+{
+    size_t len = 0;
+    char *src;
+    int ok;
+
+    if (options && rgpu_cl_build_options_check(options, why, why_cap) != 0)
+        return 0;
+    if (clGetProgramInfo(p, CL_PROGRAM_SOURCE, 0, NULL, &len) != CL_SUCCESS || len <= 1)
+        return 1;
+    src = malloc(len);
+    if (!src) {
+        snprintf(why, why_cap, "out of memory checking the program source");
+        return 0;
+    }
+    ok = clGetProgramInfo(p, CL_PROGRAM_SOURCE, len, src, NULL) == CL_SUCCESS &&
+         rgpu_cl_source_check(src, strnlen(src, len), allowed, n_allowed, why, why_cap) == 0;
+    free(src);
+    return ok;
+}
+
 static rgpu_status_t rgpu_cl_build(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClBuildProgram *m)
 {
     rgpu_cl_handle_t *p = rgpu_cl_get(s, m->program, RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM);
     cl_device_id *devs = NULL;
     cl_int err = p ? rgpu_cl_devices(s, m->n_devices, m->devices, &devs) : CL_INVALID_PROGRAM;
+    char why[512], refusal[600], *options = NULL;
+    int refused = 0;
     rgpu_status_t status;
 
+    if (err == CL_SUCCESS && !rgpu_cl_program_allowed(p->cl.program, m->options, NULL, 0, why, sizeof(why))) {
+        snprintf(refusal, sizeof(refusal), "rgpu-server refused to build this program: %s", why);
+        err = strstr(why, "option") ? CL_INVALID_BUILD_OPTIONS : CL_BUILD_PROGRAM_FAILURE;
+        refused = 1;
+    }
+    if (err == CL_SUCCESS && !(options = rgpu_cl_options_extend(m->options)))
+        err = CL_OUT_OF_HOST_MEMORY;
     if (err == CL_SUCCESS)
-        err = clBuildProgram(p->cl.program, (cl_uint)m->n_devices, devs, m->options, NULL, NULL);
+        err = clBuildProgram(p->cl.program, (cl_uint)m->n_devices, devs, options, NULL, NULL);
+    free(options);
     free(devs);
-    status = rgpu_cl_build_reply(s, hdr, p ? p->cl.program : NULL, err);
+    status = rgpu_cl_build_reply(s, hdr, p ? p->cl.program : NULL, err, refused ? refusal : NULL);
     if (err == CL_BUILD_PROGRAM_FAILURE)
         rgpu_debug("opencl", "%s: a program failed to build (log sent to the client)", rgpu_session_name(s->session));
     return status;
@@ -1871,6 +2075,8 @@ static rgpu_status_t rgpu_cl_compile(rgpu_cl_session_t *s, const rgpu_frame_head
     cl_program *headers = NULL;
     cl_device_id *devs = NULL;
     cl_int err = p ? rgpu_cl_devices(s, m->n_devices, m->devices, &devs) : CL_INVALID_PROGRAM;
+    char why[512], refusal[600], *options = NULL;
+    int refused = 0;
     rgpu_status_t status;
 
     if (err == CL_SUCCESS && m->n_headers != m->n_header_names)
@@ -1884,12 +2090,30 @@ static rgpu_status_t rgpu_cl_compile(rgpu_cl_session_t *s, const rgpu_frame_head
         else
             headers[i] = h->cl.program;
     }
+    /* The source and each embedded header may include only the embedded
+     * headers, by the names given here. */
+    if (err == CL_SUCCESS &&
+        !rgpu_cl_program_allowed(p->cl.program, m->options, (const char *const *)m->header_names, m->n_header_names,
+                                 why, sizeof(why)))
+        refused = 1;
+    for (size_t i = 0; err == CL_SUCCESS && !refused && i < m->n_headers; i++) {
+        if (!rgpu_cl_program_allowed(headers[i], NULL, (const char *const *)m->header_names, m->n_header_names, why,
+                                     sizeof(why)))
+            refused = 1;
+    }
+    if (refused) {
+        snprintf(refusal, sizeof(refusal), "rgpu-server refused to compile this program: %s", why);
+        err = strstr(why, "option") ? CL_INVALID_COMPILER_OPTIONS : CL_COMPILE_PROGRAM_FAILURE;
+    }
+    if (err == CL_SUCCESS && !(options = rgpu_cl_options_extend(m->options)))
+        err = CL_OUT_OF_HOST_MEMORY;
     if (err == CL_SUCCESS)
-        err = clCompileProgram(p->cl.program, (cl_uint)m->n_devices, devs, m->options, (cl_uint)m->n_headers,
+        err = clCompileProgram(p->cl.program, (cl_uint)m->n_devices, devs, options, (cl_uint)m->n_headers,
                                headers, (const char **)m->header_names, NULL, NULL);
+    free(options);
     free(headers);
     free(devs);
-    status = rgpu_cl_build_reply(s, hdr, p ? p->cl.program : NULL, err);
+    status = rgpu_cl_build_reply(s, hdr, p ? p->cl.program : NULL, err, refused ? refusal : NULL);
     return status;
 }
 
@@ -1899,6 +2123,7 @@ static rgpu_status_t rgpu_cl_link(rgpu_cl_session_t *s, const rgpu_frame_header_
     cl_program *progs = NULL, p = NULL;
     cl_device_id *devs = NULL;
     cl_int err = ctx ? rgpu_cl_devices(s, m->n_devices, m->devices, &devs) : CL_INVALID_CONTEXT;
+    char why[512];
     rgpu_status_t status;
 
     if (err == CL_SUCCESS && (m->n_programs == 0 || !(progs = malloc(m->n_programs * sizeof(*progs)))))
@@ -1910,6 +2135,10 @@ static rgpu_status_t rgpu_cl_link(rgpu_cl_session_t *s, const rgpu_frame_header_
         else
             progs[i] = h->cl.program;
     }
+    if (err == CL_SUCCESS && m->options && rgpu_cl_build_options_check(m->options, why, sizeof(why)) != 0) {
+        rgpu_debug("opencl", "%s: link refused: %s", rgpu_session_name(s->session), why);
+        err = CL_INVALID_LINKER_OPTIONS;
+    }
     if (err == CL_SUCCESS)
         p = clLinkProgram(ctx->cl.context, (cl_uint)m->n_devices, devs, m->options, (cl_uint)m->n_programs, progs,
                           NULL, NULL, &err);
@@ -1920,7 +2149,7 @@ static rgpu_status_t rgpu_cl_link(rgpu_cl_session_t *s, const rgpu_frame_header_
         p = NULL;
         err = CL_OUT_OF_HOST_MEMORY;
     }
-    status = rgpu_cl_build_reply(s, hdr, p, err);
+    status = rgpu_cl_build_reply(s, hdr, p, err, NULL);
     return status;
 }
 
@@ -1961,7 +2190,8 @@ static cl_int rgpu_cl_kernel_arg_kinds(rgpu_cl_handle_t *h)
     if (clGetKernelInfo(h->cl.kernel, CL_KERNEL_NUM_ARGS, sizeof(n), &n, NULL) != CL_SUCCESS)
         n = 0;
     h->arg_kinds = calloc(n ? n : 1, 1);
-    if (!h->arg_kinds)
+    h->arg_local = calloc(n ? n : 1, sizeof(*h->arg_local));
+    if (!h->arg_kinds || !h->arg_local)
         return CL_OUT_OF_HOST_MEMORY;
     h->num_args = n;
     for (cl_uint i = 0; i < n; i++)
@@ -2027,8 +2257,13 @@ static rgpu_status_t rgpu_cl_set_arg(rgpu_cl_session_t *s, const rgpu_frame_head
             why = "the argument is __local: it takes a size and no value";
         } else if (m->local_size == 0) {
             err = CL_INVALID_ARG_SIZE;
-        } else {
-            err = clSetKernelArg(k->cl.kernel, m->index, m->local_size, NULL);
+        } else if (m->local_size > s->backend->max_local_mem) {
+            /* PoCL 3.1 asserts (and takes the server down) at the launch. */
+            err = CL_INVALID_ARG_SIZE;
+            why = "more local memory than any device of the server has";
+        } else if ((err = clSetKernelArg(k->cl.kernel, m->index, m->local_size, NULL)) == CL_SUCCESS) {
+            k->local_total = k->local_total - k->arg_local[m->index] + m->local_size;
+            k->arg_local[m->index] = m->local_size;
         }
     } else if (kind == RGPU_CL_ARG_OPAQUE) {
         err = CL_INVALID_ARG_VALUE;
@@ -2394,8 +2629,10 @@ static void rgpu_cl_session_teardown(void *ctx)
     /* Commands waiting on user events the client will never set would hold
      * their queues forever: fail those events first. */
     for (size_t i = 0; i < sw.count[4]; i++) {
-        if (sw.by_kind[4][i]->user_pending)
+        if (sw.by_kind[4][i]->user_pending) {
+            rgpu_cl_user_waiters_done(sw.by_kind[4][i], CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST);
             clSetUserEventStatus(sw.by_kind[4][i]->cl.event, CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST);
+        }
     }
     for (size_t i = 0; i < s->n_orphans; i++) {
         clSetUserEventStatus(s->orphans[i], CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST);
@@ -2406,6 +2643,12 @@ static void rgpu_cl_session_teardown(void *ctx)
     s->n_orphans = 0;
     for (size_t i = 0; i < sw.count[5]; i++)
         clFinish(sw.by_kind[5][i]->cl.queue);
+    /* The queues are finished: every held event has ended. */
+    for (size_t i = 0; i < s->n_held; i++)
+        clReleaseEvent(s->held[i]);
+    free(s->held);
+    s->held = NULL;
+    s->n_held = s->cap_held = 0;
     for (int k = 0; k < 7; k++) {
         for (size_t i = 0; i < sw.count[k]; i++) {
             rgpu_cl_release_handle(sw.by_kind[k][i]);
@@ -2564,6 +2807,12 @@ static rgpu_status_t rgpu_cl_backend_platform_open(const rgpu_server_config_t *c
         return RGPU_ERR_NOMEM;
     }
     clGetDeviceIDs(be->platform, CL_DEVICE_TYPE_ALL, be->num_devices, be->devices, NULL);
+    for (cl_uint i = 0; i < be->num_devices; i++) {
+        cl_ulong local = 0;
+        clGetDeviceInfo(be->devices[i], CL_DEVICE_LOCAL_MEM_SIZE, sizeof(local), &local, NULL);
+        if (local > be->max_local_mem)
+            be->max_local_mem = local;
+    }
     for (cl_uint i = 0; i < be->num_devices; i++) {
         rgpu_cl_hello_device(be, i, &be->hello_devices[i]);
         be->hello_device_ptrs[i] = &be->hello_devices[i];

@@ -402,7 +402,7 @@ static int rgpu_header_name_unsafe(const char *name, size_t len)
 static int rgpu_scan_check_header(rgpu_scan_t *sc, size_t pos, const char *what, size_t p,
                                   size_t *next_p)
 {
-    char name[RGPU_CL_HEADER_NAME_MAX + 1], shown[96];
+    char name[RGPU_CL_HEADER_NAME_MAX + 1] = "", shown[96];
     size_t len = 0;
     int c, close;
 
