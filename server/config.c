@@ -5,6 +5,8 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -340,6 +342,23 @@ void rgpu_server_config_print(const rgpu_server_config_t *cfg, FILE *out)
     }
 }
 
+/* Whether host is a loopback address: 127.0.0.0/8, ::1 (or ::ffff:127.x),
+ * or "localhost". Numeric addresses are parsed, not compared as text: a
+ * name like 127.example.org is no loopback. */
+static int rgpu_config_is_loopback(const char *host)
+{
+    struct in_addr v4;
+    struct in6_addr v6;
+
+    if (strcmp(host, "localhost") == 0)
+        return 1;
+    if (inet_pton(AF_INET, host, &v4) == 1)
+        return (ntohl(v4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &v6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&v6) || (IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+    return 0;
+}
+
 rgpu_config_action_t rgpu_server_config_load(rgpu_server_config_t *cfg, int argc,
                                              char *const argv[], rgpu_config_getenv_fn getenv_fn,
                                              FILE *out, FILE *err)
@@ -410,8 +429,7 @@ rgpu_config_action_t rgpu_server_config_load(rgpu_server_config_t *cfg, int argc
         /* Without leases anyone who reaches the port uses the GPUs: only
          * this machine may. */
         rgpu_addr_split(cfg->listen, host, sizeof(host), &port);
-        if (strncmp(host, "127.", 4) != 0 && strcmp(host, "::1") != 0 &&
-            strcmp(host, "localhost") != 0) {
+        if (!rgpu_config_is_loopback(host)) {
             fprintf(err, "rgpu-server: --insecure serves without leases, so only on a loopback "
                          "address (127.0.0.0/8, ::1), not %s; give --key FILE instead\n", host);
             return RGPU_CONFIG_EXIT_USAGE;
