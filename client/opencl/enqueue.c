@@ -111,7 +111,9 @@ static void rgpu_cl_read_scatter(rgpu_call_t *call)
     const char *src = call->bulk_dst;
     char *dst = read->scatter_dst;
 
-    if (call->status != RGPU_OK || call->bulk_len == 0)
+    /* A reply short of the region (a server's error, or its bug) leaves
+     * the application's memory alone. */
+    if (call->status != RGPU_OK || call->bulk_len != call->bulk_cap)
         return;
     for (size_t z = 0; z < read->region[2]; z++) {
         for (size_t y = 0; y < read->region[1]; y++) {

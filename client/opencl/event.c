@@ -57,6 +57,9 @@ static cl_int rgpu_cl_read_wait(rgpu_cl_server_t *server, rgpu_cl_read_t *read)
         return RGPU_CL_LINK_ERROR;
     err = reply->cl_error;
     rgpu__cl_read_reply__free_unpacked(reply, NULL);
+    /* A successful read brings all it asked for. */
+    if (err == CL_SUCCESS && read->call.bulk_len != read->call.bulk_cap)
+        err = RGPU_CL_LINK_ERROR;
     return err;
 }
 

@@ -26,6 +26,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "live.h"
 #include "opencl.pb-c.h"
 #include "rgpu/client_core.h"
 #include "rgpu/log.h"
@@ -84,7 +85,9 @@ struct _cl_device_id {
     uint32_t index;                     /* the server's device index */
     cl_device_type type;
     size_t num_params;
-    rgpu_cl_param_t *params;            /* point into server->hello */
+    rgpu_cl_param_t *params;            /* point into server->hello or strings */
+    char **strings;                     /* string params the server sent unterminated, terminated */
+    size_t num_strings;
     char version[256];                  /* CL_DEVICE_VERSION as we present it */
     char extensions[4096];              /* CL_DEVICE_EXTENSIONS we can forward */
 };
@@ -225,6 +228,10 @@ void rgpu__cl_remote_release(rgpu_cl_server_t *server, Rgpu__ClObjectKind kind, 
 
 /* The error an API call returns when its server is gone. */
 #define RGPU_CL_LINK_ERROR CL_OUT_OF_RESOURCES
+
+/* Every live buffer and sub-buffer (mem.c): clSetKernelArg looks an
+ * application's 8 bytes up here instead of reading them as an object. */
+extern rgpu_cl_live_t rgpu__cl_live_mems;
 
 /* ---- per-object internals used across files ---- */
 cl_int rgpu__cl_wait_list(cl_command_queue queue, cl_uint num, const cl_event *list, uint64_t **ids_p);

@@ -4,6 +4,8 @@
 
 #include "icd.h"
 
+rgpu_cl_live_t rgpu__cl_live_mems = RGPU_CL_LIVE_INITIALIZER;
+
 #define RGPU_CL_MEM_ACCESS (CL_MEM_READ_WRITE | CL_MEM_WRITE_ONLY | CL_MEM_READ_ONLY)
 #define RGPU_CL_MEM_HOST_ACCESS (CL_MEM_HOST_WRITE_ONLY | CL_MEM_HOST_READ_ONLY | CL_MEM_HOST_NO_ACCESS)
 
@@ -76,9 +78,17 @@ cl_mem CL_API_CALL rgpu_clCreateBuffer(cl_context context, cl_mem_flags flags, s
      * unmaps keep the application's memory in step (see enqueue.c). */
     req.flags = needs_ptr ? ((flags & ~(cl_mem_flags)CL_MEM_USE_HOST_PTR) | CL_MEM_COPY_HOST_PTR) : flags;
     req.size = size;
+    if (rgpu__cl_live_add(&rgpu__cl_live_mems, mem) != 0) {
+        err = CL_OUT_OF_HOST_MEMORY;
+        pthread_mutex_destroy(&mem->lock);
+        free(mem);
+        mem = NULL;
+        goto out;
+    }
     err = rgpu__cl_post(mem->obj.server, RGPU__MSG_TYPE__MSG_CL_CREATE_BUFFER, &req.base,
                         needs_ptr ? host_ptr : NULL, needs_ptr ? size : 0);
     if (err != CL_SUCCESS) {
+        rgpu__cl_live_remove(&rgpu__cl_live_mems, mem);
         pthread_mutex_destroy(&mem->lock);
         free(mem);
         mem = NULL;
@@ -148,8 +158,16 @@ cl_mem CL_API_CALL rgpu_clCreateSubBuffer(cl_mem parent, cl_mem_flags flags, cl_
     req.flags = flags & (RGPU_CL_MEM_ACCESS | RGPU_CL_MEM_HOST_ACCESS);
     req.origin = region->origin;
     req.size = region->size;
+    if (rgpu__cl_live_add(&rgpu__cl_live_mems, mem) != 0) {
+        err = CL_OUT_OF_HOST_MEMORY;
+        pthread_mutex_destroy(&mem->lock);
+        free(mem);
+        mem = NULL;
+        goto out;
+    }
     err = rgpu__cl_post(mem->obj.server, RGPU__MSG_TYPE__MSG_CL_CREATE_SUB_BUFFER, &req.base, NULL, 0);
     if (err != CL_SUCCESS) {
+        rgpu__cl_live_remove(&rgpu__cl_live_mems, mem);
         pthread_mutex_destroy(&mem->lock);
         free(mem);
         mem = NULL;
@@ -181,6 +199,7 @@ cl_int CL_API_CALL rgpu_clReleaseMemObject(cl_mem mem)
         return CL_INVALID_MEM_OBJECT;
     if (atomic_fetch_sub(&mem->obj.refs, 1) != 1)
         return CL_SUCCESS;
+    rgpu__cl_live_remove(&rgpu__cl_live_mems, mem);
     rgpu__cl_remote_release(mem->obj.server, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, mem->obj.id);
     /* Destructor callbacks run in reverse order of registration. */
     for (d = mem->destructors; d; d = next) {

@@ -21,6 +21,78 @@ static rgpu_cl_server_t *rgpu_cl_servers;
 static size_t rgpu_cl_num_servers;
 static pthread_once_t rgpu_cl_once = PTHREAD_ONCE_INIT;
 
+/* ---- what a server's bytes must look like ---- */
+
+/* How a parameter's value is shaped, to check what a server sent before
+ * anything reads it: a server may be buggy or hostile. Strings are made
+ * NUL-terminated for everyone. Fixed sizes are enforced where the client
+ * reads the value itself; other values go to the application as the
+ * platform gave them, as a local platform would give them (PoCL 3.1 answers
+ * CL_DEVICE_DEVICE_ENQUEUE_CAPABILITIES, a cl_bitfield, in 4 bytes). */
+enum { RGPU_CL_SHAPE_FIXED, RGPU_CL_SHAPE_ARRAY, RGPU_CL_SHAPE_STRING };
+
+typedef struct {
+    cl_uint param;
+    uint8_t shape;
+    uint8_t size;       /* FIXED: the size; ARRAY: the element's */
+} rgpu_cl_shape_t;
+
+#define RGPU_CL_U32(p) {p, RGPU_CL_SHAPE_FIXED, sizeof(cl_uint)}
+#define RGPU_CL_U64(p) {p, RGPU_CL_SHAPE_FIXED, sizeof(cl_ulong)}
+#define RGPU_CL_STR(p) {p, RGPU_CL_SHAPE_STRING, 1}
+
+static const rgpu_cl_shape_t rgpu_cl_device_shapes[] = {
+    RGPU_CL_STR(CL_DEVICE_NAME), RGPU_CL_STR(CL_DEVICE_VENDOR), RGPU_CL_STR(CL_DRIVER_VERSION),
+    RGPU_CL_STR(CL_DEVICE_PROFILE), RGPU_CL_STR(CL_DEVICE_VERSION), RGPU_CL_STR(CL_DEVICE_EXTENSIONS),
+    RGPU_CL_STR(CL_DEVICE_OPENCL_C_VERSION), RGPU_CL_STR(CL_DEVICE_BUILT_IN_KERNELS),
+    RGPU_CL_STR(CL_DEVICE_IL_VERSION), RGPU_CL_STR(CL_DEVICE_LATEST_CONFORMANCE_VERSION_PASSED),
+    RGPU_CL_STR(CL_DEVICE_SPIR_VERSIONS),
+    /* read here: platform.c and mem.c */
+    RGPU_CL_U64(CL_DEVICE_TYPE), RGPU_CL_U64(CL_DEVICE_MAX_MEM_ALLOC_SIZE), RGPU_CL_U32(CL_DEVICE_MEM_BASE_ADDR_ALIGN),
+};
+
+/* The info replies the client reads itself, by which (object, build, ...). */
+static const struct {
+    Rgpu__ClInfoWhich which;
+    rgpu_cl_shape_t shape;
+} rgpu_cl_info_shapes[] = {
+    {RGPU__CL_INFO_WHICH__CL_INFO_OBJECT, RGPU_CL_U32(CL_EVENT_COMMAND_EXECUTION_STATUS)},
+    {RGPU__CL_INFO_WHICH__CL_INFO_OBJECT, {CL_PROGRAM_BINARY_SIZES, RGPU_CL_SHAPE_ARRAY, sizeof(size_t)}},
+};
+
+/* Does a value of size bytes fit the shape? Strings are checked apart. */
+static int rgpu_cl_shape_fits(const rgpu_cl_shape_t *shape, size_t size)
+{
+    switch (shape->shape) {
+    case RGPU_CL_SHAPE_FIXED:
+        return size == shape->size;
+    case RGPU_CL_SHAPE_ARRAY:
+        return size % shape->size == 0;
+    default:
+        return 1;
+    }
+}
+
+/* A string as the server sent it, as one the application can use: up to
+ * the first NUL or the end of what came, NUL-terminated. Returns a copy to
+ * free, or NULL when the value was a proper string already (or no memory:
+ * then *size_p is 0 and the parameter is left out). */
+static char *rgpu_cl_terminate(const void *value, size_t *size_p)
+{
+    size_t len = strnlen(value, *size_p);
+    char *copy;
+
+    if (len + 1 == *size_p)
+        return NULL;
+    copy = malloc(len + 1);
+    if (copy) {
+        memcpy(copy, value, len);
+        copy[len] = '\0';
+    }
+    *size_p = copy ? len + 1 : 0;
+    return copy;
+}
+
 /* ---- helpers shared by the ICD's files ---- */
 
 cl_int rgpu__cl_info(const void *src, size_t src_size, size_t dst_size, void *dst, size_t *size_ret)
@@ -134,6 +206,15 @@ cl_int rgpu__cl_remote_info(rgpu_cl_server_t *server, Rgpu__ClObjectKind kind, u
         err = RGPU_CL_LINK_ERROR;
     } else {
         err = reply->cl_error;
+        for (size_t i = 0; err == CL_SUCCESS && i < sizeof(rgpu_cl_info_shapes) / sizeof(rgpu_cl_info_shapes[0]);
+             i++) {
+            if (rgpu_cl_info_shapes[i].which != which || rgpu_cl_info_shapes[i].shape.param != param ||
+                rgpu_cl_shape_fits(&rgpu_cl_info_shapes[i].shape, reply->value.len))
+                continue;
+            rgpu_warn("opencl", "server %s answered info %#x with %zu bytes, which cannot be its value",
+                      server->addr, param, reply->value.len);
+            err = RGPU_CL_LINK_ERROR;
+        }
         if (err == CL_SUCCESS)
             err = rgpu__cl_info(reply->value.data, reply->value.len, size, value, size_ret);
         rgpu__cl_info_reply__free_unpacked(reply, NULL);
@@ -187,6 +268,37 @@ static void rgpu_cl_filter_extensions(const char *in, char *out, size_t cap)
     free(copy);
 }
 
+/* Adds one parameter of the server's handshake to the device's cache,
+ * checked: a string is made NUL-terminated, a value of the wrong size for
+ * its parameter is left out (with a warning), as if the server had not sent
+ * it. Returns 0, or -1 when out of memory. */
+static int rgpu_cl_device_param_take(rgpu_cl_server_t *server, cl_device_id dev, const Rgpu__DeviceParam *in)
+{
+    rgpu_cl_param_t *out = &dev->params[dev->num_params];
+    const rgpu_cl_shape_t *shape = NULL;
+
+    for (size_t i = 0; i < sizeof(rgpu_cl_device_shapes) / sizeof(rgpu_cl_device_shapes[0]); i++) {
+        if (rgpu_cl_device_shapes[i].param == in->param)
+            shape = &rgpu_cl_device_shapes[i];
+    }
+    out->param = in->param;
+    out->size = in->value.len;
+    out->value = in->value.data;
+    if (shape && shape->shape == RGPU_CL_SHAPE_STRING) {
+        char *copy = rgpu_cl_terminate(in->value.data, &out->size);
+        if (!copy && out->size == 0)
+            return -1;
+        if (copy)
+            out->value = dev->strings[dev->num_strings++] = copy;
+    } else if (shape && !rgpu_cl_shape_fits(shape, out->size)) {
+        rgpu_warn("opencl", "server %s sent device parameter %#x with %zu bytes, which cannot be its value: "
+                  "ignored", server->addr, in->param, out->size);
+        return 0;
+    }
+    dev->num_params++;
+    return 0;
+}
+
 static int rgpu_cl_server_devices(rgpu_cl_server_t *server)
 {
     Rgpu__HelloReply *hello = server->hello;
@@ -204,21 +316,20 @@ static int rgpu_cl_server_devices(rgpu_cl_server_t *server)
         dev->server = server;
         dev->index = rd->index;
         dev->params = calloc(rd->n_params, sizeof(*dev->params));
-        if (!dev->params)
+        dev->strings = calloc(rd->n_params, sizeof(*dev->strings));
+        if (!dev->params || !dev->strings)
             return -1;
         for (size_t i = 0; i < rd->n_params; i++) {
-            dev->params[i].param = rd->params[i]->param;
-            dev->params[i].size = rd->params[i]->value.len;
-            dev->params[i].value = rd->params[i]->value.data;
+            if (rgpu_cl_device_param_take(server, dev, rd->params[i]) != 0)
+                return -1;
         }
-        dev->num_params = rd->n_params;
         p = rgpu_cl_device_param(dev, CL_DEVICE_TYPE);
-        if (p && p->size == sizeof(cl_device_type))
+        if (p)
             memcpy(&dev->type, p->value, sizeof(cl_device_type));
         p = rgpu_cl_device_param(dev, CL_DEVICE_VERSION);
         /* The ICD implements the OpenCL 1.2 API whatever the device speaks. */
-        snprintf(dev->version, sizeof(dev->version), "OpenCL 1.2 rgpu (remote %.*s)",
-                 p ? (int)strnlen(p->value, p->size) : 7, p ? (const char *)p->value : "unknown");
+        snprintf(dev->version, sizeof(dev->version), "OpenCL 1.2 rgpu (remote %s)",
+                 p ? (const char *)p->value : "unknown");
         p = rgpu_cl_device_param(dev, CL_DEVICE_EXTENSIONS);
         rgpu_cl_filter_extensions(p ? (const char *)p->value : "", dev->extensions, sizeof(dev->extensions));
         server->num_devices++;
@@ -456,6 +567,12 @@ cl_int CL_API_CALL rgpu_clGetDeviceInfo(cl_device_id dev, cl_device_info param, 
     case CL_DEVICE_SVM_CAPABILITIES: {
         cl_device_svm_capabilities none = 0;
         return rgpu__cl_info(&none, sizeof(none), size, value, size_ret);
+    }
+    case CL_DEVICE_EXECUTION_CAPABILITIES: {
+        /* Native kernels are host function pointers: they cannot run on
+         * another machine (clEnqueueNativeKernel fails). */
+        cl_device_exec_capabilities caps = CL_EXEC_KERNEL;
+        return rgpu__cl_info(&caps, sizeof(caps), size, value, size_ret);
     }
     default:
         break;

@@ -83,8 +83,62 @@ static cl_int rgpu_cl_device_indices(cl_program program, cl_uint num, const cl_d
     return CL_SUCCESS;
 }
 
-/* Takes a build/compile/link reply into the program's cache. */
-static void rgpu_cl_program_apply(cl_program program, Rgpu__ClBuildReply *reply)
+/* Argument kinds come from the platform's argument info, which some
+ * platforms keep only when the options ask for it: PoCL 3.1 drops it for
+ * any non-NULL options without this one ("" included, and a program from a
+ * binary too). Builds and compiles ask for it; the application sees its own
+ * options (see rgpu_cl_options_strip). */
+#define RGPU_CL_ARG_INFO_OPTION "-cl-kernel-arg-info"
+
+/* Does options hold opt as a whole word? */
+static int rgpu_cl_options_have(const char *options, const char *opt)
+{
+    size_t len = strlen(opt);
+
+    for (const char *at = strstr(options, opt); at; at = strstr(at + 1, opt)) {
+        if ((at == options || at[-1] == ' ' || at[-1] == '\t') &&
+            (at[len] == '\0' || at[len] == ' ' || at[len] == '\t'))
+            return 1;
+    }
+    return 0;
+}
+
+/* The options sent to the server: the application's, with the argument-info
+ * option appended unless they have it. *added_p is what was appended ("" if
+ * nothing), for rgpu_cl_options_strip. NULL when out of memory. */
+static char *rgpu_cl_options_for_server(const char *options, const char **added_p)
+{
+    char *out;
+
+    if (!options)
+        options = "";
+    *added_p = "";
+    if (rgpu_cl_options_have(options, RGPU_CL_ARG_INFO_OPTION))
+        return strdup(options);
+    *added_p = *options ? " " RGPU_CL_ARG_INFO_OPTION : RGPU_CL_ARG_INFO_OPTION;
+    out = malloc(strlen(options) + strlen(*added_p) + 1);
+    if (out)
+        sprintf(out, "%s%s", options, *added_p);
+    return out;
+}
+
+/* Removes what rgpu_cl_options_for_server appended from the options a
+ * platform reports, so CL_PROGRAM_BUILD_OPTIONS says what the application
+ * gave. */
+static void rgpu_cl_options_strip(char *options, const char *added)
+{
+    size_t len, added_len = strlen(added);
+
+    if (!options || !added_len)
+        return;
+    len = strlen(options);
+    if (len >= added_len && strcmp(options + len - added_len, added) == 0)
+        options[len - added_len] = '\0';
+}
+
+/* Takes a build/compile/link reply into the program's cache. added: what
+ * the client appended to the application's options ("" if nothing). */
+static void rgpu_cl_program_apply(cl_program program, Rgpu__ClBuildReply *reply, const char *added)
 {
     pthread_mutex_lock(&program->lock);
     for (size_t b = 0; b < reply->n_builds; b++) {
@@ -99,6 +153,7 @@ static void rgpu_cl_program_apply(cl_program program, Rgpu__ClBuildReply *reply)
             free(build->options);
             build->log = strdup(db->log);
             build->options = strdup(db->options);
+            rgpu_cl_options_strip(build->options, added);
         }
     }
     if (program->kernels)
@@ -110,8 +165,10 @@ static void rgpu_cl_program_apply(cl_program program, Rgpu__ClBuildReply *reply)
         rgpu__cl_build_reply__free_unpacked(reply, NULL);
 }
 
-/* Runs build, compile or link on the server and caches the outcome. */
-static cl_int rgpu_cl_program_call(cl_program program, Rgpu__MsgType type, const ProtobufCMessage *msg)
+/* Runs build, compile or link on the server and caches the outcome. added:
+ * what the client appended to the application's options. */
+static cl_int rgpu_cl_program_call(cl_program program, Rgpu__MsgType type, const ProtobufCMessage *msg,
+                                   const char *added)
 {
     Rgpu__ClBuildReply *reply;
     rgpu_call_t call = {0};
@@ -125,7 +182,7 @@ static cl_int rgpu_cl_program_call(cl_program program, Rgpu__MsgType type, const
     if (!reply)
         return RGPU_CL_LINK_ERROR;
     err = reply->cl_error;
-    rgpu_cl_program_apply(program, reply);
+    rgpu_cl_program_apply(program, reply, added);
     return err;
 }
 
@@ -301,6 +358,7 @@ cl_int CL_API_CALL rgpu_clBuildProgram(cl_program program, cl_uint num_devices, 
                                        const char *options, rgpu_cl_program_notify_fn notify, void *data)
 {
     Rgpu__ClBuildProgram req = RGPU__CL_BUILD_PROGRAM__INIT;
+    const char *added;
     uint32_t *idx;
     cl_int err;
 
@@ -315,8 +373,13 @@ cl_int CL_API_CALL rgpu_clBuildProgram(cl_program program, cl_uint num_devices, 
     req.program = program->obj.id;
     req.n_devices = num_devices;
     req.devices = idx;
-    req.options = (char *)(options ? options : "");
-    err = rgpu_cl_program_call(program, RGPU__MSG_TYPE__MSG_CL_BUILD_PROGRAM, &req.base);
+    req.options = rgpu_cl_options_for_server(options, &added);
+    if (!req.options) {
+        free(idx);
+        return CL_OUT_OF_HOST_MEMORY;
+    }
+    err = rgpu_cl_program_call(program, RGPU__MSG_TYPE__MSG_CL_BUILD_PROGRAM, &req.base, added);
+    free(req.options);
     free(idx);
     /* The build is finished when the callback runs, as the API allows. */
     if (notify && err != RGPU_CL_LINK_ERROR)
@@ -330,6 +393,7 @@ cl_int CL_API_CALL rgpu_clCompileProgram(cl_program program, cl_uint num_devices
 {
     Rgpu__ClCompileProgram req = RGPU__CL_COMPILE_PROGRAM__INIT;
     uint64_t *header_ids = NULL;
+    const char *added;
     uint32_t *idx;
     cl_int err;
 
@@ -358,12 +422,14 @@ cl_int CL_API_CALL rgpu_clCompileProgram(cl_program program, cl_uint num_devices
     req.program = program->obj.id;
     req.n_devices = num_devices;
     req.devices = idx;
-    req.options = (char *)(options ? options : "");
+    req.options = rgpu_cl_options_for_server(options, &added);
     req.n_headers = num_headers;
     req.headers = header_ids;
     req.n_header_names = num_headers;
     req.header_names = (char **)header_names;
-    err = rgpu_cl_program_call(program, RGPU__MSG_TYPE__MSG_CL_COMPILE_PROGRAM, &req.base);
+    err = req.options ? rgpu_cl_program_call(program, RGPU__MSG_TYPE__MSG_CL_COMPILE_PROGRAM, &req.base, added)
+                      : CL_OUT_OF_HOST_MEMORY;
+    free(req.options);
     free(idx);
     free(header_ids);
     if (notify && err != RGPU_CL_LINK_ERROR)
@@ -411,7 +477,9 @@ cl_program CL_API_CALL rgpu_clLinkProgram(cl_context context, cl_uint num_device
     req.options = (char *)(options ? options : "");
     req.n_programs = num_programs;
     req.programs = ids;
-    err = rgpu_cl_program_call(program, RGPU__MSG_TYPE__MSG_CL_LINK_PROGRAM, &req.base);
+    /* Link options are a narrower set: the argument info comes from the
+     * compiles (rgpu_clCompileProgram asked for it). */
+    err = rgpu_cl_program_call(program, RGPU__MSG_TYPE__MSG_CL_LINK_PROGRAM, &req.base, "");
     /* A failed link still gives a program whose log says why. */
     if (err != CL_SUCCESS && err != CL_LINK_PROGRAM_FAILURE)
         goto out_free;
@@ -437,7 +505,7 @@ static cl_int rgpu_cl_program_binaries(cl_program program, size_t size, void *va
     size_t n = program->num_devices, *sizes, ptrs_size = n * sizeof(unsigned char *);
     unsigned char **dst = value;
     unsigned char *all = NULL;
-    size_t total = 0, at = 0;
+    size_t total = 0, at = 0, got = 0;
     cl_int err;
 
     if (size_ret)
@@ -451,15 +519,22 @@ static cl_int rgpu_cl_program_binaries(cl_program program, size_t size, void *va
         return CL_OUT_OF_HOST_MEMORY;
     err = rgpu__cl_remote_info(program->obj.server, RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM, program->obj.id,
                                RGPU__CL_INFO_WHICH__CL_INFO_OBJECT, CL_PROGRAM_BINARY_SIZES, 0, n * sizeof(*sizes),
-                               sizes, NULL);
-    for (size_t i = 0; err == CL_SUCCESS && i < n; i++)
-        total += sizes[i];
+                               sizes, &got);
+    /* The server's answers are checked before they size anything. */
+    if (err == CL_SUCCESS && got != n * sizeof(*sizes))
+        err = RGPU_CL_LINK_ERROR;
+    for (size_t i = 0; err == CL_SUCCESS && i < n; i++) {
+        if (__builtin_add_overflow(total, sizes[i], &total))
+            err = RGPU_CL_LINK_ERROR;
+    }
     if (err == CL_SUCCESS && total) {
         all = malloc(total);
         err = all ? rgpu__cl_remote_info(program->obj.server, RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM,
                                          program->obj.id, RGPU__CL_INFO_WHICH__CL_INFO_OBJECT,
-                                         CL_PROGRAM_BINARIES, 0, total, all, NULL)
+                                         CL_PROGRAM_BINARIES, 0, total, all, &got)
                   : CL_OUT_OF_HOST_MEMORY;
+        if (err == CL_SUCCESS && got != total)
+            err = RGPU_CL_LINK_ERROR;
     }
     for (size_t i = 0; err == CL_SUCCESS && i < n; i++) {
         if (dst[i])
@@ -676,14 +751,58 @@ cl_int CL_API_CALL rgpu_clReleaseKernel(cl_kernel kernel)
     return rgpu_clReleaseProgram(program);
 }
 
-/* Which kind of argument this is: what the kernel's signature says when the
- * platform told us, else what the value looks like (a NULL value with a
- * size is local memory; a cl_mem-sized value holding one of our buffers is
- * that buffer). */
-static Rgpu__ClArgKind rgpu_cl_arg_kind(cl_kernel kernel, cl_uint index, size_t size, const void *value)
+/* The size of a built-in scalar or vector type as CL_KERNEL_ARG_TYPE_NAME
+ * names it ("ulong", "float4"), or 0 for any other type (structs, unions,
+ * enums, typedefs): the platform checks those. A 3-vector takes 3 or 4
+ * elements (alt_p): cl_float3 is a cl_float4, and which of the two a
+ * platform accepts is its own business. */
+static size_t rgpu_cl_builtin_size(const char *name, size_t *alt_p)
+{
+    static const struct {
+        const char *name;
+        size_t size;
+    } scalars[] = {
+        {"char", 1},  {"uchar", 1},  {"unsigned char", 1},  {"short", 2},         {"ushort", 2},
+        {"unsigned short", 2},       {"half", 2},           {"int", 4},           {"uint", 4},
+        {"unsigned int", 4},         {"float", 4},          {"long", 8},          {"ulong", 8},
+        {"unsigned long", 8},        {"double", 8},
+    };
+
+    *alt_p = 0;
+    for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++) {
+        size_t len = strlen(scalars[i].name);
+        const char *rest = name + len;
+        if (strncmp(name, scalars[i].name, len) != 0)
+            continue;
+        if (*rest == '\0')
+            return scalars[i].size;
+        if (strcmp(rest, "3") == 0) {
+            *alt_p = 3 * scalars[i].size;
+            return 4 * scalars[i].size;
+        }
+        if (strcmp(rest, "2") == 0 || strcmp(rest, "4") == 0 || strcmp(rest, "8") == 0 ||
+            strcmp(rest, "16") == 0)
+            return (size_t)atoi(rest) * scalars[i].size;
+    }
+    return 0;
+}
+
+/* Which kind of argument this is. What the kernel's signature says when the
+ * platform told us (the server reports it after every build, programs from
+ * binaries included); *type_size_p is then the size a VALUE must have, or 0
+ * when only the platform knows. Without the signature, what the value looks
+ * like: a NULL value with a size is local memory, 8 bytes holding the
+ * address of one of our live buffers (or NULL) are that buffer. The bytes
+ * are looked up in the table of live buffers, never dereferenced: they may
+ * be a 64-bit scalar. */
+static Rgpu__ClArgKind rgpu_cl_arg_kind(cl_kernel kernel, cl_uint index, size_t size, const void *value,
+                                        size_t *type_size_p, size_t *alt_size_p)
 {
     const Rgpu__ClKernelDesc *desc = kernel->desc;
+    cl_mem mem;
 
+    *type_size_p = 0;
+    *alt_size_p = 0;
     if (desc->arg_info_known && index < desc->n_args) {
         switch (desc->args[index]->address_qualifier) {
         case CL_KERNEL_ARG_ADDRESS_LOCAL:
@@ -692,20 +811,25 @@ static Rgpu__ClArgKind rgpu_cl_arg_kind(cl_kernel kernel, cl_uint index, size_t 
         case CL_KERNEL_ARG_ADDRESS_CONSTANT:
             return RGPU__CL_ARG_KIND__CL_ARG_MEM;
         default:
+            *type_size_p = rgpu_cl_builtin_size(desc->args[index]->type_name, alt_size_p);
             return RGPU__CL_ARG_KIND__CL_ARG_VALUE;
         }
     }
     if (!value && size)
         return RGPU__CL_ARG_KIND__CL_ARG_LOCAL;
-    if (size == sizeof(cl_mem) && value &&
-        (*(cl_mem const *)value == NULL || RGPU_CL_VALID(*(cl_mem const *)value, MEM)))
-        return RGPU__CL_ARG_KIND__CL_ARG_MEM;
+    if (size == sizeof(cl_mem) && value) {
+        memcpy(&mem, value, sizeof(mem));
+        if (!mem || rgpu__cl_live_has(&rgpu__cl_live_mems, mem))
+            return RGPU__CL_ARG_KIND__CL_ARG_MEM;
+    }
     return RGPU__CL_ARG_KIND__CL_ARG_VALUE;
 }
 
 cl_int CL_API_CALL rgpu_clSetKernelArg(cl_kernel kernel, cl_uint index, size_t size, const void *value)
 {
     Rgpu__ClSetKernelArg req = RGPU__CL_SET_KERNEL_ARG__INIT;
+    size_t type_size, alt_size;
+    cl_mem mem = NULL;
     cl_int err;
 
     if (!RGPU_CL_VALID(kernel, KERNEL))
@@ -714,7 +838,7 @@ cl_int CL_API_CALL rgpu_clSetKernelArg(cl_kernel kernel, cl_uint index, size_t s
         return CL_INVALID_ARG_INDEX;
     req.kernel = kernel->obj.id;
     req.index = index;
-    req.kind = rgpu_cl_arg_kind(kernel, index, size, value);
+    req.kind = rgpu_cl_arg_kind(kernel, index, size, value, &type_size, &alt_size);
     switch (req.kind) {
     case RGPU__CL_ARG_KIND__CL_ARG_LOCAL:
         if (value)
@@ -723,18 +847,22 @@ cl_int CL_API_CALL rgpu_clSetKernelArg(cl_kernel kernel, cl_uint index, size_t s
             return CL_INVALID_ARG_SIZE;
         req.local_size = size;
         break;
-    case RGPU__CL_ARG_KIND__CL_ARG_MEM: {
-        cl_mem mem = value ? *(cl_mem const *)value : NULL;
+    case RGPU__CL_ARG_KIND__CL_ARG_MEM:
         if (size != sizeof(cl_mem))
             return CL_INVALID_ARG_SIZE;
-        if (mem && (!RGPU_CL_VALID(mem, MEM) || mem->context != kernel->program->context))
+        /* A NULL value or a NULL handle is a NULL buffer. The handle may
+         * be anything: it is only compared with our live buffers. */
+        if (value)
+            memcpy(&mem, value, sizeof(mem));
+        if (mem && (!rgpu__cl_live_has(&rgpu__cl_live_mems, mem) || mem->context != kernel->program->context))
             return CL_INVALID_MEM_OBJECT;
         req.mem = mem ? mem->obj.id : 0;
         break;
-    }
     default:
         if (!value)
             return CL_INVALID_ARG_VALUE;
+        if (type_size && size != type_size && size != alt_size)
+            return CL_INVALID_ARG_SIZE;
         req.value.data = (uint8_t *)value;
         req.value.len = size;
         break;
