@@ -517,12 +517,13 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
     }
     case RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT: {
         Rgpu__HeartbeatReply reply = RGPU__HEARTBEAT_REPLY__INIT;
+        uint64_t nonce;
 
         /* Every reply is signed (with a key) and echoes the heartbeat's
          * nonce, so the server can tell it comes from us and answers this
          * heartbeat, not an older one. */
         RGPU_UNPACK(Rgpu__Heartbeat, rgpu__heartbeat__unpack);
-        reply.nonce = msg->nonce;
+        nonce = reply.nonce = msg->nonce;
         if (rgpu_sched_authorize(conn, header, body, trailer, 1, now, reason, sizeof(reason)) < 0) {
             rgpu__heartbeat__free_unpacked(msg, NULL);
             reply.status = RGPU_ERR_REFUSED;
@@ -537,6 +538,7 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
         else if (status != RGPU_OK)
             snprintf(reason, sizeof(reason), "%s", rgpu_status_str(status));
         rgpu__heartbeat__free_unpacked(msg, NULL);
+        reply.nonce = nonce;    /* rgpu_sched_heartbeat initialized the reply */
         reply.status = status;
         reply.reason = status == RGPU_OK ? (char *)"" : reason;
         rgpu_sched_reply_frame(conn, RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT_REPLY, header->seq,

@@ -7,6 +7,15 @@
  *   sched_peer ADDR KEY heartbeat SERVER LEASE ARCH...
  *                                           one heartbeat with a session per ARCH (on LEASE);
  *                                           prints "lease ID EXPIRES" per lease in the reply
+ *                                           and "ended ID" per ended lease; with a KEY the
+ *                                           reply must be signed with it and echo the
+ *                                           heartbeat's nonce (else exit 1, saying why)
+ *   sched_peer LISTEN KEY fake-scheduler unsigned|wrong-nonce
+ *                                           a scheduler impostor on LISTEN (prints "listening
+ *                                           on PORT"): registrations get status 0, heartbeats a
+ *                                           reply listing no lease and ending lease 1, either
+ *                                           unsigned or signed but echoing another nonce (a
+ *                                           replay); a server with the key must ignore them
  *   sched_peer ADDR KEY drain SERVER [bad|skew SECONDS|unsigned]
  *                                           a drain request, signed (or tampered, skewed,
  *                                           unsigned); prints "status N: reason"
@@ -31,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,6 +56,11 @@ static rgpu_token_key_t peer_key;
 static int peer_signed;
 
 enum { PEER_SIGNED, PEER_BAD, PEER_UNSIGNED };
+
+/* The last reply's auth trailer (peer_call's caller checks it) and seq. */
+static __thread uint8_t peer_trailer[RGPU_REQUEST_AUTH_LEN];
+static __thread int peer_has_trailer;
+static __thread uint64_t peer_last_seq;
 
 static int peer_connect(void)
 {
@@ -111,15 +126,25 @@ static void *peer_call(int fd, uint16_t type, const ProtobufCMessage *msg, uint1
             buf[len + 20] ^= 1;
         len += RGPU_REQUEST_AUTH_LEN;
     }
+    peer_last_seq = seq;
+    peer_has_trailer = 0;
     if (peer_io(fd, buf, len, 1) != 0 || peer_io(fd, head, sizeof(head), 0) != 0 ||
         rgpu_frame_header_decode(head, NULL, &h) != RGPU_OK || h.type != reply_type ||
-        h.seq != seq || h.bulk_len) {
+        h.seq != seq || (h.bulk_len && h.bulk_len != RGPU_REQUEST_AUTH_LEN)) {
         free(buf);
         return NULL;
     }
     body = malloc(h.body_len + 1);
-    if (body && peer_io(fd, body, h.body_len, 0) == 0)
+    if (body && peer_io(fd, body, h.body_len, 0) == 0 &&
+        (!h.bulk_len || peer_io(fd, peer_trailer, sizeof(peer_trailer), 0) == 0)) {
         reply = protobuf_c_message_unpack(desc, NULL, h.body_len, body);
+        /* Signed replies (heartbeats): checked here, over the body as sent. */
+        if (reply && h.bulk_len)
+            peer_has_trailer = peer_signed && rgpu_token_verify_request(
+                                                  &peer_key, reply_type, (uint32_t)seq, body,
+                                                  h.body_len, peer_trailer, (int64_t)time(NULL),
+                                                  60, NULL, 0) == RGPU_OK ? 1 : -1;
+    }
     free(body);
     free(buf);
     return reply;
@@ -190,12 +215,27 @@ static int peer_heartbeat(const char *server, uint64_t lease, int narch, char **
     hb.address = (char *)server;
     hb.n_sessions = (size_t)(narch < 16 ? narch : 16);
     hb.sessions = sp;
+    if (getrandom(&hb.nonce, sizeof(hb.nonce), 0) != (ssize_t)sizeof(hb.nonce))
+        return 1;
     r = peer_call(fd, RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT, &hb.base,
                   RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT_REPLY, &rgpu__heartbeat_reply__descriptor,
                   PEER_SIGNED, 0);
     close(fd);
     if (!r)
         return 1;
+    if (peer_signed && peer_has_trailer != 1) {
+        printf("heartbeat reply %s\n", peer_has_trailer ? "badly signed" : "not signed");
+        rgpu__heartbeat_reply__free_unpacked(r, NULL);
+        return 1;
+    }
+    if (peer_signed && r->nonce != hb.nonce) {
+        printf("heartbeat reply echoes nonce %llu, not %llu\n", (unsigned long long)r->nonce,
+               (unsigned long long)hb.nonce);
+        rgpu__heartbeat_reply__free_unpacked(r, NULL);
+        return 1;
+    }
+    for (size_t i = 0; i < r->n_ended_leases; i++)
+        printf("ended %llu\n", (unsigned long long)r->ended_leases[i]);
     if (r->status) {
         printf("status %d: %s\n", r->status, r->reason);
         rc = 1;
@@ -371,6 +411,99 @@ static int peer_load(unsigned clients, unsigned rounds, unsigned count)
     return failures ? 1 : 0;
 }
 
+/* ---- fake-scheduler: an impostor at the scheduler's address ---- */
+
+static int peer_fake_reply(int fd, uint16_t type, uint64_t seq, const ProtobufCMessage *msg,
+                           int sign)
+{
+    size_t len = rgpu_frame_packed_size(msg);
+    uint8_t *buf = malloc(len + RGPU_REQUEST_AUTH_LEN);
+    int rc;
+
+    if (!buf)
+        return -1;
+    len = rgpu_frame_pack(buf, type, seq, 0, msg, sign ? RGPU_REQUEST_AUTH_LEN : 0);
+    if (sign) {
+        rgpu_token_sign_request(&peer_key, type, (uint32_t)seq, buf + RGPU_FRAME_HEADER_SIZE,
+                                len - RGPU_FRAME_HEADER_SIZE, (int64_t)time(NULL), buf + len);
+        len += RGPU_REQUEST_AUTH_LEN;
+    }
+    rc = peer_io(fd, buf, len, 1);
+    free(buf);
+    return rc;
+}
+
+/* Serves one registrar connection until it closes. */
+static void peer_fake_serve(int fd, int wrong_nonce)
+{
+    for (;;) {
+        uint8_t head[RGPU_FRAME_HEADER_SIZE], *body;
+        rgpu_frame_header_t h;
+        uint64_t ended[1] = {1};
+
+        if (peer_io(fd, head, sizeof(head), 0) != 0 ||
+            rgpu_frame_header_decode(head, NULL, &h) != RGPU_OK || h.body_len > (1u << 20) ||
+            h.bulk_len > RGPU_REQUEST_AUTH_LEN)
+            return;
+        body = malloc(h.body_len + h.bulk_len + 1);
+        if (!body || peer_io(fd, body, h.body_len + h.bulk_len, 0) != 0) {
+            free(body);
+            return;
+        }
+        if (h.type == RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT) {
+            Rgpu__Heartbeat *hb = rgpu__heartbeat__unpack(NULL, h.body_len, body);
+            Rgpu__HeartbeatReply r = RGPU__HEARTBEAT_REPLY__INIT;
+
+            /* No lease alive, lease 1 ended: believed, it would end every session. */
+            r.n_ended_leases = 1;
+            r.ended_leases = ended;
+            r.nonce = hb ? hb->nonce + (uint64_t)wrong_nonce : 0;
+            if (hb)
+                rgpu__heartbeat__free_unpacked(hb, NULL);
+            peer_fake_reply(fd, RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT_REPLY, h.seq, &r.base,
+                            wrong_nonce);
+        } else {
+            Rgpu__SchedStatus st = RGPU__SCHED_STATUS__INIT;
+
+            st.reason = (char *)"";
+            peer_fake_reply(fd, RGPU__MSG_TYPE__MSG_SCHED_STATUS, h.seq, &st.base, 0);
+        }
+        free(body);
+    }
+}
+
+static int peer_fake_scheduler(const char *mode)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof(sa);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    int wrong_nonce = strcmp(mode, "wrong-nonce") == 0;
+
+    if (!wrong_nonce && strcmp(mode, "unsigned") != 0)
+        return 2;
+    if (wrong_nonce && !peer_signed) {
+        fprintf(stderr, "sched_peer: wrong-nonce needs the key\n");
+        return 2;
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(lfd, 8) != 0 ||
+        getsockname(lfd, (struct sockaddr *)&sa, &len) != 0)
+        return 1;
+    printf("listening on 127.0.0.1:%u\n", ntohs(sa.sin_port));
+    fflush(stdout);
+    for (;;) {
+        int fd = accept(lfd, NULL, NULL);
+
+        if (fd < 0)
+            continue;
+        peer_fake_serve(fd, wrong_nonce);
+        close(fd);
+    }
+}
+
 int main(int argc, char **argv)
 {
     char why[256];
@@ -401,6 +534,8 @@ int main(int argc, char **argv)
         if (strcmp(argv[5], "skew") == 0 && argc == 7)
             return peer_drain(argv[4], PEER_SIGNED, strtoll(argv[6], NULL, 10));
     }
+    if (strcmp(argv[3], "fake-scheduler") == 0 && argc == 5)
+        return peer_fake_scheduler(argv[4]);
     if (strcmp(argv[3], "load") == 0 && argc == 7)
         return peer_load((unsigned)atoi(argv[4]), (unsigned)atoi(argv[5]),
                          (unsigned)atoi(argv[6]));

@@ -11,6 +11,12 @@
 #     against the GPUs held right then), none in two exclusive leases in any
 #     `rgpu --json leases` snapshot taken meanwhile, every refusal has a
 #     reason, and at the end no lease is left;
+#   - (issue 11) listings carry no token; without the key, renew and release
+#     by id need one of the lease's tokens; heartbeat replies are signed,
+#     echo the heartbeat's nonce and name the leases that ended;
+#   - (issue 11) --max-connections, --idle-timeout (a partial frame does not
+#     hold a connection), and accepts out of descriptors pause instead of
+#     spinning;
 #   - the scheduler SIGKILLed in the middle of such a stream and restarted on
 #     its database: every lease granted and not released is still there, no
 #     GPU in two leases, and lease ids are not handed out twice.
@@ -65,14 +71,34 @@ if [ -r /etc/rgpu/cluster.key ]; then
     e2e_log "/etc/rgpu/cluster.key is readable here: the CLI would sign; unsigned CLI checks left out"
 else
     json=$("${nokey[@]}" --json alloc -n 1) || fail "an unsigned alloc without a job was refused: $json"
-    "${nokey[@]}" release "$(json_get id <<<"$json")" || fail "an unsigned release by id was refused"
+    lid=$(json_get id <<<"$json")
+    tok=$(json_get token <<<"$json")
+    # The lease's id is not enough: renew and release need its token.
+    for cmd in "renew $lid" "release $lid"; do
+        rc=0
+        "${nokey[@]}" $cmd 2>"$E2E_TMP/owner.err" || rc=$?
+        [ "$rc" -eq 1 ] && grep -q "${cmd%% *} refused: lease $lid: no token" "$E2E_TMP/owner.err" ||
+            fail "an unsigned $cmd without the token: status $rc, $(cat "$E2E_TMP/owner.err")"
+    done
+    other=$("${nokey[@]}" --json alloc -n 1) || fail "alloc: $other"
+    rc=0
+    "${nokey[@]}" --token "$(json_get token <<<"$other")" renew "$lid" 2>"$E2E_TMP/owner.err" || rc=$?
+    [ "$rc" -eq 1 ] && grep -q "renew refused: lease $lid: the token is of lease $(json_get id <<<"$other")" "$E2E_TMP/owner.err" ||
+        fail "renew with another lease's token: status $rc, $(cat "$E2E_TMP/owner.err")"
+    "${nokey[@]}" --token "$(json_get token <<<"$other")" release "$(json_get id <<<"$other")" >/dev/null ||
+        fail "release with its own token was refused"
+    renewed=$("${nokey[@]}" --json --token "$tok" renew "$lid" 60) || fail "renew with the token: $renewed"
+    [ "$(json_get token <<<"$renewed")" != "$tok" ] || fail "a renewal gave no fresh token"
+    # The first token is still unexpired: it still proves the lease.
+    RGPU_LEASE_TOKEN=$tok "${nokey[@]}" release "$lid" || fail "an unsigned release by id with its token was refused"
+    pass "without the key: renew and release by id need a token of that lease (not another's)"
     rc=0
     "${nokey[@]}" alloc -n 1 --job j1 2>"$E2E_TMP/job.err" || rc=$?
     [ "$rc" -eq 1 ] && grep -q "request not signed: alloc needs the cluster key" "$E2E_TMP/job.err" ||
         fail "an unsigned alloc --job: status $rc, $(cat "$E2E_TMP/job.err")"
     json=$(rgpu_cli --json alloc -n 1 --job j1) || fail "a signed alloc --job was refused: $json"
     rgpu_cli release "$(json_get id <<<"$json")"
-    pass "without the key: alloc and release by id allowed; alloc naming a job refused"
+    pass "without the key: alloc and release by id (with the token) allowed; alloc naming a job refused"
 fi
 pass "drain: unsigned, bad signature, clock skew refused with the reason; signed accepted; unsigned register refused"
 
@@ -94,10 +120,14 @@ hb=$("$PEER" "$SCHED" "$KEY" heartbeat "$srv" "$lid" x86_64) || fail "heartbeat:
 grep -q "^lease $lid $renewed\$" <<<"$hb" || fail "the heartbeat reply after a renewal: $hb (expected $renewed)"
 [ "$(rgpu_cli --json sessions | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" -eq 1 ] ||
     fail "the next heartbeat did not replace the sessions"
+# Whoever lists (signed or not) gets no token.
+rgpu_cli --json leases | grep -q '"token"' && fail "rgpu --json leases shows tokens"
+rgpu_cli --json leases | grep -q "\"id\":$lid," || fail "rgpu --json leases does not list lease $lid"
 rgpu_cli release "$lid"
 hb=$("$PEER" "$SCHED" "$KEY" heartbeat "$srv" 0) || fail "heartbeat: $hb"
 grep -q "^lease $lid " <<<"$hb" && fail "a released lease is still in the heartbeat reply"
-pass "heartbeat sessions listed (rgpu servers/sessions, --json); the reply carries renewals and drops releases"
+grep -q "^ended $lid\$" <<<"$hb" || fail "the heartbeat reply does not name released lease $lid as ended: $hb"
+pass "heartbeat sessions listed (rgpu servers/sessions, --json); the reply (signed, nonce echoed) carries renewals, drops releases and names them ended; listings carry no token"
 
 # 50 clients; snapshots of the leases while they run.
 out=$E2E_TMP/load.out
@@ -186,3 +216,70 @@ fi
 [ "$(rgpu_cli servers | awk 'NR > 1' | wc -l)" -eq 16 ] || fail "a signed list under --require-signed"
 "$PEER" "$SCHED" "$KEY" load 5 10 1 >/dev/null || fail "signed clients under --require-signed"
 pass "--require-signed: unsigned list refused with the reason, signed requests served"
+
+# Connections: --max-connections, --idle-timeout, EMFILE.
+kill -TERM "$SCHED_PID"
+wait "$SCHED_PID" 2>/dev/null || true
+start_scheduler --max-connections 4 --idle-timeout 2
+python3 - "$SCHED" <<'EOF' || fail "connection limit / idle timeout"
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+addr = (host, int(port))
+held = [socket.create_connection(addr) for _ in range(4)]
+held[0].sendall(b"\x52\x47")   # a partial frame header: no complete request
+time.sleep(0.3)
+extra = socket.create_connection(addr)
+extra.settimeout(5)
+if extra.recv(1) != b"":
+    sys.exit("a fifth connection was served past --max-connections 4")
+# The four are closed by the idle timeout (2 s), the partial one included.
+deadline = time.time() + 10
+for s in held:
+    s.settimeout(max(0.1, deadline - time.time()))
+    try:
+        if s.recv(1) != b"":
+            sys.exit("an idle connection got data")
+    except socket.timeout:
+        sys.exit("an idle connection was not closed within 10 s")
+EOF
+grep -q "connections open (--max-connections): closed 1 new" "$SCHED_LOG" || fail "no log line for the refused connection"
+grep -q "no complete request for 2 s (a partial one buffered); closing" "$SCHED_LOG" || fail "no log line for the idle partial frame"
+rgpu_cli servers >/dev/null || fail "the scheduler does not serve after its connections were closed"
+pass "--max-connections 4: the fifth closed at once (logged); --idle-timeout 2 closes idle and partial-frame connections"
+
+# Out of descriptors: accepting pauses (no spin), warnings at most once a second.
+kill -TERM "$SCHED_PID"
+wait "$SCHED_PID" 2>/dev/null || true
+out=$E2E_TMP/emfile.stdout
+(ulimit -n 32; exec "$SCHED_BIN" --listen 127.0.0.1:0 --db "$E2E_TMP/emfile.db" --key "$KEY" \
+     --log-level debug >"$out" 2>"$E2E_TMP/emfile.log") &
+em_pid=$!
+track_pid "$em_pid" rgpu-scheduler "$E2E_TMP/emfile.log"
+wait_for_line "$out" "listening on" 30 "$em_pid"
+em_addr=$(sed -n 's/^rgpu-scheduler listening on //p' "$out")
+python3 - "$em_addr" "$em_pid" <<'EOF' || fail "out of descriptors"
+import os, socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+pid = sys.argv[2]
+def cpu():
+    f = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+socks = [socket.create_connection((host, int(port))) for _ in range(60)]
+c0 = cpu()
+time.sleep(3)
+used = cpu() - c0
+if used > 1.0:
+    sys.exit("the scheduler used %.2f s of CPU in 3 s out of descriptors: it spins" % used)
+for s in socks:
+    s.close()
+print("cpu %.2f s in 3 s out of descriptors" % used)
+EOF
+n=$(grep -c "cannot accept connections: Too many open files" "$E2E_TMP/emfile.log" || true)
+[ "$n" -ge 1 ] && [ "$n" -le 5 ] || fail "$n EMFILE warnings in about 3 s (expected 1 to 5)"
+deadline=$((SECONDS + 10))
+until "$RGPU_BIN" --scheduler "$em_addr" servers >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "the scheduler does not serve again once descriptors are free"
+    sleep 0.2
+done
+kill -TERM "$em_pid"
+pass "out of descriptors: accepting paused ($n warnings in 3 s, no spin), serving again afterwards"
