@@ -316,6 +316,24 @@ static void check_arg_info(cl_program program)
     clReleaseKernel(k);
 }
 
+/* The options a program reports are the application's, whatever a
+ * forwarding ICD adds on the way. */
+static void check_build_options(cl_device_id device)
+{
+    static const char *const options[] = {NULL, "", "-DSCALE=3", "-cl-kernel-arg-info"};
+
+    for (size_t i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+        cl_program p = cl_build_source(context, device, "__kernel void k(__global int *o) { o[0] = 1; }",
+                                       options[i]);
+        size_t size = 0;
+        char got[256] = "";
+        CHECK(clGetProgramBuildInfo(p, device, CL_PROGRAM_BUILD_OPTIONS, sizeof(got) - 1, got, &size));
+        printf("cmp: build options %s%s%s: \"%s\"\n", options[i] ? "\"" : "", options[i] ? options[i] : "NULL",
+               options[i] ? "\"" : "", got);
+        CHECK(clReleaseProgram(p));
+    }
+}
+
 static void check_native(cl_device_id device)
 {
     cl_device_exec_capabilities caps = 0;
@@ -351,6 +369,7 @@ int main(void)
     queue = clCreateCommandQueue(context, device, 0, &err);
     CHECK_ERR(err, "clCreateCommandQueue");
     check_native(device);
+    check_build_options(device);
     program = program_from_binary(device);
     check_arg_info(program);
     check_ulong(program);
