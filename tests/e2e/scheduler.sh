@@ -4,7 +4,10 @@
 # runs on leased GPUs and releases them at exit; clients without a token,
 # with a forged one or with another server's are refused with the reason;
 # the lease's memory quota holds; drain/resume; a SIGKILLed scheduler
-# restarts with its servers and leases.
+# restarts with its servers and leases. Issue 11: unsigned renewals prove
+# the lease with its token; the CLI's numbers are strict; the ttl is capped;
+# a shared lease always has a quota; a released lease's token is refused;
+# a scheduler impostor's heartbeat replies are ignored.
 source "$(dirname "$0")/lib.sh" "$@"
 
 SCHED_BIN=$BUILD/scheduler/rgpu-scheduler
@@ -19,6 +22,7 @@ DB=$E2E_TMP/sched.db
 # start_scheduler [LISTEN]: sets SCHED_PID, SCHED (its address).
 start_scheduler() {
     local out=$E2E_TMP/sched.$RANDOM.stdout log=$E2E_TMP/sched.log deadline=$((SECONDS + 30))
+    : >"$out"   # exists before the background job opens it: sed reads it at once
     "$SCHED_BIN" --listen "${1:-127.0.0.1:0}" --db "$DB" --key "$KEY" --heartbeat-timeout 4 \
         --log-level debug >"$out" 2>>"$log" &
     SCHED_PID=$!
@@ -101,6 +105,67 @@ grep -q "renew-job" "$out" || fail "a lease of 2 s was reclaimed under a 4 s com
 [ "$(rgpu leases | wc -l)" -eq 1 ] || fail "the renewed lease outlived its command"
 pass "rgpu alloc renews the lease of a long command"
 
+# Without the key the CLI proves the lease with its token: its own renewals
+# and release, and `rgpu renew "$RGPU_LEASE"` inside the command.
+if [ -r /etc/rgpu/cluster.key ]; then
+    e2e_log "/etc/rgpu/cluster.key is readable here: the CLI signs; the unsigned renewal check is left out"
+else
+    out=$E2E_TMP/renew-nokey.out
+    "$RGPU_BIN" --scheduler "$SCHED" alloc -n 1 --ttl 2 -- \
+        sh -c 'sleep 1; "$0" --scheduler "$1" renew "$RGPU_LEASE" 30 >/dev/null && echo renewed-by-command; sleep 3' \
+        "$RGPU_BIN" "$SCHED" >"$out" 2>&1 || { cat "$out"; fail "unsigned rgpu alloc --ttl 2 -- (4 s) failed"; }
+    cat "$out"
+    grep -q renewed-by-command "$out" || fail "the command could not renew its lease with RGPU_LEASE_TOKEN"
+    grep -q "cannot renew" "$out" && fail "rgpu alloc could not renew with the lease's token"
+    [ "$(rgpu leases | wc -l)" -eq 1 ] || fail "the unsigned lease outlived its command"
+    pass "unsigned: rgpu alloc renews and releases with the lease's token; the command renews with RGPU_LEASE_TOKEN"
+fi
+
+# Numbers are digits within bounds, or the CLI says so and exits 2.
+cli_refuses() {     # cli_refuses PATTERN ARGS...: exit 2 with PATTERN on stderr
+    local pattern=$1 rc=0
+    shift
+    rgpu "$@" >"$E2E_TMP/cli.out" 2>&1 || rc=$?
+    [ "$rc" -eq 2 ] && grep -q -- "$pattern" "$E2E_TMP/cli.out" ||
+        fail "rgpu $*: status $rc (expected 2), $(cat "$E2E_TMP/cli.out")"
+}
+cli_refuses "--ttl -1: expected seconds, 1 to 31536000" alloc -n 1 --ttl -1
+cli_refuses "--ttl abc: expected seconds" alloc -n 1 --ttl abc
+cli_refuses "--ttl 5x: expected seconds" alloc -n 1 --ttl 5x
+cli_refuses "--ttl 0: expected seconds" alloc -n 1 --ttl 0
+cli_refuses "--ttl 4294967296: expected seconds" alloc -n 1 --ttl 4294967296
+cli_refuses "-n +1: expected 1 to 4096" alloc -n +1
+cli_refuses "-n 0x2: expected 1 to 4096" alloc -n 0x2
+cli_refuses '"abc" is not a ttl' renew 1 abc
+cli_refuses '"-5" is not a ttl' renew 1 -5
+cli_refuses '"-1" is not a lease id' release -1
+cli_refuses '"18446744073709551616" is not a lease id' release 18446744073709551616
+cli_refuses '"0x10" is not a lease id' release 0x10
+cli_refuses 'unexpected argument "2"' release 1 2
+cli_refuses "--timeout 0x10: expected seconds" --timeout 0x10 servers
+cli_refuses "--timeout -1: expected seconds" --timeout -1 servers
+[ "$(rgpu leases | wc -l)" -eq 1 ] || { rgpu leases; fail "a refused command made a lease"; }
+# The scheduler bounds the ttl itself (--max-lease-ttl, default 7 days).
+rc=0
+rgpu alloc -n 1 --ttl 700000 2>"$E2E_TMP/ttl.err" || rc=$?
+[ "$rc" -eq 1 ] && grep -q "the most is 604800 s (--max-lease-ttl)" "$E2E_TMP/ttl.err" ||
+    fail "a ttl of 700000 s: status $rc, $(cat "$E2E_TMP/ttl.err")"
+pass "the CLI refuses signs, junk and out-of-range numbers (exit 2); the scheduler caps the ttl"
+
+# A shared lease without --mem reserves the default (1 GiB, at most the GPU's memory): its quota.
+json=$(rgpu --json alloc -n 1 --shared) || fail "alloc --shared: $json"
+python3 - "$json" <<'PY' || fail "shared lease without --mem: $json"
+import json, sys
+l = json.loads(sys.argv[1])
+want = min(1 << 30, l["gpus"][0]["memory"])
+if not l["shared"] or l["memory_quota"] != want or want == 0:
+    sys.exit("memory_quota %d, expected %d" % (l["memory_quota"], want))
+PY
+[ "$(rgpu --json gpus | python3 -c 'import json,sys; print(sum(g["memory_reserved"] for g in json.load(sys.stdin)))')" -eq "$(json_get memory_quota <<<"$json")" ] ||
+    fail "the shared lease reserved nothing"
+rgpu release "$(json_get id <<<"$json")"
+pass "a shared lease without --mem reserves $(json_get memory_quota <<<"$json") bytes, its quota"
+
 # No token, a forged token, another server's token: refused, with the reason.
 rc=0
 rgpu_run "$s1_ADDR" "$EXAMPLES/vector_add" 1024 >"$E2E_TMP/notoken.out" 2>&1 || rc=$?
@@ -134,6 +199,50 @@ RGPU_LEASE_TOKEN=$forged rgpu_run "$lease_server" "$EXAMPLES/vector_add" 1024 >/
 [ "$rc" -ne 0 ] || fail "a forged token was accepted"
 cat "$s1_LOG" "$s2_LOG" | grep -q "bad signature" || fail "no 'bad signature' reason logged"
 pass "forged token refused (bad signature)"
+
+# A released lease's token opens no session, though unexpired: the
+# scheduler names the lease in its next heartbeat replies as ended.
+json=$(rgpu --json alloc -n 1 --ttl 600) || fail "alloc: $json"
+ended_tok=$(json_get token <<<"$json")
+ended_id=$(json_get id <<<"$json")
+ended_srv=$(json_get gpus.server <<<"$json")
+RGPU_LEASE_TOKEN=$ended_tok rgpu_run "$ended_srv" "$EXAMPLES/vector_add" 1024 >/dev/null 2>&1 ||
+    fail "vector_add with lease $ended_id's token failed"
+rgpu --token "$ended_tok" release "$ended_id" || fail "release $ended_id"
+# (A session that opens before the server hears of it is ended once it does.)
+deadline=$((SECONDS + 15))
+until ! RGPU_LEASE_TOKEN=$ended_tok rgpu_run "$ended_srv" "$EXAMPLES/vector_add" 1024 \
+          >"$E2E_TMP/ended.out" 2>&1 && grep -q "lease $ended_id has ended" "$E2E_TMP/ended.out"; do
+    [ "$SECONDS" -lt "$deadline" ] ||
+        fail "released lease $ended_id's token is not refused at the handshake 15 s later: $(cat "$E2E_TMP/ended.out")"
+    sleep 0.5
+done
+pass "a released lease's unexpired token is refused (\"lease $ended_id has ended\")"
+
+# A scheduler impostor (unsigned replies, or signed ones answering another
+# heartbeat) is not believed: the server says so and keeps its sessions.
+for mode in unsigned wrong-nonce; do
+    k=-
+    [ "$mode" = unsigned ] || k=$KEY
+    "$E2E_BIN/sched_peer" 127.0.0.1:0 "$k" fake-scheduler "$mode" >"$E2E_TMP/fake-$mode.out" 2>&1 &
+    fake_pid=$!
+    track_pid "$fake_pid" sched_peer "$E2E_TMP/fake-$mode.out"
+    wait_for_line "$E2E_TMP/fake-$mode.out" "listening on" 10 "$fake_pid"
+    name=fake_${mode%%-*}
+    start_server "$name" --key "$KEY" --scheduler "$(sed -n 's/^listening on //p' "$E2E_TMP/fake-$mode.out")"
+    log_var=${name}_LOG
+    pid_var=${name}_PID
+    if [ "$mode" = unsigned ]; then
+        want="heartbeat reply ignored: its reply is not signed with the cluster key"
+    else
+        want="heartbeat reply ignored: its reply answers another heartbeat (nonce)"
+    fi
+    wait_for_line "${!log_var}" "$want" 20 "${!pid_var}"
+    grep -q "lease 1 was released" "${!log_var}" && fail "the server believed the impostor"
+    stop_server "$name"
+    kill "$fake_pid"
+done
+pass "heartbeat replies unsigned or answering another heartbeat are ignored, with a warning"
 
 # SIGKILL the scheduler, restart it on the same port and database.
 kill -KILL "$SCHED_PID"
@@ -243,6 +352,7 @@ rc=0
 "$SCHED_BIN" --lease-ttl 0 2>/dev/null || rc=$?
 [ "$rc" -eq 2 ] || fail "rgpu-scheduler --lease-ttl 0: status $rc, expected 2"
 
+cat "$s1_LOG" "$s2_LOG" | grep -q "heartbeat reply ignored" && fail "a server ignored the real scheduler's replies"
 stop_server s1
 stop_server s2
 kill -TERM "$SCHED_PID"
