@@ -217,8 +217,6 @@ static rgpu_status_t rgpu_registrar_heartbeat(rgpu_registrar_t *r)
     }
     st = (rgpu_status_t)reply->status;
     snprintf(r->why, sizeof(r->why), "%s", reply->reason);
-    if (st == RGPU_OK && r->server->lease_key && reply->n_ended_leases)
-        rgpu_server_leases_ended(r->server, reply->ended_leases, reply->n_ended_leases);
     if (st == RGPU_OK && r->server->lease_key) {
         uint64_t *ids = calloc(reply->n_leases + 1, sizeof(*ids));
         int64_t *expires = calloc(reply->n_leases + 1, sizeof(*expires));
@@ -232,6 +230,10 @@ static rgpu_status_t rgpu_registrar_heartbeat(rgpu_registrar_t *r)
         }
         free(ids);
         free(expires);
+        /* After the update (which ends the sessions of leases no longer
+         * listed): the ended ones' tokens are refused from now on. */
+        if (reply->n_ended_leases)
+            rgpu_server_leases_ended(r->server, reply->ended_leases, reply->n_ended_leases);
     }
     rgpu__heartbeat_reply__free_unpacked(reply, NULL);
 out_free:
