@@ -2139,9 +2139,18 @@ static rgpu_status_t rgpu_cl_link(rgpu_cl_session_t *s, const rgpu_frame_header_
         rgpu_debug("opencl", "%s: link refused: %s", rgpu_session_name(s->session), why);
         err = CL_INVALID_LINKER_OPTIONS;
     }
-    if (err == CL_SUCCESS)
-        p = clLinkProgram(ctx->cl.context, (cl_uint)m->n_devices, devs, m->options, (cl_uint)m->n_programs, progs,
-                          NULL, NULL, &err);
+    if (err == CL_SUCCESS) {
+        /* With the argument-info flag where the platform takes it (PoCL
+         * drops the info for any other options, "" included); as given
+         * where it does not. */
+        char *options = rgpu_cl_options_extend(m->options);
+        p = clLinkProgram(ctx->cl.context, (cl_uint)m->n_devices, devs, options ? options : m->options,
+                          (cl_uint)m->n_programs, progs, NULL, NULL, &err);
+        if (options && err == CL_INVALID_LINKER_OPTIONS)
+            p = clLinkProgram(ctx->cl.context, (cl_uint)m->n_devices, devs, *m->options ? m->options : NULL,
+                              (cl_uint)m->n_programs, progs, NULL, NULL, &err);
+        free(options);
+    }
     free(progs);
     free(devs);
     if (p && rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM, p, NULL) != CL_SUCCESS) {
