@@ -45,36 +45,6 @@ static void rgpu_fuzz_header(const uint8_t raw[RGPU_FRAME_HEADER_SIZE],
     RGPU_FUZZ_CHECK(memcmp(again, raw, sizeof(again)) == 0);
 }
 
-/* Non-zero when msg or a message inside it kept unknown fields. */
-static int rgpu_fuzz_has_unknown(const ProtobufCMessage *msg)
-{
-    const ProtobufCMessageDescriptor *desc = msg->descriptor;
-
-    if (msg->n_unknown_fields)
-        return 1;
-    for (unsigned f = 0; f < desc->n_fields; f++) {
-        const ProtobufCFieldDescriptor *fd = &desc->fields[f];
-        const char *member = (const char *)msg + fd->offset;
-
-        if (fd->type != PROTOBUF_C_TYPE_MESSAGE)
-            continue;
-        if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
-            size_t n = *(const size_t *)((const char *)msg + fd->quantifier_offset);
-            ProtobufCMessage *const *items = *(ProtobufCMessage *const *const *)member;
-
-            for (size_t i = 0; i < n; i++)
-                if (rgpu_fuzz_has_unknown(items[i]))
-                    return 1;
-        } else {
-            const ProtobufCMessage *sub = *(ProtobufCMessage *const *)member;
-
-            if (sub && rgpu_fuzz_has_unknown(sub))
-                return 1;
-        }
-    }
-    return 0;
-}
-
 static void rgpu_fuzz_body(uint16_t type, uint64_t seq, uint32_t flags, const uint8_t *body,
                            size_t len)
 {

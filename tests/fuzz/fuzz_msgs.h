@@ -86,6 +86,36 @@ static inline const ProtobufCMessageDescriptor *rgpu_fuzz_msg_desc(uint16_t type
     return NULL;
 }
 
+/* Non-zero when msg or a message inside it kept unknown fields. */
+static inline int rgpu_fuzz_has_unknown(const ProtobufCMessage *msg)
+{
+    const ProtobufCMessageDescriptor *desc = msg->descriptor;
+
+    if (msg->n_unknown_fields)
+        return 1;
+    for (unsigned f = 0; f < desc->n_fields; f++) {
+        const ProtobufCFieldDescriptor *fd = &desc->fields[f];
+        const char *member = (const char *)msg + fd->offset;
+
+        if (fd->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)((const char *)msg + fd->quantifier_offset);
+            ProtobufCMessage *const *items = *(ProtobufCMessage *const *const *)member;
+
+            for (size_t i = 0; i < n; i++)
+                if (rgpu_fuzz_has_unknown(items[i]))
+                    return 1;
+        } else {
+            const ProtobufCMessage *sub = *(ProtobufCMessage *const *)member;
+
+            if (sub && rgpu_fuzz_has_unknown(sub))
+                return 1;
+        }
+    }
+    return 0;
+}
+
 /* An invariant broke: say which and crash, so libFuzzer keeps the input. */
 #define RGPU_FUZZ_CHECK(cond)                                                                     \
     do {                                                                                           \
