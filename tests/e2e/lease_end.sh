@@ -19,7 +19,8 @@ json=$(rgpu_cli --json alloc -n 1 --ttl 60) || fail "rgpu alloc: $json"
 out=$(env -u RGPU_SERVERS OCL_ICD_VENDORS="$ICD_DIR" RGPU_LEASE_TOKEN="$(json_get token <<<"$json")" \
       "$EXAMPLES/vector_add" 4096 2>&1) || fail "vector_add with RGPU_LEASE_TOKEN only: $out"
 grep -q "results checked, PASS" <<<"$out" || fail "vector_add with RGPU_LEASE_TOKEN only: $out"
-rgpu_cli release "$(json_get id <<<"$json")" >/dev/null
+# Renewing and releasing take the lease's token (or the cluster key's signature).
+RGPU_LEASE_TOKEN="$(json_get token <<<"$json")" rgpu_cli release "$(json_get id <<<"$json")" >/dev/null
 pass "RGPU_LEASE_TOKEN alone: vector_add ran on the lease's server"
 out=$(unset RGPU_SERVERS; OCL_ICD_VENDORS="$ICD_DIR" RGPU_LEASE_TOKEN=v1.garbage.x system_prog clinfo -l 2>&1) || true
 grep -q "RGPU_LEASE_TOKEN does not decode" <<<"$out" || fail "a garbled token: $out"
@@ -32,6 +33,7 @@ lease_client() {
     local name=$1 ttl=$2 secs=$3 json out=$E2E_TMP/$1.out
     json=$(rgpu_cli --json alloc -n 1 --ttl "$ttl") || fail "rgpu alloc: $json"
     printf -v "${name}_ID" '%s' "$(json_get id <<<"$json")"
+    printf -v "${name}_TOKEN" '%s' "$(json_get token <<<"$json")"
     RGPU_LEASE_TOKEN=$(json_get token <<<"$json") \
         rgpu_spawn "$out" "$name" "$(json_get gpus.server <<<"$json")" \
         "$E2E_BIN/loop_until_error" "$secs"
@@ -68,7 +70,7 @@ buffers_freed() {
 # Released while a client computes on it.
 lease_client rel 120 120
 [ "$(metric "$s1_METRICS" rgpu_server_buffer_bytes)" != 0 ] || fail "the client holds no device memory"
-rgpu_cli release "$rel_ID" >/dev/null || fail "rgpu release $rel_ID failed"
+RGPU_LEASE_TOKEN=$rel_TOKEN rgpu_cli release "$rel_ID" >/dev/null || fail "rgpu release $rel_ID failed"
 client_ends "$rel_PID" "$rel_OUT" 10 "lease $rel_ID was released or has expired"
 buffers_freed
 pass "released lease $rel_ID: $(grep -o 'the server ended the session: [^;]*' "$rel_OUT" | head -n1)"
@@ -82,13 +84,14 @@ pass "expired lease $exp_ID ended its session"
 
 # Renewed: the token says 4 s, the scheduler's heartbeat replies say 60 s.
 lease_client ren 4 10
-rgpu_cli renew "$ren_ID" 60 >/dev/null || fail "rgpu renew $ren_ID failed"
+json=$(RGPU_LEASE_TOKEN=$ren_TOKEN rgpu_cli --json renew "$ren_ID" 60) || fail "rgpu renew $ren_ID failed: $json"
+ren_TOKEN=$(json_get token <<<"$json")     # the 4 s token has expired by the release below
 rc=0
 wait "$ren_PID" || rc=$?
 [ "$rc" -eq 0 ] || fail "the renewed lease's client failed (status $rc): $(cat "$ren_OUT")"
 grep -q "no error: PASS" "$ren_OUT" || fail "the renewed lease's client did not finish: $(cat "$ren_OUT")"
 pass "renewed lease $ren_ID outlived its token's 4 s (10 s of rounds)"
-rgpu_cli release "$ren_ID" >/dev/null || fail "rgpu release $ren_ID failed"
+RGPU_LEASE_TOKEN=$ren_TOKEN rgpu_cli release "$ren_ID" >/dev/null || fail "rgpu release $ren_ID failed"
 
 # The server dies under a lease holder.
 lease_client kil 120 120

@@ -256,6 +256,7 @@ start_scheduler() {
         chmod 600 "$KEY"
     fi
     SCHED_LOG=$E2E_TMP/sched.log
+    : >"$out"
     "$SCHED_BIN" --listen 127.0.0.1:0 --db "$E2E_TMP/sched.db" --key "$KEY" --log-level debug "$@" \
         >"$out" 2>>"$SCHED_LOG" &
     SCHED_PID=$!
