@@ -16,6 +16,7 @@ PACKAGES=(
     libjemalloc-dev                             # rgpu-server's allocator
     python3 iproute2 procps                     # test scripts
     slurmctld slurmd slurm-client libslurm-dev munge  # the Slurm plugin (slurm/) and e2e.slurm
+    libmunge-dev                                # users authenticated by MUNGE (scheduler/, e2e.sched_munge)
 )
 
 native=$(dpkg --print-architecture)
