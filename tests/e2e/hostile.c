@@ -1763,6 +1763,65 @@ static void attack_release_twice(result_t *r)
 }
 
 /*
+ * stale-memory: one session fills buffers with a pattern and releases them;
+ * another session then creates buffers of the same sizes and reads them
+ * without writing. The platform's allocator serves both sessions of the
+ * one server process, so a fresh buffer can be the memory just freed.
+ * Correct: the new buffers read as zeros, never the other tenant's bytes.
+ */
+static void attack_stale_memory(result_t *r)
+{
+    static const uint64_t sizes[] = {4096, 65536, 1u << 20, 8u << 20};
+    enum { N = sizeof(sizes) / sizeof(sizes[0]) };
+    sess_t a, b;
+    uint64_t actx, aq, bctx, bq, bufs[N];
+    static uint8_t pattern[8u << 20], got[8u << 20];
+    int32_t err;
+
+    for (size_t i = 0; i < (8u << 20); i++)
+        pattern[i] = (uint8_t)(0xA5 ^ (i * 7));
+    OPEN_OR_FAIL(&a, 1, r);
+    actx = op_context(&a, NULL);
+    aq = op_queue(&a, actx, NULL);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N; i++)
+            bufs[i] = op_buffer(&a, actx, sizes[i], pattern, NULL);
+        if (sync_or_fail(&a, r, "the first tenant's buffers") != 0)
+            break;
+        for (int i = 0; i < N; i++)
+            op_release(&a, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, bufs[i]);
+        if (sync_or_fail(&a, r, "releasing them") != 0)
+            break;
+    }
+    (void)aq;
+    sess_close(&a);
+    if (r->failed)
+        return;
+
+    OPEN_OR_FAIL(&b, 1, r);
+    bctx = op_context(&b, NULL);
+    bq = op_queue(&b, bctx, NULL);
+    for (int i = 0; i < N && !r->failed; i++) {
+        uint64_t buf = op_buffer(&b, bctx, sizes[i], NULL, NULL);
+        if (op_read(&b, bq, buf, 0, sizes[i], got, &err) != 1 || err != CL_SUCCESS) {
+            FAILF(r, "reading a fresh %llu-byte buffer failed (%d)", (unsigned long long)sizes[i], err);
+            break;
+        }
+        for (uint64_t j = 0; j < sizes[i]; j++) {
+            if (got[j]) {
+                FAILF(r, "a fresh %llu-byte buffer holds non-zero bytes (at %llu: 0x%02x%s)",
+                      (unsigned long long)sizes[i], (unsigned long long)j, got[j],
+                      got[j] == pattern[j] ? ", the other tenant's pattern" : "");
+                break;
+            }
+        }
+    }
+    if (!r->failed)
+        note(r, "fresh buffers of %d sizes read as zeros after another session freed its pattern", N);
+    sess_close(&b);
+}
+
+/*
  * bad-ids: ids that are unknown, of the wrong kind, 0, duplicated, or
  * another session's, in releases, queries, enqueues and creations.
  * Correct: each is an error in the attacker's session; the other session's
@@ -2233,6 +2292,7 @@ static const attack_t attacks[] = {
     {"limits", attack_limits},
     {"arg-local-huge", attack_arg_local_huge},
     {"ndrange-huge", attack_ndrange_huge},
+    {"stale-memory", attack_stale_memory},
 };
 #define N_ATTACKS (sizeof(attacks) / sizeof(attacks[0]))
 
