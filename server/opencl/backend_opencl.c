@@ -59,6 +59,7 @@ typedef struct {
         cl_program program;
         cl_kernel kernel;
         cl_event event;
+        cl_sampler sampler;
         void *any;
     } cl;
     cl_context context;         /* queues and events: for failed-event stand-ins */
@@ -67,15 +68,23 @@ typedef struct {
     int parent;                 /* mem: 1 for sub-buffers */
     cl_mem parent_mem;          /* sub-buffers: the parent (retained) */
     uint64_t origin;            /* sub-buffers: where they start in parent_mem */
+    /* Images (mem objects with image_type != 0): what every transfer is
+     * checked against. Unused dimensions are 1. 1D buffer images keep
+     * their buffer in parent_mem (retained), with parent = 0. */
+    cl_mem_object_type image_type;
+    uint64_t image_dims[4];     /* width, height, depth, array size */
+    uint32_t image_elem;        /* bytes per pixel */
     int user_pending;           /* user events not yet set */
     int out_of_order;           /* queues */
     /* Kernels: what each argument is, as the platform declares it (never
      * as the client says): RGPU_CL_ARG_* below, num_args entries. */
     uint8_t *arg_kinds;
     uint64_t *arg_local;        /* kernels: bytes of each __local argument */
+    cl_mem_object_type *arg_image; /* kernels: the image type of each image argument */
     uint64_t local_total;       /* kernels: their sum */
     cl_uint num_args;
     uint64_t local_mem;         /* queues: their device's CL_DEVICE_LOCAL_MEM_SIZE */
+    cl_command_queue zero_queue;    /* contexts: the server's own, zeroing new buffers */
     /* Pending user events: the waits answered when the client sets them
      * (rgpu_cl_waiter_t *; PoCL 3.1 never calls a callback on a user event
      * set to an error). Session thread only. */
@@ -84,14 +93,16 @@ typedef struct {
 } rgpu_cl_handle_t;
 
 /* An argument's kind as the server knows it. A client's bytes reach the
- * platform only for RGPU_CL_ARG_VALUE; a memory object only as a handle the
- * session owns; a sampler or queue never (no such objects cross the wire). */
+ * platform only for RGPU_CL_ARG_VALUE; a memory object or a sampler only as
+ * a handle the session owns; a device queue or event never. */
 enum {
     RGPU_CL_ARG_UNKNOWN = 0,    /* the platform gave no argument info */
     RGPU_CL_ARG_VALUE,          /* plain bytes: scalars, vectors, structs */
     RGPU_CL_ARG_MEM,            /* __global / __constant pointers, images, pipes */
     RGPU_CL_ARG_LOCAL,          /* __local pointers */
-    RGPU_CL_ARG_OPAQUE,         /* sampler_t, queue_t, clk_event_t: handles we do not serve */
+    RGPU_CL_ARG_OPAQUE,         /* queue_t, clk_event_t, reserve_id_t: handles we do not serve */
+    RGPU_CL_ARG_IMAGE,          /* image*_t: an image of this session, of that image type */
+    RGPU_CL_ARG_SAMPLER,        /* sampler_t: a sampler of this session */
 };
 
 /* Staging chunks for writes, recycled: a fresh malloc of a few MiB per
@@ -277,6 +288,12 @@ static const char *rgpu_cl_msg_name(uint16_t type)
     case RGPU__MSG_TYPE__MSG_CL_MARKER: return "clEnqueueMarker/Barrier";
     case RGPU__MSG_TYPE__MSG_CL_MIGRATE: return "clEnqueueMigrateMemObjects";
     case RGPU__MSG_TYPE__MSG_CL_FLUSH: return "clFlush";
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_IMAGE: return "clCreateImage";
+    case RGPU__MSG_TYPE__MSG_CL_WRITE_IMAGE: return "clEnqueueWriteImage";
+    case RGPU__MSG_TYPE__MSG_CL_READ_IMAGE: return "clEnqueueReadImage";
+    case RGPU__MSG_TYPE__MSG_CL_COPY_IMAGE: return "clEnqueueCopyImage";
+    case RGPU__MSG_TYPE__MSG_CL_FILL_IMAGE: return "clEnqueueFillImage";
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_SAMPLER: return "clCreateSampler";
     default: return "call";
     }
 }
@@ -290,6 +307,23 @@ static rgpu_cl_handle_t *rgpu_cl_get(rgpu_cl_session_t *s, uint64_t id, Rgpu__Cl
     return h && h->kind == kind ? h : NULL;
 }
 
+/* A buffer or sub-buffer of the session (never an image: buffer commands
+ * on an image would treat its storage as bytes the platform lays out). */
+static rgpu_cl_handle_t *rgpu_cl_get_buffer(rgpu_cl_session_t *s, uint64_t id)
+{
+    rgpu_cl_handle_t *h = rgpu_cl_get(s, id, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+
+    return h && !h->image_type ? h : NULL;
+}
+
+/* An image of the session. */
+static rgpu_cl_handle_t *rgpu_cl_get_image(rgpu_cl_session_t *s, uint64_t id)
+{
+    rgpu_cl_handle_t *h = rgpu_cl_get(s, id, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+
+    return h && h->image_type ? h : NULL;
+}
+
 static cl_int rgpu_cl_kind_error(Rgpu__ClObjectKind kind)
 {
     switch (kind) {
@@ -299,6 +333,7 @@ static cl_int rgpu_cl_kind_error(Rgpu__ClObjectKind kind)
     case RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM: return CL_INVALID_PROGRAM;
     case RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL: return CL_INVALID_KERNEL;
     case RGPU__CL_OBJECT_KIND__CL_OBJ_EVENT: return CL_INVALID_EVENT;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_SAMPLER: return CL_INVALID_SAMPLER;
     default: return CL_INVALID_VALUE;
     }
 }
@@ -326,7 +361,11 @@ static cl_int rgpu_cl_put(rgpu_cl_session_t *s, uint64_t id, Rgpu__ClObjectKind 
 static void rgpu_cl_release_handle(rgpu_cl_handle_t *h)
 {
     switch (h->kind) {
-    case RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT: clReleaseContext(h->cl.context); break;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT:
+        if (h->zero_queue)
+            clReleaseCommandQueue(h->zero_queue);
+        clReleaseContext(h->cl.context);
+        break;
     case RGPU__CL_OBJECT_KIND__CL_OBJ_QUEUE: clReleaseCommandQueue(h->cl.queue); break;
     case RGPU__CL_OBJECT_KIND__CL_OBJ_MEM:
         clReleaseMemObject(h->cl.mem);
@@ -343,10 +382,12 @@ static void rgpu_cl_release_handle(rgpu_cl_handle_t *h)
         if (h->cl.event)
             clReleaseEvent(h->cl.event);
         break;
+    case RGPU__CL_OBJECT_KIND__CL_OBJ_SAMPLER: clReleaseSampler(h->cl.sampler); break;
     default: break;
     }
     free(h->arg_kinds);
     free(h->arg_local);
+    free(h->arg_image);
     free(h->waiters);
     free(h);
 }
@@ -616,6 +657,37 @@ static rgpu_status_t rgpu_cl_create_queue(rgpu_cl_session_t *s, const rgpu_frame
     return rgpu_cl_async_error(s, hdr, err, NULL);
 }
 
+/* Zeroes a new buffer before its session can read it. The platform's
+ * allocator serves every session of this one process: without this, a new
+ * buffer could hold what another tenant's freed buffer held. (A GPU driver
+ * zeroes memory between processes, not within one.) On a queue of the
+ * server's own, finished before the buffer is handed out, so no command of
+ * the client can run before or during it. */
+static cl_int rgpu_cl_zero(rgpu_cl_handle_t *ctx, cl_mem mem, uint64_t size)
+{
+    static const cl_uchar zero = 0;
+    cl_int err;
+
+    if (!ctx->zero_queue) {
+        cl_device_id dev;
+
+        err = clGetContextInfo(ctx->cl.context, CL_CONTEXT_DEVICES, sizeof(dev), &dev, NULL);
+        if (err != CL_SUCCESS && err != CL_INVALID_VALUE)   /* several devices: the first one's */
+            return err;
+        if (err == CL_INVALID_VALUE) {
+            cl_device_id devs[64];
+            if ((err = clGetContextInfo(ctx->cl.context, CL_CONTEXT_DEVICES, sizeof(devs), devs, NULL)) != CL_SUCCESS)
+                return err;
+            dev = devs[0];
+        }
+        ctx->zero_queue = clCreateCommandQueue(ctx->cl.context, dev, 0, &err);
+        if (err != CL_SUCCESS)
+            return err;
+    }
+    err = clEnqueueFillBuffer(ctx->zero_queue, mem, &zero, 1, 0, size, 0, NULL, NULL);
+    return err == CL_SUCCESS ? clFinish(ctx->zero_queue) : err;
+}
+
 static rgpu_status_t rgpu_cl_create_buffer(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
                                            Rgpu__ClCreateBuffer *m, char *reason, size_t reason_cap)
 {
@@ -664,6 +736,8 @@ static rgpu_status_t rgpu_cl_create_buffer(rgpu_cl_session_t *s, const rgpu_fram
     }
     mem = clCreateBuffer(ctx->cl.context, m->flags & ~(cl_mem_flags)CL_MEM_USE_HOST_PTR, m->size, init, &err);
     free(init);
+    if (err == CL_SUCCESS && !hdr->bulk_len)
+        err = rgpu_cl_zero(ctx, mem, m->size);
     if (err == CL_SUCCESS && (err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, mem, &h)) == CL_SUCCESS) {
         h->bytes = h->size = m->size;
         rgpu_session_memory_add(s->session, (int64_t)m->size);
@@ -680,7 +754,7 @@ static rgpu_status_t rgpu_cl_create_buffer(rgpu_cl_session_t *s, const rgpu_fram
 static rgpu_status_t rgpu_cl_create_sub_buffer(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
                                                Rgpu__ClCreateSubBuffer *m)
 {
-    rgpu_cl_handle_t *parent = rgpu_cl_get(s, m->parent, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    rgpu_cl_handle_t *parent = rgpu_cl_get_buffer(s, m->parent);
     cl_buffer_region region = {m->origin, m->size};
     rgpu_cl_handle_t *h;
     cl_mem mem = NULL;
@@ -840,7 +914,7 @@ static rgpu_status_t rgpu_cl_write(rgpu_cl_session_t *s, const rgpu_frame_header
         return RGPU_ERR_PROTOCOL;
     }
     err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
-    mem = rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    mem = rgpu_cl_get_buffer(s, m->mem);
     if (err == CL_SUCCESS && !mem)
         err = CL_INVALID_MEM_OBJECT;
     if (err == CL_SUCCESS && (m->offset > mem->size || m->size > mem->size - m->offset))
@@ -1188,7 +1262,7 @@ static rgpu_status_t rgpu_cl_read(rgpu_cl_session_t *s, const rgpu_frame_header_
     cl_int err;
 
     err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
-    mem = rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    mem = rgpu_cl_get_buffer(s, m->mem);
     if (err == CL_SUCCESS && !mem)
         err = CL_INVALID_MEM_OBJECT;
     if (err == CL_SUCCESS && (m->size == 0 || m->offset > mem->size || m->size > mem->size - m->offset))
@@ -1227,8 +1301,8 @@ static rgpu_status_t rgpu_cl_copy(rgpu_cl_session_t *s, const rgpu_frame_header_
     rgpu_cl_cmd_t cmd;
     cl_int err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
 
-    src = rgpu_cl_get(s, m->src, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
-    dst = rgpu_cl_get(s, m->dst, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    src = rgpu_cl_get_buffer(s, m->src);
+    dst = rgpu_cl_get_buffer(s, m->dst);
     if (err == CL_SUCCESS && (!src || !dst))
         err = CL_INVALID_MEM_OBJECT;
     if (err == CL_SUCCESS && !(rgpu_cl_range_ok(m->src_offset, m->size, src->size) &&
@@ -1246,7 +1320,7 @@ static rgpu_status_t rgpu_cl_fill(rgpu_cl_session_t *s, const rgpu_frame_header_
     rgpu_cl_cmd_t cmd;
     cl_int err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
 
-    mem = rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    mem = rgpu_cl_get_buffer(s, m->mem);
     if (err == CL_SUCCESS && !mem)
         err = CL_INVALID_MEM_OBJECT;
     /* Patterns are 1 to 128 bytes, a power of two, dividing offset and size. */
@@ -1332,7 +1406,7 @@ static rgpu_status_t rgpu_cl_write_rect(rgpu_cl_session_t *s, const rgpu_frame_h
     }
     /* Everything is checked before a byte of the data is received. */
     err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
-    mem = rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    mem = rgpu_cl_get_buffer(s, m->mem);
     if (err == CL_SUCCESS && !mem)
         err = CL_INVALID_MEM_OBJECT;
     if (err == CL_SUCCESS)
@@ -1400,7 +1474,7 @@ static rgpu_status_t rgpu_cl_read_rect(rgpu_cl_session_t *s, const rgpu_frame_he
     rgpu_cl_cmd_t cmd;
     cl_int err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
 
-    mem = rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    mem = rgpu_cl_get_buffer(s, m->mem);
     if (err == CL_SUCCESS && !mem)
         err = CL_INVALID_MEM_OBJECT;
     if (err == CL_SUCCESS && !rgpu_cl_rect_get(m, &r))
@@ -1432,8 +1506,8 @@ static rgpu_status_t rgpu_cl_copy_rect(rgpu_cl_session_t *s, const rgpu_frame_he
     rgpu_cl_cmd_t cmd;
     cl_int err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
 
-    src = rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
-    dst = rgpu_cl_get(s, m->dst, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
+    src = rgpu_cl_get_buffer(s, m->mem);
+    dst = rgpu_cl_get_buffer(s, m->dst);
     if (err == CL_SUCCESS && (!src || !dst))
         err = CL_INVALID_MEM_OBJECT;
     if (err == CL_SUCCESS && !rgpu_cl_rect_get(m, &r))
@@ -1448,6 +1522,494 @@ static rgpu_status_t rgpu_cl_copy_rect(rgpu_cl_session_t *s, const rgpu_frame_he
                                       m->buffer_row_pitch, m->buffer_slice_pitch, m->host_row_pitch,
                                       m->host_slice_pitch, cmd.num_wait, cmd.wait, rgpu_cl_ev_out(&cmd, m->event));
     return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
+}
+
+/* ---- images and samplers ---- */
+
+/* Bytes per pixel of an image format; 0 for a combination OpenCL does not
+ * define. */
+static uint32_t rgpu_cl_image_elem_size(cl_uint order, cl_uint type)
+{
+    uint32_t channels, bytes;
+
+    switch (type) {
+    case CL_UNORM_SHORT_565:
+    case CL_UNORM_SHORT_555:
+        return order == CL_RGB || order == CL_RGBx ? 2 : 0;
+    case CL_UNORM_INT_101010:
+        return order == CL_RGB || order == CL_RGBx ? 4 : 0;
+    case CL_SNORM_INT8: case CL_UNORM_INT8: case CL_SIGNED_INT8: case CL_UNSIGNED_INT8: bytes = 1; break;
+    case CL_SNORM_INT16: case CL_UNORM_INT16: case CL_SIGNED_INT16: case CL_UNSIGNED_INT16: case CL_HALF_FLOAT:
+        bytes = 2;
+        break;
+    case CL_SIGNED_INT32: case CL_UNSIGNED_INT32: case CL_FLOAT: bytes = 4; break;
+    default: return 0;
+    }
+    switch (order) {
+    case CL_R: case CL_A: case CL_INTENSITY: case CL_LUMINANCE: case CL_Rx: case CL_DEPTH: channels = 1; break;
+    case CL_RG: case CL_RA: case CL_RGx: channels = 2; break;
+    case CL_sRGB: channels = 3; break;
+    case CL_RGBA: case CL_BGRA: case CL_ARGB: case CL_ABGR: case CL_sRGBA: case CL_sBGRA: case CL_sRGBx:
+        channels = 4;
+        break;
+    default: return 0;   /* CL_RGB and CL_RGBx take only the packed types above */
+    }
+    return channels * bytes;
+}
+
+/* An image's dimensions as its type uses them (width, height, depth,
+ * array size), the unused ones 1. 0 when the type is no image type or a
+ * used dimension is 0. */
+static int rgpu_cl_image_dims(cl_mem_object_type type, uint64_t w, uint64_t h, uint64_t d, uint64_t a,
+                              uint64_t dims[4])
+{
+    dims[0] = w;
+    dims[1] = dims[2] = dims[3] = 1;
+    switch (type) {
+    case CL_MEM_OBJECT_IMAGE1D:
+    case CL_MEM_OBJECT_IMAGE1D_BUFFER: break;
+    case CL_MEM_OBJECT_IMAGE1D_ARRAY: dims[3] = a; break;
+    case CL_MEM_OBJECT_IMAGE2D: dims[1] = h; break;
+    case CL_MEM_OBJECT_IMAGE2D_ARRAY: dims[1] = h; dims[3] = a; break;
+    case CL_MEM_OBJECT_IMAGE3D: dims[1] = h; dims[2] = d; break;
+    default: return 0;
+    }
+    return dims[0] && dims[1] && dims[2] && dims[3];
+}
+
+static size_t rgpu_cl_device_size(cl_device_id dev, cl_device_info param)
+{
+    size_t v = 0;
+
+    clGetDeviceInfo(dev, param, sizeof(v), &v, NULL);
+    return v;
+}
+
+/* Whether one device takes an image of these dimensions and bytes, by its
+ * own limits (the platform is not trusted to check them all). */
+static int rgpu_cl_image_fits(cl_device_id dev, cl_mem_object_type type, const uint64_t dims[4], uint64_t bytes)
+{
+    cl_bool support = CL_FALSE;
+    cl_ulong max_alloc = 0;
+    uint64_t w = rgpu_cl_device_size(dev, CL_DEVICE_IMAGE2D_MAX_WIDTH);
+    uint64_t h = rgpu_cl_device_size(dev, CL_DEVICE_IMAGE2D_MAX_HEIGHT);
+    uint64_t arrays = rgpu_cl_device_size(dev, CL_DEVICE_IMAGE_MAX_ARRAY_SIZE);
+
+    clGetDeviceInfo(dev, CL_DEVICE_IMAGE_SUPPORT, sizeof(support), &support, NULL);
+    clGetDeviceInfo(dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof(max_alloc), &max_alloc, NULL);
+    if (!support || bytes > max_alloc)
+        return 0;
+    switch (type) {
+    case CL_MEM_OBJECT_IMAGE1D: return dims[0] <= w;
+    case CL_MEM_OBJECT_IMAGE1D_BUFFER: return dims[0] <= rgpu_cl_device_size(dev, CL_DEVICE_IMAGE_MAX_BUFFER_SIZE);
+    case CL_MEM_OBJECT_IMAGE1D_ARRAY: return dims[0] <= w && dims[3] <= arrays;
+    case CL_MEM_OBJECT_IMAGE2D: return dims[0] <= w && dims[1] <= h;
+    case CL_MEM_OBJECT_IMAGE2D_ARRAY: return dims[0] <= w && dims[1] <= h && dims[3] <= arrays;
+    case CL_MEM_OBJECT_IMAGE3D:
+        return dims[0] <= rgpu_cl_device_size(dev, CL_DEVICE_IMAGE3D_MAX_WIDTH) &&
+               dims[1] <= rgpu_cl_device_size(dev, CL_DEVICE_IMAGE3D_MAX_HEIGHT) &&
+               dims[2] <= rgpu_cl_device_size(dev, CL_DEVICE_IMAGE3D_MAX_DEPTH);
+    default: return 0;
+    }
+}
+
+/* CL_SUCCESS when some device of the context takes the image (OpenCL asks
+ * no more), CL_INVALID_IMAGE_SIZE otherwise, CL_INVALID_OPERATION when no
+ * device of the context has images at all. */
+static cl_int rgpu_cl_image_limits(cl_context ctx, cl_mem_object_type type, const uint64_t dims[4], uint64_t bytes)
+{
+    cl_device_id devs[64];
+    size_t size = 0;
+    int any_support = 0;
+
+    if (clGetContextInfo(ctx, CL_CONTEXT_DEVICES, sizeof(devs), devs, &size) != CL_SUCCESS)
+        return CL_INVALID_CONTEXT;
+    for (size_t i = 0; i < size / sizeof(devs[0]); i++) {
+        cl_bool support = CL_FALSE;
+        clGetDeviceInfo(devs[i], CL_DEVICE_IMAGE_SUPPORT, sizeof(support), &support, NULL);
+        any_support |= support == CL_TRUE;
+        if (rgpu_cl_image_fits(devs[i], type, dims, bytes))
+            return CL_SUCCESS;
+    }
+    return any_support ? CL_INVALID_IMAGE_SIZE : CL_INVALID_OPERATION;
+}
+
+/* Checks everything about a new image, reserves its memory against the
+ * lease's quota (not for 1D buffer images: their buffer's memory), and only
+ * then receives its contents. */
+static rgpu_status_t rgpu_cl_create_image(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
+                                          Rgpu__ClCreateImage *m, char *reason, size_t reason_cap)
+{
+    const cl_mem_flags host_flags = CL_MEM_USE_HOST_PTR | CL_MEM_ALLOC_HOST_PTR | CL_MEM_COPY_HOST_PTR;
+    rgpu_cl_handle_t *ctx = rgpu_cl_get(s, m->context, RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT);
+    uint32_t elem = rgpu_cl_image_elem_size(m->channel_order, m->channel_data_type);
+    rgpu_cl_handle_t *buffer = NULL, *h;
+    cl_image_format format = {m->channel_order, m->channel_data_type};
+    cl_image_desc desc;
+    uint64_t dims[4], bytes = elem;
+    void *init = NULL;
+    cl_mem mem = NULL;
+    cl_int err = CL_SUCCESS;
+    int reserved = 0;
+    rgpu_status_t status;
+
+    if (!ctx)
+        err = CL_INVALID_CONTEXT;
+    else if (!elem)
+        err = CL_INVALID_IMAGE_FORMAT_DESCRIPTOR;
+    else if (!rgpu_cl_image_dims(m->image_type, m->width, m->height, m->depth, m->array_size, dims))
+        err = CL_INVALID_IMAGE_DESCRIPTOR;
+    for (int i = 0; err == CL_SUCCESS && i < 4; i++) {
+        if (__builtin_mul_overflow(bytes, dims[i], &bytes))
+            err = CL_INVALID_IMAGE_SIZE;
+    }
+    if (err == CL_SUCCESS)
+        err = rgpu_cl_image_limits(ctx->cl.context, m->image_type, dims, bytes);
+    if (err == CL_SUCCESS && hdr->bulk_len && hdr->bulk_len != bytes) {
+        snprintf(reason, reason_cap, "clCreateImage of %llu bytes carries %llu bytes of contents",
+                 (unsigned long long)bytes, (unsigned long long)hdr->bulk_len);
+        return RGPU_ERR_PROTOCOL;
+    }
+    if (err == CL_SUCCESS && m->image_type == CL_MEM_OBJECT_IMAGE1D_BUFFER) {
+        /* The image views the buffer's memory: nothing new to reserve. A
+         * sub-buffer is refused (PoCL 3.1 mishandles sub-buffers in
+         * several commands already). */
+        buffer = rgpu_cl_get_buffer(s, m->buffer);
+        if (!buffer || buffer->parent)
+            err = CL_INVALID_IMAGE_DESCRIPTOR;
+        else if (bytes > buffer->size)
+            err = CL_INVALID_IMAGE_SIZE;
+        else if (hdr->bulk_len || (m->flags & host_flags))
+            err = CL_INVALID_VALUE;
+    } else if (err == CL_SUCCESS) {
+        if (m->buffer)
+            err = CL_INVALID_IMAGE_DESCRIPTOR;
+        else if (hdr->bulk_len && !(m->flags & CL_MEM_COPY_HOST_PTR))
+            err = CL_INVALID_HOST_PTR;
+        else if (!hdr->bulk_len && (m->flags & (CL_MEM_COPY_HOST_PTR | CL_MEM_USE_HOST_PTR)))
+            err = CL_INVALID_HOST_PTR;
+        else if (rgpu_session_mem_reserve(s->session, bytes) != 0)
+            err = CL_MEM_OBJECT_ALLOCATION_FAILURE;
+        else
+            reserved = 1;
+    }
+    if (err == CL_SUCCESS && hdr->bulk_len && !(init = malloc(hdr->bulk_len)))
+        err = CL_OUT_OF_HOST_MEMORY;
+    if (err != CL_SUCCESS) {
+        if (reserved)
+            rgpu_session_mem_unreserve(s->session, bytes);
+        status = rgpu_cl_async_error(s, hdr, err, err == CL_MEM_OBJECT_ALLOCATION_FAILURE
+                                                      ? "the lease's memory quota is used up" : NULL);
+        if (status == RGPU_OK && hdr->bulk_len)
+            status = rgpu_session_discard_bulk(s->session, hdr->bulk_len);
+        return status;
+    }
+    if (init && (status = rgpu_session_recv_bulk(s->session, init, hdr->bulk_len)) != RGPU_OK) {
+        rgpu_session_mem_unreserve(s->session, bytes);
+        free(init);
+        return status;
+    }
+    /* Packed pitches (0): what the wire carries. */
+    memset(&desc, 0, sizeof(desc));
+    desc.image_type = m->image_type;
+    desc.image_width = dims[0];
+    if (m->image_type == CL_MEM_OBJECT_IMAGE2D || m->image_type == CL_MEM_OBJECT_IMAGE2D_ARRAY ||
+        m->image_type == CL_MEM_OBJECT_IMAGE3D)
+        desc.image_height = dims[1];
+    if (m->image_type == CL_MEM_OBJECT_IMAGE3D)
+        desc.image_depth = dims[2];
+    if (m->image_type == CL_MEM_OBJECT_IMAGE1D_ARRAY || m->image_type == CL_MEM_OBJECT_IMAGE2D_ARRAY)
+        desc.image_array_size = dims[3];
+    desc.buffer = buffer ? buffer->cl.mem : NULL;
+    mem = clCreateImage(ctx->cl.context, m->flags & ~(cl_mem_flags)CL_MEM_USE_HOST_PTR, &format, &desc, init, &err);
+    free(init);
+    if (err == CL_SUCCESS && (err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, mem, &h)) == CL_SUCCESS) {
+        h->size = bytes;
+        h->image_type = m->image_type;
+        memcpy(h->image_dims, dims, sizeof(dims));
+        h->image_elem = elem;
+        if (buffer) {
+            h->parent_mem = buffer->cl.mem;
+            clRetainMemObject(h->parent_mem);
+        } else {
+            h->bytes = bytes;
+            rgpu_session_memory_add(s->session, (int64_t)bytes);
+            atomic_fetch_add(&rgpu_metrics.buffer_bytes, (long long)bytes);
+            atomic_fetch_add(&rgpu_metrics.buffers, 1);
+        }
+        return RGPU_OK;
+    }
+    if (reserved)
+        rgpu_session_mem_unreserve(s->session, bytes);
+    if (mem)
+        clReleaseMemObject(mem);
+    return rgpu_cl_async_error(s, hdr, err, NULL);
+}
+
+/* Whether origin + region (3 values each, from the client) lie inside the
+ * image as its type uses them (a 1D array's layers in [1], a 2D array's in
+ * [2]; unused coordinates 0 with extent 1). Fills o and r. */
+static int rgpu_cl_image_region(const rgpu_cl_handle_t *img, size_t n_origin, const uint64_t *origin,
+                                size_t n_region, const uint64_t *region, size_t o[3], size_t r[3])
+{
+    uint64_t lim[3] = {img->image_dims[0], 1, 1};
+
+    if (n_origin != 3 || n_region != 3)
+        return 0;
+    switch (img->image_type) {
+    case CL_MEM_OBJECT_IMAGE1D_ARRAY: lim[1] = img->image_dims[3]; break;
+    case CL_MEM_OBJECT_IMAGE2D: lim[1] = img->image_dims[1]; break;
+    case CL_MEM_OBJECT_IMAGE2D_ARRAY: lim[1] = img->image_dims[1]; lim[2] = img->image_dims[3]; break;
+    case CL_MEM_OBJECT_IMAGE3D: lim[1] = img->image_dims[1]; lim[2] = img->image_dims[2]; break;
+    default: break;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (!region[i] || origin[i] > lim[i] || region[i] > lim[i] - origin[i])
+            return 0;
+        o[i] = origin[i];
+        r[i] = region[i];
+    }
+    return 1;
+}
+
+/* Bytes of a region inside the image: no overflow, the image's are bounded. */
+static uint64_t rgpu_cl_image_bytes(const rgpu_cl_handle_t *img, const size_t r[3])
+{
+    return (uint64_t)img->image_elem * r[0] * r[1] * r[2];
+}
+
+/* The packed host pitches of a region, as the platform takes them. */
+static void rgpu_cl_image_pitches(const rgpu_cl_handle_t *img, const size_t r[3], size_t *row, size_t *slice)
+{
+    *row = r[0] * img->image_elem;
+    if (img->image_type == CL_MEM_OBJECT_IMAGE1D_ARRAY)
+        *slice = *row;
+    else if (img->image_type == CL_MEM_OBJECT_IMAGE2D_ARRAY || img->image_type == CL_MEM_OBJECT_IMAGE3D)
+        *slice = *row * r[1];
+    else
+        *slice = 0;
+}
+
+static rgpu_status_t rgpu_cl_write_image(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClImageRect *m,
+                                         char *reason, size_t reason_cap)
+{
+    rgpu_cl_handle_t *img;
+    size_t o[3], r[3], row, slice;
+    rgpu_cl_cmd_t cmd;
+    cl_event ev = NULL;
+    void *buf;
+    cl_int err;
+    rgpu_status_t status;
+
+    /* Everything is checked before a byte of the data is received. */
+    err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
+    img = rgpu_cl_get_image(s, m->image);
+    if (err == CL_SUCCESS && !img)
+        err = CL_INVALID_MEM_OBJECT;
+    if (err == CL_SUCCESS && !rgpu_cl_image_region(img, m->n_origin, m->origin, m->n_region, m->region, o, r))
+        err = CL_INVALID_VALUE;
+    if (err == CL_SUCCESS && hdr->bulk_len != rgpu_cl_image_bytes(img, r)) {
+        snprintf(reason, reason_cap, "image write of %llu bytes carries %llu bytes of data",
+                 (unsigned long long)rgpu_cl_image_bytes(img, r), (unsigned long long)hdr->bulk_len);
+        free(cmd.wait);
+        return RGPU_ERR_PROTOCOL;
+    }
+    if (err != CL_SUCCESS) {
+        if ((status = rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err)) != RGPU_OK)
+            return status;
+        return rgpu_session_discard_bulk(s->session, hdr->bulk_len);
+    }
+    buf = malloc(hdr->bulk_len);
+    if (!buf) {
+        free(cmd.wait);
+        if ((status = rgpu_session_discard_bulk(s->session, hdr->bulk_len)) != RGPU_OK)
+            return status;
+        return rgpu_cl_async_error(s, hdr, CL_OUT_OF_HOST_MEMORY, NULL);
+    }
+    if ((status = rgpu_session_recv_bulk(s->session, buf, hdr->bulk_len)) != RGPU_OK) {
+        free(buf);
+        free(cmd.wait);
+        return status;
+    }
+    rgpu_cl_image_pitches(img, r, &row, &slice);
+    err = clEnqueueWriteImage(cmd.queue->cl.queue, img->cl.mem, CL_FALSE, o, r, row, slice, buf, cmd.num_wait,
+                              cmd.wait, &ev);
+    if (err != CL_SUCCESS) {
+        free(buf);
+    } else {
+        if (clSetEventCallback(ev, CL_COMPLETE, rgpu_cl_free_cb, buf) != CL_SUCCESS) {
+            clWaitForEvents(1, &ev);
+            free(buf);
+        }
+        clFlush(cmd.queue->cl.queue);
+        if (m->blocking && !rgpu_cl_may_block(s))
+            err = clWaitForEvents(1, &ev);
+        if (m->event)
+            cmd.ev = ev;
+        else
+            clReleaseEvent(ev);
+    }
+    return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
+}
+
+typedef struct {
+    const rgpu_cl_handle_t *img;
+    const size_t *o, *r;
+} rgpu_cl_read_image_arg_t;
+
+static cl_int rgpu_cl_enqueue_read_image(rgpu_cl_cmd_t *cmd, void *dst, const void *arg, cl_event *ev)
+{
+    const rgpu_cl_read_image_arg_t *a = arg;
+    size_t row, slice;
+
+    rgpu_cl_image_pitches(a->img, a->r, &row, &slice);
+    return clEnqueueReadImage(cmd->queue->cl.queue, a->img->cl.mem, CL_FALSE, a->o, a->r, row, slice, dst,
+                              cmd->num_wait, cmd->wait, ev);
+}
+
+static rgpu_status_t rgpu_cl_read_image(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClImageRect *m)
+{
+    Rgpu__ClReadReply reply = RGPU__CL_READ_REPLY__INIT;
+    rgpu_cl_handle_t *img;
+    size_t o[3], r[3];
+    rgpu_cl_cmd_t cmd;
+    cl_int err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
+
+    img = rgpu_cl_get_image(s, m->image);
+    if (err == CL_SUCCESS && !img)
+        err = CL_INVALID_MEM_OBJECT;
+    if (err == CL_SUCCESS && !rgpu_cl_image_region(img, m->n_origin, m->origin, m->n_region, m->region, o, r))
+        err = CL_INVALID_VALUE;
+    if (err == CL_SUCCESS) {
+        /* Answered from the read's callback, blocking or not: the region
+         * lies inside the image, checked before its staging is allocated. */
+        rgpu_cl_read_image_arg_t arg = {img, o, r};
+        err = rgpu_cl_read_async(s, hdr, &cmd, m->event, rgpu_cl_enqueue_read_image, &arg,
+                                 rgpu_cl_image_bytes(img, r));
+    }
+    free(cmd.wait);
+    if (err != CL_SUCCESS) {
+        reply.cl_error = err;
+        rgpu_cl_event_failed(s, m->event, cmd.queue ? cmd.queue->context : NULL, err);
+        return rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, hdr->seq, &reply.base, NULL, 0);
+    }
+    rgpu_cl_event_keep(s, m->event, cmd.ev, cmd.queue->context);
+    return RGPU_OK;
+}
+
+/* The buffer side of an image<->buffer copy: bytes at offset inside it. A
+ * sub-buffer is replaced by its parent (see rgpu_cl_rect_mem). */
+static cl_mem rgpu_cl_copy_buffer_side(const rgpu_cl_handle_t *buf, uint64_t offset, uint64_t bytes, size_t *off_p)
+{
+    if (!rgpu_cl_range_ok(offset, bytes, buf->size))
+        return NULL;
+    *off_p = offset + (buf->parent ? buf->origin : 0);
+    return buf->parent ? buf->parent_mem : buf->cl.mem;
+}
+
+static rgpu_status_t rgpu_cl_copy_image(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClImageCopy *m)
+{
+    rgpu_cl_handle_t *src = NULL, *dst = NULL;
+    size_t so[3], dso[3], r[3], r2[3], off = 0;
+    cl_command_queue q;
+    cl_mem buf;
+    rgpu_cl_cmd_t cmd;
+    cl_int err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
+
+    if (err != CL_SUCCESS)
+        return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
+    q = cmd.queue->cl.queue;
+    switch (m->kind) {
+    case RGPU__CL_IMAGE_COPY_KIND__CL_COPY_IMAGE:
+        src = rgpu_cl_get_image(s, m->src);
+        dst = rgpu_cl_get_image(s, m->dst);
+        if (!src || !dst)
+            err = CL_INVALID_MEM_OBJECT;
+        else if (!rgpu_cl_image_region(src, m->n_src_origin, m->src_origin, m->n_region, m->region, so, r) ||
+                 !rgpu_cl_image_region(dst, m->n_dst_origin, m->dst_origin, m->n_region, m->region, dso, r2))
+            err = CL_INVALID_VALUE;
+        else if (src->image_elem != dst->image_elem)
+            err = CL_IMAGE_FORMAT_MISMATCH;
+        else
+            err = clEnqueueCopyImage(q, src->cl.mem, dst->cl.mem, so, dso, r, cmd.num_wait, cmd.wait,
+                                     rgpu_cl_ev_out(&cmd, m->event));
+        break;
+    case RGPU__CL_IMAGE_COPY_KIND__CL_COPY_IMAGE_TO_BUFFER:
+        src = rgpu_cl_get_image(s, m->src);
+        dst = rgpu_cl_get_buffer(s, m->dst);
+        if (!src || !dst)
+            err = CL_INVALID_MEM_OBJECT;
+        else if (!rgpu_cl_image_region(src, m->n_src_origin, m->src_origin, m->n_region, m->region, so, r) ||
+                 !(buf = rgpu_cl_copy_buffer_side(dst, m->offset, rgpu_cl_image_bytes(src, r), &off)))
+            err = CL_INVALID_VALUE;
+        else
+            err = clEnqueueCopyImageToBuffer(q, src->cl.mem, buf, so, r, off, cmd.num_wait, cmd.wait,
+                                             rgpu_cl_ev_out(&cmd, m->event));
+        break;
+    case RGPU__CL_IMAGE_COPY_KIND__CL_COPY_BUFFER_TO_IMAGE:
+        src = rgpu_cl_get_buffer(s, m->src);
+        dst = rgpu_cl_get_image(s, m->dst);
+        if (!src || !dst)
+            err = CL_INVALID_MEM_OBJECT;
+        else if (!rgpu_cl_image_region(dst, m->n_dst_origin, m->dst_origin, m->n_region, m->region, dso, r) ||
+                 !(buf = rgpu_cl_copy_buffer_side(src, m->offset, rgpu_cl_image_bytes(dst, r), &off)))
+            err = CL_INVALID_VALUE;
+        else
+            err = clEnqueueCopyBufferToImage(q, buf, dst->cl.mem, off, dso, r, cmd.num_wait, cmd.wait,
+                                             rgpu_cl_ev_out(&cmd, m->event));
+        break;
+    default:
+        err = CL_INVALID_VALUE;
+        break;
+    }
+    return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
+}
+
+static rgpu_status_t rgpu_cl_fill_image(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClFillImage *m)
+{
+    rgpu_cl_handle_t *img;
+    size_t o[3], r[3];
+    rgpu_cl_cmd_t cmd;
+    cl_int err = rgpu_cl_cmd_begin(s, m->queue, m->n_wait, m->wait, &cmd);
+
+    img = rgpu_cl_get_image(s, m->image);
+    if (err == CL_SUCCESS && !img)
+        err = CL_INVALID_MEM_OBJECT;
+    /* The platform reads 16 bytes of color (a float4, int4 or uint4). */
+    if (err == CL_SUCCESS && (m->color.len != 16 ||
+                              !rgpu_cl_image_region(img, m->n_origin, m->origin, m->n_region, m->region, o, r)))
+        err = CL_INVALID_VALUE;
+    if (err == CL_SUCCESS)
+        err = clEnqueueFillImage(cmd.queue->cl.queue, img->cl.mem, m->color.data, o, r, cmd.num_wait, cmd.wait,
+                                 rgpu_cl_ev_out(&cmd, m->event));
+    return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
+}
+
+static rgpu_status_t rgpu_cl_create_sampler(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
+                                            Rgpu__ClCreateSampler *m)
+{
+    rgpu_cl_handle_t *ctx = rgpu_cl_get(s, m->context, RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT);
+    cl_sampler smp = NULL;
+    cl_int err;
+
+    if (!ctx) {
+        err = CL_INVALID_CONTEXT;
+    } else if ((m->addressing_mode != CL_ADDRESS_NONE && m->addressing_mode != CL_ADDRESS_CLAMP_TO_EDGE &&
+                m->addressing_mode != CL_ADDRESS_CLAMP && m->addressing_mode != CL_ADDRESS_REPEAT &&
+                m->addressing_mode != CL_ADDRESS_MIRRORED_REPEAT) ||
+               (m->filter_mode != CL_FILTER_NEAREST && m->filter_mode != CL_FILTER_LINEAR)) {
+        err = CL_INVALID_VALUE;
+    } else {
+        cl_sampler_properties props[] = {CL_SAMPLER_NORMALIZED_COORDS, m->normalized_coords ? CL_TRUE : CL_FALSE,
+                                         CL_SAMPLER_ADDRESSING_MODE, m->addressing_mode,
+                                         CL_SAMPLER_FILTER_MODE, m->filter_mode, 0};
+        smp = clCreateSamplerWithProperties(ctx->cl.context, props, &err);
+    }
+    if (err == CL_SUCCESS && (err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_SAMPLER, smp, NULL)) == CL_SUCCESS)
+        return RGPU_OK;
+    if (smp)
+        clReleaseSampler(smp);
+    return rgpu_cl_async_error(s, hdr, err, NULL);
 }
 
 /* ---- kernels and synchronization ---- */
@@ -2162,16 +2724,46 @@ static rgpu_status_t rgpu_cl_link(rgpu_cl_session_t *s, const rgpu_frame_header_
     return status;
 }
 
-/* What kind argument i of k is, from the platform's argument info. Types
- * whose value is a handle of the platform (samplers, device queues, device
+/* The image type an image*_t argument takes (PoCL 3.1 names them so, with
+ * no access qualifier), or 0 for other type names. */
+static cl_mem_object_type rgpu_cl_image_arg_type(const char *type)
+{
+    static const struct {
+        const char *name;
+        cl_mem_object_type type;
+    } names[] = {
+        {"image1d_t", CL_MEM_OBJECT_IMAGE1D},           {"image1d_buffer_t", CL_MEM_OBJECT_IMAGE1D_BUFFER},
+        {"image1d_array_t", CL_MEM_OBJECT_IMAGE1D_ARRAY}, {"image2d_t", CL_MEM_OBJECT_IMAGE2D},
+        {"image2d_array_t", CL_MEM_OBJECT_IMAGE2D_ARRAY}, {"image3d_t", CL_MEM_OBJECT_IMAGE3D},
+    };
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (strcmp(type, names[i].name) == 0)
+            return names[i].type;
+    }
+    return 0;
+}
+
+/* What kind argument i of k is, from the platform's argument info, and for
+ * images which image type (*image_p). Images are __global to the platform,
+ * but a buffer set where the kernel reads an image would be taken for the
+ * platform's image structure: they are a kind of their own. Types whose
+ * value is a handle of the platform we do not serve (device queues, device
  * events) are OPAQUE: no client bytes may stand for them. */
-static uint8_t rgpu_cl_arg_kind_of(cl_kernel k, cl_uint i)
+static uint8_t rgpu_cl_arg_kind_of(cl_kernel k, cl_uint i, cl_mem_object_type *image_p)
 {
     cl_kernel_arg_address_qualifier aq = 0;
     char type[64] = "";
+    int have_type;
 
+    *image_p = 0;
     if (clGetKernelArgInfo(k, i, CL_KERNEL_ARG_ADDRESS_QUALIFIER, sizeof(aq), &aq, NULL) != CL_SUCCESS)
         return RGPU_CL_ARG_UNKNOWN;
+    /* A type name longer than the buffer is no handle type's. */
+    have_type = clGetKernelArgInfo(k, i, CL_KERNEL_ARG_TYPE_NAME, sizeof(type), type, NULL) == CL_SUCCESS;
+    type[sizeof(type) - 1] = '\0';
+    if (have_type && (*image_p = rgpu_cl_image_arg_type(type)) != 0)
+        return RGPU_CL_ARG_IMAGE;
     switch (aq) {
     case CL_KERNEL_ARG_ADDRESS_GLOBAL:
     case CL_KERNEL_ARG_ADDRESS_CONSTANT:
@@ -2181,12 +2773,12 @@ static uint8_t rgpu_cl_arg_kind_of(cl_kernel k, cl_uint i)
     default:
         break;
     }
-    /* A type name longer than the buffer is no handle type's. */
-    if (clGetKernelArgInfo(k, i, CL_KERNEL_ARG_TYPE_NAME, sizeof(type), type, NULL) != CL_SUCCESS)
+    if (!have_type)
         return RGPU_CL_ARG_UNKNOWN;
-    type[sizeof(type) - 1] = '\0';
-    if (strcmp(type, "sampler_t") == 0 || strcmp(type, "queue_t") == 0 || strcmp(type, "clk_event_t") == 0 ||
-        strcmp(type, "reserve_id_t") == 0 || strncmp(type, "image", 5) == 0)
+    if (strcmp(type, "sampler_t") == 0)
+        return RGPU_CL_ARG_SAMPLER;
+    if (strcmp(type, "queue_t") == 0 || strcmp(type, "clk_event_t") == 0 || strcmp(type, "reserve_id_t") == 0 ||
+        strncmp(type, "image", 5) == 0)
         return RGPU_CL_ARG_OPAQUE;
     return RGPU_CL_ARG_VALUE;
 }
@@ -2200,11 +2792,12 @@ static cl_int rgpu_cl_kernel_arg_kinds(rgpu_cl_handle_t *h)
         n = 0;
     h->arg_kinds = calloc(n ? n : 1, 1);
     h->arg_local = calloc(n ? n : 1, sizeof(*h->arg_local));
-    if (!h->arg_kinds || !h->arg_local)
+    h->arg_image = calloc(n ? n : 1, sizeof(*h->arg_image));
+    if (!h->arg_kinds || !h->arg_local || !h->arg_image)
         return CL_OUT_OF_HOST_MEMORY;
     h->num_args = n;
     for (cl_uint i = 0; i < n; i++)
-        h->arg_kinds[i] = rgpu_cl_arg_kind_of(h->cl.kernel, i);
+        h->arg_kinds[i] = rgpu_cl_arg_kind_of(h->cl.kernel, i, &h->arg_image[i]);
     return CL_SUCCESS;
 }
 
@@ -2250,7 +2843,10 @@ static rgpu_status_t rgpu_cl_set_arg(rgpu_cl_session_t *s, const rgpu_frame_head
         return rgpu_cl_async_error(s, hdr, CL_INVALID_ARG_INDEX, NULL);
     kind = k->arg_kinds[m->index];
     if (kind == RGPU_CL_ARG_MEM || (kind == RGPU_CL_ARG_UNKNOWN && m->kind == RGPU__CL_ARG_KIND__CL_ARG_MEM)) {
-        rgpu_cl_handle_t *mem = m->mem ? rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM) : NULL;
+        /* Without argument info, an image may be what the kernel takes. */
+        rgpu_cl_handle_t *mem = !m->mem ? NULL
+                                : kind == RGPU_CL_ARG_MEM ? rgpu_cl_get_buffer(s, m->mem)
+                                                          : rgpu_cl_get(s, m->mem, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM);
         cl_mem value = mem ? mem->cl.mem : NULL;
 
         if (m->kind != RGPU__CL_ARG_KIND__CL_ARG_MEM || (m->mem && !mem)) {
@@ -2258,6 +2854,28 @@ static rgpu_status_t rgpu_cl_set_arg(rgpu_cl_session_t *s, const rgpu_frame_head
             why = "the argument is a memory object: it takes a buffer of this session";
         } else {
             err = clSetKernelArg(k->cl.kernel, m->index, sizeof(value), &value);
+        }
+    } else if (kind == RGPU_CL_ARG_IMAGE) {
+        rgpu_cl_handle_t *img = m->kind == RGPU__CL_ARG_KIND__CL_ARG_MEM ? rgpu_cl_get_image(s, m->mem) : NULL;
+
+        /* PoCL 3.1 takes a buffer, or an image of another type, for any
+         * image argument, and reads it as the image the kernel declares. */
+        if (!img || img->image_type != k->arg_image[m->index]) {
+            err = CL_INVALID_MEM_OBJECT;
+            why = "the argument is an image: it takes an image of this session, of the type the kernel declares";
+        } else {
+            err = clSetKernelArg(k->cl.kernel, m->index, sizeof(img->cl.mem), &img->cl.mem);
+        }
+    } else if (kind == RGPU_CL_ARG_SAMPLER) {
+        rgpu_cl_handle_t *smp = m->kind == RGPU__CL_ARG_KIND__CL_ARG_SAMPLER
+                                    ? rgpu_cl_get(s, m->sampler, RGPU__CL_OBJECT_KIND__CL_OBJ_SAMPLER)
+                                    : NULL;
+
+        if (!smp) {
+            err = CL_INVALID_SAMPLER;
+            why = "the argument is a sampler_t: it takes a sampler of this session";
+        } else {
+            err = clSetKernelArg(k->cl.kernel, m->index, sizeof(smp->cl.sampler), &smp->cl.sampler);
         }
     } else if (kind == RGPU_CL_ARG_LOCAL ||
                (kind == RGPU_CL_ARG_UNKNOWN && m->kind == RGPU__CL_ARG_KIND__CL_ARG_LOCAL)) {
@@ -2276,7 +2894,7 @@ static rgpu_status_t rgpu_cl_set_arg(rgpu_cl_session_t *s, const rgpu_frame_head
         }
     } else if (kind == RGPU_CL_ARG_OPAQUE) {
         err = CL_INVALID_ARG_VALUE;
-        why = "samplers, images, device queues and device events are not served by rgpu";
+        why = "device queues, device events and pipe reservations are not served by rgpu";
     } else if (m->kind != RGPU__CL_ARG_KIND__CL_ARG_VALUE) {
         err = CL_INVALID_ARG_VALUE;
         why = "the argument is a plain value";
@@ -2419,6 +3037,45 @@ static cl_int rgpu_cl_query_binaries(rgpu_cl_session_t *s, Rgpu__ClGetInfo *m, u
     return CL_SUCCESS;
 }
 
+/* The most image formats one query answers (PoCL 3.1 has 44 per type). */
+#define RGPU_CL_MAX_IMAGE_FORMATS 4096
+
+/* clGetSupportedImageFormats: the context's formats for an image type and
+ * flags, as an array of cl_image_format. */
+static cl_int rgpu_cl_query_formats(rgpu_cl_session_t *s, Rgpu__ClGetInfo *m, uint8_t **value_p, size_t *len_p)
+{
+    rgpu_cl_handle_t *ctx = m->kind == RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT
+                                ? rgpu_cl_get(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT)
+                                : NULL;
+    uint64_t dims[4];
+    cl_mem_flags flags = 0;
+    cl_image_format *formats;
+    cl_uint n = 0;
+    cl_int err;
+
+    if (!ctx)
+        return CL_INVALID_CONTEXT;
+    if (m->extra.len != sizeof(uint64_t) || !rgpu_cl_image_dims(m->param, 1, 1, 1, 1, dims))
+        return CL_INVALID_VALUE;
+    for (int i = 7; i >= 0; i--)
+        flags = flags << 8 | m->extra.data[i];
+    err = clGetSupportedImageFormats(ctx->cl.context, flags, m->param, 0, NULL, &n);
+    if (err != CL_SUCCESS)
+        return err;
+    if (n > RGPU_CL_MAX_IMAGE_FORMATS)
+        n = RGPU_CL_MAX_IMAGE_FORMATS;
+    formats = calloc(n ? n : 1, sizeof(*formats));
+    if (!formats)
+        return CL_OUT_OF_HOST_MEMORY;
+    if (n && (err = clGetSupportedImageFormats(ctx->cl.context, flags, m->param, n, formats, NULL)) != CL_SUCCESS) {
+        free(formats);
+        return err;
+    }
+    *value_p = (uint8_t *)formats;
+    *len_p = n * sizeof(*formats);
+    return CL_SUCCESS;
+}
+
 static rgpu_status_t rgpu_cl_get_info(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClGetInfo *m)
 {
     Rgpu__ClInfoReply reply = RGPU__CL_INFO_REPLY__INIT;
@@ -2430,6 +3087,8 @@ static rgpu_status_t rgpu_cl_get_info(rgpu_cl_session_t *s, const rgpu_frame_hea
     if (m->kind == RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM && m->which == RGPU__CL_INFO_WHICH__CL_INFO_OBJECT &&
         m->param == CL_PROGRAM_BINARIES) {
         err = rgpu_cl_query_binaries(s, m, &value, &len);
+    } else if (m->which == RGPU__CL_INFO_WHICH__CL_INFO_IMAGE_FORMATS) {
+        err = rgpu_cl_query_formats(s, m, &value, &len);
     } else {
         err = rgpu_cl_query(s, m, 0, NULL, &len);
         if (err == CL_SUCCESS && !(value = malloc(len ? len : 1)))
@@ -2466,6 +3125,8 @@ static rgpu_status_t rgpu_cl_session_handle(void *ctx, const rgpu_frame_header_t
     int has_bulk_handler = hdr->type == RGPU__MSG_TYPE__MSG_CL_CREATE_BUFFER ||
                            hdr->type == RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER ||
                            hdr->type == RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER_RECT ||
+                           hdr->type == RGPU__MSG_TYPE__MSG_CL_CREATE_IMAGE ||
+                           hdr->type == RGPU__MSG_TYPE__MSG_CL_WRITE_IMAGE ||
                            hdr->type == RGPU__MSG_TYPE__MSG_CL_CREATE_PROGRAM_BINARY;
 
     if (hdr->bulk_len && !has_bulk_handler) {
@@ -2566,6 +3227,24 @@ static rgpu_status_t rgpu_cl_session_handle(void *ctx, const rgpu_frame_header_t
         break;
     case RGPU__MSG_TYPE__MSG_CL_GET_INFO:
         RGPU_CL_UNPACK(Rgpu__ClGetInfo, rgpu__cl_get_info, rgpu_cl_get_info);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_IMAGE:
+        RGPU_CL_UNPACK(Rgpu__ClCreateImage, rgpu__cl_create_image, rgpu_cl_create_image, reason, reason_cap);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_WRITE_IMAGE:
+        RGPU_CL_UNPACK(Rgpu__ClImageRect, rgpu__cl_image_rect, rgpu_cl_write_image, reason, reason_cap);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_READ_IMAGE:
+        RGPU_CL_UNPACK(Rgpu__ClImageRect, rgpu__cl_image_rect, rgpu_cl_read_image);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_COPY_IMAGE:
+        RGPU_CL_UNPACK(Rgpu__ClImageCopy, rgpu__cl_image_copy, rgpu_cl_copy_image);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_FILL_IMAGE:
+        RGPU_CL_UNPACK(Rgpu__ClFillImage, rgpu__cl_fill_image, rgpu_cl_fill_image);
+        break;
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_SAMPLER:
+        RGPU_CL_UNPACK(Rgpu__ClCreateSampler, rgpu__cl_create_sampler, rgpu_cl_create_sampler);
         break;
     default:
         snprintf(reason, reason_cap, "unknown message type %u", hdr->type);
