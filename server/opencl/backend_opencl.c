@@ -663,9 +663,39 @@ static rgpu_status_t rgpu_cl_create_queue(rgpu_cl_session_t *s, const rgpu_frame
  * zeroes memory between processes, not within one.) On a queue of the
  * server's own, finished before the buffer is handed out, so no command of
  * the client can run before or during it. */
+static cl_int rgpu_cl_zero_queue(rgpu_cl_handle_t *ctx);
+
 static cl_int rgpu_cl_zero(rgpu_cl_handle_t *ctx, cl_mem mem, uint64_t size)
 {
     static const cl_uchar zero = 0;
+    cl_int err = rgpu_cl_zero_queue(ctx);
+
+    if (err != CL_SUCCESS)
+        return err;
+    err = clEnqueueFillBuffer(ctx->zero_queue, mem, &zero, 1, 0, size, 0, NULL, NULL);
+    return err == CL_SUCCESS ? clFinish(ctx->zero_queue) : err;
+}
+
+/* The same for a new image (whole, in pixels: dims as rgpu_cl_image_dims). */
+static cl_int rgpu_cl_zero_image(rgpu_cl_handle_t *ctx, cl_mem mem, cl_mem_object_type type, const uint64_t dims[4])
+{
+    static const cl_uint zero[4] = {0, 0, 0, 0};
+    size_t origin[3] = {0, 0, 0}, region[3] = {dims[0], dims[1], dims[2]};
+    cl_int err = rgpu_cl_zero_queue(ctx);
+
+    if (type == CL_MEM_OBJECT_IMAGE1D_ARRAY)
+        region[1] = dims[3];
+    else if (type == CL_MEM_OBJECT_IMAGE2D_ARRAY)
+        region[2] = dims[3];
+    if (err != CL_SUCCESS)
+        return err;
+    err = clEnqueueFillImage(ctx->zero_queue, mem, zero, origin, region, 0, NULL, NULL);
+    return err == CL_SUCCESS ? clFinish(ctx->zero_queue) : err;
+}
+
+/* The context's zero_queue, created on first use. */
+static cl_int rgpu_cl_zero_queue(rgpu_cl_handle_t *ctx)
+{
     cl_int err;
 
     if (!ctx->zero_queue) {
@@ -684,8 +714,7 @@ static cl_int rgpu_cl_zero(rgpu_cl_handle_t *ctx, cl_mem mem, uint64_t size)
         if (err != CL_SUCCESS)
             return err;
     }
-    err = clEnqueueFillBuffer(ctx->zero_queue, mem, &zero, 1, 0, size, 0, NULL, NULL);
-    return err == CL_SUCCESS ? clFinish(ctx->zero_queue) : err;
+    return CL_SUCCESS;
 }
 
 static rgpu_status_t rgpu_cl_create_buffer(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
@@ -1722,6 +1751,9 @@ static rgpu_status_t rgpu_cl_create_image(rgpu_cl_session_t *s, const rgpu_frame
         desc.image_array_size = dims[3];
     desc.buffer = buffer ? buffer->cl.mem : NULL;
     mem = clCreateImage(ctx->cl.context, m->flags & ~(cl_mem_flags)CL_MEM_USE_HOST_PTR, &format, &desc, init, &err);
+    /* Like a new buffer, a new image holds no other tenant's data. */
+    if (err == CL_SUCCESS && !init && !buffer)
+        err = rgpu_cl_zero_image(ctx, mem, m->image_type, dims);
     free(init);
     if (err == CL_SUCCESS && (err = rgpu_cl_put(s, m->id, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, mem, &h)) == CL_SUCCESS) {
         h->size = bytes;
