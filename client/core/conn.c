@@ -587,7 +587,8 @@ rgpu_status_t rgpu_conn_open(const char *addr, const Rgpu__Hello *hello, int tim
     if (status != RGPU_OK) {
         rgpu_conn_health(conn, &why);
         snprintf(reason, reason_cap, "%s", why[0] ? why : rgpu_status_str(status));
-        goto out_close;
+        /* A reply may have come and failed the call (bulk it cannot take). */
+        goto out_cleanup_call;
     }
     if (call.reply_type != RGPU__MSG_TYPE__MSG_HELLO_REPLY ||
         !(reply = rgpu__hello_reply__unpack(NULL, call.body_len, call.body))) {
@@ -602,7 +603,6 @@ rgpu_status_t rgpu_conn_open(const char *addr, const Rgpu__Hello *hello, int tim
 
 out_cleanup_call:
     rgpu_call_cleanup(&call);
-out_close:
     rgpu_conn_close(conn);
     return status;
 out_close_link:

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "opencl.pb-c.h"
 #include "scheduler.pb-c.h"
@@ -58,6 +59,12 @@ static const rgpu_fuzz_msg_t rgpu_fuzz_msgs[] = {
     {RGPU__MSG_TYPE__MSG_CL_FINISH, &rgpu__cl_queue_op__descriptor},
     {RGPU__MSG_TYPE__MSG_CL_WAIT_EVENTS, &rgpu__cl_wait_events__descriptor},
     {RGPU__MSG_TYPE__MSG_CL_GET_INFO, &rgpu__cl_get_info__descriptor},
+    {RGPU__MSG_TYPE__MSG_CL_CREATE_IMAGE, &rgpu__cl_create_image__descriptor},
+    {RGPU__MSG_TYPE__MSG_CL_WRITE_IMAGE, &rgpu__cl_image_rect__descriptor},
+    {RGPU__MSG_TYPE__MSG_CL_READ_IMAGE, &rgpu__cl_image_rect__descriptor},
+    {RGPU__MSG_TYPE__MSG_CL_COPY_IMAGE, &rgpu__cl_image_copy__descriptor},
+    {RGPU__MSG_TYPE__MSG_CL_FILL_IMAGE, &rgpu__cl_fill_image__descriptor},
+    {RGPU__MSG_TYPE__MSG_CL_CREATE_SAMPLER, &rgpu__cl_create_sampler__descriptor},
     {RGPU__MSG_TYPE__MSG_CL_STATUS_REPLY, &rgpu__cl_status_reply__descriptor},
     {RGPU__MSG_TYPE__MSG_CL_READ_REPLY, &rgpu__cl_read_reply__descriptor},
     {RGPU__MSG_TYPE__MSG_CL_BUILD_REPLY, &rgpu__cl_build_reply__descriptor},
@@ -160,6 +167,25 @@ static inline size_t rgpu_fuzz_take(rgpu_fuzz_in_t *in, size_t len, const uint8_
     in->p += len;
     in->left -= len;
     return len;
+}
+
+/* A growing byte buffer. */
+typedef struct {
+    uint8_t *p;
+    size_t len, cap;
+} rgpu_fuzz_buf_t;
+
+static inline void rgpu_fuzz_buf_put(rgpu_fuzz_buf_t *b, const void *p, size_t len)
+{
+    if (!len)
+        return;
+    if (b->len + len > b->cap) {
+        b->cap = (b->len + len) * 2;
+        b->p = realloc(b->p, b->cap);
+        RGPU_FUZZ_CHECK(b->p);
+    }
+    memcpy(b->p + b->len, p, len);
+    b->len += len;
 }
 
 #endif

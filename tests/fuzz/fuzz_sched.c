@@ -48,24 +48,6 @@ static uint64_t rgpu_fuzz_seqs[RGPU_FUZZ_MAX_RECORDS];   /* seqs asked, as recor
 static size_t rgpu_fuzz_nseqs;
 static int rgpu_fuzz_raw;                                 /* a raw record: seqs are anyone's */
 
-typedef struct {
-    uint8_t *p;
-    size_t len, cap;
-} rgpu_fuzz_buf_t;
-
-static void rgpu_fuzz_put(rgpu_fuzz_buf_t *b, const void *p, size_t len)
-{
-    if (!len)
-        return;
-    if (b->len + len > b->cap) {
-        b->cap = (b->len + len) * 2;
-        b->p = realloc(b->p, b->cap);
-        RGPU_FUZZ_CHECK(b->p);
-    }
-    memcpy(b->p + b->len, p, len);
-    b->len += len;
-}
-
 static void rgpu_fuzz_register(rgpu_sched_t *s, unsigned n)
 {
     Rgpu__GpuInfo gpus[4], *ptrs[4];
@@ -106,7 +88,7 @@ static void rgpu_fuzz_stream(rgpu_fuzz_in_t *in, rgpu_fuzz_buf_t *out)
         rgpu_frame_header_t h = {RGPU_PROTOCOL_VERSION, type, 0, (uint32_t)len, seq, 0};
 
         if (rflags & 4) {
-            rgpu_fuzz_put(out, body, len);  /* raw: framing is the input's */
+            rgpu_fuzz_buf_put(out, body, len);  /* raw: framing is the input's */
             rgpu_fuzz_raw = 1;
             continue;
         }
@@ -119,10 +101,10 @@ static void rgpu_fuzz_stream(rgpu_fuzz_in_t *in, rgpu_fuzz_buf_t *out)
             h.bulk_len = RGPU_REQUEST_AUTH_LEN;
         }
         rgpu_frame_header_encode(&h, head);
-        rgpu_fuzz_put(out, head, sizeof(head));
-        rgpu_fuzz_put(out, body, len);
+        rgpu_fuzz_buf_put(out, head, sizeof(head));
+        rgpu_fuzz_buf_put(out, body, len);
         if (h.bulk_len)
-            rgpu_fuzz_put(out, trailer, sizeof(trailer));
+            rgpu_fuzz_buf_put(out, trailer, sizeof(trailer));
         rgpu_fuzz_seqs[rgpu_fuzz_nseqs++] = seq;
     }
 }
@@ -135,7 +117,7 @@ static void rgpu_fuzz_replies(int fd, rgpu_fuzz_buf_t *acc)
     size_t off = 0;
 
     while ((n = read(fd, chunk, sizeof(chunk))) > 0)
-        rgpu_fuzz_put(acc, chunk, (size_t)n);
+        rgpu_fuzz_buf_put(acc, chunk, (size_t)n);
     while (acc->len - off >= RGPU_FRAME_HEADER_SIZE) {
         rgpu_frame_header_t h;
         const ProtobufCMessageDescriptor *desc;
