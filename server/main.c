@@ -57,7 +57,7 @@ typedef struct {
     rgpu_metrics_server_t *metrics;
     rgpu_registrar_t *registrar;    /* --scheduler */
     rgpu_token_key_t key;           /* --key */
-    uv_timer_t lease_timer;         /* --key: ends sessions whose lease expired */
+    uv_timer_t lease_timer;         /* ends expired leases' sessions and late handshakes */
     int lease_timer_on;
     uv_timer_t accept_timer;        /* resumes accepting after a failed accept */
     rgpu_ratelimit_t full_warn, accept_warn;
@@ -291,17 +291,17 @@ int main(int argc, char **argv)
 
     snprintf(daemon.server.advertise, sizeof(daemon.server.advertise), "%s",
              config.advertise[0] ? config.advertise : daemon.listener->local);
-    if (config.key[0]) {
+    if (config.key[0])
         rgpu_info("server", "lease tokens required, naming %s", daemon.server.advertise);
-        /* A session ends with its lease: at the token's expiry, or the
-         * later one the scheduler reports after a renewal. */
-        uv_timer_init(loop, &daemon.lease_timer);
-        daemon.lease_timer.data = &daemon;
-        uv_timer_start(&daemon.lease_timer, rgpu_daemon_on_lease_timer, 1000, 1000);
-        daemon.lease_timer_on = 1;
-    }
     else
         rgpu_info("server", "no lease checking (--insecure)");
+    /* Every second: a session ends with its lease (at the token's expiry, or
+     * the later one the scheduler reports after a renewal), and a connection
+     * that did not complete its handshake within --hello-timeout is closed. */
+    uv_timer_init(loop, &daemon.lease_timer);
+    daemon.lease_timer.data = &daemon;
+    uv_timer_start(&daemon.lease_timer, rgpu_daemon_on_lease_timer, 1000, 1000);
+    daemon.lease_timer_on = 1;
     if (config.scheduler[0]) {
         status = rgpu_registrar_start(loop, &daemon.server, config.scheduler, &daemon.registrar);
         if (status != RGPU_OK) {

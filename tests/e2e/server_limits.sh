@@ -203,3 +203,43 @@ pass "descriptor flood: $(grep -c 'accept failed' "$emf_LOG") accept reports, $l
 touch "$E2E_TMP/hold2.release"
 run_vector_add "after the flood" "$emf_ADDR"
 stop_server emf
+
+# ---- 4. the handshake deadline -----------------------------------------------
+# A connection that says nothing, and one that sends half a header, are
+# closed once --hello-timeout passes (the server checks every second), with
+# a SessionError saying why; the server still serves.
+start_server hto --hello-timeout 2
+python3 - "$hto_ADDR" <<'PYEOF' || fail "the handshake deadline did not hold (above)"
+import socket, struct, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+socks = []
+for partial in (b"", b"RGPU\x01\x00"):
+    s = socket.create_connection((host, int(port)))
+    s.sendall(partial)
+    socks.append(s)
+start = time.monotonic()
+for i, s in enumerate(socks):
+    s.settimeout(max(0.1, 15 - (time.monotonic() - start)))
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        print("connection %d still open after %.1f s" % (i, time.monotonic() - start))
+        sys.exit(1)
+    took = time.monotonic() - start
+    if took < 1.5:
+        print("connection %d closed after %.1f s, before the 2 s deadline" % (i, took))
+        sys.exit(1)
+    if b"handshake" not in data:
+        print("connection %d closed without saying why: %r" % (i, data[:200]))
+        sys.exit(1)
+    print("connection %d closed after %.1f s with its reason" % (i, took))
+PYEOF
+grep -q "no handshake within 2 s" "$hto_LOG" || fail "the server log does not say why it closed them"
+pass "silent and half-sent connections closed at the 2 s handshake deadline"
+run_vector_add "after the handshake deadline" "$hto_ADDR"
+stop_server hto
