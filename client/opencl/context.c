@@ -148,6 +148,7 @@ void rgpu__cl_context_release(cl_context context)
     if (atomic_fetch_sub(&context->obj.refs, 1) != 1)
         return;
     rgpu__cl_remote_release(context->obj.server, RGPU__CL_OBJECT_KIND__CL_OBJ_CONTEXT, context->obj.id);
+    rgpu__cl_formats_free(context);
     context->obj.magic = RGPU_CL_MAGIC_DEAD;
     free(context->props);
     free(context->devices);

@@ -60,9 +60,18 @@ static uint64_t rgpu_cl_cmd_event_id(const rgpu_cl_cmd_t *cmd)
     return cmd->event ? cmd->event->obj.id : 0;
 }
 
-static cl_int rgpu_cl_check_mem(cl_command_queue queue, cl_mem mem, size_t offset, size_t size)
+/* Any memory object of the queue's context: buffer or image. */
+static cl_int rgpu_cl_check_any_mem(cl_command_queue queue, cl_mem mem)
 {
     if (!RGPU_CL_VALID(mem, MEM))
+        return CL_INVALID_MEM_OBJECT;
+    return mem->context != queue->context ? CL_INVALID_CONTEXT : CL_SUCCESS;
+}
+
+/* A buffer of the queue's context, and a range inside it. */
+static cl_int rgpu_cl_check_mem(cl_command_queue queue, cl_mem mem, size_t offset, size_t size)
+{
+    if (!RGPU_CL_VALID(mem, MEM) || mem->image_type)
         return CL_INVALID_MEM_OBJECT;
     if (mem->context != queue->context)
         return CL_INVALID_CONTEXT;
@@ -603,7 +612,7 @@ cl_int CL_API_CALL rgpu_clEnqueueMigrateMemObjects(cl_command_queue queue, cl_ui
         goto out;
     }
     for (cl_uint i = 0; i < num_mems; i++) {
-        if ((err = rgpu_cl_check_mem(queue, mems[i], 0, 0)) != CL_SUCCESS)
+        if ((err = rgpu_cl_check_any_mem(queue, mems[i])) != CL_SUCCESS)
             goto out;
         ids[i] = mems[i]->obj.id;
     }
@@ -619,6 +628,10 @@ out:
     free(ids);
     return rgpu_cl_cmd_end(&cmd, err, event);
 }
+
+static cl_int rgpu_cl_image_write(cl_command_queue queue, cl_mem image, cl_bool blocking, const size_t *origin,
+                                  const size_t *region, const void *ptr, const rgpu_cl_image_shape_t *shape,
+                                  rgpu_cl_cmd_t *cmd);
 
 /* ---- map and unmap ----
  * A map reads the region into host memory (the application's own for
@@ -728,7 +741,7 @@ cl_int CL_API_CALL rgpu_clEnqueueUnmapMemObject(cl_command_queue queue, cl_mem m
     err = rgpu_cl_cmd_begin(queue, num_wait, wait_list, event, CL_COMMAND_UNMAP_MEM_OBJECT, &cmd);
     if (err != CL_SUCCESS)
         return err;
-    if ((err = rgpu_cl_check_mem(queue, mem, 0, 0)) != CL_SUCCESS)
+    if ((err = rgpu_cl_check_any_mem(queue, mem)) != CL_SUCCESS)
         goto out;
     pthread_mutex_lock(&mem->lock);
     for (pp = &mem->maps; *pp; pp = &(*pp)->next) {
@@ -744,7 +757,11 @@ cl_int CL_API_CALL rgpu_clEnqueueUnmapMemObject(cl_command_queue queue, cl_mem m
         err = CL_INVALID_VALUE;
         goto out;
     }
-    if (map->flags & (CL_MAP_WRITE | CL_MAP_WRITE_INVALIDATE_REGION)) {
+    if (map->image && (map->flags & (CL_MAP_WRITE | CL_MAP_WRITE_INVALIDATE_REGION))) {
+        rgpu_cl_image_shape_t shape;
+        rgpu__cl_image_shape(mem, map->region, map->row_pitch, map->slice_pitch, &shape);
+        err = rgpu_cl_image_write(queue, mem, CL_FALSE, map->origin, map->region, map->ptr, &shape, &cmd);
+    } else if (map->flags & (CL_MAP_WRITE | CL_MAP_WRITE_INVALIDATE_REGION)) {
         Rgpu__ClWriteBuffer req = RGPU__CL_WRITE_BUFFER__INIT;
         req.queue = queue->obj.id;
         req.mem = mem->obj.id;
@@ -855,4 +872,421 @@ cl_int CL_API_CALL rgpu_clEnqueueTask(cl_command_queue queue, cl_kernel kernel, 
     if (err == CL_SUCCESS && event && *event)
         (*event)->type = CL_COMMAND_TASK;
     return err;
+}
+
+/* ---- images ----
+ * The wire carries every region packed (see opencl.proto); the host side is
+ * gathered before a write and scattered after a read, through the same
+ * staging as rect transfers, only when its pitches are not packed. */
+
+static cl_int rgpu_cl_check_image(cl_command_queue queue, cl_mem mem)
+{
+    if (!RGPU_CL_VALID(mem, MEM) || !mem->image_type)
+        return CL_INVALID_MEM_OBJECT;
+    if (mem->context != queue->context)
+        return CL_INVALID_CONTEXT;
+    return CL_SUCCESS;
+}
+
+/* Whether origin + region lie inside the image, as its type uses them (a
+ * 1D array's images in [1], a 2D array's in [2], unused coordinates 0 with
+ * extent 1). CL_SUCCESS or CL_INVALID_VALUE. */
+static cl_int rgpu_cl_image_region(cl_mem image, const size_t *origin, const size_t *region)
+{
+    size_t lim[3] = {image->dims[0], 1, 1};
+
+    if (!origin || !region)
+        return CL_INVALID_VALUE;
+    switch (image->image_type) {
+    case CL_MEM_OBJECT_IMAGE1D_ARRAY: lim[1] = image->dims[3]; break;
+    case CL_MEM_OBJECT_IMAGE2D: lim[1] = image->dims[1]; break;
+    case CL_MEM_OBJECT_IMAGE2D_ARRAY: lim[1] = image->dims[1]; lim[2] = image->dims[3]; break;
+    case CL_MEM_OBJECT_IMAGE3D: lim[1] = image->dims[1]; lim[2] = image->dims[2]; break;
+    default: break;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (!region[i] || origin[i] > lim[i] || region[i] > lim[i] - origin[i])
+            return CL_INVALID_VALUE;
+    }
+    return CL_SUCCESS;
+}
+
+static void rgpu_cl_image_rect_fill(Rgpu__ClImageRect *req, uint64_t o[3], uint64_t r[3], const size_t *origin,
+                                    const size_t *region)
+{
+    for (int i = 0; i < 3; i++) {
+        o[i] = origin[i];
+        r[i] = region[i];
+    }
+    req->n_origin = req->n_region = 3;
+    req->origin = o;
+    req->region = r;
+}
+
+/* Reads a region into ptr laid out as shape says: straight into ptr when
+ * packed, else through a staging area the read owns, scattered when the
+ * data arrives. */
+static cl_int rgpu_cl_image_read(cl_command_queue queue, cl_mem image, cl_bool blocking, const size_t *origin,
+                                 const size_t *region, void *ptr, const rgpu_cl_image_shape_t *shape,
+                                 rgpu_cl_cmd_t *cmd)
+{
+    Rgpu__ClImageRect req = RGPU__CL_IMAGE_RECT__INIT;
+    size_t packed = shape->row_bytes * shape->rows * shape->slices;
+    uint64_t o[3], r[3];
+    rgpu_cl_read_t *read;
+    void *dst = ptr;
+
+    if (rgpu__cl_image_shape_packed(shape)) {
+        read = rgpu_cl_read_new();
+    } else if ((read = calloc(1, sizeof(*read) + packed)) != NULL) {
+        dst = read + 1;
+        read->scatter_dst = ptr;
+        read->region[0] = shape->row_bytes;
+        read->region[1] = shape->rows;
+        read->region[2] = shape->slices;
+        read->row_pitch = shape->row_pitch;
+        read->slice_pitch = shape->slice_pitch;
+    }
+    if (!read)
+        return CL_OUT_OF_HOST_MEMORY;
+    req.queue = queue->obj.id;
+    req.image = image->obj.id;
+    req.blocking = blocking;
+    rgpu_cl_image_rect_fill(&req, o, r, origin, region);
+    req.event = rgpu_cl_cmd_event_id(cmd);
+    req.n_wait = cmd->num_wait;
+    req.wait = cmd->wait;
+    return rgpu_cl_read(queue, RGPU__MSG_TYPE__MSG_CL_READ_IMAGE, &req.base, dst, packed, blocking, cmd, read);
+}
+
+/* Writes a region from ptr laid out as shape says, gathered when not packed. */
+static cl_int rgpu_cl_image_write(cl_command_queue queue, cl_mem image, cl_bool blocking, const size_t *origin,
+                                  const size_t *region, const void *ptr, const rgpu_cl_image_shape_t *shape,
+                                  rgpu_cl_cmd_t *cmd)
+{
+    Rgpu__ClImageRect req = RGPU__CL_IMAGE_RECT__INIT;
+    size_t packed_len = shape->row_bytes * shape->rows * shape->slices;
+    uint64_t o[3], r[3];
+    char *packed = NULL;
+    cl_int err;
+
+    if (!rgpu__cl_image_shape_packed(shape)) {
+        char *p = packed = malloc(packed_len);
+        if (!packed)
+            return CL_OUT_OF_HOST_MEMORY;
+        for (size_t z = 0; z < shape->slices; z++) {
+            for (size_t y = 0; y < shape->rows; y++, p += shape->row_bytes)
+                memcpy(p, (const char *)ptr + z * shape->slice_pitch + y * shape->row_pitch, shape->row_bytes);
+        }
+    }
+    req.queue = queue->obj.id;
+    req.image = image->obj.id;
+    req.blocking = blocking;
+    rgpu_cl_image_rect_fill(&req, o, r, origin, region);
+    req.event = rgpu_cl_cmd_event_id(cmd);
+    req.n_wait = cmd->num_wait;
+    req.wait = cmd->wait;
+    err = rgpu__cl_post(queue->obj.server, RGPU__MSG_TYPE__MSG_CL_WRITE_IMAGE, &req.base, packed ? packed : ptr,
+                        packed_len);
+    free(packed);
+    return err;
+}
+
+cl_int CL_API_CALL rgpu_clEnqueueReadImage(cl_command_queue queue, cl_mem image, cl_bool blocking,
+                                           const size_t *origin, const size_t *region, size_t row_pitch,
+                                           size_t slice_pitch, void *ptr, cl_uint num_wait,
+                                           const cl_event *wait_list, cl_event *event)
+{
+    rgpu_cl_image_shape_t shape;
+    rgpu_cl_cmd_t cmd;
+    cl_int err;
+
+    err = rgpu_cl_cmd_begin(queue, num_wait, wait_list, event, CL_COMMAND_READ_IMAGE, &cmd);
+    if (err != CL_SUCCESS)
+        return err;
+    if ((err = rgpu_cl_check_image(queue, image)) != CL_SUCCESS ||
+        (err = rgpu_cl_image_region(image, origin, region)) != CL_SUCCESS)
+        goto out;
+    if (!ptr || (err = rgpu__cl_image_shape(image, region, row_pitch, slice_pitch, &shape)) != CL_SUCCESS) {
+        err = CL_INVALID_VALUE;
+        goto out;
+    }
+    err = rgpu_cl_image_read(queue, image, blocking, origin, region, ptr, &shape, &cmd);
+out:
+    return rgpu_cl_cmd_end(&cmd, err, event);
+}
+
+cl_int CL_API_CALL rgpu_clEnqueueWriteImage(cl_command_queue queue, cl_mem image, cl_bool blocking,
+                                            const size_t *origin, const size_t *region, size_t row_pitch,
+                                            size_t slice_pitch, const void *ptr, cl_uint num_wait,
+                                            const cl_event *wait_list, cl_event *event)
+{
+    rgpu_cl_image_shape_t shape;
+    rgpu_cl_cmd_t cmd;
+    cl_int err;
+
+    err = rgpu_cl_cmd_begin(queue, num_wait, wait_list, event, CL_COMMAND_WRITE_IMAGE, &cmd);
+    if (err != CL_SUCCESS)
+        return err;
+    if ((err = rgpu_cl_check_image(queue, image)) != CL_SUCCESS ||
+        (err = rgpu_cl_image_region(image, origin, region)) != CL_SUCCESS)
+        goto out;
+    if (!ptr || (err = rgpu__cl_image_shape(image, region, row_pitch, slice_pitch, &shape)) != CL_SUCCESS) {
+        err = CL_INVALID_VALUE;
+        goto out;
+    }
+    err = rgpu_cl_image_write(queue, image, blocking, origin, region, ptr, &shape, &cmd);
+out:
+    return rgpu_cl_cmd_end(&cmd, err, event);
+}
+
+/* Posts a ClImageCopy of kind, with the image origins given (NULL for a
+ * buffer side). */
+static cl_int rgpu_cl_image_copy(cl_command_queue queue, Rgpu__ClImageCopyKind kind, cl_mem src, cl_mem dst,
+                                 const size_t *src_origin, const size_t *dst_origin, const size_t *region,
+                                 size_t offset, rgpu_cl_cmd_t *cmd)
+{
+    Rgpu__ClImageCopy req = RGPU__CL_IMAGE_COPY__INIT;
+    uint64_t so[3], dso[3], r[3];
+
+    for (int i = 0; i < 3; i++) {
+        so[i] = src_origin ? src_origin[i] : 0;
+        dso[i] = dst_origin ? dst_origin[i] : 0;
+        r[i] = region[i];
+    }
+    req.queue = queue->obj.id;
+    req.kind = kind;
+    req.src = src->obj.id;
+    req.dst = dst->obj.id;
+    req.n_src_origin = src_origin ? 3 : 0;
+    req.src_origin = so;
+    req.n_dst_origin = dst_origin ? 3 : 0;
+    req.dst_origin = dso;
+    req.n_region = 3;
+    req.region = r;
+    req.offset = offset;
+    req.event = rgpu_cl_cmd_event_id(cmd);
+    req.n_wait = cmd->num_wait;
+    req.wait = cmd->wait;
+    return rgpu__cl_post(queue->obj.server, RGPU__MSG_TYPE__MSG_CL_COPY_IMAGE, &req.base, NULL, 0);
+}
+
+cl_int CL_API_CALL rgpu_clEnqueueCopyImage(cl_command_queue queue, cl_mem src, cl_mem dst, const size_t *src_origin,
+                                           const size_t *dst_origin, const size_t *region, cl_uint num_wait,
+                                           const cl_event *wait_list, cl_event *event)
+{
+    rgpu_cl_cmd_t cmd;
+    cl_int err;
+
+    err = rgpu_cl_cmd_begin(queue, num_wait, wait_list, event, CL_COMMAND_COPY_IMAGE, &cmd);
+    if (err != CL_SUCCESS)
+        return err;
+    if ((err = rgpu_cl_check_image(queue, src)) != CL_SUCCESS || (err = rgpu_cl_check_image(queue, dst)) != CL_SUCCESS ||
+        (err = rgpu_cl_image_region(src, src_origin, region)) != CL_SUCCESS ||
+        (err = rgpu_cl_image_region(dst, dst_origin, region)) != CL_SUCCESS)
+        goto out;
+    if (src->format.image_channel_order != dst->format.image_channel_order ||
+        src->format.image_channel_data_type != dst->format.image_channel_data_type) {
+        err = CL_IMAGE_FORMAT_MISMATCH;
+        goto out;
+    }
+    if (src == dst) {
+        int overlap = 1;
+        for (int i = 0; i < 3; i++)
+            overlap &= src_origin[i] < dst_origin[i] + region[i] && dst_origin[i] < src_origin[i] + region[i];
+        if (overlap) {
+            err = CL_MEM_COPY_OVERLAP;
+            goto out;
+        }
+    }
+    err = rgpu_cl_image_copy(queue, RGPU__CL_IMAGE_COPY_KIND__CL_COPY_IMAGE, src, dst, src_origin, dst_origin,
+                             region, 0, &cmd);
+out:
+    return rgpu_cl_cmd_end(&cmd, err, event);
+}
+
+cl_int CL_API_CALL rgpu_clEnqueueCopyImageToBuffer(cl_command_queue queue, cl_mem src, cl_mem dst,
+                                                   const size_t *src_origin, const size_t *region, size_t offset,
+                                                   cl_uint num_wait, const cl_event *wait_list, cl_event *event)
+{
+    rgpu_cl_cmd_t cmd;
+    cl_int err;
+
+    err = rgpu_cl_cmd_begin(queue, num_wait, wait_list, event, CL_COMMAND_COPY_IMAGE_TO_BUFFER, &cmd);
+    if (err != CL_SUCCESS)
+        return err;
+    if ((err = rgpu_cl_check_image(queue, src)) != CL_SUCCESS ||
+        (err = rgpu_cl_image_region(src, src_origin, region)) != CL_SUCCESS ||
+        (err = rgpu_cl_check_mem(queue, dst, offset, src->elem * region[0] * region[1] * region[2])) != CL_SUCCESS)
+        goto out;
+    err = rgpu_cl_image_copy(queue, RGPU__CL_IMAGE_COPY_KIND__CL_COPY_IMAGE_TO_BUFFER, src, dst, src_origin, NULL,
+                             region, offset, &cmd);
+out:
+    return rgpu_cl_cmd_end(&cmd, err, event);
+}
+
+cl_int CL_API_CALL rgpu_clEnqueueCopyBufferToImage(cl_command_queue queue, cl_mem src, cl_mem dst, size_t offset,
+                                                   const size_t *dst_origin, const size_t *region, cl_uint num_wait,
+                                                   const cl_event *wait_list, cl_event *event)
+{
+    rgpu_cl_cmd_t cmd;
+    cl_int err;
+
+    err = rgpu_cl_cmd_begin(queue, num_wait, wait_list, event, CL_COMMAND_COPY_BUFFER_TO_IMAGE, &cmd);
+    if (err != CL_SUCCESS)
+        return err;
+    if ((err = rgpu_cl_check_image(queue, dst)) != CL_SUCCESS ||
+        (err = rgpu_cl_image_region(dst, dst_origin, region)) != CL_SUCCESS ||
+        (err = rgpu_cl_check_mem(queue, src, offset, dst->elem * region[0] * region[1] * region[2])) != CL_SUCCESS)
+        goto out;
+    err = rgpu_cl_image_copy(queue, RGPU__CL_IMAGE_COPY_KIND__CL_COPY_BUFFER_TO_IMAGE, src, dst, NULL, dst_origin,
+                             region, offset, &cmd);
+out:
+    return rgpu_cl_cmd_end(&cmd, err, event);
+}
+
+cl_int CL_API_CALL rgpu_clEnqueueFillImage(cl_command_queue queue, cl_mem image, const void *color,
+                                           const size_t *origin, const size_t *region, cl_uint num_wait,
+                                           const cl_event *wait_list, cl_event *event)
+{
+    Rgpu__ClFillImage req = RGPU__CL_FILL_IMAGE__INIT;
+    uint64_t o[3], r[3];
+    rgpu_cl_cmd_t cmd;
+    cl_int err;
+
+    err = rgpu_cl_cmd_begin(queue, num_wait, wait_list, event, CL_COMMAND_FILL_IMAGE, &cmd);
+    if (err != CL_SUCCESS)
+        return err;
+    if ((err = rgpu_cl_check_image(queue, image)) != CL_SUCCESS ||
+        (err = rgpu_cl_image_region(image, origin, region)) != CL_SUCCESS)
+        goto out;
+    if (!color) {
+        err = CL_INVALID_VALUE;
+        goto out;
+    }
+    for (int i = 0; i < 3; i++) {
+        o[i] = origin[i];
+        r[i] = region[i];
+    }
+    /* A float4, int4 or uint4, whatever the format: always 16 bytes. */
+    req.queue = queue->obj.id;
+    req.image = image->obj.id;
+    req.color.data = (uint8_t *)color;
+    req.color.len = 16;
+    req.n_origin = req.n_region = 3;
+    req.origin = o;
+    req.region = r;
+    req.event = rgpu_cl_cmd_event_id(&cmd);
+    req.n_wait = cmd.num_wait;
+    req.wait = cmd.wait;
+    err = rgpu__cl_post(queue->obj.server, RGPU__MSG_TYPE__MSG_CL_FILL_IMAGE, &req.base, NULL, 0);
+out:
+    return rgpu_cl_cmd_end(&cmd, err, event);
+}
+
+/* A map reads the region into host memory (the application's own for
+ * USE_HOST_PTR images, at its pitches; else a packed area allocated here);
+ * the unmap writes it back when it was mapped for writing. */
+void *CL_API_CALL rgpu_clEnqueueMapImage(cl_command_queue queue, cl_mem image, cl_bool blocking, cl_map_flags flags,
+                                         const size_t *origin, const size_t *region, size_t *row_pitch_p,
+                                         size_t *slice_pitch_p, cl_uint num_wait, const cl_event *wait_list,
+                                         cl_event *event, cl_int *errcode_ret)
+{
+    rgpu_cl_mapping_t *map = NULL;
+    rgpu_cl_image_shape_t shape;
+    rgpu_cl_cmd_t cmd;
+    void *ptr = NULL;
+    size_t size;
+    cl_int err;
+
+    err = rgpu_cl_cmd_begin(queue, num_wait, wait_list, event, CL_COMMAND_MAP_IMAGE, &cmd);
+    if (err != CL_SUCCESS)
+        goto out_ret;
+    if ((err = rgpu_cl_check_image(queue, image)) != CL_SUCCESS ||
+        (err = rgpu_cl_image_region(image, origin, region)) != CL_SUCCESS)
+        goto out;
+    if (!row_pitch_p || (!slice_pitch_p && (image->image_type == CL_MEM_OBJECT_IMAGE3D ||
+                                            image->image_type == CL_MEM_OBJECT_IMAGE1D_ARRAY ||
+                                            image->image_type == CL_MEM_OBJECT_IMAGE2D_ARRAY)) ||
+        (flags & ~(cl_map_flags)(CL_MAP_READ | CL_MAP_WRITE | CL_MAP_WRITE_INVALIDATE_REGION)) ||
+        ((flags & CL_MAP_WRITE_INVALIDATE_REGION) && (flags & (CL_MAP_READ | CL_MAP_WRITE)))) {
+        err = CL_INVALID_VALUE;
+        goto out;
+    }
+    map = calloc(1, sizeof(*map));
+    if (!map) {
+        err = CL_OUT_OF_HOST_MEMORY;
+        goto out;
+    }
+    map->image = 1;
+    memcpy(map->origin, origin, sizeof(map->origin));
+    memcpy(map->region, region, sizeof(map->region));
+    if (image->host_ptr) {
+        size_t y = image->image_type == CL_MEM_OBJECT_IMAGE1D_ARRAY ? 0 : origin[1];
+        size_t z = image->image_type == CL_MEM_OBJECT_IMAGE1D_ARRAY ? origin[1] : origin[2];
+        rgpu__cl_image_shape(image, region, image->row_pitch, image->slice_pitch, &shape);
+        ptr = (char *)image->host_ptr + z * shape.slice_pitch + y * shape.row_pitch + origin[0] * image->elem;
+    } else {
+        rgpu__cl_image_shape(image, region, 0, 0, &shape);
+        size = shape.row_bytes * shape.rows * shape.slices;
+        pthread_mutex_lock(&image->lock);
+        if (image->map_spare && image->map_spare_size == size) {
+            ptr = image->map_spare;
+            image->map_spare = NULL;
+        }
+        pthread_mutex_unlock(&image->lock);
+        if (!ptr && posix_memalign(&ptr, 4096, size) != 0) {
+            ptr = NULL;
+            err = CL_MAP_FAILURE;
+            goto out;
+        }
+        map->owned = 1;
+        map->size = size;
+    }
+    map->ptr = ptr;
+    map->row_pitch = shape.row_pitch;
+    map->slice_pitch = shape.slice_pitch;
+    map->flags = flags ? flags : CL_MAP_READ | CL_MAP_WRITE;
+    if (map->flags & CL_MAP_WRITE_INVALIDATE_REGION) {
+        Rgpu__ClMarker marker = RGPU__CL_MARKER__INIT;
+        marker.queue = queue->obj.id;
+        marker.event = rgpu_cl_cmd_event_id(&cmd);
+        marker.n_wait = cmd.num_wait;
+        marker.wait = cmd.wait;
+        err = rgpu__cl_post(queue->obj.server, RGPU__MSG_TYPE__MSG_CL_MARKER, &marker.base, NULL, 0);
+        if (err == CL_SUCCESS && blocking)
+            err = rgpu_clFinish(queue);
+    } else {
+        err = rgpu_cl_image_read(queue, image, blocking, origin, region, ptr, &shape, &cmd);
+    }
+    if (err != CL_SUCCESS)
+        goto out;
+    pthread_mutex_lock(&image->lock);
+    map->next = image->maps;
+    image->maps = map;
+    image->map_count++;
+    pthread_mutex_unlock(&image->lock);
+    *row_pitch_p = shape.row_pitch;
+    if (slice_pitch_p) {
+        /* As OpenCL reports them: none for 1D and 2D images. */
+        int has_slices = image->image_type == CL_MEM_OBJECT_IMAGE3D ||
+                         image->image_type == CL_MEM_OBJECT_IMAGE1D_ARRAY ||
+                         image->image_type == CL_MEM_OBJECT_IMAGE2D_ARRAY;
+        *slice_pitch_p = has_slices ? shape.slice_pitch : 0;
+    }
+    map = NULL;
+out:
+    if (map) {
+        if (map->owned)
+            free(map->ptr);
+        free(map);
+        ptr = NULL;
+    }
+    err = rgpu_cl_cmd_end(&cmd, err, event);
+    if (err != CL_SUCCESS)
+        ptr = NULL;
+out_ret:
+    if (errcode_ret)
+        *errcode_ret = err;
+    return ptr;
 }

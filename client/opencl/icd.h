@@ -7,8 +7,9 @@
  * by (assigned here, so creation needs no round trip) and the server it
  * lives on. Reference counts are kept here; the server's object is released
  * when ours reaches zero. Children hold a reference on their parents
- * (queue -> context, kernel -> program, sub-buffer -> buffer), as the
- * OpenCL specification requires.
+ * (queue -> context, kernel -> program, sub-buffer -> buffer, 1D buffer
+ * image -> buffer, sampler -> context), as the OpenCL specification
+ * requires.
  */
 #ifndef RGPU_CL_ICD_H
 #define RGPU_CL_ICD_H
@@ -44,6 +45,7 @@ enum {
     RGPU_CL_MAGIC_PROGRAM = 0x52505247,
     RGPU_CL_MAGIC_KERNEL = 0x524b524e,
     RGPU_CL_MAGIC_EVENT = 0x52455654,
+    RGPU_CL_MAGIC_SAMPLER = 0x52534d50,
     RGPU_CL_MAGIC_DEAD = 0x44454144,    /* set when freed, to catch use after release */
 };
 
@@ -100,6 +102,9 @@ struct _cl_context {
     size_t num_props;                   /* entries including the terminator */
     void(CL_CALLBACK *notify)(const char *, const void *, size_t, void *);
     void *notify_data;
+    /* clGetSupportedImageFormats answers, asked once per flags and image
+     * type (mem.c; rgpu__cl_context_release frees them). */
+    struct rgpu_cl_formats *formats;
 };
 
 /* A non-blocking read whose data is still on its way. */
@@ -127,6 +132,10 @@ typedef struct rgpu_cl_mapping {
     size_t offset, size;
     cl_map_flags flags;
     int owned;                          /* ptr was allocated here */
+    /* Images: the mapped region and how it lies at ptr. */
+    int image;
+    size_t origin[3], region[3];
+    size_t row_pitch, slice_pitch;
     struct rgpu_cl_mapping *next;
 } rgpu_cl_mapping_t;
 
@@ -152,6 +161,23 @@ struct _cl_mem {
     void *map_spare;
     size_t map_spare_size;
     rgpu_cl_destructor_t *destructors;
+    /* Images (image_type != 0; buffers have 0). A 1D buffer image's
+     * buffer is its parent. */
+    cl_mem_object_type image_type;
+    cl_image_format format;
+    size_t elem;                        /* bytes per pixel */
+    size_t dims[4];                     /* width, height, depth, array size: 0 where the type has none */
+    size_t row_pitch, slice_pitch;      /* as CL_IMAGE_*_PITCH: the application's for USE_HOST_PTR, else packed */
+};
+
+struct _cl_sampler {
+    rgpu_cl_obj_t obj;
+    cl_context context;
+    cl_bool normalized_coords;
+    cl_addressing_mode addressing_mode;
+    cl_filter_mode filter_mode;
+    cl_sampler_properties *props;       /* as given to clCreateSamplerWithProperties, 0-terminated, or NULL */
+    size_t num_props;                   /* entries including the terminator */
 };
 
 /* A program's state per device, as the last build/compile/link left it. */
@@ -232,6 +258,31 @@ void rgpu__cl_remote_release(rgpu_cl_server_t *server, Rgpu__ClObjectKind kind, 
 /* Every live buffer and sub-buffer (mem.c): clSetKernelArg looks an
  * application's 8 bytes up here instead of reading them as an object. */
 extern rgpu_cl_live_t rgpu__cl_live_mems;
+/* Every live sampler (sampler.c), for clSetKernelArg the same way. */
+extern rgpu_cl_live_t rgpu__cl_live_samplers;
+
+/* ---- images (mem.c) ---- */
+
+/* Bytes per pixel of an image format; 0 for a combination OpenCL does not
+ * define. */
+size_t rgpu__cl_image_elem_size(const cl_image_format *format);
+
+/* A region of an image as host memory holds it: rows of row_bytes, rows
+ * rows per slice, slices slices (a 1D array's images are its slices), at
+ * the host's pitches. The wire carries it packed. */
+typedef struct {
+    size_t row_bytes, rows, slices;
+    size_t row_pitch, slice_pitch;
+} rgpu_cl_image_shape_t;
+
+/* Resolves pitches (0: packed) for a region of image. CL_SUCCESS, or
+ * CL_INVALID_VALUE when a pitch is too small for the region. */
+cl_int rgpu__cl_image_shape(cl_mem image, const size_t region[3], size_t row_pitch, size_t slice_pitch,
+                            rgpu_cl_image_shape_t *shape);
+int rgpu__cl_image_shape_packed(const rgpu_cl_image_shape_t *shape);
+
+/* Frees a context's cached image formats (rgpu__cl_context_release). */
+void rgpu__cl_formats_free(cl_context context);
 
 /* ---- per-object internals used across files ---- */
 cl_int rgpu__cl_wait_list(cl_command_queue queue, cl_uint num, const cl_event *list, uint64_t **ids_p);

@@ -555,11 +555,6 @@ cl_int CL_API_CALL rgpu_clGetDeviceInfo(cl_device_id dev, cl_device_info param, 
         cl_bool up = rgpu_conn_health(dev->server->conn, NULL) == RGPU_OK;
         return rgpu__cl_info(&up, sizeof(up), size, value, size_ret);
     }
-    case CL_DEVICE_IMAGE_SUPPORT: {
-        /* Images are not forwarded yet: say so rather than fail later. */
-        cl_bool no = CL_FALSE;
-        return rgpu__cl_info(&no, sizeof(no), size, value, size_ret);
-    }
     case CL_DEVICE_VERSION:
         return rgpu__cl_info_str(dev->version, size, value, size_ret);
     case CL_DEVICE_EXTENSIONS:
@@ -611,15 +606,4 @@ cl_int CL_API_CALL rgpu_clUnloadCompiler(void)
 cl_int CL_API_CALL rgpu_clUnloadPlatformCompiler(cl_platform_id platform)
 {
     return platform == &rgpu_cl_platform ? CL_SUCCESS : CL_INVALID_PLATFORM;
-}
-
-cl_int CL_API_CALL rgpu_clGetSupportedImageFormats(cl_context context, cl_mem_flags flags,
-                                                   cl_mem_object_type type, cl_uint num_entries,
-                                                   cl_image_format *formats, cl_uint *num_formats)
-{
-    if (!RGPU_CL_VALID(context, CONTEXT))
-        return CL_INVALID_CONTEXT;
-    if (num_formats)
-        *num_formats = 0;
-    return CL_SUCCESS;
 }

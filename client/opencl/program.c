@@ -792,9 +792,10 @@ static size_t rgpu_cl_builtin_size(const char *name, size_t *alt_p)
  * binaries included); *type_size_p is then the size a VALUE must have, or 0
  * when only the platform knows. Without the signature, what the value looks
  * like: a NULL value with a size is local memory, 8 bytes holding the
- * address of one of our live buffers (or NULL) are that buffer. The bytes
- * are looked up in the table of live buffers, never dereferenced: they may
- * be a 64-bit scalar. */
+ * address of one of our live buffers (or NULL) are that buffer, of a live
+ * sampler that sampler. The bytes are looked up in the tables of live
+ * objects, never dereferenced: they may be a 64-bit scalar. Images are
+ * memory objects (the platform declares them __global). */
 static Rgpu__ClArgKind rgpu_cl_arg_kind(cl_kernel kernel, cl_uint index, size_t size, const void *value,
                                         size_t *type_size_p, size_t *alt_size_p)
 {
@@ -804,6 +805,8 @@ static Rgpu__ClArgKind rgpu_cl_arg_kind(cl_kernel kernel, cl_uint index, size_t 
     *type_size_p = 0;
     *alt_size_p = 0;
     if (desc->arg_info_known && index < desc->n_args) {
+        if (strcmp(desc->args[index]->type_name, "sampler_t") == 0)
+            return RGPU__CL_ARG_KIND__CL_ARG_SAMPLER;
         switch (desc->args[index]->address_qualifier) {
         case CL_KERNEL_ARG_ADDRESS_LOCAL:
             return RGPU__CL_ARG_KIND__CL_ARG_LOCAL;
@@ -821,6 +824,8 @@ static Rgpu__ClArgKind rgpu_cl_arg_kind(cl_kernel kernel, cl_uint index, size_t 
         memcpy(&mem, value, sizeof(mem));
         if (!mem || rgpu__cl_live_has(&rgpu__cl_live_mems, mem))
             return RGPU__CL_ARG_KIND__CL_ARG_MEM;
+        if (rgpu__cl_live_has(&rgpu__cl_live_samplers, mem))
+            return RGPU__CL_ARG_KIND__CL_ARG_SAMPLER;
     }
     return RGPU__CL_ARG_KIND__CL_ARG_VALUE;
 }
@@ -858,6 +863,18 @@ cl_int CL_API_CALL rgpu_clSetKernelArg(cl_kernel kernel, cl_uint index, size_t s
             return CL_INVALID_MEM_OBJECT;
         req.mem = mem ? mem->obj.id : 0;
         break;
+    case RGPU__CL_ARG_KIND__CL_ARG_SAMPLER: {
+        cl_sampler sampler = NULL;
+        if (size != sizeof(cl_sampler))
+            return CL_INVALID_ARG_SIZE;
+        if (value)
+            memcpy(&sampler, value, sizeof(sampler));
+        if (!rgpu__cl_live_has(&rgpu__cl_live_samplers, sampler) ||
+            sampler->context != kernel->program->context)
+            return CL_INVALID_SAMPLER;
+        req.sampler = sampler->obj.id;
+        break;
+    }
     default:
         if (!value)
             return CL_INVALID_ARG_VALUE;
