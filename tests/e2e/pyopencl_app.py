@@ -12,11 +12,13 @@ through rgpu, twice each, and compares the outputs).
   saved) or hold every program (warm: every program is created from its
   cached binary, clCreateProgramWithBinary + clBuildProgram).
 
-Prints one "PASS <check>" line per check, in a fixed order, and exits 0; on
-the first wrong result prints "FAIL <check>: ..." with the first differing
-element and exits 1. The output holds no timing, addresses or
-platform-specific text, so it is the same on every platform that computes
-the same results.
+Prints one "PASS <check>" line per check, in a fixed order, then "ALL N
+checks PASS", and exits 0. A wrong result ends its section with "FAIL
+<check>: ..." and the first differing element; an exception (a refused
+build, say) ends it with "FAIL <section>: <exception>" and its traceback on
+stderr; the other sections still run, and the program exits 1. The output
+holds no timing, addresses or platform-specific text, so it is the same on
+every platform that computes the same results.
 """
 
 import argparse
