@@ -29,6 +29,7 @@
 
 #include "rgpu/frame.h"
 #include "rgpu/log.h"
+#include "rgpu/munge.h"
 #include "rgpu/util.h"
 #include "sched_core.h"
 
@@ -50,7 +51,11 @@ typedef struct {
     uint64_t idle_timeout;          /* seconds */
     char log_level[16];
     char slurm_reclaim[16];         /* seconds, "" off (slurm_jobs.c) */
-    int require_signed;             /* --require-signed: refuse every unsigned request */
+    char auth[16];                  /* none, key, munge: what every request must carry */
+    char munge_socket[512];         /* "" libmunge's default */
+    char operators[1024];           /* uids or user names, comma-separated */
+    char operator_group[64];
+    int require_signed;             /* --require-signed: --auth key */
     const char *source[16];            /* where each row of rgpu_sched_cfg_table came from */
 } rgpu_sched_config_t;
 
@@ -105,6 +110,22 @@ static const rgpu_sched_cfg_row_t rgpu_sched_cfg_table[] = {
     {"slurm-reclaim", "RGPU_SCHED_SLURM_RECLAIM", "SECONDS", "",
      "every SECONDS, release leases of Slurm jobs that squeue no longer lists (default: off)",
      RGPU_SCFG_S(slurm_reclaim), RGPU_SCFG_STR},
+    {"auth", "RGPU_SCHED_AUTH", "none|key|munge", "none",
+     "what every request must carry: none (only servers, drains and job ids need the key), "
+     "key (the cluster key's signature; as --require-signed), munge (a MUNGE credential of "
+     "its user, or the key's signature; needs --key)",
+     RGPU_SCFG_S(auth), RGPU_SCFG_STR},
+    {"munge-socket", "RGPU_MUNGE_SOCKET", "PATH", "",
+     "munged's socket that decodes credentials (default: libmunge's, "
+     "/run/munge/munge.socket.2)",
+     RGPU_SCFG_S(munge_socket), RGPU_SCFG_STR},
+    {"operators", "RGPU_SCHED_OPERATORS", "UID,...", "",
+     "with --auth munge, users (uids or names) who see every lease, release or renew any "
+     "and drain/resume servers, as root does",
+     RGPU_SCFG_S(operators), RGPU_SCFG_STR},
+    {"operator-group", "RGPU_SCHED_OPERATOR_GROUP", "GROUP", "",
+     "with --auth munge, members of GROUP (name or gid) are operators too",
+     RGPU_SCFG_S(operator_group), RGPU_SCFG_STR},
 };
 #define RGPU_SCFG_N (sizeof(rgpu_sched_cfg_table) / sizeof(rgpu_sched_cfg_table[0]))
 _Static_assert(RGPU_SCFG_N <= 16, "rgpu_sched_cfg_t.source has a slot per option row");
@@ -128,6 +149,12 @@ static int rgpu_sched_cfg_apply(rgpu_sched_config_t *cfg, size_t i, const char *
         if (strlen(value) >= row->cap) {
             fprintf(stderr, "rgpu-scheduler: --%s is longer than %zu characters\n", row->name,
                     row->cap - 1);
+            return -1;
+        }
+        if (strcmp(row->name, "auth") == 0 && strcmp(value, "none") != 0 &&
+            strcmp(value, "key") != 0 && strcmp(value, "munge") != 0) {
+            fprintf(stderr, "rgpu-scheduler: bad value \"%s\" for --auth: expected none, key "
+                            "or munge\n", value);
             return -1;
         }
         if (strcmp(row->name, "log-level") == 0 && rgpu_log_level_parse(value) < 0) {
@@ -183,9 +210,8 @@ static void rgpu_sched_cfg_usage(FILE *out)
         fprintf(out, "  %-28s %s\n  %-28s [env %s; default: %s]\n", opt, row->help, "",
                 row->env, *row->def ? row->def : "none");
     }
-    fprintf(out, "  %-28s refuse every request not signed with the cluster key (needs --key;\n"
-                 "  %-28s without it, users may alloc without a job id, renew, release by\n"
-                 "  %-28s lease id and list unsigned)\n", "--require-signed", "", "");
+    fprintf(out, "  %-28s refuse every request not signed with the cluster key (--auth key;\n"
+                 "  %-28s needs --key)\n", "--require-signed", "");
     fprintf(out, "  %-28s print the effective configuration and exit\n"
                  "  %-28s print this help and exit\n"
                  "  %-28s measure allocations and releases per second, then exit\n\n"
@@ -253,9 +279,27 @@ static int rgpu_sched_cfg_load(rgpu_sched_config_t *cfg, int argc, char **argv)
                 (unsigned long long)cfg->lease_ttl, (unsigned long long)cfg->max_lease_ttl);
         return 2;
     }
-    if (cfg->require_signed && !cfg->key[0]) {
-        fprintf(stderr, "rgpu-scheduler: --require-signed needs --key (the cluster key that "
-                        "checks the signatures)\n");
+    if (cfg->require_signed) {
+        if (strcmp(cfg->auth, "none") != 0 && strcmp(cfg->auth, "key") != 0) {
+            fprintf(stderr, "rgpu-scheduler: --require-signed is --auth key, not --auth %s\n",
+                    cfg->auth);
+            return 2;
+        }
+        strcpy(cfg->auth, "key");
+    }
+    if (strcmp(cfg->auth, "key") == 0 && !cfg->key[0]) {
+        fprintf(stderr, "rgpu-scheduler: --require-signed (--auth key) needs --key (the cluster "
+                        "key that checks the signatures)\n");
+        return 2;
+    }
+    if (strcmp(cfg->auth, "munge") == 0 && !cfg->key[0]) {
+        fprintf(stderr, "rgpu-scheduler: --auth munge needs --key (servers sign with it, and "
+                        "lease tokens are worth nothing unsigned)\n");
+        return 2;
+    }
+    if (strcmp(cfg->auth, "munge") == 0 && !rgpu_munge_supported()) {
+        fprintf(stderr, "rgpu-scheduler: --auth munge: this rgpu-scheduler was built without "
+                        "MUNGE (RGPU_WITH_MUNGE=OFF; install libmunge-dev and rebuild)\n");
         return 2;
     }
     if (print) {
@@ -287,6 +331,15 @@ static int rgpu_sched_cfg_load(rgpu_sched_config_t *cfg, int argc, char **argv)
 /* Accepting stops this long after an accept failed for want of file
  * descriptors (or memory), instead of retrying at once in a loop. */
 #define RGPU_SCHED_ACCEPT_PAUSE_MS 100
+/* MUNGE credentials remembered at most (about 200 requests/s over munged's
+ * default ttl of 300 s); past it munged's own replay check stands alone. */
+#define RGPU_SCHED_MAX_REPLAY 65536
+
+typedef enum {
+    RGPU_SCHED_AUTH_NONE = 0,   /* users' requests need no proof (servers, drains, jobs: the key) */
+    RGPU_SCHED_AUTH_KEY,        /* every request signed with the cluster key */
+    RGPU_SCHED_AUTH_MUNGE,      /* every request: a MUNGE credential or the cluster key */
+} rgpu_sched_auth_t;
 
 typedef struct rgpu_sched_conn rgpu_sched_conn_t;
 
@@ -294,7 +347,12 @@ typedef struct {
     rgpu_sched_t sched;
     rgpu_token_key_t key;
     int have_key;
-    int require_signed;
+    int require_signed;         /* --auth key (kept for the harnesses that set it) */
+    rgpu_sched_auth_t auth;
+    const char *munge_socket;   /* NULL: libmunge's default */
+    rgpu_sched_operators_t operators;
+    rgpu_sched_replay_t replay; /* MUNGE credentials accepted, until they expire */
+    uint64_t replay_logged_ms;
     int listen_fd;
     uv_poll_t acceptor;         /* readable listen_fd: accept */
     uv_timer_t accept_pause;    /* restarts the acceptor after a failed accept */
@@ -439,76 +497,183 @@ static const char *rgpu_sched_type_name(uint16_t type)
     }
 }
 
-/* Who may ask what (docs/scheduler.md, "Authentication"). With a cluster
- * key: register, heartbeat, drain/resume and anything naming a Slurm job
- * must carry a valid auth trailer; the rest may come unsigned unless
- * --require-signed. A trailer that is there is always checked. Without a
- * key nothing can be checked and everything is allowed. 1: allowed, signed
- * with the cluster key; 0: allowed (unsigned, or no key to check); -1: not
- * allowed, reason says why. */
-static int rgpu_sched_authorize(rgpu_sched_conn_t *conn, const rgpu_frame_header_t *header,
-                                const uint8_t *body, const uint8_t *trailer, int needs_key,
-                                int64_t now, char *reason, size_t cap)
+/* Non-zero at most once a second (per *last_ms): rate-limited warnings. */
+static int rgpu_sched_ratelimit(uint64_t *last_ms, uint64_t now_ms)
+{
+    if (*last_ms && now_ms - *last_ms < 1000)
+        return 0;
+    *last_ms = now_ms;
+    return 1;
+}
+
+/* What a request needs besides its type's general rule. */
+typedef enum {
+    RGPU_SCHED_NEED_USER = 0,   /* alloc, renew, release by id, list */
+    RGPU_SCHED_NEED_KEY,        /* register, heartbeat: GPU servers hold the key */
+    RGPU_SCHED_NEED_ADMIN,      /* drain, resume: the key, root or an operator */
+    RGPU_SCHED_NEED_JOB,        /* naming a Slurm job: the key or root */
+} rgpu_sched_need_t;
+
+/* Who sent this frame, and may they send it (docs/scheduler.md,
+ * "Authentication"). auth is the frame's bulk part (auth_len bytes; NULL
+ * when none): the cluster key's trailer (40 bytes) or a MUNGE credential.
+ * A trailer that is there is always checked (with a key); a credential is
+ * read only with --auth munge. Without a key and with --auth none nothing
+ * can be checked and everything is allowed. 0: allowed, *c says who (ANON
+ * for no proof); -1: refused, reason says why (logged). */
+static int rgpu_sched_identify(rgpu_sched_conn_t *conn, const rgpu_frame_header_t *header,
+                               const uint8_t *body, const uint8_t *auth, size_t auth_len,
+                               rgpu_sched_need_t need, int64_t now, rgpu_sched_caller_t *c,
+                               char *reason, size_t cap)
 {
     rgpu_sched_daemon_t *d = conn->daemon;
-    char why[128];
+    const char *what = rgpu_sched_type_name(header->type);
+    rgpu_sched_auth_t mode = d->require_signed ? RGPU_SCHED_AUTH_KEY : d->auth;
+    char why[400], who[128];
 
-    if (!d->have_key)
+    memset(c, 0, sizeof(*c));
+    if (!d->have_key && mode == RGPU_SCHED_AUTH_NONE)
         return 0;
-    if (trailer) {
+    if (auth && auth_len == RGPU_REQUEST_AUTH_LEN) {
         if (rgpu_token_verify_request(&d->key, header->type, (uint32_t)header->seq, body,
-                                      header->body_len, trailer, now, RGPU_SCHED_MAX_SKEW_S, why,
-                                      sizeof(why)) == RGPU_OK)
-            return 1;
-        snprintf(reason, cap, "%s refused: %s", rgpu_sched_type_name(header->type), why);
-    } else if (needs_key || d->require_signed) {
-        snprintf(reason, cap, "request not signed: %s needs the cluster key%s",
-                 rgpu_sched_type_name(header->type),
-                 needs_key ? "" : " (rgpu-scheduler --require-signed)");
-    } else {
+                                      header->body_len, auth, now, RGPU_SCHED_MAX_SKEW_S, why,
+                                      sizeof(why)) != RGPU_OK) {
+            snprintf(reason, cap, "%s refused: %s", what, why);
+            goto out_refuse;
+        }
+        c->how = RGPU_SCHED_CALLER_KEY;
+        c->admin = 1;
+    } else if (auth && mode == RGPU_SCHED_AUTH_MUNGE) {
+        rgpu_munge_identity_t id;
+        rgpu_status_t st;
+
+        st = rgpu_munge_decode_request(d->munge_socket, header->type, (uint32_t)header->seq, body,
+                                       header->body_len, auth, auth_len, &id, why, sizeof(why));
+        if (st != RGPU_OK) {
+            snprintf(reason, cap, "%s refused: %s", what, why);
+            if (st == RGPU_ERR_CONN_REFUSED)
+                rgpu_error("sched", "%s: %s", conn->peer, reason);
+            goto out_refuse;
+        }
+        st = rgpu_sched_replay_check(&d->replay, auth, auth_len,
+                                     id.encoded_unix + (int64_t)id.ttl_s, now);
+        if (st == RGPU_ERR_EXISTS) {
+            snprintf(reason, cap, "%s refused: the MUNGE credential was used before (a replay)",
+                     what);
+            goto out_refuse;
+        }
+        if (st != RGPU_OK &&
+            rgpu_sched_ratelimit(&d->replay_logged_ms, uv_now(conn->tcp.loop)))
+            rgpu_warn("sched", "%zu MUNGE credentials remembered: new ones are not (munged "
+                               "still refuses replays)", d->replay.seen.count);
+        rgpu_sched_caller_munge(c, &d->operators, id.uid, id.gid);
+    }
+    /* (A credential sent to a scheduler without --auth munge is not read.) */
+    rgpu_sched_caller_describe(c, who, sizeof(who));
+    if (mode == RGPU_SCHED_AUTH_KEY && c->how != RGPU_SCHED_CALLER_KEY) {
+        snprintf(reason, cap, "request not signed: %s needs the cluster key (rgpu-scheduler "
+                              "--auth key)", what);
+        goto out_refuse;
+    }
+    if (mode == RGPU_SCHED_AUTH_MUNGE && c->how == RGPU_SCHED_CALLER_ANON) {
+        snprintf(reason, cap, "request not authenticated: %s needs a MUNGE credential or the "
+                              "cluster key (rgpu-scheduler --auth munge)", what);
+        goto out_refuse;
+    }
+    switch (need) {
+    case RGPU_SCHED_NEED_KEY:
+        if (c->how == RGPU_SCHED_CALLER_KEY || !d->have_key)
+            return 0;
+        snprintf(reason, cap, "request not signed: %s needs the cluster key", what);
+        goto out_refuse;
+    case RGPU_SCHED_NEED_ADMIN:
+        if (c->how == RGPU_SCHED_CALLER_KEY || (c->how == RGPU_SCHED_CALLER_MUNGE && c->admin))
+            return 0;
+        if (c->how == RGPU_SCHED_CALLER_MUNGE)
+            snprintf(reason, cap, "%s refused: %s is not root or an operator (rgpu-scheduler "
+                                  "--operators, --operator-group)", what, who);
+        else
+            snprintf(reason, cap, "request not signed: %s needs the cluster key", what);
+        goto out_refuse;
+    case RGPU_SCHED_NEED_JOB:
+        if (c->how == RGPU_SCHED_CALLER_KEY || (c->how == RGPU_SCHED_CALLER_MUNGE && c->uid == 0))
+            return 0;
+        if (c->how == RGPU_SCHED_CALLER_MUNGE)
+            snprintf(reason, cap, "%s refused: naming a Slurm job needs the cluster key or root, "
+                                  "not %s", what, who);
+        else
+            snprintf(reason, cap, "request not signed: %s needs the cluster key", what);
+        goto out_refuse;
+    default:
         return 0;
+    }
+out_refuse:
+    rgpu_warn("sched", "%s: %s", conn->peer, reason);
+    return -1;
+}
+
+/* A renew or release of lease id by a caller who did not sign with the
+ * key: allowed when the caller owns the lease (MUNGE: its uid, root, an
+ * operator) or token is one of its unexpired tokens. An unknown lease is
+ * let through (sched.c says "no lease N"). 0: allowed; -1: refused, reason
+ * says why (logged). */
+static int rgpu_sched_may_manage(rgpu_sched_conn_t *conn, const rgpu_sched_caller_t *c,
+                                 const char *what, uint64_t id, const char *token, int64_t now,
+                                 char *reason, size_t cap)
+{
+    rgpu_sched_daemon_t *d = conn->daemon;
+    const rgpu_sched_lease_t *lease = rgpu_htable_find(&d->sched.leases, id);
+    char why[200], who[128];
+
+    if (c->how == RGPU_SCHED_CALLER_KEY)
+        return 0;
+    if (c->how == RGPU_SCHED_CALLER_MUNGE && (!lease || rgpu_sched_caller_owns(c, lease->pb)))
+        return 0;
+    if (rgpu_sched_check_token(&d->sched, id, token, now, why, sizeof(why)) == RGPU_OK)
+        return 0;
+    if (c->how == RGPU_SCHED_CALLER_MUNGE) {
+        rgpu_sched_caller_describe(c, who, sizeof(who));
+        if (lease->pb->owner_known)
+            snprintf(reason, cap, "%s refused: lease %llu belongs to %s (uid %u), not to %s; "
+                                  "give its token (--token) or ask root or an operator",
+                     what, (unsigned long long)id, *lease->pb->user ? lease->pb->user : "?",
+                     lease->pb->owner_uid, who);
+        else
+            snprintf(reason, cap, "%s refused: lease %llu has no known owner, and %s is not "
+                                  "root or an operator; give its token (--token)",
+                     what, (unsigned long long)id, who);
+    } else {
+        snprintf(reason, cap, "%s refused: %s", what, why);
     }
     rgpu_warn("sched", "%s: %s", conn->peer, reason);
     return -1;
 }
 
-/* An unsigned renew or release of lease id, where a key makes the caller
- * prove it holds the lease: token must be one of its unexpired tokens.
- * 0: it is; -1: refused, reason says why (logged). */
-static int rgpu_sched_renew_or_release_owned(rgpu_sched_conn_t *conn, const char *what,
-                                             uint64_t id, const char *token, int64_t now,
-                                             char *reason, size_t cap)
-{
-    char why[200];
-
-    if (rgpu_sched_check_token(&conn->daemon->sched, id, token, now, why, sizeof(why)) == RGPU_OK)
-        return 0;
-    snprintf(reason, cap, "%s refused: %s", what, why);
-    rgpu_warn("sched", "%s: %s", conn->peer, reason);
-    return -1;
-}
-
-/* Handles one frame; trailer: its auth trailer, NULL when unsigned. -1:
- * close the connection. */
+/* Handles one frame; auth: its bulk part (auth_len bytes: the key's
+ * trailer or a MUNGE credential), NULL when none. -1: close the connection. */
 static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t *header,
-                             const uint8_t *body, const uint8_t *trailer)
+                             const uint8_t *body, const uint8_t *auth, size_t auth_len)
 {
-    rgpu_sched_t *s = &conn->daemon->sched;
+    rgpu_sched_daemon_t *d = conn->daemon;
+    rgpu_sched_t *s = &d->sched;
     const Rgpu__Lease *lease = NULL;
-    char reason[256] = "";
+    rgpu_sched_caller_t caller;
+    char reason[512] = "";
     rgpu_status_t status;
     int64_t now = rgpu_sched_now();
 
-#define RGPU_AUTHORIZE(needs_key, refuse)                                                         \
-    if (rgpu_sched_authorize(conn, header, body, trailer, needs_key, now, reason,               \
-                             sizeof(reason)) < 0) {                                            \
+#define RGPU_IDENTIFY(need, cleanup, refuse)                                                     \
+    if (rgpu_sched_identify(conn, header, body, auth, auth_len, need, now, &caller, reason,    \
+                            sizeof(reason)) < 0) {                                             \
+        cleanup;                                                                               \
         refuse;                                                                                \
         return 0;                                                                              \
     }
 
     switch (header->type) {
     case RGPU__MSG_TYPE__MSG_SCHED_REGISTER: {
-        RGPU_AUTHORIZE(1, rgpu_sched_status_reply(conn, header->seq, RGPU_ERR_REFUSED, reason));
+        RGPU_IDENTIFY(RGPU_SCHED_NEED_KEY, (void)0,
+                      rgpu_sched_status_reply(conn, header->seq, RGPU_ERR_REFUSED, reason));
         RGPU_UNPACK(Rgpu__RegisterServer, rgpu__register_server__unpack);
         status = rgpu_sched_register(s, msg, now, reason, sizeof(reason));
         rgpu__register_server__free_unpacked(msg, NULL);
@@ -524,14 +689,12 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
          * heartbeat, not an older one. */
         RGPU_UNPACK(Rgpu__Heartbeat, rgpu__heartbeat__unpack);
         nonce = reply.nonce = msg->nonce;
-        if (rgpu_sched_authorize(conn, header, body, trailer, 1, now, reason, sizeof(reason)) < 0) {
-            rgpu__heartbeat__free_unpacked(msg, NULL);
+        RGPU_IDENTIFY(RGPU_SCHED_NEED_KEY, rgpu__heartbeat__free_unpacked(msg, NULL), {
             reply.status = RGPU_ERR_REFUSED;
             reply.reason = reason;
             rgpu_sched_reply_frame(conn, RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT_REPLY, header->seq,
                                    &reply.base, 1);
-            return 0;
-        }
+        });
         status = rgpu_sched_heartbeat(s, msg, now, &reply);
         if (status == RGPU_ERR_NOT_FOUND)
             snprintf(reason, sizeof(reason), "unknown server %s: register again", msg->address);
@@ -548,34 +711,45 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
         return 0;
     }
     case RGPU__MSG_TYPE__MSG_SCHED_ALLOC: {
+        char *sent_user;
+
         RGPU_UNPACK(Rgpu__AllocRequest, rgpu__alloc_request__unpack);
-        if (rgpu_sched_authorize(conn, header, body, trailer, msg->slurm_job_id[0] != 0, now,
-                                 reason, sizeof(reason)) < 0) {
-            rgpu__alloc_request__free_unpacked(msg, NULL);
-            rgpu_sched_lease_reply(conn, header->seq, RGPU_ERR_REFUSED, reason, NULL);
-            return 0;
+        RGPU_IDENTIFY(msg->slurm_job_id[0] ? RGPU_SCHED_NEED_JOB : RGPU_SCHED_NEED_USER,
+                      rgpu__alloc_request__free_unpacked(msg, NULL),
+                      rgpu_sched_lease_reply(conn, header->seq, RGPU_ERR_REFUSED, reason, NULL));
+        /* The owner: a user's credential names them, whatever the request
+         * says; root and the key may name anyone (the Slurm plugin: the
+         * job's user); nobody else can claim one. (msg->user is restored
+         * before the message is freed: it owns its strings.) */
+        sent_user = msg->user;
+        if (caller.how == RGPU_SCHED_CALLER_MUNGE && (caller.uid != 0 || !msg->uid_set)) {
+            if (caller.uid != 0 || !*msg->user)
+                msg->user = caller.name;
+            msg->uid = caller.uid;
+            msg->uid_set = 1;
+        } else if (caller.how == RGPU_SCHED_CALLER_ANON) {
+            msg->uid_set = 0;
         }
         status = rgpu_sched_alloc(s, msg, now, &lease, reason, sizeof(reason));
         if (status == RGPU_OK)
-            rgpu_info("sched", "%s: lease %llu: %zu GPUs for user \"%s\" job \"%s\"", conn->peer,
-                      (unsigned long long)lease->id, lease->n_gpus, msg->user, msg->slurm_job_id);
+            rgpu_info("sched", "%s: lease %llu: %zu GPUs for user \"%s\"%s job \"%s\"",
+                      conn->peer, (unsigned long long)lease->id, lease->n_gpus, lease->user,
+                      caller.how == RGPU_SCHED_CALLER_MUNGE ? " (MUNGE)" : "",
+                      msg->slurm_job_id);
         else
             rgpu_info("sched", "%s: allocation refused: %s", conn->peer, reason);
+        msg->user = sent_user;
         rgpu__alloc_request__free_unpacked(msg, NULL);
         rgpu_sched_lease_reply(conn, header->seq, status, reason, lease);
         return 0;
     }
     case RGPU__MSG_TYPE__MSG_SCHED_RENEW: {
-        int signer;
-
         RGPU_UNPACK(Rgpu__RenewRequest, rgpu__renew_request__unpack);
-        signer = rgpu_sched_authorize(conn, header, body, trailer, 0, now, reason, sizeof(reason));
-        /* Unsigned: the caller proves it holds the lease with one of its tokens. */
-        if (signer == 0 && rgpu_sched_renew_or_release_owned(conn, "renew", msg->lease_id,
-                                                               msg->token, now, reason,
-                                                               sizeof(reason)) != 0)
-            signer = -1;
-        if (signer < 0) {
+        RGPU_IDENTIFY(RGPU_SCHED_NEED_USER, rgpu__renew_request__free_unpacked(msg, NULL),
+                      rgpu_sched_lease_reply(conn, header->seq, RGPU_ERR_REFUSED, reason, NULL));
+        /* Not signed: the caller owns the lease (MUNGE) or holds one of its tokens. */
+        if (rgpu_sched_may_manage(conn, &caller, "renew", msg->lease_id, msg->token, now, reason,
+                                  sizeof(reason)) != 0) {
             rgpu__renew_request__free_unpacked(msg, NULL);
             rgpu_sched_lease_reply(conn, header->seq, RGPU_ERR_REFUSED, reason, NULL);
             return 0;
@@ -587,18 +761,15 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
         return 0;
     }
     case RGPU__MSG_TYPE__MSG_SCHED_RELEASE: {
-        int signer;
-
         RGPU_UNPACK(Rgpu__ReleaseRequest, rgpu__release_request__unpack);
-        /* By job id: signed. By lease id: signed, or with one of its tokens. */
-        signer = rgpu_sched_authorize(conn, header, body, trailer,
-                                      msg->lease_id == 0 && msg->slurm_job_id[0] != 0, now,
-                                      reason, sizeof(reason));
-        if (signer == 0 && msg->lease_id &&
-            rgpu_sched_renew_or_release_owned(conn, "release", msg->lease_id, msg->token, now,
-                                              reason, sizeof(reason)) != 0)
-            signer = -1;
-        if (signer < 0) {
+        /* By job id: the key or root. By lease id: as renew. */
+        RGPU_IDENTIFY(msg->lease_id == 0 && msg->slurm_job_id[0] ? RGPU_SCHED_NEED_JOB
+                                                                  : RGPU_SCHED_NEED_USER,
+                      rgpu__release_request__free_unpacked(msg, NULL),
+                      rgpu_sched_status_reply(conn, header->seq, RGPU_ERR_REFUSED, reason));
+        if (msg->lease_id && rgpu_sched_may_manage(conn, &caller, "release", msg->lease_id,
+                                                   msg->token, now, reason,
+                                                   sizeof(reason)) != 0) {
             rgpu__release_request__free_unpacked(msg, NULL);
             rgpu_sched_status_reply(conn, header->seq, RGPU_ERR_REFUSED, reason);
             return 0;
@@ -614,14 +785,17 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
     }
     case RGPU__MSG_TYPE__MSG_SCHED_LIST: {
         Rgpu__ListReply reply;
+        char who[128];
 
-        RGPU_AUTHORIZE(0, {
+        RGPU_IDENTIFY(RGPU_SCHED_NEED_USER, (void)0, {
             rgpu__list_reply__init(&reply);
             reply.status = RGPU_ERR_REFUSED;
             reply.reason = reason;
             rgpu_sched_reply(conn, RGPU__MSG_TYPE__MSG_SCHED_LIST_REPLY, header->seq, &reply.base);
         });
-        status = rgpu_sched_list(s, now, &reply);
+        /* Only --auth munge knows users: the others list everything, as before. */
+        status = rgpu_sched_list_as(s, now, d->auth == RGPU_SCHED_AUTH_MUNGE ? &caller : NULL,
+                                    &reply);
         if (status != RGPU_OK) {
             rgpu__list_reply__init(&reply);
             reply.status = status;
@@ -629,12 +803,15 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
             rgpu_sched_reply(conn, RGPU__MSG_TYPE__MSG_SCHED_LIST_REPLY, header->seq, &reply.base);
             return 0;
         }
+        rgpu_sched_caller_describe(&caller, who, sizeof(who));
+        reply.caller = who;
         rgpu_sched_reply(conn, RGPU__MSG_TYPE__MSG_SCHED_LIST_REPLY, header->seq, &reply.base);
         rgpu_sched_list_free(&reply);
         return 0;
     }
     case RGPU__MSG_TYPE__MSG_SCHED_DRAIN: {
-        RGPU_AUTHORIZE(1, rgpu_sched_status_reply(conn, header->seq, RGPU_ERR_REFUSED, reason));
+        RGPU_IDENTIFY(RGPU_SCHED_NEED_ADMIN, (void)0,
+                      rgpu_sched_status_reply(conn, header->seq, RGPU_ERR_REFUSED, reason));
         RGPU_UNPACK(Rgpu__DrainRequest, rgpu__drain_request__unpack);
         status = rgpu_sched_drain(s, msg->address, msg->drain, reason, sizeof(reason));
         rgpu__drain_request__free_unpacked(msg, NULL);
@@ -645,7 +822,7 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
         rgpu_warn("sched", "%s: unknown message type %u; closing", conn->peer, header->type);
         return -1;
     }
-#undef RGPU_AUTHORIZE
+#undef RGPU_IDENTIFY
 }
 
 static void rgpu_sched_alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
@@ -669,8 +846,9 @@ static void rgpu_sched_alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t 
 static void rgpu_sched_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     rgpu_sched_conn_t *conn = stream->data;
-    /* The only bulk a request may carry is its auth trailer. */
-    rgpu_frame_limits_t limits = {RGPU_SCHED_MAX_BODY, RGPU_REQUEST_AUTH_LEN};
+    /* The only bulk a request may carry is its proof: the key's trailer or a
+     * MUNGE credential. */
+    rgpu_frame_limits_t limits = {RGPU_SCHED_MAX_BODY, RGPU_MUNGE_CRED_MAX};
     size_t off = 0;
 
     if (nread < 0) {
@@ -691,7 +869,8 @@ static void rgpu_sched_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_
             rgpu_sched_conn_close(conn);
             return;
         }
-        if (header.bulk_len != 0 && header.bulk_len != RGPU_REQUEST_AUTH_LEN) {
+        if (header.bulk_len != 0 && header.bulk_len != RGPU_REQUEST_AUTH_LEN &&
+            header.bulk_len <= RGPU_REQUEST_AUTH_LEN) {
             rgpu_warn("sched", "%s: a bulk part of %llu bytes is not an auth trailer; closing",
                       conn->peer, (unsigned long long)header.bulk_len);
             rgpu_sched_conn_close(conn);
@@ -702,8 +881,17 @@ static void rgpu_sched_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_
             break;
         body = conn->buf + off + RGPU_FRAME_HEADER_SIZE;
         conn->active_ms = uv_now(stream->loop);
+        if (header.bulk_len > RGPU_REQUEST_AUTH_LEN &&
+            !rgpu_munge_is_cred(body + header.body_len, (size_t)header.bulk_len)) {
+            rgpu_warn("sched", "%s: a bulk part of %llu bytes is neither an auth trailer nor a "
+                               "MUNGE credential; closing",
+                      conn->peer, (unsigned long long)header.bulk_len);
+            rgpu_sched_conn_close(conn);
+            return;
+        }
         if (rgpu_sched_handle(conn, &header, body,
-                              header.bulk_len ? body + header.body_len : NULL) != 0) {
+                              header.bulk_len ? body + header.body_len : NULL,
+                              (size_t)header.bulk_len) != 0) {
             rgpu_sched_conn_close(conn);
             return;
         }
@@ -713,14 +901,6 @@ static void rgpu_sched_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_
     conn->len -= off;
 }
 
-/* Non-zero at most once a second (per *last_ms): rate-limited warnings. */
-static int rgpu_sched_ratelimit(uint64_t *last_ms, uint64_t now_ms)
-{
-    if (*last_ms && now_ms - *last_ms < 1000)
-        return 0;
-    *last_ms = now_ms;
-    return 1;
-}
 
 static void rgpu_sched_conn_open(rgpu_sched_daemon_t *daemon, int fd)
 {
@@ -832,6 +1012,7 @@ static void rgpu_sched_on_tick(uv_timer_t *timer)
     uint64_t now_ms = uv_now(timer->loop);
 
     rgpu_sched_tick(&daemon->sched, rgpu_sched_now());
+    rgpu_sched_replay_prune(&daemon->replay, rgpu_sched_now());
     /* A peer that completes no request for --idle-timeout (silent, or
      * trickling a partial frame) gives its connection and buffer back. */
     for (rgpu_sched_conn_t *c = daemon->conns; c; c = c->next) {
@@ -933,7 +1114,24 @@ int main(int argc, char **argv)
         rgpu_warn("sched", "no --key: leases carry no signed token and requests are not "
                            "authenticated (servers must run without --key)");
     daemon.have_key = cfg.key[0] != 0;
-    daemon.require_signed = cfg.require_signed;
+    daemon.auth = strcmp(cfg.auth, "munge") == 0 ? RGPU_SCHED_AUTH_MUNGE
+                  : strcmp(cfg.auth, "key") == 0 ? RGPU_SCHED_AUTH_KEY
+                                                 : RGPU_SCHED_AUTH_NONE;
+    daemon.munge_socket = cfg.munge_socket[0] ? cfg.munge_socket : NULL;
+    if (rgpu_sched_operators_parse(&daemon.operators, cfg.operators, cfg.operator_group, why,
+                                   sizeof(why)) != 0) {
+        rgpu_error("sched", "%s", why);
+        return 2;
+    }
+    if ((daemon.operators.nuids || daemon.operators.have_group) &&
+        daemon.auth != RGPU_SCHED_AUTH_MUNGE)
+        rgpu_warn("sched", "--operators and --operator-group matter only with --auth munge");
+    rgpu_sched_replay_init(&daemon.replay, RGPU_SCHED_MAX_REPLAY);
+    if (daemon.auth == RGPU_SCHED_AUTH_MUNGE)
+        rgpu_info("sched", "users authenticated by MUNGE (munged at %s); %zu operator uids%s%s",
+                  daemon.munge_socket ? daemon.munge_socket : "libmunge's default socket",
+                  daemon.operators.nuids, daemon.operators.have_group ? ", operator group " : "",
+                  daemon.operators.group);
     daemon.max_conns = (uint32_t)cfg.max_connections;
     daemon.idle_ms = cfg.idle_timeout * 1000;
     if (rgpu_sched_store_open(cfg.db, &store, why, sizeof(why)) != RGPU_OK) {
@@ -987,5 +1185,7 @@ int main(int argc, char **argv)
     close(daemon.listen_fd);
     rgpu_slurm_reclaim_cleanup();
     rgpu_sched_cleanup(&daemon.sched);
+    rgpu_sched_replay_cleanup(&daemon.replay);
+    rgpu_sched_operators_free(&daemon.operators);
     return 0;
 }

@@ -588,6 +588,9 @@ rgpu_status_t rgpu_sched_alloc(rgpu_sched_t *s, const Rgpu__AllocRequest *req, i
     lease.tokens_expire_unix = lease.expires_unix;
     lease.slurm_job_id = req->slurm_job_id;
     lease.user = req->user;
+    /* The daemon sets uid/uid_set from what authenticated the request. */
+    lease.owner_known = req->uid_set;
+    lease.owner_uid = req->uid_set ? req->uid : 0;
     lease.shared = req->shared;
     /* Shared: what the policy reserved on each GPU (never 0: no quota). */
     lease.memory_quota = 0;
@@ -811,15 +814,19 @@ typedef struct {
     Rgpu__Lease **leases;
     Rgpu__Lease *copies;
     size_t n;
+    const rgpu_sched_caller_t *caller;  /* NULL: every lease */
 } rgpu_sched_collect_t;
 
 /* Shallow copies (borrowed fields) without the token: a listing is for
- * anyone who may list, a token only for its lease's holder. */
+ * anyone who may list, a token only for its lease's holder. Only the
+ * leases the caller owns (all for NULL or an admin). */
 static void rgpu_sched_collect_fn(uint64_t key, void *value, void *arg)
 {
     rgpu_sched_collect_t *c = arg;
 
     (void)key;
+    if (!rgpu_sched_caller_owns(c->caller, ((rgpu_sched_lease_t *)value)->pb))
+        return;
     c->copies[c->n] = *((rgpu_sched_lease_t *)value)->pb;
     c->copies[c->n].token = (char *)"";
     c->n++;
@@ -834,14 +841,46 @@ static int rgpu_sched_lease_cmp(const void *a, const void *b)
 
 rgpu_status_t rgpu_sched_list(rgpu_sched_t *s, int64_t now, Rgpu__ListReply *reply)
 {
-    size_t ngpus = 0, g = 0;
+    return rgpu_sched_list_as(s, now, NULL, reply);
+}
+
+/* Is lease id among the c->n leases collected (sorted by id)? */
+static int rgpu_sched_listed(const rgpu_sched_collect_t *c, uint64_t id)
+{
+    size_t lo = 0, hi = c->n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (c->copies[mid].id == id)
+            return 1;
+        if (c->copies[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
+rgpu_status_t rgpu_sched_list_as(rgpu_sched_t *s, int64_t now, const rgpu_sched_caller_t *caller,
+                                 Rgpu__ListReply *reply)
+{
+    size_t ngpus = 0, g = 0, nsessions = 0, nvisible = 0;
     Rgpu__ServerState *servers;
     Rgpu__GpuState *gpus;
-    rgpu_sched_collect_t c = {NULL, NULL, 0};
+    Rgpu__SessionInfo **sessions = NULL;
+    rgpu_sched_collect_t c = {NULL, NULL, 0, caller};
+    int everything = !caller || caller->admin;
 
     rgpu__list_reply__init(reply);
-    for (uint32_t i = 0; i < s->nservers; i++)
+    reply->everything = everything;
+    for (uint32_t i = 0; i < s->nservers; i++) {
         ngpus += s->servers[i].reg->n_gpus;
+        nsessions += s->servers[i].hb ? s->servers[i].hb->n_sessions : 0;
+    }
+    /* Filtered: each server's visible sessions, in one array of pointers. */
+    if (!everything && !(sessions = calloc(nsessions + 1, sizeof(*sessions))))
+        return RGPU_ERR_NOMEM;
     servers = calloc(s->nservers + 1, sizeof(*servers));
     gpus = calloc(ngpus + 1, sizeof(*gpus));
     reply->servers = calloc(s->nservers + 1, sizeof(*reply->servers));
@@ -853,6 +892,7 @@ rgpu_status_t rgpu_sched_list(rgpu_sched_t *s, int64_t now, Rgpu__ListReply *rep
         free(gpus);
         free(c.leases);
         free(c.copies);
+        free(sessions);
         rgpu_sched_list_free(reply);
         return RGPU_ERR_NOMEM;
     }
@@ -872,7 +912,16 @@ rgpu_status_t rgpu_sched_list(rgpu_sched_t *s, int64_t now, Rgpu__ListReply *rep
         servers[i].up = server->up;
         servers[i].drained = server->drained;
         servers[i].last_seen_unix = server->last_seen;
-        if (server->hb) {   /* borrowed, like the strings */
+        if (!everything) {  /* the caller's leases' sessions only */
+            servers[i].sessions = sessions + nvisible;
+            for (size_t x = 0; server->hb && x < server->hb->n_sessions; x++) {
+                Rgpu__SessionInfo *info = server->hb->sessions[x];
+
+                if (info->lease_id && rgpu_sched_listed(&c, info->lease_id))
+                    sessions[nvisible + servers[i].n_sessions++] = info;
+            }
+            nvisible += servers[i].n_sessions;
+        } else if (server->hb) {   /* borrowed, like the strings */
             servers[i].n_sessions = server->hb->n_sessions;
             servers[i].sessions = server->hb->sessions;
         }
@@ -912,6 +961,8 @@ rgpu_status_t rgpu_sched_list(rgpu_sched_t *s, int64_t now, Rgpu__ListReply *rep
         free(gpus);
     if (!c.n)
         free(c.copies);
+    if (!everything && !s->nservers)
+        free(sessions);
     (void)now;
     return RGPU_OK;
 }
@@ -920,6 +971,9 @@ void rgpu_sched_list_free(Rgpu__ListReply *reply)
 {
     for (size_t g = 0; g < reply->n_gpus; g++)
         free(reply->gpus[g]->leases);
+    /* Filtered: the first server's sessions start the one array of them. */
+    if (!reply->everything && reply->n_servers)
+        free(reply->servers[0]->sessions);
     if (reply->n_servers)
         free(reply->servers[0]);
     if (reply->n_gpus)

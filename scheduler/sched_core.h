@@ -131,6 +131,74 @@ rgpu_status_t rgpu_sched_drain(rgpu_sched_t *s, const char *address, int drain, 
  * Its leases carry no token: a token goes only to its holder. */
 rgpu_status_t rgpu_sched_list(rgpu_sched_t *s, int64_t now, Rgpu__ListReply *reply);
 void rgpu_sched_list_free(Rgpu__ListReply *reply);
+/* ---- auth.c: who is asking (docs/scheduler.md, "Authentication") ---- */
+
+typedef enum {
+    RGPU_SCHED_CALLER_ANON = 0,     /* no proof (or --auth none: credentials are not read) */
+    RGPU_SCHED_CALLER_KEY,          /* signed with the cluster key */
+    RGPU_SCHED_CALLER_MUNGE,        /* a MUNGE credential bound to the request */
+} rgpu_sched_caller_how_t;
+
+typedef struct {
+    rgpu_sched_caller_how_t how;
+    uint32_t uid, gid;              /* MUNGE only */
+    int admin;                      /* the key, root or an operator: every lease, drain */
+    char name[64];                  /* MUNGE: the uid's user name, or "uid N" */
+} rgpu_sched_caller_t;
+
+/* Operators: --operators UID|NAME,... and --operator-group NAME. */
+typedef struct {
+    uint32_t *uids;
+    size_t nuids;
+    int have_group;
+    uint32_t gid;
+    char group[64];
+} rgpu_sched_operators_t;
+
+/* Parses list (may be NULL or "": none; uids or user names, comma-separated)
+ * and group (may be NULL or ""; a group name or gid). -1 with why when a
+ * name is unknown or a number malformed. ops is zeroed first; free it with
+ * rgpu_sched_operators_free. */
+int rgpu_sched_operators_parse(rgpu_sched_operators_t *ops, const char *list, const char *group,
+                               char *why, size_t cap);
+void rgpu_sched_operators_free(rgpu_sched_operators_t *ops);
+/* Non-zero when uid is listed, gid is the group's, or user name (may be
+ * NULL) is a member of the group (its supplementary members). */
+int rgpu_sched_is_operator(const rgpu_sched_operators_t *ops, uint32_t uid, uint32_t gid,
+                           const char *name);
+/* Fills c for a MUNGE credential of uid/gid: its name from the user
+ * database ("uid N" when unknown), admin when root or an operator. */
+void rgpu_sched_caller_munge(rgpu_sched_caller_t *c, const rgpu_sched_operators_t *ops,
+                             uint32_t uid, uint32_t gid);
+/* "nobody (uid 65534, MUNGE)", "the cluster key", "anyone (not authenticated)". */
+void rgpu_sched_caller_describe(const rgpu_sched_caller_t *c, char *out, size_t cap);
+/* Non-zero when c may see, renew and release lease without its token: an
+ * admin, or a MUNGE caller whose uid owns it. */
+int rgpu_sched_caller_owns(const rgpu_sched_caller_t *c, const Rgpu__Lease *lease);
+/* rgpu_sched_list as c sees it: NULL or an admin see everything; others
+ * see their own leases only (rgpu_sched_caller_owns), and only those in
+ * GpuState.leases and among ServerState.sessions. reply->everything says
+ * which; reply->caller is left to the caller. */
+rgpu_status_t rgpu_sched_list_as(rgpu_sched_t *s, int64_t now, const rgpu_sched_caller_t *c,
+                                 Rgpu__ListReply *reply);
+
+/* Credentials accepted, remembered until they expire: one credential serves
+ * one request, even if munged forgot it (a restart). At most max kept. */
+typedef struct {
+    rgpu_htable_t seen;             /* BLAKE2b of the credential (64 bits) -> expiry */
+    size_t max;
+} rgpu_sched_replay_t;
+
+void rgpu_sched_replay_init(rgpu_sched_replay_t *r, size_t max);
+void rgpu_sched_replay_cleanup(rgpu_sched_replay_t *r);
+/* RGPU_OK: first seen, remembered until expires_unix; RGPU_ERR_EXISTS: seen
+ * before and not expired (a replay); RGPU_ERR_NOMEM: not remembered (max
+ * unexpired ones kept, or no memory): the caller decides. */
+rgpu_status_t rgpu_sched_replay_check(rgpu_sched_replay_t *r, const void *cred, size_t len,
+                                      int64_t expires_unix, int64_t now);
+/* Forgets credentials expired at now. Returns how many. */
+size_t rgpu_sched_replay_prune(rgpu_sched_replay_t *r, int64_t now);
+
 /* Reclaims expired leases, marks silent servers down. Returns leases reclaimed. */
 unsigned rgpu_sched_tick(rgpu_sched_t *s, int64_t now);
 

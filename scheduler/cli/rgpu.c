@@ -16,7 +16,10 @@
  * renew and release by id prove to a scheduler with --key that the caller
  * holds the lease: with the cluster key (--key) or with one of the lease's
  * unexpired tokens (--token, default RGPU_LEASE_TOKEN). Listings carry no
- * tokens.
+ * tokens. Without the key every request carries a MUNGE credential of the
+ * caller when munged can make one (RGPU_MUNGE_SOCKET: its socket), which a
+ * scheduler with --auth munge needs: then the lease is the caller's, who
+ * alone (with root and operators) lists, renews and releases it.
  *
  * Numbers (counts, seconds, lease ids) are plain decimal digits within their
  * bounds, or the CLI exits 2 saying so.
@@ -39,7 +42,9 @@
 
 static const char *rgpu_cli_sched = "127.0.0.1:7080";
 static int rgpu_cli_json;
-static rgpu_sched_client_t rgpu_cli_client = {NULL, RGPU_SCHED_DEFAULT_TIMEOUT_MS, NULL};
+static char rgpu_cli_munge_error[400];
+static rgpu_sched_client_t rgpu_cli_client = {NULL, RGPU_SCHED_DEFAULT_TIMEOUT_MS, NULL, 1, NULL,
+                                              rgpu_cli_munge_error, sizeof(rgpu_cli_munge_error)};
 static rgpu_token_key_t rgpu_cli_key;
 static const char *rgpu_cli_token = "";   /* --token or RGPU_LEASE_TOKEN */
 
@@ -91,7 +96,9 @@ static void rgpu_cli_usage(FILE *out)
             "when it is readable; a scheduler with --key needs that for alloc --job\n"
             "and release of a job's lease. Without the key, renew and release prove\n"
             "the lease is yours with its token: --token or RGPU_LEASE_TOKEN (set for\n"
-            "the command of alloc --).\n"
+            "the command of alloc --). Without the key, requests carry a MUNGE\n"
+            "credential when munged is running (RGPU_MUNGE_SOCKET names its socket),\n"
+            "which a scheduler with --auth munge needs.\n"
             "N is 1 to 4096, SECONDS 1 to 31536000 and ID a lease id, in decimal digits.\n");
 }
 
@@ -110,6 +117,15 @@ static void *rgpu_cli_call(uint16_t type, const ProtobufCMessage *msg, uint16_t 
     return reply;
 }
 
+/* After a refusal: says so when the request went without the MUNGE
+ * credential it was meant to carry (munged not reachable). */
+static void rgpu_cli_munge_note(int status)
+{
+    if (status == RGPU_ERR_REFUSED && *rgpu_cli_munge_error)
+        fprintf(stderr, "rgpu: the request carried no MUNGE credential: %s "
+                        "(RGPU_MUNGE_SOCKET names munged's socket)\n", rgpu_cli_munge_error);
+}
+
 static int rgpu_cli_status(Rgpu__SchedStatus *reply, const char *what)
 {
     int rc = 0;
@@ -119,6 +135,7 @@ static int rgpu_cli_status(Rgpu__SchedStatus *reply, const char *what)
     if (reply->status != 0) {
         fprintf(stderr, "rgpu: %s: %s\n", what, *reply->reason ? reply->reason :
                 rgpu_status_str((rgpu_status_t)reply->status));
+        rgpu_cli_munge_note(reply->status);
         rc = 1;
     }
     rgpu__sched_status__free_unpacked(reply, NULL);
@@ -241,9 +258,12 @@ static int rgpu_cli_list(const char *what)
         return 1;
     if (r->status) {
         fprintf(stderr, "rgpu: %s: %s\n", what, r->reason);
+        rgpu_cli_munge_note(r->status);
         rgpu__list_reply__free_unpacked(r, NULL);
         return 1;
     }
+    if (!r->everything && strcmp(what, "leases") == 0)
+        fprintf(stderr, "rgpu: only the leases of %s are listed\n", r->caller);
     if (strcmp(what, "servers") == 0) {
         if (rgpu_cli_json)
             printf("[");
@@ -395,6 +415,7 @@ static int rgpu_cli_lease_print(Rgpu__LeaseReply *r, const char *what)
     if (r->status || !r->lease) {
         fprintf(stderr, "rgpu: %s: %s\n", what, *r->reason ? r->reason :
                 rgpu_status_str((rgpu_status_t)r->status));
+        rgpu_cli_munge_note(r->status);
         rgpu__lease_reply__free_unpacked(r, NULL);
         return 1;
     }
@@ -576,6 +597,7 @@ static int rgpu_cli_alloc(int argc, char **argv)
         return 1;
     if (r->status || !r->lease) {
         fprintf(stderr, "rgpu: alloc: %s\n", r->reason);
+        rgpu_cli_munge_note(r->status);
         rgpu__lease_reply__free_unpacked(r, NULL);
         return 1;
     }
@@ -675,6 +697,7 @@ int main(int argc, char **argv)
             return 2;
         }
         rgpu_cli_client.key = &rgpu_cli_key;
+        rgpu_cli_client.munge = 0;
     }
     cmd = argv[i++];
     if (strcmp(cmd, "servers") == 0 || strcmp(cmd, "gpus") == 0 || strcmp(cmd, "leases") == 0 ||

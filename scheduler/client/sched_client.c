@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "rgpu/munge.h"
 #include "rgpu/transport.h"
 
 typedef struct {
@@ -98,7 +99,33 @@ void *rgpu_sched_call(const rgpu_sched_client_t *client, uint16_t type,
     w.fired = 0;
     watching = pthread_create(&thread, NULL, rgpu_sched_watchdog, &w) == 0;
 
-    if (client->key) {
+    if (client->munge_error && client->munge_error_cap)
+        *client->munge_error = '\0';
+    if (!client->key && client->munge) {
+        /* A credential whose payload is the digest of exactly the bytes
+         * rgpu_link_send_msg sends (packed again, the same). */
+        size_t len = protobuf_c_message_get_packed_size(msg);
+        uint8_t *packed = malloc(len ? len : 1);
+        const char *sock = client->munge_socket && *client->munge_socket
+                               ? client->munge_socket : getenv(RGPU_MUNGE_SOCKET_ENV);
+        char *cred = NULL, why[400] = "";
+
+        if (!packed) {
+            snprintf(err, err_cap, "out of memory");
+            goto out;
+        }
+        protobuf_c_message_pack(msg, packed);
+        st = rgpu_munge_encode_request(sock, type, 1, packed, len, &cred, why, sizeof(why));
+        free(packed);
+        if (st == RGPU_OK) {
+            st = rgpu_link_send_msg(w.link, type, 1, msg, cred, strlen(cred));
+            free(cred);
+        } else {
+            if (client->munge_error && client->munge_error_cap)
+                snprintf(client->munge_error, client->munge_error_cap, "%s", why);
+            st = rgpu_link_send_msg(w.link, type, 1, msg, NULL, 0);
+        }
+    } else if (client->key) {
         /* Signed: the trailer covers the packed body, packed again (the
          * same bytes) by rgpu_link_send_msg. */
         st = rgpu_token_sign_message(client->key, type, 1, msg, (int64_t)time(NULL), trailer);

@@ -15,7 +15,13 @@
  * Signing: with a cluster key every request carries the auth trailer of
  * rgpu_token_sign_request (rgpu/token.h) as the frame's bulk part. A
  * scheduler started with --key requires it on requests naming a Slurm job
- * (and on every request with --require-signed).
+ * (and on every request with --auth key).
+ *
+ * MUNGE: without a key, with munge set, every request carries a MUNGE
+ * credential made for it (rgpu/munge.h) as its bulk part instead, so a
+ * scheduler with --auth munge knows its user. When none can be made
+ * (munged not running, a build without MUNGE) the request goes without one
+ * and munge_error (when not NULL) says why; "" when a credential went.
  *
  * Thread safety: a client struct is read-only during a call; calls on
  * different threads are independent (each opens its own connection).
@@ -39,6 +45,10 @@ typedef struct {
     const char *addr;             /* "host:port" */
     int timeout_ms;               /* connect, and then the whole reply; <= 0: default */
     const rgpu_token_key_t *key;  /* NULL: requests go unsigned */
+    int munge;                    /* no key: attach a MUNGE credential when one can be made */
+    const char *munge_socket;     /* NULL or "": RGPU_MUNGE_SOCKET, else libmunge's default */
+    char *munge_error;            /* may be NULL: why the last call went without a credential */
+    size_t munge_error_cap;
 } rgpu_sched_client_t;
 
 /* Sends msg as a frame of type type and returns the unpacked reply of
