@@ -148,6 +148,10 @@ typedef struct {
      * the array fills) or at teardown. Session thread only. */
     cl_event *held;
     size_t n_held, cap_held;
+    /* Threads waiting for a command's end in place of a callback (see
+     * rgpu_cl_on_complete), under pool_lock; wait_idle signals none left. */
+    int wait_threads;
+    pthread_cond_t wait_idle;
 } rgpu_cl_session_t;
 
 static void rgpu_cl_user_waiters_done(rgpu_cl_handle_t *h, cl_int status);
@@ -201,6 +205,82 @@ static void rgpu_cl_event_drop(rgpu_cl_session_t *s, cl_event ev)
         }
     }
     s->held[s->n_held++] = ev;
+}
+
+/* At most this many threads of a session wait for commands at once; past
+ * it, completions go through the platform's callbacks. */
+#define RGPU_CL_MAX_WAIT_THREADS 256
+
+typedef struct {
+    rgpu_cl_session_t *s;
+    cl_event ev;
+    void(CL_CALLBACK *fn)(cl_event, cl_int, void *);
+    void *arg;
+} rgpu_cl_wait_job_t;
+
+static void *rgpu_cl_wait_thread(void *arg)
+{
+    rgpu_cl_wait_job_t *job = arg;
+    rgpu_cl_session_t *s = job->s;
+    cl_int status = CL_COMPLETE;
+
+    clWaitForEvents(1, &job->ev);
+    clGetEventInfo(job->ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status, NULL);
+    pthread_mutex_lock(&s->pool_lock);
+    if (--s->wait_threads == 0)
+        pthread_cond_broadcast(&s->wait_idle);
+    pthread_mutex_unlock(&s->pool_lock);
+    /* From here on s may only be reached through fn's own session reference. */
+    job->fn(job->ev, status < 0 ? status : CL_COMPLETE, job->arg);
+    clReleaseEvent(job->ev);
+    free(job);
+    return NULL;
+}
+
+/* Runs fn(ev, status, arg) once ev's command has ended, completed or
+ * failed, on some other thread. PoCL 3.1 never calls a callback on an
+ * event that failed because a user event it waited on failed (so replies
+ * would never leave, and staging and the session would never be freed):
+ * while user events are pending, a thread of ours waits for the event
+ * instead (clWaitForEvents does return on a failed event). Otherwise, and
+ * past RGPU_CL_MAX_WAIT_THREADS, the platform's callback. fn must hold its
+ * own session reference if it touches the session. Returns clSetEventCallback's
+ * error when neither can be set up. Session thread. */
+static cl_int rgpu_cl_on_complete(rgpu_cl_session_t *s, cl_event ev, void(CL_CALLBACK *fn)(cl_event, cl_int, void *),
+                                  void *arg)
+{
+    rgpu_cl_wait_job_t *job;
+    pthread_attr_t attr;
+    int err;
+
+    if (!rgpu_cl_may_block(s) || !(job = malloc(sizeof(*job))))
+        return clSetEventCallback(ev, CL_COMPLETE, fn, arg);
+    pthread_mutex_lock(&s->pool_lock);
+    if (s->wait_threads >= RGPU_CL_MAX_WAIT_THREADS) {
+        pthread_mutex_unlock(&s->pool_lock);
+        free(job);
+        return clSetEventCallback(ev, CL_COMPLETE, fn, arg);
+    }
+    s->wait_threads++;
+    pthread_mutex_unlock(&s->pool_lock);
+    job->s = s;
+    job->ev = ev;
+    job->fn = fn;
+    job->arg = arg;
+    clRetainEvent(ev);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256u << 10);
+    err = pthread_create(&(pthread_t){0}, &attr, rgpu_cl_wait_thread, job);
+    pthread_attr_destroy(&attr);
+    if (err == 0)
+        return CL_SUCCESS;
+    clReleaseEvent(ev);
+    free(job);
+    pthread_mutex_lock(&s->pool_lock);
+    s->wait_threads--;
+    pthread_mutex_unlock(&s->pool_lock);
+    return clSetEventCallback(ev, CL_COMPLETE, fn, arg);
 }
 
 /* Whether a wait on the platform could block the session thread for good. */
@@ -894,7 +974,8 @@ static rgpu_status_t rgpu_cl_set_event_callback(rgpu_cl_session_t *s, const rgpu
     cb->callback_id = m->callback_id;
     cb->event_id = m->event;
     rgpu_session_ref(s->session);
-    err = clSetEventCallback(h->cl.event, m->exec_type, rgpu_cl_notify_cb, cb);
+    err = m->exec_type == CL_COMPLETE ? rgpu_cl_on_complete(s, h->cl.event, rgpu_cl_notify_cb, cb)
+                                      : clSetEventCallback(h->cl.event, m->exec_type, rgpu_cl_notify_cb, cb);
     if (err != CL_SUCCESS) {
         rgpu_session_unref(s->session);
         free(cb);
@@ -1002,11 +1083,11 @@ static rgpu_status_t rgpu_cl_write(rgpu_cl_session_t *s, const rgpu_frame_header
             cb->s = s;
             cb->buf = buf;
             rgpu_session_ref(s->session);
-            if (clSetEventCallback(ev, CL_COMPLETE, rgpu_cl_chunk_cb, cb) != CL_SUCCESS) {
+            if (rgpu_cl_on_complete(s, ev, rgpu_cl_chunk_cb, cb) != CL_SUCCESS) {
                 clWaitForEvents(1, &ev);
                 rgpu_cl_chunk_cb(ev, CL_COMPLETE, cb);
             }
-        } else if (clSetEventCallback(ev, CL_COMPLETE, rgpu_cl_free_cb, buf) != CL_SUCCESS) {
+        } else if (rgpu_cl_on_complete(s, ev, rgpu_cl_free_cb, buf) != CL_SUCCESS) {
             clWaitForEvents(1, &ev);
             free(buf);
         }
@@ -1255,7 +1336,7 @@ static cl_int rgpu_cl_read_async(rgpu_cl_session_t *s, const rgpu_frame_header_t
     cb->staging = staging;
     cb->size = size;
     rgpu_session_ref(s->session);
-    err = clSetEventCallback(ev, CL_COMPLETE, rgpu_cl_read_cb, cb);
+    err = rgpu_cl_on_complete(s, ev, rgpu_cl_read_cb, cb);
     if (err != CL_SUCCESS) {
         /* No callback: wait here rather than never answer. */
         clWaitForEvents(1, &ev);
@@ -1464,7 +1545,7 @@ static rgpu_status_t rgpu_cl_write_rect(rgpu_cl_session_t *s, const rgpu_frame_h
     if (err != CL_SUCCESS) {
         free(buf);
     } else {
-        if (clSetEventCallback(ev, CL_COMPLETE, rgpu_cl_free_cb, buf) != CL_SUCCESS) {
+        if (rgpu_cl_on_complete(s, ev, rgpu_cl_free_cb, buf) != CL_SUCCESS) {
             clWaitForEvents(1, &ev);
             free(buf);
         }
@@ -1869,7 +1950,7 @@ static rgpu_status_t rgpu_cl_write_image(rgpu_cl_session_t *s, const rgpu_frame_
     if (err != CL_SUCCESS) {
         free(buf);
     } else {
-        if (clSetEventCallback(ev, CL_COMPLETE, rgpu_cl_free_cb, buf) != CL_SUCCESS) {
+        if (rgpu_cl_on_complete(s, ev, rgpu_cl_free_cb, buf) != CL_SUCCESS) {
             clWaitForEvents(1, &ev);
             free(buf);
         }
@@ -2220,7 +2301,7 @@ static rgpu_status_t rgpu_cl_wait_async(rgpu_cl_session_t *s, const rgpu_frame_h
             }
             atomic_store(&w->failed, 1);
             rgpu_cl_waiter_cb(events[i], CL_OUT_OF_HOST_MEMORY, w);
-        } else if (clSetEventCallback(events[i], CL_COMPLETE, rgpu_cl_waiter_cb, w) != CL_SUCCESS) {
+        } else if (rgpu_cl_on_complete(s, events[i], rgpu_cl_waiter_cb, w) != CL_SUCCESS) {
             atomic_store(&w->failed, 1);
             rgpu_cl_waiter_cb(events[i], CL_COMPLETE, w);
         }
@@ -3303,6 +3384,7 @@ static rgpu_status_t rgpu_cl_session_open(rgpu_backend_t *backend, rgpu_session_
     if (s->chunk == 0)
         s->chunk = 4u << 20;
     pthread_mutex_init(&s->pool_lock, NULL);
+    pthread_cond_init(&s->wait_idle, NULL);
     rgpu_htable_init(&s->handles);
     *ctx_p = s;
     return RGPU_OK;
@@ -3363,6 +3445,11 @@ static void rgpu_cl_session_teardown(void *ctx)
     s->n_orphans = 0;
     for (size_t i = 0; i < sw.count[5]; i++)
         clFinish(sw.by_kind[5][i]->cl.queue);
+    /* Every command has ended: so will the threads waiting for them. */
+    pthread_mutex_lock(&s->pool_lock);
+    while (s->wait_threads)
+        pthread_cond_wait(&s->wait_idle, &s->pool_lock);
+    pthread_mutex_unlock(&s->pool_lock);
     /* The queues are finished: every held event has ended. */
     for (size_t i = 0; i < s->n_held; i++)
         clReleaseEvent(s->held[i]);
@@ -3394,6 +3481,7 @@ static void rgpu_cl_session_free(void *ctx)
     free(s->read_small);
     if (s->launch_memo)
         rgpu__cl_ndrange__free_unpacked(s->launch_memo, NULL);
+    pthread_cond_destroy(&s->wait_idle);
     pthread_mutex_destroy(&s->pool_lock);
     free(s);
 }
