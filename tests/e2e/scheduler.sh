@@ -7,7 +7,8 @@
 # restarts with its servers and leases. Issue 11: unsigned renewals prove
 # the lease with its token; the CLI's numbers are strict; the ttl is capped;
 # a shared lease always has a quota; a released lease's token is refused;
-# a scheduler impostor's heartbeat replies are ignored.
+# a scheduler impostor's heartbeat replies are ignored; a lease's quota is
+# one budget across two sessions at once.
 source "$(dirname "$0")/lib.sh" "$@"
 
 SCHED_BIN=$BUILD/scheduler/rgpu-scheduler
@@ -270,6 +271,34 @@ cat "$E2E_TMP/quota.out"
 [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "64 MiB of buffers under a 16 MiB quota: status $rc"
 grep -q READY "$E2E_TMP/quota.out" && fail "hold_memory got 64 MiB under a 16 MiB quota"
 pass "memory quota enforced (64 MiB refused under 16 MiB)"
+
+# One budget per lease across its sessions: two clients of one 16 MiB
+# lease at once; the first holds 12 MiB (READY), the second cannot get 12
+# MiB more. (hold_memory sleeps once READY: the second gets a timeout, so a
+# quota not enforced shows as its READY, not as a hang.)
+rc=0
+OCL_ICD_VENDORS=$ICD_DIR timeout 120 "$RGPU_BIN" --scheduler "$SCHED" alloc -n 1 --shared --mem 16M -- \
+    bash -c '
+        "$0" 12 4 >"$1/first.out" 2>&1 &
+        first=$!
+        deadline=$((SECONDS + 40))
+        until grep -q READY "$1/first.out"; do
+            kill -0 "$first" 2>/dev/null || { echo "the first client exited: $(cat "$1/first.out")"; exit 3; }
+            [ "$SECONDS" -lt "$deadline" ] || { echo "the first client is not READY within 40 s"; kill "$first"; exit 3; }
+            sleep 0.1
+        done
+        rc=0
+        timeout 40 "$0" 12 4 >"$1/second.out" 2>&1 || rc=$?
+        kill "$first"
+        wait "$first" 2>/dev/null
+        if grep -q READY "$1/second.out"; then echo "the second client got 12 MiB too"; exit 4; fi
+        [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || { echo "the second client: status $rc"; exit 5; }
+        echo "second client refused (status $rc)"' "$E2E_BIN/hold_memory" "$E2E_TMP" \
+    >"$E2E_TMP/quota2.out" 2>&1 || rc=$?
+cat "$E2E_TMP/quota2.out" "$E2E_TMP/second.out" 2>/dev/null || true
+[ "$rc" -eq 0 ] || fail "two sessions of one 16 MiB lease holding 12 MiB each: status $rc"
+grep -q READY "$E2E_TMP/first.out" || fail "the first client of the shared lease did not get 12 MiB"
+pass "one quota across a lease's sessions: 12 MiB held by one, 12 more refused to the other"
 
 # Drain both servers: no GPU to give, a clear error and status 1; resume.
 rgpu drain "$s1_ADDR"
