@@ -1519,6 +1519,530 @@ static void tour_map(tour_t *t)
     clReleaseMemObject(m);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Images and samplers                                                       */
+
+/* OpenCL 2.0 names, for a program built against 1.2 headers (the loader
+ * exports them whatever the headers). */
+typedef cl_ulong tour_sampler_properties;
+extern CL_API_ENTRY cl_sampler CL_API_CALL clCreateSamplerWithProperties(cl_context, const tour_sampler_properties *,
+                                                                         cl_int *);
+#define TOUR_SAMPLER_PROPERTIES 0x1158   /* CL_SAMPLER_PROPERTIES (3.0) */
+
+/* The byte of channel c of pixel (x, y, z) of the test images. */
+static cl_uchar px(size_t x, size_t y, size_t z, int c)
+{
+    return (cl_uchar)(x * 16 + y * 3 + z * 37 + (size_t)c * 50 + 1);
+}
+
+static const char *image_kernel_source =
+    "__kernel void sample_shift(__read_only image2d_t src, sampler_t smp, __write_only image2d_t dst,\n"
+    "                           int dx, int dy)\n"
+    "{\n"
+    "    int2 p = (int2)(get_global_id(0), get_global_id(1));\n"
+    "    write_imagef(dst, p, read_imagef(src, smp, p + (int2)(dx, dy)));\n"
+    "}\n";
+
+/* OpenCL says CL_INVALID_IMAGE_SIZE for an image no device takes; PoCL 3.1
+ * says CL_INVALID_OPERATION. */
+#define TOUR_TOO_BIG(err) ((err) == CL_INVALID_IMAGE_SIZE || (err) == CL_INVALID_OPERATION)
+
+static size_t image_info_size(cl_mem img, cl_image_info param)
+{
+    size_t v = (size_t)-1;
+
+    clGetImageInfo(img, param, sizeof(v), &v, NULL);
+    return v;
+}
+
+static void tour_image_queries(tour_t *t)
+{
+    enum { W = 7, H = 5, PITCH = 40 };
+    cl_image_format rgba = {CL_RGBA, CL_UNORM_INT8}, fmt = {0, 0}, *formats;
+    cl_image_desc desc = {CL_MEM_OBJECT_IMAGE2D, W, H, 1, 1, PITCH, 0, 0, 0, NULL};
+    cl_uchar host[H * PITCH];
+    cl_uint n = 0, n2 = 0, found = 0;
+    cl_bool support = CL_FALSE;
+    size_t w2 = 0, h2 = 0, d3 = 0, arrays = 0, bufmax = 0, v = 0;
+    cl_mem_object_type type = 0;
+    cl_mem img, big;
+    cl_int err;
+
+    section("images: device limits, formats and image info");
+    TRY(clGetDeviceInfo(t->device, CL_DEVICE_IMAGE_SUPPORT, sizeof(support), &support, NULL));
+    EXPECT(support == CL_TRUE, "CL_DEVICE_IMAGE_SUPPORT is false");
+    TRY(clGetDeviceInfo(t->device, CL_DEVICE_IMAGE2D_MAX_WIDTH, sizeof(w2), &w2, NULL));
+    TRY(clGetDeviceInfo(t->device, CL_DEVICE_IMAGE2D_MAX_HEIGHT, sizeof(h2), &h2, NULL));
+    TRY(clGetDeviceInfo(t->device, CL_DEVICE_IMAGE3D_MAX_DEPTH, sizeof(d3), &d3, NULL));
+    TRY(clGetDeviceInfo(t->device, CL_DEVICE_IMAGE_MAX_ARRAY_SIZE, sizeof(arrays), &arrays, NULL));
+    TRY(clGetDeviceInfo(t->device, CL_DEVICE_IMAGE_MAX_BUFFER_SIZE, sizeof(bufmax), &bufmax, NULL));
+    EXPECT(w2 >= 8192 && h2 >= 8192 && d3 >= 2048 && arrays >= 2048 && bufmax >= 65536,
+           "image limits below OpenCL 1.2's minimums: 2D %zux%zu, 3D depth %zu, arrays %zu, buffer %zu", w2, h2,
+           d3, arrays, bufmax);
+    pass("CL_DEVICE_IMAGE_SUPPORT and the image limits: 2D %zux%zu, 3D depth %zu, arrays %zu, 1D buffer %zu", w2,
+         h2, d3, arrays, bufmax);
+
+    TRY(clGetSupportedImageFormats(t->context, CL_MEM_READ_WRITE, CL_MEM_OBJECT_IMAGE2D, 0, NULL, &n));
+    EXPECT(n > 0, "no 2D image formats");
+    formats = calloc(n, sizeof(*formats));
+    EXPECT(formats, "out of memory");
+    err = clGetSupportedImageFormats(t->context, CL_MEM_READ_WRITE, CL_MEM_OBJECT_IMAGE2D, n, formats, &n2);
+    for (cl_uint i = 0; err == CL_SUCCESS && i < n; i++)
+        found |= (formats[i].image_channel_order == CL_RGBA && formats[i].image_channel_data_type == CL_UNORM_INT8) |
+                 (formats[i].image_channel_order == CL_R && formats[i].image_channel_data_type == CL_UNSIGNED_INT32)
+                     << 1;
+    if (err == CL_SUCCESS && n > 1)
+        err = clGetSupportedImageFormats(t->context, CL_MEM_READ_WRITE, CL_MEM_OBJECT_IMAGE2D, 1, &fmt, NULL);
+    free(formats);
+    TRY_ERR(err, "clGetSupportedImageFormats");
+    EXPECT(n2 == n && found == 3, "formats: %u then %u; RGBA/UNORM_INT8 and R/UNSIGNED_INT32 found: %u", n, n2,
+           found);
+    TRY(clGetSupportedImageFormats(t->context, CL_MEM_READ_ONLY, CL_MEM_OBJECT_IMAGE3D, 0, NULL, &n2));
+    EXPECT(n2 > 0, "no read-only 3D image formats");
+    EXPECT_CL(clGetSupportedImageFormats(t->context, CL_MEM_READ_WRITE, CL_MEM_OBJECT_BUFFER, 0, NULL, &n2),
+              CL_INVALID_VALUE);
+    pass("clGetSupportedImageFormats: %u 2D formats with RGBA/UNORM_INT8 and R/UNSIGNED_INT32, asked again the same, "
+         "3D ones; a buffer type refused", n);
+
+    for (size_t y = 0; y < H; y++)
+        for (size_t x = 0; x < PITCH; x++)
+            host[y * PITCH + x] = x < W * 4 ? px(x / 4, y, 0, (int)(x % 4)) : 0xee;
+    img = clCreateImage(t->context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, &rgba, &desc, host, &err);
+    TRY_ERR(err, "clCreateImage(2D, COPY_HOST_PTR, row pitch 40)");
+    TRY(clGetImageInfo(img, CL_IMAGE_FORMAT, sizeof(fmt), &fmt, NULL));
+    EXPECT(fmt.image_channel_order == CL_RGBA && fmt.image_channel_data_type == CL_UNORM_INT8,
+           "CL_IMAGE_FORMAT 0x%x/0x%x", fmt.image_channel_order, fmt.image_channel_data_type);
+    /* The row pitch (and so the size) is the one the host data came with. */
+    EXPECT(image_info_size(img, CL_IMAGE_ELEMENT_SIZE) == 4 && image_info_size(img, CL_IMAGE_ROW_PITCH) == PITCH &&
+               image_info_size(img, CL_IMAGE_SLICE_PITCH) == 0 && image_info_size(img, CL_IMAGE_WIDTH) == W &&
+               image_info_size(img, CL_IMAGE_HEIGHT) == H && image_info_size(img, CL_IMAGE_DEPTH) == 0 &&
+               image_info_size(img, CL_IMAGE_ARRAY_SIZE) == 0,
+           "image info: element %zu, row pitch %zu, slice pitch %zu, %zu x %zu x %zu, array %zu",
+           image_info_size(img, CL_IMAGE_ELEMENT_SIZE), image_info_size(img, CL_IMAGE_ROW_PITCH),
+           image_info_size(img, CL_IMAGE_SLICE_PITCH), image_info_size(img, CL_IMAGE_WIDTH),
+           image_info_size(img, CL_IMAGE_HEIGHT), image_info_size(img, CL_IMAGE_DEPTH),
+           image_info_size(img, CL_IMAGE_ARRAY_SIZE));
+    TRY(clGetMemObjectInfo(img, CL_MEM_TYPE, sizeof(type), &type, NULL));
+    TRY(clGetMemObjectInfo(img, CL_MEM_SIZE, sizeof(v), &v, NULL));
+    EXPECT(type == CL_MEM_OBJECT_IMAGE2D && v == PITCH * H, "CL_MEM_TYPE 0x%x, CL_MEM_SIZE %zu", type, v);
+    pass("clCreateImage (2D, host data with a row pitch) and clGetImageInfo: format, element size, pitches, sizes");
+
+    /* The limits the device reports are the ones it keeps. */
+    desc.image_row_pitch = 0;
+    desc.image_width = w2 + 1;
+    desc.image_height = 1;
+    big = clCreateImage(t->context, CL_MEM_READ_WRITE, &rgba, &desc, NULL, &err);
+    EXPECT(!big && TOUR_TOO_BIG(err), "a 2D image %zu wide: %s", w2 + 1, cl_err_name(err));
+    desc.image_width = w2;
+    big = clCreateImage(t->context, CL_MEM_READ_WRITE, &rgba, &desc, NULL, &err);
+    TRY_ERR(err, "clCreateImage(CL_DEVICE_IMAGE2D_MAX_WIDTH x 1)");
+    clReleaseMemObject(big);
+    desc.image_width = 1;
+    desc.image_height = h2 + 1;
+    big = clCreateImage(t->context, CL_MEM_READ_WRITE, &rgba, &desc, NULL, &err);
+    EXPECT(!big && TOUR_TOO_BIG(err), "a 2D image %zu high: %s", h2 + 1, cl_err_name(err));
+    desc.image_type = CL_MEM_OBJECT_IMAGE2D_ARRAY;
+    desc.image_height = 1;
+    desc.image_array_size = arrays + 1;
+    big = clCreateImage(t->context, CL_MEM_READ_WRITE, &rgba, &desc, NULL, &err);
+    EXPECT(!big && TOUR_TOO_BIG(err), "a 2D array of %zu images: %s", arrays + 1, cl_err_name(err));
+    pass("images past CL_DEVICE_IMAGE2D_MAX_WIDTH/HEIGHT and IMAGE_MAX_ARRAY_SIZE are refused; "
+         "the maximum width is taken");
+    clReleaseMemObject(img);
+}
+
+static void tour_image_transfers(tour_t *t)
+{
+    enum { W = 7, H = 5 };
+    cl_image_format rgba = {CL_RGBA, CL_UNORM_INT8};
+    cl_image_desc desc = {CL_MEM_OBJECT_IMAGE2D, W, H, 1, 1, 0, 0, 0, 0, NULL};
+    cl_uchar init[H * W * 4], got[H * W * 4], back[6 * 20], patch[2 * 3 * 4 * 2];
+    cl_uchar expect[H * W * 4], linear[3 * 2 * 4];
+    size_t origin[3] = {0, 0, 0}, region[3] = {W, H, 1}, rp = 0, sp = 1;
+    cl_mem a, b, buf;
+    cl_uchar *m;
+    cl_int err;
+
+    section("images: read, write, copy, fill, map");
+    for (size_t i = 0; i < sizeof(init); i++)
+        init[i] = px(i / 4 % W, i / 4 / W, 0, (int)(i % 4));
+    a = clCreateImage(t->context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, &rgba, &desc, init, &err);
+    TRY_ERR(err, "clCreateImage(a)");
+    b = clCreateImage(t->context, CL_MEM_READ_WRITE, &rgba, &desc, NULL, &err);
+    TRY_ERR(err, "clCreateImage(b)");
+
+    /* Read a 3 x 2 box at (2, 1) into host rows of 20 bytes, 6 rows. */
+    memset(back, 0x55, sizeof(back));
+    {
+        size_t o[3] = {2, 1, 0}, r[3] = {3, 2, 1};
+        TRY(clEnqueueReadImage(t->queue, a, CL_TRUE, o, r, 20, 0, back, 0, NULL, NULL));
+    }
+    for (size_t y = 0; y < 6; y++)
+        for (size_t x = 0; x < 20; x++) {
+            cl_uchar want = y < 2 && x < 12 ? px(2 + x / 4, 1 + y, 0, (int)(x % 4)) : 0x55;
+            EXPECT(back[y * 20 + x] == want, "read box: host byte (%zu, %zu) = %u, expected %u", x, y,
+                   back[y * 20 + x], want);
+        }
+    pass("clEnqueueReadImage of a box into host rows with their own pitch");
+
+    /* Write a 3 x 2 patch (host rows of 16 bytes) at (4, 3); non-blocking, with an event. */
+    {
+        size_t o[3] = {4, 3, 0}, r[3] = {3, 2, 1};
+        cl_event ev;
+        for (size_t i = 0; i < sizeof(patch); i++)
+            patch[i] = (cl_uchar)(200 + i);
+        TRY(clEnqueueWriteImage(t->queue, a, CL_FALSE, o, r, 16, 0, patch, 0, NULL, &ev));
+        TRY(clWaitForEvents(1, &ev));
+        EXPECT(event_type(ev) == CL_COMMAND_WRITE_IMAGE, "write image event type 0x%x", event_type(ev));
+        clReleaseEvent(ev);
+        memcpy(expect, init, sizeof(init));
+        for (size_t y = 0; y < 2; y++)
+            memcpy(expect + ((3 + y) * W + 4) * 4, patch + y * 16, 12);
+        TRY(clEnqueueReadImage(t->queue, a, CL_TRUE, origin, region, 0, 0, got, 0, NULL, NULL));
+        EXPECT(memcmp(got, expect, sizeof(got)) == 0, "image after the patch differs");
+    }
+    pass("clEnqueueWriteImage of a box from host rows with a pitch (non-blocking, CL_COMMAND_WRITE_IMAGE event)");
+
+    /* Copy all of a to b at (1, 1), 6 x 4 of it; fill b's first column. */
+    {
+        size_t so[3] = {0, 0, 0}, dso[3] = {1, 1, 0}, r[3] = {W - 1, H - 1, 1};
+        size_t fo[3] = {0, 0, 0}, fr[3] = {1, H, 1};
+        cl_float color[4] = {1.0f, 0.0f, 1.0f, 0.0f};
+        cl_uchar zero[4] = {0, 0, 0, 0};
+        TRY(clEnqueueFillImage(t->queue, b, (cl_float[4]){0, 0, 0, 0}, origin, region, 0, NULL, NULL));
+        TRY(clEnqueueCopyImage(t->queue, a, b, so, dso, r, 0, NULL, NULL));
+        TRY(clEnqueueFillImage(t->queue, b, color, fo, fr, 0, NULL, NULL));
+        TRY(clEnqueueReadImage(t->queue, b, CL_TRUE, origin, region, 0, 0, got, 0, NULL, NULL));
+        for (size_t y = 0; y < H; y++)
+            for (size_t x = 0; x < W; x++) {
+                static const cl_uchar filled[4] = {255, 0, 255, 0};
+                const cl_uchar *want = x == 0 ? filled : y == 0 ? zero : expect + ((y - 1) * W + x - 1) * 4;
+                EXPECT(memcmp(got + (y * W + x) * 4, want, 4) == 0, "b at (%zu, %zu) = %u %u %u %u", x, y,
+                       got[(y * W + x) * 4], got[(y * W + x) * 4 + 1], got[(y * W + x) * 4 + 2],
+                       got[(y * W + x) * 4 + 3]);
+            }
+    }
+    pass("clEnqueueCopyImage to an offset, clEnqueueFillImage of a column (float4 color)");
+
+    /* Image -> buffer (at byte 8) -> image. */
+    buf = clCreateBuffer(t->context, CL_MEM_READ_WRITE, 8 + sizeof(linear), NULL, &err);
+    TRY_ERR(err, "clCreateBuffer");
+    {
+        size_t so[3] = {4, 3, 0}, r[3] = {3, 2, 1}, dso[3] = {0, 0, 0};
+        TRY(clEnqueueCopyImageToBuffer(t->queue, a, buf, so, r, 8, 0, NULL, NULL));
+        TRY(clEnqueueReadBuffer(t->queue, buf, CL_TRUE, 8, sizeof(linear), linear, 0, NULL, NULL));
+        for (size_t y = 0; y < 2; y++)
+            EXPECT(memcmp(linear + y * 12, patch + y * 16, 12) == 0, "image -> buffer: row %zu differs", y);
+        TRY(clEnqueueCopyBufferToImage(t->queue, buf, b, 8, dso, r, 0, NULL, NULL));
+        TRY(clEnqueueReadImage(t->queue, b, CL_TRUE, origin, region, 0, 0, got, 0, NULL, NULL));
+        for (size_t y = 0; y < 2; y++)
+            EXPECT(memcmp(got + y * W * 4, patch + y * 16, 12) == 0, "buffer -> image: row %zu differs", y);
+    }
+    pass("clEnqueueCopyImageToBuffer at a buffer offset and clEnqueueCopyBufferToImage back");
+
+    /* Map a box for reading and writing; change it; unmap; read back. */
+    {
+        size_t o[3] = {1, 2, 0}, r[3] = {4, 2, 1};
+        cl_event ev;
+        m = clEnqueueMapImage(t->queue, a, CL_TRUE, CL_MAP_READ | CL_MAP_WRITE, o, r, &rp, &sp, 0, NULL, NULL,
+                              &err);
+        TRY_ERR(err, "clEnqueueMapImage");
+        EXPECT(m && rp >= 16 && sp == 0, "map row pitch %zu, slice pitch %zu", rp, sp);
+        for (size_t y = 0; y < 2; y++)
+            EXPECT(memcmp(m + y * rp, expect + ((2 + y) * W + 1) * 4, 16) == 0, "mapped row %zu differs", y);
+        for (size_t y = 0; y < 2; y++)
+            memset(m + y * rp, 0x11 * (int)(y + 1), 16);
+        TRY(clEnqueueUnmapMemObject(t->queue, a, m, 0, NULL, &ev));
+        TRY(clWaitForEvents(1, &ev));
+        clReleaseEvent(ev);
+        for (size_t y = 0; y < 2; y++)
+            memset(expect + ((2 + y) * W + 1) * 4, 0x11 * (int)(y + 1), 16);
+        TRY(clEnqueueReadImage(t->queue, a, CL_TRUE, origin, region, 0, 0, got, 0, NULL, NULL));
+        EXPECT(memcmp(got, expect, sizeof(got)) == 0, "image after the write map differs");
+    }
+    pass("clEnqueueMapImage (read-write) of a box: its contents, then the host's changes after unmap");
+    clReleaseMemObject(buf);
+    clReleaseMemObject(a);
+    clReleaseMemObject(b);
+}
+
+/* Writes a whole image from packed host data, reads a box back at host
+ * pitches, checks it, and checks its info: for every image type. */
+static void tour_image_types(tour_t *t)
+{
+    cl_image_format r32 = {CL_R, CL_UNSIGNED_INT32}, rgba = {CL_RGBA, CL_UNORM_INT8};
+    static const struct {
+        cl_mem_object_type type;
+        const char *name;
+        size_t w, h, d, a;            /* as the descriptor takes them */
+        size_t lim[3];                /* the image's extent as regions count it */
+        size_t height, depth, array;  /* CL_IMAGE_HEIGHT, DEPTH, ARRAY_SIZE */
+    } types[] = {
+        {CL_MEM_OBJECT_IMAGE1D, "1D", 9, 0, 0, 0, {9, 1, 1}, 0, 0, 0},
+        {CL_MEM_OBJECT_IMAGE1D_ARRAY, "1D array", 9, 0, 0, 3, {9, 3, 1}, 0, 0, 3},
+        {CL_MEM_OBJECT_IMAGE2D_ARRAY, "2D array", 6, 4, 0, 3, {6, 4, 3}, 4, 0, 3},
+        {CL_MEM_OBJECT_IMAGE3D, "3D", 6, 4, 3, 0, {6, 4, 3}, 4, 3, 0},
+    };
+    cl_uint all[9 * 4 * 3], got[4 * 5 * 6];
+    cl_int err;
+
+    section("images: 1D, 1D arrays, 2D arrays, 3D, 1D buffers, clCreateImage2D/3D");
+    for (size_t k = 0; k < sizeof(types) / sizeof(types[0]); k++) {
+        cl_image_desc desc = {types[k].type, types[k].w, types[k].h, types[k].d, types[k].a, 0, 0, 0, 0, NULL};
+        size_t o[3] = {1, 0, 0}, r[3], zero[3] = {0, 0, 0};
+        size_t n = types[k].lim[0] * types[k].lim[1] * types[k].lim[2];
+        size_t rows = types[k].type == CL_MEM_OBJECT_IMAGE1D_ARRAY ? 1 : types[k].lim[1];
+        size_t row_pitch = 6 * sizeof(cl_uint), slice_pitch = 5 * row_pitch;
+        /* A 1D array's images lie at the slice pitch, which PoCL 3.1
+         * ignores (it puts them at the row pitch): the tour leaves it 0,
+         * which means the row pitch. */
+        size_t host_slice = rows == 1 ? 6 : 30;
+        cl_mem img;
+
+        for (size_t i = 0; i < n; i++)
+            all[i] = (cl_uint)(1000 * k + i);
+        img = clCreateImage(t->context, CL_MEM_READ_WRITE, &r32, &desc, NULL, &err);
+        TRY_ERR(err, types[k].name);
+        EXPECT(image_info_size(img, CL_IMAGE_HEIGHT) == types[k].height &&
+                   image_info_size(img, CL_IMAGE_DEPTH) == types[k].depth &&
+                   image_info_size(img, CL_IMAGE_ARRAY_SIZE) == types[k].array,
+               "%s image: height %zu, depth %zu, array size %zu", types[k].name, image_info_size(img, CL_IMAGE_HEIGHT),
+               image_info_size(img, CL_IMAGE_DEPTH), image_info_size(img, CL_IMAGE_ARRAY_SIZE));
+        TRY(clEnqueueWriteImage(t->queue, img, CL_TRUE, zero, types[k].lim, 0, 0, all, 0, NULL, NULL));
+        /* Everything but the first column, every row and layer, into
+         * host rows of 6 values, slices of 5 rows. */
+        r[0] = types[k].lim[0] - 1;
+        r[1] = types[k].lim[1];
+        r[2] = types[k].lim[2];
+        if (r[0] > 6)
+            r[0] = 6;
+        memset(got, 0xff, sizeof(got));
+        TRY(clEnqueueReadImage(t->queue, img, CL_TRUE, o, r, row_pitch, rows == 1 ? 0 : slice_pitch, got, 0, NULL,
+                               NULL));
+        for (size_t z = 0; z < (rows == 1 ? r[1] * r[2] : r[2]); z++)
+            for (size_t y = 0; y < (rows == 1 ? 1 : r[1]); y++)
+                for (size_t x = 0; x < r[0]; x++) {
+                    /* A 1D array's layers are slices on the host. */
+                    size_t src = (z * rows + y) * types[k].lim[0] + 1 + x;
+                    cl_uint have = got[z * host_slice + y * 6 + x];
+                    EXPECT(have == all[src], "%s image: host (%zu, %zu, %zu) = %u, expected %u", types[k].name, x,
+                           y, z, have, all[src]);
+                }
+        clReleaseMemObject(img);
+    }
+    pass("1D, 1D array, 2D array and 3D images (R/UNSIGNED_INT32): info, packed write, box read at host pitches");
+
+    {
+        /* A 1D image over a buffer sees the buffer's bytes. */
+        cl_uint data[16], out[8];
+        cl_image_desc desc = {CL_MEM_OBJECT_IMAGE1D_BUFFER, 16, 0, 0, 0, 0, 0, 0, 0, NULL};
+        size_t o[3] = {4, 0, 0}, r[3] = {8, 1, 1};
+        cl_mem buf, img, assoc = NULL, ibuf = NULL;
+        for (int i = 0; i < 16; i++)
+            data[i] = 7000u + (cl_uint)i;
+        buf = clCreateBuffer(t->context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, sizeof(data), data, &err);
+        TRY_ERR(err, "clCreateBuffer");
+        desc.buffer = buf;
+        img = clCreateImage(t->context, CL_MEM_READ_WRITE, &r32, &desc, NULL, &err);
+        TRY_ERR(err, "clCreateImage(1D buffer)");
+        TRY(clEnqueueReadImage(t->queue, img, CL_TRUE, o, r, 0, 0, out, 0, NULL, NULL));
+        TRY(clGetImageInfo(img, CL_IMAGE_BUFFER, sizeof(ibuf), &ibuf, NULL));
+        TRY(clGetMemObjectInfo(img, CL_MEM_ASSOCIATED_MEMOBJECT, sizeof(assoc), &assoc, NULL));
+        clReleaseMemObject(buf);   /* the image keeps it */
+        for (int i = 0; i < 8; i++)
+            EXPECT(out[i] == 7004u + (cl_uint)i, "1D buffer image: [%d] = %u", i, out[i]);
+        EXPECT(ibuf == buf && assoc == buf, "CL_IMAGE_BUFFER %p, CL_MEM_ASSOCIATED_MEMOBJECT %p, buffer %p",
+               (void *)ibuf, (void *)assoc, (void *)buf);
+        clReleaseMemObject(img);
+    }
+    pass("a 1D buffer image reads its buffer's data; CL_IMAGE_BUFFER and CL_MEM_ASSOCIATED_MEMOBJECT name it");
+
+    {
+        /* The OpenCL 1.1 entry points, with host data at a row pitch. */
+        cl_uchar host2[3 * 12], host3[2 * 3 * 12], out[2 * 3 * 8];
+        size_t zero[3] = {0, 0, 0}, r2[3] = {2, 3, 1}, r3[3] = {2, 3, 2};
+        cl_mem i2, i3;
+        for (size_t i = 0; i < sizeof(host3); i++)
+            host3[i] = (cl_uchar)i;
+        memcpy(host2, host3, sizeof(host2));
+        i2 = clCreateImage2D(t->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, &rgba, 2, 3, 12, host2, &err);
+        TRY_ERR(err, "clCreateImage2D");
+        i3 = clCreateImage3D(t->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, &rgba, 2, 3, 2, 12, 36, host3,
+                             &err);
+        TRY_ERR(err, "clCreateImage3D");
+        TRY(clEnqueueReadImage(t->queue, i2, CL_TRUE, zero, r2, 0, 0, out, 0, NULL, NULL));
+        for (size_t y = 0; y < 3; y++)
+            EXPECT(memcmp(out + y * 8, host2 + y * 12, 8) == 0, "clCreateImage2D: row %zu differs", y);
+        TRY(clEnqueueReadImage(t->queue, i3, CL_TRUE, zero, r3, 0, 0, out, 0, NULL, NULL));
+        for (size_t z = 0; z < 2; z++)
+            for (size_t y = 0; y < 3; y++)
+                EXPECT(memcmp(out + (z * 3 + y) * 8, host3 + z * 36 + y * 12, 8) == 0,
+                       "clCreateImage3D: row %zu of slice %zu differs", y, z);
+        clReleaseMemObject(i2);
+        clReleaseMemObject(i3);
+    }
+    pass("clCreateImage2D and clCreateImage3D with host data at row and slice pitches");
+
+    {
+        /* CL_MEM_USE_HOST_PTR: the image reports the application's pitch,
+         * and a map shows the application's memory up to date. */
+        cl_uchar host[4 * 24];
+        cl_image_desc desc = {CL_MEM_OBJECT_IMAGE2D, 5, 4, 0, 0, 24, 0, 0, 0, NULL};
+        size_t o[3] = {1, 1, 0}, r[3] = {3, 2, 1}, rp = 0;
+        cl_uchar *m;
+        cl_mem img;
+        for (size_t i = 0; i < sizeof(host); i++)
+            host[i] = (cl_uchar)(i * 3);
+        img = clCreateImage(t->context, CL_MEM_READ_WRITE | CL_MEM_USE_HOST_PTR, &rgba, &desc, host, &err);
+        TRY_ERR(err, "clCreateImage(USE_HOST_PTR)");
+        EXPECT(image_info_size(img, CL_IMAGE_ROW_PITCH) == 24, "USE_HOST_PTR image row pitch %zu",
+               image_info_size(img, CL_IMAGE_ROW_PITCH));
+        m = clEnqueueMapImage(t->queue, img, CL_TRUE, CL_MAP_READ, o, r, &rp, NULL, 0, NULL, NULL, &err);
+        TRY_ERR(err, "clEnqueueMapImage(USE_HOST_PTR)");
+        EXPECT(rp == 24 && m == host + 24 + 4, "USE_HOST_PTR map at %p (host + %td), row pitch %zu", (void *)m,
+               m - host, rp);
+        EXPECT(memcmp(m, host + 28, 12) == 0 && memcmp(m + 24, host + 52, 12) == 0, "USE_HOST_PTR map differs");
+        TRY(clEnqueueUnmapMemObject(t->queue, img, m, 0, NULL, NULL));
+        TRY(clFinish(t->queue));
+        clReleaseMemObject(img);
+    }
+    pass("a USE_HOST_PTR image: CL_IMAGE_ROW_PITCH is the host's, a map points into the host's memory");
+}
+
+static void tour_samplers(tour_t *t)
+{
+    enum { W = 6, H = 5, DX = 2, DY = -1 };
+    cl_image_format rgba = {CL_RGBA, CL_UNORM_INT8};
+    cl_image_desc desc = {CL_MEM_OBJECT_IMAGE2D, W, H, 1, 1, 0, 0, 0, 0, NULL};
+    tour_sampler_properties props[] = {CL_SAMPLER_NORMALIZED_COORDS, CL_TRUE, CL_SAMPLER_FILTER_MODE,
+                                       CL_FILTER_LINEAR, 0};
+    tour_sampler_properties got_props[5] = {0};
+    cl_uchar init[H * W * 4], out[H * W * 4];
+    cl_uint refs = 0, normalized = 9, addressing = 0, filter = 0;
+    size_t origin[3] = {0, 0, 0}, region[3] = {W, H, 1}, global[2] = {W, H}, size = 1;
+    cl_context ctx = NULL;
+    cl_program prog;
+    cl_kernel k;
+    cl_sampler smp, smp2;
+    cl_mem src, dst;
+    cl_int err, dx = DX, dy = DY;
+
+    section("samplers, and a kernel sampling an image");
+    smp = clCreateSampler(t->context, CL_FALSE, CL_ADDRESS_CLAMP, CL_FILTER_NEAREST, &err);
+    TRY_ERR(err, "clCreateSampler");
+    TRY(clGetSamplerInfo(smp, CL_SAMPLER_REFERENCE_COUNT, sizeof(refs), &refs, NULL));
+    TRY(clGetSamplerInfo(smp, CL_SAMPLER_CONTEXT, sizeof(ctx), &ctx, NULL));
+    TRY(clGetSamplerInfo(smp, CL_SAMPLER_NORMALIZED_COORDS, sizeof(normalized), &normalized, NULL));
+    TRY(clGetSamplerInfo(smp, CL_SAMPLER_ADDRESSING_MODE, sizeof(addressing), &addressing, NULL));
+    TRY(clGetSamplerInfo(smp, CL_SAMPLER_FILTER_MODE, sizeof(filter), &filter, NULL));
+    EXPECT(refs == 1 && ctx == t->context && normalized == CL_FALSE && addressing == CL_ADDRESS_CLAMP &&
+               filter == CL_FILTER_NEAREST,
+           "sampler info: refs %u, context %s, normalized %u, addressing 0x%x, filter 0x%x", refs,
+           ctx == t->context ? "ours" : "another", normalized, addressing, filter);
+    TRY(clRetainSampler(smp));
+    TRY(clGetSamplerInfo(smp, CL_SAMPLER_REFERENCE_COUNT, sizeof(refs), &refs, NULL));
+    EXPECT(refs == 2, "after clRetainSampler: %u references", refs);
+    TRY(clReleaseSampler(smp));
+    EXPECT_CL(clGetSamplerInfo(smp, 0x7777, sizeof(refs), &refs, NULL), CL_INVALID_VALUE);
+    pass("clCreateSampler, clGetSamplerInfo (context, coordinates, addressing, filter), retain and release");
+
+    smp2 = clCreateSamplerWithProperties(t->context, props, &err);
+    TRY_ERR(err, "clCreateSamplerWithProperties");
+    TRY(clGetSamplerInfo(smp2, CL_SAMPLER_NORMALIZED_COORDS, sizeof(normalized), &normalized, NULL));
+    TRY(clGetSamplerInfo(smp2, CL_SAMPLER_ADDRESSING_MODE, sizeof(addressing), &addressing, NULL));
+    TRY(clGetSamplerInfo(smp2, CL_SAMPLER_FILTER_MODE, sizeof(filter), &filter, NULL));
+    TRY(clGetSamplerInfo(smp2, TOUR_SAMPLER_PROPERTIES, sizeof(got_props), got_props, &size));
+    EXPECT(normalized == CL_TRUE && addressing == CL_ADDRESS_CLAMP && filter == CL_FILTER_LINEAR &&
+               size == sizeof(props) && memcmp(got_props, props, sizeof(props)) == 0,
+           "sampler with properties: normalized %u, addressing 0x%x, filter 0x%x, %zu bytes of properties",
+           normalized, addressing, filter, size);
+    TRY(clGetSamplerInfo(smp, TOUR_SAMPLER_PROPERTIES, 0, NULL, &size));
+    EXPECT(size == 0, "a sampler made without properties has %zu bytes of them", size);
+    clReleaseSampler(smp2);
+    pass("clCreateSamplerWithProperties: defaults for what is not given, CL_SAMPLER_PROPERTIES as given");
+
+    for (size_t i = 0; i < sizeof(init); i++)
+        init[i] = px(i / 4 % W, i / 4 / W, 0, (int)(i % 4));
+    src = clCreateImage(t->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, &rgba, &desc, init, &err);
+    TRY_ERR(err, "clCreateImage(src)");
+    dst = clCreateImage(t->context, CL_MEM_WRITE_ONLY, &rgba, &desc, NULL, &err);
+    TRY_ERR(err, "clCreateImage(dst)");
+    prog = clCreateProgramWithSource(t->context, 1, &image_kernel_source, NULL, &err);
+    TRY_ERR(err, "clCreateProgramWithSource");
+    err = clBuildProgram(prog, 1, &t->device, "-cl-kernel-arg-info", NULL, NULL);
+    if (err != CL_SUCCESS) {
+        char *log = build_log(prog, t->device);
+        fail(__LINE__, "clBuildProgram(sample_shift): %s\n%s", cl_err_name(err), log ? log : "");
+        free(log);
+        clReleaseProgram(prog);
+        return;
+    }
+    k = clCreateKernel(prog, "sample_shift", &err);
+    TRY_ERR(err, "clCreateKernel(sample_shift)");
+    TRY(clSetKernelArg(k, 0, sizeof(src), &src));
+    TRY(clSetKernelArg(k, 1, sizeof(smp), &smp));
+    TRY(clSetKernelArg(k, 2, sizeof(dst), &dst));
+    TRY(clSetKernelArg(k, 3, sizeof(dx), &dx));
+    TRY(clSetKernelArg(k, 4, sizeof(dy), &dy));
+    TRY(clEnqueueNDRangeKernel(t->queue, k, 2, NULL, global, NULL, 0, NULL, NULL));
+    TRY(clEnqueueReadImage(t->queue, dst, CL_TRUE, origin, region, 0, 0, out, 0, NULL, NULL));
+    /* CLK_NORMALIZED_COORDS_FALSE | CLK_ADDRESS_CLAMP | CLK_FILTER_NEAREST:
+     * outside the image is the border color, (0, 0, 0, 0) for RGBA. */
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++)
+            for (int c = 0; c < 4; c++) {
+                int sx = x + DX, sy = y + DY, inside = sx >= 0 && sx < W && sy >= 0 && sy < H;
+                cl_uchar want = inside ? init[(sy * W + sx) * 4 + c] : 0;
+                EXPECT(out[(y * W + x) * 4 + c] == want, "sampled (%d, %d) channel %d = %u, expected %u", x, y, c,
+                       out[(y * W + x) * 4 + c], want);
+            }
+    pass("a kernel reads an image through a sampler (unnormalized, clamp, nearest) and writes another: "
+         "as computed on the host");
+    clReleaseKernel(k);
+    clReleaseProgram(prog);
+    clReleaseMemObject(src);
+    clReleaseMemObject(dst);
+    clReleaseSampler(smp);
+}
+
+static void tour_wait_and_partition(tour_t *t)
+{
+    char name[64] = "";
+    cl_device_partition_property props[] = {CL_DEVICE_PARTITION_EQUALLY, 1, 0};
+    cl_device_id sub[64];
+    cl_uint nsub = 0;
+    cl_event user, ev;
+    cl_int err;
+
+    section("clEnqueueWaitForEvents and clCreateSubDevices");
+    clGetPlatformInfo(t->platform, CL_PLATFORM_NAME, sizeof(name), name, NULL);
+    user = clCreateUserEvent(t->context, &err);
+    TRY_ERR(err, "clCreateUserEvent");
+    /* PoCL 3.1 aborts in clEnqueueWaitForEvents: locally the tour enqueues
+     * what it means, a barrier waiting on the list. */
+    if (strcmp(name, "rgpu") == 0)
+        err = clEnqueueWaitForEvents(t->queue, 1, &user);
+    else
+        err = clEnqueueBarrierWithWaitList(t->queue, 1, &user, NULL);
+    TRY_ERR(err, "clEnqueueWaitForEvents");
+    TRY(clEnqueueMarkerWithWaitList(t->queue, 0, NULL, &ev));
+    TRY(clFlush(t->queue));
+    EXPECT(event_status(ev) != CL_COMPLETE, "a marker behind clEnqueueWaitForEvents ran before the event was set");
+    TRY(clSetUserEventStatus(user, CL_COMPLETE));
+    TRY(clWaitForEvents(1, &ev));
+    clReleaseEvent(ev);
+    clReleaseEvent(user);
+    pass("clEnqueueWaitForEvents holds the queue until its events complete%s",
+         strcmp(name, "rgpu") == 0 ? "" : " (locally: the barrier it stands for)");
+
+    err = clCreateSubDevices(t->device, props, 64, sub, &nsub);
+    EXPECT(err == CL_SUCCESS || err == CL_DEVICE_PARTITION_FAILED || err == CL_INVALID_VALUE,
+           "clCreateSubDevices(equally, 1) gave %s", cl_err_name(err));
+    for (cl_uint i = 0; err == CL_SUCCESS && i < nsub && i < 64; i++)
+        clReleaseDevice(sub[i]);
+    pass("clCreateSubDevices: %s", err == CL_SUCCESS ? "partitioned" : cl_err_name(err));
+}
+
 static void tour_big_transfer(tour_t *t)
 {
     size_t size = 48u << 20;
@@ -2112,6 +2636,11 @@ int main(void)
     tour_sub_buffers(&t);
     tour_rect(&t);
     tour_map(&t);
+    tour_image_queries(&t);
+    tour_image_transfers(&t);
+    tour_image_types(&t);
+    tour_samplers(&t);
+    tour_wait_and_partition(&t);
     tour_big_transfer(&t);
     tour_events(&t);
     tour_refcounts(&t);

@@ -433,8 +433,9 @@ static cl_int rgpu_cl_image_desc(cl_mem mem, const cl_image_desc *desc, const vo
     if (__builtin_mul_overflow(slice ? slice : row, slice ? count : (d[1] ? d[1] : 1), &size))
         return CL_INVALID_IMAGE_SIZE;
     mem->size = size;
-    /* CL_IMAGE_*_PITCH are the application's only for its own memory. */
-    if (mem->flags & CL_MEM_USE_HOST_PTR) {
+    /* CL_IMAGE_*_PITCH are those of the application's data when it gave
+     * some (as PoCL 3.1 reports them), else packed. */
+    if (host_ptr) {
         mem->row_pitch = row;
         mem->slice_pitch = slice;
     } else {
