@@ -5,10 +5,14 @@
  *   plugstack.conf:
  *     optional /usr/lib/x86_64-linux-gnu/slurm-wlm/spank_rgpu.so \
  *         scheduler=HOST:PORT icd_vendors=DIR [timeout=SECONDS] [ttl=SECONDS] [key=FILE]
- *         [state_dir=/DIR]
+ *         [state_dir=/DIR] [munge_socket=PATH]
  * Requests are signed with the cluster key (key=, default
  * /etc/rgpu/cluster.key when it exists): a scheduler with --key refuses
- * unsigned requests naming a job.
+ * unsigned requests naming a job. Without a key they carry root's MUNGE
+ * credential instead (munged at munge_socket=, RGPU_MUNGE_SOCKET or
+ * libmunge's default), which a scheduler with --auth munge accepts for job
+ * ids. The lease is owned by the job's user (AllocRequest.uid), who can
+ * then list, renew and release it with the rgpu CLI.
  *
  * Where each part runs (see ../shared/notes/slurm-in-ci.md):
  *   srun/sbatch/salloc  the option is parsed: a malformed value stops the
@@ -56,6 +60,7 @@ typedef struct {
     char icd_vendors[1024];
     char key[1024];
     char state_dir[512];
+    char munge_socket[512];     /* "": RGPU_MUNGE_SOCKET or libmunge's default */
     int key_default;            /* key is the default path: may be absent */
     int timeout_ms;
     uint32_t ttl_s;
@@ -72,7 +77,7 @@ typedef struct {
 
 static rgpu_spank_req_t rgpu_spank_req;
 /* Why this step's tasks cannot have their GPUs ("" when they can). */
-static char rgpu_spank_failure[768];
+static char rgpu_spank_failure[1024];
 
 static int rgpu_spank_opt_cb(int val, const char *optarg, int remote);
 
@@ -186,6 +191,8 @@ static int rgpu_spank_conf(int ac, char **av, rgpu_spank_conf_t *conf)
             snprintf(conf->icd_vendors, sizeof(conf->icd_vendors), "%s", a + 12);
         } else if (strncmp(a, "state_dir=", 10) == 0 && a[10] == '/') {
             snprintf(conf->state_dir, sizeof(conf->state_dir), "%s", a + 10);
+        } else if (strncmp(a, "munge_socket=", 13) == 0 && a[13] == '/') {
+            snprintf(conf->munge_socket, sizeof(conf->munge_socket), "%s", a + 13);
         } else if (strncmp(a, "key=", 4) == 0) {
             snprintf(conf->key, sizeof(conf->key), "%s", a + 4);
             conf->key_default = 0;
@@ -196,7 +203,7 @@ static int rgpu_spank_conf(int ac, char **av, rgpu_spank_conf_t *conf)
         } else {
             slurm_error("rgpu: plugstack.conf: unknown or malformed argument \"%s\" (expected "
                         "scheduler=HOST:PORT, icd_vendors=DIR, key=FILE, timeout=SECONDS, "
-                        "ttl=SECONDS or state_dir=/DIR)", a);
+                        "ttl=SECONDS, state_dir=/DIR or munge_socket=/PATH)", a);
             return -1;
         }
     }
@@ -233,17 +240,26 @@ static int rgpu_spank_job_id(spank_t sp, char *out, size_t cap)
     return -1;
 }
 
+/* Why the last request went without a MUNGE credential ("" when it had one). */
+static char rgpu_spank_munge_error[400];
+
 /* The client for conf: signed with the cluster key (as root in slurmstepd
  * and the epilog). A key named in plugstack.conf must load; the default
- * one may be absent (requests go unsigned). Returns 0, or -1 with why. */
+ * one may be absent (requests then carry root's MUNGE credential when
+ * munged can make one, else go unsigned). Returns 0, or -1 with why. */
 static int rgpu_spank_client(const rgpu_spank_conf_t *conf, rgpu_sched_client_t *client,
                              rgpu_token_key_t *key, char *why, size_t cap)
 {
     memset(client, 0, sizeof(*client));
     client->addr = conf->scheduler;
     client->timeout_ms = conf->timeout_ms;
+    client->munge = 1;
+    client->munge_socket = conf->munge_socket;
+    client->munge_error = rgpu_spank_munge_error;
+    client->munge_error_cap = sizeof(rgpu_spank_munge_error);
     if (!*conf->key || (conf->key_default && access(conf->key, F_OK) != 0))
         return 0;
+    client->munge = 0;
     if (rgpu_token_key_load(conf->key, key, why, cap) != RGPU_OK)
         return -1;
     client->key = key;
@@ -299,8 +315,13 @@ static void rgpu_spank_remote(spank_t sp, int ac, char **av)
         snprintf(rgpu_spank_failure, sizeof(rgpu_spank_failure), "rgpu: no Slurm job id");
         return;
     }
-    if (spank_get_item(sp, S_JOB_UID, &uid) == ESPANK_SUCCESS && (pw = getpwuid(uid)))
-        snprintf(user, sizeof(user), "%s", pw->pw_name);
+    if (spank_get_item(sp, S_JOB_UID, &uid) == ESPANK_SUCCESS) {
+        /* The job's user owns the lease (believed from the key or root). */
+        req.uid = uid;
+        req.uid_set = 1;
+        if ((pw = getpwuid(uid)))
+            snprintf(user, sizeof(user), "%s", pw->pw_name);
+    }
     req.count = rgpu_spank_req.count;
     req.api = rgpu_spank_req.api;
     req.shared = rgpu_spank_req.shared;
@@ -325,9 +346,13 @@ static void rgpu_spank_remote(spank_t sp, int ac, char **av)
     }
     if (r->status || !r->lease) {
         snprintf(rgpu_spank_failure, sizeof(rgpu_spank_failure),
-                 "rgpu: job %s: the scheduler at %s refused %u GPUs (--rgpu=%s): %s", job,
+                 "rgpu: job %s: the scheduler at %s refused %u GPUs (--rgpu=%s): %.300s%s%.200s",
+                 job,
                  conf.scheduler, req.count, rgpu_spank_req.text,
-                 *r->reason ? r->reason : "no reason given");
+                 *r->reason ? r->reason : "no reason given",
+                 r->status == RGPU_ERR_REFUSED && *rgpu_spank_munge_error
+                     ? "; no cluster key and no MUNGE credential: " : "",
+                 r->status == RGPU_ERR_REFUSED ? rgpu_spank_munge_error : "");
         rgpu__lease_reply__free_unpacked(r, NULL);
         return;
     }
@@ -419,6 +444,10 @@ int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
     }
     if (r->status == 0)
         slurm_info("rgpu: job %s: lease released", job);
+    else if (r->status == RGPU_ERR_REFUSED)
+        slurm_error("rgpu: job %s: the scheduler refused to release its lease: %s%s%s", job,
+                    r->reason, *rgpu_spank_munge_error ? "; no MUNGE credential: " : "",
+                    rgpu_spank_munge_error);
     else
         slurm_debug("rgpu: job %s: nothing to release: %s", job, r->reason);
     rgpu__sched_status__free_unpacked(r, NULL);
