@@ -559,6 +559,21 @@ cl_int CL_API_CALL rgpu_clGetDeviceInfo(cl_device_id dev, cl_device_info param, 
         return rgpu__cl_info_str(dev->version, size, value, size_ret);
     case CL_DEVICE_EXTENSIONS:
         return rgpu__cl_info_str(dev->extensions, size, value, size_ret);
+    case CL_DEVICE_PARTITION_MAX_SUB_DEVICES:
+    case CL_DEVICE_PARTITION_AFFINITY_DOMAIN: {
+        /* Partitions are not forwarded (clCreateSubDevices fails): the
+         * device says it has none, whatever the server's can do. */
+        cl_uint none = 0;
+        cl_device_affinity_domain no_domain = 0;
+        if (param == CL_DEVICE_PARTITION_AFFINITY_DOMAIN)
+            return rgpu__cl_info(&no_domain, sizeof(no_domain), size, value, size_ret);
+        return rgpu__cl_info(&none, sizeof(none), size, value, size_ret);
+    }
+    case CL_DEVICE_PARTITION_PROPERTIES:
+    case CL_DEVICE_PARTITION_TYPE: {
+        cl_device_partition_property none = 0;
+        return rgpu__cl_info(&none, sizeof(none), size, value, size_ret);
+    }
     case CL_DEVICE_SVM_CAPABILITIES: {
         cl_device_svm_capabilities none = 0;
         return rgpu__cl_info(&none, sizeof(none), size, value, size_ret);
@@ -583,9 +598,10 @@ cl_int CL_API_CALL rgpu_clCreateSubDevices(cl_device_id dev, const cl_device_par
 {
     if (!RGPU_CL_VALID(dev, DEVICE))
         return CL_INVALID_DEVICE;
-    /* CL_DEVICE_PARTITION_MAX_SUB_DEVICES may say otherwise, but partitions
-     * are not forwarded: the API's answer for "cannot partition" is this. */
-    return CL_DEVICE_PARTITION_FAILED;
+    /* Partitions are not forwarded, and the device lists no partition
+     * property (CL_DEVICE_PARTITION_PROPERTIES): OpenCL's answer for a
+     * property the device does not support is CL_INVALID_VALUE. */
+    return CL_INVALID_VALUE;
 }
 
 cl_int CL_API_CALL rgpu_clRetainDevice(cl_device_id dev)

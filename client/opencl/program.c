@@ -861,6 +861,11 @@ cl_int CL_API_CALL rgpu_clSetKernelArg(cl_kernel kernel, cl_uint index, size_t s
             memcpy(&mem, value, sizeof(mem));
         if (mem && (!rgpu__cl_live_has(&rgpu__cl_live_mems, mem) || mem->context != kernel->program->context))
             return CL_INVALID_MEM_OBJECT;
+        /* An image argument takes an image, a pointer a buffer (the server
+         * checks the image's type too). */
+        if (kernel->desc->arg_info_known && index < kernel->desc->n_args &&
+            (strncmp(kernel->desc->args[index]->type_name, "image", 5) == 0) != (mem && mem->image_type != 0))
+            return CL_INVALID_MEM_OBJECT;
         req.mem = mem ? mem->obj.id : 0;
         break;
     case RGPU__CL_ARG_KIND__CL_ARG_SAMPLER: {
