@@ -670,7 +670,9 @@ static void CL_CALLBACK rgpu_cl_read_cb(cl_event ev, cl_int status, void *arg)
     rgpu_cl_cb_t *cb = arg;
     Rgpu__ClReadReply reply = RGPU__CL_READ_REPLY__INIT;
 
-    reply.cl_error = status < 0 ? status : CL_SUCCESS;
+    /* The command ended abnormally (an event it waited on failed, PoCL's
+     * -1): what a blocking read returns then. */
+    reply.cl_error = status < 0 ? CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST : CL_SUCCESS;
     if (status < 0) {
         rgpu_session_post(cb->session, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, cb->seq, &reply.base, NULL, 0, NULL, NULL);
         rgpu_cl_read_sent(cb);

@@ -8,7 +8,7 @@ source "$(dirname "$0")/lib.sh" "$@"
 
 out=$E2E_TMP/local.out
 rc=0
-pocl_run timeout 60 "$E2E_BIN/user_event_threads" >"$out" 2>&1 || rc=$?
+pocl_run timeout 60 "$E2E_BIN/user_event_threads" --pocl >"$out" 2>&1 || rc=$?
 cat "$out"
 [ "$rc" -eq 0 ] || fail "user_event_threads fails on local PoCL too (status $rc): the test is wrong"
 
