@@ -21,6 +21,14 @@
  *    CLBlast-style shared C/OpenCL headers: rgpu-server refuses the source
  *    ("#include <stddef.h> is refused: system headers of the server cannot
  *    be included") although the compiler would never read that header.
+ * 3. hashcat's way: "-D INCLUDE_PATH=DIR -D KERNEL_STATIC" and
+ *    #include M2S(INCLUDE_PATH/inc_vendor.h), M2S stringifying its
+ *    argument, DIR being the application's /usr/share/hashcat/OpenCL; hashcat
+ *    compiles with clCompileProgram, then links with clLinkProgram.
+ *    rgpu-server refuses it ("#include must name a header in double quotes;
+ *    a macro or any other operand is refused"); a fix that reads -I headers on
+ *    the client still has to see through the macro (run the preprocessor, or
+ *    ship the directory).
  *
  * Prints "ok CASE" or "FAIL CASE: status, build log" per case; exits 1 if
  * any case failed.
@@ -36,6 +44,46 @@
 static cl_context ctx;
 static cl_device_id dev;
 static int failures;
+
+/* hashcat's way: clCompileProgram, then clLinkProgram. */
+static void compile_link(const char *name, const char *src, const char *options)
+{
+    cl_int err;
+    cl_program prg = clCreateProgramWithSource(ctx, 1, &src, NULL, &err), linked;
+    char log[4096] = "";
+
+    if (err != CL_SUCCESS) {
+        printf("FAIL %s: clCreateProgramWithSource: %d\n", name, err);
+        failures++;
+        return;
+    }
+    err = clCompileProgram(prg, 1, &dev, options, 0, NULL, NULL, NULL, NULL);
+    if (err != CL_SUCCESS) {
+        clGetProgramBuildInfo(prg, dev, CL_PROGRAM_BUILD_LOG, sizeof(log) - 1, log, NULL);
+        printf("FAIL %s: clCompileProgram(options \"%s\"): %d, log: %s\n", name, options, err,
+               log);
+        failures++;
+        clReleaseProgram(prg);
+        return;
+    }
+    linked = clLinkProgram(ctx, 1, &dev, NULL, 1, &prg, NULL, NULL, &err);
+    if (err != CL_SUCCESS) {
+        printf("FAIL %s: clLinkProgram: %d\n", name, err);
+        failures++;
+    } else {
+        cl_kernel k = clCreateKernel(linked, "k", &err);
+
+        if (err == CL_SUCCESS) {
+            printf("ok %s\n", name);
+            clReleaseKernel(k);
+        } else {
+            printf("FAIL %s: linked, but clCreateKernel(\"k\"): %d\n", name, err);
+            failures++;
+        }
+        clReleaseProgram(linked);
+    }
+    clReleaseProgram(prg);
+}
 
 static void build(const char *name, const char *src, const char *options)
 {
@@ -122,6 +170,15 @@ int main(void)
           "#endif\n"
           "__kernel void k(__global int *x) { x[get_global_id(0)] += 1; }",
           NULL);
+    snprintf(opts, sizeof(opts), "-D INCLUDE_PATH=%s -D KERNEL_STATIC", dir);
+    compile_link("3: -D INCLUDE_PATH=DIR, #include M2S(INCLUDE_PATH/repro_scale.h) (hashcat)",
+                 "#define M2S_(x) #x\n"
+                 "#define M2S(x) M2S_(x)\n"
+                 "#ifdef KERNEL_STATIC\n"
+                 "#include M2S(INCLUDE_PATH/repro_scale.h)\n"
+                 "#endif\n"
+                 "__kernel void k(__global int *x) { x[get_global_id(0)] *= REPRO_SCALE; }",
+                 opts);
 
     unlink(path);
     rmdir(dir);
