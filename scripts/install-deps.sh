@@ -12,6 +12,7 @@ PACKAGES=(
     pocl-opencl-icd                             # the OpenCL platform the server runs on here
     clinfo clpeak                               # unmodified OpenCL programs for the tests
     libcriterion-dev                            # unit tests
+    clang libclang-rt-dev                       # fuzz harnesses (scripts/fuzz.sh): clang and its libFuzzer/ASan runtimes
     libsqlite3-dev libsodium-dev                # rgpu-scheduler's state store, lease tokens
     libjemalloc-dev                             # rgpu-server's allocator
     python3 iproute2 procps                     # test scripts

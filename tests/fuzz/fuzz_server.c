@@ -44,7 +44,7 @@
 #include "rgpu/transport.h"
 #include "session.h"
 
-#define RGPU_FUZZ_MAX_FRAMES 32
+#define RGPU_FUZZ_MAX_FRAMES 256
 #define RGPU_FUZZ_MAX_BULK 4096
 #define RGPU_FUZZ_SESSION_WAIT_MS 8000
 
