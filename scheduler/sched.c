@@ -480,12 +480,13 @@ static void rgpu_sched_job_fn(uint64_t key, void *value, void *arg)
 static char *rgpu_sched_sign(rgpu_sched_t *s, const Rgpu__Lease *lease)
 {
     Rgpu__TokenPayload payload = RGPU__TOKEN_PAYLOAD__INIT;
-    Rgpu__LeaseGpu *gpus = calloc(lease->n_gpus + 1, sizeof(*gpus));
-    Rgpu__LeaseGpu **ptrs = calloc(lease->n_gpus + 1, sizeof(*ptrs));
+    Rgpu__LeaseGpu *gpus, **ptrs;
     char *token = NULL;
 
     if (!s->key)
         return strdup("");
+    gpus = calloc(lease->n_gpus + 1, sizeof(*gpus));
+    ptrs = calloc(lease->n_gpus + 1, sizeof(*ptrs));
     if (gpus && ptrs) {
         for (size_t g = 0; g < lease->n_gpus; g++) {
             rgpu__lease_gpu__init(&gpus[g]);
@@ -678,8 +679,10 @@ rgpu_status_t rgpu_sched_renew(rgpu_sched_t *s, uint64_t id, uint32_t ttl_s, int
         snprintf(reason, cap, "cannot store lease %llu", (unsigned long long)id);
         return RGPU_ERR_IO;
     }
-    /* The unpacked message's strings come from protobuf-c's allocator (malloc). */
-    free(old);
+    /* The unpacked message's strings come from protobuf-c's allocator
+     * (malloc), except an empty one: protobuf-c's static default. */
+    if (old != protobuf_c_empty_string)
+        free(old);
     *lease_p = pb;
     return RGPU_OK;
 }

@@ -154,10 +154,12 @@ rgpu_status_t rgpu_token_verify(const rgpu_token_key_t *key, const char *token, 
         return RGPU_ERR_BAD_MESSAGE;
     }
     if (payload->expires_unix <= now_unix) {
+        int64_t ago;
+        if (__builtin_sub_overflow(now_unix, payload->expires_unix, &ago))
+            ago = INT64_MAX;
         if (why && why_cap)
             snprintf(why, why_cap, "lease %llu expired %lld s ago",
-                     (unsigned long long)payload->lease_id,
-                     (long long)(now_unix - payload->expires_unix));
+                     (unsigned long long)payload->lease_id, (long long)ago);
         rgpu__token_payload__free_unpacked(payload, NULL);
         return RGPU_ERR_TIMEOUT;
     }
@@ -253,9 +255,11 @@ rgpu_status_t rgpu_token_verify_request(const rgpu_token_key_t *key, uint16_t ty
     }
     for (int i = 0; i < 8; i++)
         t |= (uint64_t)trailer[i] << (8 * i);
-    skew = (int64_t)t - now_unix;
-    if (skew < 0)
-        skew = -skew;
+    /* Both as unsigned (now is past 1970): no overflow, whatever t says. */
+    {
+        uint64_t now = (uint64_t)now_unix, d = t >= now ? t - now : now - t;
+        skew = d > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)d;
+    }
     if (skew > (int64_t)max_skew_s) {
         if (why && why_cap)
             snprintf(why, why_cap, "clock skew %lld s", (long long)skew);

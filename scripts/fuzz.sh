@@ -58,7 +58,8 @@ for h in "${targets[@]}"; do
     timeout $((secs + 120)) "$bin" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 \
         -print_final_stats=1 -artifact_prefix="$artifacts/$h/" ${RGPU_FUZZ_ARGS:-} \
         "$work/$h" >"$work/$h.log" 2>&1 || rc=$?
-    stats=$(grep -E '^#[0-9]+[[:space:]]+(DONE|pulse|NEW|REDUCE)' "$work/$h.log" | tail -1 |
+    # (A harness that died at once has no stats: that must not end the script.)
+    stats=$({ grep -E '^#[0-9]+[[:space:]]+(DONE|pulse|NEW|REDUCE)' "$work/$h.log" || true; } | tail -1 |
             sed -E 's/.*(cov: [0-9]+).*(corp: [^ ]+).*(exec\/s: [0-9]+).*/\1 \2 \3/')
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$h.log")
     new=$(ls -t "$artifacts/$h" | head -n $(( $(ls "$artifacts/$h" | wc -l) - before )))

@@ -79,14 +79,15 @@ static int rgpu_cl_shape_fits(const rgpu_cl_shape_t *shape, size_t size)
  * then *size_p is 0 and the parameter is left out). */
 static char *rgpu_cl_terminate(const void *value, size_t *size_p)
 {
-    size_t len = strnlen(value, *size_p);
+    size_t len = *size_p ? strnlen(value, *size_p) : 0;
     char *copy;
 
     if (len + 1 == *size_p)
         return NULL;
     copy = malloc(len + 1);
     if (copy) {
-        memcpy(copy, value, len);
+        if (len)
+            memcpy(copy, value, len);
         copy[len] = '\0';
     }
     *size_p = copy ? len + 1 : 0;
@@ -100,7 +101,8 @@ cl_int rgpu__cl_info(const void *src, size_t src_size, size_t dst_size, void *ds
     if (dst) {
         if (dst_size < src_size)
             return CL_INVALID_VALUE;
-        memcpy(dst, src, src_size);
+        if (src_size)
+            memcpy(dst, src, src_size);
     }
     if (size_ret)
         *size_ret = src_size;
@@ -134,8 +136,10 @@ static cl_int rgpu_cl_sync_check(rgpu_cl_server_t *server)
     rgpu_call_t call = {0};
     int32_t err;
 
-    if (rgpu_conn_call(server->conn, RGPU__MSG_TYPE__MSG_PING, &ping.base, NULL, 0, &call) != RGPU_OK)
+    if (rgpu_conn_call(server->conn, RGPU__MSG_TYPE__MSG_PING, &ping.base, NULL, 0, &call) != RGPU_OK) {
+        rgpu_call_cleanup(&call);
         return RGPU_CL_LINK_ERROR;
+    }
     rgpu_call_cleanup(&call);
     err = rgpu_conn_take_deferred_error(server->conn);
     return err;

@@ -216,16 +216,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int fds[2];
     size_t fed = 0, cut = 1 + ((flags >> 2) & 7) * 9;   /* 1, 10, ... 64 bytes a read */
 
-    /* Without a key rgpu_sched_renew frees the protobuf-c default "" as the
-     * old token (a crash: crashes/sched-renew-frees-static-token-without-key)
-     * and rgpu_sched_sign leaks (lsan.supp); both reported, scheduler/ is not
-     * ours to change. Build with -DRGPU_FUZZ_SCHED_NO_KEY to fuzz that mode
-     * once they are fixed. */
-#ifdef RGPU_FUZZ_SCHED_NO_KEY
+    /* With and without a key (regress-sched-renew-frees-static-token-
+     * without-key, regress-sched-sign-leak-without-key: a keyless scheduler
+     * once crashed on any renew and leaked on every allocation). */
     d->have_key = flags & 1;
-#else
-    d->have_key = 1;
-#endif
     d->require_signed = d->have_key && (flags & 2);
     d->max_conns = 16;
     d->idle_ms = 30000;
