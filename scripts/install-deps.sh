@@ -11,6 +11,7 @@ PACKAGES=(
     ocl-icd-opencl-dev ocl-icd-libopencl1 opencl-headers  # the OpenCL ICD loader
     pocl-opencl-icd                             # the OpenCL platform the server runs on here
     clinfo clpeak                               # unmodified OpenCL programs for the tests
+    python3-pyopencl python3-numpy python3-gpyfft clblast-tests clfft-client  # real OpenCL applications (e2e.pyopencl, e2e.app_*, docs/applications.md)
     libcriterion-dev                            # unit tests
     clang libclang-rt-dev                       # fuzz harnesses (scripts/fuzz.sh): clang and its libFuzzer/ASan runtimes
     libsqlite3-dev libsodium-dev                # rgpu-scheduler's state store, lease tokens
