@@ -2698,26 +2698,50 @@ static rgpu_status_t rgpu_cl_create_program_binary(rgpu_cl_session_t *s, const r
 /* Whether a program's source (none for programs from binaries) and the
  * options may go to the compiler: no file of the server may be read into
  * it (an #include "/etc/shadow" would come back in the build log). */
-static int rgpu_cl_program_allowed(cl_program p, const char *options, const char *const *allowed, size_t n_allowed,
-                                   char *why, size_t why_cap)
+/* Makes a program's source (none for programs from binaries) and the
+ * options safe to compile: no file of the server may be read into a build (an
+ * #include "/etc/shadow" would come back in the build log). Options that
+ * point the compiler at files are refused. An include-like directive naming
+ * anything but the allowed embedded headers is rewritten into an #error
+ * (rgpu_cl_source_neutralize): the build fails there only if the compiler
+ * takes that branch, as a missing header would. The rewritten source
+ * replaces the handle's program (a new one in the same context; no kernel
+ * exists on it, builds with kernels are refused by the client). Returns 1,
+ * or 0 with a sentence in why. Session thread. */
+static int rgpu_cl_program_prepare(rgpu_cl_handle_t *h, const char *options, const char *const *allowed,
+                                   size_t n_allowed, char *why, size_t why_cap)
 {
-    size_t len = 0;
-    char *src;
+    size_t len = 0, out_len = 0;
+    char *src, *out = NULL;
+    cl_context ctx = NULL;
+    cl_program fresh;
+    cl_int err;
     int ok;
 
     if (options && rgpu_cl_build_options_check(options, why, why_cap) != 0)
         return 0;
-    if (clGetProgramInfo(p, CL_PROGRAM_SOURCE, 0, NULL, &len) != CL_SUCCESS || len <= 1)
+    if (clGetProgramInfo(h->cl.program, CL_PROGRAM_SOURCE, 0, NULL, &len) != CL_SUCCESS || len <= 1)
         return 1;
     src = malloc(len);
     if (!src) {
         snprintf(why, why_cap, "out of memory checking the program source");
         return 0;
     }
-    ok = clGetProgramInfo(p, CL_PROGRAM_SOURCE, len, src, NULL) == CL_SUCCESS &&
-         rgpu_cl_source_check(src, strnlen(src, len), allowed, n_allowed, why, why_cap) == 0;
+    ok = clGetProgramInfo(h->cl.program, CL_PROGRAM_SOURCE, len, src, NULL) == CL_SUCCESS &&
+         rgpu_cl_source_neutralize(src, strnlen(src, len), allowed, n_allowed, &out, &out_len, why, why_cap) == 0;
     free(src);
-    return ok;
+    if (!ok || !out)
+        return ok;
+    err = clGetProgramInfo(h->cl.program, CL_PROGRAM_CONTEXT, sizeof(ctx), &ctx, NULL);
+    fresh = err == CL_SUCCESS ? clCreateProgramWithSource(ctx, 1, (const char **)&out, &out_len, &err) : NULL;
+    free(out);
+    if (err != CL_SUCCESS) {
+        snprintf(why, why_cap, "cannot recreate the program with its rewritten source (error %d)", err);
+        return 0;
+    }
+    clReleaseProgram(h->cl.program);
+    h->cl.program = fresh;
+    return 1;
 }
 
 static rgpu_status_t rgpu_cl_build(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClBuildProgram *m)
@@ -2729,7 +2753,7 @@ static rgpu_status_t rgpu_cl_build(rgpu_cl_session_t *s, const rgpu_frame_header
     int refused = 0;
     rgpu_status_t status;
 
-    if (err == CL_SUCCESS && !rgpu_cl_program_allowed(p->cl.program, m->options, NULL, 0, why, sizeof(why))) {
+    if (err == CL_SUCCESS && !rgpu_cl_program_prepare(p, m->options, NULL, 0, why, sizeof(why))) {
         snprintf(refusal, sizeof(refusal), "rgpu-server refused to build this program: %s", why);
         err = strstr(why, "option") ? CL_INVALID_BUILD_OPTIONS : CL_BUILD_PROGRAM_FAILURE;
         refused = 1;
@@ -2760,23 +2784,22 @@ static rgpu_status_t rgpu_cl_compile(rgpu_cl_session_t *s, const rgpu_frame_head
         err = CL_INVALID_VALUE;
     if (err == CL_SUCCESS && m->n_headers && !(headers = malloc(m->n_headers * sizeof(*headers))))
         err = CL_OUT_OF_HOST_MEMORY;
-    for (size_t i = 0; err == CL_SUCCESS && i < m->n_headers; i++) {
+    /* The source and each embedded header may include only the embedded
+     * headers, by the names given here (each prepared before its program
+     * is taken: preparing may replace it). */
+    if (err == CL_SUCCESS &&
+        !rgpu_cl_program_prepare(p, m->options, (const char *const *)m->header_names, m->n_header_names, why,
+                                 sizeof(why)))
+        refused = 1;
+    for (size_t i = 0; err == CL_SUCCESS && !refused && i < m->n_headers; i++) {
         rgpu_cl_handle_t *h = rgpu_cl_get(s, m->headers[i], RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM);
         if (!h)
             err = CL_INVALID_VALUE;
+        else if (h != p && !rgpu_cl_program_prepare(h, NULL, (const char *const *)m->header_names,
+                                                    m->n_header_names, why, sizeof(why)))
+            refused = 1;
         else
             headers[i] = h->cl.program;
-    }
-    /* The source and each embedded header may include only the embedded
-     * headers, by the names given here. */
-    if (err == CL_SUCCESS &&
-        !rgpu_cl_program_allowed(p->cl.program, m->options, (const char *const *)m->header_names, m->n_header_names,
-                                 why, sizeof(why)))
-        refused = 1;
-    for (size_t i = 0; err == CL_SUCCESS && !refused && i < m->n_headers; i++) {
-        if (!rgpu_cl_program_allowed(headers[i], NULL, (const char *const *)m->header_names, m->n_header_names, why,
-                                     sizeof(why)))
-            refused = 1;
     }
     if (refused) {
         snprintf(refusal, sizeof(refusal), "rgpu-server refused to compile this program: %s", why);

@@ -28,6 +28,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The longest header name looked at; longer ones are refused. */
@@ -46,6 +47,10 @@ typedef struct {
     size_t n_allowed;
     char *why;
     size_t why_cap;
+    /* Where the refused include-like directive starts (its # or %:), when
+     * that was the refusal: rgpu_cl_source_neutralize rewrites it. */
+    int refused_directive;
+    size_t refused_pos;
 } rgpu_scan_t;
 
 /* ---- messages -------------------------------------------------------- */
@@ -460,7 +465,11 @@ static int rgpu_scan_check_directive(rgpu_scan_t *sc, size_t pos, size_t p, size
     for (size_t i = 0; i < sizeof(includes) / sizeof(includes[0]); i++) {
         if (strcmp(name, includes[i]) == 0) {
             snprintf(what, sizeof(what), "#%s", name);
-            return rgpu_scan_check_header(sc, pos, what, end, next_p);
+            if (rgpu_scan_check_header(sc, pos, what, end, next_p) == 0)
+                return 0;
+            sc->refused_directive = 1;
+            sc->refused_pos = pos;
+            return -1;
         }
     }
     /* clang reads the rest of these lines raw, comments included. */
@@ -623,17 +632,12 @@ static int rgpu_scan_has_raw_prefix(const rgpu_scan_t *sc)
     return 0;
 }
 
-int rgpu_cl_source_check(const char *source, size_t len, const char *const *allowed_headers,
-                         size_t n_allowed, char *why, size_t why_cap)
+static int rgpu_cl_source_scan(rgpu_scan_t *scp)
 {
-    rgpu_scan_t sc = {
-        .s = (const unsigned char *)source,
-        .n = source ? len : 0,
-        .allowed = allowed_headers,
-        .n_allowed = allowed_headers ? n_allowed : 0,
-        .why = why,
-        .why_cap = why_cap,
-    };
+    rgpu_scan_t sc = *scp;
+    int rc = -1;
+    char *why = sc.why;
+    size_t why_cap = sc.why_cap;
 
     if (why && why_cap)
         why[0] = '\0';
@@ -657,9 +661,139 @@ int rgpu_cl_source_check(const char *source, size_t len, const char *const *allo
         sc.digit_sep = !!(mode & 8);
         sc.pragma_op = 0;
         if (rgpu_scan_run(&sc) != 0)
-            return -1;
+            goto out;
     }
-    return 0;
+    rc = 0;
+out:
+    scp->refused_directive = sc.refused_directive;
+    scp->refused_pos = sc.refused_pos;
+    return rc;
+}
+
+int rgpu_cl_source_check(const char *source, size_t len, const char *const *allowed_headers,
+                         size_t n_allowed, char *why, size_t why_cap)
+{
+    rgpu_scan_t sc = {
+        .s = (const unsigned char *)source,
+        .n = source ? len : 0,
+        .allowed = allowed_headers,
+        .n_allowed = allowed_headers ? n_allowed : 0,
+        .why = why,
+        .why_cap = why_cap,
+    };
+
+    return rgpu_cl_source_scan(&sc);
+}
+
+/* Replaces the logical line around pos (its physical lines joined by
+ * splices) by an #error directive saying why, followed by as many newlines
+ * as the line had, so later lines keep their numbers. */
+static char *rgpu_source_replace_line(const char *src, size_t len, size_t pos, const char *why, size_t *len_p)
+{
+    size_t start = pos, end = pos, newlines = 0, msg_len, out_len;
+    char msg[300], *out;
+    size_t m = 0;
+
+    /* Back to the start of the physical line, and of earlier ones spliced to it. */
+    for (;;) {
+        while (start > 0 && src[start - 1] != '\n' && src[start - 1] != '\r')
+            start--;
+        if (start >= 2) {
+            size_t b = start - 1;       /* the line break before this line */
+            if (src[b] == '\n' && b > 0 && src[b - 1] == '\r')
+                b--;
+            while (b > 0 && (src[b - 1] == ' ' || src[b - 1] == '\t'))
+                b--;
+            if (b > 0 && src[b - 1] == '\\') {
+                start = b - 1;
+                continue;
+            }
+        }
+        break;
+    }
+    /* On to the end of the logical line. */
+    for (;;) {
+        size_t b;
+        while (end < len && src[end] != '\n' && src[end] != '\r')
+            end++;
+        b = end;
+        while (b > start && (src[b - 1] == ' ' || src[b - 1] == '\t'))
+            b--;
+        if (end < len && b > start && src[b - 1] == '\\') {
+            end += (src[end] == '\r' && end + 1 < len && src[end + 1] == '\n') ? 2 : 1;
+            newlines++;
+            continue;
+        }
+        break;
+    }
+    /* The message: letters, digits and plain punctuation only (#error reads
+     * its line raw; nothing in it may look like a literal or a directive). */
+    m = (size_t)snprintf(msg, sizeof(msg), "#error rgpu-server cannot read headers of its own machine: ");
+    for (const char *w = why; *w && m + 1 < sizeof(msg); w++) {
+        char c = *w;
+        msg[m++] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                           c == ' ' || c == '.' || c == ',' || c == ':' || c == '-' || c == '_' || c == '/'
+                       ? c
+                       : ' ';
+    }
+    msg[m] = '\0';
+    msg_len = m;
+    out_len = start + msg_len + newlines + (len - end);
+    out = malloc(out_len + 1);
+    if (!out)
+        return NULL;
+    memcpy(out, src, start);
+    memcpy(out + start, msg, msg_len);
+    memset(out + start + msg_len, '\n', newlines);
+    memcpy(out + start + msg_len + newlines, src + end, len - end);
+    out[out_len] = '\0';
+    *len_p = out_len;
+    return out;
+}
+
+int rgpu_cl_source_neutralize(const char *source, size_t len, const char *const *allowed_headers,
+                              size_t n_allowed, char **out_p, size_t *out_len_p, char *why, size_t why_cap)
+{
+    char *cur = NULL, reason[512];
+    size_t cur_len = len;
+
+    *out_p = NULL;
+    *out_len_p = 0;
+    for (int round = 0; round < RGPU_CL_NEUTRALIZE_MAX; round++) {
+        rgpu_scan_t sc = {
+            .s = (const unsigned char *)(cur ? cur : source),
+            .n = cur ? cur_len : (source ? len : 0),
+            .allowed = allowed_headers,
+            .n_allowed = allowed_headers ? n_allowed : 0,
+            .why = reason,
+            .why_cap = sizeof(reason),
+        };
+        char *next;
+        size_t next_len;
+
+        if (rgpu_cl_source_scan(&sc) == 0) {
+            *out_p = cur;
+            *out_len_p = cur ? cur_len : 0;
+            return 0;
+        }
+        if (!sc.refused_directive || sc.refused_pos >= sc.n) {
+            snprintf(why, why_cap, "%s", reason);
+            free(cur);
+            return -1;
+        }
+        next = rgpu_source_replace_line((const char *)sc.s, sc.n, sc.refused_pos, reason, &next_len);
+        free(cur);
+        if (!next) {
+            snprintf(why, why_cap, "out of memory rewriting the program source");
+            return -1;
+        }
+        cur = next;
+        cur_len = next_len;
+    }
+    snprintf(why, why_cap, "more than %d #include directives refer to files of the server",
+             RGPU_CL_NEUTRALIZE_MAX);
+    free(cur);
+    return -1;
 }
 
 /* ---- build options ------------------------------------------------------ */

@@ -36,6 +36,26 @@
 int rgpu_cl_source_check(const char *source, size_t len, const char *const *allowed_headers,
                          size_t n_allowed, char *why, size_t why_cap);
 
+/* At most this many directives are rewritten in one source. */
+#define RGPU_CL_NEUTRALIZE_MAX 256
+
+/* As rgpu_cl_source_check, but an include-like directive that would be
+ * refused is rewritten instead: its logical line becomes
+ * "#error rgpu-server cannot read headers of its own machine: <why>" (line
+ * numbers kept). The compiler then fails with that message only if it takes
+ * the branch the directive is in: an #include <stddef.h> under
+ * #ifndef __OPENCL_VERSION__ builds, as it would locally, while one in
+ * active code fails the build, and no file of the server is ever read. The
+ * result is checked again, whole, until it passes.
+ *
+ * Returns 0 with *out_p = NULL (nothing to rewrite) or a malloc'ed,
+ * NUL-terminated source of *out_len_p bytes (caller frees); -1 with a
+ * sentence in why for what cannot be rewritten (the refusals of
+ * rgpu_cl_source_check other than include operands: trigraphs, include
+ * pragmas, __has_include probes, ...), or past RGPU_CL_NEUTRALIZE_MAX. */
+int rgpu_cl_source_neutralize(const char *source, size_t len, const char *const *allowed_headers,
+                              size_t n_allowed, char **out_p, size_t *out_len_p, char *why, size_t why_cap);
+
 /* Checks clBuildProgram/clCompileProgram options (NULL = none): refuses
  * options that point the compiler at server files or run server code:
  * -I, -include, -imacros, -isystem, -iquote and every other -i option,

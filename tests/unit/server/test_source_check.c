@@ -2,6 +2,8 @@
  * client may ask the compiler to read. Each case is a source and whether it
  * may be compiled with the headers {"my.h", "dir/util.h"} given. */
 #include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "opencl/source_check.h"
@@ -306,4 +308,105 @@ Test(source_check, build_options)
         cr_expect(strstr(why, "is refused") != NULL, "options \"%s\": why is \"%s\"",
                   options_refused[i], why);
     }
+}
+
+/* ---- neutralizing: refused includes become #error lines ---------------- */
+
+/* Neutralizes src and checks the result passes the check, holds no
+ * directive naming the header, and keeps the number of lines. */
+static char *neutralized(const char *src)
+{
+    char *out = NULL, why[256] = "";
+    size_t out_len = 0, lines_in = 0, lines_out = 0;
+
+    cr_assert_eq(rgpu_cl_source_neutralize(src, strlen(src), headers, 2, &out, &out_len, why, sizeof(why)), 0,
+                 "neutralize refused: %s", why);
+    if (!out)
+        return NULL;
+    cr_assert_eq(strlen(out), out_len);
+    cr_assert_eq(rgpu_cl_source_check(out, out_len, headers, 2, why, sizeof(why)), 0,
+                 "the rewritten source still fails the check: %s\n%s", why, out);
+    for (const char *p = src; *p; p++)
+        lines_in += *p == '\n';
+    for (const char *p = out; *p; p++)
+        lines_out += *p == '\n';
+    cr_assert_eq(lines_in, lines_out, "line count %zu -> %zu:\n%s", lines_in, lines_out, out);
+    return out;
+}
+
+Test(source_check, neutralize_leaves_clean_sources_alone)
+{
+    cr_assert_null(neutralized("#include \"my.h\"\n__kernel void k(void) {}\n"));
+}
+
+Test(source_check, neutralize_turns_refused_includes_into_errors)
+{
+    static const char *const srcs[] = {
+        "#include </etc/shadow>\nkernel void k(void) {}\n",
+        "#ifndef __OPENCL_VERSION__\n#include <stddef.h>\n#endif\nkernel void k(void) {}\n",
+        "  #  include \"/etc/passwd\"\nkernel void k(void) {}\n",
+        "#/* c */include <a.h>\n#include \"my.h\"\n%:include \"../x.h\"\n",
+        "#inc\\\nlude </etc/hostname>\nint x;\n",
+        "#define F \"/etc/passwd\"\n#include F\nint y;\n",
+    };
+
+    for (size_t i = 0; i < sizeof(srcs) / sizeof(srcs[0]); i++) {
+        char *out = neutralized(srcs[i]);
+
+        cr_assert_not_null(out, "case %zu: nothing rewritten", i);
+        cr_assert_not_null(strstr(out, "#error rgpu-server cannot read headers"), "case %zu:\n%s", i, out);
+        /* No include directive is left but the allowed one. */
+        for (const char *line = out; *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : "") {
+            const char *p = line + strspn(line, " \t");
+            if (*p == '#' || (p[0] == '%' && p[1] == ':')) {
+                p += *p == '#' ? 1 : 2;
+                p += strspn(p, " \t");
+                cr_assert(strncmp(p, "include", 7) != 0 || strncmp(p + 7, " \"my.h\"", 7) == 0,
+                          "case %zu still includes a file:\n%s", i, out);
+            }
+        }
+        free(out);
+    }
+}
+
+Test(source_check, neutralize_keeps_allowed_includes_and_code)
+{
+    char *out = neutralized("#include \"my.h\"\n#include <stdio.h>\n#include \"dir/util.h\"\nint z;\n");
+
+    cr_assert_not_null(out);
+    cr_assert_not_null(strstr(out, "#include \"my.h\"\n"));
+    cr_assert_not_null(strstr(out, "#include \"dir/util.h\"\nint z;\n"));
+    cr_assert_null(strstr(out, "<stdio.h>"));
+    free(out);
+}
+
+Test(source_check, neutralize_refuses_what_it_cannot_rewrite)
+{
+    static const char *const srcs[] = {
+        "?\?=include <a.h>\n",
+        "#pragma GCC dependency \"/etc/passwd\"\n",
+        "#if __has_include(</etc/passwd>)\n#endif\n",
+    };
+    char *out = NULL, why[256];
+    size_t len;
+
+    for (size_t i = 0; i < sizeof(srcs) / sizeof(srcs[0]); i++) {
+        cr_assert_eq(rgpu_cl_source_neutralize(srcs[i], strlen(srcs[i]), headers, 2, &out, &len, why, sizeof(why)),
+                     -1, "case %zu was accepted", i);
+        cr_assert_null(out);
+        cr_assert_neq(why[0], '\0');
+    }
+}
+
+Test(source_check, neutralize_is_bounded)
+{
+    size_t n = RGPU_CL_NEUTRALIZE_MAX + 1, len = 0;
+    char *src = malloc(n * 24 + 1), *out = NULL, why[256];
+
+    cr_assert_not_null(src);
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)sprintf(src + len, "#include <h%zu.h>\n", i);
+    cr_assert_eq(rgpu_cl_source_neutralize(src, len, NULL, 0, &out, &len, why, sizeof(why)), -1);
+    cr_assert_null(out);
+    free(src);
 }
