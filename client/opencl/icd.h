@@ -198,6 +198,10 @@ struct _cl_program {
     rgpu_cl_build_t *builds;            /* num_devices entries */
     Rgpu__ClBuildReply *kernels;        /* last reply that listed kernels, or NULL */
     _Atomic cl_uint num_kernel_objects; /* live kernels: builds are refused while > 0 */
+    /* A build or compile sent the server a source with headers inlined
+     * (include.h): every later one sends a source too, the original when
+     * nothing is inlined, so none builds a stale one. Under lock. */
+    int source_sent;
 };
 
 struct _cl_kernel {

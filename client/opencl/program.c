@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "icd.h"
+#include "include.h"
 
 /* ---- program objects ---- */
 
@@ -136,10 +137,112 @@ static void rgpu_cl_options_strip(char *options, const char *added)
         options[len - added_len] = '\0';
 }
 
-/* Takes a build/compile/link reply into the program's cache. added: what
- * the client appended to the application's options ("" if nothing). */
-static void rgpu_cl_program_apply(cl_program program, Rgpu__ClBuildReply *reply, const char *added)
+/* What a build or compile sends beside the program and its devices, and
+ * what the application gave. */
+typedef struct {
+    char *options;              /* for the server: no -I, the argument-info option added */
+    const char *added;          /* what the client appended to them ("" if nothing) */
+    char *stripped;             /* the application's options without -I; NULL when they had none */
+    const char *original;       /* the application's options ("" for none) */
+    char *inlined;              /* the source with the application's headers inlined, or NULL */
+    const char *source;         /* for the request's source field ("": the server keeps its source) */
+} rgpu_cl_build_opts_t;
+
+static void rgpu_cl_build_opts_free(rgpu_cl_build_opts_t *b)
 {
+    free(b->options);
+    free(b->stripped);
+    free(b->inlined);
+}
+
+/* Prepares a build or compile (include.h): takes the -I options out of
+ * options and inlines the headers they, and the working directory,
+ * provide into the program's source (programs from source only). embedded:
+ * clCompileProgram's header names, left to the server. Returns CL_SUCCESS
+ * with *b set (free it with rgpu_cl_build_opts_free), invalid_options for
+ * a malformed -I, failure when a header cannot be read or a limit is
+ * passed (why says which), or CL_OUT_OF_HOST_MEMORY. */
+static cl_int rgpu_cl_build_prepare(cl_program program, const char *options, const char *const *embedded,
+                                    size_t n_embedded, cl_int invalid_options, cl_int failure,
+                                    rgpu_cl_build_opts_t *b, char *why, size_t why_cap)
+{
+    rgpu_cl_include_opts_t opts;
+    rgpu_cl_include_cfg_t cfg = {0};
+    rgpu_status_t status;
+
+    memset(b, 0, sizeof(*b));
+    b->original = options ? options : "";
+    b->added = "";
+    b->source = "";
+    status = rgpu__cl_include_opts_parse(options, &opts, why, why_cap);
+    if (status != RGPU_OK)
+        return status == RGPU_ERR_NOMEM ? CL_OUT_OF_HOST_MEMORY : invalid_options;
+    if (program->source) {
+        cfg.dirs = (const char *const *)opts.dirs;
+        cfg.n_dirs = opts.n_dirs;
+        cfg.embedded = embedded;
+        cfg.n_embedded = n_embedded;
+        status = rgpu__cl_include_inline(program->source, strlen(program->source), &cfg, &b->inlined, why, why_cap);
+        if (status != RGPU_OK) {
+            rgpu__cl_include_opts_free(&opts);
+            return status == RGPU_ERR_NOMEM ? CL_OUT_OF_HOST_MEMORY : failure;
+        }
+    }
+    if (opts.n_dirs) {
+        b->stripped = opts.options;
+        opts.options = NULL;
+    }
+    rgpu__cl_include_opts_free(&opts);
+    b->options = rgpu_cl_options_for_server(b->stripped ? b->stripped : options, &b->added);
+    if (!b->options) {
+        rgpu_cl_build_opts_free(b);
+        return CL_OUT_OF_HOST_MEMORY;
+    }
+    pthread_mutex_lock(&program->lock);
+    if (b->inlined || program->source_sent) {
+        b->source = b->inlined ? b->inlined : program->source;
+        program->source_sent = 1;
+    }
+    pthread_mutex_unlock(&program->lock);
+    return CL_SUCCESS;
+}
+
+/* A build or compile that failed here, before the server saw it: the
+ * devices it was for (all when n is 0) report an error with why in their
+ * log, and the program has no executable. */
+static void rgpu_cl_program_fail(cl_program program, cl_uint n, const uint32_t *idx, const char *options,
+                                 const char *why)
+{
+    static const char prefix[] = "rgpu (client): ";
+
+    pthread_mutex_lock(&program->lock);
+    for (cl_uint d = 0; d < program->num_devices; d++) {
+        rgpu_cl_build_t *build = &program->builds[d];
+        int listed = n == 0;
+        for (cl_uint i = 0; i < n; i++)
+            listed |= idx[i] == program->devices[d]->index;
+        if (!listed)
+            continue;
+        build->status = CL_BUILD_ERROR;
+        free(build->log);
+        free(build->options);
+        build->log = malloc(sizeof(prefix) + strlen(why) + 1);
+        if (build->log)
+            sprintf(build->log, "%s%s\n", prefix, why);
+        build->options = strdup(options ? options : "");
+    }
+    if (program->kernels)
+        rgpu__cl_build_reply__free_unpacked(program->kernels, NULL);
+    program->kernels = NULL;
+    pthread_mutex_unlock(&program->lock);
+}
+
+/* Takes a build/compile/link reply into the program's cache. sent: what a
+ * build or compile sent (NULL for a link). */
+static void rgpu_cl_program_apply(cl_program program, Rgpu__ClBuildReply *reply, const rgpu_cl_build_opts_t *sent)
+{
+    const char *added = sent ? sent->added : "";
+
     pthread_mutex_lock(&program->lock);
     for (size_t b = 0; b < reply->n_builds; b++) {
         const Rgpu__ClDeviceBuild *db = reply->builds[b];
@@ -154,6 +257,11 @@ static void rgpu_cl_program_apply(cl_program program, Rgpu__ClBuildReply *reply,
             build->log = strdup(db->log);
             build->options = strdup(db->options);
             rgpu_cl_options_strip(build->options, added);
+            /* The application sees the -I options it gave. */
+            if (sent && sent->stripped && build->options && strcmp(build->options, sent->stripped) == 0) {
+                free(build->options);
+                build->options = strdup(sent->original);
+            }
         }
     }
     if (program->kernels)
@@ -165,10 +273,10 @@ static void rgpu_cl_program_apply(cl_program program, Rgpu__ClBuildReply *reply,
         rgpu__cl_build_reply__free_unpacked(reply, NULL);
 }
 
-/* Runs build, compile or link on the server and caches the outcome. added:
- * what the client appended to the application's options. */
+/* Runs build, compile or link on the server and caches the outcome. b:
+ * what a build or compile sent (NULL for a link). */
 static cl_int rgpu_cl_program_call(cl_program program, Rgpu__MsgType type, const ProtobufCMessage *msg,
-                                   const char *added)
+                                   const rgpu_cl_build_opts_t *b)
 {
     Rgpu__ClBuildReply *reply;
     rgpu_call_t call = {0};
@@ -182,7 +290,7 @@ static cl_int rgpu_cl_program_call(cl_program program, Rgpu__MsgType type, const
     if (!reply)
         return RGPU_CL_LINK_ERROR;
     err = reply->cl_error;
-    rgpu_cl_program_apply(program, reply, added);
+    rgpu_cl_program_apply(program, reply, b);
     return err;
 }
 
@@ -358,7 +466,8 @@ cl_int CL_API_CALL rgpu_clBuildProgram(cl_program program, cl_uint num_devices, 
                                        const char *options, rgpu_cl_program_notify_fn notify, void *data)
 {
     Rgpu__ClBuildProgram req = RGPU__CL_BUILD_PROGRAM__INIT;
-    const char *added;
+    rgpu_cl_build_opts_t b;
+    char why[512] = "";
     uint32_t *idx;
     cl_int err;
 
@@ -370,16 +479,25 @@ cl_int CL_API_CALL rgpu_clBuildProgram(cl_program program, cl_uint num_devices, 
         return CL_INVALID_OPERATION;
     if ((err = rgpu_cl_device_indices(program, num_devices, devices, &idx)) != CL_SUCCESS)
         return err;
-    req.program = program->obj.id;
-    req.n_devices = num_devices;
-    req.devices = idx;
-    req.options = rgpu_cl_options_for_server(options, &added);
-    if (!req.options) {
+    err = rgpu_cl_build_prepare(program, options, NULL, 0, CL_INVALID_BUILD_OPTIONS, CL_BUILD_PROGRAM_FAILURE, &b,
+                                why, sizeof(why));
+    if (err == CL_INVALID_BUILD_OPTIONS || err == CL_OUT_OF_HOST_MEMORY) {
+        if (err == CL_INVALID_BUILD_OPTIONS)
+            rgpu_cl_program_fail(program, num_devices, idx, options, why);
         free(idx);
-        return CL_OUT_OF_HOST_MEMORY;
+        return err;
     }
-    err = rgpu_cl_program_call(program, RGPU__MSG_TYPE__MSG_CL_BUILD_PROGRAM, &req.base, added);
-    free(req.options);
+    if (err == CL_SUCCESS) {
+        req.program = program->obj.id;
+        req.n_devices = num_devices;
+        req.devices = idx;
+        req.options = b.options;
+        req.source = (char *)b.source;
+        err = rgpu_cl_program_call(program, RGPU__MSG_TYPE__MSG_CL_BUILD_PROGRAM, &req.base, &b);
+        rgpu_cl_build_opts_free(&b);
+    } else {
+        rgpu_cl_program_fail(program, num_devices, idx, options, why);
+    }
     free(idx);
     /* The build is finished when the callback runs, as the API allows. */
     if (notify && err != RGPU_CL_LINK_ERROR)
@@ -393,7 +511,8 @@ cl_int CL_API_CALL rgpu_clCompileProgram(cl_program program, cl_uint num_devices
 {
     Rgpu__ClCompileProgram req = RGPU__CL_COMPILE_PROGRAM__INIT;
     uint64_t *header_ids = NULL;
-    const char *added;
+    rgpu_cl_build_opts_t b;
+    char why[512] = "";
     uint32_t *idx;
     cl_int err;
 
@@ -419,17 +538,30 @@ cl_int CL_API_CALL rgpu_clCompileProgram(cl_program program, cl_uint num_devices
         }
         header_ids[i] = headers[i]->obj.id;
     }
-    req.program = program->obj.id;
-    req.n_devices = num_devices;
-    req.devices = idx;
-    req.options = rgpu_cl_options_for_server(options, &added);
-    req.n_headers = num_headers;
-    req.headers = header_ids;
-    req.n_header_names = num_headers;
-    req.header_names = (char **)header_names;
-    err = req.options ? rgpu_cl_program_call(program, RGPU__MSG_TYPE__MSG_CL_COMPILE_PROGRAM, &req.base, added)
-                      : CL_OUT_OF_HOST_MEMORY;
-    free(req.options);
+    err = rgpu_cl_build_prepare(program, options, header_names, num_headers, CL_INVALID_COMPILER_OPTIONS,
+                                CL_COMPILE_PROGRAM_FAILURE, &b, why, sizeof(why));
+    if (err == CL_INVALID_COMPILER_OPTIONS || err == CL_OUT_OF_HOST_MEMORY) {
+        if (err == CL_INVALID_COMPILER_OPTIONS)
+            rgpu_cl_program_fail(program, num_devices, idx, options, why);
+        free(idx);
+        free(header_ids);
+        return err;
+    }
+    if (err == CL_SUCCESS) {
+        req.program = program->obj.id;
+        req.n_devices = num_devices;
+        req.devices = idx;
+        req.options = b.options;
+        req.source = (char *)b.source;
+        req.n_headers = num_headers;
+        req.headers = header_ids;
+        req.n_header_names = num_headers;
+        req.header_names = (char **)header_names;
+        err = rgpu_cl_program_call(program, RGPU__MSG_TYPE__MSG_CL_COMPILE_PROGRAM, &req.base, &b);
+        rgpu_cl_build_opts_free(&b);
+    } else {
+        rgpu_cl_program_fail(program, num_devices, idx, options, why);
+    }
     free(idx);
     free(header_ids);
     if (notify && err != RGPU_CL_LINK_ERROR)
@@ -479,7 +611,7 @@ cl_program CL_API_CALL rgpu_clLinkProgram(cl_context context, cl_uint num_device
     req.programs = ids;
     /* Link options are a narrower set: the argument info comes from the
      * compiles (rgpu_clCompileProgram asked for it). */
-    err = rgpu_cl_program_call(program, RGPU__MSG_TYPE__MSG_CL_LINK_PROGRAM, &req.base, "");
+    err = rgpu_cl_program_call(program, RGPU__MSG_TYPE__MSG_CL_LINK_PROGRAM, &req.base, NULL);
     /* A failed link still gives a program whose log says why. */
     if (err != CL_SUCCESS && err != CL_LINK_PROGRAM_FAILURE)
         goto out_free;
