@@ -8,6 +8,13 @@
 # both, with the same output. Skipped (77) without clfft-client outside CI.
 source "$(dirname "$0")/lib.sh" "$@"
 
+# libclFFT deletes its plans' actions through a pointer of the wrong type
+# (clfftDestroyPlan -> FFTRepo::deletePlan): ASan, preloaded in a sanitized
+# build (lib.sh's system_prog), aborts on that at the first plan destroyed,
+# on PoCL alone too. Not ours: that check is off for these programs (not
+# for the server).
+APP_ASAN="new_delete_type_mismatch=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+
 PLANS=(
     "-x 1024"
     "-x 4096 -y 64 --double -o"
@@ -34,7 +41,7 @@ run_plan() {
     local label=$1 n=$2 out=$E2E_TMP/$2.$1 rc=0
     shift 2
     if [ "$label" = rgpu ]; then
-        rgpu_run "$srv_ADDR" system_prog clFFT-client "$@" >"$out" 2>"$out.stderr" || rc=$?
+        ASAN_OPTIONS=$APP_ASAN rgpu_run "$srv_ADDR" system_prog clFFT-client "$@" >"$out" 2>"$out.stderr" || rc=$?
     else
         pocl_run clFFT-client "$@" >"$out" 2>"$out.stderr" || rc=$?
     fi
@@ -46,7 +53,7 @@ run_plan() {
 
 start_server srv
 # The client prints the platform and device it chose.
-rgpu_run "$srv_ADDR" system_prog clFFT-client -x 16 --printChosen >"$E2E_TMP/chosen" 2>&1 ||
+ASAN_OPTIONS=$APP_ASAN rgpu_run "$srv_ADDR" system_prog clFFT-client -x 16 --printChosen >"$E2E_TMP/chosen" 2>&1 ||
     { cat "$E2E_TMP/chosen" >&2; fail "clFFT-client --printChosen through rgpu failed"; }
 grep -qE 'CL_PLATFORM_NAME: +rgpu$' "$E2E_TMP/chosen" ||
     { cat "$E2E_TMP/chosen" >&2; fail "clFFT-client through rgpu did not choose platform rgpu"; }

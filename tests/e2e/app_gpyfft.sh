@@ -9,6 +9,13 @@
 # are taken out. Skipped (77) without python3-gpyfft outside CI.
 source "$(dirname "$0")/lib.sh" "$@"
 
+# libclFFT deletes its plans' actions through a pointer of the wrong type
+# (clfftDestroyPlan -> FFTRepo::deletePlan): ASan, preloaded in a sanitized
+# build (lib.sh's system_prog), aborts on that at the first plan destroyed,
+# on PoCL alone too. Not ours: that check is off for these programs (not
+# for the server).
+APP_ASAN="new_delete_type_mismatch=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+
 PY=/usr/bin/python3
 SUITES=(gpyfft.test.test_callback gpyfft.test.test_gpyfft gpyfft.test.test_batched
         gpyfft.test.test_gpyfftlib)
@@ -30,7 +37,7 @@ fi
 run_suites() {
     local label=$1 out=$E2E_TMP/$1 rc=0
     if [ "$label" = rgpu ]; then
-        rgpu_run "$srv_ADDR" system_prog env PYOPENCL_CTX=rgpu \
+        ASAN_OPTIONS=$APP_ASAN rgpu_run "$srv_ADDR" system_prog env PYOPENCL_CTX=rgpu \
             "$PY" -m unittest -v "${SUITES[@]}" >"$out.raw" 2>"$out.err" || rc=$?
     else
         pocl_run env PYOPENCL_CTX=0 "$PY" -m unittest -v "${SUITES[@]}" >"$out.raw" 2>"$out.err" || rc=$?
@@ -39,7 +46,7 @@ run_suites() {
         "$out.raw" >"$out.out"
     grep -oE '^test[^ ]* \([^ ]*\)' "$out.err" >"$out.tests" || true
     if [ "$rc" -ne 0 ] || [ "$(tail -n1 "$out.err")" != OK ]; then
-        grep -E '^(FAIL|ERROR)|Error|refused' "$out.err" | head -n 20 >&2
+        grep -E '^(FAIL|ERROR)|Error|refused' "$out.err" | head -n 20 >&2 || true
         tail -n 30 "$out.err" >&2
         fail "gpyfft's tests on $label: status $rc, $(grep -E '^(FAILED|OK)' "$out.err" | tail -n1)"
     fi
