@@ -2708,17 +2708,37 @@ static rgpu_status_t rgpu_cl_create_program_binary(rgpu_cl_session_t *s, const r
  * replaces the handle's program (a new one in the same context; no kernel
  * exists on it, builds with kernels are refused by the client). Returns 1,
  * or 0 with a sentence in why. Session thread. */
-static int rgpu_cl_program_prepare(rgpu_cl_handle_t *h, const char *options, const char *const *allowed,
-                                   size_t n_allowed, char *why, size_t why_cap)
+/* Replaces the handle's program by a new one of source (the client's
+ * request sends the program's source again when it inlined the
+ * application's headers). Returns 1, or 0 with why. */
+static int rgpu_cl_program_resource(rgpu_cl_handle_t *h, const char *source, size_t len, char *why, size_t why_cap)
+{
+    cl_context ctx = NULL;
+    cl_program fresh = NULL;
+    cl_int err;
+
+    err = clGetProgramInfo(h->cl.program, CL_PROGRAM_CONTEXT, sizeof(ctx), &ctx, NULL);
+    if (err == CL_SUCCESS)
+        fresh = clCreateProgramWithSource(ctx, 1, &source, &len, &err);
+    if (err != CL_SUCCESS) {
+        snprintf(why, why_cap, "cannot recreate the program with its new source (error %d)", err);
+        return 0;
+    }
+    clReleaseProgram(h->cl.program);
+    h->cl.program = fresh;
+    return 1;
+}
+
+static int rgpu_cl_program_prepare(rgpu_cl_handle_t *h, const char *source, const char *options,
+                                   const char *const *allowed, size_t n_allowed, char *why, size_t why_cap)
 {
     size_t len = 0, out_len = 0;
     char *src, *out = NULL;
-    cl_context ctx = NULL;
-    cl_program fresh;
-    cl_int err;
     int ok;
 
     if (options && rgpu_cl_build_options_check(options, why, why_cap) != 0)
+        return 0;
+    if (source && *source && !rgpu_cl_program_resource(h, source, strlen(source), why, why_cap))
         return 0;
     if (clGetProgramInfo(h->cl.program, CL_PROGRAM_SOURCE, 0, NULL, &len) != CL_SUCCESS || len <= 1)
         return 1;
@@ -2732,16 +2752,9 @@ static int rgpu_cl_program_prepare(rgpu_cl_handle_t *h, const char *options, con
     free(src);
     if (!ok || !out)
         return ok;
-    err = clGetProgramInfo(h->cl.program, CL_PROGRAM_CONTEXT, sizeof(ctx), &ctx, NULL);
-    fresh = err == CL_SUCCESS ? clCreateProgramWithSource(ctx, 1, (const char **)&out, &out_len, &err) : NULL;
+    ok = rgpu_cl_program_resource(h, out, out_len, why, why_cap);
     free(out);
-    if (err != CL_SUCCESS) {
-        snprintf(why, why_cap, "cannot recreate the program with its rewritten source (error %d)", err);
-        return 0;
-    }
-    clReleaseProgram(h->cl.program);
-    h->cl.program = fresh;
-    return 1;
+    return ok;
 }
 
 static rgpu_status_t rgpu_cl_build(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClBuildProgram *m)
@@ -2753,7 +2766,7 @@ static rgpu_status_t rgpu_cl_build(rgpu_cl_session_t *s, const rgpu_frame_header
     int refused = 0;
     rgpu_status_t status;
 
-    if (err == CL_SUCCESS && !rgpu_cl_program_prepare(p, m->options, NULL, 0, why, sizeof(why))) {
+    if (err == CL_SUCCESS && !rgpu_cl_program_prepare(p, m->source, m->options, NULL, 0, why, sizeof(why))) {
         snprintf(refusal, sizeof(refusal), "rgpu-server refused to build this program: %s", why);
         err = strstr(why, "option") ? CL_INVALID_BUILD_OPTIONS : CL_BUILD_PROGRAM_FAILURE;
         refused = 1;
@@ -2788,14 +2801,14 @@ static rgpu_status_t rgpu_cl_compile(rgpu_cl_session_t *s, const rgpu_frame_head
      * headers, by the names given here (each prepared before its program
      * is taken: preparing may replace it). */
     if (err == CL_SUCCESS &&
-        !rgpu_cl_program_prepare(p, m->options, (const char *const *)m->header_names, m->n_header_names, why,
-                                 sizeof(why)))
+        !rgpu_cl_program_prepare(p, m->source, m->options, (const char *const *)m->header_names,
+                                 m->n_header_names, why, sizeof(why)))
         refused = 1;
     for (size_t i = 0; err == CL_SUCCESS && !refused && i < m->n_headers; i++) {
         rgpu_cl_handle_t *h = rgpu_cl_get(s, m->headers[i], RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM);
         if (!h)
             err = CL_INVALID_VALUE;
-        else if (h != p && !rgpu_cl_program_prepare(h, NULL, (const char *const *)m->header_names,
+        else if (h != p && !rgpu_cl_program_prepare(h, NULL, NULL, (const char *const *)m->header_names,
                                                     m->n_header_names, why, sizeof(why)))
             refused = 1;
         else
