@@ -38,8 +38,17 @@ run_app() {
     else
         env+=(OCL_ICD_VENDORS="$POCL_ICD")
     fi
-    system_prog env "${env[@]}" "$PY" "$APP" --platform "$platform" --cache "$cache" \
-        >"$out" 2>"$out.stderr" || rc=$?
+    if [ "$label" = rgpu ] && [ "$E2E_SANITIZED" = 1 ]; then
+        # A sanitized ICD needs ASan's runtime first (system_prog), and
+        # ASan's __cxa_throw interceptor needs libstdc++ loaded at start:
+        # python is not linked with it, and pyopencl throws C++ exceptions.
+        LD_PRELOAD="$(gcc -print-file-name=libstdc++.so.6)${LD_PRELOAD:+:$LD_PRELOAD}" \
+            system_prog env "${env[@]}" "$PY" "$APP" --platform "$platform" --cache "$cache" \
+            >"$out" 2>"$out.stderr" || rc=$?
+    else
+        env "${env[@]}" "$PY" "$APP" --platform "$platform" --cache "$cache" \
+            >"$out" 2>"$out.stderr" || rc=$?
+    fi
     if [ "$rc" -ne 0 ]; then
         echo "----- pyopencl_app.py on $label, $cache cache: stderr (last 40 lines) -----" >&2
         tail -n 40 "$out.stderr" >&2
