@@ -1,5 +1,8 @@
 /* Reproducer: programs that pyopencl (and many OpenCL applications) build,
- * which local PoCL builds and rgpu refuses.
+ * which local PoCL builds and rgpu refused. Cases 1 and 2 pass through rgpu
+ * since c545aa4 (the client inlines -I headers, the server builds that
+ * source; untaken includes become #error lines); case 3, hashcat's, still
+ * fails (docs/applications.md has the history).
  *
  *   cc -std=c11 -o repro_include_path tests/e2e/repro_include_path.c -lOpenCL
  *   OCL_ICD_VENDORS=/etc/OpenCL/vendors/pocl.icd ./repro_include_path   # all ok
