@@ -15,8 +15,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "rgpu/transport.h"
 #include "rgpu/util.h"
+#include "transport_int.h"
+
+/* The largest message: batched asynchronous calls and small transfers go
+ * inline, larger bulk by get/put (carried in the stream all the same). */
+#define RGPU_TCP_MAX_EAGER (256u << 10)
 
 /* Receives go through a small buffer: a stream of small frames (batched
  * asynchronous calls) then costs one recv per buffer, not two per frame.
@@ -61,7 +65,7 @@ static void rgpu_tcp_tune(int fd)
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
 }
 
-static rgpu_status_t rgpu_tcp_link_new(int fd, rgpu_link_t **link_p)
+static rgpu_status_t rgpu_tcp_link_new(rgpu_transport_t *tp, int fd, rgpu_link_t **link_p)
 {
     rgpu_tcp_link_t *link = calloc(1, sizeof(*link));
     struct sockaddr_storage ss;
@@ -71,6 +75,10 @@ static rgpu_status_t rgpu_tcp_link_new(int fd, rgpu_link_t **link_p)
         return RGPU_ERR_NOMEM;
     link->base.ops = &rgpu_tcp_ops;
     link->fd = fd;
+    if (!tp || rgpu__link_init(&link->base, tp, fd) != RGPU_OK) {
+        free(link);
+        return RGPU_ERR_NOMEM;
+    }
     if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
         rgpu_tcp_format_addr((struct sockaddr *)&ss, link->base.peer, sizeof(link->base.peer));
     rgpu_tcp_tune(fd);
@@ -91,8 +99,8 @@ static rgpu_status_t rgpu_tcp_resolve(const char *addr, int passive, struct addr
     return getaddrinfo(host, port, &hints, res_p) == 0 ? RGPU_OK : RGPU_ERR_ADDRESS;
 }
 
-static rgpu_status_t rgpu_tcp_connect(const char *addr, int timeout_ms, rgpu_link_t **link_p,
-                                      char *reason, size_t reason_cap)
+static rgpu_status_t rgpu_tcp_tp_connect(rgpu_transport_t *tp, const char *addr, int timeout_ms,
+                                         rgpu_link_t **link_p, char *reason, size_t reason_cap)
 {
     struct addrinfo *res, *ai;
     rgpu_status_t status = RGPU_ERR_CONN_REFUSED;
@@ -128,7 +136,7 @@ static rgpu_status_t rgpu_tcp_connect(const char *addr, int timeout_ms, rgpu_lin
         }
         if (err == 0) {
             fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-            status = rgpu_tcp_link_new(fd, link_p);
+            status = rgpu_tcp_link_new(tp, fd, link_p);
             if (status != RGPU_OK)
                 close(fd);
             break;
@@ -144,7 +152,15 @@ static rgpu_status_t rgpu_tcp_connect(const char *addr, int timeout_ms, rgpu_lin
     return status;
 }
 
-static rgpu_status_t rgpu_tcp_listen(const char *addr, rgpu_listener_t **listener_p)
+static rgpu_status_t rgpu_tcp_connect(const char *addr, int timeout_ms, rgpu_link_t **link_p,
+                                      char *reason, size_t reason_cap)
+{
+    return rgpu_tcp_tp_connect(rgpu__transport_default(&rgpu_tcp_ops), addr, timeout_ms, link_p,
+                               reason, reason_cap);
+}
+
+static rgpu_status_t rgpu_tcp_tp_listen(rgpu_transport_t *tp, const char *addr,
+                                        rgpu_listener_t **listener_p)
 {
     struct addrinfo *res;
     rgpu_tcp_listener_t *listener;
@@ -172,6 +188,7 @@ static rgpu_status_t rgpu_tcp_listen(const char *addr, rgpu_listener_t **listene
         goto out_close;
     }
     listener->base.ops = &rgpu_tcp_ops;
+    listener->base.tp = tp;
     listener->fd = fd;
     if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
         rgpu_tcp_format_addr((struct sockaddr *)&ss, listener->base.local, sizeof(listener->base.local));
@@ -186,6 +203,11 @@ out_free_res:
     return status;
 }
 
+static rgpu_status_t rgpu_tcp_listen(const char *addr, rgpu_listener_t **listener_p)
+{
+    return rgpu_tcp_tp_listen(rgpu__transport_default(&rgpu_tcp_ops), addr, listener_p);
+}
+
 static int rgpu_tcp_listener_fd(rgpu_listener_t *listener)
 {
     return ((rgpu_tcp_listener_t *)listener)->fd;
@@ -198,7 +220,7 @@ static rgpu_status_t rgpu_tcp_accept(rgpu_listener_t *listener, rgpu_link_t **li
 
     if (fd < 0)
         return (errno == EAGAIN || errno == EWOULDBLOCK) ? RGPU_ERR_TIMEOUT : RGPU_ERR_IO;
-    status = rgpu_tcp_link_new(fd, link_p);
+    status = rgpu_tcp_link_new(listener->tp, fd, link_p);
     if (status != RGPU_OK)
         close(fd);
     return status;
@@ -328,8 +350,19 @@ static void rgpu_tcp_shutdown_recv(rgpu_link_t *base)
 
 static void rgpu_tcp_close(rgpu_link_t *base)
 {
+    rgpu__link_fini(base);
     close(((rgpu_tcp_link_t *)base)->fd);
     free(base);
+}
+
+static rgpu_status_t rgpu_tcp_tp_open(rgpu_transport_t *tp)
+{
+    tp->caps.max_eager = RGPU_TCP_MAX_EAGER;
+    tp->caps.remote_access = 0;
+    tp->caps.max_rma = RGPU_FRAME_DEFAULT_MAX_BULK;
+    tp->caps.rma_align = 1;
+    tp->caps.reg_pins = 0;
+    return RGPU_OK;
 }
 
 const rgpu_transport_ops_t rgpu_tcp_ops = {
@@ -346,4 +379,7 @@ const rgpu_transport_ops_t rgpu_tcp_ops = {
     .shutdown = rgpu_tcp_shutdown,
     .shutdown_recv = rgpu_tcp_shutdown_recv,
     .close = rgpu_tcp_close,
+    .tp_open = rgpu_tcp_tp_open,
+    .tp_connect = rgpu_tcp_tp_connect,
+    .tp_listen = rgpu_tcp_tp_listen,
 };

@@ -1,0 +1,313 @@
+/*
+ * Transport instances, the address resolver and the registration table.
+ *
+ * The table maps a registration's key to the region; a peer's get or put
+ * names a key and the transport checks it here before touching memory.
+ * Keys are a counter run through a keyed mixer, so a stale or guessed key
+ * matches nothing (a deregistered region's key is never reused).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "transport_int.h"
+
+/* Every transport this build knows, by name. A transport that is not built
+ * (verbs, for now) has a NULL table and is refused with a reason. */
+static const struct {
+    const char *name;
+    const rgpu_transport_ops_t *ops;
+    const char *missing;
+} rgpu_transports[] = {
+    {"tcp", &rgpu_tcp_ops, NULL},
+    {"verbs", NULL, "the verbs (RDMA) transport is not part of rgpu yet: use tcp://host:port "
+                    "or a bare host:port"},
+};
+
+#define RGPU_NTRANSPORTS (sizeof(rgpu_transports) / sizeof(rgpu_transports[0]))
+
+/* Looks up "name" or "name://...": the table's index, or -1. */
+static int rgpu_transport_find(const char *s, const char **bare_p)
+{
+    const char *sep = strstr(s, "://");
+    size_t n = sep ? (size_t)(sep - s) : strlen(s);
+
+    for (size_t i = 0; i < RGPU_NTRANSPORTS; i++) {
+        if (strlen(rgpu_transports[i].name) == n && strncmp(s, rgpu_transports[i].name, n) == 0) {
+            if (bare_p)
+                *bare_p = sep ? sep + 3 : s + n;
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+rgpu_status_t rgpu_transport_for_address(const char *addr, const rgpu_transport_ops_t **ops_p,
+                                         const char **bare_p, char *reason, size_t reason_cap)
+{
+    const char *bare = addr;
+    int i = 0;
+
+    if (!addr) {
+        if (reason)
+            snprintf(reason, reason_cap, "no address");
+        return RGPU_ERR_ADDRESS;
+    }
+    if (strstr(addr, "://")) {
+        i = rgpu_transport_find(addr, &bare);
+        if (i < 0) {
+            if (reason)
+                snprintf(reason, reason_cap,
+                         "unknown transport in \"%s\" (expected tcp://host:port, "
+                         "verbs://host:port or host:port)", addr);
+            return RGPU_ERR_ADDRESS;
+        }
+    }
+    if (!rgpu_transports[i].ops) {
+        if (reason)
+            snprintf(reason, reason_cap, "%s", rgpu_transports[i].missing);
+        return RGPU_ERR_UNSUPPORTED;
+    }
+    *ops_p = rgpu_transports[i].ops;
+    *bare_p = bare;
+    return RGPU_OK;
+}
+
+static uint64_t rgpu_mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static rgpu_status_t rgpu_transport_init(rgpu_transport_t *tp, const rgpu_transport_ops_t *ops)
+{
+    struct timespec ts;
+    rgpu_status_t status;
+
+    memset(tp, 0, sizeof(*tp));
+    tp->ops = ops;
+    if (getrandom(&tp->key_secret, sizeof(tp->key_secret), GRND_NONBLOCK) != sizeof(tp->key_secret)) {
+        clock_gettime(CLOCK_REALTIME, &ts);
+        tp->key_secret = rgpu_mix64((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^
+                                    (uint64_t)(uintptr_t)tp);
+    }
+    tp->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (tp->epfd < 0)
+        return RGPU_ERR_IO;
+    pthread_mutex_init(&tp->lock, NULL);
+    pthread_cond_init(&tp->idle, NULL);
+    rgpu_htable_init(&tp->regs);
+    status = ops->tp_open ? ops->tp_open(tp) : RGPU_OK;
+    if (status != RGPU_OK)
+        goto out_cleanup;
+    return RGPU_OK;
+
+out_cleanup:
+    rgpu_htable_cleanup(&tp->regs);
+    pthread_cond_destroy(&tp->idle);
+    pthread_mutex_destroy(&tp->lock);
+    close(tp->epfd);
+    return status;
+}
+
+rgpu_status_t rgpu_transport_open(const char *name_or_url_scheme, rgpu_transport_t **tp_p)
+{
+    rgpu_transport_t *tp;
+    rgpu_status_t status;
+    int i = name_or_url_scheme ? rgpu_transport_find(name_or_url_scheme, NULL) : -1;
+
+    if (i < 0)
+        return RGPU_ERR_ADDRESS;
+    if (!rgpu_transports[i].ops)
+        return RGPU_ERR_UNSUPPORTED;
+    tp = malloc(sizeof(*tp));
+    if (!tp)
+        return RGPU_ERR_NOMEM;
+    status = rgpu_transport_init(tp, rgpu_transports[i].ops);
+    if (status != RGPU_OK) {
+        free(tp);
+        return status;
+    }
+    *tp_p = tp;
+    return RGPU_OK;
+}
+
+void rgpu_transport_close(rgpu_transport_t *tp)
+{
+    if (!tp)
+        return;
+    if (tp->ops->tp_close)
+        tp->ops->tp_close(tp);
+    rgpu_htable_cleanup(&tp->regs);
+    pthread_cond_destroy(&tp->idle);
+    pthread_mutex_destroy(&tp->lock);
+    close(tp->epfd);
+    free(tp);
+}
+
+/* One default instance per built transport, made on first use. */
+static rgpu_transport_t rgpu_default_tps[RGPU_NTRANSPORTS];
+static int rgpu_default_ready[RGPU_NTRANSPORTS];
+static pthread_mutex_t rgpu_default_lock = PTHREAD_MUTEX_INITIALIZER;
+
+rgpu_transport_t *rgpu__transport_default(const rgpu_transport_ops_t *ops)
+{
+    rgpu_transport_t *tp = NULL;
+
+    pthread_mutex_lock(&rgpu_default_lock);
+    for (size_t i = 0; i < RGPU_NTRANSPORTS; i++) {
+        if (rgpu_transports[i].ops != ops)
+            continue;
+        if (!rgpu_default_ready[i] && rgpu_transport_init(&rgpu_default_tps[i], ops) == RGPU_OK)
+            rgpu_default_ready[i] = 1;
+        if (rgpu_default_ready[i])
+            tp = &rgpu_default_tps[i];
+        break;
+    }
+    pthread_mutex_unlock(&rgpu_default_lock);
+    return tp;
+}
+
+const rgpu_transport_caps_t *rgpu_transport_caps(const rgpu_transport_t *tp)
+{
+    return &tp->caps;
+}
+
+const rgpu_transport_ops_t *rgpu_transport_ops(const rgpu_transport_t *tp)
+{
+    return tp->ops;
+}
+
+rgpu_status_t rgpu_transport_connect(rgpu_transport_t *tp, const char *addr, int timeout_ms,
+                                     rgpu_link_t **link_p, char *reason, size_t reason_cap)
+{
+    return tp->ops->tp_connect(tp, addr, timeout_ms, link_p, reason, reason_cap);
+}
+
+rgpu_status_t rgpu_transport_listen(rgpu_transport_t *tp, const char *addr,
+                                    rgpu_listener_t **listener_p)
+{
+    return tp->ops->tp_listen(tp, addr, listener_p);
+}
+
+int rgpu_transport_event_fd(rgpu_transport_t *tp)
+{
+    return tp->epfd;
+}
+
+/* ---- registrations ---- */
+
+rgpu_status_t rgpu_mem_register_access(rgpu_transport_t *tp, void *addr, size_t len,
+                                       rgpu_memtype_t memtype, unsigned access,
+                                       rgpu_mem_t **mem_p)
+{
+    rgpu_mem_t *mem;
+    rgpu_status_t status;
+
+    if (!addr || len == 0 || (uintptr_t)addr + len < (uintptr_t)addr ||
+        !(access & RGPU_MEM_REMOTE_RW) || (access & ~RGPU_MEM_REMOTE_RW))
+        return RGPU_ERR_INVALID_ARG;
+    if (memtype != RGPU_MEMTYPE_HOST)
+        return RGPU_ERR_UNSUPPORTED;
+    mem = calloc(1, sizeof(*mem));
+    if (!mem)
+        return RGPU_ERR_NOMEM;
+    mem->tp = tp;
+    mem->addr = addr;
+    mem->len = len;
+    mem->memtype = memtype;
+    mem->access = access;
+    if (tp->ops->mem_register && (status = tp->ops->mem_register(tp, mem)) != RGPU_OK)
+        goto out_free;
+    pthread_mutex_lock(&tp->lock);
+    do
+        mem->key = rgpu_mix64(++tp->key_seq ^ tp->key_secret);
+    while (mem->key == 0 || rgpu_htable_find(&tp->regs, mem->key));
+    status = rgpu_htable_insert(&tp->regs, mem->key, mem);
+    pthread_mutex_unlock(&tp->lock);
+    if (status != RGPU_OK)
+        goto out_deregister;
+    *mem_p = mem;
+    return RGPU_OK;
+
+out_deregister:
+    if (tp->ops->mem_deregister)
+        tp->ops->mem_deregister(tp, mem);
+out_free:
+    free(mem);
+    return status;
+}
+
+void rgpu_mem_deregister(rgpu_mem_t *mem)
+{
+    rgpu_transport_t *tp;
+
+    if (!mem)
+        return;
+    tp = mem->tp;
+    pthread_mutex_lock(&tp->lock);
+    rgpu_htable_remove(&tp->regs, mem->key);
+    while (mem->busy > 0)
+        pthread_cond_wait(&tp->idle, &tp->lock);
+    pthread_mutex_unlock(&tp->lock);
+    if (tp->ops->mem_deregister)
+        tp->ops->mem_deregister(tp, mem);
+    free(mem);
+}
+
+rgpu_mem_desc_t rgpu_mem_desc(const rgpu_mem_t *mem)
+{
+    rgpu_mem_desc_t desc = {(uint64_t)(uintptr_t)mem->addr, mem->len, mem->key, mem->memtype};
+    return desc;
+}
+
+void *rgpu_mem_addr(const rgpu_mem_t *mem)
+{
+    return mem->addr;
+}
+
+size_t rgpu_mem_len(const rgpu_mem_t *mem)
+{
+    return mem->len;
+}
+
+rgpu_status_t rgpu__mem_acquire(rgpu_transport_t *tp, uint64_t key, uint64_t addr, uint64_t len,
+                                unsigned access, rgpu_mem_t **mem_p)
+{
+    rgpu_mem_t *mem;
+    rgpu_status_t status = RGPU_OK;
+
+    pthread_mutex_lock(&tp->lock);
+    mem = key ? rgpu_htable_find(&tp->regs, key) : NULL;
+    if (!mem) {
+        status = RGPU_ERR_NOT_FOUND;
+    } else {
+        uint64_t start = (uint64_t)(uintptr_t)mem->addr;
+        if (addr < start || addr - start > mem->len || len > mem->len - (addr - start) ||
+            (mem->access & access) != access)
+            status = RGPU_ERR_INVALID_ARG;
+        else
+            mem->busy++;
+    }
+    pthread_mutex_unlock(&tp->lock);
+    if (status == RGPU_OK)
+        *mem_p = mem;
+    return status;
+}
+
+void rgpu__mem_release(rgpu_mem_t *mem)
+{
+    rgpu_transport_t *tp = mem->tp;
+
+    pthread_mutex_lock(&tp->lock);
+    if (--mem->busy == 0)
+        pthread_cond_broadcast(&tp->idle);
+    pthread_mutex_unlock(&tp->lock);
+}
