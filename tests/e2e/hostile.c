@@ -2270,6 +2270,1279 @@ static void attack_ndrange_huge(result_t *r)
     sess_close(&s);
 }
 
+/* ---- images and samplers -------------------------------------------- */
+
+/* cl_mem_object_type values of the images (OpenCL 1.2). */
+#define IMG_2D CL_MEM_OBJECT_IMAGE2D
+#define IMG_3D CL_MEM_OBJECT_IMAGE3D
+#define IMG_2DA CL_MEM_OBJECT_IMAGE2D_ARRAY
+#define IMG_1D CL_MEM_OBJECT_IMAGE1D
+#define IMG_1DA CL_MEM_OBJECT_IMAGE1D_ARRAY
+#define IMG_1DB CL_MEM_OBJECT_IMAGE1D_BUFFER
+
+typedef struct {
+    uint32_t type, order, dtype;
+    uint64_t w, h, d, a;
+    uint64_t buffer;
+    uint64_t flags;
+} img_desc_t;
+
+/* A ClCreateImage under id, with bulk_len bytes of contents (bulk NULL:
+ * zeros) out of announced: returns its seq (0: the connection broke). */
+static uint64_t op_image_raw(sess_t *s, uint64_t id, uint64_t ctx, const img_desc_t *d, const void *bulk,
+                             uint64_t bulk_len, uint64_t announced, int timeout_ms)
+{
+    Rgpu__ClCreateImage m = RGPU__CL_CREATE_IMAGE__INIT;
+
+    m.id = id;
+    m.context = ctx;
+    m.flags = d->flags ? d->flags : CL_MEM_READ_WRITE;
+    m.channel_order = d->order;
+    m.channel_data_type = d->dtype;
+    m.image_type = d->type;
+    m.width = d->w;
+    m.height = d->h;
+    m.depth = d->d;
+    m.array_size = d->a;
+    m.buffer = d->buffer;
+    return send_frame_ex(s, RGPU__MSG_TYPE__MSG_CL_CREATE_IMAGE, &m.base, bulk, bulk_len, announced, timeout_ms);
+}
+
+/* A new image without contents: its id; *seq_p its seq. */
+static uint64_t op_image(sess_t *s, uint64_t ctx, const img_desc_t *d, uint64_t *seq_p)
+{
+    uint64_t id = s->next_id++;
+    uint64_t seq = op_image_raw(s, id, ctx, d, NULL, 0, 0, T_REPLY);
+
+    if (seq_p)
+        *seq_p = seq;
+    return id;
+}
+
+/* ClImageRect for WRITE_IMAGE (with bulk) or READ_IMAGE; n_o / n_r values
+ * of origin and region. */
+static uint64_t op_image_rect(sess_t *s, uint16_t type, uint64_t q, uint64_t img, const uint64_t *o, size_t n_o,
+                              const uint64_t *rg, size_t n_r, const void *bulk, uint64_t bulk_len)
+{
+    Rgpu__ClImageRect m = RGPU__CL_IMAGE_RECT__INIT;
+
+    m.queue = q;
+    m.image = img;
+    m.blocking = type == RGPU__MSG_TYPE__MSG_CL_READ_IMAGE;
+    m.origin = (uint64_t *)o;
+    m.n_origin = n_o;
+    m.region = (uint64_t *)rg;
+    m.n_region = n_r;
+    return send_frame(s, type, &m.base, bulk, bulk_len);
+}
+
+/* A blocking ReadImage: 1 with *err and *got (bytes of data that came; out
+ * filled when it fits), 0 no reply, -1 the session ended. */
+static int op_read_image(sess_t *s, uint64_t q, uint64_t img, const uint64_t *o, size_t n_o, const uint64_t *rg,
+                         size_t n_r, int32_t *err, uint64_t *got, void *out, size_t out_cap)
+{
+    uint64_t seq = op_image_rect(s, RGPU__MSG_TYPE__MSG_CL_READ_IMAGE, q, img, o, n_o, rg, n_r, NULL, 0);
+    Rgpu__ClReadReply *r;
+    frame_t f;
+    int rc = seq ? wait_reply(s, seq, T_REPLY, &f) : -1;
+
+    if (rc != 1)
+        return rc;
+    r = rgpu__cl_read_reply__unpack(NULL, f.hdr.body_len, f.body);
+    *err = r ? r->cl_error : -9999;
+    if (r)
+        rgpu__cl_read_reply__free_unpacked(r, NULL);
+    *got = f.hdr.bulk_len;
+    if (out && f.bulk && f.hdr.bulk_len <= out_cap)
+        memcpy(out, f.bulk, f.hdr.bulk_len);
+    frame_free(&f);
+    return 1;
+}
+
+static uint64_t op_copy_image(sess_t *s, uint64_t q, int kind, uint64_t src, uint64_t dst, const uint64_t *so,
+                              size_t n_so, const uint64_t *dso, size_t n_dso, const uint64_t *rg, size_t n_r,
+                              uint64_t offset)
+{
+    Rgpu__ClImageCopy m = RGPU__CL_IMAGE_COPY__INIT;
+
+    m.queue = q;
+    m.kind = (Rgpu__ClImageCopyKind)kind;
+    m.src = src;
+    m.dst = dst;
+    m.src_origin = (uint64_t *)so;
+    m.n_src_origin = n_so;
+    m.dst_origin = (uint64_t *)dso;
+    m.n_dst_origin = n_dso;
+    m.region = (uint64_t *)rg;
+    m.n_region = n_r;
+    m.offset = offset;
+    return send_frame(s, RGPU__MSG_TYPE__MSG_CL_COPY_IMAGE, &m.base, NULL, 0);
+}
+
+static uint64_t op_fill_image(sess_t *s, uint64_t q, uint64_t img, const void *color, size_t color_len,
+                              const uint64_t *o, size_t n_o, const uint64_t *rg, size_t n_r)
+{
+    Rgpu__ClFillImage m = RGPU__CL_FILL_IMAGE__INIT;
+
+    m.queue = q;
+    m.image = img;
+    m.color.data = (uint8_t *)color;
+    m.color.len = color_len;
+    m.origin = (uint64_t *)o;
+    m.n_origin = n_o;
+    m.region = (uint64_t *)rg;
+    m.n_region = n_r;
+    return send_frame(s, RGPU__MSG_TYPE__MSG_CL_FILL_IMAGE, &m.base, NULL, 0);
+}
+
+static uint64_t op_sampler_id(sess_t *s, uint64_t id, uint64_t ctx, int norm, uint32_t addr, uint32_t filt)
+{
+    Rgpu__ClCreateSampler m = RGPU__CL_CREATE_SAMPLER__INIT;
+
+    m.id = id;
+    m.context = ctx;
+    m.normalized_coords = norm;
+    m.addressing_mode = addr;
+    m.filter_mode = filt;
+    return send_frame(s, RGPU__MSG_TYPE__MSG_CL_CREATE_SAMPLER, &m.base, NULL, 0);
+}
+
+static uint64_t op_sampler(sess_t *s, uint64_t ctx, int norm, uint32_t addr, uint32_t filt, uint64_t *seq_p)
+{
+    uint64_t id = s->next_id++;
+    uint64_t seq = op_sampler_id(s, id, ctx, norm, addr, filt);
+
+    if (seq_p)
+        *seq_p = seq;
+    return id;
+}
+
+static uint64_t op_arg_sampler(sess_t *s, uint64_t kernel, uint32_t index, uint64_t smp)
+{
+    Rgpu__ClSetKernelArg m = RGPU__CL_SET_KERNEL_ARG__INIT;
+
+    m.kernel = kernel;
+    m.index = index;
+    m.kind = RGPU__CL_ARG_KIND__CL_ARG_SAMPLER;
+    m.sampler = smp;
+    return send_frame(s, RGPU__MSG_TYPE__MSG_CL_SET_KERNEL_ARG, &m.base, NULL, 0);
+}
+
+/* A frame whose body is raw bytes (a body no encoder would write). */
+static uint64_t send_raw_body(sess_t *s, uint16_t type, const uint8_t *body, uint32_t len)
+{
+    uint8_t head[RGPU_FRAME_HEADER_SIZE];
+    rgpu_frame_header_t h = {RGPU_PROTOCOL_VERSION, type, 0, len, ++s->seq, 0};
+    int64_t deadline = now_ms() + T_REPLY;
+
+    rgpu_frame_header_encode(&h, head);
+    if (send_all(s, head, sizeof(head), deadline) != 1 || (len && send_all(s, body, len, deadline) != 1))
+        return 0;
+    return h.seq;
+}
+
+/* Calls that must each be refused with an AsyncError, checked in batches
+ * (a session keeps the last 128 AsyncErrors). */
+typedef struct {
+    struct {
+        char what[200];
+        uint64_t seq;
+    } e[100];
+    int n;
+    int refused;
+} expects_t;
+
+static void expect_f(expects_t *x, uint64_t seq, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void expect_f(expects_t *x, uint64_t seq, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (x->n >= (int)(sizeof(x->e) / sizeof(x->e[0])))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(x->e[x->n].what, sizeof(x->e[x->n].what), fmt, ap);
+    va_end(ap);
+    x->e[x->n++].seq = seq;
+}
+
+/* The attack's list (one attack runs at a time). */
+static expects_t *expects_new(void)
+{
+    static expects_t x;
+
+    memset(&x, 0, sizeof(x));
+    return &x;
+}
+
+/* A sync point, then every call recorded must have got its AsyncError.
+ * 0, or -1 when the session ended (the attack cannot go on in it). */
+static int expects_check(sess_t *s, expects_t *x, result_t *r, const char *when)
+{
+    char how[400];
+    int rc = sess_ping(s, T_REPLY), bad = 0;
+
+    if (rc != 1) {
+        FAILF(r, "%s: %s (the last call sent: %s)", when,
+              rc == 0 ? "no pong within the deadline" : ended_how(s, how, sizeof(how)),
+              x->n ? x->e[x->n - 1].what : "-");
+        x->n = 0;
+        return -1;
+    }
+    for (int i = 0; i < x->n; i++) {
+        if (!x->e[i].seq) {
+            FAILF(r, "%s: the connection broke sending it", x->e[i].what);
+        } else if (!async_err(s, x->e[i].seq)) {
+            if (bad++ < 12)
+                FAILF(r, "%s: accepted", x->e[i].what);
+            else
+                r->failed = 1;
+        } else {
+            x->refused++;
+        }
+    }
+    if (bad > 12)
+        note(r, "(%d more accepted in %s)", bad - 12, when);
+    x->n = 0;
+    s->n_aerr = 0;
+    return 0;
+}
+
+/* The fixtures of an image attack fail: a harness problem. */
+static int harness_ok(sess_t *s, result_t *r, const char *when)
+{
+    if (sync_or_fail(s, r, when) != 0)
+        return 0;
+    if (s->n_aerr) {
+        FAILF(r, "%s failed (AsyncError %d: %s): harness problem", when, s->aerr[0].err, s->aerr[0].what);
+        return 0;
+    }
+    return 1;
+}
+
+/* A 2D RGBA8 image: written then read back (whether the session works). */
+static int image_roundtrip(sess_t *s, uint64_t q, uint64_t img, uint64_t w, uint64_t h, char *why, size_t cap)
+{
+    uint64_t o[3] = {0, 0, 0}, rg[3] = {w, h, 1}, got = 0;
+    uint8_t data[4096], back[4096];
+    int32_t err = 0;
+    int rc;
+
+    if (w * h * 4 > sizeof(data))
+        return -1;
+    for (uint64_t i = 0; i < w * h * 4; i++)
+        data[i] = (uint8_t)(i * 11 + 5);
+    op_image_rect(s, RGPU__MSG_TYPE__MSG_CL_WRITE_IMAGE, q, img, o, 3, rg, 3, data, w * h * 4);
+    rc = op_read_image(s, q, img, o, 3, rg, 3, &err, &got, back, sizeof(back));
+    if (rc != 1 || err != CL_SUCCESS || got != w * h * 4 || memcmp(back, data, w * h * 4) != 0) {
+        char how[400];
+        snprintf(why, cap, "an image write and read back: %s",
+                 rc != 1 ? (rc == 0 ? "no reply" : ended_how(s, how, sizeof(how)))
+                 : err != CL_SUCCESS ? "error" : "wrong data");
+        if (rc == 1 && err != CL_SUCCESS)
+            snprintf(why, cap, "an image write and read back: error %d", err);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * image-bad-desc: image descriptions no platform should see: unknown image
+ * types, used dimensions of 0 or past any device's limits, sizes whose
+ * width * height * depth * array size * pixel size overflows 2^64 (or wraps
+ * to a few bytes), channel orders and types that do not exist or do not go
+ * together, flags that contradict the contents, 1D buffer images over a
+ * nonexistent buffer, a sub-buffer, an image, another session's buffer or
+ * a buffer too small, and contexts that are not this session's. (The wire
+ * carries no row or slice pitch: images always travel packed.) Correct:
+ * each is refused with an AsyncError, no memory is allocated for them
+ * (with --server-pid: VmRSS grows by at most 16 MiB over all of them), and
+ * the session still creates, writes and reads a valid image.
+ */
+static void attack_image_bad_desc(result_t *r)
+{
+    const uint32_t RGBA = CL_RGBA, U8 = CL_UNORM_INT8, F32 = CL_FLOAT;
+    sess_t s, b;
+    uint64_t ctx, q, buf, sub, img, img1db, bctx, bq, bbuf, seq;
+    expects_t *x = expects_new();
+    long rss0, rss1;
+    char why[400];
+
+    OPEN_OR_FAIL(&b, 5000, r);
+    bctx = op_context(&b, NULL);
+    bq = op_queue(&b, bctx, NULL);
+    bbuf = op_buffer(&b, bctx, 4096, NULL, NULL);
+    if (!harness_ok(&b, r, "the other session's buffer")) {
+        sess_close(&b);
+        return;
+    }
+    {
+        char w2[400];
+        if (sess_open(&s, 1, w2, sizeof(w2)) != 0) {
+            FAILF(r, "cannot open the attacker's session: %s", w2);
+            sess_close(&b);
+            return;
+        }
+    }
+    ctx = op_context(&s, NULL);
+    q = op_queue(&s, ctx, NULL);
+    buf = op_buffer(&s, ctx, 4096, NULL, NULL);
+    sub = op_sub_buffer(&s, buf, 0, 1024, NULL);
+    {
+        img_desc_t ok2d = {IMG_2D, RGBA, U8, 16, 16, 0, 0, 0, 0};
+        img_desc_t ok1db = {IMG_1DB, RGBA, U8, 256, 0, 0, 0, buf, 0};
+        img = op_image(&s, ctx, &ok2d, &seq);
+        img1db = op_image(&s, ctx, &ok1db, NULL);
+    }
+    if (!harness_ok(&s, r, "creating a context, a buffer and two valid images (does the device have images?)"))
+        goto out;
+    rss0 = server_rss_kib();
+
+    /* Types and dimensions. */
+    {
+        static const struct {
+            const char *what;
+            img_desc_t d;
+        } cases[] = {
+            {"image type 0", {0, CL_RGBA, CL_UNORM_INT8, 16, 16, 1, 1, 0, 0}},
+            {"image type CL_MEM_OBJECT_BUFFER", {CL_MEM_OBJECT_BUFFER, CL_RGBA, CL_UNORM_INT8, 16, 16, 1, 1, 0, 0}},
+            {"image type 0x10F7 (one past IMAGE1D_BUFFER)", {0x10F7, CL_RGBA, CL_UNORM_INT8, 16, 16, 1, 1, 0, 0}},
+            {"image type 0x10EF (one before IMAGE2D)", {0x10EF, CL_RGBA, CL_UNORM_INT8, 16, 16, 1, 1, 0, 0}},
+            {"image type 0xFFFFFFFF", {0xFFFFFFFFu, CL_RGBA, CL_UNORM_INT8, 16, 16, 1, 1, 0, 0}},
+            {"a 1D image of width 0", {IMG_1D, CL_RGBA, CL_UNORM_INT8, 0, 1, 1, 1, 0, 0}},
+            {"a 2D image of width 0", {IMG_2D, CL_RGBA, CL_UNORM_INT8, 0, 16, 0, 0, 0, 0}},
+            {"a 2D image of height 0", {IMG_2D, CL_RGBA, CL_UNORM_INT8, 16, 0, 0, 0, 0, 0}},
+            {"a 3D image of depth 0", {IMG_3D, CL_RGBA, CL_UNORM_INT8, 16, 16, 0, 0, 0, 0}},
+            {"a 1D array of 0 images", {IMG_1DA, CL_RGBA, CL_UNORM_INT8, 16, 0, 0, 0, 0, 0}},
+            {"a 2D array of 0 images", {IMG_2DA, CL_RGBA, CL_UNORM_INT8, 16, 16, 0, 0, 0, 0}},
+            {"a 2D image of width 2^40", {IMG_2D, CL_RGBA, CL_UNORM_INT8, 1ull << 40, 1, 0, 0, 0, 0}},
+            {"a 2D image of height 2^40", {IMG_2D, CL_RGBA, CL_UNORM_INT8, 1, 1ull << 40, 0, 0, 0, 0}},
+            {"a 1D image of width 2^63", {IMG_1D, CL_RGBA, CL_UNORM_INT8, 1ull << 63, 0, 0, 0, 0, 0}},
+            {"a 3D image of depth 2^32", {IMG_3D, CL_RGBA, CL_UNORM_INT8, 1, 1, 1ull << 32, 0, 0, 0}},
+            {"a 2D array of 2^32 images", {IMG_2DA, CL_RGBA, CL_UNORM_INT8, 1, 1, 0, 1ull << 32, 0, 0}},
+            {"a 1D array of 2^40 images", {IMG_1DA, CL_RGBA, CL_UNORM_INT8, 1, 0, 0, 1ull << 40, 0, 0}},
+            {"a 2D image of 65537 x 65537 (past every device's 2D limits)",
+             {IMG_2D, CL_RGBA, CL_UNORM_INT8, 65537, 65537, 0, 0, 0, 0}},
+            {"a 3D RGBA float image of 2^20 x 2^20 x 2^20 (2^64 bytes: wraps to 0)",
+             {IMG_3D, CL_RGBA, CL_FLOAT, 1ull << 20, 1ull << 20, 1ull << 20, 0, 0, 0}},
+            {"a 3D RGBA float image of 2^22 x 2^22 x 2^22 (2^70 bytes)",
+             {IMG_3D, CL_RGBA, CL_FLOAT, 1ull << 22, 1ull << 22, 1ull << 22, 0, 0, 0}},
+            {"a 1D RGBA8 image of 2^62 + 1 pixels (2^64 + 4 bytes: wraps to 4)",
+             {IMG_1D, CL_RGBA, CL_UNORM_INT8, (1ull << 62) + 1, 0, 0, 0, 0, 0}},
+            {"a 2D array of 2^16 x 2^16 x (2^32 + 1) RGBA8 (wraps to 2^34 bytes)",
+             {IMG_2DA, CL_RGBA, CL_UNORM_INT8, 1ull << 16, 1ull << 16, 0, (1ull << 32) + 1, 0, 0}},
+            {"a 2D image of 2^33 x 2^31 RGBA8 (2^66: wraps to 0)",
+             {IMG_2D, CL_RGBA, CL_UNORM_INT8, 1ull << 33, 1ull << 31, 0, 0, 0, 0}},
+            {"channel order 0xDEAD", {IMG_2D, 0xDEAD, CL_UNORM_INT8, 16, 16, 0, 0, 0, 0}},
+            {"channel order 0", {IMG_2D, 0, CL_UNORM_INT8, 16, 16, 0, 0, 0, 0}},
+            {"channel data type 0xBEEF", {IMG_2D, CL_RGBA, 0xBEEF, 16, 16, 0, 0, 0, 0}},
+            {"channel data type 0", {IMG_2D, CL_RGBA, 0, 16, 16, 0, 0, 0, 0}},
+            {"channel order and type swapped", {IMG_2D, CL_UNORM_INT8, CL_RGBA, 16, 16, 0, 0, 0, 0}},
+            {"CL_RGB with CL_UNORM_INT8 (OpenCL defines RGB only for packed types)",
+             {IMG_2D, CL_RGB, CL_UNORM_INT8, 16, 16, 0, 0, 0, 0}},
+            {"CL_RGBA with CL_UNORM_SHORT_565 (a packed type needs RGB)",
+             {IMG_2D, CL_RGBA, CL_UNORM_SHORT_565, 16, 16, 0, 0, 0, 0}},
+            {"CL_BGRA with CL_FLOAT (OpenCL defines BGRA only for 8-bit types)",
+             {IMG_2D, CL_BGRA, CL_FLOAT, 16, 16, 0, 0, 0, 0}},
+            {"CL_INTENSITY with CL_SIGNED_INT8 (OpenCL defines INTENSITY only for norm and float types)",
+             {IMG_2D, CL_INTENSITY, CL_SIGNED_INT8, 16, 16, 0, 0, 0, 0}},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+            op_image(&s, ctx, &cases[i].d, &seq);
+            expect_f(x, seq, "%s", cases[i].what);
+        }
+        (void)RGBA, (void)U8, (void)F32;
+    }
+    if (expects_check(&s, x, r, "after the bad types, sizes and formats") != 0)
+        goto out;
+
+    /* Buffers under 1D buffer images, and buffers where none belongs. */
+    {
+        struct {
+            const char *what;
+            img_desc_t d;
+        } cases[] = {
+            {"a 1D buffer image over a nonexistent buffer", {IMG_1DB, CL_RGBA, CL_UNORM_INT8, 16, 0, 0, 0, 777777, 0}},
+            {"a 1D buffer image over buffer id 0", {IMG_1DB, CL_RGBA, CL_UNORM_INT8, 16, 0, 0, 0, 0, 0}},
+            {"a 1D buffer image over a sub-buffer", {IMG_1DB, CL_RGBA, CL_UNORM_INT8, 16, 0, 0, 0, sub, 0}},
+            {"a 1D buffer image over the other session's buffer",
+             {IMG_1DB, CL_RGBA, CL_UNORM_INT8, 16, 0, 0, 0, bbuf, 0}},
+            {"a 1D buffer image over an image", {IMG_1DB, CL_RGBA, CL_UNORM_INT8, 16, 0, 0, 0, img, 0}},
+            {"a 1D buffer image over a 1D buffer image", {IMG_1DB, CL_RGBA, CL_UNORM_INT8, 16, 0, 0, 0, img1db, 0}},
+            {"a 1D buffer image over a context id", {IMG_1DB, CL_RGBA, CL_UNORM_INT8, 16, 0, 0, 0, ctx, 0}},
+            {"a 1D buffer image of 1025 RGBA8 pixels over a 4 KiB buffer",
+             {IMG_1DB, CL_RGBA, CL_UNORM_INT8, 1025, 0, 0, 0, buf, 0}},
+            {"a 1D buffer image of 2^62 + 1 RGBA8 pixels over a 4 KiB buffer (wraps to 4 bytes)",
+             {IMG_1DB, CL_RGBA, CL_UNORM_INT8, (1ull << 62) + 1, 0, 0, 0, buf, 0}},
+            {"a 1D buffer image with CL_MEM_COPY_HOST_PTR",
+             {IMG_1DB, CL_RGBA, CL_UNORM_INT8, 16, 0, 0, 0, buf, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR}},
+            {"a 1D buffer image with CL_MEM_USE_HOST_PTR",
+             {IMG_1DB, CL_RGBA, CL_UNORM_INT8, 16, 0, 0, 0, buf, CL_MEM_READ_WRITE | CL_MEM_USE_HOST_PTR}},
+            {"a 1D buffer image with CL_MEM_ALLOC_HOST_PTR",
+             {IMG_1DB, CL_RGBA, CL_UNORM_INT8, 16, 0, 0, 0, buf, CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR}},
+            {"a 2D image naming a buffer", {IMG_2D, CL_RGBA, CL_UNORM_INT8, 16, 16, 0, 0, buf, 0}},
+            {"a 1D image naming a buffer", {IMG_1D, CL_RGBA, CL_UNORM_INT8, 16, 0, 0, 0, buf, 0}},
+            {"a 2D image with CL_MEM_COPY_HOST_PTR and no contents",
+             {IMG_2D, CL_RGBA, CL_UNORM_INT8, 16, 16, 0, 0, 0, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR}},
+            {"a 2D image with CL_MEM_USE_HOST_PTR and no contents",
+             {IMG_2D, CL_RGBA, CL_UNORM_INT8, 16, 16, 0, 0, 0, CL_MEM_READ_WRITE | CL_MEM_USE_HOST_PTR}},
+            {"a 2D image both CL_MEM_READ_ONLY and CL_MEM_WRITE_ONLY",
+             {IMG_2D, CL_RGBA, CL_UNORM_INT8, 16, 16, 0, 0, 0, CL_MEM_READ_ONLY | CL_MEM_WRITE_ONLY}},
+            {"a 2D image with flag bit 2^40", {IMG_2D, CL_RGBA, CL_UNORM_INT8, 16, 16, 0, 0, 0, 1ull << 40}},
+            {"a 2D image with every flag bit", {IMG_2D, CL_RGBA, CL_UNORM_INT8, 16, 16, 0, 0, 0, ~0ull}},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+            op_image(&s, ctx, &cases[i].d, &seq);
+            expect_f(x, seq, "%s", cases[i].what);
+        }
+    }
+    /* Contexts and ids. */
+    {
+        img_desc_t d = {IMG_2D, CL_RGBA, CL_UNORM_INT8, 16, 16, 0, 0, 0, 0};
+        op_image(&s, 777778, &d, &seq);
+        expect_f(x, seq, "an image in a nonexistent context");
+        op_image(&s, 0, &d, &seq);
+        expect_f(x, seq, "an image in context 0");
+        op_image(&s, bctx, &d, &seq);
+        expect_f(x, seq, "an image in the other session's context");
+        op_image(&s, q, &d, &seq);
+        expect_f(x, seq, "an image in a queue id as context");
+        expect_f(x, op_image_raw(&s, buf, ctx, &d, NULL, 0, 0, T_REPLY), "an image under the id of a buffer");
+        expect_f(x, op_image_raw(&s, img, ctx, &d, NULL, 0, 0, T_REPLY), "an image under the id of an image");
+    }
+    if (expects_check(&s, x, r, "after the bad buffers, flags and contexts") != 0)
+        goto out;
+    rss1 = server_rss_kib();
+    if (rss0 > 0 && rss1 > 0 && rss1 - rss0 > 16 * 1024)
+        FAILF(r, "server VmRSS grew by %ld MiB while refusing the image descriptions", (rss1 - rss0) / 1024);
+    /* The ids reused above still name what they named, and the session works. */
+    if (image_roundtrip(&s, q, img, 16, 16, why, sizeof(why)) != 0)
+        FAILF(r, "afterwards, in the attacker's session: %s", why);
+    {
+        uint8_t got[16];
+        int32_t err;
+        if (op_read(&s, q, buf, 0, sizeof(got), got, &err) != 1 || err != CL_SUCCESS)
+            FAILF(r, "afterwards the buffer whose id an image tried to take no longer reads (error %d)", err);
+        if (op_read(&b, bq, bbuf, 0, sizeof(got), got, &err) != 1 || err != CL_SUCCESS)
+            FAILF(r, "afterwards the other session's buffer no longer reads (error %d)", err);
+    }
+    if (!r->failed)
+        note(r, "%d image descriptions refused; VmRSS +%ld KiB; the session still works", x->refused,
+             rss0 > 0 && rss1 > 0 ? rss1 - rss0 : 0);
+out:
+    sess_close(&s);
+    sess_close(&b);
+}
+
+/*
+ * image-bulk: contents that do not match the image. CreateImage (and
+ * WriteImage) with bulk shorter and longer than the packed size; 1 GiB
+ * announced as the contents of an image in a nonexistent context, of an
+ * image of 16 x 16 pixels, and of a 1D buffer image (which takes none),
+ * 16 MiB of it sent. Correct: a mismatch is refused (AsyncError, or a
+ * SessionError for that session) and no image is created; the 1 GiB ones
+ * are refused within 5 s, before the GiB is received or allocated (with
+ * --server-pid: VmRSS grows by at most 16 MiB, as in bulk-to-nothing);
+ * contents without CL_MEM_COPY_HOST_PTR, or the flag without contents,
+ * are refused and the session goes on.
+ */
+static void attack_image_bulk(result_t *r)
+{
+    enum { V = 8, HUGE0 = 5 };
+    static const char *names[V] = {
+        "CreateImage 16x16 RGBA8 (1024 bytes) with 512 bytes of contents",
+        "CreateImage 16x16 RGBA8 (1024 bytes) with 2048 bytes of contents",
+        "CreateImage 16x16 RGBA8 (1024 bytes) with 1023 bytes of contents",
+        "WriteImage of a 16x16 region (1024 bytes) with 512 bytes",
+        "WriteImage of a 16x16 region (1024 bytes) with 1025 bytes",
+        "CreateImage with 1 GiB of contents in a nonexistent context",
+        "CreateImage 16x16 RGBA8 with 1 GiB of contents",
+        "CreateImage of a 1D buffer image with 1 GiB of contents",
+    };
+    static uint8_t data[2048];
+    sess_t s[V];
+    uint64_t seq[V], ids[V], q[V], img[V];
+    long rss0, rss1;
+    int64_t deadline;
+
+    for (int v = 0; v < V; v++) {
+        OPEN_OR_FAIL(&s[v], 1, r);
+        seq[v] = ids[v] = q[v] = img[v] = 0;
+    }
+    for (int v = 0; v < V; v++) {
+        uint64_t ctx;
+        img_desc_t d = {IMG_2D, CL_RGBA, CL_UNORM_INT8, 16, 16, 0, 0, 0, 0};
+
+        if (v == HUGE0)
+            continue;
+        ctx = op_context(&s[v], NULL);
+        q[v] = op_queue(&s[v], ctx, NULL);
+        if (v == 3 || v == 4)
+            img[v] = op_image(&s[v], ctx, &d, NULL);
+        if (v == 7)
+            op_buffer(&s[v], ctx, 4096, NULL, NULL);
+        if (!harness_ok(&s[v], r, "creating the objects"))
+            goto out;
+    }
+    /* Mismatches, small. */
+    for (int v = 0; v < 5; v++) {
+        static const uint64_t lens[5] = {512, 2048, 1023, 512, 1025};
+        char how[400];
+
+        if (v < 3) {
+            img_desc_t d = {IMG_2D, CL_RGBA, CL_UNORM_INT8, 16, 16, 0, 0, 0, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR};
+            ids[v] = s[v].next_id++;
+            seq[v] = op_image_raw(&s[v], ids[v], 1, &d, data, lens[v], lens[v], T_REPLY);
+        } else {
+            uint64_t o[3] = {0, 0, 0}, rg[3] = {16, 16, 1};
+            seq[v] = op_image_rect(&s[v], RGPU__MSG_TYPE__MSG_CL_WRITE_IMAGE, q[v], img[v], o, 3, rg, 3, data, lens[v]);
+        }
+        if (refused_within(&s[v], seq[v], T_REPLY, how, sizeof(how))) {
+            note(r, "%s: %s", names[v], how);
+        } else {
+            /* Nothing came: was it taken? */
+            FAILF(r, "%s: accepted (no error, the session goes on)", names[v]);
+        }
+        if (v < 3 && !s[v].closed && !s[v].session_error) {
+            /* If the session lives on, the image must not exist. */
+            uint8_t got[16];
+            uint64_t n = 0, o[3] = {0, 0, 0}, rg[3] = {1, 1, 1};
+            int32_t err = 0;
+            if (op_read_image(&s[v], q[v], ids[v], o, 3, rg, 3, &err, &n, got, sizeof(got)) == 1 && err == CL_SUCCESS)
+                FAILF(r, "%s: the image exists", names[v]);
+        }
+    }
+    /* 1 GiB announced, 16 MiB sent. */
+    rss0 = server_rss_kib();
+    for (int v = HUGE0; v < V; v++) {
+        img_desc_t d = {IMG_2D, CL_RGBA, CL_UNORM_INT8, 16, 16, 0, 0, 0, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR};
+
+        if (v == HUGE0)
+            d.w = d.h = 16384;          /* exactly 1 GiB: the size matches, the context does not exist */
+        if (v == 7)
+            d = (img_desc_t){IMG_1DB, CL_RGBA, CL_UNORM_INT8, 16, 0, 0, 0, 3, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR};
+        ids[v] = s[v].next_id++;
+        seq[v] = s[v].seq + 1;
+        op_image_raw(&s[v], ids[v], v == HUGE0 ? 999004 : 1, &d, NULL, 16 * MIB, GIB, T_REFUSE);
+    }
+    rss1 = server_rss_kib();
+    deadline = now_ms() + T_REFUSE;
+    for (int v = HUGE0; v < V; v++) {
+        char how[400];
+        if (refused_within(&s[v], seq[v], left_ms(deadline), how, sizeof(how)))
+            note(r, "%s: %s", names[v], how);
+        else
+            FAILF(r, "%s: no refusal within %d s of announcing 1 GiB, 16 MiB of it sent (the server receives or "
+                     "discards the whole GiB before it answers)", names[v], T_REFUSE / 1000);
+    }
+    if (rss0 > 0 && rss1 > 0) {
+        if (rss1 - rss0 > 16 * 1024)
+            FAILF(r, "server VmRSS grew by %ld MiB while receiving 16 MiB of 1 GiB image contents for each of %d "
+                     "refused images", (rss1 - rss0) / 1024, V - HUGE0);
+        else
+            note(r, "server VmRSS grew by %ld KiB", rss1 - rss0);
+    }
+    for (int v = HUGE0; v < V; v++)
+        sess_close(&s[v]);
+
+    /* Contents and the copy flag that disagree: refused, the session goes on. */
+    {
+        sess_t t;
+        expects_t *x = expects_new();
+        img_desc_t d = {IMG_2D, CL_RGBA, CL_UNORM_INT8, 16, 16, 0, 0, 0, CL_MEM_READ_WRITE};
+        uint64_t ctx, tq, good;
+        char why[400];
+
+        OPEN_OR_FAIL(&t, 1, r);
+        ctx = op_context(&t, NULL);
+        tq = op_queue(&t, ctx, NULL);
+        if (!harness_ok(&t, r, "a context")) {
+            sess_close(&t);
+            goto out;
+        }
+        expect_f(x, op_image_raw(&t, t.next_id++, ctx, &d, data, 1024, 1024, T_REPLY),
+                 "1024 bytes of contents without CL_MEM_COPY_HOST_PTR");
+        d.flags = CL_MEM_READ_WRITE | CL_MEM_USE_HOST_PTR;
+        expect_f(x, op_image_raw(&t, t.next_id++, ctx, &d, data, 1024, 1024, T_REPLY),
+                 "1024 bytes of contents with CL_MEM_USE_HOST_PTR alone");
+        d.flags = CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR;
+        d.w = d.h = 0;
+        expect_f(x, op_image_raw(&t, t.next_id++, ctx, &d, data, 1024, 1024, T_REPLY),
+                 "contents for an image of 0 x 0 pixels");
+        if (expects_check(&t, x, r, "after contents without the flag") == 0) {
+            good = op_image(&t, ctx, &(img_desc_t){IMG_2D, CL_RGBA, CL_UNORM_INT8, 16, 16, 0, 0, 0, 0}, NULL);
+            if (image_roundtrip(&t, tq, good, 16, 16, why, sizeof(why)) != 0)
+                FAILF(r, "afterwards: %s", why);
+        }
+        sess_close(&t);
+    }
+out:
+    for (int v = 0; v < V; v++)
+        sess_close(&s[v]);
+}
+
+/*
+ * image-regions: transfers outside their images. For an image of each type
+ * (1D, 1D array, 2D, 2D array, 3D, 1D buffer) and each of the 3
+ * coordinates: an origin at the edge, a region crossing it, a region one
+ * past the extent, an origin of 2^64-1 with a region of 2 and a region of
+ * 2^64-1 from origin 1 (both wrap to 1), a region of 0; where the type
+ * uses no such coordinate, an origin of 1 or a region of 2 there. Each in
+ * a WriteImage, a ReadImage, a FillImage, an image-to-image copy (on each
+ * side), an image-to-buffer and a buffer-to-image copy. Then origins and
+ * regions of 0, 2 and 4 values, fill colours that are not 16 bytes,
+ * image<->buffer copies past the end of the buffer or sub-buffer (or at
+ * offsets that wrap), copies between images of different pixel sizes,
+ * buffers where images belong and images where buffers belong (buffer
+ * commands on an image). Correct: every one is refused (an AsyncError, or
+ * an error in the read's reply, without data), nothing is allocated for
+ * them (with --server-pid: VmRSS grows by at most 16 MiB), and the session
+ * still writes and reads its images.
+ */
+static void attack_image_regions(result_t *r)
+{
+    enum { I1D, I1DA, I2D, I2DA, I3D, I1DB, NI };
+    static const char *inames[NI] = {"1D", "1D array", "2D", "2D array", "3D", "1D buffer"};
+    static const img_desc_t descs[NI] = {
+        {IMG_1D, CL_RGBA, CL_UNORM_INT8, 64, 0, 0, 0, 0, 0},
+        {IMG_1DA, CL_RGBA, CL_UNORM_INT8, 64, 0, 0, 4, 0, 0},
+        {IMG_2D, CL_RGBA, CL_UNORM_INT8, 32, 16, 0, 0, 0, 0},
+        {IMG_2DA, CL_RGBA, CL_UNORM_INT8, 16, 8, 0, 4, 0, 0},
+        {IMG_3D, CL_RGBA, CL_UNORM_INT8, 8, 8, 8, 0, 0, 0},
+        {IMG_1DB, CL_RGBA, CL_UNORM_INT8, 64, 0, 0, 0, 0, 0},
+    };
+    /* What each coordinate may reach, as the images' types use them. */
+    static const uint64_t lims[NI][3] = {{64, 1, 1}, {64, 4, 1}, {32, 16, 1}, {16, 8, 4}, {8, 8, 8}, {64, 1, 1}};
+    static const char *vnames[6] = {"origin at the edge", "a region crossing the edge", "a region one past the extent",
+                                    "origin 2^64-1 with region 2 (wraps)", "region 2^64-1 from origin 1 (wraps)",
+                                    "a region of 0"};
+    static const char *cnames[3] = {"x", "y", "z"};
+    static uint8_t data[1 << 16];
+    sess_t s;
+    uint64_t ctx, q, big, small, bbuf, sub, imgs[NI], f32, seq;
+    expects_t *x = expects_new();
+    long rss0, rss;
+    int read_refused = 0;
+    char why[400], how[400];
+
+    OPEN_OR_FAIL(&s, 1, r);
+    ctx = op_context(&s, NULL);
+    q = op_queue(&s, ctx, NULL);
+    big = op_buffer(&s, ctx, 1 << 20, NULL, NULL);
+    small = op_buffer(&s, ctx, 64, NULL, NULL);
+    bbuf = op_buffer(&s, ctx, 256, NULL, NULL);    /* under the 1D buffer image */
+    sub = op_sub_buffer(&s, big, 4096, 256, NULL);
+    for (int i = 0; i < NI; i++) {
+        img_desc_t d = descs[i];
+        if (i == I1DB)
+            d.buffer = bbuf;
+        imgs[i] = op_image(&s, ctx, &d, NULL);
+    }
+    f32 = op_image(&s, ctx, &(img_desc_t){IMG_2D, CL_RGBA, CL_FLOAT, 32, 16, 0, 0, 0, 0}, NULL);
+    if (!harness_ok(&s, r, "creating the buffers and an image of each type")) {
+        sess_close(&s);
+        return;
+    }
+    rss0 = server_rss_kib();
+
+    for (int i = 0; i < NI && !r->failed; i++) {
+        for (int c = 0; c < 3; c++) {
+            for (int v = 0; v < 6; v++) {
+                uint64_t o[3] = {0, 0, 0}, rg[3] = {1, 1, 1}, zero[3] = {0, 0, 0}, bytes = 4, got = 0;
+                uint8_t color[16] = {0};
+                int32_t err = 0;
+                int rc;
+                char what[160];
+
+                switch (v) {
+                case 0: o[c] = lims[i][c]; break;
+                case 1: o[c] = lims[i][c] - 1, rg[c] = 2; break;
+                case 2: rg[c] = lims[i][c] + 1; break;
+                case 3: o[c] = UINT64_MAX, rg[c] = 2; break;
+                case 4: o[c] = 1, rg[c] = UINT64_MAX; break;
+                default: rg[c] = 0; break;
+                }
+                if (rg[c] > 1 && rg[c] < 4096)
+                    bytes = 4 * rg[c];
+                else if (rg[c] == 0)
+                    bytes = 0;
+                snprintf(what, sizeof(what), "%s image (%llu x %llu x %llu), %s in %s", inames[i],
+                         (unsigned long long)lims[i][0], (unsigned long long)lims[i][1],
+                         (unsigned long long)lims[i][2], vnames[v], cnames[c]);
+                expect_f(x, op_image_rect(&s, RGPU__MSG_TYPE__MSG_CL_WRITE_IMAGE, q, imgs[i], o, 3, rg, 3, data, bytes),
+                         "WriteImage of a %s", what);
+                expect_f(x, op_fill_image(&s, q, imgs[i], color, 16, o, 3, rg, 3), "FillImage of a %s", what);
+                /* The other side of each copy is in bounds where the bad side is. */
+                expect_f(x, op_copy_image(&s, q, RGPU__CL_IMAGE_COPY_KIND__CL_COPY_IMAGE, imgs[i], imgs[I3D], o, 3,
+                                          zero, 3, rg, 3, 0),
+                         "CopyImage from a %s", what);
+                expect_f(x, op_copy_image(&s, q, RGPU__CL_IMAGE_COPY_KIND__CL_COPY_IMAGE, imgs[I3D], imgs[i], zero,
+                                          3, o, 3, rg, 3, 0),
+                         "CopyImage into a %s", what);
+                expect_f(x, op_copy_image(&s, q, RGPU__CL_IMAGE_COPY_KIND__CL_COPY_IMAGE_TO_BUFFER, imgs[i], big, o,
+                                          3, NULL, 0, rg, 3, 0),
+                         "CopyImageToBuffer from a %s", what);
+                expect_f(x, op_copy_image(&s, q, RGPU__CL_IMAGE_COPY_KIND__CL_COPY_BUFFER_TO_IMAGE, big, imgs[i],
+                                          NULL, 0, o, 3, rg, 3, 0),
+                         "CopyBufferToImage into a %s", what);
+                rc = op_read_image(&s, q, imgs[i], o, 3, rg, 3, &err, &got, NULL, 0);
+                if (rc != 1) {
+                    FAILF(r, "ReadImage of a %s: %s", what, rc == 0 ? "no reply" : ended_how(&s, how, sizeof(how)));
+                    break;
+                }
+                if (err == CL_SUCCESS || got)
+                    FAILF(r, "ReadImage of a %s: answered %d with %llu bytes", what, err, (unsigned long long)got);
+                else
+                    read_refused++;
+                rss = server_rss_kib();
+                if (rss0 > 0 && rss > 0 && rss - rss0 > 16 * 1024) {
+                    FAILF(r, "server VmRSS grew by %ld MiB by the ReadImage of a %s", (rss - rss0) / 1024, what);
+                    rss0 = rss;
+                }
+            }
+            if (r->failed || expects_check(&s, x, r, inames[i]) != 0)
+                break;
+        }
+    }
+    if (r->failed && (s.closed || s.session_error))
+        goto out;
+
+    /* Origins and regions that are not 3 values. */
+    {
+        uint64_t v4[4] = {0, 0, 0, 0}, r4[4] = {1, 1, 1, 1}, o3[3] = {0, 0, 0}, r3[3] = {1, 1, 1};
+        uint8_t color[16] = {0};
+        static const size_t counts[3] = {0, 2, 4};
+        for (int k = 0; k < 3; k++) {
+            size_t n = counts[k];
+            expect_f(x, op_image_rect(&s, RGPU__MSG_TYPE__MSG_CL_WRITE_IMAGE, q, imgs[I2D], v4, n, r4, n, data, 4),
+                     "WriteImage with %zu origin and region values", n);
+            expect_f(x, op_image_rect(&s, RGPU__MSG_TYPE__MSG_CL_WRITE_IMAGE, q, imgs[I2D], v4, n, r3, 3, data, 4),
+                     "WriteImage with %zu origin values", n);
+            expect_f(x, op_image_rect(&s, RGPU__MSG_TYPE__MSG_CL_WRITE_IMAGE, q, imgs[I2D], o3, 3, r4, n, data, 4),
+                     "WriteImage with %zu region values", n);
+            expect_f(x, op_fill_image(&s, q, imgs[I2D], color, 16, v4, n, r4, n),
+                     "FillImage with %zu origin and region values", n);
+            expect_f(x, op_copy_image(&s, q, RGPU__CL_IMAGE_COPY_KIND__CL_COPY_IMAGE, imgs[I2D], imgs[I3D], v4, n, o3,
+                                      3, r3, 3, 0),
+                     "CopyImage with %zu source origin values", n);
+            expect_f(x, op_copy_image(&s, q, RGPU__CL_IMAGE_COPY_KIND__CL_COPY_IMAGE, imgs[I2D], imgs[I3D], o3, 3, o3,
+                                      3, r4, n, 0),
+                     "CopyImage with %zu region values", n);
+            expect_f(x, op_copy_image(&s, q, RGPU__CL_IMAGE_COPY_KIND__CL_COPY_IMAGE_TO_BUFFER, imgs[I2D], big, v4, n,
+                                      NULL, 0, r3, 3, 0),
+                     "CopyImageToBuffer with %zu origin values", n);
+            expect_f(x, op_copy_image(&s, q, RGPU__CL_IMAGE_COPY_KIND__CL_COPY_BUFFER_TO_IMAGE, big, imgs[I2D], NULL,
+                                      0, v4, n, r3, 3, 0),
+                     "CopyBufferToImage with %zu origin values", n);
+        }
+        /* Fill colours. */
+        {
+            static const size_t lens[5] = {0, 4, 15, 17, 64};
+            static uint8_t col[64];
+            for (int k = 0; k < 5; k++)
+                expect_f(x, op_fill_image(&s, q, imgs[I2D], col, lens[k], o3, 3, r3, 3), "FillImage with a %zu-byte colour",
+                         lens[k]);
+        }
+    }
+    if (expects_check(&s, x, r, "after the origin and region counts and the colours") != 0)
+        goto out;
+
+    /* Image <-> buffer past the buffer's end, and wrong kinds. */
+    {
+        uint64_t o3[3] = {0, 0, 0}, full2d[3] = {32, 16, 1}, px2[3] = {2, 1, 1}, px1[3] = {1, 1, 1};
+        uint64_t rg16[3] = {16, 1, 1}, rg128[3] = {128, 1, 1};
+        const int I2B = RGPU__CL_IMAGE_COPY_KIND__CL_COPY_IMAGE_TO_BUFFER;
+        const int B2I = RGPU__CL_IMAGE_COPY_KIND__CL_COPY_BUFFER_TO_IMAGE;
+        const int I2I = RGPU__CL_IMAGE_COPY_KIND__CL_COPY_IMAGE;
+
+        expect_f(x, op_copy_image(&s, q, I2B, imgs[I2D], small, o3, 3, NULL, 0, full2d, 3, 0),
+                 "CopyImageToBuffer of 2048 bytes into a 64-byte buffer");
+        expect_f(x, op_copy_image(&s, q, B2I, small, imgs[I2D], NULL, 0, o3, 3, full2d, 3, 0),
+                 "CopyBufferToImage of 2048 bytes from a 64-byte buffer");
+        expect_f(x, op_copy_image(&s, q, I2B, imgs[I2D], small, o3, 3, NULL, 0, px2, 3, 60),
+                 "CopyImageToBuffer of 8 bytes at offset 60 of a 64-byte buffer");
+        expect_f(x, op_copy_image(&s, q, B2I, small, imgs[I2D], NULL, 0, o3, 3, px2, 3, 60),
+                 "CopyBufferToImage of 8 bytes from offset 60 of a 64-byte buffer");
+        expect_f(x, op_copy_image(&s, q, I2B, imgs[I2D], small, o3, 3, NULL, 0, px1, 3, 64),
+                 "CopyImageToBuffer at offset 64 of a 64-byte buffer");
+        expect_f(x, op_copy_image(&s, q, I2B, imgs[I2D], small, o3, 3, NULL, 0, px1, 3, UINT64_MAX - 1),
+                 "CopyImageToBuffer at offset 2^64-2 (wraps)");
+        expect_f(x, op_copy_image(&s, q, B2I, small, imgs[I2D], NULL, 0, o3, 3, px1, 3, UINT64_MAX - 1),
+                 "CopyBufferToImage from offset 2^64-2 (wraps)");
+        expect_f(x, op_copy_image(&s, q, I2B, imgs[I1D], sub, o3, 3, NULL, 0, rg128, 3, 0),
+                 "CopyImageToBuffer of 512 bytes into a 256-byte sub-buffer (inside its parent)");
+        expect_f(x, op_copy_image(&s, q, B2I, sub, imgs[I1D], NULL, 0, o3, 3, rg128, 3, 0),
+                 "CopyBufferToImage of 512 bytes from a 256-byte sub-buffer (inside its parent)");
+        expect_f(x, op_copy_image(&s, q, I2B, imgs[I1D], sub, o3, 3, NULL, 0, rg16, 3, 200),
+                 "CopyImageToBuffer of 64 bytes at offset 200 of a 256-byte sub-buffer");
+        expect_f(x, op_copy_image(&s, q, I2I, imgs[I2D], f32, o3, 3, o3, 3, px1, 3, 0),
+                 "CopyImage from RGBA8 to RGBA float (4 and 16 bytes a pixel)");
+        expect_f(x, op_copy_image(&s, q, I2I, big, imgs[I2D], o3, 3, o3, 3, px1, 3, 0), "CopyImage from a buffer");
+        expect_f(x, op_copy_image(&s, q, I2I, imgs[I2D], big, o3, 3, o3, 3, px1, 3, 0), "CopyImage into a buffer");
+        expect_f(x, op_copy_image(&s, q, I2B, big, small, o3, 3, NULL, 0, px1, 3, 0),
+                 "CopyImageToBuffer from a buffer");
+        expect_f(x, op_copy_image(&s, q, I2B, imgs[I2D], imgs[I3D], o3, 3, NULL, 0, px1, 3, 0),
+                 "CopyImageToBuffer into an image");
+        expect_f(x, op_copy_image(&s, q, B2I, imgs[I3D], imgs[I2D], NULL, 0, o3, 3, px1, 3, 0),
+                 "CopyBufferToImage from an image");
+        expect_f(x, op_copy_image(&s, q, B2I, big, big, NULL, 0, o3, 3, px1, 3, 0), "CopyBufferToImage into a buffer");
+        expect_f(x, op_copy_image(&s, q, 3, imgs[I2D], big, o3, 3, o3, 3, px1, 3, 0), "CopyImage of kind 3");
+        expect_f(x, op_copy_image(&s, q, -1, imgs[I2D], big, o3, 3, o3, 3, px1, 3, 0), "CopyImage of kind -1");
+        expect_f(x, op_copy_image(&s, q, I2I, imgs[I2D], imgs[I2D], o3, 3, o3, 3, full2d, 3, 0),
+                 "CopyImage of a 2D image onto itself (overlapping)");
+        expect_f(x, op_image_rect(&s, RGPU__MSG_TYPE__MSG_CL_WRITE_IMAGE, q, big, o3, 3, px1, 3, data, 4),
+                 "WriteImage to a buffer");
+        expect_f(x, op_fill_image(&s, q, big, data, 16, o3, 3, px1, 3), "FillImage of a buffer");
+        expect_f(x, op_write(&s, q, imgs[I2D], 0, data, 16), "WriteBuffer to an image");
+        expect_f(x, op_write(&s, q, imgs[I1DB], 0, data, 16), "WriteBuffer to a 1D buffer image");
+        {
+            Rgpu__ClFillBuffer fb = RGPU__CL_FILL_BUFFER__INIT;
+            Rgpu__ClCopyBuffer cp = RGPU__CL_COPY_BUFFER__INIT;
+            uint64_t dummy;
+            fb.queue = q;
+            fb.mem = imgs[I2D];
+            fb.pattern.data = data;
+            fb.pattern.len = 4;
+            fb.size = 64;
+            expect_f(x, send_frame(&s, RGPU__MSG_TYPE__MSG_CL_FILL_BUFFER, &fb.base, NULL, 0), "FillBuffer of an image");
+            cp.queue = q;
+            cp.src = imgs[I2D];
+            cp.dst = big;
+            cp.size = 64;
+            expect_f(x, send_frame(&s, RGPU__MSG_TYPE__MSG_CL_COPY_BUFFER, &cp.base, NULL, 0), "CopyBuffer from an image");
+            cp.src = big;
+            cp.dst = imgs[I3D];
+            expect_f(x, send_frame(&s, RGPU__MSG_TYPE__MSG_CL_COPY_BUFFER, &cp.base, NULL, 0), "CopyBuffer into an image");
+            op_sub_buffer(&s, imgs[I2D], 0, 64, &dummy);
+            expect_f(x, dummy, "a sub-buffer of an image");
+        }
+        (void)seq;
+    }
+    if (expects_check(&s, x, r, "after the image<->buffer copies and wrong kinds") != 0)
+        goto out;
+    {
+        uint8_t got[64];
+        uint64_t n = 0, o3[3] = {0, 0, 0}, px1[3] = {1, 1, 1};
+        int32_t err = 0;
+        if (op_read(&s, q, imgs[I2D], 0, 16, got, &err) != 1 || err == CL_SUCCESS)
+            FAILF(r, "ReadBuffer of an image: not refused");
+        if (op_read_image(&s, q, big, o3, 3, px1, 3, &err, &n, got, sizeof(got)) != 1 || err == CL_SUCCESS || n)
+            FAILF(r, "ReadImage of a buffer: not refused");
+    }
+    if (image_roundtrip(&s, q, imgs[I2D], 32, 16, why, sizeof(why)) != 0)
+        FAILF(r, "afterwards: %s", why);
+    if (!r->failed)
+        note(r, "%d enqueues and %d reads outside their images refused; the session still works", x->refused,
+             read_refused);
+out:
+    sess_close(&s);
+}
+
+/*
+ * image-args: kernel arguments that are not what the kernel declares, for
+ * images and samplers: a buffer id, a 0 id, an image of another type (3D,
+ * 2D array, 1D buffer) or another session's, a sampler id, for an
+ * image2d_t; an image id or a sampler id for a __global pointer; a sampler
+ * id (or an image id) for an int; value bytes, an image id, a context id,
+ * another session's sampler and a released sampler for a sampler_t. Then
+ * a valid image and sampler are set, released, and the kernel launched
+ * (the platform may not retain what clSetKernelArg was given). Correct:
+ * each wrong argument is refused with an AsyncError; the launch after the
+ * releases is refused or reads the right pixel; the server lives.
+ */
+static const char *k_image_src =
+    "__kernel void img2(__read_only image2d_t im, sampler_t sm, __global uint4 *out, int n)\n"
+    "{ out[0] = read_imageui(im, sm, (int2)(1, 1)) + (uint4)(n); }\n"
+    "__kernel void img3(__read_only image3d_t im, __global uint4 *out)\n"
+    "{ out[0] = read_imageui(im, (int4)(0, 0, 0, 0)); }\n";
+
+/* image-args, last part: img2's arguments set right, then one of them
+ * (v: 0 the sampler, 1 the image, 2 the __global buffer) released, then
+ * the kernel launched. Correct: the launch is refused, or runs as if the
+ * object were still there (the platform retained it); the server lives. */
+static void released_arg_launch(result_t *r, int v)
+{
+    static const char *names[3] = {"sampler", "image", "__global buffer"};
+    sess_t s;
+    uint64_t ctx, q, prog, k, buf, out, img, smp, one = 1, aseq[4], nseq, o[3] = {0, 0, 0}, rg[3] = {4, 4, 1};
+    uint8_t px[64], got[16];
+    uint32_t want[4], g[4];
+    int32_t n = 0, err = 0;
+    int rc;
+    char why[400], how[400];
+
+    for (int i = 0; i < 64; i++)
+        px[i] = (uint8_t)(i + 1);
+    OPEN_OR_FAIL(&s, 1, r);
+    ctx = op_context(&s, NULL);
+    q = op_queue(&s, ctx, NULL);
+    buf = op_buffer(&s, ctx, 4096, NULL, NULL);
+    out = op_buffer(&s, ctx, 4096, NULL, NULL);
+    img = op_image(&s, ctx, &(img_desc_t){IMG_2D, CL_RGBA, CL_UNSIGNED_INT8, 4, 4, 0, 0, 0, 0}, NULL);
+    smp = op_sampler(&s, ctx, 0, CL_ADDRESS_CLAMP_TO_EDGE, CL_FILTER_NEAREST, NULL);
+    prog = op_program_built(&s, ctx, k_image_src, why, sizeof(why));
+    if (!prog) {
+        FAILF(r, "%s", why);
+        sess_close(&s);
+        return;
+    }
+    k = op_kernel(&s, prog, "img2", NULL);
+    op_image_rect(&s, RGPU__MSG_TYPE__MSG_CL_WRITE_IMAGE, q, img, o, 3, rg, 3, px, sizeof(px));
+    aseq[0] = op_arg_mem(&s, k, 0, img);
+    aseq[1] = op_arg_sampler(&s, k, 1, smp);
+    aseq[2] = op_arg_mem(&s, k, 2, v == 2 ? buf : out);
+    aseq[3] = op_arg_value(&s, k, 3, &n, sizeof(n));
+    rc = op_finish(&s, q, T_REPLY, &err);
+    for (int i = 0; i < 4; i++) {
+        if (async_err(&s, aseq[i])) {
+            FAILF(r, "setting argument %d of img2 failed (%d): harness problem", i, async_err(&s, aseq[i]));
+            sess_close(&s);
+            return;
+        }
+    }
+    if (rc != 1 || err != CL_SUCCESS || s.n_aerr) {
+        FAILF(r, "writing the image: harness problem");
+        sess_close(&s);
+        return;
+    }
+    op_release(&s, v == 0 ? RGPU__CL_OBJECT_KIND__CL_OBJ_SAMPLER : RGPU__CL_OBJECT_KIND__CL_OBJ_MEM,
+               v == 0 ? smp : v == 1 ? img : buf);
+    nseq = op_ndrange(&s, q, k, 1, &one);
+    rc = op_finish(&s, q, T_REPLY, &err);
+    if (rc != 1) {
+        FAILF(r, "a launch after releasing its %s argument (set, ClRelease, ClNDRange): the finish %s", names[v],
+              rc == 0 ? "got no reply" : ended_how(&s, how, sizeof(how)));
+    } else if (async_err(&s, nseq) || err != CL_SUCCESS) {
+        note(r, "a launch after releasing its %s argument: refused (%d)", names[v],
+             async_err(&s, nseq) ? async_err(&s, nseq) : err);
+    } else if (v == 2) {
+        note(r, "a launch after releasing its %s argument: ran", names[v]);
+    } else if (op_read(&s, q, out, 0, sizeof(got), got, &err) != 1 || err != CL_SUCCESS) {
+        FAILF(r, "a launch after releasing its %s argument: reading its output failed (%d)", names[v], err);
+    } else {
+        /* Pixel (1, 1) of the 4x4 image written above. */
+        for (int c = 0; c < 4; c++)
+            want[c] = px[(1 * 4 + 1) * 4 + c];
+        memcpy(g, got, sizeof(g));
+        if (memcmp(g, want, sizeof(want)) != 0)
+            FAILF(r, "a kernel launched after its %s argument was released ran on the freed object: it read "
+                     "(%u, %u, %u, %u), the image held (%u, %u, %u, %u)",
+                  names[v], g[0], g[1], g[2], g[3], want[0], want[1], want[2], want[3]);
+        else
+            note(r, "a launch after releasing its %s argument read the right pixel", names[v]);
+    }
+    sess_close(&s);
+}
+
+static void attack_image_args(result_t *r)
+{
+    const uint32_t ADDR = CL_ADDRESS_CLAMP_TO_EDGE, FILT = CL_FILTER_NEAREST;
+    sess_t s, b;
+    uint64_t ctx, q, prog, k2, k3, buf, i2, i3, i2a, i1db, ubuf, smp, smp_gone, bctx, bimg, bsmp;
+    expects_t *x = expects_new();
+    char why[400];
+
+    OPEN_OR_FAIL(&b, 5000, r);
+    bctx = op_context(&b, NULL);
+    bimg = op_image(&b, bctx, &(img_desc_t){IMG_2D, CL_RGBA, CL_UNSIGNED_INT8, 4, 4, 0, 0, 0, 0}, NULL);
+    bsmp = op_sampler(&b, bctx, 0, ADDR, FILT, NULL);
+    if (!harness_ok(&b, r, "the other session's image and sampler")) {
+        sess_close(&b);
+        return;
+    }
+    {
+        char w2[400];
+        if (sess_open(&s, 1, w2, sizeof(w2)) != 0) {
+            FAILF(r, "cannot open the attacker's session: %s", w2);
+            sess_close(&b);
+            return;
+        }
+    }
+    ctx = op_context(&s, NULL);
+    q = op_queue(&s, ctx, NULL);
+    (void)q;
+    buf = op_buffer(&s, ctx, 4096, NULL, NULL);
+    ubuf = op_buffer(&s, ctx, 1024, NULL, NULL);
+    i2 = op_image(&s, ctx, &(img_desc_t){IMG_2D, CL_RGBA, CL_UNSIGNED_INT8, 4, 4, 0, 0, 0, 0}, NULL);
+    i3 = op_image(&s, ctx, &(img_desc_t){IMG_3D, CL_RGBA, CL_UNSIGNED_INT8, 4, 4, 4, 0, 0, 0}, NULL);
+    i2a = op_image(&s, ctx, &(img_desc_t){IMG_2DA, CL_RGBA, CL_UNSIGNED_INT8, 4, 4, 0, 2, 0, 0}, NULL);
+    i1db = op_image(&s, ctx, &(img_desc_t){IMG_1DB, CL_RGBA, CL_UNSIGNED_INT8, 16, 0, 0, 0, ubuf, 0}, NULL);
+    smp = op_sampler(&s, ctx, 0, ADDR, FILT, NULL);
+    smp_gone = op_sampler(&s, ctx, 0, ADDR, FILT, NULL);
+    prog = op_program_built(&s, ctx, k_image_src, why, sizeof(why));
+    if (!prog) {
+        FAILF(r, "%s", why);
+        goto out;
+    }
+    k2 = op_kernel(&s, prog, "img2", NULL);
+    k3 = op_kernel(&s, prog, "img3", NULL);
+    op_release(&s, RGPU__CL_OBJECT_KIND__CL_OBJ_SAMPLER, smp_gone);
+    if (!harness_ok(&s, r, "creating the images, samplers and kernels"))
+        goto out;
+
+    /* image2d_t (argument 0 of img2). */
+    expect_f(x, op_arg_mem(&s, k2, 0, buf), "a buffer for an image2d_t");
+    expect_f(x, op_arg_mem(&s, k2, 0, 0), "id 0 (NULL) for an image2d_t");
+    expect_f(x, op_arg_mem(&s, k2, 0, i3), "a 3D image for an image2d_t");
+    expect_f(x, op_arg_mem(&s, k2, 0, i2a), "a 2D array image for an image2d_t");
+    expect_f(x, op_arg_mem(&s, k2, 0, i1db), "a 1D buffer image for an image2d_t");
+    expect_f(x, op_arg_mem(&s, k2, 0, bimg), "the other session's 2D image for an image2d_t");
+    expect_f(x, op_arg_mem(&s, k2, 0, smp), "a sampler id (as a mem) for an image2d_t");
+    expect_f(x, op_arg_sampler(&s, k2, 0, smp), "a sampler for an image2d_t");
+    expect_f(x, op_arg_sampler(&s, k2, 0, i2), "an image id as a sampler for an image2d_t");
+    expect_f(x, op_arg_value(&s, k2, 0, &i2, 8), "8 value bytes (the image's id) for an image2d_t");
+    expect_f(x, op_arg_local(&s, k2, 0, 64), "64 bytes of local memory for an image2d_t");
+    expect_f(x, op_arg_mem(&s, k3, 0, i2), "a 2D image for an image3d_t");
+    expect_f(x, op_arg_mem(&s, k3, 0, buf), "a buffer for an image3d_t");
+    /* sampler_t (argument 1 of img2). */
+    expect_f(x, op_arg_sampler(&s, k2, 1, smp_gone), "a released sampler for a sampler_t");
+    expect_f(x, op_arg_sampler(&s, k2, 1, bsmp), "the other session's sampler for a sampler_t");
+    expect_f(x, op_arg_sampler(&s, k2, 1, 0), "sampler id 0 for a sampler_t");
+    expect_f(x, op_arg_sampler(&s, k2, 1, 777777), "a nonexistent sampler for a sampler_t");
+    expect_f(x, op_arg_sampler(&s, k2, 1, i2), "an image id as a sampler for a sampler_t");
+    expect_f(x, op_arg_sampler(&s, k2, 1, ctx), "a context id as a sampler for a sampler_t");
+    expect_f(x, op_arg_mem(&s, k2, 1, i2), "an image for a sampler_t");
+    expect_f(x, op_arg_mem(&s, k2, 1, buf), "a buffer for a sampler_t");
+    {
+        uint32_t bits = 0x10 | 0x2 | 0x0;   /* CLK_FILTER_NEAREST | CLK_ADDRESS_CLAMP_TO_EDGE: a kernel's sampler bits */
+        uint64_t raw = 0x4141414141414141ull;
+        expect_f(x, op_arg_value(&s, k2, 1, &bits, 4), "4 value bytes (sampler bits) for a sampler_t");
+        expect_f(x, op_arg_value(&s, k2, 1, &raw, 8), "8 raw value bytes for a sampler_t");
+    }
+    /* __global uint4 * (argument 2 of img2) and int (argument 3). */
+    expect_f(x, op_arg_mem(&s, k2, 2, i2), "an image for a __global pointer");
+    expect_f(x, op_arg_mem(&s, k2, 2, i1db), "a 1D buffer image for a __global pointer");
+    expect_f(x, op_arg_mem(&s, k2, 2, smp), "a sampler id (as a mem) for a __global pointer");
+    expect_f(x, op_arg_sampler(&s, k2, 2, smp), "a sampler for a __global pointer");
+    expect_f(x, op_arg_mem(&s, k3, 1, i3), "an image for the __global pointer of img3");
+    expect_f(x, op_arg_sampler(&s, k2, 3, smp), "a sampler for an int");
+    expect_f(x, op_arg_mem(&s, k2, 3, i2), "an image for an int");
+    if (expects_check(&s, x, r, "after the wrong arguments") != 0)
+        goto out;
+
+    sess_close(&s);
+    sess_close(&b);
+    /* Set right, then released before the launch: each in a session of its own. */
+    for (int v = 0; v < 3 && !r->failed; v++) {
+        if (variants & (1 << v))
+            released_arg_launch(r, v);
+    }
+    if (!r->failed)
+        note(r, "%d wrong image, sampler and pointer arguments refused", x->refused);
+out:
+    sess_close(&s);
+    sess_close(&b);
+}
+
+/*
+ * sampler-bad: samplers no platform should create: addressing modes and
+ * filter modes that do not exist (0, one past the last, 2^32-1, each
+ * other's values), in a nonexistent context, another session's, a queue's
+ * id, under an id already in use; sampler properties encoded wrong (a mode
+ * sent with the wrong wire type, a truncated varint, a length past the
+ * body, a mode given twice, the last one invalid); queries of the
+ * sampler's context (a platform handle); releases of a sampler twice and
+ * as another kind. Correct: each refused (AsyncError, an error reply, or a
+ * SessionError for a body that does not decode), and the session, where
+ * it lives on, still creates and uses a valid sampler.
+ */
+static void attack_sampler_bad(result_t *r)
+{
+    const uint32_t A0 = CL_ADDRESS_NONE, F0 = CL_FILTER_NEAREST;
+    sess_t s, b;
+    uint64_t ctx, q, buf, smp, bctx, seq;
+    expects_t *x = expects_new();
+    char how[400];
+
+    OPEN_OR_FAIL(&b, 5000, r);
+    bctx = op_context(&b, NULL);
+    if (!harness_ok(&b, r, "the other session's context")) {
+        sess_close(&b);
+        return;
+    }
+    {
+        char w2[400];
+        if (sess_open(&s, 1, w2, sizeof(w2)) != 0) {
+            FAILF(r, "cannot open the attacker's session: %s", w2);
+            sess_close(&b);
+            return;
+        }
+    }
+    ctx = op_context(&s, NULL);
+    q = op_queue(&s, ctx, NULL);
+    buf = op_buffer(&s, ctx, 4096, NULL, NULL);
+    smp = op_sampler(&s, ctx, 1, CL_ADDRESS_CLAMP, CL_FILTER_LINEAR, NULL);
+    if (!harness_ok(&s, r, "a context and a valid sampler"))
+        goto out;
+    {
+        static const struct {
+            const char *what;
+            uint32_t addr, filt;
+        } modes[] = {
+            {"addressing mode 0", 0, CL_FILTER_NEAREST},
+            {"addressing mode 0x112F (one before CL_ADDRESS_NONE)", 0x112F, CL_FILTER_NEAREST},
+            {"addressing mode 0x1135 (one past CL_ADDRESS_MIRRORED_REPEAT)", 0x1135, CL_FILTER_NEAREST},
+            {"addressing mode 0xFFFFFFFF", 0xFFFFFFFFu, CL_FILTER_NEAREST},
+            {"a filter mode (CL_FILTER_LINEAR) as addressing mode", CL_FILTER_LINEAR, CL_FILTER_NEAREST},
+            {"filter mode 0", CL_ADDRESS_CLAMP, 0},
+            {"filter mode 0x1142 (one past CL_FILTER_LINEAR)", CL_ADDRESS_CLAMP, 0x1142},
+            {"filter mode 0x113F", CL_ADDRESS_CLAMP, 0x113F},
+            {"filter mode 0xFFFFFFFF", CL_ADDRESS_CLAMP, 0xFFFFFFFFu},
+            {"an addressing mode (CL_ADDRESS_REPEAT) as filter mode", CL_ADDRESS_CLAMP, CL_ADDRESS_REPEAT},
+            {"both modes 0", 0, 0},
+        };
+        for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+            for (int norm = 0; norm < 2; norm++) {
+                op_sampler(&s, ctx, norm, modes[i].addr, modes[i].filt, &seq);
+                expect_f(x, seq, "%s (%s coordinates)", modes[i].what, norm ? "normalized" : "unnormalized");
+            }
+        }
+    }
+    op_sampler(&s, 777777, 0, A0, F0, &seq);
+    expect_f(x, seq, "a sampler in a nonexistent context");
+    op_sampler(&s, 0, 0, A0, F0, &seq);
+    expect_f(x, seq, "a sampler in context 0");
+    op_sampler(&s, bctx, 0, A0, F0, &seq);
+    expect_f(x, seq, "a sampler in the other session's context");
+    op_sampler(&s, q, 0, A0, F0, &seq);
+    expect_f(x, seq, "a sampler in a queue id as context");
+    op_sampler(&s, smp, 0, A0, F0, &seq);
+    expect_f(x, seq, "a sampler in a sampler id as context");
+    expect_f(x, op_sampler_id(&s, smp, ctx, 0, A0, F0), "a sampler under the id of a sampler");
+    expect_f(x, op_sampler_id(&s, buf, ctx, 0, A0, F0), "a sampler under the id of a buffer");
+    expect_f(x, op_release(&s, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, smp), "a release of a sampler as a buffer");
+    expect_f(x, op_release(&s, RGPU__CL_OBJECT_KIND__CL_OBJ_SAMPLER, buf), "a release of a buffer as a sampler");
+    expect_f(x, op_release(&s, RGPU__CL_OBJECT_KIND__CL_OBJ_SAMPLER, ctx), "a release of a context as a sampler");
+    /* Duplicate fields: the last one counts, and it is invalid. */
+    {
+        static const uint8_t dup[] = {0x08, 0x64, 0x10, 0x01, 0x20, 0xb0, 0x22, 0x20, 0x00, 0x28, 0xc0, 0x22};
+        expect_f(x, send_raw_body(&s, RGPU__MSG_TYPE__MSG_CL_CREATE_SAMPLER, dup, sizeof(dup)),
+                 "addressing mode given twice, CL_ADDRESS_NONE then 0");
+    }
+    if (expects_check(&s, x, r, "after the bad samplers") != 0)
+        goto out;
+
+    /* Queries: the sampler's context is a platform handle. */
+    {
+        static const struct {
+            const char *what;
+            uint32_t param;
+            int must_refuse;
+        } qs[] = {
+            {"CL_SAMPLER_CONTEXT", CL_SAMPLER_CONTEXT, 1},
+            {"CL_SAMPLER_REFERENCE_COUNT", CL_SAMPLER_REFERENCE_COUNT, 0},
+            {"CL_SAMPLER_ADDRESSING_MODE", CL_SAMPLER_ADDRESSING_MODE, 0},
+        };
+        for (size_t i = 0; i < sizeof(qs) / sizeof(qs[0]); i++) {
+            Rgpu__ClGetInfo m = RGPU__CL_GET_INFO__INIT;
+            Rgpu__ClInfoReply *rep;
+            frame_t f;
+            int rc;
+
+            m.kind = RGPU__CL_OBJECT_KIND__CL_OBJ_SAMPLER;
+            m.id = smp;
+            m.param = qs[i].param;
+            seq = send_frame(&s, RGPU__MSG_TYPE__MSG_CL_GET_INFO, &m.base, NULL, 0);
+            rc = seq ? wait_reply(&s, seq, T_REPLY, &f) : -1;
+            if (rc != 1) {
+                FAILF(r, "query %s: %s", qs[i].what, rc == 0 ? "no reply" : ended_how(&s, how, sizeof(how)));
+                goto out;
+            }
+            rep = rgpu__cl_info_reply__unpack(NULL, f.hdr.body_len, f.body);
+            if (rep && rep->cl_error == CL_SUCCESS && qs[i].must_refuse) {
+                uint64_t w = 0;
+                memcpy(&w, rep->value.data, rep->value.len < 8 ? rep->value.len : 8);
+                FAILF(r, "query %s answered %zu bytes (0x%llx: the server's own handle)", qs[i].what,
+                      rep->value.len, (unsigned long long)w);
+            }
+            if (rep)
+                rgpu__cl_info_reply__free_unpacked(rep, NULL);
+            frame_free(&f);
+        }
+    }
+    /* Released twice. */
+    {
+        uint64_t s2 = op_sampler(&s, ctx, 0, CL_ADDRESS_CLAMP_TO_EDGE, CL_FILTER_NEAREST, NULL);
+        op_release(&s, RGPU__CL_OBJECT_KIND__CL_OBJ_SAMPLER, s2);
+        expect_f(x, op_release(&s, RGPU__CL_OBJECT_KIND__CL_OBJ_SAMPLER, s2), "a second release of a sampler");
+        op_sampler(&s, ctx, 0, CL_ADDRESS_CLAMP_TO_EDGE, CL_FILTER_NEAREST, &seq);
+        if (expects_check(&s, x, r, "after releasing a sampler twice") != 0)
+            goto out;
+    }
+    /* The session still works: a valid sampler in a kernel. */
+    {
+        uint64_t prog, k, img, smp2, o[3] = {0, 0, 0}, rg[3] = {4, 4, 1}, one = 1;
+        uint8_t px[64], got[16];
+        int32_t n = 0, err = 0;
+        char why[400];
+
+        for (int i = 0; i < 64; i++)
+            px[i] = (uint8_t)(3 * i);
+        img = op_image(&s, ctx, &(img_desc_t){IMG_2D, CL_RGBA, CL_UNSIGNED_INT8, 4, 4, 0, 0, 0, 0}, NULL);
+        op_image_rect(&s, RGPU__MSG_TYPE__MSG_CL_WRITE_IMAGE, q, img, o, 3, rg, 3, px, sizeof(px));
+        smp2 = op_sampler(&s, ctx, 0, CL_ADDRESS_CLAMP_TO_EDGE, CL_FILTER_NEAREST, NULL);
+        prog = op_program_built(&s, ctx, k_image_src, why, sizeof(why));
+        if (!prog) {
+            FAILF(r, "afterwards: %s", why);
+            goto out;
+        }
+        k = op_kernel(&s, prog, "img2", NULL);
+        op_arg_mem(&s, k, 0, img);
+        op_arg_sampler(&s, k, 1, smp2);
+        op_arg_mem(&s, k, 2, buf);
+        op_arg_value(&s, k, 3, &n, sizeof(n));
+        op_ndrange(&s, q, k, 1, &one);
+        if (op_read(&s, q, buf, 0, sizeof(got), got, &err) != 1 || err != CL_SUCCESS || s.n_aerr) {
+            FAILF(r, "afterwards a valid sampler in a kernel failed (%d%s%s)", s.n_aerr ? s.aerr[0].err : err,
+                  s.n_aerr ? ": " : "", s.n_aerr ? s.aerr[0].what : "");
+        } else {
+            uint32_t g[4];
+            memcpy(g, got, sizeof(g));
+            if (g[0] != px[20] || g[1] != px[21] || g[2] != px[22] || g[3] != px[23])
+                FAILF(r, "afterwards a valid sampler in a kernel read (%u, %u, %u, %u), not pixel (1, 1)", g[0], g[1],
+                      g[2], g[3]);
+        }
+    }
+    if (r->failed)
+        goto out;
+    note(r, "%d bad samplers, releases and encodings refused; a valid sampler still works", x->refused);
+
+    /* Bodies that do not decode: each in its own session. */
+    {
+        static const struct {
+            const char *what;
+            uint8_t body[16];
+            uint32_t len;
+        } bodies[] = {
+            {"addressing mode with wire type 2 (a length-delimited list)", {0x08, 0x65, 0x10, 0x64, 0x22, 0x02, 0x30, 0x11}, 8},
+            {"a truncated varint", {0x08, 0x65, 0x10, 0x64, 0x20, 0xb0, 0xa2}, 7},
+            {"an unknown field claiming 2^31 bytes", {0x08, 0x64, 0x52, 0x80, 0x80, 0x80, 0x80, 0x08, 0x00}, 9},
+            {"a field number 0", {0x00, 0x01, 0x08, 0x64}, 4},
+            {"a single 0xFF byte", {0xff}, 1},
+        };
+        for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+            sess_t t;
+            uint64_t c;
+            if (sess_open(&t, 100, how, sizeof(how)) != 0) {
+                FAILF(r, "cannot open a session: %s", how);
+                goto out;
+            }
+            c = op_context(&t, NULL);
+            (void)c;        /* id 100: the bodies name context 100 (0x64) */
+            seq = send_raw_body(&t, RGPU__MSG_TYPE__MSG_CL_CREATE_SAMPLER, bodies[i].body, bodies[i].len);
+            if (refused_within(&t, seq, T_REFUSE, how, sizeof(how)))
+                note(r, "%s: %s", bodies[i].what, how);
+            else if (sess_ping(&t, T_REPLY) == 1)
+                FAILF(r, "%s: accepted (no error, the session goes on)", bodies[i].what);
+            else
+                FAILF(r, "%s: no answer, and the session no longer answers a ping", bodies[i].what);
+            sess_close(&t);
+        }
+    }
+out:
+    sess_close(&s);
+    sess_close(&b);
+}
+
 /* ---- main ----------------------------------------------------------- */
 
 typedef struct {
@@ -2290,6 +3563,11 @@ static const attack_t attacks[] = {
     {"release-twice", attack_release_twice},
     {"bad-ids", attack_bad_ids},
     {"limits", attack_limits},
+    {"image-bad-desc", attack_image_bad_desc},
+    {"image-bulk", attack_image_bulk},
+    {"image-regions", attack_image_regions},
+    {"image-args", attack_image_args},
+    {"sampler-bad", attack_sampler_bad},
     {"arg-local-huge", attack_arg_local_huge},
     {"ndrange-huge", attack_ndrange_huge},
     {"stale-memory", attack_stale_memory},
