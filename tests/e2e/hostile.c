@@ -68,7 +68,9 @@ static const char *server_addr;
 static const char *metrics_addr;
 static int server_pid;
 /* HOSTILE_VARIANTS=MASK: only these variants of wait-forever and
- * wait-then-set (bit 0 ClWaitEvents, 1 ClFinish, 2 blocking read). */
+ * wait-then-set (bit 0 ClWaitEvents, 1 ClFinish, 2 blocking read), and of
+ * image-args' launches after a release (bit 0 the sampler, 1 the image, 2
+ * the __global buffer released). */
 static int variants = 7;
 
 /* ---- time ---------------------------------------------------------- */
