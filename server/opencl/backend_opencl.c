@@ -50,7 +50,7 @@ struct rgpu_backend {
 
 /* ---- per-session state ---- */
 
-typedef struct {
+typedef struct rgpu_cl_handle {
     Rgpu__ClObjectKind kind;
     union {
         cl_context context;
@@ -66,7 +66,7 @@ typedef struct {
     uint64_t bytes;             /* buffers (not sub-buffers): for metrics */
     uint64_t size;              /* mem objects: their size */
     int parent;                 /* mem: 1 for sub-buffers */
-    cl_mem parent_mem;          /* sub-buffers: the parent (retained) */
+    cl_mem parent_mem;          /* sub-buffers: the parent (held_parent's) */
     uint64_t origin;            /* sub-buffers: where they start in parent_mem */
     /* Images (mem objects with image_type != 0): what every transfer is
      * checked against. Unused dimensions are 1. 1D buffer images keep
@@ -90,6 +90,15 @@ typedef struct {
      * set to an error). Session thread only. */
     void **waiters;
     size_t n_waiters;
+    /* Holds: a handle the client released stays alive, with its memory
+     * counted against the lease, while a kernel argument, a sub-buffer or
+     * a buffer image still refers to it (PoCL 3.1 keeps no reference of
+     * its own for kernel arguments: a launch after the release read freed
+     * memory and took the server down). */
+    int holds;                  /* references from other handles */
+    int released;               /* the client released it (or the session ended) */
+    struct rgpu_cl_handle *held_parent;     /* sub-buffers, buffer images: their buffer */
+    struct rgpu_cl_handle **arg_held;       /* kernels: the object each argument refers to */
 } rgpu_cl_handle_t;
 
 /* An argument's kind as the server knows it. A client's bytes reach the
@@ -449,8 +458,6 @@ static void rgpu_cl_release_handle(rgpu_cl_handle_t *h)
     case RGPU__CL_OBJECT_KIND__CL_OBJ_QUEUE: clReleaseCommandQueue(h->cl.queue); break;
     case RGPU__CL_OBJECT_KIND__CL_OBJ_MEM:
         clReleaseMemObject(h->cl.mem);
-        if (h->parent_mem)
-            clReleaseMemObject(h->parent_mem);
         if (h->bytes) {
             atomic_fetch_sub(&rgpu_metrics.buffer_bytes, (long long)h->bytes);
             atomic_fetch_sub(&rgpu_metrics.buffers, 1);
@@ -466,10 +473,64 @@ static void rgpu_cl_release_handle(rgpu_cl_handle_t *h)
     default: break;
     }
     free(h->arg_kinds);
+    free(h->arg_held);
     free(h->arg_local);
     free(h->arg_image);
     free(h->waiters);
     free(h);
+}
+
+static void rgpu_cl_unhold(rgpu_cl_session_t *s, rgpu_cl_handle_t *h);
+
+/* Releases a handle nothing refers to any more: its memory goes back to
+ * the lease, and what it held is let go. Session thread. */
+static void rgpu_cl_final(rgpu_cl_session_t *s, rgpu_cl_handle_t *h)
+{
+    rgpu_cl_handle_t *parent = h->held_parent, **args = h->arg_held;
+    cl_uint n = h->num_args;
+
+    h->arg_held = NULL;
+    if (h->kind == RGPU__CL_OBJECT_KIND__CL_OBJ_MEM && h->bytes) {
+        rgpu_session_mem_unreserve(s->session, h->bytes);
+        rgpu_session_memory_add(s->session, -(int64_t)h->bytes);
+    }
+    rgpu_cl_release_handle(h);
+    for (cl_uint i = 0; args && i < n; i++) {
+        if (args[i])
+            rgpu_cl_unhold(s, args[i]);
+    }
+    free(args);
+    if (parent)
+        rgpu_cl_unhold(s, parent);
+}
+
+static void rgpu_cl_unhold(rgpu_cl_session_t *s, rgpu_cl_handle_t *h)
+{
+    if (--h->holds == 0 && h->released)
+        rgpu_cl_final(s, h);
+}
+
+/* The client released h (already out of the handle table), or the session
+ * ends: it goes now, or when the last handle holding it lets go. */
+static void rgpu_cl_drop(rgpu_cl_session_t *s, rgpu_cl_handle_t *h)
+{
+    h->released = 1;
+    if (h->holds == 0)
+        rgpu_cl_final(s, h);
+}
+
+/* Kernel k's argument i now refers to obj (NULL: none). */
+static void rgpu_cl_hold_arg(rgpu_cl_session_t *s, rgpu_cl_handle_t *k, cl_uint i, rgpu_cl_handle_t *obj)
+{
+    rgpu_cl_handle_t *old = k->arg_held[i];
+
+    if (old == obj)
+        return;
+    if (obj)
+        obj->holds++;
+    k->arg_held[i] = obj;
+    if (old)
+        rgpu_cl_unhold(s, old);
 }
 
 /* ---- talking to the client ---- */
@@ -882,7 +943,8 @@ static rgpu_status_t rgpu_cl_create_sub_buffer(rgpu_cl_session_t *s, const rgpu_
         h->parent = 1;
         h->origin = m->origin;
         h->parent_mem = parent->cl.mem;
-        clRetainMemObject(h->parent_mem);
+        h->held_parent = parent;
+        parent->holds++;
         return RGPU_OK;
     }
     if (mem)
@@ -913,11 +975,7 @@ static rgpu_status_t rgpu_cl_release(rgpu_cl_session_t *s, const rgpu_frame_head
         rgpu_cl_event_drop(s, h->cl.event);
         h->cl.event = NULL;
     }
-    if (h->kind == RGPU__CL_OBJECT_KIND__CL_OBJ_MEM && h->bytes) {
-        rgpu_session_mem_unreserve(s->session, h->bytes);
-        rgpu_session_memory_add(s->session, -(int64_t)h->bytes);
-    }
-    rgpu_cl_release_handle(h);
+    rgpu_cl_drop(s, h);
     return RGPU_OK;
 }
 
@@ -1845,7 +1903,8 @@ static rgpu_status_t rgpu_cl_create_image(rgpu_cl_session_t *s, const rgpu_frame
         h->image_elem = elem;
         if (buffer) {
             h->parent_mem = buffer->cl.mem;
-            clRetainMemObject(h->parent_mem);
+            h->held_parent = buffer;
+            buffer->holds++;
         } else {
             h->bytes = bytes;
             rgpu_session_memory_add(s->session, (int64_t)bytes);
@@ -2943,8 +3002,9 @@ static cl_int rgpu_cl_kernel_arg_kinds(rgpu_cl_handle_t *h)
         n = 0;
     h->arg_kinds = calloc(n ? n : 1, 1);
     h->arg_local = calloc(n ? n : 1, sizeof(*h->arg_local));
+    h->arg_held = calloc(n ? n : 1, sizeof(*h->arg_held));
     h->arg_image = calloc(n ? n : 1, sizeof(*h->arg_image));
-    if (!h->arg_kinds || !h->arg_local || !h->arg_image)
+    if (!h->arg_kinds || !h->arg_local || !h->arg_image || !h->arg_held)
         return CL_OUT_OF_HOST_MEMORY;
     h->num_args = n;
     for (cl_uint i = 0; i < n; i++)
@@ -3003,8 +3063,8 @@ static rgpu_status_t rgpu_cl_set_arg(rgpu_cl_session_t *s, const rgpu_frame_head
         if (m->kind != RGPU__CL_ARG_KIND__CL_ARG_MEM || (m->mem && !mem)) {
             err = CL_INVALID_MEM_OBJECT;
             why = "the argument is a memory object: it takes a buffer of this session";
-        } else {
-            err = clSetKernelArg(k->cl.kernel, m->index, sizeof(value), &value);
+        } else if ((err = clSetKernelArg(k->cl.kernel, m->index, sizeof(value), &value)) == CL_SUCCESS) {
+            rgpu_cl_hold_arg(s, k, m->index, mem);
         }
     } else if (kind == RGPU_CL_ARG_IMAGE) {
         rgpu_cl_handle_t *img = m->kind == RGPU__CL_ARG_KIND__CL_ARG_MEM ? rgpu_cl_get_image(s, m->mem) : NULL;
@@ -3014,8 +3074,9 @@ static rgpu_status_t rgpu_cl_set_arg(rgpu_cl_session_t *s, const rgpu_frame_head
         if (!img || img->image_type != k->arg_image[m->index]) {
             err = CL_INVALID_MEM_OBJECT;
             why = "the argument is an image: it takes an image of this session, of the type the kernel declares";
-        } else {
-            err = clSetKernelArg(k->cl.kernel, m->index, sizeof(img->cl.mem), &img->cl.mem);
+        } else if ((err = clSetKernelArg(k->cl.kernel, m->index, sizeof(img->cl.mem), &img->cl.mem)) ==
+                   CL_SUCCESS) {
+            rgpu_cl_hold_arg(s, k, m->index, img);
         }
     } else if (kind == RGPU_CL_ARG_SAMPLER) {
         rgpu_cl_handle_t *smp = m->kind == RGPU__CL_ARG_KIND__CL_ARG_SAMPLER
@@ -3025,8 +3086,9 @@ static rgpu_status_t rgpu_cl_set_arg(rgpu_cl_session_t *s, const rgpu_frame_head
         if (!smp) {
             err = CL_INVALID_SAMPLER;
             why = "the argument is a sampler_t: it takes a sampler of this session";
-        } else {
-            err = clSetKernelArg(k->cl.kernel, m->index, sizeof(smp->cl.sampler), &smp->cl.sampler);
+        } else if ((err = clSetKernelArg(k->cl.kernel, m->index, sizeof(smp->cl.sampler), &smp->cl.sampler)) ==
+                   CL_SUCCESS) {
+            rgpu_cl_hold_arg(s, k, m->index, smp);
         }
     } else if (kind == RGPU_CL_ARG_LOCAL ||
                (kind == RGPU_CL_ARG_UNKNOWN && m->kind == RGPU__CL_ARG_KIND__CL_ARG_LOCAL)) {
@@ -3496,7 +3558,7 @@ static void rgpu_cl_session_teardown(void *ctx)
     s->n_held = s->cap_held = 0;
     for (int k = 0; k < 7; k++) {
         for (size_t i = 0; i < sw.count[k]; i++) {
-            rgpu_cl_release_handle(sw.by_kind[k][i]);
+            rgpu_cl_drop(s, sw.by_kind[k][i]);
             released++;
         }
     }

@@ -1824,6 +1824,78 @@ static void attack_stale_memory(result_t *r)
 }
 
 /*
+ * held-memory: a buffer released by the client while a sub-buffer or a
+ * kernel argument still refers to it keeps existing (the platform may still
+ * use it), so it must keep counting: against the lease's quota, and in
+ * rgpu_server_buffer_bytes, until the last holder goes. Otherwise a tenant
+ * could hold any amount of memory by releasing parents of 1-byte
+ * sub-buffers. Then: a launch after releasing its buffer argument runs on
+ * the held buffer (PoCL 3.1 crashed there), and everything goes back to 0.
+ */
+static void attack_held_memory(result_t *r)
+{
+    sess_t s;
+    uint64_t ctx, q, buf, sub, prog, k, buf2;
+    double base = 0, v = 0;
+    char why[400];
+    int32_t err;
+
+    if (!metrics_addr) {
+        FAILF(r, "needs --metrics");
+        return;
+    }
+    OPEN_OR_FAIL(&s, 1, r);
+    ctx = op_context(&s, NULL);
+    q = op_queue(&s, ctx, NULL);
+    if (sync_or_fail(&s, r, "the context") != 0 || metric_get("rgpu_server_buffer_bytes", &base) != 0) {
+        FAILF(r, "cannot read rgpu_server_buffer_bytes");
+        sess_close(&s);
+        return;
+    }
+    buf = op_buffer(&s, ctx, 8 * MIB, NULL, NULL);
+    sub = op_sub_buffer(&s, buf, 0, 4096, NULL);
+    op_release(&s, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, buf);
+    if (sync_or_fail(&s, r, "releasing the parent") != 0 || metric_get("rgpu_server_buffer_bytes", &v) != 0)
+        goto out;
+    if (v - base < 8 * MIB)
+        FAILF(r, "a released parent still held by its sub-buffer stopped counting (%.0f bytes over baseline)",
+              v - base);
+    op_release(&s, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, sub);
+    if (sync_or_fail(&s, r, "releasing the sub-buffer") != 0 || metric_get("rgpu_server_buffer_bytes", &v) != 0)
+        goto out;
+    if (v - base >= 8 * MIB)
+        FAILF(r, "the parent still counts once its sub-buffer is gone");
+
+    prog = op_program_built(&s, ctx, k_global_src, why, sizeof(why));
+    if (!prog) {
+        FAILF(r, "%s", why);
+        goto out;
+    }
+    k = op_kernel(&s, prog, "k", NULL);
+    buf2 = op_buffer(&s, ctx, 8 * MIB, NULL, NULL);
+    op_arg_mem(&s, k, 0, buf2);
+    op_release(&s, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, buf2);
+    if (sync_or_fail(&s, r, "releasing a kernel's buffer argument") != 0 ||
+        metric_get("rgpu_server_buffer_bytes", &v) != 0)
+        goto out;
+    if (v - base < 8 * MIB)
+        FAILF(r, "a released buffer still set as a kernel argument stopped counting");
+    op_ndrange(&s, q, k, 1, (uint64_t[]){1});
+    if (op_finish(&s, q, T_REPLY, &err) != 1)
+        FAILF(r, "a launch after releasing its buffer argument: no answer to the finish (server down?)");
+    op_release(&s, RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL, k);
+    if (sync_or_fail(&s, r, "releasing the kernel") != 0 || metric_get("rgpu_server_buffer_bytes", &v) != 0)
+        goto out;
+    if (v - base >= 8 * MIB)
+        FAILF(r, "the buffer still counts once the kernel holding it is gone");
+    if (!r->failed)
+        note(r, "released buffers held by a sub-buffer or a kernel argument count until their holder goes; "
+                "a launch on a released argument runs");
+out:
+    sess_close(&s);
+}
+
+/*
  * bad-ids: ids that are unknown, of the wrong kind, 0, duplicated, or
  * another session's, in releases, queries, enqueues and creations.
  * Correct: each is an error in the attacker's session; the other session's
@@ -3573,6 +3645,7 @@ static const attack_t attacks[] = {
     {"arg-local-huge", attack_arg_local_huge},
     {"ndrange-huge", attack_ndrange_huge},
     {"stale-memory", attack_stale_memory},
+    {"held-memory", attack_held_memory},
 };
 #define N_ATTACKS (sizeof(attacks) / sizeof(attacks[0]))
 
