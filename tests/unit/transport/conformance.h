@@ -8,13 +8,21 @@
  *   CONFORMANCE_ADDR   a listen address whose port 0 means "any free port"
  * and may add tests of its own after it, using conf_* helpers and fixtures.
  *
- * Every test gets a listener, a client link and the server's side of it
- * (cli, srv), and a .timeout: a transport that hangs fails instead.
+ * Suites (every test has a .timeout: a transport that hangs fails instead):
+ *   CONFORMANCE_SUITE          the stream: a listener, a client link and the
+ *                              server's side of it (cli, srv)
+ *   CONFORMANCE_SUITE_msg      messages, registration, get/put: two
+ *                              instances (the two ends of a real network),
+ *                              links a -> b, and a thread progressing b
+ *   CONFORMANCE_SUITE_peer     peers in another process, killed mid-transfer
  */
 #ifndef RGPU_TESTS_TRANSPORT_CONFORMANCE_H
 #define RGPU_TESTS_TRANSPORT_CONFORMANCE_H
 
 #include <criterion/criterion.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <poll.h>
 #include <stdio.h>
 #include <pthread.h>
@@ -22,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "rgpu/rcache.h"
 #include "rgpu/transport.h"
 #include "session.pb-c.h"
 
@@ -399,6 +408,714 @@ Test(CONFORMANCE_SUITE, many_connections_to_one_listener, .timeout = CONF_TIMEOU
         rgpu_link_close(c[i]);
         rgpu_link_close(s[i]);
     }
+}
+
+/* ------------------------------------------------------------------------
+ * Messages, registered memory, get/put
+ * ---------------------------------------------------------------------- */
+
+#define CONF_CAT2(a, b) a##b
+#define CONF_CAT(a, b)  CONF_CAT2(a, b)
+#define CONF_MSG_SUITE  CONF_CAT(CONFORMANCE_SUITE, _msg)
+#define CONF_PEER_SUITE CONF_CAT(CONFORMANCE_SUITE, _peer)
+
+static rgpu_transport_t *tp_a, *tp_b;  /* the two ends' instances */
+static rgpu_listener_t *mlst;          /* on tp_b */
+static rgpu_link_t *ma, *mb;           /* a's link to b, b's to a */
+static pthread_t mb_thread;
+static int mb_stop;
+
+/* What a peer's application would do: keep its side progressing. */
+static void *conf_progress_thread(void *arg)
+{
+    rgpu_link_t *link = arg;
+
+    while (!__atomic_load_n(&mb_stop, __ATOMIC_ACQUIRE)) {
+        struct pollfd pfd = {rgpu_link_event_fd(link), POLLIN, 0};
+        int n = rgpu_link_progress(link);
+
+        if (n < 0)
+            break;
+        if (n == 0 && poll(&pfd, 1, 20) > 0)
+            conf_sleep_ms(1); /* another thread may be the one reading */
+    }
+    return NULL;
+}
+
+static void conf_msg_connect(rgpu_link_t **a_p, rgpu_link_t **b_p)
+{
+    char reason[256] = "";
+    struct pollfd pfd;
+
+    cr_assert_eq(rgpu_transport_connect(tp_a, mlst->local, 5000, a_p, reason, sizeof(reason)),
+                 RGPU_OK, "connect: %s", reason);
+    pfd = (struct pollfd){CONFORMANCE_OPS.listener_fd(mlst), POLLIN, 0};
+    cr_assert_eq(poll(&pfd, 1, 5000), 1);
+    cr_assert_eq(CONFORMANCE_OPS.accept(mlst, b_p), RGPU_OK);
+}
+
+static void conf_msg_setup(void)
+{
+    cr_assert_eq(rgpu_transport_open(CONFORMANCE_OPS.name, &tp_a), RGPU_OK);
+    cr_assert_eq(rgpu_transport_open(CONFORMANCE_OPS.name, &tp_b), RGPU_OK);
+    cr_assert_eq(rgpu_transport_listen(tp_b, CONFORMANCE_ADDR, &mlst), RGPU_OK);
+    conf_msg_connect(&ma, &mb);
+    mb_stop = 0;
+    cr_assert_eq(pthread_create(&mb_thread, NULL, conf_progress_thread, mb), 0);
+}
+
+static void conf_msg_teardown(void)
+{
+    __atomic_store_n(&mb_stop, 1, __ATOMIC_RELEASE);
+    pthread_join(mb_thread, NULL);
+    rgpu_link_close(ma);
+    rgpu_link_close(mb);
+    CONFORMANCE_OPS.listener_close(mlst);
+    rgpu_transport_close(tp_a);
+    rgpu_transport_close(tp_b);
+}
+
+TestSuite(CONF_MSG_SUITE, .init = conf_msg_setup, .fini = conf_msg_teardown);
+
+/* Sends a frame of type 5 with seq, a body of body_len and bulk_len bytes
+ * of pattern starting at seq. */
+static rgpu_status_t conf_msg_send(rgpu_link_t *link, uint64_t seq, uint32_t body_len,
+                                   uint64_t bulk_len)
+{
+    rgpu_frame_header_t h = {RGPU_PROTOCOL_VERSION, 5, 0, body_len, seq, bulk_len};
+    uint8_t head[RGPU_FRAME_HEADER_SIZE];
+    unsigned char *data = malloc(body_len + bulk_len + 1);
+    struct iovec iov[3] = {{head, sizeof(head)}, {data, body_len}, {data + body_len, bulk_len}};
+    rgpu_completion_t c = {0};
+    rgpu_status_t status;
+
+    for (uint64_t i = 0; i < body_len + bulk_len; i++)
+        data[i] = conf_pattern(i + seq);
+    rgpu_frame_header_encode(&h, head);
+    status = rgpu_link_msg_send(link, iov, 3, &c);
+    if (status == RGPU_OK)
+        status = rgpu_link_wait(link, &c, 5000);
+    free(data);
+    return status;
+}
+
+static void conf_msg_check(rgpu_msg_t *m, uint64_t seq, uint32_t body_len, uint64_t bulk_len)
+{
+    cr_assert_eq(m->header.type, 5);
+    cr_assert_eq(m->header.seq, seq, "frame %llu arrived for %llu", (unsigned long long)m->header.seq,
+                 (unsigned long long)seq);
+    cr_assert_eq(m->header.body_len, body_len);
+    cr_assert_eq(m->header.bulk_len, bulk_len);
+    for (uint64_t i = 0; i < body_len; i++)
+        cr_assert_eq(m->body[i], conf_pattern(i + seq), "body byte %llu", (unsigned long long)i);
+    for (uint64_t i = 0; i < bulk_len; i++)
+        cr_assert_eq(m->bulk[i], conf_pattern(i + body_len + seq), "bulk byte %llu",
+                     (unsigned long long)i);
+}
+
+Test(CONF_MSG_SUITE, states_its_capabilities, .timeout = CONF_TIMEOUT)
+{
+    const rgpu_transport_caps_t *caps = rgpu_transport_caps(tp_a);
+
+    cr_expect_geq(caps->max_eager, 4096, "an eager limit too small for a batch of calls");
+    cr_expect_geq(caps->max_rma, 1u << 20);
+    cr_expect_geq(caps->rma_align, 1);
+    cr_expect_eq(rgpu_transport_ops(tp_a), &CONFORMANCE_OPS);
+    cr_expect_eq(ma->tp, tp_a);
+    cr_expect_eq(mb->tp, tp_b);
+    cr_expect_str_eq(rgpu_link_reason(ma), "");
+}
+
+/* Every size from 0 to the eager limit (all small ones, then around every
+ * power of two), in order, both directions. */
+Test(CONF_MSG_SUITE, messages_in_order_from_0_to_the_eager_limit, .timeout = CONF_TIMEOUT)
+{
+    size_t eager = rgpu_transport_caps(tp_a)->max_eager, room = eager - RGPU_FRAME_HEADER_SIZE;
+    uint64_t sizes[400];
+    int n = 0;
+
+    for (uint64_t i = 0; i <= 64; i++)
+        sizes[n++] = i;
+    for (uint64_t p = 128; p < room; p *= 2) {
+        sizes[n++] = p - 1;
+        sizes[n++] = p;
+        sizes[n++] = p + 1;
+    }
+    sizes[n++] = room;
+    for (int d = 0; d < 2; d++) {
+        rgpu_link_t *from = d ? mb : ma, *to = d ? ma : mb;
+        for (int i = 0; i < n; i++) {
+            uint32_t body = (uint32_t)(sizes[i] / 3);
+            cr_assert_eq(conf_msg_send(from, (uint64_t)i + 1, body, sizes[i] - body), RGPU_OK,
+                         "send of %llu bytes", (unsigned long long)sizes[i]);
+        }
+        for (int i = 0; i < n; i++) {
+            uint32_t body = (uint32_t)(sizes[i] / 3);
+            rgpu_msg_t *m = NULL;
+            cr_assert_eq(rgpu_link_msg_recv(to, &m, 5000), RGPU_OK, "message %d", i);
+            cr_assert_eq(m->link, to);
+            conf_msg_check(m, (uint64_t)i + 1, body, sizes[i] - body);
+            rgpu_msg_release(m);
+        }
+    }
+}
+
+Test(CONF_MSG_SUITE, what_is_not_a_whole_eager_frame_is_refused, .timeout = CONF_TIMEOUT)
+{
+    size_t eager = rgpu_transport_caps(tp_a)->max_eager;
+    rgpu_frame_header_t h = {RGPU_PROTOCOL_VERSION, 5, 0, 0, 1, eager - RGPU_FRAME_HEADER_SIZE + 1};
+    uint8_t head[RGPU_FRAME_HEADER_SIZE];
+    char *big = calloc(1, eager);
+    struct iovec iov[2] = {{head, sizeof(head)}, {big, eager - RGPU_FRAME_HEADER_SIZE + 1}};
+    rgpu_msg_t *m;
+
+    rgpu_frame_header_encode(&h, head);
+    cr_expect_eq(rgpu_link_msg_send(ma, iov, 2, NULL), RGPU_ERR_TOO_LARGE);
+    h.bulk_len = 10; /* announces 10, carries more */
+    rgpu_frame_header_encode(&h, head);
+    cr_expect_eq(rgpu_link_msg_send(ma, iov, 2, NULL), RGPU_ERR_INVALID_ARG);
+    h.type = RGPU_FRAME_TYPE_TRANSPORT_FIRST + 1; /* the transport's own */
+    h.bulk_len = 0;
+    rgpu_frame_header_encode(&h, head);
+    cr_expect_eq(rgpu_link_msg_send(ma, iov, 1, NULL), RGPU_ERR_INVALID_ARG);
+    iov[0].iov_len = 5;
+    cr_expect_eq(rgpu_link_msg_send(ma, iov, 1, NULL), RGPU_ERR_INVALID_ARG);
+    /* Nothing of that reached the peer, and the link still works. */
+    cr_expect_eq(rgpu_link_msg_recv(mb, &m, 100), RGPU_ERR_TIMEOUT);
+    cr_assert_eq(conf_msg_send(ma, 9, 3, 4), RGPU_OK);
+    cr_assert_eq(rgpu_link_msg_recv(mb, &m, 5000), RGPU_OK);
+    conf_msg_check(m, 9, 3, 4);
+    rgpu_msg_release(m);
+    free(big);
+}
+
+typedef struct {
+    rgpu_link_t *link;
+    int id, count;
+    rgpu_status_t status;
+} conf_msg_sender_t;
+
+static void *conf_msg_sender(void *arg)
+{
+    conf_msg_sender_t *s = arg;
+
+    for (int i = 0; i < s->count && s->status == RGPU_OK; i++)
+        s->status = conf_msg_send(s->link, ((uint64_t)s->id << 32) | (uint64_t)i, 7, (uint64_t)(i % 300));
+    return NULL;
+}
+
+Test(CONF_MSG_SUITE, many_messages_in_flight_from_many_threads, .timeout = CONF_TIMEOUT)
+{
+    enum { T = 4, N = 2000 };
+    conf_msg_sender_t s[T];
+    pthread_t th[T];
+    int next[T] = {0};
+
+    for (int t = 0; t < T; t++) {
+        s[t] = (conf_msg_sender_t){ma, t, N, RGPU_OK};
+        cr_assert_eq(pthread_create(&th[t], NULL, conf_msg_sender, &s[t]), 0);
+    }
+    /* Each thread's messages arrive in its order, interleaved with others'. */
+    for (int k = 0; k < T * N; k++) {
+        rgpu_msg_t *m;
+        int t, i;
+        cr_assert_eq(rgpu_link_msg_recv(mb, &m, 10000), RGPU_OK, "message %d", k);
+        t = (int)(m->header.seq >> 32);
+        i = (int)(m->header.seq & 0xffffffffu);
+        cr_assert(t >= 0 && t < T);
+        cr_assert_eq(i, next[t], "thread %d: message %d arrived before %d", t, i, next[t]);
+        conf_msg_check(m, m->header.seq, 7, (uint64_t)(i % 300));
+        next[t]++;
+        rgpu_msg_release(m);
+    }
+    for (int t = 0; t < T; t++) {
+        pthread_join(th[t], NULL);
+        cr_expect_eq(s[t].status, RGPU_OK);
+    }
+}
+
+Test(CONF_MSG_SUITE, a_transport_event_fd_wakes_for_any_link, .timeout = CONF_TIMEOUT)
+{
+    struct pollfd pfd = {rgpu_transport_event_fd(tp_a), POLLIN, 0};
+    rgpu_msg_t *m;
+
+    cr_assert_geq(pfd.fd, 0);
+    cr_expect_eq(poll(&pfd, 1, 0), 0, "readable with nothing sent");
+    cr_assert_eq(conf_msg_send(mb, 3, 1, 1), RGPU_OK);
+    cr_expect_eq(poll(&pfd, 1, 5000), 1, "a message arrived and the event fd stayed quiet");
+    cr_expect_geq(rgpu_link_progress(ma), 1);
+    cr_assert_eq(rgpu_link_msg_recv(ma, &m, 0), RGPU_OK);
+    conf_msg_check(m, 3, 1, 1);
+    rgpu_msg_release(m);
+}
+
+Test(CONF_MSG_SUITE, a_peers_close_arrives_with_a_reason, .timeout = CONF_TIMEOUT)
+{
+    rgpu_msg_t *m;
+
+    cr_assert_eq(conf_msg_send(mb, 1, 2, 3), RGPU_OK);
+    rgpu_link_shutdown(mb);
+    /* What came before the close is handed over, then the close. */
+    cr_assert_eq(rgpu_link_msg_recv(ma, &m, 5000), RGPU_OK);
+    conf_msg_check(m, 1, 2, 3);
+    rgpu_msg_release(m);
+    cr_expect_eq(rgpu_link_msg_recv(ma, &m, 5000), RGPU_ERR_CONN_CLOSED);
+    cr_expect_neq(rgpu_link_reason(ma)[0], '\0', "no reason given");
+    cr_expect_lt(rgpu_link_progress(ma), 0);
+    cr_expect_neq(conf_msg_send(ma, 2, 0, 0), RGPU_OK);
+}
+
+/* One remote region and one local one, each len + 8 bytes. */
+static unsigned char *conf_region(size_t len)
+{
+    unsigned char *p = malloc(len + 8);
+    cr_assert_not_null(p);
+    return p;
+}
+
+static void conf_fill(unsigned char *p, size_t len, size_t seed)
+{
+    for (size_t i = 0; i < len; i++)
+        p[i] = conf_pattern(i + seed);
+}
+
+static void conf_expect_pattern(const unsigned char *p, size_t len, size_t seed, const char *what)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] != conf_pattern(i + seed))
+            cr_assert_fail("%s: byte %zu of %zu is %u, want %u", what, i, len, p[i],
+                           conf_pattern(i + seed));
+    }
+}
+
+/* 1 byte to 256 MiB, both ways, at unaligned offsets on both ends. One
+ * buffer per end, sized for the largest, reused. */
+Test(CONF_MSG_SUITE, get_and_put_from_1_byte_to_256_MiB_unaligned, .timeout = CONF_TIMEOUT)
+{
+    static const size_t sizes[] = {1, 3, 4095, 65537, (1u << 20) + 5, (16u << 20) + 1, 256u << 20};
+    size_t max = 256u << 20;
+    unsigned char *rbuf = conf_region(max), *lbuf = conf_region(max);
+    rgpu_mem_t *rmem, *lmem;
+    rgpu_mem_desc_t desc;
+
+    cr_assert_eq(rgpu_mem_register(tp_b, rbuf, max + 8, RGPU_MEMTYPE_HOST, &rmem), RGPU_OK);
+    cr_assert_eq(rgpu_mem_register(tp_a, lbuf, max + 8, RGPU_MEMTYPE_HOST, &lmem), RGPU_OK);
+    desc = rgpu_mem_desc(rmem);
+    cr_expect_eq(desc.addr, (uint64_t)(uintptr_t)rbuf);
+    cr_expect_eq(desc.len, max + 8);
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        size_t len = sizes[k], loff = 3 + k % 4, roff = 5 - k % 4;
+
+        conf_fill(rbuf + roff, len, k);
+        memset(lbuf, 0, len + 8);
+        cr_assert_eq(rgpu_link_get(ma, lmem, loff, &desc, roff, len, NULL), RGPU_OK, "get %zu", len);
+        conf_expect_pattern(lbuf + loff, len, k, "get");
+        cr_assert_eq(lbuf[loff - 1], 0, "get wrote before its start");
+        cr_assert_eq(lbuf[loff + len], 0, "get wrote past its end");
+
+        conf_fill(lbuf + loff, len, k + 77);
+        memset(rbuf, 0, len + 8);
+        cr_assert_eq(rgpu_link_put(ma, lmem, loff, &desc, roff, len, NULL), RGPU_OK, "put %zu", len);
+        conf_expect_pattern(rbuf + roff, len, k + 77, "put");
+        cr_assert_eq(rbuf[roff - 1], 0, "put wrote before its start");
+        cr_assert_eq(rbuf[roff + len], 0, "put wrote past its end");
+    }
+    rgpu_mem_deregister(lmem);
+    rgpu_mem_deregister(rmem);
+    free(rbuf);
+    free(lbuf);
+}
+
+typedef struct {
+    rgpu_completion_t c;
+    int *count;
+} conf_counted_t;
+
+static void conf_count_cb(rgpu_completion_t *c)
+{
+    __atomic_add_fetch(((conf_counted_t *)c)->count, 1, __ATOMIC_SEQ_CST);
+}
+
+Test(CONF_MSG_SUITE, many_gets_and_puts_in_flight_with_completions, .timeout = CONF_TIMEOUT)
+{
+    enum { N = 64, CHUNK = 100000 };
+    unsigned char *rbuf = conf_region(N * CHUNK), *lbuf = conf_region(N * CHUNK);
+    rgpu_mem_t *rmem, *lmem;
+    rgpu_mem_desc_t desc;
+    conf_counted_t ops[N];
+    int count = 0;
+
+    cr_assert_eq(rgpu_mem_register(tp_b, rbuf, N * CHUNK, RGPU_MEMTYPE_HOST, &rmem), RGPU_OK);
+    cr_assert_eq(rgpu_mem_register(tp_a, lbuf, N * CHUNK, RGPU_MEMTYPE_HOST, &lmem), RGPU_OK);
+    desc = rgpu_mem_desc(rmem);
+    conf_fill(rbuf, N * CHUNK, 1);
+    memset(lbuf, 0, N * CHUNK);
+    for (int i = 0; i < N; i++) {
+        ops[i] = (conf_counted_t){{conf_count_cb, NULL, RGPU_ERR_IO, 0}, &count};
+        cr_assert_eq(rgpu_link_get(ma, lmem, (uint64_t)i * CHUNK, &desc, (uint64_t)i * CHUNK, CHUNK,
+                                   &ops[i].c), RGPU_OK);
+    }
+    for (int i = N - 1; i >= 0; i--) {
+        cr_assert_eq(rgpu_link_wait(ma, &ops[i].c, 10000), RGPU_OK, "get %d", i);
+        cr_expect_eq(ops[i].c.status, RGPU_OK);
+    }
+    cr_expect_eq(__atomic_load_n(&count, __ATOMIC_SEQ_CST), N, "a callback ran %d times for %d gets",
+                 count, N);
+    conf_expect_pattern(lbuf, N * CHUNK, 1, "gets");
+    rgpu_mem_deregister(lmem);
+    rgpu_mem_deregister(rmem);
+    free(rbuf);
+    free(lbuf);
+}
+
+Test(CONF_MSG_SUITE, a_wrong_key_or_a_range_outside_the_registration_is_refused,
+     .timeout = CONF_TIMEOUT)
+{
+    size_t len = 4096;
+    unsigned char *rbuf = conf_region(3 * len), *lbuf = conf_region(3 * len);
+    rgpu_mem_t *rmem, *ro, *lmem;
+    rgpu_mem_desc_t desc, bad;
+
+    /* The peer registers only the middle third. */
+    memset(rbuf, 0xAA, 3 * len);
+    cr_assert_eq(rgpu_mem_register(tp_b, rbuf + len, len, RGPU_MEMTYPE_HOST, &rmem), RGPU_OK);
+    cr_assert_eq(rgpu_mem_register(tp_a, lbuf, 3 * len, RGPU_MEMTYPE_HOST, &lmem), RGPU_OK);
+    desc = rgpu_mem_desc(rmem);
+    memset(lbuf, 0x55, 3 * len);
+
+    bad = desc;
+    bad.key ^= 1;
+    cr_expect_eq(rgpu_link_get(ma, lmem, 0, &bad, 0, 16, NULL), RGPU_ERR_NOT_FOUND);
+    cr_expect_eq(rgpu_link_put(ma, lmem, 0, &bad, 0, 16, NULL), RGPU_ERR_NOT_FOUND);
+    bad.key = 0;
+    cr_expect_eq(rgpu_link_get(ma, lmem, 0, &bad, 0, 16, NULL), RGPU_ERR_NOT_FOUND);
+    /* Past the descriptor: refused before anything is sent. */
+    cr_expect_eq(rgpu_link_get(ma, lmem, 0, &desc, len - 1, 2, NULL), RGPU_ERR_INVALID_ARG);
+    cr_expect_eq(rgpu_link_get(ma, lmem, 3 * len - 1, &desc, 0, 2, NULL), RGPU_ERR_INVALID_ARG);
+    cr_expect_eq(rgpu_link_get(ma, lmem, 0, &desc, UINT64_MAX, 2, NULL), RGPU_ERR_INVALID_ARG);
+    /* A forged descriptor reaching either side of the registration: the
+     * peer refuses it. */
+    bad = desc;
+    bad.addr -= len;
+    bad.len = 3 * len;
+    cr_expect_eq(rgpu_link_get(ma, lmem, 0, &bad, 0, 16, NULL), RGPU_ERR_INVALID_ARG);
+    cr_expect_eq(rgpu_link_put(ma, lmem, 0, &bad, 2 * len - 8, 16, NULL), RGPU_ERR_INVALID_ARG);
+    cr_expect_eq(rgpu_link_put(ma, lmem, 0, &bad, 0, 3 * len, NULL), RGPU_ERR_INVALID_ARG);
+    /* A region the peer may only read. */
+    cr_assert_eq(rgpu_mem_register_access(tp_b, rbuf, len, RGPU_MEMTYPE_HOST, RGPU_MEM_REMOTE_READ,
+                                          &ro), RGPU_OK);
+    bad = rgpu_mem_desc(ro);
+    cr_expect_eq(rgpu_link_put(ma, lmem, 0, &bad, 0, 16, NULL), RGPU_ERR_INVALID_ARG);
+    cr_expect_eq(rgpu_link_get(ma, lmem, 0, &bad, 0, 16, NULL), RGPU_OK);
+    rgpu_mem_deregister(ro);
+    /* After deregistering, its key is refused. */
+    cr_expect_eq(rgpu_link_get(ma, lmem, 0, &bad, 0, 16, NULL), RGPU_ERR_NOT_FOUND);
+    for (size_t i = 0; i < 3 * len; i++)
+        cr_assert_eq(rbuf[i], 0xAA, "a refused put changed byte %zu", i);
+    /* Refusals leave the link working. */
+    memset(lbuf, 0x55, 3 * len);
+    cr_expect_eq(rgpu_link_put(ma, lmem, 0, &desc, 0, len, NULL), RGPU_OK);
+    cr_expect_eq(rbuf[len], 0x55);
+    cr_expect_eq(rbuf[len - 1], 0xAA);
+    cr_expect_eq(rbuf[2 * len], 0xAA);
+    rgpu_mem_deregister(lmem);
+    rgpu_mem_deregister(rmem);
+    free(rbuf);
+    free(lbuf);
+}
+
+Test(CONF_MSG_SUITE, register_refuses_what_it_cannot_reach, .timeout = CONF_TIMEOUT)
+{
+    char buf[16];
+    rgpu_mem_t *m = NULL;
+
+    cr_expect_eq(rgpu_mem_register(tp_a, buf, 0, RGPU_MEMTYPE_HOST, &m), RGPU_ERR_INVALID_ARG);
+    cr_expect_eq(rgpu_mem_register(tp_a, NULL, 16, RGPU_MEMTYPE_HOST, &m), RGPU_ERR_INVALID_ARG);
+    cr_expect_eq(rgpu_mem_register_access(tp_a, buf, 16, RGPU_MEMTYPE_HOST, 0, &m),
+                 RGPU_ERR_INVALID_ARG);
+    if (!rgpu_transport_caps(tp_a)->remote_access)
+        cr_expect_eq(rgpu_mem_register(tp_a, buf, 16, RGPU_MEMTYPE_CUDA, &m), RGPU_ERR_UNSUPPORTED);
+    cr_expect_null(m);
+}
+
+/* The peer's application frees a buffer and mallocs one of the same size,
+ * most likely at the same address, with new contents: through the cache,
+ * a get sees the new contents, and the old descriptor is refused. */
+Test(CONF_MSG_SUITE, free_then_malloc_at_the_same_address_gets_the_new_contents,
+     .timeout = CONF_TIMEOUT)
+{
+    size_t len = 1u << 20;
+    unsigned char *lbuf = conf_region(len), *rbuf;
+    rgpu_rcache_t *rc;
+    rgpu_rcache_stats_t st;
+    rgpu_mem_t *lmem, *r1, *r2;
+    rgpu_mem_desc_t d1, d2;
+
+    cr_assert_eq(rgpu_rcache_create(tp_b, RGPU_RCACHE_DEFAULT, &rc), RGPU_OK);
+    cr_assert_eq(rgpu_mem_register(tp_a, lbuf, len, RGPU_MEMTYPE_HOST, &lmem), RGPU_OK);
+    for (int round = 0; round < 4; round++) {
+        rbuf = malloc(len);
+        conf_fill(rbuf, len, 1000 + (size_t)round);
+        cr_assert_eq(rgpu_rcache_get(rc, rbuf, len, RGPU_MEMTYPE_HOST, &r1), RGPU_OK);
+        /* A second user of part of it while the first is in use: a hit. */
+        cr_assert_eq(rgpu_rcache_get(rc, rbuf + 100, 200, RGPU_MEMTYPE_HOST, &r2), RGPU_OK);
+        cr_expect_eq(r2, r1);
+        d1 = rgpu_mem_desc(r1);
+        cr_assert_eq(rgpu_link_get(ma, lmem, 0, &d1, 0, len, NULL), RGPU_OK);
+        conf_expect_pattern(lbuf, len, 1000 + (size_t)round, "get after free and malloc");
+        rgpu_rcache_put(rc, r2);
+        rgpu_rcache_put(rc, r1);
+        free(rbuf);
+        if (round > 0)
+            cr_expect_neq(d1.key, d2.key, "a key survived a free");
+        /* The freed buffer's descriptor names nothing any more. */
+        if (!rgpu_transport_caps(tp_b)->reg_pins)
+            cr_expect_eq(rgpu_link_get(ma, lmem, 0, &d1, 0, 16, NULL), RGPU_ERR_NOT_FOUND);
+        d2 = d1;
+    }
+    rgpu_rcache_stats(rc, &st);
+    cr_expect_eq(st.hits, 4);
+    if (!rgpu_transport_caps(tp_b)->reg_pins)
+        cr_expect_eq(st.regions, 0, "regions nobody uses stayed registered");
+    rgpu_rcache_destroy(rc);
+    rgpu_mem_deregister(lmem);
+    free(lbuf);
+}
+
+/* Where unused regions are kept (verbs), invalidation is what keeps the
+ * cache right: after it, the same address gets a new registration. */
+Test(CONF_MSG_SUITE, a_cache_that_keeps_unused_regions_obeys_invalidation, .timeout = CONF_TIMEOUT)
+{
+    size_t len = 65536;
+    unsigned char *buf = malloc(len);
+    rgpu_rcache_t *rc;
+    rgpu_rcache_stats_t st;
+    rgpu_mem_t *m1, *m2;
+    uint64_t key;
+
+    cr_assert_eq(rgpu_rcache_create(tp_b, 1u << 20, &rc), RGPU_OK);
+    cr_assert_eq(rgpu_rcache_get(rc, buf, len, RGPU_MEMTYPE_HOST, &m1), RGPU_OK);
+    key = rgpu_mem_desc(m1).key;
+    rgpu_rcache_put(rc, m1);
+    rgpu_rcache_stats(rc, &st);
+    cr_expect_eq(st.unused_bytes, len);
+    cr_assert_eq(rgpu_rcache_get(rc, buf + 1, len - 1, RGPU_MEMTYPE_HOST, &m2), RGPU_OK);
+    cr_expect_eq(m2, m1, "an unused region was not reused");
+    /* Invalidated while in use: no new hits, dropped at the last put. */
+    rgpu_rcache_invalidate(rc, buf + len - 1, 1);
+    cr_assert_eq(rgpu_rcache_get(rc, buf, 10, RGPU_MEMTYPE_HOST, &m1), RGPU_OK);
+    cr_expect_neq(rgpu_mem_desc(m1).key, key);
+    rgpu_rcache_put(rc, m2);
+    rgpu_rcache_put(rc, m1);
+    rgpu_rcache_invalidate(rc, buf, len);
+    rgpu_rcache_stats(rc, &st);
+    cr_expect_eq(st.regions, 0);
+    cr_expect_eq(st.unused_bytes, 0);
+    /* Past the budget, the least recently used go. */
+    for (int i = 0; i < 40; i++) {
+        cr_assert_eq(rgpu_rcache_get(rc, buf + i, 65536 - 64, RGPU_MEMTYPE_HOST, &m1), RGPU_OK);
+        rgpu_rcache_put(rc, m1);
+    }
+    rgpu_rcache_stats(rc, &st);
+    cr_expect_leq(st.unused_bytes, 1u << 20);
+    rgpu_rcache_destroy(rc);
+    free(buf);
+}
+
+typedef struct {
+    rgpu_link_t *a, *b;
+    int id;
+    rgpu_status_t status;
+} conf_pair_t;
+
+static void *conf_pair_worker(void *arg)
+{
+    conf_pair_t *p = arg;
+    size_t len = (1u << 20) + (size_t)p->id;
+    unsigned char *rbuf = malloc(len), *lbuf = malloc(len);
+    rgpu_mem_t *rmem = NULL, *lmem = NULL;
+    rgpu_mem_desc_t desc;
+
+    p->status = rgpu_mem_register(tp_b, rbuf, len, RGPU_MEMTYPE_HOST, &rmem);
+    if (p->status == RGPU_OK)
+        p->status = rgpu_mem_register(tp_a, lbuf, len, RGPU_MEMTYPE_HOST, &lmem);
+    desc = rmem ? rgpu_mem_desc(rmem) : (rgpu_mem_desc_t){0};
+    for (int r = 0; r < 10 && p->status == RGPU_OK; r++) {
+        conf_fill(lbuf, len, (size_t)(p->id * 100 + r));
+        p->status = rgpu_link_put(p->a, lmem, 0, &desc, 0, len, NULL);
+        if (p->status == RGPU_OK)
+            p->status = conf_msg_send(p->a, (uint64_t)r, 1, 1);
+        if (p->status == RGPU_OK && memcmp(rbuf, lbuf, len) != 0)
+            p->status = RGPU_ERR_IO;
+        memset(lbuf, 0, len);
+        if (p->status == RGPU_OK)
+            p->status = rgpu_link_get(p->a, lmem, 0, &desc, 0, len, NULL);
+        if (p->status == RGPU_OK && memcmp(rbuf, lbuf, len) != 0)
+            p->status = RGPU_ERR_IO;
+    }
+    for (int r = 0; r < 10 && p->status == RGPU_OK; r++) {
+        rgpu_msg_t *m;
+        p->status = rgpu_link_msg_recv(p->b, &m, 5000);
+        if (p->status == RGPU_OK) {
+            if (m->header.seq != (uint64_t)r)
+                p->status = RGPU_ERR_PROTOCOL;
+            rgpu_msg_release(m);
+        }
+    }
+    rgpu_mem_deregister(lmem);
+    rgpu_mem_deregister(rmem);
+    free(rbuf);
+    free(lbuf);
+    return NULL;
+}
+
+Test(CONF_MSG_SUITE, concurrent_links, .timeout = CONF_TIMEOUT)
+{
+    enum { N = 6 };
+    conf_pair_t p[N];
+    pthread_t th[N], prog[N];
+
+    for (int i = 0; i < N; i++) {
+        p[i] = (conf_pair_t){NULL, NULL, i, RGPU_OK};
+        conf_msg_connect(&p[i].a, &p[i].b);
+        cr_assert_eq(pthread_create(&prog[i], NULL, conf_progress_thread, p[i].b), 0);
+    }
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, conf_pair_worker, &p[i]), 0);
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        cr_expect_eq(p[i].status, RGPU_OK, "link %d: %s", i, rgpu_status_str(p[i].status));
+    }
+    __atomic_store_n(&mb_stop, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < N; i++) {
+        pthread_join(prog[i], NULL);
+        rgpu_link_close(p[i].a);
+        rgpu_link_close(p[i].b);
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * A peer in another process, killed in the middle of a transfer
+ * ---------------------------------------------------------------------- */
+
+#define CONF_KILL_LEN ((size_t)256 << 20)
+
+/* The child: connects, registers a big region, sends its descriptor, then
+ * serves (serve != 0) or sits still (so a put to it stalls) until killed. */
+static void conf_child(const char *addr, int serve)
+{
+    rgpu_transport_t *tp;
+    rgpu_link_t *link;
+    rgpu_mem_t *mem;
+    unsigned char *buf = malloc(CONF_KILL_LEN);
+    rgpu_mem_desc_t desc;
+    uint8_t head[RGPU_FRAME_HEADER_SIZE];
+    rgpu_frame_header_t h = {RGPU_PROTOCOL_VERSION, 5, 0, sizeof(desc), 1, 0};
+    struct iovec iov[2] = {{head, sizeof(head)}, {&desc, sizeof(desc)}};
+
+    if (!buf || rgpu_transport_open(CONFORMANCE_OPS.name, &tp) != RGPU_OK ||
+        rgpu_transport_connect(tp, addr, 5000, &link, NULL, 0) != RGPU_OK ||
+        rgpu_mem_register(tp, buf, CONF_KILL_LEN, RGPU_MEMTYPE_HOST, &mem) != RGPU_OK)
+        _exit(2);
+    memset(buf, 7, CONF_KILL_LEN);
+    desc = rgpu_mem_desc(mem);
+    rgpu_frame_header_encode(&h, head);
+    if (rgpu_link_msg_send(link, iov, 2, NULL) != RGPU_OK)
+        _exit(3);
+    for (;;) {
+        if (serve) {
+            rgpu_msg_t *m;
+            if (rgpu_link_msg_recv(link, &m, -1) != RGPU_OK)
+                _exit(4);
+        } else {
+            pause();
+        }
+    }
+}
+
+static pid_t conf_spawn(rgpu_transport_t *tp, rgpu_listener_t *l, int serve, rgpu_link_t **link_p,
+                        rgpu_mem_desc_t *desc_p)
+{
+    pid_t pid = fork();
+    struct pollfd pfd = {CONFORMANCE_OPS.listener_fd(l), POLLIN, 0};
+    rgpu_msg_t *m;
+
+    cr_assert_geq(pid, 0);
+    if (pid == 0)
+        conf_child(l->local, serve);
+    cr_assert_eq(poll(&pfd, 1, 10000), 1, "the child did not connect");
+    cr_assert_eq(CONFORMANCE_OPS.accept(l, link_p), RGPU_OK);
+    cr_assert_eq(rgpu_link_msg_recv(*link_p, &m, 10000), RGPU_OK, "no descriptor from the child");
+    cr_assert_eq(m->header.body_len, sizeof(*desc_p));
+    memcpy(desc_p, m->body, sizeof(*desc_p));
+    rgpu_msg_release(m);
+    return pid;
+}
+
+typedef struct {
+    pid_t pid;
+    int after_ms;
+} conf_killer_t;
+
+static void *conf_killer(void *arg)
+{
+    conf_killer_t *k = arg;
+
+    conf_sleep_ms(k->after_ms);
+    kill(k->pid, SIGKILL);
+    return NULL;
+}
+
+TestSuite(CONF_PEER_SUITE);
+
+Test(CONF_PEER_SUITE, a_peer_killed_in_the_middle_of_a_get_or_a_put, .timeout = CONF_TIMEOUT)
+{
+    rgpu_transport_t *tp;
+    rgpu_listener_t *l;
+    unsigned char *buf = malloc(CONF_KILL_LEN);
+    rgpu_mem_t *mem;
+
+    cr_assert_not_null(buf);
+    cr_assert_eq(rgpu_transport_open(CONFORMANCE_OPS.name, &tp), RGPU_OK);
+    cr_assert_eq(rgpu_transport_listen(tp, CONFORMANCE_ADDR, &l), RGPU_OK);
+    cr_assert_eq(rgpu_mem_register(tp, buf, CONF_KILL_LEN, RGPU_MEMTYPE_HOST, &mem), RGPU_OK);
+    for (int is_get = 1; is_get >= 0; is_get--) {
+        rgpu_link_t *link;
+        rgpu_mem_desc_t desc;
+        rgpu_completion_t c = {0};
+        conf_killer_t k;
+        pthread_t th;
+        rgpu_status_t status;
+        rgpu_msg_t *m;
+        int wstatus;
+
+        k.pid = conf_spawn(tp, l, is_get, &link, &desc);
+        k.after_ms = 300;
+        cr_assert_eq(pthread_create(&th, NULL, conf_killer, &k), 0);
+        if (is_get) {
+            /* Start the get, then stay away until the child is dead: its
+             * reply is stuck mid-way in the socket. */
+            cr_assert_eq(rgpu_link_get(link, mem, 0, &desc, 0, CONF_KILL_LEN, &c), RGPU_OK);
+            conf_sleep_ms(600);
+            status = rgpu_link_wait(link, &c, 20000);
+        } else {
+            /* The child reads nothing: the put blocks until it dies. */
+            status = rgpu_link_put(link, mem, 0, &desc, 0, CONF_KILL_LEN, NULL);
+        }
+        pthread_join(th, NULL);
+        cr_expect(status == RGPU_ERR_CONN_CLOSED || status == RGPU_ERR_IO, "%s: %s",
+                  is_get ? "get" : "put", rgpu_status_str(status));
+        cr_expect_neq(rgpu_link_reason(link)[0], '\0');
+        cr_expect_eq(rgpu_link_msg_recv(link, &m, 1000), status, "the failure is not sticky");
+        cr_assert_eq(waitpid(k.pid, &wstatus, 0), k.pid);
+        cr_expect(WIFSIGNALED(wstatus), "the child exited with %d before it was killed",
+                  WEXITSTATUS(wstatus));
+        rgpu_link_close(link);
+    }
+    rgpu_mem_deregister(mem);
+    CONFORMANCE_OPS.listener_close(l);
+    rgpu_transport_close(tp);
+    free(buf);
 }
 
 #endif

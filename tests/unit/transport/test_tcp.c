@@ -124,3 +124,67 @@ Test(tcp, more_than_16_iovecs_is_an_invalid_argument, .timeout = CONF_TIMEOUT)
     }
     cr_expect_eq(rgpu_link_sendv(cli, iov, 17), RGPU_ERR_INVALID_ARG);
 }
+
+/* The address resolver: one place for every caller. */
+Test(tcp_only, addresses_choose_their_transport, .timeout = CONF_TIMEOUT)
+{
+    const rgpu_transport_ops_t *ops = NULL;
+    const char *bare = NULL;
+    char reason[256] = "";
+    rgpu_transport_t *tp = NULL;
+
+    cr_expect_eq(rgpu_transport_for_address("tcp://h:1", &ops, &bare, reason, sizeof(reason)), RGPU_OK);
+    cr_expect_eq(ops, &rgpu_tcp_ops);
+    cr_expect_str_eq(bare, "h:1");
+    ops = NULL;
+    cr_expect_eq(rgpu_transport_for_address("[::1]:7", &ops, &bare, NULL, 0), RGPU_OK);
+    cr_expect_eq(ops, &rgpu_tcp_ops, "a bare host:port is tcp");
+    cr_expect_str_eq(bare, "[::1]:7");
+    ops = NULL;
+    cr_expect_eq(rgpu_transport_for_address("verbs://h:1", &ops, &bare, reason, sizeof(reason)),
+                 RGPU_ERR_UNSUPPORTED);
+    cr_expect_null(ops);
+    cr_expect(contains_ci(reason, "verbs"), "reason \"%s\" does not name verbs", reason);
+    cr_expect_eq(rgpu_transport_for_address("udp://h:1", &ops, &bare, reason, sizeof(reason)),
+                 RGPU_ERR_ADDRESS);
+    cr_expect(strstr(reason, "udp://h:1") != NULL, "reason \"%s\"", reason);
+    cr_expect_null(ops);
+    cr_expect_eq(rgpu_transport_open("verbs", &tp), RGPU_ERR_UNSUPPORTED);
+    cr_expect_eq(rgpu_transport_open("nope", &tp), RGPU_ERR_ADDRESS);
+    cr_expect_null(tp);
+    cr_assert_eq(rgpu_transport_open("tcp://", &tp), RGPU_OK);
+    cr_expect_eq(rgpu_transport_ops(tp), &rgpu_tcp_ops);
+    rgpu_transport_close(tp);
+}
+
+/* Links made through the plain ops table belong to a default instance and
+ * can do everything a link of an opened instance can. */
+Test(tcp, plain_links_have_the_message_layer_too, .timeout = CONF_TIMEOUT)
+{
+    char buf[64];
+    rgpu_mem_t *mem;
+    rgpu_mem_desc_t desc;
+    rgpu_msg_t *m;
+    uint8_t head[RGPU_FRAME_HEADER_SIZE];
+    rgpu_frame_header_t h = {RGPU_PROTOCOL_VERSION, 7, 0, 0, 42, 0};
+    struct iovec iov = {head, sizeof(head)};
+
+    cr_assert_not_null(cli->tp);
+    cr_expect_eq(cli->tp, srv->tp);
+    cr_assert_eq(rgpu_mem_register(srv->tp, buf, sizeof(buf), RGPU_MEMTYPE_HOST, &mem), RGPU_OK);
+    desc = rgpu_mem_desc(mem);
+    rgpu_frame_header_encode(&h, head);
+    cr_assert_eq(rgpu_link_msg_send(srv, &iov, 1, NULL), RGPU_OK);
+    cr_assert_eq(rgpu_link_msg_recv(cli, &m, 5000), RGPU_OK);
+    cr_expect_eq(m->header.seq, 42);
+    rgpu_msg_release(m);
+    /* Nobody progresses srv here: a get waits for it, then completes. */
+    {
+        rgpu_completion_t c = {0};
+        cr_assert_eq(rgpu_link_put(cli, mem, 0, &desc, 0, 8, &c), RGPU_OK);
+        cr_expect_eq(rgpu_link_wait(cli, &c, 100), RGPU_ERR_TIMEOUT);
+        cr_expect_eq(rgpu_link_progress(srv), 1);
+        cr_expect_eq(rgpu_link_wait(cli, &c, 5000), RGPU_OK);
+    }
+    rgpu_mem_deregister(mem);
+}
