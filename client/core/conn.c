@@ -555,6 +555,8 @@ rgpu_status_t rgpu_conn_open(const char *addr, const Rgpu__Hello *hello, int tim
     Rgpu__HelloReply *reply;
     rgpu_status_t status;
     const char *why;
+    const rgpu_transport_ops_t *ops;
+    const char *bare;
 
     conn = calloc(1, sizeof(*conn));
     if (!conn) {
@@ -573,7 +575,9 @@ rgpu_status_t rgpu_conn_open(const char *addr, const Rgpu__Hello *hello, int tim
     pthread_cond_init(&conn->pending_cond, NULL);
     pthread_cond_init(&conn->reader_cond, NULL);
 
-    status = rgpu_tcp_ops.connect(addr, timeout_ms, &conn->link, reason, reason_cap);
+    status = rgpu_transport_for_address(addr, &ops, &bare, reason, reason_cap);
+    if (status == RGPU_OK)
+        status = ops->connect(bare, timeout_ms, &conn->link, reason, reason_cap);
     if (status != RGPU_OK)
         goto out_free;
     if (pthread_create(&conn->reader, NULL, rgpu_conn_reader, conn) != 0) {
