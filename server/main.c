@@ -212,6 +212,9 @@ int main(int argc, char **argv)
     uv_loop_t *loop;
     rgpu_status_t status;
     int left, exit_code = 1;
+    const rgpu_transport_ops_t *listen_ops;
+    const char *listen_bare;
+    char listen_why[256];
 
     signal(SIGPIPE, SIG_IGN);
     switch (rgpu_server_config_load(&config, argc, argv, rgpu_daemon_getenv, stdout, stderr)) {
@@ -252,7 +255,13 @@ int main(int argc, char **argv)
     rgpu_info("server", "memory allocator: the C library's malloc (built without jemalloc)");
 #endif
 
-    status = rgpu_tcp_ops.listen(config.listen, &daemon.listener);
+    status = rgpu_transport_for_address(config.listen, &listen_ops, &listen_bare, listen_why,
+                                        sizeof(listen_why));
+    if (status != RGPU_OK) {
+        rgpu_error("server", "cannot listen on %s: %s", config.listen, listen_why);
+        goto out_close_backend;
+    }
+    status = listen_ops->listen(listen_bare, &daemon.listener);
     if (status != RGPU_OK) {
         rgpu_error("server", "cannot listen on %s: %s", config.listen,
                    status == RGPU_ERR_EXISTS ? "address already in use" : rgpu_status_str(status));
@@ -260,7 +269,7 @@ int main(int argc, char **argv)
     }
 
     loop = uv_default_loop();
-    uv_poll_init(loop, &daemon.listen_poll, rgpu_tcp_ops.listener_fd(daemon.listener));
+    uv_poll_init(loop, &daemon.listen_poll, daemon.listener->ops->listener_fd(daemon.listener));
     daemon.listen_poll.data = &daemon;
     uv_poll_start(&daemon.listen_poll, UV_READABLE, rgpu_daemon_on_accept);
     uv_timer_init(loop, &daemon.accept_timer);

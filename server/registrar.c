@@ -86,8 +86,12 @@ static rgpu_status_t rgpu_registrar_call(rgpu_registrar_t *r, uint16_t type,
 
     if (!r->link) {
         rgpu_link_t *link;
+        const rgpu_transport_ops_t *ops;
+        const char *bare;
 
-        st = rgpu_tcp_ops.connect(r->addr, 2000, &link, r->why, sizeof(r->why));
+        st = rgpu_transport_for_address(r->addr, &ops, &bare, r->why, sizeof(r->why));
+        if (st == RGPU_OK)
+            st = ops->connect(bare, 2000, &link, r->why, sizeof(r->why));
         if (st != RGPU_OK)
             return st;
         pthread_mutex_lock(&r->link_lock);
