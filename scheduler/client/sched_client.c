@@ -73,6 +73,8 @@ void *rgpu_sched_call(const rgpu_sched_client_t *client, uint16_t type,
     pthread_t thread;
     rgpu_status_t st;
     int watching;
+    const rgpu_transport_ops_t *ops;
+    const char *bare;
 
     if (!err) {
         err = dummy;
@@ -80,7 +82,9 @@ void *rgpu_sched_call(const rgpu_sched_client_t *client, uint16_t type,
     }
     *err = '\0';
     rgpu_sched_timeout_str(timeout_ms, tmo, sizeof(tmo));
-    st = rgpu_tcp_ops.connect(addr, timeout_ms, &w.link, reason, sizeof(reason));
+    st = rgpu_transport_for_address(addr, &ops, &bare, reason, sizeof(reason));
+    if (st == RGPU_OK)
+        st = ops->connect(bare, timeout_ms, &w.link, reason, sizeof(reason));
     if (st != RGPU_OK) {
         snprintf(err, err_cap, "scheduler %s: %s", addr, *reason ? reason : rgpu_status_str(st));
         return NULL;
