@@ -1,7 +1,8 @@
 /*
  * The raw TCP baseline: `rgpu-bench tcp-peer` and the client side.
  *
- * Both ends use rgpu's own TCP transport (rgpu_tcp_ops: the same socket
+ * Both ends use rgpu's own TCP transport (through rgpu_transport_for_address,
+ * which takes "tcp://host:port" or "host:port": the same socket
  * options, buffer sizes, send and receive loops as rgpu-server and the
  * client library), so the baseline crosses exactly the path rgpu crosses,
  * minus rgpu. Run the peer where rgpu-server runs.
@@ -114,6 +115,9 @@ int bench_tcp_peer_main(int argc, char **argv)
     const char *listen_addr = NULL;
     rgpu_listener_t *listener;
     rgpu_status_t st;
+    const rgpu_transport_ops_t *ops;
+    const char *bare;
+    char reason[256] = "";
 
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--listen") && i + 1 < argc) {
@@ -134,21 +138,24 @@ int bench_tcp_peer_main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    st = rgpu_tcp_ops.listen(listen_addr, &listener);
+    st = rgpu_transport_for_address(listen_addr, &ops, &bare, reason, sizeof(reason));
+    if (st == RGPU_OK)
+        st = ops->listen(bare, &listener);
     if (st != RGPU_OK) {
-        fprintf(stderr, "rgpu-bench tcp-peer: cannot listen on %s: %s\n", listen_addr, rgpu_status_str(st));
+        fprintf(stderr, "rgpu-bench tcp-peer: cannot listen on %s: %s\n", listen_addr,
+                reason[0] ? reason : rgpu_status_str(st));
         return 1;
     }
     printf("rgpu-bench tcp-peer listening on %s\n", listener->local);
     fflush(stdout);
     for (;;) {
-        struct pollfd pfd = {rgpu_tcp_ops.listener_fd(listener), POLLIN, 0};
+        struct pollfd pfd = {listener->ops->listener_fd(listener), POLLIN, 0};
         rgpu_link_t *link;
         pthread_t thread;
 
         if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
             break;
-        while ((st = rgpu_tcp_ops.accept(listener, &link)) == RGPU_OK) {
+        while ((st = listener->ops->accept(listener, &link)) == RGPU_OK) {
             if (pthread_create(&thread, NULL, bench_tcp_peer_conn, link) != 0) {
                 rgpu_link_close(link);
                 continue;
@@ -156,7 +163,7 @@ int bench_tcp_peer_main(int argc, char **argv)
             pthread_detach(thread);
         }
     }
-    rgpu_tcp_ops.listener_close(listener);
+    listener->ops->listener_close(listener);
     return 1;
 }
 
@@ -168,9 +175,13 @@ int bench_tcp_connect(bench_tcp_conn_t *c, const char *addr, bench_tcp_mode_t mo
     uint8_t setup[16];
     rgpu_link_t *link;
     rgpu_status_t st;
+    const rgpu_transport_ops_t *ops;
+    const char *bare;
 
     memset(c, 0, sizeof(*c));
-    st = rgpu_tcp_ops.connect(addr, BENCH_TCP_CONNECT_TIMEOUT_MS, &link, reason, sizeof(reason));
+    st = rgpu_transport_for_address(addr, &ops, &bare, reason, sizeof(reason));
+    if (st == RGPU_OK)
+        st = ops->connect(bare, BENCH_TCP_CONNECT_TIMEOUT_MS, &link, reason, sizeof(reason));
     if (st != RGPU_OK) {
         fprintf(stderr, "rgpu-bench: cannot reach the TCP peer at %s: %s\n", addr,
                 reason[0] ? reason : rgpu_status_str(st));
