@@ -67,7 +67,7 @@ struct rgpu__link_state {
     rgpu_op_t *ops;
     uint64_t next_id;
     rgpu_status_t failed;
-    char reason[160];
+    char reason[256];
     pthread_t responder;
     int responder_started, stopping;
     pthread_cond_t jobs_cond;
@@ -134,7 +134,7 @@ static void rgpu_link_fail(rgpu_link_t *link, rgpu_status_t status, const char *
 
 static void rgpu_link_fail_io(rgpu_link_t *link, rgpu_status_t status, const char *doing)
 {
-    char reason[160];
+    char reason[256];
 
     if (status == RGPU_ERR_CONN_CLOSED)
         snprintf(reason, sizeof(reason), "the peer %s closed the connection (%s)", link->peer, doing);
@@ -289,7 +289,7 @@ static rgpu_status_t rgpu_drive_one(rgpu_link_t *link, int timeout_ms)
     uint8_t body[RGPU_TP_REQ_BODY];
     rgpu_status_t status;
     const char *doing = "receiving";
-    char why[160];
+    char why[256];
 
     if (link->ops->buffered(link) == 0 && !link->ops->wait_readable(link, timeout_ms))
         return RGPU_ERR_TIMEOUT;
