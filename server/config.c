@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "rgpu/log.h"
+#include "rgpu/transport.h"
 #include "rgpu/util.h"
 
 typedef struct rgpu_config_row rgpu_config_row_t;
@@ -428,7 +429,13 @@ rgpu_config_action_t rgpu_server_config_load(rgpu_server_config_t *cfg, int argc
 
         /* Without leases anyone who reaches the port uses the GPUs: only
          * this machine may. */
-        rgpu_addr_split(cfg->listen, host, sizeof(host), &port);
+        const rgpu_transport_ops_t *ops;
+        const char *bare = cfg->listen;
+
+        /* The host past the scheme (tcp://, verbs://): the resolver knows them. */
+        if (rgpu_transport_for_address(cfg->listen, &ops, &bare, NULL, 0) != RGPU_OK)
+            bare = cfg->listen;
+        rgpu_addr_split(bare, host, sizeof(host), &port);
         if (!rgpu_config_is_loopback(host)) {
             fprintf(err, "rgpu-server: --insecure serves without leases, so only on a loopback "
                          "address (127.0.0.0/8, ::1), not %s; give --key FILE instead\n", host);

@@ -19,6 +19,7 @@ expect_refusal() {
 expect_refusal 2 "give --key FILE" --listen 127.0.0.1:0
 expect_refusal 2 "only on a loopback" --insecure --listen 0.0.0.0:0
 expect_refusal 2 "only on a loopback" --insecure --listen 127.example.org:0
+expect_refusal 2 "only on a loopback" --insecure --listen tcp://127.example.org:0
 expect_refusal 2 "exclude each other" --insecure --key /nonexistent --listen 127.0.0.1:0
 expect_refusal 1 "nonexistent" --key "$E2E_TMP/nonexistent.key" --listen 127.0.0.1:0
 expect_refusal 2 "unknown option" --listen 127.0.0.1:0 --insecure --no-such-option
