@@ -347,13 +347,14 @@ void rgpu_server_leases_update(rgpu_server_t *server, const uint64_t *ids,
             continue;
         for (i = 0; i < n && ids[i] != s->lease_id; i++)
             ;
-        if (i < n) {
+        /* Its session ends; its tokens are refused only once the scheduler
+         * names the lease among the ended ones (a lease the reply missed by
+         * a race must not be shut out for good). */
+        if (i < n)
             atomic_store(&s->lease_expires, expires[i]);
-        } else {
-            rgpu_server_ended_add_locked(server, s->lease_id, 0);
+        else
             rgpu_session_end_locked(s, "lease %llu was released or has expired (the scheduler "
                                     "no longer lists it)", (unsigned long long)s->lease_id);
-        }
     }
     pthread_mutex_unlock(&server->lock);
 }
@@ -379,8 +380,10 @@ void rgpu_server_expire_sessions(rgpu_server_t *server, int64_t now)
     for (rgpu_session_t *s = server->sessions; s; s = s->next) {
         int64_t expires = atomic_load(&s->lease_expires);
 
+        /* (Not remembered as ended: a renewal the scheduler had not yet
+         * reported makes its newer tokens valid; expired ones are refused
+         * by their own expiry.) */
         if (atomic_load(&s->hello_done) && s->lease_id && expires <= now) {
-            rgpu_server_ended_add_locked(server, s->lease_id, expires);
             rgpu_session_end_locked(s, "lease %llu expired %lld s ago",
                                     (unsigned long long)s->lease_id, (long long)(now - expires));
         } else if (!atomic_load(&s->hello_done) && hello_timeout > 0 && now - s->accepted_unix >= hello_timeout) {

@@ -148,6 +148,7 @@ typedef struct {
      * session keeps receiving (the clSetUserEventStatus that unblocks them
      * may come from another thread of the program). Session thread only. */
     size_t user_pending;
+    int user_failed;            /* a user event was set to an error status */
     cl_event *orphans;
     size_t n_orphans;
     /* Events nobody holds any more whose command has not ended, kept while
@@ -160,6 +161,7 @@ typedef struct {
     /* Threads waiting for a command's end in place of a callback (see
      * rgpu_cl_on_complete), under pool_lock; wait_idle signals none left. */
     int wait_threads;
+    struct rgpu_cl_wait_job *wait_queue, *wait_queue_tail;
     pthread_cond_t wait_idle;
 } rgpu_cl_session_t;
 
@@ -217,32 +219,46 @@ static void rgpu_cl_event_drop(rgpu_cl_session_t *s, cl_event ev)
 }
 
 /* At most this many threads of a session wait for commands at once; past
- * it, completions go through the platform's callbacks. */
-#define RGPU_CL_MAX_WAIT_THREADS 256
+ * it, the waits queue up for them. */
+#define RGPU_CL_MAX_WAIT_THREADS 32
 
-typedef struct {
+typedef struct rgpu_cl_wait_job {
+    struct rgpu_cl_wait_job *next;
     rgpu_cl_session_t *s;
     cl_event ev;
     void(CL_CALLBACK *fn)(cl_event, cl_int, void *);
     void *arg;
 } rgpu_cl_wait_job_t;
 
+/* Waits for its job, then for the jobs queued past the thread limit, one
+ * by one. While it runs, s->wait_threads counts it, so teardown (which
+ * waits for that count to reach 0) has not finished and s is alive. */
 static void *rgpu_cl_wait_thread(void *arg)
 {
     rgpu_cl_wait_job_t *job = arg;
     rgpu_cl_session_t *s = job->s;
-    cl_int status = CL_COMPLETE;
 
-    clWaitForEvents(1, &job->ev);
-    clGetEventInfo(job->ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status, NULL);
-    pthread_mutex_lock(&s->pool_lock);
-    if (--s->wait_threads == 0)
-        pthread_cond_broadcast(&s->wait_idle);
-    pthread_mutex_unlock(&s->pool_lock);
-    /* From here on s may only be reached through fn's own session reference. */
-    job->fn(job->ev, status < 0 ? status : CL_COMPLETE, job->arg);
-    clReleaseEvent(job->ev);
-    free(job);
+    while (job) {
+        cl_int status = CL_COMPLETE;
+        rgpu_cl_wait_job_t *next;
+
+        clWaitForEvents(1, &job->ev);
+        clGetEventInfo(job->ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status), &status, NULL);
+        job->fn(job->ev, status < 0 ? status : CL_COMPLETE, job->arg);
+        clReleaseEvent(job->ev);
+        free(job);
+        pthread_mutex_lock(&s->pool_lock);
+        next = s->wait_queue;
+        if (next) {
+            s->wait_queue = next->next;
+            if (!s->wait_queue)
+                s->wait_queue_tail = NULL;
+        } else if (--s->wait_threads == 0) {
+            pthread_cond_broadcast(&s->wait_idle);
+        }
+        pthread_mutex_unlock(&s->pool_lock);
+        job = next;
+    }
     return NULL;
 }
 
@@ -262,21 +278,28 @@ static cl_int rgpu_cl_on_complete(rgpu_cl_session_t *s, cl_event ev, void(CL_CAL
     pthread_attr_t attr;
     int err;
 
-    if (!rgpu_cl_may_block(s) || !(job = malloc(sizeof(*job))))
+    if (!rgpu_cl_may_block(s))
         return clSetEventCallback(ev, CL_COMPLETE, fn, arg);
-    pthread_mutex_lock(&s->pool_lock);
-    if (s->wait_threads >= RGPU_CL_MAX_WAIT_THREADS) {
-        pthread_mutex_unlock(&s->pool_lock);
-        free(job);
-        return clSetEventCallback(ev, CL_COMPLETE, fn, arg);
-    }
-    s->wait_threads++;
-    pthread_mutex_unlock(&s->pool_lock);
+    if (!(job = calloc(1, sizeof(*job))))
+        return CL_OUT_OF_HOST_MEMORY;
     job->s = s;
     job->ev = ev;
     job->fn = fn;
     job->arg = arg;
     clRetainEvent(ev);
+    pthread_mutex_lock(&s->pool_lock);
+    if (s->wait_threads >= RGPU_CL_MAX_WAIT_THREADS) {
+        /* Past the limit, a running thread takes it when it is done. */
+        if (s->wait_queue_tail)
+            s->wait_queue_tail->next = job;
+        else
+            s->wait_queue = job;
+        s->wait_queue_tail = job;
+        pthread_mutex_unlock(&s->pool_lock);
+        return CL_SUCCESS;
+    }
+    s->wait_threads++;
+    pthread_mutex_unlock(&s->pool_lock);
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 256u << 10);
@@ -284,18 +307,29 @@ static cl_int rgpu_cl_on_complete(rgpu_cl_session_t *s, cl_event ev, void(CL_CAL
     pthread_attr_destroy(&attr);
     if (err == 0)
         return CL_SUCCESS;
-    clReleaseEvent(ev);
-    free(job);
+    /* No new thread: a running one takes it, or, with none, the platform's
+     * callback is all there is. */
     pthread_mutex_lock(&s->pool_lock);
     s->wait_threads--;
+    if (s->wait_threads > 0) {
+        if (s->wait_queue_tail)
+            s->wait_queue_tail->next = job;
+        else
+            s->wait_queue = job;
+        s->wait_queue_tail = job;
+        pthread_mutex_unlock(&s->pool_lock);
+        return CL_SUCCESS;
+    }
     pthread_mutex_unlock(&s->pool_lock);
+    clReleaseEvent(ev);
+    free(job);
     return clSetEventCallback(ev, CL_COMPLETE, fn, arg);
 }
 
 /* Whether a wait on the platform could block the session thread for good. */
 static int rgpu_cl_may_block(const rgpu_cl_session_t *s)
 {
-    return s->user_pending > 0;
+    return s->user_pending > 0 || s->user_failed;
 }
 
 /* Staging for a non-blocking read of size bytes: the last one's, when the
@@ -348,6 +382,9 @@ static void rgpu_cl_pool_put(rgpu_cl_session_t *s, void *buf)
 }
 
 #define RGPU_CL_MAX_WAIT 4096
+
+/* Embedded headers of one clCompileProgram. */
+#define RGPU_CL_MAX_HEADERS 256
 
 /* The most work-items one launch may have (see rgpu_cl_ndrange). */
 #define RGPU_CL_MAX_WORK_ITEMS (1ull << 40)
@@ -631,6 +668,7 @@ typedef struct {
     cl_event *wait;
     cl_uint num_wait;
     cl_event ev;
+    int may_block;              /* user events were pending when it began */
 } rgpu_cl_cmd_t;
 
 static cl_int rgpu_cl_cmd_begin(rgpu_cl_session_t *s, uint64_t queue, size_t n_wait, const uint64_t *wait,
@@ -641,6 +679,7 @@ static cl_int rgpu_cl_cmd_begin(rgpu_cl_session_t *s, uint64_t queue, size_t n_w
     if (!cmd->queue)
         return CL_INVALID_COMMAND_QUEUE;
     cmd->num_wait = (cl_uint)n_wait;
+    cmd->may_block = rgpu_cl_may_block(s);
     return rgpu_cl_wait_list(s, n_wait, wait, &cmd->wait);
 }
 
@@ -665,7 +704,9 @@ static rgpu_status_t rgpu_cl_cmd_end(rgpu_cl_session_t *s, const rgpu_frame_head
  * a user event fails under a command that has no event of its own. */
 static cl_event *rgpu_cl_ev_out(rgpu_cl_cmd_t *cmd, uint64_t event_id)
 {
-    return event_id || cmd->num_wait ? &cmd->ev : NULL;
+    /* In an in-order queue a command also waits, implicitly, on the one
+     * before it, which may wait on a user event. */
+    return event_id || cmd->num_wait || cmd->may_block ? &cmd->ev : NULL;
 }
 
 /* ---- callbacks (run on the platform's threads) ---- */
@@ -1012,6 +1053,10 @@ static rgpu_status_t rgpu_cl_set_user_event(rgpu_cl_session_t *s, const rgpu_fra
         if (h->user_pending)
             s->user_pending--;
         h->user_pending = 0;
+        /* Commands behind a failed user event never run on PoCL 3.1, nor
+         * do the ones queued after them: from now on nothing may block. */
+        if (m->status < 0)
+            s->user_failed = 1;
         rgpu_cl_user_waiters_done(h, m->status);
         return RGPU_OK;
     }
@@ -1034,8 +1079,12 @@ static rgpu_status_t rgpu_cl_set_event_callback(rgpu_cl_session_t *s, const rgpu
     cb->callback_id = m->callback_id;
     cb->event_id = m->event;
     rgpu_session_ref(s->session);
-    err = m->exec_type == CL_COMPLETE ? rgpu_cl_on_complete(s, h->cl.event, rgpu_cl_notify_cb, cb)
-                                      : clSetEventCallback(h->cl.event, m->exec_type, rgpu_cl_notify_cb, cb);
+    /* While user events are pending, a callback for an earlier status is
+     * also run at the end (OpenCL: "equal to or past" the status): PoCL
+     * never calls one on a user event, nor on a command failed through it. */
+    err = m->exec_type == CL_COMPLETE || rgpu_cl_may_block(s)
+              ? rgpu_cl_on_complete(s, h->cl.event, rgpu_cl_notify_cb, cb)
+              : clSetEventCallback(h->cl.event, m->exec_type, rgpu_cl_notify_cb, cb);
     if (err != CL_SUCCESS) {
         rgpu_session_unref(s->session);
         free(cb);
@@ -2827,7 +2876,8 @@ static rgpu_status_t rgpu_cl_build(rgpu_cl_session_t *s, const rgpu_frame_header
 
     if (err == CL_SUCCESS && !rgpu_cl_program_prepare(p, m->source, m->options, NULL, 0, why, sizeof(why))) {
         snprintf(refusal, sizeof(refusal), "rgpu-server refused to build this program: %s", why);
-        err = strstr(why, "option") ? CL_INVALID_BUILD_OPTIONS : CL_BUILD_PROGRAM_FAILURE;
+        err = m->options && rgpu_cl_build_options_check(m->options, NULL, 0) != 0 ? CL_INVALID_BUILD_OPTIONS
+                                                                                 : CL_BUILD_PROGRAM_FAILURE;
         refused = 1;
     }
     if (err == CL_SUCCESS && !(options = rgpu_cl_options_extend(m->options)))
@@ -2852,8 +2902,13 @@ static rgpu_status_t rgpu_cl_compile(rgpu_cl_session_t *s, const rgpu_frame_head
     int refused = 0;
     rgpu_status_t status;
 
-    if (err == CL_SUCCESS && m->n_headers != m->n_header_names)
+    if (err == CL_SUCCESS && (m->n_headers != m->n_header_names || m->n_headers > RGPU_CL_MAX_HEADERS))
         err = CL_INVALID_VALUE;
+    /* The compiler writes each embedded header to a file under its name. */
+    for (size_t i = 0; err == CL_SUCCESS && !refused && i < m->n_header_names; i++) {
+        if (rgpu_cl_header_name_check(m->header_names[i], why, sizeof(why)) != 0)
+            refused = 1;
+    }
     if (err == CL_SUCCESS && m->n_headers && !(headers = malloc(m->n_headers * sizeof(*headers))))
         err = CL_OUT_OF_HOST_MEMORY;
     /* The source and each embedded header may include only the embedded
@@ -2865,7 +2920,13 @@ static rgpu_status_t rgpu_cl_compile(rgpu_cl_session_t *s, const rgpu_frame_head
         refused = 1;
     for (size_t i = 0; err == CL_SUCCESS && !refused && i < m->n_headers; i++) {
         rgpu_cl_handle_t *h = rgpu_cl_get(s, m->headers[i], RGPU__CL_OBJECT_KIND__CL_OBJ_PROGRAM);
+        size_t len = 0;
+
         if (!h)
+            err = CL_INVALID_VALUE;
+        /* An embedded header is a program made from source (PoCL reads its
+         * source without checking there is one). */
+        else if (clGetProgramInfo(h->cl.program, CL_PROGRAM_SOURCE, 0, NULL, &len) != CL_SUCCESS || len <= 1)
             err = CL_INVALID_VALUE;
         else if (h != p && !rgpu_cl_program_prepare(h, NULL, NULL, (const char *const *)m->header_names,
                                                     m->n_header_names, why, sizeof(why)))
@@ -2875,7 +2936,8 @@ static rgpu_status_t rgpu_cl_compile(rgpu_cl_session_t *s, const rgpu_frame_head
     }
     if (refused) {
         snprintf(refusal, sizeof(refusal), "rgpu-server refused to compile this program: %s", why);
-        err = strstr(why, "option") ? CL_INVALID_COMPILER_OPTIONS : CL_COMPILE_PROGRAM_FAILURE;
+        err = m->options && rgpu_cl_build_options_check(m->options, NULL, 0) != 0 ? CL_INVALID_COMPILER_OPTIONS
+                                                                                 : CL_COMPILE_PROGRAM_FAILURE;
     }
     if (err == CL_SUCCESS && !(options = rgpu_cl_options_extend(m->options)))
         err = CL_OUT_OF_HOST_MEMORY;
@@ -2974,6 +3036,12 @@ static uint8_t rgpu_cl_arg_kind_of(cl_kernel k, cl_uint i, cl_mem_object_type *i
     type[sizeof(type) - 1] = '\0';
     if (have_type && (*image_p = rgpu_cl_image_arg_type(type)) != 0)
         return RGPU_CL_ARG_IMAGE;
+    /* Any other image type (depth, msaa, a qualified spelling) is a handle
+     * of the platform's: never a buffer, whatever its address space. */
+    if (have_type && (strncmp(type, "image", 5) == 0 || strstr(type, " image") || strstr(type, "_image")))
+        return RGPU_CL_ARG_OPAQUE;
+    if (have_type && strcmp(type, "sampler_t") == 0)
+        return RGPU_CL_ARG_SAMPLER;
     switch (aq) {
     case CL_KERNEL_ARG_ADDRESS_GLOBAL:
     case CL_KERNEL_ARG_ADDRESS_CONSTANT:

@@ -494,6 +494,11 @@ static int rgpu_scan_check_ident(rgpu_scan_t *sc, size_t pos, const char *name, 
     if (strcmp(name, "include_alias") == 0)
         return rgpu_scan_refuse(sc, pos, "#pragma include_alias is refused: it maps header "
                                 "names to files of the server");
+    /* #pragma clang __debug crash / llvm_fatal_error / overflow_stack trap
+     * the compiler, which runs inside the server (also through _Pragma). */
+    if (strcmp(name, "__debug") == 0)
+        return rgpu_scan_refuse(sc, pos, "clang's __debug pragmas are refused: they crash the "
+                                "compiler, which runs inside the server");
     if (strcmp(name, "GCC") == 0) {
         size_t q = rgpu_scan_skip_space(sc, end, 1);
         char next[16];
@@ -578,7 +583,7 @@ static int rgpu_scan_run(rgpu_scan_t *sc)
         }
     }
     if (sc->pragma_op && (rgpu_scan_contains(sc, "dependency") ||
-                          rgpu_scan_contains(sc, "include_alias")))
+                          rgpu_scan_contains(sc, "include_alias") || rgpu_scan_contains(sc, "__debug")))
         return rgpu_scan_refuse(sc, sc->n, "a _Pragma naming \"dependency\" or "
                                 "\"include_alias\" is refused: those pragmas reach files of "
                                 "the server");
@@ -861,8 +866,32 @@ static const rgpu_refused_option_t rgpu_refused_options[] = {
     {"-fcuda-include", "reads a file of the server"},
 };
 
+int rgpu_cl_header_name_check(const char *name, char *why, size_t why_cap)
+{
+    size_t len = name ? strlen(name) : 0;
+
+    if (len == 0 || len > RGPU_CL_HEADER_NAME_MAX || rgpu_header_name_unsafe(name, len)) {
+        snprintf(why, why_cap, "the embedded header name \"%.64s\" is refused: a name is 1 to %d "
+                 "characters, not absolute, without \"..\" or a backslash (the compiler writes "
+                 "headers under these names)", name ? name : "", RGPU_CL_HEADER_NAME_MAX);
+        return -1;
+    }
+    return 0;
+}
+
 int rgpu_cl_build_options_check(const char *options, char *why, size_t why_cap)
 {
+    /* Anywhere in the options, -D values included: they reach the
+     * preprocessor as source text. */
+    static const char *const words[] = {"_Pragma", "__pragma", "__has_include", "__has_embed", "__debug"};
+
+    for (size_t i = 0; options && i < sizeof(words) / sizeof(words[0]); i++) {
+        if (strstr(options, words[i])) {
+            snprintf(why, why_cap, "build options containing %s are refused: they would reach files "
+                     "of the server or crash its compiler", words[i]);
+            return -1;
+        }
+    }
     const char *p = options;
 
     if (why && why_cap)

@@ -36,6 +36,12 @@
 int rgpu_cl_source_check(const char *source, size_t len, const char *const *allowed_headers,
                          size_t n_allowed, char *why, size_t why_cap);
 
+/* Checks the name of an embedded header given to clCompileProgram: the
+ * compiler writes each header under its name, so it must be a relative
+ * path inside its directory (1 to 1024 characters, not absolute, no "..",
+ * no backslash). Returns 0, or -1 with a sentence in why. */
+int rgpu_cl_header_name_check(const char *name, char *why, size_t why_cap);
+
 /* At most this many directives are rewritten in one source. */
 #define RGPU_CL_NEUTRALIZE_MAX 256
 

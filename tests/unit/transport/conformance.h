@@ -20,7 +20,9 @@
 #define RGPU_TESTS_TRANSPORT_CONFORMANCE_H
 
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <poll.h>
@@ -1033,16 +1035,35 @@ static void conf_child(const char *addr, int serve)
     }
 }
 
+/* The peer is this same test program started afresh as a separate process
+ * (RGPU_CONF_CHILD=SERVE:ADDR in its environment), not a fork: forking a
+ * process with threads crashes qemu-user, which runs these tests for
+ * aarch64. The constructor runs before criterion's main. */
+__attribute__((constructor)) static void conf_child_entry(void)
+{
+    const char *v = getenv("RGPU_CONF_CHILD");
+    char addr[256];
+
+    if (!v || (v[0] != '0' && v[0] != '1') || v[1] != ':')
+        return;
+    snprintf(addr, sizeof(addr), "%s", v + 2);
+    conf_child(addr, v[0] == '1');
+    _exit(0);
+}
+
 static pid_t conf_spawn(rgpu_transport_t *tp, rgpu_listener_t *l, int serve, rgpu_link_t **link_p,
                         rgpu_mem_desc_t *desc_p)
 {
-    pid_t pid = fork();
     struct pollfd pfd = {CONFORMANCE_OPS.listener_fd(l), POLLIN, 0};
+    char exe[4096], env[300], *argv[] = {exe, NULL}, *envp[] = {env, NULL};
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    pid_t pid;
     rgpu_msg_t *m;
 
-    cr_assert_geq(pid, 0);
-    if (pid == 0)
-        conf_child(l->local, serve);
+    cr_assert_gt(n, 0, "readlink /proc/self/exe: %s", strerror(errno));
+    exe[n] = '\0';
+    snprintf(env, sizeof(env), "RGPU_CONF_CHILD=%d:%s", serve ? 1 : 0, l->local);
+    cr_assert_eq(posix_spawn(&pid, exe, NULL, NULL, argv, envp), 0, "cannot start the peer process %s", exe);
     cr_assert_eq(poll(&pfd, 1, 10000), 1, "the child did not connect");
     cr_assert_eq(CONFORMANCE_OPS.accept(l, link_p), RGPU_OK);
     cr_assert_eq(rgpu_link_msg_recv(*link_p, &m, 10000), RGPU_OK, "no descriptor from the child");
