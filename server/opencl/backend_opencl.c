@@ -131,6 +131,7 @@ typedef struct {
     void *pool[RGPU_CL_POOL_MAX];
     int pool_count;
     void *read_spare;           /* staging of the last non-blocking read, for the next */
+    uint64_t staging_bytes;     /* read staging allocated (spare included), pool_lock */
     uint64_t read_spare_size;
     void *read_small;           /* staging of small blocking reads (session thread only) */
     uint64_t read_small_size;
@@ -334,26 +335,46 @@ static int rgpu_cl_may_block(const rgpu_cl_session_t *s)
 
 /* Staging for a non-blocking read of size bytes: the last one's, when the
  * size matches (a read loop then pays no page faults), else a new one. */
+/* Host memory the session's reads in flight may hold as staging (their
+ * replies not sent yet): past it a read fails with CL_OUT_OF_HOST_MEMORY,
+ * so that a hundred 1 GiB reads waiting on a user event cannot take the
+ * server's memory. */
+#define RGPU_CL_STAGING_MAX (2ull << 30)
+
 static void *rgpu_cl_read_staging_get(rgpu_cl_session_t *s, uint64_t size)
 {
     void *buf = NULL;
+    int over = 0;
 
     pthread_mutex_lock(&s->pool_lock);
     if (s->read_spare && s->read_spare_size == size) {
         buf = s->read_spare;
         s->read_spare = NULL;
+    } else if (size > RGPU_CL_STAGING_MAX - s->staging_bytes) {
+        over = 1;
+    } else {
+        s->staging_bytes += size;
     }
     pthread_mutex_unlock(&s->pool_lock);
-    return buf ? buf : malloc(size ? size : 1);
+    if (buf || over)
+        return buf;
+    if (!(buf = malloc(size ? size : 1))) {
+        pthread_mutex_lock(&s->pool_lock);
+        s->staging_bytes -= size;
+        pthread_mutex_unlock(&s->pool_lock);
+    }
+    return buf;
 }
 
 static void rgpu_cl_read_staging_put(rgpu_cl_session_t *s, void *buf, uint64_t size)
 {
     pthread_mutex_lock(&s->pool_lock);
     if (!s->read_spare) {
-        s->read_spare = buf;
+        s->read_spare = buf;        /* still counted */
         s->read_spare_size = size;
         buf = NULL;
+    } else {
+        s->staging_bytes -= size;
     }
     pthread_mutex_unlock(&s->pool_lock);
     free(buf);
@@ -975,7 +996,9 @@ static rgpu_status_t rgpu_cl_create_sub_buffer(rgpu_cl_session_t *s, const rgpu_
 
     if (!parent || parent->parent)
         err = CL_INVALID_MEM_OBJECT;
-    else if (m->size == 0 || m->origin > parent->size || m->size > parent->size - m->origin)
+    else if (m->size == 0)
+        err = CL_INVALID_BUFFER_SIZE;
+    else if (m->origin > parent->size || m->size > parent->size - m->origin)
         err = CL_INVALID_VALUE;
     else
         mem = clCreateSubBuffer(parent->cl.mem, m->flags, CL_BUFFER_CREATE_TYPE_REGION, &region, &err);
@@ -1941,6 +1964,14 @@ static rgpu_status_t rgpu_cl_create_image(rgpu_cl_session_t *s, const rgpu_frame
         desc.image_array_size = dims[3];
     desc.buffer = buffer ? buffer->cl.mem : NULL;
     mem = clCreateImage(ctx->cl.context, m->flags & ~(cl_mem_flags)CL_MEM_USE_HOST_PTR, &format, &desc, init, &err);
+    /* Every bound of this image's transfers comes from rgpu's pixel size:
+     * the platform's must be the same. */
+    if (err == CL_SUCCESS) {
+        size_t platform_elem = 0;
+        if (clGetImageInfo(mem, CL_IMAGE_ELEMENT_SIZE, sizeof(platform_elem), &platform_elem, NULL) != CL_SUCCESS ||
+            platform_elem != elem)
+            err = CL_IMAGE_FORMAT_NOT_SUPPORTED;
+    }
     /* Like a new buffer, a new image holds no other tenant's data. */
     if (err == CL_SUCCESS && !init && !buffer)
         err = rgpu_cl_zero_image(ctx, mem, m->image_type, dims);
@@ -2259,8 +2290,10 @@ static rgpu_status_t rgpu_cl_ndrange(rgpu_cl_session_t *s, const rgpu_frame_head
             lsz[i] = m->n_local_size ? m->local_size[i] : 0;
             /* PoCL 3.1 asserts on grids past these (and takes the server
              * down): at most 2^32-1 work-items per dimension, 2^40 in all. */
-            if (gsz[i] > UINT32_MAX || off[i] > UINT64_MAX - gsz[i] ||
-                __builtin_mul_overflow(items, (uint64_t)gsz[i], &items) || items > RGPU_CL_MAX_WORK_ITEMS)
+            if (off[i] > UINT64_MAX - gsz[i])
+                err = CL_INVALID_GLOBAL_OFFSET;
+            else if (gsz[i] > UINT32_MAX || __builtin_mul_overflow(items, (uint64_t)gsz[i], &items) ||
+                     items > RGPU_CL_MAX_WORK_ITEMS)
                 err = CL_INVALID_GLOBAL_WORK_SIZE;
         }
     }

@@ -716,6 +716,15 @@ static char *rgpu_source_replace_line(const char *src, size_t len, size_t pos, c
         }
         break;
     }
+    /* When something precedes the directive on its line (a comment, or
+     * tokens, as in "#else #include <x>"), only the directive goes: the
+     * rest of the line stays as it was. */
+    for (size_t i = start; i < pos; i++) {
+        if (src[i] != ' ' && src[i] != '\t') {
+            start = pos;
+            break;
+        }
+    }
     /* On to the end of the logical line. */
     for (;;) {
         size_t b;
@@ -765,6 +774,14 @@ int rgpu_cl_source_neutralize(const char *source, size_t len, const char *const 
     *out_p = NULL;
     *out_len_p = 0;
     for (int round = 0; round < RGPU_CL_NEUTRALIZE_MAX; round++) {
+        /* Each round rescans the whole source: past a first refusal, only
+         * sources of a reasonable size are rewritten. */
+        if (round == 1 && len > RGPU_CL_NEUTRALIZE_MAX_LEN) {
+            snprintf(why, why_cap, "%s (a source over %u MiB is not rewritten)", reason,
+                     RGPU_CL_NEUTRALIZE_MAX_LEN >> 20);
+            free(cur);
+            return -1;
+        }
         rgpu_scan_t sc = {
             .s = (const unsigned char *)(cur ? cur : source),
             .n = cur ? cur_len : (source ? len : 0),

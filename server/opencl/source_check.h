@@ -44,6 +44,8 @@ int rgpu_cl_header_name_check(const char *name, char *why, size_t why_cap);
 
 /* At most this many directives are rewritten in one source. */
 #define RGPU_CL_NEUTRALIZE_MAX 256
+/* Sources larger than this are checked, never rewritten. */
+#define RGPU_CL_NEUTRALIZE_MAX_LEN (4u << 20)
 
 /* As rgpu_cl_source_check, but an include-like directive that would be
  * refused is rewritten instead: its logical line becomes

@@ -410,3 +410,14 @@ Test(source_check, neutralize_is_bounded)
     cr_assert_null(out);
     free(src);
 }
+
+Test(source_check, neutralize_keeps_what_precedes_the_directive)
+{
+    char *out = neutralized("#if 1\n#else #include <x.h>\nint b;\n#endif\n/* c */ #include </etc/passwd>\nint a;\n");
+
+    cr_assert_not_null(out);
+    cr_assert_not_null(strstr(out, "\n#else #error rgpu-server"), "%s", out);
+    cr_assert_not_null(strstr(out, "\n/* c */ #error rgpu-server"), "%s", out);
+    cr_assert_not_null(strstr(out, "int b;\n#endif\n"), "%s", out);
+    free(out);
+}
