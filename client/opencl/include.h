@@ -87,6 +87,7 @@ typedef struct {
     const char *const *embedded;    /* embedded header names (NULL entries skipped) */
     size_t n_embedded;
     const char *cwd;                /* the working directory's name; NULL: "." */
+    const char *options;            /* the build options, for their -D and -U (NULL: none) */
     unsigned max_depth;             /* nesting of inlined files; 0: RGPU_CL_INCLUDE_MAX_DEPTH */
     size_t max_size;                /* bytes of the result; 0: RGPU_CL_INCLUDE_MAX_SIZE */
 } rgpu_cl_include_cfg_t;
