@@ -1548,7 +1548,7 @@ static int rgpu_inc_expand(rgpu_inc_exp_t *x, rgpu_inc_toks_t *l, unsigned depth
         rgpu_inc_toks_t r = {0};
         rgpu_inc_macro_t *m;
         size_t span = 1, mi;
-        int ws;
+        int ws, over;
 
         if (t->kind == RGPU_TK_END) {
             x->inc->macros[t->macro].disabled = 0;
@@ -1591,10 +1591,10 @@ static int rgpu_inc_expand(rgpu_inc_exp_t *x, rgpu_inc_toks_t *l, unsigned depth
         x->work += r.n + 1;
         if (r.n)
             r.t[0].ws = (unsigned char)ws;
-        if (x->work > RGPU_INC_EXPAND_MAX_WORK || l->n + r.n > RGPU_INC_EXPAND_MAX_TOKENS ||
-            rgpu_inc_toks_push(&r, RGPU_TK_END, "", 0, 0) != 0) {
+        over = x->work > RGPU_INC_EXPAND_MAX_WORK || l->n + r.n > RGPU_INC_EXPAND_MAX_TOKENS;
+        if (over || rgpu_inc_toks_push(&r, RGPU_TK_END, "", 0, 0) != 0) {
             rgpu_inc_toks_free(&r);
-            return rgpu_inc_exp_fail(x, x->work <= RGPU_INC_EXPAND_MAX_WORK && l->n + r.n <= RGPU_INC_EXPAND_MAX_TOKENS);
+            return rgpu_inc_exp_fail(x, !over);
         }
         r.t[r.n - 1].macro = mi;
         if (rgpu_inc_toks_replace(l, i, span, &r) != 0) {

@@ -91,6 +91,26 @@ static rgpu_status_t inl(const char *src, char **out_p, const char *const *embed
     return status;
 }
 
+/* inl with build options (for their -D and -U) and root/inc as the one
+ * -I directory. */
+static rgpu_status_t inl_opt(const char *src, const char *options, char **out_p)
+{
+    char cwd[512], *dir;
+    rgpu_cl_include_cfg_t cfg = {0};
+    rgpu_status_t status;
+
+    snprintf(cwd, sizeof(cwd), "%s/cwd", root);
+    mkdir(cwd, 0755);
+    cr_assert_geq(asprintf(&dir, "%s/inc", root), 0);
+    cfg.dirs = (const char *const *)&dir;
+    cfg.n_dirs = 1;
+    cfg.cwd = cwd;
+    cfg.options = options;
+    status = rgpu__cl_include_inline(src, strlen(src), &cfg, out_p, why, sizeof(why));
+    free(dir);
+    return status;
+}
+
 /* The expected text: "@" stands for root. */
 static char *expect(const char *fmt)
 {
@@ -487,4 +507,187 @@ Test(client_include, nul_bytes_and_last_splice)
                      "#line 2 \"<source>\"\n"
                      "int c;\n");
     free(out);
+}
+
+/* ---- macro operands ---- */
+
+/* src with options inlines header root/inc/h.h (its text "H"): the
+ * directive becomes the header. */
+static void macro_inlines(const char *src, const char *options)
+{
+    char *out = NULL;
+
+    put("inc/h.h", "int h;\n");
+    cr_assert_eq(inl_opt(src, options, &out), RGPU_OK, "%s: %s", src, why);
+    cr_assert_not_null(out, "nothing inlined for \"%s\" with \"%s\"", src, options ? options : "");
+    cr_assert_eq(count(out, "int h;"), 1, "%s:\n%s", src, out);
+    cr_assert_eq(count(out, "#include"), 0, "%s:\n%s", src, out);
+    free(out);
+}
+
+/* src with options is left alone. */
+static void macro_left(const char *src, const char *options)
+{
+    char *out = (char *)1;
+
+    put("inc/h.h", "int h;\n");
+    cr_assert_eq(inl_opt(src, options, &out), RGPU_OK, "%s: %s", src, why);
+    cr_assert_null(out, "\"%s\" with \"%s\" inlined:\n%s", src, options ? options : "", out);
+}
+
+Test(client_include, macro_stringify)
+{
+    /* hashcat's definitions (its build options) and path. */
+    char opts[1024];
+
+    snprintf(opts, sizeof(opts), "-D INCLUDE_PATH=%s/inc -D XM2S(x)=#x -D M2S(x)=XM2S(x) -D KERNEL_STATIC", root);
+    macro_inlines("#ifdef KERNEL_STATIC\n#include M2S(INCLUDE_PATH/h.h)\n#endif\n", opts);
+    /* The same defined in the source; -D forms without a blank, quoted. */
+    snprintf(opts, sizeof(opts), "-DINCLUDE_PATH=%s/inc -cl-std=CL1.2", root);
+    macro_inlines("#define M2S(x) M2S_INDIRECT(x)\n#define M2S_INDIRECT(x) #x\n#include M2S(INCLUDE_PATH/h.h)\n",
+                  opts);
+    snprintf(opts, sizeof(opts), "-D 'INCLUDE_PATH=%s/inc' -D \"S(x)=#x\"", root);
+    /* Without indirection the argument is not expanded: "INCLUDE_PATH/h.h". */
+    macro_left("#include S(INCLUDE_PATH/h.h)\n", opts);
+    put("cwd/INCLUDE_PATH/h.h", "int h;\n");
+    macro_inlines("#include S(INCLUDE_PATH/h.h)\n", opts);
+    /* Relative names with dots, through the search directories. */
+    macro_inlines("#define S(x) #x\n#define X(x) S(x)\n#include X(h.h)\n", NULL);
+    macro_inlines("#define S(x) #x\n#define X(x) S(x)\n#include X(../inc/h.h)\n", NULL);
+    /* Blanks collapse to one, around nothing: "h.h" not " h . h ". */
+    macro_inlines("#define S(x) #x\n#include S(  h.h   )\n", NULL);
+    macro_left("#define S(x) #x\n#include S(h . h)\n", NULL);
+    /* An object-like macro naming the header, both forms. */
+    macro_inlines("#define HDR \"h.h\"\n#include HDR\n", NULL);
+    macro_inlines("#define HDR <h.h>\n#include HDR\n", NULL);
+    macro_inlines("#define HDR(d) <d/h.h>\n#include HDR(../inc)\n", NULL);
+    macro_inlines("#include HDR\n", "-DHDR='\"h.h\"'");
+}
+
+Test(client_include, macro_stringify_escapes)
+{
+    char *out = NULL;
+
+    /* # escapes the quotes and backslashes of literals: the header name
+     * is the literal's spelling. */
+    put("cwd/a \"b\" c.h", "int q;\n");
+    cr_assert_eq(inl_opt("#define S(x) #x\n#include S(a \"b\" c.h)\n", NULL, &out), RGPU_OK);
+    cr_assert_null(out, "the name is a \\\"b\\\" c.h:\n%s", out);
+    put("cwd/a \\\"b\\\" c.h", "int q;\n");
+    cr_assert_eq(inl_opt("#define S(x) #x\n#include S(a \"b\" c.h)\n", NULL, &out), RGPU_OK);
+    cr_assert_not_null(out, "%s", why);
+    cr_assert_eq(count(out, "int q;"), 1, "%s", out);
+    free(out);
+}
+
+Test(client_include, macro_paste_and_values)
+{
+    /* ## pastes before expansion; the result is rescanned. */
+    macro_inlines("#define S(x) #x\n#define X(x) S(x)\n#define CAT(a, b) a##b\n#include X(CAT(h, .h))\n", NULL);
+    macro_inlines("#define S(x) #x\n#define X(x) S(x)\n#define CAT(a, b) a ## b\n#define hh h.h\n"
+                  "#include X(CAT(h, h))\n",
+                  NULL);
+    /* An empty argument of ## is a placemarker. */
+    macro_inlines("#define S(x) #x\n#define X(x) S(x)\n#define CAT(a, b) a##b\n#include X(CAT(, h.h))\n", NULL);
+    /* Variadic. */
+    macro_inlines("#define S(...) #__VA_ARGS__\n#include S(h.h)\n", NULL);
+    /* -D values with slashes and dots, -U, order. */
+    macro_inlines("#define S(x) #x\n#define X(x) S(x)\n#include X(DIR/NAME)\n", "-D DIR=../inc -DNAME=h.h");
+    macro_left("#define S(x) #x\n#define X(x) S(x)\n#include X(DIR/NAME)\n", "-D DIR=../inc -DNAME=h.h -UNAME");
+    macro_inlines("#define S(x) #x\n#define X(x) S(x)\n#include X(DIR/NAME)\n", "-U NAME -D DIR=../inc -DNAME=h.h");
+    /* A -D without a value is 1. */
+    macro_inlines("#if ON == 1\n#define HDR \"h.h\"\n#endif\n#include HDR\n", "-DON");
+}
+
+Test(client_include, macro_from_inlined_header)
+{
+    char *out = NULL;
+
+    /* defs.h defines the macros; the including file uses them. */
+    put("inc/defs.h", "#ifndef DEFS_H\n#define DEFS_H\n#define S(x) #x\n#define X(x) S(x)\n#define P inc\n#endif\n");
+    put("inc/h.h", "int h;\n");
+    cr_assert_eq(inl_opt("#include \"defs.h\"\n#include X(../P/h.h)\nint after;\n", NULL, &out), RGPU_OK, "%s", why);
+    cr_assert_not_null(out);
+    cr_assert_eq(count(out, "int h;"), 1, "%s", out);
+    cr_assert_eq(count(out, "#include"), 0, "%s", out);
+    free(out);
+    /* #undef in between: that include is left alone. */
+    cr_assert_eq(inl_opt("#include \"defs.h\"\n#undef P\n#include X(../P/h.h)\n", NULL, &out), RGPU_OK, "%s", why);
+    cr_assert_not_null(out);
+    cr_assert_eq(count(out, "int h;"), 0, "%s", out);
+    cr_assert_eq(count(out, "#include X(../P/h.h)"), 1, "%s", out);
+    free(out);
+    /* A redefinition takes over. */
+    macro_inlines("#include \"defs.h\"\n#undef P\n#define P inc\n#include X(../P/h.h)\n", NULL);
+}
+
+Test(client_include, macro_conditions)
+{
+    /* Definitions in branches not taken do not count. */
+    macro_inlines("#define HDR \"h.h\"\n#if 0\n#define HDR \"no.h\"\n#endif\n#include HDR\n", NULL);
+    macro_inlines("#define HDR \"h.h\"\n#ifdef NOPE\n#undef HDR\n#endif\n#include HDR\n", NULL);
+    macro_inlines("#if defined(A) && A > 2\n#define HDR \"no.h\"\n#elif B\n#define HDR \"h.h\"\n#else\n"
+                  "#define HDR \"no.h\"\n#endif\n#include HDR\n",
+                  "-DA=2 -DB");
+    macro_inlines("#ifndef A\n#define HDR \"no.h\"\n#else\n#define HDR \"h.h\"\n#endif\n#include HDR\n", "-DA");
+    /* An include in a branch not taken is left alone. */
+    macro_left("#define HDR \"h.h\"\n#if 0\n#include HDR\n#endif\n", NULL);
+    /* A definition in a branch only the compiler can decide makes the
+     * include uncertain: left to the server. */
+    macro_left("#define HDR \"h.h\"\n#ifdef __OPENCL_VERSION__\n#undef HDR\n#define HDR \"other.h\"\n#endif\n"
+               "#include HDR\n",
+               NULL);
+    /* ... unless a known branch decides it afterwards. */
+    macro_inlines("#ifdef cl_khr_fp64\n#define HDR \"x.h\"\n#endif\n#if 1\n#undef HDR\n#define HDR \"h.h\"\n#endif\n"
+                  "#include HDR\n",
+                  NULL);
+    macro_inlines("#if defined(__FOO__) || 1\n#define HDR \"h.h\"\n#endif\n#include HDR\n", NULL);
+    macro_left("#if defined(__FOO__) && 1\n#define HDR \"h.h\"\n#endif\n#include HDR\n", NULL);
+}
+
+Test(client_include, macro_recursion_guard)
+{
+    /* A macro is not expanded inside its own replacement. */
+    macro_left("#define HDR HDR\n#include HDR\n", NULL);
+    macro_left("#define A B\n#define B A\n#include A\n", NULL);
+    macro_left("#define F(x) F(x)\n#include F(1)\n", NULL);
+    /* ... but its name may be rescanned as an argument elsewhere. */
+    macro_inlines("#define S(x) #x\n#define X(x) S(x)\n#define h h\n#include X(h.h)\n", NULL);
+}
+
+Test(client_include, macro_limits)
+{
+    /* Exponential growth stops at the limits: left alone, quickly. */
+    char src[2048];
+    size_t n = 0;
+
+    n += (size_t)snprintf(src + n, sizeof(src) - n, "#define A0 x x\n");
+    for (int i = 1; i < 40; i++)
+        n += (size_t)snprintf(src + n, sizeof(src) - n, "#define A%d A%d A%d\n", i, i - 1, i - 1);
+    snprintf(src + n, sizeof(src) - n, "#include A39\n");
+    macro_left(src, NULL);
+    /* Deep nesting of arguments. */
+    n = (size_t)snprintf(src, sizeof(src), "#define F(x) x\n#include ");
+    for (int i = 0; i < 200; i++)
+        n += (size_t)snprintf(src + n, sizeof(src) - n, "F(");
+    n += (size_t)snprintf(src + n, sizeof(src) - n, "\"h.h\"");
+    for (int i = 0; i < 200; i++)
+        n += (size_t)snprintf(src + n, sizeof(src) - n, ")");
+    snprintf(src + n, sizeof(src) - n, "\n");
+    macro_left(src, NULL);
+}
+
+Test(client_include, macro_not_a_header_name)
+{
+    macro_left("#include NOT_DEFINED\n", NULL);
+    macro_left("#define N 42\n#include N\n", NULL);
+    macro_left("#define HDR \"h.h\" extra\n#include HDR\n", NULL);
+    macro_left("#define HDR <h.h> x\n#include HDR\n", NULL);
+    macro_left("#define F(x) #x\n#include F\n", NULL);
+    macro_left("#define F(x) #x\n#include F(h.h\n", NULL);
+    macro_left("#define F(x, y) #x\n#include F(h.h)\n", NULL);
+    /* Found nowhere: left alone like a literal one. */
+    macro_left("#define HDR \"nowhere.h\"\n#include HDR\n", NULL);
+    /* #include_next and #import stay alone. */
+    macro_left("#define HDR \"h.h\"\n#include_next HDR\n#import HDR\n", NULL);
 }
