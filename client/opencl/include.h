@@ -17,8 +17,30 @@
  *  - Directives: `#include "name"` and `#include <name>` at the start of a
  *    logical line (whitespace, comments and line splices allowed before and
  *    after the `#`, `%:` too); directives inside comments and literals are
- *    text. Macro operands (`#include FOO`), #include_next and #import are
- *    left alone.
+ *    text. #include_next and #import are left alone.
+ *  - Macro operands (`#include M2S(INCLUDE_PATH/x.h)`, hashcat's): the
+ *    operand is macro-expanded as C does (object-like and function-like
+ *    macros, arguments expanded first except as operands of # and ##,
+ *    # stringifying, ## pasting, rescanning, a macro disabled inside its
+ *    own replacement), within limits (65536 tokens, 2^20 tokens of
+ *    replacements, arguments nested 64 deep); a result that is one
+ *    "name" or <name> is resolved like a literal one, anything else (or a
+ *    limit passed) is left alone. The macros are those of cfg->options'
+ *    -D/-U (in order; -D NAME is NAME 1, -D 'F(x)=...' function-like)
+ *    and of the #define/#undef lines of the source and of inlined headers,
+ *    in the order the scan meets them.
+ *  - Conditions: #if/#ifdef/#ifndef/#elif/#else/#endif are evaluated
+ *    (64-bit signed arithmetic, defined, macros expanded, other names 0),
+ *    so a #define in a branch not taken does not count and a macro
+ *    #include there is left alone. Names the compiler may define itself
+ *    (those starting with "__" or "cl_", CL_VERSION_*, FULL_PROFILE,
+ *    EMBEDDED_PROFILE) are unknown unless -D/#define/#undef said; other
+ *    names the implicit OpenCL header defines (M_PI, INT_MAX, ...) count as
+ *    undefined. A condition that depends on an unknown is unknown (a known
+ *    side of && and || still decides): a #define/#undef in such a branch
+ *    makes the macro uncertain, and an include whose expansion meets an
+ *    uncertain (or unknown predefined) macro is left to the server. Literal
+ *    includes are inlined whatever the condition (as before).
  *  - Search: for "name", the directory of the including file (none for the
  *    program source itself: PoCL compiles it from a file in its cache),
  *    then the working directory ("."), then the -I directories in order;

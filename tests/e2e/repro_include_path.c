@@ -1,8 +1,11 @@
 /* Reproducer: programs that pyopencl (and many OpenCL applications) build,
  * which local PoCL builds and rgpu refused. Cases 1 and 2 pass through rgpu
  * since c545aa4 (the client inlines -I headers, the server builds that
- * source; untaken includes become #error lines); case 3, hashcat's, still
- * fails (docs/applications.md has the history).
+ * source; untaken includes become #error lines); case 3, hashcat's, passes
+ * once the client expands macro #include operands with the build options'
+ * -D macros (client/opencl/include.c; it needs program.c to pass the
+ * options as rgpu_cl_include_cfg_t.options) (docs/applications.md has the
+ * history).
  *
  *   cc -std=c11 -o repro_include_path tests/e2e/repro_include_path.c -lOpenCL
  *   OCL_ICD_VENDORS=/etc/OpenCL/vendors/pocl.icd ./repro_include_path   # all ok
