@@ -182,6 +182,7 @@ static cl_int rgpu_cl_build_prepare(cl_program program, const char *options, con
         cfg.n_dirs = opts.n_dirs;
         cfg.embedded = embedded;
         cfg.n_embedded = n_embedded;
+        cfg.options = options;         /* -D/-U: macros an #include operand may use */
         status = rgpu__cl_include_inline(program->source, strlen(program->source), &cfg, &b->inlined, why, why_cap);
         if (status != RGPU_OK) {
             rgpu__cl_include_opts_free(&opts);

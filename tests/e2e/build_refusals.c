@@ -1,22 +1,16 @@
 /*
- * build_refusals: a program may not read files of the server into its build,
- * while the application's own headers still work.
+ * build_refusals: what a program may include through rgpu, and where it is
+ * read. The server never reads a header of its own machine (an #include it
+ * cannot serve becomes an #error: tests/e2e/hostile.c include-server-file
+ * sends those to the server directly); the client library resolves the
+ * application's includes on the application's machine: -I DIR, a macro
+ * operand (#define F "FILE" / #include F, hashcat's #include M2S(HDR) with
+ * the macros in -D options), embedded headers given to clCompileProgram.
+ * An #include of a system header in a branch OpenCL C never takes builds.
  *
  *   build_refusals FILE [--pocl]
  *
- * FILE is a file of the server's machine whose first line must not leak. An
- * #include whose name a macro computes cannot be resolved by the client, so
- * it reaches the server, which turns it into an #error: the build fails,
- * the log says why and never quotes FILE. (A plain #include "FILE" would be
- * resolved by the client library on the application's machine, where FILE
- * is the application's own; tests/e2e/hostile.c sends one to the server
- * directly.) An #include of a system header in a branch OpenCL C never
- * takes builds; -I DIR finds the application's headers in DIR (resolved on
- * the client); embedded headers given to clCompileProgram work.
- *
- * --pocl: on local PoCL, where the macro #include compiles (which is what
- * makes it an attack on a shared server): the same program must then build.
- *
+ * FILE: a header of the application's (a #define). --pocl: on local PoCL.
  * Exits 0 and prints "... PASS", or 1 with the reason.
  */
 #include <stdlib.h>
@@ -44,29 +38,6 @@ static char *build_log(cl_program program, cl_device_id device)
     EXPECT(log, "out of memory");
     CHECK(clGetProgramBuildInfo(program, device, CL_PROGRAM_BUILD_LOG, len, log, NULL));
     return log;
-}
-
-/* Builds src with options; returns the error and checks the log says why
- * and does not quote secret. */
-static cl_int build_refused(cl_context context, cl_device_id device, const char *src, const char *options,
-                            const char *secret, const char *what)
-{
-    cl_program program;
-    cl_int err;
-    char *log;
-
-    program = clCreateProgramWithSource(context, 1, &src, NULL, &err);
-    CHECK_ERR(err, "clCreateProgramWithSource");
-    err = clBuildProgram(program, 1, &device, options, NULL, NULL);
-    log = build_log(program, device);
-    EXPECT(err != CL_SUCCESS, "%s: the build succeeded (log: %s)", what, log);
-    EXPECT(!*secret || !strstr(log, secret), "%s: the build log quotes the server's file: %s", what, log);
-    if (err == CL_BUILD_PROGRAM_FAILURE)
-        EXPECT(strstr(log, "refused"), "%s: the build log does not say why: %s", what, log);
-    printf("%s: refused with %d\n", what, err);
-    free(log);
-    CHECK(clReleaseProgram(program));
-    return err;
 }
 
 static int build_ok(cl_context context, cl_device_id device, const char *src, const char *options,
@@ -97,18 +68,12 @@ int main(int argc, char **argv)
     cl_kernel kernel;
     cl_mem buf;
     cl_int err, data[16];
-    char secret[256] = "", src[1024], dir[] = "/tmp/rgpu-build-refusals.XXXXXX", path[300], opts[320];
+    char src[1024], dir[] = "/tmp/rgpu-build-refusals.XXXXXX", path[300], opts[320];
     const char *header_name = "scale.h", *hsrc = header_src, *ksrc = kernel_src;
     int on_pocl = argc > 2 && strcmp(argv[2], "--pocl") == 0;
     FILE *f;
 
     EXPECT(argc >= 2, "usage: build_refusals FILE [--pocl]");
-    f = fopen(argv[1], "r");
-    EXPECT(f, "cannot open %s", argv[1]);
-    if (!fgets(secret, sizeof(secret), f))
-        secret[0] = '\0';
-    fclose(f);
-    secret[strcspn(secret, "\n")] = '\0';
 
     cl_pick_device(&platform, &device);
     context = clCreateContext(NULL, 1, &device, NULL, NULL, &err);
@@ -116,13 +81,15 @@ int main(int argc, char **argv)
     queue = clCreateCommandQueue(context, device, 0, &err);
     CHECK_ERR(err, "clCreateCommandQueue");
 
-    /* A macro names the server's file. */
+    /* A macro names the application's file: the client expands it (as
+     * hashcat's -D INCLUDE_PATH=DIR and #include M2S(INCLUDE_PATH/x.h)). */
     snprintf(src, sizeof(src), "#define F \"%s\"\n#include F\n__kernel void k(__global int *p) { p[0] = 1; }\n",
              argv[1]);
-    if (on_pocl)
-        build_ok(context, device, src, NULL, "#include of a file through a macro (local)");
-    else
-        build_refused(context, device, src, NULL, secret, "#include of a server file through a macro");
+    build_ok(context, device, src, NULL, "#include of the application's file through a macro");
+    snprintf(opts, sizeof(opts), "-D XM2S(x)=#x -D M2S(x)=XM2S(x) -D HDR=%s", argv[1]);
+    build_ok(context, device, "#include M2S(HDR)\n__kernel void k(__global int *p) { p[0] = 1; }\n", opts,
+             "#include M2S(HDR) with the macros in -D options");
+    (void)on_pocl;
 
     /* A system header in a branch the OpenCL C preprocessor never takes. */
     build_ok(context, device,
@@ -174,6 +141,6 @@ int main(int argc, char **argv)
     CHECK(clReleaseProgram(header));
     CHECK(clReleaseCommandQueue(queue));
     CHECK(clReleaseContext(context));
-    printf("build_refusals: server files stay out of builds; embedded headers work: PASS\n");
+    printf("build_refusals: the application's headers (-I, macro operands, embedded) resolved where they are: PASS\n");
     return 0;
 }

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Program sources cannot read server files into a build
-# (tests/e2e/build_refusals.c): an #include whose name a macro computes
-# reaches the server, which makes it an #error; the build fails with the
-# reason in the log, which never quotes the file. On local PoCL the same
-# source compiles (what makes it an attack on a shared server). The
-# application's own headers work: -I DIR (resolved by the client), embedded
-# headers, system headers in branches OpenCL C never takes.
+# What a program may include through rgpu (tests/e2e/build_refusals.c):
+# the application's headers, resolved by the client where they are (-I DIR,
+# macro operands as hashcat writes them, embedded headers), and system
+# headers in branches OpenCL C never takes; the same program on local PoCL.
+# That the server never reads its own files is e2e.isolation's
+# include-server-file attack (tests/e2e/hostile.c), which talks to the
+# server directly.
 source "$(dirname "$0")/lib.sh" "$@"
 
-secret=$E2E_TMP/server-secret.h
-echo "#define RGPU_SECRET_$RANDOM$RANDOM 1" >"$secret"
+secret=$E2E_TMP/app-header.h
+echo "#define RGPU_APP_HEADER_$RANDOM 1" >"$secret"
 
 out=$E2E_TMP/local.out
 rc=0

@@ -1895,6 +1895,131 @@ out:
     sess_close(&s);
 }
 
+/* Sends a program (source, optional embedded headers by id and name) and
+ * builds (n_headers == 0) or compiles it; returns the reply's error and
+ * copies every device's build log into log. -9999: no reply. */
+static int32_t build_raw(sess_t *s, uint64_t ctx, const char *src, const char *options, const uint64_t *headers,
+                         char **names, size_t n_headers, char *log, size_t log_cap)
+{
+    Rgpu__ClCreateProgramSource c = RGPU__CL_CREATE_PROGRAM_SOURCE__INIT;
+    Rgpu__ClBuildProgram b = RGPU__CL_BUILD_PROGRAM__INIT;
+    Rgpu__ClCompileProgram cp = RGPU__CL_COMPILE_PROGRAM__INIT;
+    Rgpu__ClBuildReply *reply;
+    frame_t f;
+    uint64_t seq;
+    int32_t err;
+    size_t at = 0;
+
+    log[0] = '\0';
+    c.id = s->next_id++;
+    c.context = ctx;
+    c.source = (char *)src;
+    if (!send_frame(s, RGPU__MSG_TYPE__MSG_CL_CREATE_PROGRAM_SOURCE, &c.base, NULL, 0))
+        return -9999;
+    if (n_headers) {
+        cp.program = c.id;
+        cp.options = (char *)options;
+        cp.n_headers = n_headers;
+        cp.headers = (uint64_t *)headers;
+        cp.n_header_names = n_headers;
+        cp.header_names = names;
+        seq = send_frame(s, RGPU__MSG_TYPE__MSG_CL_COMPILE_PROGRAM, &cp.base, NULL, 0);
+    } else {
+        b.program = c.id;
+        b.options = (char *)options;
+        seq = send_frame(s, RGPU__MSG_TYPE__MSG_CL_BUILD_PROGRAM, &b.base, NULL, 0);
+    }
+    if (!seq || wait_reply(s, seq, T_BUILD, &f) != 1)
+        return -9999;
+    reply = rgpu__cl_build_reply__unpack(NULL, f.hdr.body_len, f.body);
+    frame_free(&f);
+    if (!reply)
+        return -9998;
+    err = reply->cl_error;
+    for (size_t i = 0; i < reply->n_builds && at + 1 < log_cap; i++)
+        at += (size_t)snprintf(log + at, log_cap - at, "%s\n", reply->builds[i]->log ? reply->builds[i]->log : "");
+    rgpu__cl_build_reply__free_unpacked(reply, NULL);
+    return err;
+}
+
+/*
+ * include-server-file: program sources that #include a file of the server
+ * (a literal absolute path, through a macro, split by a comment and a
+ * splice), build options that add server directories or probe files, and
+ * an embedded header whose name climbs out of the compiler's directory
+ * (PoCL writes each header under its name). The client library never sends
+ * these (it resolves the application's includes itself): a hostile client
+ * does. Correct: every build fails (or the header is refused) with the
+ * reason in the log, the log never quotes the file, and no file is written.
+ */
+static void attack_include_server_file(result_t *r)
+{
+    static const char *const file = "/etc/os-release";
+    static const char written[] = "/tmp/rgpu-hostile-header-written";
+    char secret[256] = "", log[8192], src[512];
+    const char *kernel = "__kernel void k(__global int *p) { p[0] = 1; }\n";
+    const char *sources[3];
+    char s0[256], s1[256], s2[256];
+    FILE *fp = fopen(file, "r");
+    sess_t s;
+    uint64_t ctx, hdr;
+    int32_t err;
+
+    if (!fp || !fgets(secret, sizeof(secret), fp)) {
+        FAILF(r, "cannot read %s (the file whose contents must not leak)", file);
+        if (fp)
+            fclose(fp);
+        return;
+    }
+    fclose(fp);
+    secret[strcspn(secret, "\n")] = '\0';
+    unlink(written);
+    snprintf(s0, sizeof(s0), "#include \"%s\"\n%s", file, kernel);
+    snprintf(s1, sizeof(s1), "#define F \"%s\"\n#include F\n%s", file, kernel);
+    snprintf(s2, sizeof(s2), "#/**/inc\\\nlude <%s>\n%s", file, kernel);
+    sources[0] = s0, sources[1] = s1, sources[2] = s2;
+    OPEN_OR_FAIL(&s, 1, r);
+    ctx = op_context(&s, NULL);
+    for (int i = 0; i < 3; i++) {
+        err = build_raw(&s, ctx, sources[i], "", NULL, NULL, 0, log, sizeof(log));
+        if (err == CL_SUCCESS || err <= -9998)
+            FAILF(r, "source %d: the build %s", i, err == CL_SUCCESS ? "succeeded" : "got no answer");
+        if (strstr(log, secret))
+            FAILF(r, "source %d: the build log quotes %s", i, file);
+    }
+    err = build_raw(&s, ctx, kernel, "-I /etc", NULL, NULL, 0, log, sizeof(log));
+    if (err != CL_INVALID_BUILD_OPTIONS)
+        FAILF(r, "-I /etc: error %d, expected CL_INVALID_BUILD_OPTIONS", err);
+    err = build_raw(&s, ctx, "#if X\n#endif\n__kernel void k(void) {}\n", "-DX=__has_include(\"/etc/shadow\")", NULL,
+                    NULL, 0, log, sizeof(log));
+    if (err != CL_INVALID_BUILD_OPTIONS)
+        FAILF(r, "a -D value probing a file: error %d, expected CL_INVALID_BUILD_OPTIONS", err);
+    /* An embedded header named to climb out of the compiler's directory. */
+    {
+        Rgpu__ClCreateProgramSource c = RGPU__CL_CREATE_PROGRAM_SOURCE__INIT;
+        char name[] = "../../../../../../../../tmp/rgpu-hostile-header-written";
+        char *names[] = {name};
+
+        c.id = hdr = s.next_id++;
+        c.context = ctx;
+        c.source = "#define HOSTILE 1\n";
+        send_frame(&s, RGPU__MSG_TYPE__MSG_CL_CREATE_PROGRAM_SOURCE, &c.base, NULL, 0);
+        snprintf(src, sizeof(src), "%s", kernel);
+        err = build_raw(&s, ctx, src, "", &hdr, names, 1, log, sizeof(log));
+        if (err == CL_SUCCESS || err <= -9998)
+            FAILF(r, "an embedded header named %s: the compile %s", name,
+                  err == CL_SUCCESS ? "succeeded" : "got no answer");
+        if (access(written, F_OK) == 0) {
+            FAILF(r, "the server wrote %s (an embedded header's name climbed out of its directory)", written);
+            unlink(written);
+        }
+    }
+    if (sync_or_fail(&s, r, "after the refused builds") == 0 && !r->failed)
+        note(r, "3 sources including %s, -I and a probing -D, and a header named out of its directory: all refused, "
+                "nothing quoted or written", file);
+    sess_close(&s);
+}
+
 /*
  * bad-ids: ids that are unknown, of the wrong kind, 0, duplicated, or
  * another session's, in releases, queries, enqueues and creations.
@@ -3646,6 +3771,7 @@ static const attack_t attacks[] = {
     {"ndrange-huge", attack_ndrange_huge},
     {"stale-memory", attack_stale_memory},
     {"held-memory", attack_held_memory},
+    {"include-server-file", attack_include_server_file},
 };
 #define N_ATTACKS (sizeof(attacks) / sizeof(attacks[0]))
 
