@@ -132,6 +132,7 @@ typedef struct {
     int pool_count;
     void *read_spare;           /* staging of the last non-blocking read, for the next */
     uint64_t staging_bytes;     /* read staging allocated (spare included), pool_lock */
+    pthread_cond_t staging_freed;   /* signalled when staging_bytes goes down */
     uint64_t read_spare_size;
     void *read_small;           /* staging of small blocking reads (session thread only) */
     uint64_t read_small_size;
@@ -336,31 +337,46 @@ static int rgpu_cl_may_block(const rgpu_cl_session_t *s)
 /* Staging for a non-blocking read of size bytes: the last one's, when the
  * size matches (a read loop then pays no page faults), else a new one. */
 /* Host memory the session's reads in flight may hold as staging (their
- * replies not sent yet): past it a read fails with CL_OUT_OF_HOST_MEMORY,
- * so that a hundred 1 GiB reads waiting on a user event cannot take the
- * server's memory. */
+ * replies not sent yet). Past it the session waits for earlier reads to
+ * leave (a program queueing many large non-blocking reads, as clpeak does,
+ * just goes at the network's pace); while user events are pending, reads
+ * may never leave, and it fails with CL_OUT_OF_HOST_MEMORY instead, so that
+ * a hundred 1 GiB reads waiting on a user event cannot take the server's
+ * memory. A single read larger than this gets it alone. */
 #define RGPU_CL_STAGING_MAX (2ull << 30)
 
 static void *rgpu_cl_read_staging_get(rgpu_cl_session_t *s, uint64_t size)
 {
-    void *buf = NULL;
+    void *buf = NULL, *spare = NULL;
     int over = 0;
 
     pthread_mutex_lock(&s->pool_lock);
     if (s->read_spare && s->read_spare_size == size) {
         buf = s->read_spare;
         s->read_spare = NULL;
-    } else if (size > RGPU_CL_STAGING_MAX - s->staging_bytes) {
-        over = 1;
-    } else {
-        s->staging_bytes += size;
-    }
-    pthread_mutex_unlock(&s->pool_lock);
-    if (buf || over)
+        pthread_mutex_unlock(&s->pool_lock);
         return buf;
+    }
+    if (s->read_spare && size > RGPU_CL_STAGING_MAX - s->staging_bytes) {
+        /* The spare of another size goes first. */
+        spare = s->read_spare;
+        s->read_spare = NULL;
+        s->staging_bytes -= s->read_spare_size;
+    }
+    while (s->staging_bytes && size > RGPU_CL_STAGING_MAX - s->staging_bytes && !rgpu_cl_may_block(s))
+        pthread_cond_wait(&s->staging_freed, &s->pool_lock);
+    if (s->staging_bytes && size > RGPU_CL_STAGING_MAX - s->staging_bytes)
+        over = 1;
+    else
+        s->staging_bytes += size;
+    pthread_mutex_unlock(&s->pool_lock);
+    free(spare);
+    if (over)
+        return NULL;
     if (!(buf = malloc(size ? size : 1))) {
         pthread_mutex_lock(&s->pool_lock);
         s->staging_bytes -= size;
+        pthread_cond_broadcast(&s->staging_freed);
         pthread_mutex_unlock(&s->pool_lock);
     }
     return buf;
@@ -375,6 +391,7 @@ static void rgpu_cl_read_staging_put(rgpu_cl_session_t *s, void *buf, uint64_t s
         buf = NULL;
     } else {
         s->staging_bytes -= size;
+        pthread_cond_broadcast(&s->staging_freed);
     }
     pthread_mutex_unlock(&s->pool_lock);
     free(buf);
@@ -3586,6 +3603,7 @@ static rgpu_status_t rgpu_cl_session_open(rgpu_backend_t *backend, rgpu_session_
         s->chunk = 4u << 20;
     pthread_mutex_init(&s->pool_lock, NULL);
     pthread_cond_init(&s->wait_idle, NULL);
+    pthread_cond_init(&s->staging_freed, NULL);
     rgpu_htable_init(&s->handles);
     *ctx_p = s;
     return RGPU_OK;
@@ -3683,6 +3701,7 @@ static void rgpu_cl_session_free(void *ctx)
     if (s->launch_memo)
         rgpu__cl_ndrange__free_unpacked(s->launch_memo, NULL);
     pthread_cond_destroy(&s->wait_idle);
+    pthread_cond_destroy(&s->staging_freed);
     pthread_mutex_destroy(&s->pool_lock);
     free(s);
 }
