@@ -1646,6 +1646,31 @@ static cl_mem rgpu_cl_rect_mem(const rgpu_cl_handle_t *h, size_t origin[3])
     return h->parent_mem;
 }
 
+/* Ends a write enqueued (err == CL_SUCCESS) from buf, a staging copy of
+ * its data: buf is freed once the write has ended, a blocking write waits
+ * here unless it could wait on a user event for good, and the event goes
+ * to the client or is dropped. Takes buf and cmd's wait list. */
+static rgpu_status_t rgpu_cl_staged_write_end(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, rgpu_cl_cmd_t *cmd,
+                                              int blocking, uint64_t event_id, cl_event ev, void *buf, cl_int err)
+{
+    if (err != CL_SUCCESS) {
+        free(buf);
+        return rgpu_cl_cmd_end(s, hdr, cmd, event_id, err);
+    }
+    if (rgpu_cl_on_complete(s, ev, rgpu_cl_free_cb, buf) != CL_SUCCESS) {
+        clWaitForEvents(1, &ev);
+        free(buf);
+    }
+    clFlush(cmd->queue->cl.queue);
+    if (blocking && !rgpu_cl_may_block(s))
+        err = clWaitForEvents(1, &ev);
+    if (event_id)
+        cmd->ev = ev;
+    else
+        rgpu_cl_event_drop(s, ev);
+    return rgpu_cl_cmd_end(s, hdr, cmd, event_id, err);
+}
+
 static rgpu_status_t rgpu_cl_write_rect(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, Rgpu__ClBufferRect *m,
                                         char *reason, size_t reason_cap)
 {
@@ -1691,22 +1716,7 @@ static rgpu_status_t rgpu_cl_write_rect(rgpu_cl_session_t *s, const rgpu_frame_h
         err = clEnqueueWriteBufferRect(cmd.queue->cl.queue, rgpu_cl_rect_mem(mem, r.bo), CL_FALSE, r.bo, zero, r.rg,
                                        m->buffer_row_pitch, m->buffer_slice_pitch, r.rg[0], r.rg[0] * r.rg[1], buf,
                                        cmd.num_wait, cmd.wait, &ev);
-    if (err != CL_SUCCESS) {
-        free(buf);
-    } else {
-        if (rgpu_cl_on_complete(s, ev, rgpu_cl_free_cb, buf) != CL_SUCCESS) {
-            clWaitForEvents(1, &ev);
-            free(buf);
-        }
-        clFlush(cmd.queue->cl.queue);
-        if (m->blocking && !rgpu_cl_may_block(s))
-            err = clWaitForEvents(1, &ev);
-        if (m->event)
-            cmd.ev = ev;
-        else
-            clReleaseEvent(ev);
-    }
-    return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
+    return rgpu_cl_staged_write_end(s, hdr, &cmd, m->blocking, m->event, ev, buf, err);
 }
 
 typedef struct {
@@ -2105,22 +2115,7 @@ static rgpu_status_t rgpu_cl_write_image(rgpu_cl_session_t *s, const rgpu_frame_
     rgpu_cl_image_pitches(img, r, &row, &slice);
     err = clEnqueueWriteImage(cmd.queue->cl.queue, img->cl.mem, CL_FALSE, o, r, row, slice, buf, cmd.num_wait,
                               cmd.wait, &ev);
-    if (err != CL_SUCCESS) {
-        free(buf);
-    } else {
-        if (rgpu_cl_on_complete(s, ev, rgpu_cl_free_cb, buf) != CL_SUCCESS) {
-            clWaitForEvents(1, &ev);
-            free(buf);
-        }
-        clFlush(cmd.queue->cl.queue);
-        if (m->blocking && !rgpu_cl_may_block(s))
-            err = clWaitForEvents(1, &ev);
-        if (m->event)
-            cmd.ev = ev;
-        else
-            clReleaseEvent(ev);
-    }
-    return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
+    return rgpu_cl_staged_write_end(s, hdr, &cmd, m->blocking, m->event, ev, buf, err);
 }
 
 typedef struct {
