@@ -992,6 +992,23 @@ static cl_int rgpu_cl_image_write(cl_command_queue queue, cl_mem image, cl_bool 
     return err;
 }
 
+/* What clEnqueueReadImage and clEnqueueWriteImage check alike: the image
+ * is the queue's, the region lies inside it, and the host memory's shape
+ * (*shape_p) follows from the pitches. */
+static cl_int rgpu_cl_image_xfer_check(cl_command_queue queue, cl_mem image, const size_t *origin,
+                                       const size_t *region, size_t row_pitch, size_t slice_pitch, const void *ptr,
+                                       rgpu_cl_image_shape_t *shape_p)
+{
+    cl_int err;
+
+    if ((err = rgpu_cl_check_image(queue, image)) != CL_SUCCESS ||
+        (err = rgpu_cl_image_region(image, origin, region)) != CL_SUCCESS)
+        return err;
+    if (!ptr || rgpu__cl_image_shape(image, region, row_pitch, slice_pitch, shape_p) != CL_SUCCESS)
+        return CL_INVALID_VALUE;
+    return CL_SUCCESS;
+}
+
 cl_int CL_API_CALL rgpu_clEnqueueReadImage(cl_command_queue queue, cl_mem image, cl_bool blocking,
                                            const size_t *origin, const size_t *region, size_t row_pitch,
                                            size_t slice_pitch, void *ptr, cl_uint num_wait,
@@ -1004,13 +1021,9 @@ cl_int CL_API_CALL rgpu_clEnqueueReadImage(cl_command_queue queue, cl_mem image,
     err = rgpu_cl_cmd_begin(queue, num_wait, wait_list, event, CL_COMMAND_READ_IMAGE, &cmd);
     if (err != CL_SUCCESS)
         return err;
-    if ((err = rgpu_cl_check_image(queue, image)) != CL_SUCCESS ||
-        (err = rgpu_cl_image_region(image, origin, region)) != CL_SUCCESS)
+    if ((err = rgpu_cl_image_xfer_check(queue, image, origin, region, row_pitch, slice_pitch, ptr, &shape)) !=
+        CL_SUCCESS)
         goto out;
-    if (!ptr || (err = rgpu__cl_image_shape(image, region, row_pitch, slice_pitch, &shape)) != CL_SUCCESS) {
-        err = CL_INVALID_VALUE;
-        goto out;
-    }
     err = rgpu_cl_image_read(queue, image, blocking, origin, region, ptr, &shape, &cmd);
 out:
     return rgpu_cl_cmd_end(&cmd, err, event);
@@ -1028,13 +1041,9 @@ cl_int CL_API_CALL rgpu_clEnqueueWriteImage(cl_command_queue queue, cl_mem image
     err = rgpu_cl_cmd_begin(queue, num_wait, wait_list, event, CL_COMMAND_WRITE_IMAGE, &cmd);
     if (err != CL_SUCCESS)
         return err;
-    if ((err = rgpu_cl_check_image(queue, image)) != CL_SUCCESS ||
-        (err = rgpu_cl_image_region(image, origin, region)) != CL_SUCCESS)
+    if ((err = rgpu_cl_image_xfer_check(queue, image, origin, region, row_pitch, slice_pitch, ptr, &shape)) !=
+        CL_SUCCESS)
         goto out;
-    if (!ptr || (err = rgpu__cl_image_shape(image, region, row_pitch, slice_pitch, &shape)) != CL_SUCCESS) {
-        err = CL_INVALID_VALUE;
-        goto out;
-    }
     err = rgpu_cl_image_write(queue, image, blocking, origin, region, ptr, &shape, &cmd);
 out:
     return rgpu_cl_cmd_end(&cmd, err, event);

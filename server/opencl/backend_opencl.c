@@ -1646,6 +1646,37 @@ static cl_mem rgpu_cl_rect_mem(const rgpu_cl_handle_t *h, size_t origin[3])
     return h->parent_mem;
 }
 
+/* Receives a write's data (the frame's whole bulk) into a staging copy, once
+ * everything was checked (err): a refusal is answered first and the data is
+ * then drained unstored. Returns 1 with *buf_p (the caller's to free, see
+ * rgpu_cl_staged_write_end), or 0 with *status_p the frame's result; cmd's
+ * wait list is freed then. */
+static int rgpu_cl_staged_write_begin(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, rgpu_cl_cmd_t *cmd,
+                                      uint64_t event_id, cl_int err, void **buf_p, rgpu_status_t *status_p)
+{
+    void *buf;
+
+    *buf_p = NULL;
+    if (err != CL_SUCCESS) {
+        if ((*status_p = rgpu_cl_cmd_end(s, hdr, cmd, event_id, err)) == RGPU_OK)
+            *status_p = rgpu_session_discard_bulk(s->session, hdr->bulk_len);
+        return 0;
+    }
+    if (!(buf = malloc(hdr->bulk_len))) {
+        free(cmd->wait);
+        if ((*status_p = rgpu_session_discard_bulk(s->session, hdr->bulk_len)) == RGPU_OK)
+            *status_p = rgpu_cl_async_error(s, hdr, CL_OUT_OF_HOST_MEMORY, NULL);
+        return 0;
+    }
+    if ((*status_p = rgpu_session_recv_bulk(s->session, buf, hdr->bulk_len)) != RGPU_OK) {
+        free(buf);
+        free(cmd->wait);
+        return 0;
+    }
+    *buf_p = buf;
+    return 1;
+}
+
 /* Ends a write enqueued (err == CL_SUCCESS) from buf, a staging copy of
  * its data: buf is freed once the write has ended, a blocking write waits
  * here unless it could wait on a user event for good, and the event goes
@@ -1695,23 +1726,8 @@ static rgpu_status_t rgpu_cl_write_rect(rgpu_cl_session_t *s, const rgpu_frame_h
         err = CL_INVALID_MEM_OBJECT;
     if (err == CL_SUCCESS)
         err = rgpu_cl_rect_check(r.bo, r.rg, m->buffer_row_pitch, m->buffer_slice_pitch, mem->size);
-    if (err != CL_SUCCESS) {
-        if ((status = rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err)) != RGPU_OK)
-            return status;
-        return rgpu_session_discard_bulk(s->session, hdr->bulk_len);
-    }
-    buf = malloc(hdr->bulk_len);
-    if (!buf) {
-        free(cmd.wait);
-        if ((status = rgpu_session_discard_bulk(s->session, hdr->bulk_len)) != RGPU_OK)
-            return status;
-        return rgpu_cl_async_error(s, hdr, CL_OUT_OF_HOST_MEMORY, NULL);
-    }
-    if ((status = rgpu_session_recv_bulk(s->session, buf, hdr->bulk_len)) != RGPU_OK) {
-        free(buf);
-        free(cmd.wait);
+    if (!rgpu_cl_staged_write_begin(s, hdr, &cmd, m->event, err, &buf, &status))
         return status;
-    }
     if (err == CL_SUCCESS)
         err = clEnqueueWriteBufferRect(cmd.queue->cl.queue, rgpu_cl_rect_mem(mem, r.bo), CL_FALSE, r.bo, zero, r.rg,
                                        m->buffer_row_pitch, m->buffer_slice_pitch, r.rg[0], r.rg[0] * r.rg[1], buf,
@@ -2095,23 +2111,8 @@ static rgpu_status_t rgpu_cl_write_image(rgpu_cl_session_t *s, const rgpu_frame_
         free(cmd.wait);
         return RGPU_ERR_PROTOCOL;
     }
-    if (err != CL_SUCCESS) {
-        if ((status = rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err)) != RGPU_OK)
-            return status;
-        return rgpu_session_discard_bulk(s->session, hdr->bulk_len);
-    }
-    buf = malloc(hdr->bulk_len);
-    if (!buf) {
-        free(cmd.wait);
-        if ((status = rgpu_session_discard_bulk(s->session, hdr->bulk_len)) != RGPU_OK)
-            return status;
-        return rgpu_cl_async_error(s, hdr, CL_OUT_OF_HOST_MEMORY, NULL);
-    }
-    if ((status = rgpu_session_recv_bulk(s->session, buf, hdr->bulk_len)) != RGPU_OK) {
-        free(buf);
-        free(cmd.wait);
+    if (!rgpu_cl_staged_write_begin(s, hdr, &cmd, m->event, err, &buf, &status))
         return status;
-    }
     rgpu_cl_image_pitches(img, r, &row, &slice);
     err = clEnqueueWriteImage(cmd.queue->cl.queue, img->cl.mem, CL_FALSE, o, r, row, slice, buf, cmd.num_wait,
                               cmd.wait, &ev);
