@@ -2,34 +2,55 @@
 # Runs every test: installs what is missing, builds build/ and build-asan/,
 # runs all tests (unit and end-to-end) in both, then the aarch64 client's
 # (scripts/test-arm.sh), and a bounded fuzzing run (scripts/fuzz.sh).
-# Exits non-zero if any failed.
+# Prints each step's duration; exits non-zero if any failed.
 #
 #   bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install-deps.sh
-bash scripts/build.sh --asan
-
 jobs=$(nproc 2>/dev/null || echo 2)
 failed=()
+timings=()
+t_all=$(date +%s)
 
-echo "== build/: unit and end-to-end tests"
-(cd build && ctest --output-on-failure -j "$jobs") || failed+=(build)
+# step NAME COMMAND...: runs one step, records its duration and whether it
+# failed, and goes on with the next step either way.
+step() {
+    local name=$1 t0 rc=0
+    shift
+    echo "== $name"
+    t0=$(date +%s)
+    "$@" || rc=$?
+    timings+=("$(printf '%-12s %4ds  %s' "$name" $(($(date +%s) - t0)) \
+        "$([ $rc -eq 0 ] && echo ok || echo "FAILED ($rc)")")")
+    [ $rc -eq 0 ] || failed+=("$name")
+}
 
-echo "== build-asan/: unit and end-to-end tests under ASan and UBSan"
-(cd build-asan && ctest --output-on-failure -j "$jobs" -L 'unit|e2e') || failed+=(build-asan)
+step deps bash scripts/install-deps.sh
+step build bash scripts/build.sh --asan
+if [ ${#failed[@]} -gt 0 ]; then
+    printf '%s\n' "${timings[@]}"
+    echo "test.sh: the build FAILED, no test ran" >&2
+    exit 1
+fi
+
+# build/: unit and end-to-end tests
+step build/ bash -c "cd build && ctest --output-on-failure -j $jobs"
+
+# build-asan/: unit and end-to-end tests under ASan and UBSan
+step build-asan/ bash -c "cd build-asan && ctest --output-on-failure -j $jobs -L 'unit|e2e'"
 
 # libFuzzer harnesses (clang, ASan+UBSan), a bounded run each on the seed
 # corpus: docs/fuzzing.md.
-echo "== build-fuzz/: libFuzzer harnesses, 20 s each"
-bash scripts/fuzz.sh 20 || failed+=(build-fuzz)
+step build-fuzz/ bash scripts/fuzz.sh 20
 
 # Last: it swaps Debian's criterion for its arm64 build (the two cannot be
 # installed together); install-deps.sh swaps it back on the next run.
-echo "== build-arm64/: the aarch64 client, its unit tests under qemu, and an aarch64 client against the x86-64 server"
-bash scripts/test-arm.sh || failed+=(build-arm64)
+step build-arm64/ bash scripts/test-arm.sh
 
+echo "== durations"
+printf '%s\n' "${timings[@]}"
+printf '%-12s %4ds\n' total $(($(date +%s) - t_all))
 if [ ${#failed[@]} -gt 0 ]; then
     echo "test.sh: tests FAILED in: ${failed[*]}" >&2
     exit 1
