@@ -19,6 +19,9 @@ PACKAGES=(
     python3 iproute2 procps                     # test scripts
     slurmctld slurmd slurm-client libslurm-dev munge  # the Slurm plugin (slurm/) and e2e.slurm
     libmunge-dev                                # users authenticated by MUNGE (scheduler/, e2e.sched_munge)
+    libibverbs-dev librdmacm-dev ibverbs-providers rdma-core perftest ibverbs-utils  # the verbs transport (transport/verbs/) and scripts/test-verbs.sh's Soft-RoCE VM
+    libinih-dev                                 # configuration files under /etc/rgpu (common/src/options.c)
+    libsystemd-dev                              # journald logging and sd_notify readiness of the daemons (common/, optional)
 )
 
 native=$(dpkg --print-architecture)
