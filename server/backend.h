@@ -1,5 +1,8 @@
 /*
- * Server backends: one ops table per GPU API (OpenCL now, CUDA later).
+ * Server backends: one ops table per GPU API. One server hosts several at
+ * once (OpenCL, CUDA); the handshake picks the one serving the client's
+ * Hello.api (session.c), and a backend whose library or devices are missing
+ * on this node is simply not opened (main.c).
  *
  * The session layer (session.c) owns the link, the handshake and the frame
  * loop; a backend owns the GPU objects. Lifetime of the calls:
@@ -34,6 +37,10 @@ typedef struct rgpu_backend_ops {
     /* Finds the node's devices. RGPU_ERR_NOT_FOUND when there are none to
      * serve (logged). Main thread, once. */
     rgpu_status_t (*open)(const rgpu_server_config_t *config, rgpu_backend_t **backend_p);
+    /* Optional: after a failed open, why, in words a client is told when it
+     * asks for this API ("libcuda.so.1 not found"). NULL or "" = the server
+     * says the API has no devices here, and the log has the detail. */
+    const char *(*open_failure)(void);
     /* Frees what open made. No session may be running. */
     void (*close)(rgpu_backend_t *backend);
     /* A line for the startup log: "platform X, N devices". */
@@ -64,5 +71,24 @@ typedef struct rgpu_backend_ops {
 } rgpu_backend_ops_t;
 
 extern const rgpu_backend_ops_t rgpu_backend_opencl_ops;
+/* The CUDA driver API, loaded with dlopen (server/cuda/backend_cuda.c). */
+extern const rgpu_backend_ops_t rgpu_backend_cuda_ops;
+/* An emulation of a CUDA device in host memory, for tests on machines
+ * without a GPU (server/cuda/backend_cuda_emulated.c). Only an explicit
+ * --backends naming "cuda-emulated" opens it. */
+extern const rgpu_backend_ops_t rgpu_backend_cuda_emulated_ops;
+
+/* "OpenCL", "CUDA": the API's name as users know it, for messages. */
+static inline const char *rgpu_api_name(Rgpu__ApiFamily api)
+{
+    switch (api) {
+    case RGPU__API_FAMILY__API_OPENCL:
+        return "OpenCL";
+    case RGPU__API_FAMILY__API_CUDA:
+        return "CUDA";
+    default:
+        return "unknown";
+    }
+}
 
 #endif

@@ -268,6 +268,11 @@ static const rgpu_config_row_t rgpu_server_config_table[] = {
     {"hello-timeout", "RGPU_HELLO_TIMEOUT", "SECONDS", "10",
      "close a connection that has not completed its handshake within SECONDS (1 to 3600)",
      RGPU_CFG_NUM(hello_timeout), rgpu_config_parse_count, rgpu_config_format_count, 1, 3600},
+    {"backends", "RGPU_BACKENDS", "LIST", "opencl,cuda",
+     "the GPU APIs to serve, comma separated: opencl, cuda (the CUDA driver, when libcuda.so.1 "
+     "is installed) or cuda-emulated (an emulation in host memory for tests, never a GPU); a "
+     "backend that finds no devices is skipped with a log line",
+     RGPU_CFG_STR(backends), rgpu_config_parse_string, rgpu_config_format_string, 0, 0},
 };
 
 #define RGPU_CONFIG_NROWS (sizeof(rgpu_server_config_table) / sizeof(rgpu_server_config_table[0]))

@@ -17,6 +17,7 @@
  *   --platform-threads RGPU_PLATFORM_THREADS batch (or normal: their scheduling policy)
  *   --max-sessions  RGPU_MAX_SESSIONS  256 (connections past it are refused at once)
  *   --hello-timeout RGPU_HELLO_TIMEOUT 10 (seconds a connection has to complete its handshake)
+ *   --backends      RGPU_BACKENDS      opencl,cuda (cuda-emulated only when named)
  *
  * Everything here runs on the main thread before the loop starts.
  */
@@ -49,6 +50,7 @@ typedef struct {
     int platform_threads_batch; /* start the platform's threads under SCHED_BATCH */
     int max_sessions;           /* sessions open at once (1..65536); more are refused */
     int hello_timeout;          /* seconds (1..3600) a new connection has to send its hello */
+    char backends[128];         /* comma list of backends to open: opencl, cuda, cuda-emulated */
     /* Where each row's value came from, indexed like the table. */
     rgpu_config_source_t source[RGPU_SERVER_CONFIG_MAX_ROWS];
 } rgpu_server_config_t;

@@ -83,6 +83,88 @@ static int rgpu_ratelimit_pass(rgpu_ratelimit_t *rl, uint64_t now_ms, unsigned l
     return 1;
 }
 
+/* Every backend this binary has, by the name --backends uses. The CUDA
+ * ones load nothing until opened: "cuda" dlopens the driver, so one binary
+ * serves nodes with and without CUDA. */
+static const rgpu_backend_ops_t *const rgpu_daemon_known_backends[] = {
+    &rgpu_backend_opencl_ops,
+    &rgpu_backend_cuda_ops,
+};
+
+#define RGPU_DAEMON_N_KNOWN \
+    (sizeof(rgpu_daemon_known_backends) / sizeof(rgpu_daemon_known_backends[0]))
+
+/* Opens the backends --backends names, in its order. One whose library or
+ * devices are missing is skipped with a log line, and a client asking for
+ * its API is told why (server->absent). Returns 0 when at least one backend
+ * serves, -1 (logged) when the list is wrong or nothing can be served. */
+static int rgpu_daemon_open_backends(rgpu_server_t *server, const rgpu_server_config_t *config)
+{
+    char list[sizeof(config->backends)], *save = NULL;
+
+    snprintf(list, sizeof(list), "%s", config->backends);
+    for (char *name = strtok_r(list, ", ", &save); name; name = strtok_r(NULL, ", ", &save)) {
+        const rgpu_backend_ops_t *ops = NULL;
+        rgpu_backend_t *backend = NULL;
+        const char *why;
+        rgpu_status_t status;
+
+        for (size_t k = 0; k < RGPU_DAEMON_N_KNOWN && !ops; k++)
+            if (strcmp(rgpu_daemon_known_backends[k]->name, name) == 0)
+                ops = rgpu_daemon_known_backends[k];
+        if (!ops) {
+            rgpu_error("server", "--backends: unknown backend \"%s\" (known: opencl, cuda, "
+                       "cuda-emulated)", name);
+            return -1;
+        }
+        if ((size_t)ops->api >= RGPU_SERVER_MAX_BACKENDS)
+            return -1;
+        for (size_t i = 0; i < server->n_backends; i++) {
+            if (server->backends[i].ops->api == ops->api) {
+                rgpu_error("server", "--backends names two %s backends (%s and %s): choose one",
+                           rgpu_api_name(ops->api), server->backends[i].ops->name, ops->name);
+                return -1;
+            }
+        }
+        if (server->absent[ops->api][0]) {
+            rgpu_error("server", "--backends names two %s backends: choose one",
+                       rgpu_api_name(ops->api));
+            return -1;
+        }
+        status = ops->open(config, &backend);
+        if (status != RGPU_OK) {
+            why = ops->open_failure ? ops->open_failure() : NULL;
+            if (!why || !*why)
+                why = "no usable devices were found (see the server's log)";
+            snprintf(server->absent[ops->api], sizeof(server->absent[ops->api]), "%s", why);
+            rgpu_info("server", "not serving %s (backend %s): %s", rgpu_api_name(ops->api),
+                      ops->name, why);
+            continue;
+        }
+        server->backends[server->n_backends].ops = ops;
+        server->backends[server->n_backends].backend = backend;
+        server->n_backends++;
+        rgpu_info("server", "serving %s with backend %s: %s", rgpu_api_name(ops->api), ops->name,
+                  ops->describe(backend));
+    }
+    if (!server->n_backends) {
+        rgpu_error("server", "nothing to serve: no backend of --backends %s found devices",
+                   config->backends);
+        return -1;
+    }
+    return 0;
+}
+
+/* Closes what rgpu_daemon_open_backends opened, last first. */
+static void rgpu_daemon_close_backends(rgpu_server_t *server)
+{
+    while (server->n_backends) {
+        rgpu_server_backend_t *b = &server->backends[--server->n_backends];
+
+        b->ops->close(b->backend);
+    }
+}
+
 static void rgpu_daemon_on_accept(uv_poll_t *poll, int status, int events);
 
 static void rgpu_daemon_on_accept_timer(uv_timer_t *timer)
@@ -230,7 +312,6 @@ int main(int argc, char **argv)
     rgpu_log_level = (rgpu_log_level_t)config.log_level;
 
     daemon.server.config = &config;
-    daemon.server.backend_ops = &rgpu_backend_opencl_ops;
     if (gethostname(daemon.server.hostname, sizeof(daemon.server.hostname) - 1) != 0)
         strcpy(daemon.server.hostname, "?");
     rgpu_server_init(&daemon.server);
@@ -245,10 +326,8 @@ int main(int argc, char **argv)
         daemon.server.lease_key = &daemon.key;
     }
 
-    status = daemon.server.backend_ops->open(&config, &daemon.server.backend);
-    if (status != RGPU_OK)
-        goto out_cleanup_server;
-    rgpu_info("server", "serving %s", daemon.server.backend_ops->describe(daemon.server.backend));
+    if (rgpu_daemon_open_backends(&daemon.server, &config) != 0)
+        goto out_close_backend;
 #ifdef RGPU_WITH_JEMALLOC
     rgpu_info("server", "memory allocator: jemalloc");
 #else
@@ -342,7 +421,7 @@ int main(int argc, char **argv)
 out_close_loop:
     uv_loop_close(loop);
 out_close_backend:
-    daemon.server.backend_ops->close(daemon.server.backend);
+    rgpu_daemon_close_backends(&daemon.server);
 out_cleanup_server:
     rgpu_server_cleanup(&daemon.server);
     return exit_code;

@@ -1,7 +1,8 @@
 /*
  * The registrar (see registrar.h). Device facts come from the backend's
- * hello_fill, the same properties clients get: CL_DEVICE_NAME and
- * CL_DEVICE_GLOBAL_MEM_SIZE.
+ * hello_fill of every backend, the same properties clients get: OpenCL's
+ * CL_DEVICE_NAME and CL_DEVICE_GLOBAL_MEM_SIZE, the CUDA backend's name and
+ * total memory.
  *
  * With the cluster key, a heartbeat reply is believed only when the
  * scheduler signed it (auth trailer over its type, our heartbeat's seq and
@@ -18,11 +19,15 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "cuda.pb-c.h"
 #include "rgpu/log.h"
 #include "scheduler.pb-c.h"
 
 #define RGPU_REGISTRAR_CL_DEVICE_NAME 0x102B
 #define RGPU_REGISTRAR_CL_DEVICE_GLOBAL_MEM_SIZE 0x101F
+/* The CUDA backends' name and total memory properties (server/cuda/). */
+#define RGPU_REGISTRAR_CUDA_DEVICE_NAME RGPU__CU_DEVICE_PARAM__CU_PARAM_NAME
+#define RGPU_REGISTRAR_CUDA_DEVICE_TOTAL_MEM RGPU__CU_DEVICE_PARAM__CU_PARAM_TOTAL_MEM
 #define RGPU_REGISTRAR_REPLY_TIMEOUT_MS 10000
 /* A signed heartbeat reply's time may be this far from ours. */
 #define RGPU_REGISTRAR_MAX_SKEW_S 60
@@ -247,53 +252,107 @@ out_free:
     return st;
 }
 
+/* One GPU as registered: its index on this server, the APIs serving it. */
+typedef struct {
+    uint32_t index;
+    Rgpu__ApiFamily apis[RGPU_SERVER_MAX_BACKENDS];
+    size_t n_apis;
+    char model[256];
+    uint64_t memory;
+} rgpu_registrar_gpu_t;
+
+/* Takes a device's model and memory from the properties its backend
+ * reports (OpenCL's CL_DEVICE_*, or the CUDA backend's own numbering). */
+static void rgpu_registrar_device_facts(Rgpu__ApiFamily api, const Rgpu__Device *dev,
+                                        rgpu_registrar_gpu_t *gpu)
+{
+    uint32_t name_param = RGPU_REGISTRAR_CL_DEVICE_NAME;
+    uint32_t mem_param = RGPU_REGISTRAR_CL_DEVICE_GLOBAL_MEM_SIZE;
+
+    if (api == RGPU__API_FAMILY__API_CUDA) {
+        name_param = RGPU_REGISTRAR_CUDA_DEVICE_NAME;
+        mem_param = RGPU_REGISTRAR_CUDA_DEVICE_TOTAL_MEM;
+    }
+    for (size_t p = 0; p < dev->n_params; p++) {
+        const ProtobufCBinaryData *v = &dev->params[p]->value;
+
+        if (dev->params[p]->param == name_param && !gpu->model[0])
+            snprintf(gpu->model, sizeof(gpu->model), "%.*s", (int)strnlen((const char *)v->data,
+                     v->len), (const char *)v->data);
+        else if (dev->params[p]->param == mem_param && v->len == sizeof(uint64_t) && !gpu->memory)
+            memcpy(&gpu->memory, v->data, sizeof(uint64_t));
+    }
+}
+
+/* Registers the union of every backend's devices, by server index: a GPU
+ * that OpenCL and CUDA both serve is one GPU with two APIs. */
 static rgpu_status_t rgpu_registrar_register(rgpu_registrar_t *r)
 {
-    Rgpu__HelloReply hello = RGPU__HELLO_REPLY__INIT;
     Rgpu__RegisterServer reg = RGPU__REGISTER_SERVER__INIT;
     rgpu_server_t *server = r->server;
-    Rgpu__ApiFamily api = server->backend_ops->api;
-    Rgpu__GpuInfo *gpus, **ptrs;
-    char (*names)[256];
+    rgpu_registrar_gpu_t *all = NULL;
+    Rgpu__GpuInfo *gpus = NULL, **ptrs = NULL;
+    size_t n = 0, cap = 0;
     rgpu_status_t st;
 
-    server->backend_ops->hello_fill(server->backend, &hello);
-    gpus = calloc(hello.n_devices + 1, sizeof(*gpus));
-    ptrs = calloc(hello.n_devices + 1, sizeof(*ptrs));
-    names = calloc(hello.n_devices + 1, sizeof(*names));
-    if (!gpus || !ptrs || !names) {
+    for (size_t b = 0; b < server->n_backends; b++) {
+        Rgpu__HelloReply hello = RGPU__HELLO_REPLY__INIT;
+        Rgpu__ApiFamily api = server->backends[b].ops->api;
+
+        server->backends[b].ops->hello_fill(server->backends[b].backend, &hello);
+        for (size_t d = 0; d < hello.n_devices; d++) {
+            const Rgpu__Device *dev = hello.devices[d];
+            rgpu_registrar_gpu_t *gpu = NULL;
+
+            for (size_t i = 0; i < n && !gpu; i++)
+                if (all[i].index == dev->index)
+                    gpu = &all[i];
+            if (!gpu) {
+                if (n == cap) {
+                    size_t ncap = cap ? 2 * cap : 8;
+                    rgpu_registrar_gpu_t *grown = realloc(all, ncap * sizeof(*all));
+
+                    if (!grown) {
+                        st = RGPU_ERR_NOMEM;
+                        goto out_free;
+                    }
+                    all = grown;
+                    cap = ncap;
+                }
+                gpu = &all[n++];
+                memset(gpu, 0, sizeof(*gpu));
+                gpu->index = dev->index;
+            }
+            if (gpu->n_apis < RGPU_SERVER_MAX_BACKENDS)
+                gpu->apis[gpu->n_apis++] = api;
+            rgpu_registrar_device_facts(api, dev, gpu);
+        }
+    }
+    gpus = calloc(n + 1, sizeof(*gpus));
+    ptrs = calloc(n + 1, sizeof(*ptrs));
+    if (!gpus || !ptrs) {
         st = RGPU_ERR_NOMEM;
         goto out_free;
     }
-    for (size_t d = 0; d < hello.n_devices; d++) {
-        const Rgpu__Device *dev = hello.devices[d];
-
+    for (size_t d = 0; d < n; d++) {
         rgpu__gpu_info__init(&gpus[d]);
-        gpus[d].index = dev->index;
-        gpus[d].model = names[d];
-        gpus[d].n_apis = 1;
-        gpus[d].apis = &api;
-        for (size_t p = 0; p < dev->n_params; p++) {
-            const ProtobufCBinaryData *v = &dev->params[p]->value;
-
-            if (dev->params[p]->param == RGPU_REGISTRAR_CL_DEVICE_NAME)
-                snprintf(names[d], sizeof(names[d]), "%.*s", (int)v->len, (const char *)v->data);
-            else if (dev->params[p]->param == RGPU_REGISTRAR_CL_DEVICE_GLOBAL_MEM_SIZE &&
-                     v->len == sizeof(uint64_t))
-                memcpy(&gpus[d].memory, v->data, sizeof(uint64_t));
-        }
+        gpus[d].index = all[d].index;
+        gpus[d].model = all[d].model;
+        gpus[d].memory = all[d].memory;
+        gpus[d].n_apis = all[d].n_apis;
+        gpus[d].apis = all[d].apis;
         ptrs[d] = &gpus[d];
     }
     reg.address = server->advertise;
     reg.transport = (char *)"tcp";
     reg.hostname = server->hostname;
-    reg.n_gpus = hello.n_devices;
+    reg.n_gpus = n;
     reg.gpus = ptrs;
     st = rgpu_registrar_call_status(r, RGPU__MSG_TYPE__MSG_SCHED_REGISTER, &reg.base);
 out_free:
+    free(all);
     free(gpus);
     free(ptrs);
-    free(names);
     return st;
 }
 

@@ -45,6 +45,7 @@ struct rgpu_session {
     int sender_stopped;
     pthread_t sender;
 
+    const rgpu_backend_ops_t *backend_ops;  /* the backend serving it: set by the handshake */
     void *backend_ctx;          /* set by the handshake */
     uint64_t mem_quota;         /* from the lease token; 0 = none */
     uint64_t device_mask;       /* with --key: bit i = the lease names device index i */
@@ -441,7 +442,7 @@ void rgpu_session_unref(rgpu_session_t *session)
         return;
     /* Last reference: the session thread is done and no callback can run. */
     if (session->backend_ctx)
-        session->server->backend_ops->session_free(session->backend_ctx);
+        session->backend_ops->session_free(session->backend_ctx);
     pthread_cond_destroy(&session->post_cond);
     pthread_mutex_destroy(&session->post_lock);
     pthread_mutex_destroy(&session->send_lock);
@@ -672,9 +673,30 @@ static rgpu_status_t rgpu_session_check_lease(rgpu_session_t *session, const cha
     return RGPU_OK;
 }
 
+/* The backend serving api, or NULL with the reason the client is told. */
+static const rgpu_server_backend_t *rgpu_server_backend_for(const rgpu_server_t *server,
+                                                            Rgpu__ApiFamily api, char *reason,
+                                                            size_t reason_cap)
+{
+    for (size_t i = 0; i < server->n_backends; i++)
+        if (server->backends[i].ops->api == api)
+            return &server->backends[i];
+    if (api <= RGPU__API_FAMILY__API_NONE || (size_t)api >= RGPU_SERVER_MAX_BACKENDS)
+        snprintf(reason, reason_cap, "client asked for API family %d, which this server does "
+                 "not know", (int)api);
+    else if (server->absent[api][0])
+        snprintf(reason, reason_cap, "this server has no %s devices: %s", rgpu_api_name(api),
+                 server->absent[api]);
+    else
+        snprintf(reason, reason_cap, "this server does not serve %s (not in its --backends)",
+                 rgpu_api_name(api));
+    return NULL;
+}
+
 static rgpu_status_t rgpu_session_hello(rgpu_session_t *session, const rgpu_frame_header_t *header,
                                         const uint8_t *body, char *reason, size_t reason_cap)
 {
+    const rgpu_server_backend_t *sb;
     rgpu_server_t *server = session->server;
     Rgpu__HelloReply reply = RGPU__HELLO_REPLY__INIT;
     Rgpu__Device *leased[64];
@@ -699,9 +721,8 @@ static rgpu_status_t rgpu_session_hello(rgpu_session_t *session, const rgpu_fram
         status = RGPU_ERR_BAD_VERSION;
         goto out_free_hello;
     }
-    if (hello->api != server->backend_ops->api) {
-        snprintf(reason, reason_cap, "client asked for API family %d, this server serves %s",
-                 (int)hello->api, server->backend_ops->name);
+    sb = rgpu_server_backend_for(server, hello->api, reason, reason_cap);
+    if (!sb) {
         status = RGPU_ERR_REFUSED;
         goto out_free_hello;
     }
@@ -720,9 +741,10 @@ static rgpu_status_t rgpu_session_hello(rgpu_session_t *session, const rgpu_fram
              *hello->client_host ? hello->client_host : "?");
     session->client_pid = hello->client_pid;
     session->started_unix = (int64_t)time(NULL);
-    status = server->backend_ops->session_open(server->backend, session, &session->backend_ctx);
+    session->backend_ops = sb->ops;
+    status = sb->ops->session_open(sb->backend, session, &session->backend_ctx);
     if (status != RGPU_OK) {
-        snprintf(reason, reason_cap, "cannot open a %s session: %s", server->backend_ops->name,
+        snprintf(reason, reason_cap, "cannot open a %s session: %s", sb->ops->name,
                  rgpu_status_str(status));
         goto out_free_hello;
     }
@@ -732,7 +754,7 @@ static rgpu_status_t rgpu_session_hello(rgpu_session_t *session, const rgpu_fram
     reply.server_name = server_name;
     reply.little_endian = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
     reply.session_id = session->id;
-    server->backend_ops->hello_fill(server->backend, &reply);
+    sb->ops->hello_fill(sb->backend, &reply);
     if (server->lease_key) {
         /* The client sees the leased devices only (by their server index). */
         size_t n = 0;
@@ -819,8 +841,6 @@ static rgpu_status_t rgpu_session_decode_header(rgpu_session_t *session, const u
  * else comes with a reason. */
 static rgpu_status_t rgpu_session_loop(rgpu_session_t *session, char *reason, size_t reason_cap)
 {
-    const rgpu_backend_ops_t *ops = session->server->backend_ops;
-
     for (;;) {
         uint8_t raw[RGPU_FRAME_HEADER_SIZE];
         rgpu_frame_header_t header;
@@ -872,7 +892,8 @@ static rgpu_status_t rgpu_session_loop(rgpu_session_t *session, char *reason, si
             free(body);
             return RGPU_OK;
         default:
-            status = ops->session_handle(session->backend_ctx, &header, body, reason, reason_cap);
+            status = session->backend_ops->session_handle(session->backend_ctx, &header, body,
+                                                          reason, reason_cap);
             break;
         }
 out_free_body:
@@ -922,7 +943,7 @@ static void *rgpu_session_main(void *arg)
     rgpu_link_shutdown(session->link);
     rgpu_session_sender_stop(session);
     if (session->backend_ctx)
-        server->backend_ops->session_teardown(session->backend_ctx);
+        session->backend_ops->session_teardown(session->backend_ctx);
     rgpu_session_lease_leave(session);
     rgpu_debug("session", "%s: closed", session->name);
 

@@ -28,11 +28,26 @@
 #include "rgpu/token.h"
 #include "rgpu/transport.h"
 
+/* Backends one server hosts (--backends): at most one per API family. */
+#define RGPU_SERVER_MAX_BACKENDS 4
+
+/* A backend the server opened: its ops and what its open made. */
+typedef struct rgpu_server_backend {
+    const rgpu_backend_ops_t *ops;
+    rgpu_backend_t *backend;
+} rgpu_server_backend_t;
+
 /* The server as sessions see it: shared by the loop and every session. */
 typedef struct rgpu_server {
     const rgpu_server_config_t *config;
-    const rgpu_backend_ops_t *backend_ops;
-    rgpu_backend_t *backend;
+    /* The backends serving sessions, set before the first session and
+     * constant afterwards; the handshake picks by Hello.api. */
+    rgpu_server_backend_t backends[RGPU_SERVER_MAX_BACKENDS];
+    size_t n_backends;
+    /* Per ApiFamily value (indexes 0..RGPU_SERVER_MAX_BACKENDS-1): why this
+     * server does not serve that API ("libcuda.so.1 not found"), told to a
+     * client asking for it; "" = not configured (--backends). */
+    char absent[RGPU_SERVER_MAX_BACKENDS][160];
     char hostname[128];
     /* Lease checking (--key): NULL = every client is welcome. advertise is
      * the address lease tokens must name. Set before the first session. */

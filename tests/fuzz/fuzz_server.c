@@ -92,16 +92,18 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     rgpu_log_init("fuzz_server", (rgpu_log_level_t)rgpu_fuzz_config.log_level);
     rgpu_log_level = (rgpu_log_level_t)rgpu_fuzz_config.log_level;
     rgpu_fuzz_server.config = &rgpu_fuzz_config;
-    rgpu_fuzz_server.backend_ops = &rgpu_backend_opencl_ops;
+    rgpu_fuzz_server.backends[0].ops = &rgpu_backend_opencl_ops;
+    rgpu_fuzz_server.n_backends = 1;
     strcpy(rgpu_fuzz_server.hostname, "fuzz");
     rgpu_server_init(&rgpu_fuzz_server);
-    if (rgpu_backend_opencl_ops.open(&rgpu_fuzz_config, &rgpu_fuzz_server.backend) != RGPU_OK) {
+    if (rgpu_backend_opencl_ops.open(&rgpu_fuzz_config, &rgpu_fuzz_server.backends[0].backend) !=
+        RGPU_OK) {
         fprintf(stderr, "fuzz_server: no OpenCL platform (is PoCL installed? OCL_ICD_VENDORS=%s)\n",
                 getenv("OCL_ICD_VENDORS"));
         exit(1);
     }
     fprintf(stderr, "fuzz_server: serving %s\n",
-            rgpu_backend_opencl_ops.describe(rgpu_fuzz_server.backend));
+            rgpu_backend_opencl_ops.describe(rgpu_fuzz_server.backends[0].backend));
     RGPU_FUZZ_CHECK(rgpu_tcp_ops.listen("127.0.0.1:0", &rgpu_fuzz_listener) == RGPU_OK);
     snprintf(rgpu_fuzz_server.advertise, sizeof(rgpu_fuzz_server.advertise), "%s",
              rgpu_fuzz_listener->local);
