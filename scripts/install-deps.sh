@@ -22,6 +22,7 @@ PACKAGES=(
     libibverbs-dev librdmacm-dev ibverbs-providers rdma-core perftest ibverbs-utils  # the verbs transport (transport/verbs/) and scripts/test-verbs.sh's Soft-RoCE VM
     libinih-dev                                 # configuration files under /etc/rgpu (common/src/options.c)
     libsystemd-dev                              # journald logging and sd_notify readiness of the daemons (common/, optional)
+    libzstd-dev liblz4-dev                      # the CUDA runtime (client/cuda/) reads nvcc's compressed fatbinaries
 )
 
 native=$(dpkg --print-architecture)
