@@ -30,6 +30,7 @@
 #include "rgpu/frame.h"
 #include "rgpu/log.h"
 #include "rgpu/munge.h"
+#include "rgpu/systemd.h"
 #include "rgpu/util.h"
 #include "sched_core.h"
 
@@ -1180,6 +1181,9 @@ int main(int argc, char **argv)
     printf("rgpu-scheduler listening on %s\n", local);
     fflush(stdout);
     rgpu_info("sched", "listening on %s", local);
+    /* Type=notify units start what depends on the scheduler (servers on the
+     * same host, for one) only now, when it accepts requests. */
+    rgpu_notify_ready();
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
     close(daemon.listen_fd);

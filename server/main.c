@@ -27,6 +27,7 @@
 #include "metrics.h"
 #include "registrar.h"
 #include "rgpu/log.h"
+#include "rgpu/systemd.h"
 #include "rgpu/transport.h"
 #include "session.h"
 #include "session.pb-c.h"
@@ -405,6 +406,9 @@ int main(int argc, char **argv)
     printf("rgpu-server listening on %s\n", daemon.listener->local);
     fflush(stdout);
     rgpu_info("server", "listening on %s", daemon.listener->local);
+    /* Type=notify units start what depends on the server only now, when
+     * clients can connect. */
+    rgpu_notify_ready();
 
     uv_run(loop, UV_RUN_DEFAULT);
 
