@@ -38,7 +38,7 @@ out=$(cd "$out" && pwd)
 export DEBIAN_FRONTEND=noninteractive
 apt_get() { apt-get -o DPkg::Lock::Timeout=120 "$@"; }
 need=()
-for p in debhelper devscripts dpkg-dev fakeroot lintian equivs; do
+for p in debhelper devscripts dpkg-dev fakeroot lintian; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
