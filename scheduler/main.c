@@ -9,6 +9,7 @@
  *     ├─ uv_timer, every second ─▶ rgpu_sched_tick: reclaim expired leases,
  *     │                             mark servers that stopped heartbeating down;
  *     │                             close peers silent for --idle-timeout
+ *     ├─ uv_tcp metrics endpoint (--metrics, rgpu/metrics_http.h): GET ─▶ metrics.c
  *     └─ uv_signal SIGINT/SIGTERM ─▶ close everything, exit 0
  *
  * Everything runs on the loop thread; a request is committed to SQLite
@@ -29,10 +30,12 @@
 
 #include "rgpu/frame.h"
 #include "rgpu/log.h"
+#include "rgpu/metrics_http.h"
 #include "rgpu/munge.h"
 #include "rgpu/systemd.h"
 #include "rgpu/util.h"
 #include "sched_core.h"
+#include "sched_metrics.h"
 
 int rgpu__sched_bench(int argc, char **argv);
 int rgpu_slurm_reclaim_start(uv_loop_t *loop, rgpu_sched_t *sched, const char *interval);
@@ -56,6 +59,7 @@ typedef struct {
     char munge_socket[512];         /* "" libmunge's default */
     char operators[1024];           /* uids or user names, comma-separated */
     char operator_group[64];
+    char metrics[256];              /* "" off; else HOST:PORT of the Prometheus endpoint */
     int require_signed;             /* --require-signed: --auth key */
     const char *source[16];            /* where each row of rgpu_sched_cfg_table came from */
 } rgpu_sched_config_t;
@@ -127,6 +131,9 @@ static const rgpu_sched_cfg_row_t rgpu_sched_cfg_table[] = {
     {"operator-group", "RGPU_SCHED_OPERATOR_GROUP", "GROUP", "",
      "with --auth munge, members of GROUP (name or gid) are operators too",
      RGPU_SCFG_S(operator_group), RGPU_SCFG_STR},
+    {"metrics", "RGPU_SCHED_METRICS", "ADDR:PORT", "",
+     "serve Prometheus metrics over HTTP on ADDR:PORT (docs/observability.md; default: off)",
+     RGPU_SCFG_S(metrics), RGPU_SCFG_STR},
 };
 #define RGPU_SCFG_N (sizeof(rgpu_sched_cfg_table) / sizeof(rgpu_sched_cfg_table[0]))
 _Static_assert(RGPU_SCFG_N <= 16, "rgpu_sched_cfg_t.source has a slot per option row");
@@ -298,6 +305,16 @@ static int rgpu_sched_cfg_load(rgpu_sched_config_t *cfg, int argc, char **argv)
                         "lease tokens are worth nothing unsigned)\n");
         return 2;
     }
+    if (cfg->metrics[0]) {
+        char host[256];
+        uint16_t port;
+
+        if (rgpu_addr_split(cfg->metrics, host, sizeof(host), &port) != RGPU_OK) {
+            fprintf(stderr, "rgpu-scheduler: bad value \"%s\" for --metrics: expected "
+                            "HOST:PORT\n", cfg->metrics);
+            return 2;
+        }
+    }
     if (strcmp(cfg->auth, "munge") == 0 && !rgpu_munge_supported()) {
         fprintf(stderr, "rgpu-scheduler: --auth munge: this rgpu-scheduler was built without "
                         "MUNGE (RGPU_WITH_MUNGE=OFF; install libmunge-dev and rebuild)\n");
@@ -359,6 +376,7 @@ typedef struct {
     uv_timer_t accept_pause;    /* restarts the acceptor after a failed accept */
     uv_timer_t tick;
     uv_signal_t sigint, sigterm;
+    rgpu_metrics_http_t *metrics;   /* --metrics; NULL: off */
     int stopping;
     rgpu_sched_conn_t *conns;   /* every open connection (a list) */
     uint32_t nconns, max_conns;
@@ -716,8 +734,10 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
 
         RGPU_UNPACK(Rgpu__AllocRequest, rgpu__alloc_request__unpack);
         RGPU_IDENTIFY(msg->slurm_job_id[0] ? RGPU_SCHED_NEED_JOB : RGPU_SCHED_NEED_USER,
-                      rgpu__alloc_request__free_unpacked(msg, NULL),
-                      rgpu_sched_lease_reply(conn, header->seq, RGPU_ERR_REFUSED, reason, NULL));
+                      rgpu__alloc_request__free_unpacked(msg, NULL), {
+                          rgpu_sched_metrics_alloc(RGPU_ERR_REFUSED);
+                          rgpu_sched_lease_reply(conn, header->seq, RGPU_ERR_REFUSED, reason, NULL);
+                      });
         /* The owner: a user's credential names them, whatever the request
          * says; root and the key may name anyone (the Slurm plugin: the
          * job's user); nobody else can claim one. (msg->user is restored
@@ -732,6 +752,7 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
             msg->uid_set = 0;
         }
         status = rgpu_sched_alloc(s, msg, now, &lease, reason, sizeof(reason));
+        rgpu_sched_metrics_alloc(status);
         if (status == RGPU_OK)
             rgpu_info("sched", "%s: lease %llu: %zu GPUs for user \"%s\"%s job \"%s\"",
                       conn->peer, (unsigned long long)lease->id, lease->n_gpus, lease->user,
@@ -757,6 +778,7 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
         }
         status = rgpu_sched_renew(s, msg->lease_id, msg->ttl_s, now, &lease, reason,
                                   sizeof(reason));
+        rgpu_sched_metrics.renewals_total += status == RGPU_OK;
         rgpu__renew_request__free_unpacked(msg, NULL);
         rgpu_sched_lease_reply(conn, header->seq, status, reason, lease);
         return 0;
@@ -776,6 +798,7 @@ static int rgpu_sched_handle(rgpu_sched_conn_t *conn, const rgpu_frame_header_t 
             return 0;
         }
         status = rgpu_sched_release(s, msg->lease_id, msg->slurm_job_id, reason, sizeof(reason));
+        rgpu_sched_metrics.lease_ends_total[RGPU_SCHED_END_RELEASED] += status == RGPU_OK;
         if (status == RGPU_OK)
             rgpu_info("sched", "%s: released lease %llu%s%s", conn->peer,
                       (unsigned long long)msg->lease_id, *msg->slurm_job_id ? " of job " : "",
@@ -890,9 +913,13 @@ static void rgpu_sched_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_
             rgpu_sched_conn_close(conn);
             return;
         }
-        if (rgpu_sched_handle(conn, &header, body,
-                              header.bulk_len ? body + header.body_len : NULL,
-                              (size_t)header.bulk_len) != 0) {
+        uint64_t start_ns = rgpu_metrics_now_ns();
+        int handled = rgpu_sched_handle(conn, &header, body,
+                                        header.bulk_len ? body + header.body_len : NULL,
+                                        (size_t)header.bulk_len);
+
+        rgpu_sched_metrics_request(header.type, start_ns);
+        if (handled != 0) {
             rgpu_sched_conn_close(conn);
             return;
         }
@@ -995,6 +1022,7 @@ static void rgpu_sched_on_acceptable(uv_poll_t *poll, int status, int events)
         if (daemon->nconns >= daemon->max_conns) {
             close(fd);
             daemon->full_dropped++;
+            rgpu_sched_metrics.connections_refused_total++;
             if (rgpu_sched_ratelimit(&daemon->full_logged_ms, now_ms)) {
                 rgpu_warn("sched", "%u connections open (--max-connections): closed %u new "
                                    "ones since the last warning",
@@ -1012,7 +1040,8 @@ static void rgpu_sched_on_tick(uv_timer_t *timer)
     rgpu_sched_daemon_t *daemon = timer->data;
     uint64_t now_ms = uv_now(timer->loop);
 
-    rgpu_sched_tick(&daemon->sched, rgpu_sched_now());
+    rgpu_sched_metrics.lease_ends_total[RGPU_SCHED_END_EXPIRED] +=
+        rgpu_sched_tick(&daemon->sched, rgpu_sched_now());
     rgpu_sched_replay_prune(&daemon->replay, rgpu_sched_now());
     /* A peer that completes no request for --idle-timeout (silent, or
      * trickling a partial frame) gives its connection and buffer back. */
@@ -1044,7 +1073,19 @@ static void rgpu_sched_on_signal(uv_signal_t *handle, int signum)
         return;
     daemon->stopping = 1;
     rgpu_info("sched", "%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    /* First: the walk would take the endpoint's connections for peers. */
+    rgpu_metrics_http_stop(daemon->metrics);
+    daemon->metrics = NULL;
     uv_walk(handle->loop, rgpu_sched_close_walk, daemon);
+}
+
+/* The endpoint's format callback: the state's gauges and the counters. */
+static void rgpu_sched_format_metrics(rgpu_prom_t *out, void *arg)
+{
+    rgpu_sched_daemon_t *daemon = arg;
+
+    rgpu_sched_metrics.connections = daemon->nconns;
+    rgpu_sched_metrics_format(out, &daemon->sched);
 }
 
 /* Opens the listening socket (non-blocking, close-on-exec): the acceptor
@@ -1105,6 +1146,7 @@ int main(int argc, char **argv)
         return rc == 1 ? 0 : 2;
     rgpu_log_init("rgpu-scheduler", (rgpu_log_level_t)rgpu_log_level_parse(cfg.log_level));
     rgpu_log_level = (rgpu_log_level_t)rgpu_log_level_parse(cfg.log_level);
+    rgpu_log_journal_attach();
 
     if (cfg.key[0] &&
         rgpu_token_key_load(cfg.key, &daemon.key, why, sizeof(why)) != RGPU_OK) {
@@ -1177,6 +1219,27 @@ int main(int argc, char **argv)
     daemon.sigint.data = daemon.sigterm.data = &daemon;
     uv_signal_start(&daemon.sigint, rgpu_sched_on_signal, SIGINT);
     uv_signal_start(&daemon.sigterm, rgpu_sched_on_signal, SIGTERM);
+    if (cfg.metrics[0]) {
+        char metrics_local[300];
+
+        if (rgpu_metrics_http_start(loop, cfg.metrics, rgpu_sched_format_metrics, &daemon,
+                                    &daemon.metrics, metrics_local,
+                                    sizeof(metrics_local)) != RGPU_OK) {
+            rgpu_error("sched", "cannot serve metrics on %s", cfg.metrics);
+            uv_walk(loop, rgpu_sched_close_walk, &daemon);
+            uv_run(loop, UV_RUN_DEFAULT);
+            uv_loop_close(loop);
+            close(daemon.listen_fd);
+            rgpu_slurm_reclaim_cleanup();
+            rgpu_sched_cleanup(&daemon.sched);
+            rgpu_sched_replay_cleanup(&daemon.replay);
+            rgpu_sched_operators_free(&daemon.operators);
+            return 1;
+        }
+        /* Before the listening line: scripts that read that line find this one. */
+        printf("rgpu-scheduler metrics on %s\n", metrics_local);
+        rgpu_info("sched", "metrics on http://%s/metrics", metrics_local);
+    }
 
     printf("rgpu-scheduler listening on %s\n", local);
     fflush(stdout);

@@ -22,6 +22,7 @@
 
 #include "rgpu/log.h"
 #include "sched_core.h"
+#include "sched_metrics.h"
 
 int rgpu_slurm_reclaim_start(uv_loop_t *loop, rgpu_sched_t *sched, const char *interval);
 void rgpu_slurm_reclaim_cleanup(void);
@@ -115,10 +116,11 @@ static void rgpu_slurm_reclaim(void)
             continue;
         snprintf(job, sizeof(job), "%s", lease->pb->slurm_job_id);
         if (rgpu_sched_release(rgpu_slurm.sched, scan.ids[i], NULL, reason, sizeof(reason)) ==
-            RGPU_OK)
+            RGPU_OK) {
             rgpu_info("slurm", "lease %llu: job %s is gone from Slurm; released",
                       (unsigned long long)scan.ids[i], job);
-        else
+            rgpu_sched_metrics.lease_ends_total[RGPU_SCHED_END_JOB_GONE]++;
+        } else
             rgpu_warn("slurm", "lease %llu of vanished job %s: %s",
                       (unsigned long long)scan.ids[i], job, reason);
     }

@@ -1,412 +1,146 @@
 /*
- * A tiny HTTP/1.0 endpoint on the libuv loop: read the request head, answer
- * with the metrics, close. No keep-alive, no routing: any GET gets the text.
- *
- * Anyone who reaches the port may connect, so everything is bounded: at most
- * RGPU_METRICS_MAX_CONNS connections at once (more are closed at once), each
- * lives at most RGPU_METRICS_CONN_TIMEOUT_MS, a head longer than
- * RGPU_METRICS_MAX_REQUEST bytes or one that is not HTTP (NUL bytes, no
- * request line) gets a 400, and stopping closes every connection.
+ * The server's metrics (metrics.h) and their Prometheus text.
  */
 #include "metrics.h"
 
-#include <netdb.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
-#include "rgpu/log.h"
-#include "rgpu/util.h"
+#include "session.pb-c.h"
 
-rgpu_metrics_t rgpu_metrics;
+#define RGPU_LAT(f) [f] = RGPU_HISTOGRAM_INIT(rgpu_metrics_latency_bounds_ns)
+#define RGPU_SIZE(f) [f] = RGPU_HISTOGRAM_INIT(rgpu_metrics_size_bounds)
+rgpu_metrics_t rgpu_metrics = {
+    .call_duration = {RGPU_LAT(0), RGPU_LAT(1), RGPU_LAT(2), RGPU_LAT(3), RGPU_LAT(4),
+                      RGPU_LAT(5), RGPU_LAT(6), RGPU_LAT(7), RGPU_LAT(8), RGPU_LAT(9),
+                      RGPU_LAT(10), RGPU_LAT(11)},
+    .call_bulk = {RGPU_SIZE(0), RGPU_SIZE(1), RGPU_SIZE(2), RGPU_SIZE(3), RGPU_SIZE(4),
+                  RGPU_SIZE(5), RGPU_SIZE(6), RGPU_SIZE(7), RGPU_SIZE(8), RGPU_SIZE(9),
+                  RGPU_SIZE(10), RGPU_SIZE(11)},
+};
+#undef RGPU_LAT
+#undef RGPU_SIZE
+_Static_assert(RGPU_CALL_NFAMILIES == 12, "rgpu_metrics' initializer has a histogram per family");
 
-typedef struct rgpu_metrics_conn rgpu_metrics_conn_t;
-
-struct rgpu_metrics_server {
-    uv_tcp_t tcp;
-    rgpu_metrics_conn_t *conns;     /* open connections, linked by next/prev */
-    int n_conns;
-    int listener_open;              /* until the listener's close callback */
-    int stopping;
+static const char *const rgpu_call_family_names[RGPU_CALL_NFAMILIES] = {
+    [RGPU_CALL_SESSION] = "session", [RGPU_CALL_CREATE] = "create", [RGPU_CALL_BUILD] = "build",
+    [RGPU_CALL_KERNEL] = "kernel",   [RGPU_CALL_WRITE] = "write",   [RGPU_CALL_READ] = "read",
+    [RGPU_CALL_COPY] = "copy",       [RGPU_CALL_SYNC] = "sync",     [RGPU_CALL_EVENT] = "event",
+    [RGPU_CALL_INFO] = "info",       [RGPU_CALL_RELEASE] = "release", [RGPU_CALL_OTHER] = "other",
 };
 
-/* One HTTP exchange. Two handles: freed when both close callbacks ran. */
-struct rgpu_metrics_conn {
-    uv_tcp_t tcp;
-    uv_timer_t timer;               /* the connection's whole lifetime is bounded */
-    uv_write_t write;
-    uv_shutdown_t shutdown;
-    rgpu_metrics_server_t *server;
-    rgpu_metrics_conn_t *next, *prev;
-    char request[RGPU_METRICS_MAX_REQUEST + 1];
-    size_t request_len;
-    char *response;
-    int answered;                   /* the answer is being written; what comes is dropped */
-    int written;                    /* ... and it was written */
-    int peer_done;                  /* the client closed its side (or the read failed) */
-    int open_handles;               /* handles not yet through their close callback */
-};
-
-size_t rgpu_metrics_format(char *out, size_t cap)
+rgpu_call_family_t rgpu_call_family(uint16_t type)
 {
-    int n = snprintf(out, cap,
-                     "# HELP rgpu_server_sessions_active Client sessions now open.\n"
-                     "# TYPE rgpu_server_sessions_active gauge\n"
-                     "rgpu_server_sessions_active %lld\n"
-                     "# HELP rgpu_server_sessions_total Client sessions accepted since start.\n"
-                     "# TYPE rgpu_server_sessions_total counter\n"
-                     "rgpu_server_sessions_total %llu\n"
-                     "# HELP rgpu_server_buffer_bytes Bytes of live device buffers of all sessions (sub-buffers not counted).\n"
-                     "# TYPE rgpu_server_buffer_bytes gauge\n"
-                     "rgpu_server_buffer_bytes %lld\n"
-                     "# HELP rgpu_server_buffers Live device buffers of all sessions (sub-buffers not counted).\n"
-                     "# TYPE rgpu_server_buffers gauge\n"
-                     "rgpu_server_buffers %lld\n"
-                     "# HELP rgpu_server_protocol_errors_total Sessions ended by a protocol error.\n"
-                     "# TYPE rgpu_server_protocol_errors_total counter\n"
-                     "rgpu_server_protocol_errors_total %llu\n"
-                     "# HELP rgpu_server_connections_refused_total Connections closed at once because --max-sessions sessions were open.\n"
-                     "# TYPE rgpu_server_connections_refused_total counter\n"
-                     "rgpu_server_connections_refused_total %llu\n"
-                     "# HELP rgpu_server_accept_errors_total Failed accepts of client connections (e.g. out of file descriptors).\n"
-                     "# TYPE rgpu_server_accept_errors_total counter\n"
-                     "rgpu_server_accept_errors_total %llu\n",
-                     (long long)atomic_load(&rgpu_metrics.sessions_active),
-                     (unsigned long long)atomic_load(&rgpu_metrics.sessions_total),
-                     (long long)atomic_load(&rgpu_metrics.buffer_bytes),
-                     (long long)atomic_load(&rgpu_metrics.buffers),
-                     (unsigned long long)atomic_load(&rgpu_metrics.protocol_errors_total),
-                     (unsigned long long)atomic_load(&rgpu_metrics.connections_refused_total),
-                     (unsigned long long)atomic_load(&rgpu_metrics.accept_errors_total));
-
-    if (n < 0)
-        return 0;
-    return (size_t)n < cap ? (size_t)n : cap - 1;
-}
-
-static void rgpu_metrics_server_maybe_free(rgpu_metrics_server_t *server)
-{
-    if (!server->listener_open && server->n_conns == 0)
-        free(server);
-}
-
-static void rgpu_metrics_conn_handle_closed(uv_handle_t *handle)
-{
-    rgpu_metrics_conn_t *conn = handle->data;
-    rgpu_metrics_server_t *server = conn->server;
-
-    if (--conn->open_handles > 0)
-        return;
-    if (conn->prev)
-        conn->prev->next = conn->next;
-    else
-        server->conns = conn->next;
-    if (conn->next)
-        conn->next->prev = conn->prev;
-    server->n_conns--;
-    free(conn->response);
-    free(conn);
-    rgpu_metrics_server_maybe_free(server);
-}
-
-/* Closes both handles of conn, once; a write in flight is cancelled. */
-static void rgpu_metrics_conn_close(rgpu_metrics_conn_t *conn)
-{
-    if (uv_is_closing((uv_handle_t *)&conn->tcp))
-        return;
-    uv_close((uv_handle_t *)&conn->tcp, rgpu_metrics_conn_handle_closed);
-    uv_close((uv_handle_t *)&conn->timer, rgpu_metrics_conn_handle_closed);
-}
-
-static void rgpu_metrics_conn_shut(uv_shutdown_t *req, int status)
-{
-    if (status < 0)
-        rgpu_metrics_conn_close(req->data);
-}
-
-/* Closing with unread request bytes would reset the connection, and the
- * client could lose the answer: say we are done (FIN) and read on until
- * the client closes too, within the connection's time limit. */
-static void rgpu_metrics_conn_written(uv_write_t *req, int status)
-{
-    rgpu_metrics_conn_t *conn = req->data;
-
-    conn->written = 1;
-    if (status < 0 || conn->peer_done || uv_is_closing((uv_handle_t *)&conn->tcp)) {
-        rgpu_metrics_conn_close(conn);
-        return;
-    }
-    conn->shutdown.data = conn;
-    if (uv_shutdown(&conn->shutdown, (uv_stream_t *)&conn->tcp, rgpu_metrics_conn_shut) != 0)
-        rgpu_metrics_conn_close(conn);
-}
-
-static void rgpu_metrics_conn_timeout(uv_timer_t *timer)
-{
-    rgpu_metrics_conn_t *conn = timer->data;
-
-    rgpu_debug("metrics", "closing a connection idle for %d ms", RGPU_METRICS_CONN_TIMEOUT_MS);
-    rgpu_metrics_conn_close(conn);
-}
-
-/* Checks the request head: returns the HTTP status to answer with. */
-static int rgpu_metrics_request_check(const rgpu_metrics_conn_t *conn, int complete, int *is_head_p)
-{
-    const char *req = conn->request;
-    size_t len = conn->request_len, i, method_len;
-
-    *is_head_p = 0;
-    if (!complete)
-        return 400;     /* too long, or cut short: no end of the head */
-    if (memchr(req, '\0', len))
-        return 400;
-    /* request-line = method SP target SP version */
-    for (method_len = 0; method_len < len && req[method_len] >= 'A' && req[method_len] <= 'Z';
-         method_len++)
-        ;
-    if (method_len == 0 || method_len >= len || req[method_len] != ' ')
-        return 400;
-    for (i = method_len + 1; i < len && req[i] != ' ' && req[i] != '\r' && req[i] != '\n'; i++)
-        if ((unsigned char)req[i] < 0x21 || (unsigned char)req[i] > 0x7e)
-            return 400;
-    if (i == method_len + 1 || i >= len || req[i] != ' ' || strncmp(req + i + 1, "HTTP/", 5) != 0)
-        return 400;
-    if (method_len == 3 && strncmp(req, "GET", 3) == 0)
-        return 200;
-    if (method_len == 4 && strncmp(req, "HEAD", 4) == 0) {
-        *is_head_p = 1;
-        return 200;
-    }
-    return 405;
-}
-
-static void rgpu_metrics_conn_answer(rgpu_metrics_conn_t *conn, int complete)
-{
-    char body[4096];
-    size_t body_len;
-    size_t cap;
-    int is_head;
-    int code = rgpu_metrics_request_check(conn, complete, &is_head);
-    const char *status_line;
-    uv_buf_t buf;
-
-    conn->answered = 1;
-    switch (code) {
-    case 200:
-        status_line = "200 OK";
-        body_len = rgpu_metrics_format(body, sizeof(body));
-        break;
-    case 405:
-        status_line = "405 Method Not Allowed";
-        body_len = (size_t)snprintf(body, sizeof(body), "only GET is served here\n");
-        break;
+    switch (type) {
+    case RGPU__MSG_TYPE__MSG_HELLO:
+    case RGPU__MSG_TYPE__MSG_PING:
+        return RGPU_CALL_SESSION;
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_CONTEXT:
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_QUEUE:
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_BUFFER:
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_SUB_BUFFER:
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_PROGRAM_SOURCE:
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_KERNEL:
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_USER_EVENT:
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_IMAGE:
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_SAMPLER:
+        return RGPU_CALL_CREATE;
+    case RGPU__MSG_TYPE__MSG_CL_CREATE_PROGRAM_BINARY:
+    case RGPU__MSG_TYPE__MSG_CL_BUILD_PROGRAM:
+    case RGPU__MSG_TYPE__MSG_CL_COMPILE_PROGRAM:
+    case RGPU__MSG_TYPE__MSG_CL_LINK_PROGRAM:
+        return RGPU_CALL_BUILD;
+    case RGPU__MSG_TYPE__MSG_CL_SET_KERNEL_ARG:
+    case RGPU__MSG_TYPE__MSG_CL_NDRANGE:
+        return RGPU_CALL_KERNEL;
+    case RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER:
+    case RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER_RECT:
+    case RGPU__MSG_TYPE__MSG_CL_WRITE_IMAGE:
+        return RGPU_CALL_WRITE;
+    case RGPU__MSG_TYPE__MSG_CL_READ_BUFFER:
+    case RGPU__MSG_TYPE__MSG_CL_READ_BUFFER_RECT:
+    case RGPU__MSG_TYPE__MSG_CL_READ_IMAGE:
+        return RGPU_CALL_READ;
+    case RGPU__MSG_TYPE__MSG_CL_COPY_BUFFER:
+    case RGPU__MSG_TYPE__MSG_CL_COPY_BUFFER_RECT:
+    case RGPU__MSG_TYPE__MSG_CL_COPY_IMAGE:
+    case RGPU__MSG_TYPE__MSG_CL_FILL_BUFFER:
+    case RGPU__MSG_TYPE__MSG_CL_FILL_IMAGE:
+    case RGPU__MSG_TYPE__MSG_CL_MIGRATE:
+        return RGPU_CALL_COPY;
+    case RGPU__MSG_TYPE__MSG_CL_MARKER:
+    case RGPU__MSG_TYPE__MSG_CL_FLUSH:
+    case RGPU__MSG_TYPE__MSG_CL_FINISH:
+    case RGPU__MSG_TYPE__MSG_CL_WAIT_EVENTS:
+        return RGPU_CALL_SYNC;
+    case RGPU__MSG_TYPE__MSG_CL_SET_USER_EVENT_STATUS:
+    case RGPU__MSG_TYPE__MSG_CL_SET_EVENT_CALLBACK:
+        return RGPU_CALL_EVENT;
+    case RGPU__MSG_TYPE__MSG_CL_GET_INFO:
+        return RGPU_CALL_INFO;
+    case RGPU__MSG_TYPE__MSG_CL_RELEASE:
+        return RGPU_CALL_RELEASE;
     default:
-        status_line = "400 Bad Request";
-        body_len = (size_t)snprintf(body, sizeof(body),
-                                    "not an HTTP request head of at most %d bytes\n",
-                                    RGPU_METRICS_MAX_REQUEST);
-        break;
+        return RGPU_CALL_OTHER;
     }
-    cap = body_len + 256;
-    conn->response = malloc(cap);
-    if (!conn->response) {
-        rgpu_metrics_conn_close(conn);
-        return;
-    }
-    buf.len = (size_t)snprintf(conn->response, cap,
-                               "HTTP/1.0 %s\r\n"
-                               "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-                               "Content-Length: %zu\r\n"
-                               "Connection: close\r\n\r\n",
-                               status_line, body_len);
-    if (!is_head) {
-        memcpy(conn->response + buf.len, body, body_len);
-        buf.len += body_len;
-    }
-    buf.base = conn->response;
-    conn->write.data = conn;
-    if (uv_write(&conn->write, (uv_stream_t *)&conn->tcp, &buf, 1, rgpu_metrics_conn_written) != 0)
-        rgpu_metrics_conn_close(conn);
 }
 
-static void rgpu_metrics_conn_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+static void rgpu_metrics_family_histograms(rgpu_prom_t *out, const char *name,
+                                           rgpu_histogram_t *h, double scale)
 {
-    static char dropped[4096];      /* after the answer: read and forgotten (loop thread) */
-    rgpu_metrics_conn_t *conn = handle->data;
+    char labels[64];
 
-    if (conn->answered) {
-        buf->base = dropped;
-        buf->len = sizeof(dropped);
-        return;
+    for (int f = 0; f < RGPU_CALL_NFAMILIES; f++) {
+        snprintf(labels, sizeof(labels), "family=\"%s\"", rgpu_call_family_names[f]);
+        rgpu_prom_histogram(out, name, labels, &h[f], scale);
     }
-    /* Keep one byte for the terminating NUL. */
-    buf->base = conn->request + conn->request_len;
-    buf->len = sizeof(conn->request) - 1 - conn->request_len;
 }
 
-/* Where the head ends (an empty line), NUL bytes included in the search. */
-static int rgpu_metrics_head_complete(const rgpu_metrics_conn_t *conn)
+void rgpu_metrics_format(rgpu_prom_t *out, void *arg)
 {
-    const char *req = conn->request;
-    size_t len = conn->request_len;
+    rgpu_metrics_t *m = &rgpu_metrics;
 
-    return memmem(req, len, "\r\n\r\n", 4) != NULL || memmem(req, len, "\n\n", 2) != NULL;
-}
-
-static void rgpu_metrics_conn_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
-{
-    rgpu_metrics_conn_t *conn = stream->data;
-
-    if (nread == 0)
-        return;
-    if (conn->answered) {
-        if (nread < 0) {
-            conn->peer_done = 1;
-            uv_read_stop(stream);
-            if (conn->written)
-                rgpu_metrics_conn_close(conn);
-        }
-        return;
-    }
-    if (nread < 0) {
-        conn->peer_done = nread == UV_EOF;
-        /* EOF before a full head: answer what we have (a client that
-         * half-closed after "GET / HTTP/1.0\r\n"), otherwise just close. */
-        if (nread == UV_EOF && conn->request_len > 0)
-            rgpu_metrics_conn_answer(conn, memchr(conn->request, '\n', conn->request_len) != NULL);
-        else
-            rgpu_metrics_conn_close(conn);
-        return;
-    }
-    conn->request_len += (size_t)nread;
-    conn->request[conn->request_len] = '\0';
-    /* HTTP/1.0 heads end with an empty line; a full buffer gets a 400. */
-    if (rgpu_metrics_head_complete(conn))
-        rgpu_metrics_conn_answer(conn, 1);
-    else if (conn->request_len >= sizeof(conn->request) - 1)
-        rgpu_metrics_conn_answer(conn, 0);
-}
-
-static void rgpu_metrics_refused_closed(uv_handle_t *handle)
-{
-    free(handle);
-}
-
-static void rgpu_metrics_on_connection(uv_stream_t *listener, int status)
-{
-    rgpu_metrics_server_t *server = listener->data;
-    rgpu_metrics_conn_t *conn;
-
-    if (status < 0) {
-        rgpu_debug("metrics", "accept failed: %s", uv_strerror(status));
-        return;
-    }
-    if (server->stopping || server->n_conns >= RGPU_METRICS_MAX_CONNS) {
-        /* Accept it to close it: an unaccepted connection stops libuv
-         * from accepting any other. */
-        uv_tcp_t *refused = malloc(sizeof(*refused));
-
-        if (!refused)
-            return;
-        uv_tcp_init(listener->loop, refused);
-        if (uv_accept(listener, (uv_stream_t *)refused) == 0)
-            rgpu_debug("metrics", "%d connections open already: refusing one", server->n_conns);
-        uv_close((uv_handle_t *)refused, rgpu_metrics_refused_closed);
-        return;
-    }
-    conn = calloc(1, sizeof(*conn));
-    if (!conn)
-        return;
-    conn->server = server;
-    uv_tcp_init(listener->loop, &conn->tcp);
-    conn->tcp.data = conn;
-    uv_timer_init(listener->loop, &conn->timer);
-    conn->timer.data = conn;
-    conn->open_handles = 2;
-    conn->next = server->conns;
-    if (server->conns)
-        server->conns->prev = conn;
-    server->conns = conn;
-    server->n_conns++;
-    uv_timer_start(&conn->timer, rgpu_metrics_conn_timeout, RGPU_METRICS_CONN_TIMEOUT_MS, 0);
-    if (uv_accept(listener, (uv_stream_t *)&conn->tcp) != 0 ||
-        uv_read_start((uv_stream_t *)&conn->tcp, rgpu_metrics_conn_alloc, rgpu_metrics_conn_read) != 0)
-        rgpu_metrics_conn_close(conn);
-}
-
-static void rgpu_metrics_server_closed(uv_handle_t *handle)
-{
-    rgpu_metrics_server_t *server = handle->data;
-
-    server->listener_open = 0;
-    rgpu_metrics_server_maybe_free(server);
+    (void)arg;
+    rgpu_prom_family(out, "rgpu_server_sessions_active", "gauge", "Client sessions now open.");
+    rgpu_prom_i64(out, "rgpu_server_sessions_active", "", atomic_load(&m->sessions_active));
+    rgpu_prom_family(out, "rgpu_server_sessions_total", "counter",
+                     "Client sessions accepted since start.");
+    rgpu_prom_u64(out, "rgpu_server_sessions_total", "", atomic_load(&m->sessions_total));
+    rgpu_prom_family(out, "rgpu_server_buffer_bytes", "gauge",
+                     "Bytes of live device buffers of all sessions (sub-buffers not counted).");
+    rgpu_prom_i64(out, "rgpu_server_buffer_bytes", "", atomic_load(&m->buffer_bytes));
+    rgpu_prom_family(out, "rgpu_server_buffers", "gauge",
+                     "Live device buffers of all sessions (sub-buffers not counted).");
+    rgpu_prom_i64(out, "rgpu_server_buffers", "", atomic_load(&m->buffers));
+    rgpu_prom_family(out, "rgpu_server_protocol_errors_total", "counter",
+                     "Sessions ended by a protocol error.");
+    rgpu_prom_u64(out, "rgpu_server_protocol_errors_total", "",
+                  atomic_load(&m->protocol_errors_total));
+    rgpu_prom_family(out, "rgpu_server_connections_refused_total", "counter",
+                     "Connections closed at once because --max-sessions sessions were open.");
+    rgpu_prom_u64(out, "rgpu_server_connections_refused_total", "",
+                  atomic_load(&m->connections_refused_total));
+    rgpu_prom_family(out, "rgpu_server_accept_errors_total", "counter",
+                     "Failed accepts of client connections (e.g. out of file descriptors).");
+    rgpu_prom_u64(out, "rgpu_server_accept_errors_total", "", atomic_load(&m->accept_errors_total));
+    rgpu_prom_family(out, "rgpu_server_call_duration_seconds", "histogram",
+                     "Time a session thread spent on one call, from its body received to its "
+                     "handler's return (bulk data received included), by call family.");
+    rgpu_metrics_family_histograms(out, "rgpu_server_call_duration_seconds", m->call_duration, 1e9);
+    rgpu_prom_family(out, "rgpu_server_call_bulk_bytes", "histogram",
+                     "Bulk bytes carried in by one call (buffer, image and program binary data), "
+                     "by call family; calls without bulk are not counted.");
+    rgpu_metrics_family_histograms(out, "rgpu_server_call_bulk_bytes", m->call_bulk, 1.0);
 }
 
 rgpu_status_t rgpu_metrics_server_start(uv_loop_t *loop, const char *addr,
                                         rgpu_metrics_server_t **server_p,
                                         char *local, size_t local_cap)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *res;
-    struct sockaddr_storage ss;
-    int ss_len = sizeof(ss);
-    rgpu_metrics_server_t *server;
-    char host[256], port[8];
-    uint16_t port_num;
-    rgpu_status_t status;
-    int err;
-
-    if (rgpu_addr_split(addr, host, sizeof(host), &port_num) != RGPU_OK)
-        return RGPU_ERR_ADDRESS;
-    snprintf(port, sizeof(port), "%u", port_num);
-    if (getaddrinfo(host, port, &hints, &res) != 0)
-        return RGPU_ERR_ADDRESS;
-    server = calloc(1, sizeof(*server));
-    if (!server) {
-        status = RGPU_ERR_NOMEM;
-        goto out_free_res;
-    }
-    uv_tcp_init(loop, &server->tcp);
-    server->tcp.data = server;
-    server->listener_open = 1;
-    err = uv_tcp_bind(&server->tcp, res->ai_addr, 0);
-    if (err == 0)
-        err = uv_listen((uv_stream_t *)&server->tcp, 16, rgpu_metrics_on_connection);
-    if (err != 0) {
-        rgpu_error("metrics", "cannot listen on %s: %s", addr, uv_strerror(err));
-        status = RGPU_ERR_IO;
-        goto out_close;
-    }
-    if (local && uv_tcp_getsockname(&server->tcp, (struct sockaddr *)&ss, &ss_len) == 0) {
-        char name[64] = "?";
-        if (ss.ss_family == AF_INET6) {
-            uv_ip6_name((struct sockaddr_in6 *)&ss, name, sizeof(name));
-            snprintf(local, local_cap, "[%s]:%u", name,
-                     ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
-        } else {
-            uv_ip4_name((struct sockaddr_in *)&ss, name, sizeof(name));
-            snprintf(local, local_cap, "%s:%u", name, ntohs(((struct sockaddr_in *)&ss)->sin_port));
-        }
-    }
-    freeaddrinfo(res);
-    *server_p = server;
-    return RGPU_OK;
-
-out_close:
-    uv_close((uv_handle_t *)&server->tcp, rgpu_metrics_server_closed);
-out_free_res:
-    freeaddrinfo(res);
-    return status;
+    return rgpu_metrics_http_start(loop, addr, rgpu_metrics_format, NULL, server_p, local,
+                                   local_cap);
 }
 
 void rgpu_metrics_server_stop(rgpu_metrics_server_t *server)
 {
-    if (!server || server->stopping)
-        return;
-    server->stopping = 1;
-    uv_close((uv_handle_t *)&server->tcp, rgpu_metrics_server_closed);
-    /* Open connections would keep the loop, and so the daemon, running. */
-    for (rgpu_metrics_conn_t *conn = server->conns; conn; conn = conn->next)
-        rgpu_metrics_conn_close(conn);
+    rgpu_metrics_http_stop(server);
 }

@@ -1,8 +1,10 @@
 /*
- * Server-wide counters and the Prometheus text endpoint.
+ * Server-wide counters, histograms and the Prometheus text endpoint
+ * (docs/observability.md lists every metric).
  *
- * Counters are atomics: sessions update them from their own threads and from
- * OpenCL event callbacks; the endpoint reads them on the libuv loop.
+ * Counters and histogram buckets are atomics: sessions update them from
+ * their own threads and from OpenCL event callbacks; the endpoint reads them
+ * on the libuv loop. The HTTP side is common's (rgpu/metrics_http.h).
  *
  *   rgpu_server_sessions_active          gauge   sessions now open
  *   rgpu_server_sessions_total           counter sessions ever accepted
@@ -13,6 +15,10 @@
  *   rgpu_server_connections_refused_total counter connections closed at once because
  *                                                --max-sessions sessions were open
  *   rgpu_server_accept_errors_total      counter failed accepts (out of descriptors...)
+ *   rgpu_server_call_duration_seconds    histogram{family} time a session thread spent
+ *                                                on one call (rgpu_server_metrics_call)
+ *   rgpu_server_call_bulk_bytes          histogram{family} bulk bytes a call carried in
+ *                                                (buffer, image and binary data)
  */
 #ifndef RGPU_SERVER_METRICS_H
 #define RGPU_SERVER_METRICS_H
@@ -23,7 +29,27 @@
 
 #include <uv.h>
 
+#include "rgpu/metrics.h"
+#include "rgpu/metrics_http.h"
 #include "rgpu/status.h"
+
+/* Calls are grouped in families, a label set bounded whatever the client
+ * sends (docs/observability.md lists each family's messages). */
+typedef enum {
+    RGPU_CALL_SESSION = 0,      /* hello, ping */
+    RGPU_CALL_CREATE,           /* contexts, queues, buffers, images, samplers, kernels, ... */
+    RGPU_CALL_BUILD,            /* program binaries, build, compile, link */
+    RGPU_CALL_KERNEL,           /* kernel arguments, NDRange launches */
+    RGPU_CALL_WRITE,            /* buffer, rect and image writes */
+    RGPU_CALL_READ,             /* buffer, rect and image reads */
+    RGPU_CALL_COPY,             /* copies, fills and migrations on the device */
+    RGPU_CALL_SYNC,             /* markers, flush, finish, waits */
+    RGPU_CALL_EVENT,            /* user event status, event callbacks */
+    RGPU_CALL_INFO,             /* object queries */
+    RGPU_CALL_RELEASE,          /* releases */
+    RGPU_CALL_OTHER,            /* any other type */
+    RGPU_CALL_NFAMILIES
+} rgpu_call_family_t;
 
 typedef struct {
     atomic_llong sessions_active;
@@ -33,33 +59,41 @@ typedef struct {
     atomic_ullong protocol_errors_total;
     atomic_ullong connections_refused_total;
     atomic_ullong accept_errors_total;
+    rgpu_histogram_t call_duration[RGPU_CALL_NFAMILIES];   /* nanoseconds */
+    rgpu_histogram_t call_bulk[RGPU_CALL_NFAMILIES];       /* bytes */
 } rgpu_metrics_t;
 
 extern rgpu_metrics_t rgpu_metrics;
 
-/* Writes the Prometheus text exposition of rgpu_metrics into out (NUL
- * terminated); returns its length, truncated to cap - 1. */
-size_t rgpu_metrics_format(char *out, size_t cap);
+/* The family of a message type (any value: unknown ones are OTHER). */
+rgpu_call_family_t rgpu_call_family(uint16_t type);
 
-typedef struct rgpu_metrics_server rgpu_metrics_server_t;
+/* The session loop's hook, once per call it handled: counts the call of
+ * that type as taking from start_ns (rgpu_metrics_now_ns, taken once its
+ * body was received) to now, and its bulk_len bytes when it carried any.
+ * Lock-free, no allocation: the session thread's fast path. */
+static inline void rgpu_server_metrics_call(uint16_t type, uint64_t bulk_len, uint64_t start_ns)
+{
+    rgpu_call_family_t family = rgpu_call_family(type);
 
-/* The endpoint's bounds: anyone who reaches its port may connect. */
-#define RGPU_METRICS_MAX_CONNS 16           /* more are accepted and closed at once */
-#define RGPU_METRICS_CONN_TIMEOUT_MS 5000   /* a connection's whole life */
-#define RGPU_METRICS_MAX_REQUEST 4096       /* bytes of request head */
+    rgpu_histogram_observe(&rgpu_metrics.call_duration[family], rgpu_metrics_now_ns() - start_ns);
+    if (bulk_len)
+        rgpu_histogram_observe(&rgpu_metrics.call_bulk[family], bulk_len);
+}
 
-/* Listens on addr ("host:port", port 0 picks one) on loop and answers every
- * HTTP GET with rgpu_metrics_format (HEAD with its head only, any other
- * method with 405, a malformed or oversized head with 400). local (if not NULL) receives the address
- * bound. Returns RGPU_ERR_ADDRESS, RGPU_ERR_IO or RGPU_ERR_NOMEM on failure.
- * Runs on the loop thread only. */
+/* Appends the Prometheus text of rgpu_metrics to out (the endpoint's
+ * format callback; arg is unused). Loop thread. */
+void rgpu_metrics_format(rgpu_prom_t *out, void *arg);
+
+typedef rgpu_metrics_http_t rgpu_metrics_server_t;
+
+/* rgpu_metrics_http_start with rgpu_metrics_format: the server's endpoint
+ * (same returns). Loop thread only. */
 rgpu_status_t rgpu_metrics_server_start(uv_loop_t *loop, const char *addr,
                                         rgpu_metrics_server_t **server_p,
                                         char *local, size_t local_cap);
 
-/* Stops listening and closes every open connection (an answer being
- * written is cut short); the server is freed once all their close callbacks
- * ran, so the loop can end. NULL is ignored. Loop thread. */
+/* rgpu_metrics_http_stop. NULL is ignored. Loop thread. */
 void rgpu_metrics_server_stop(rgpu_metrics_server_t *server);
 
 #endif
