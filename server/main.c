@@ -311,6 +311,7 @@ int main(int argc, char **argv)
     rgpu_log_init("rgpu-server", (rgpu_log_level_t)config.log_level);
     /* The table already applied RGPU_LOG and --log-level in order. */
     rgpu_log_level = (rgpu_log_level_t)config.log_level;
+    rgpu_log_journal_attach();
 
     daemon.server.config = &config;
     if (gethostname(daemon.server.hostname, sizeof(daemon.server.hostname) - 1) != 0)

@@ -876,6 +876,7 @@ static rgpu_status_t rgpu_session_loop(rgpu_session_t *session, char *reason, si
                    header.type, (unsigned long long)header.seq, header.body_len,
                    (unsigned long long)header.bulk_len);
 
+        uint64_t call_start_ns = rgpu_metrics_now_ns();
         switch (header.type) {
         case RGPU__MSG_TYPE__MSG_HELLO:
             if (session->backend_ctx) {
@@ -896,6 +897,7 @@ static rgpu_status_t rgpu_session_loop(rgpu_session_t *session, char *reason, si
                                                           reason, reason_cap);
             break;
         }
+        rgpu_server_metrics_call(header.type, header.bulk_len, call_start_ns);
 out_free_body:
         free(body);
         if (status != RGPU_OK)
@@ -911,6 +913,7 @@ static void *rgpu_session_main(void *arg)
 
     /* Named for top -H and ps -L: the platform's threads keep "rgpu-server". */
     pthread_setname_np(pthread_self(), "rgpu-session");
+    rgpu_log_set_session(session->id);   /* journald's RGPU_SESSION_ID */
     rgpu_link_t *link;
     rgpu_status_t status;
 
