@@ -1,7 +1,9 @@
 /*
- * The rgpu-server configuration table. Each row names an option, its
- * environment variable, default, help and parser; adding an option is adding
- * a row. See config.h for the precedence rules.
+ * The rgpu-server option table. Each row names an option (and its key in
+ * [server] of server.conf), its environment variable, default, help and
+ * bounds; adding an option is adding a row. The engine (rgpu/options.h)
+ * reads them; this file adds the checks that span rows (--insecure only on
+ * loopback, not with --key).
  */
 #include "config.h"
 
@@ -14,339 +16,112 @@
 #include "rgpu/transport.h"
 #include "rgpu/util.h"
 
-typedef struct rgpu_config_row rgpu_config_row_t;
+#ifndef RGPU_SYSCONFDIR
+#define RGPU_SYSCONFDIR "/etc/rgpu"
+#endif
 
-/* Parses value into field; on failure writes why (no trailing period) into
- * why and returns -1. */
-typedef int (*rgpu_config_parse_fn)(const rgpu_config_row_t *row, const char *value, void *field,
-                                    char *why, size_t why_cap);
-typedef void (*rgpu_config_format_fn)(const rgpu_config_row_t *row, const void *field, char *out,
-                                      size_t cap);
-
-struct rgpu_config_row {
-    const char *name;           /* option name, without "--" */
-    const char *env;            /* environment variable */
-    const char *metavar;        /* what the value looks like in --help */
-    const char *def;            /* default, parsed like any other value */
-    const char *help;
-    size_t offset;              /* of the field in rgpu_server_config_t */
-    size_t cap;                 /* string rows: size of the char array */
-    rgpu_config_parse_fn parse;
-    rgpu_config_format_fn format;
-    uint64_t min, max;          /* size and count rows: accepted range */
-};
-
-static int rgpu_config_parse_string(const rgpu_config_row_t *row, const char *value, void *field,
-                                    char *why, size_t why_cap)
-{
-    if (strlen(value) >= row->cap) {
-        snprintf(why, why_cap, "longer than %zu characters", row->cap - 1);
-        return -1;
-    }
-    strcpy(field, value);
-    return 0;
-}
-
-/* "host:port", or "" where the row's default is "" (meaning off). */
-static int rgpu_config_parse_addr(const rgpu_config_row_t *row, const char *value, void *field,
-                                  char *why, size_t why_cap)
-{
-    char host[256];
-    uint16_t port;
-
-    if (*value == '\0' && row->def && *row->def == '\0') {
-        *(char *)field = '\0';
-        return 0;
-    }
-    if (rgpu_addr_split(value, host, sizeof(host), &port) != RGPU_OK) {
-        snprintf(why, why_cap, "expected HOST:PORT (e.g. 127.0.0.1:7070 or [::1]:0)");
-        return -1;
-    }
-    return rgpu_config_parse_string(row, value, field, why, why_cap);
-}
-
-static void rgpu_config_size_format(uint64_t size, char *out, size_t cap)
-{
-    static const char units[] = "KMGT";
-    int unit = -1;
-
-    while (size && size % 1024 == 0 && unit < 3) {
-        size /= 1024;
-        unit++;
-    }
-    if (unit < 0)
-        snprintf(out, cap, "%llu", (unsigned long long)size);
-    else
-        snprintf(out, cap, "%llu%c", (unsigned long long)size, units[unit]);
-}
-
-static int rgpu_config_parse_size(const rgpu_config_row_t *row, const char *value, void *field,
-                                  char *why, size_t why_cap)
-{
-    uint64_t size;
-    char lo[32], hi[32];
-
-    if (rgpu_size_parse(value, &size) != 0) {
-        snprintf(why, why_cap, "expected a size such as 4096, 64K, 4M or 16G");
-        return -1;
-    }
-    if (size < row->min || size > row->max) {
-        rgpu_config_size_format(row->min, lo, sizeof(lo));
-        rgpu_config_size_format(row->max, hi, sizeof(hi));
-        snprintf(why, why_cap, "must be between %s and %s", lo, hi);
-        return -1;
-    }
-    *(uint64_t *)field = size;
-    return 0;
-}
-
-static int rgpu_config_parse_log_level(const rgpu_config_row_t *row, const char *value,
-                                       void *field, char *why, size_t why_cap)
-{
-    int level = rgpu_log_level_parse(value);
-
-    if (level < 0) {
-        snprintf(why, why_cap, "expected one of error, warn, info, debug, trace");
-        return -1;
-    }
-    *(int *)field = level;
-    return 0;
-}
-
-/* A flag: "--name" alone means yes; "--name=no" and the environment say it. */
-static int rgpu_config_parse_flag(const rgpu_config_row_t *row, const char *value, void *field,
-                                  char *why, size_t why_cap)
-{
-    if (!strcmp(value, "yes") || !strcmp(value, "1") || !strcmp(value, "true") ||
-        !strcmp(value, "on")) {
-        *(int *)field = 1;
-    } else if (!strcmp(value, "no") || !strcmp(value, "0") || !strcmp(value, "false") ||
-               !strcmp(value, "off")) {
-        *(int *)field = 0;
-    } else {
-        snprintf(why, why_cap, "expected yes or no");
-        return -1;
-    }
-    return 0;
-}
-
-static void rgpu_config_format_flag(const rgpu_config_row_t *row, const void *field, char *out,
-                                    size_t cap)
-{
-    snprintf(out, cap, "%s", *(const int *)field ? "yes" : "no");
-}
-
-static int rgpu_config_parse_threads(const rgpu_config_row_t *row, const char *value, void *field,
-                                     char *why, size_t why_cap)
-{
-    if (!strcmp(value, "batch") || !strcmp(value, "normal")) {
-        *(int *)field = !strcmp(value, "batch");
-        return 0;
-    }
-    snprintf(why, why_cap, "expected batch or normal");
-    return -1;
-}
-
-static void rgpu_config_format_threads(const rgpu_config_row_t *row, const void *field, char *out,
-                                       size_t cap)
-{
-    snprintf(out, cap, "%s", *(const int *)field ? "batch" : "normal");
-}
-
-/* A plain decimal count (no size suffix) within the row's bounds, into an int. */
-static int rgpu_config_parse_count(const rgpu_config_row_t *row, const char *value, void *field,
-                                   char *why, size_t why_cap)
-{
-    unsigned long long n = 0;
-    const char *p = value;
-
-    if (*p == '\0')
-        goto out_bad;
-    for (; *p; p++) {
-        if (*p < '0' || *p > '9')
-            goto out_bad;
-        n = n * 10 + (unsigned long long)(*p - '0');
-        if (n > row->max)
-            break;      /* keeps n from overflowing; reported below */
-    }
-    if (n < row->min || n > row->max) {
-        snprintf(why, why_cap, "must be between %llu and %llu", (unsigned long long)row->min,
-                 (unsigned long long)row->max);
-        return -1;
-    }
-    *(int *)field = (int)n;
-    return 0;
-
-out_bad:
-    snprintf(why, why_cap, "expected a whole number between %llu and %llu",
-             (unsigned long long)row->min, (unsigned long long)row->max);
-    return -1;
-}
-
-static void rgpu_config_format_count(const rgpu_config_row_t *row, const void *field, char *out,
-                                     size_t cap)
-{
-    snprintf(out, cap, "%d", *(const int *)field);
-}
-
-static void rgpu_config_format_string(const rgpu_config_row_t *row, const void *field, char *out,
-                                      size_t cap)
-{
-    snprintf(out, cap, "%s", (const char *)field);
-}
-
-static void rgpu_config_format_size(const rgpu_config_row_t *row, const void *field, char *out,
-                                    size_t cap)
-{
-    rgpu_config_size_format(*(const uint64_t *)field, out, cap);
-}
-
-static void rgpu_config_format_log_level(const rgpu_config_row_t *row, const void *field,
-                                         char *out, size_t cap)
-{
-    static const char *const names[] = {"error", "warn", "info", "debug", "trace"};
-    int level = *(const int *)field;
-
-    snprintf(out, cap, "%s", level >= 0 && level <= 4 ? names[level] : "?");
-}
+static const char *const rgpu_server_log_levels[] = {"error", "warn", "info", "debug", "trace",
+                                                     NULL};
+/* The field is platform_threads_batch. */
+static const char *const rgpu_server_thread_policies[] = {"batch", "normal", NULL};
+static const int rgpu_server_thread_batch[] = {1, 0};
 
 #define RGPU_CFG_STR(field) offsetof(rgpu_server_config_t, field), \
     sizeof(((rgpu_server_config_t *)0)->field)
-#define RGPU_CFG_NUM(field) offsetof(rgpu_server_config_t, field), 0
+#define RGPU_CFG_U64(field) offsetof(rgpu_server_config_t, field), sizeof(uint64_t)
+#define RGPU_CFG_INT(field) offsetof(rgpu_server_config_t, field), 0
 
-static const rgpu_config_row_t rgpu_server_config_table[] = {
-    {"listen", "RGPU_LISTEN", "ADDR:PORT", "127.0.0.1:7070",
-     "address to accept clients on; port 0 picks a free port",
-     RGPU_CFG_STR(listen), rgpu_config_parse_addr, rgpu_config_format_string, 0, 0},
-    {"platform", "RGPU_PLATFORM", "NAME", "",
+static const rgpu_opt_t rgpu_server_option_rows[] = {
+    {"listen", RGPU_OPT_ADDR_LIST, "127.0.0.1:7070", "ADDR:PORT",
+     "address to accept clients on, with its transport's scheme (tcp://, verbs://; none means "
+     "tcp); port 0 picks a free port. Repeat the option (or give a comma-separated list) to "
+     "listen on several addresses at once, up to 8",
+     "RGPU_LISTEN", NULL, RGPU_CFG_STR(listen), 0, 0, NULL, 0},
+    {"platform", RGPU_OPT_STRING, "", "NAME",
      "serve the OpenCL platform whose name contains NAME (default: the first platform "
      "that has devices; a platform named \"rgpu\" is never served)",
-     RGPU_CFG_STR(platform), rgpu_config_parse_string, rgpu_config_format_string, 0, 0},
-    {"chunk-size", "RGPU_CHUNK_SIZE", "SIZE", "4M",
-     "bulk transfers are pipelined in chunks of SIZE bytes",
-     RGPU_CFG_NUM(chunk_size), rgpu_config_parse_size, rgpu_config_format_size,
-     4096, 1ull << 30},
-    {"max-body", "RGPU_MAX_BODY", "SIZE", "64M",
-     "largest message body accepted; a larger one ends the session",
-     RGPU_CFG_NUM(max_body), rgpu_config_parse_size, rgpu_config_format_size,
-     4096, 0xFFFFFFFFull},
-    {"max-bulk", "RGPU_MAX_BULK", "SIZE", "16G",
-     "largest bulk payload (buffer contents, binaries) accepted; a larger one ends the session",
-     RGPU_CFG_NUM(max_bulk), rgpu_config_parse_size, rgpu_config_format_size,
-     4096, 1ull << 40},
-    {"metrics", "RGPU_METRICS", "ADDR:PORT", "",
+     "RGPU_PLATFORM", NULL, RGPU_CFG_STR(platform), 0, 0, NULL, 0},
+    {"chunk-size", RGPU_OPT_SIZE, "4M", "SIZE",
+     "bulk transfers are pipelined in chunks of SIZE bytes (4K to 1G)",
+     "RGPU_CHUNK_SIZE", NULL, RGPU_CFG_U64(chunk_size), 4096, 1ull << 30, NULL, 0},
+    {"max-body", RGPU_OPT_SIZE, "64M", "SIZE",
+     "largest message body accepted (4K to 4G); a larger one ends the session",
+     "RGPU_MAX_BODY", NULL, RGPU_CFG_U64(max_body), 4096, 0xFFFFFFFFull, NULL, 0},
+    {"max-bulk", RGPU_OPT_SIZE, "16G", "SIZE",
+     "largest bulk payload (buffer contents, binaries) accepted (4K to 1T); a larger one ends "
+     "the session",
+     "RGPU_MAX_BULK", NULL, RGPU_CFG_U64(max_bulk), 4096, 1ull << 40, NULL, 0},
+    {"metrics", RGPU_OPT_ADDR, "", "ADDR:PORT",
      "serve Prometheus metrics over HTTP on ADDR:PORT (default: off)",
-     RGPU_CFG_STR(metrics), rgpu_config_parse_addr, rgpu_config_format_string, 0, 0},
-    {"log-level", "RGPU_LOG", "LEVEL", "info",
-     "error, warn, info, debug or trace",
-     RGPU_CFG_NUM(log_level), rgpu_config_parse_log_level, rgpu_config_format_log_level, 0, 0},
-    {"key", "RGPU_KEY", "FILE", "",
+     "RGPU_METRICS", NULL, RGPU_CFG_STR(metrics), 0, 0, NULL, 0},
+    {"log-level", RGPU_OPT_CHOICE, "info", "LEVEL", "error, warn, info, debug or trace",
+     "RGPU_LOG", NULL, RGPU_CFG_INT(log_level), 0, 0, rgpu_server_log_levels, 0},
+    {"key", RGPU_OPT_STRING, "", "FILE",
      "cluster key file (as rgpu-scheduler's): refuse sessions without a valid lease token "
      "for this server (--key or --insecure is required)",
-     RGPU_CFG_STR(key), rgpu_config_parse_string, rgpu_config_format_string, 0, 0},
-    {"scheduler", "RGPU_SCHEDULER", "ADDR:PORT", "",
+     "RGPU_KEY", NULL, RGPU_CFG_STR(key), 0, 0, NULL, 0},
+    {"scheduler", RGPU_OPT_ADDR, "", "ADDR:PORT",
      "register this server's devices with rgpu-scheduler at ADDR:PORT and send it heartbeats "
      "(default: off)",
-     RGPU_CFG_STR(scheduler), rgpu_config_parse_addr, rgpu_config_format_string, 0, 0},
-    {"advertise", "RGPU_ADVERTISE", "ADDR:PORT", "",
+     "RGPU_SCHEDULER", NULL, RGPU_CFG_STR(scheduler), 0, 0, NULL, 0},
+    {"advertise", RGPU_OPT_ADDR, "", "ADDR:PORT",
      "the address clients reach this server by, as the scheduler hands it out in leases "
-     "(default: the address listened on)",
-     RGPU_CFG_STR(advertise), rgpu_config_parse_addr, rgpu_config_format_string, 0, 0},
-    {"insecure", "RGPU_INSECURE", "", "no",
+     "(default: the first address listened on)",
+     "RGPU_ADVERTISE", NULL, RGPU_CFG_STR(advertise), 0, 0, NULL, 0},
+    {"insecure", RGPU_OPT_FLAG, "no", NULL,
      "serve every client without lease checking, on loopback addresses only "
      "(excludes --key; a flag, or --insecure=no)",
-     RGPU_CFG_NUM(insecure), rgpu_config_parse_flag, rgpu_config_format_flag, 0, 0},
-    {"platform-threads", "RGPU_PLATFORM_THREADS", "POLICY", "batch",
+     "RGPU_INSECURE", NULL, RGPU_CFG_INT(insecure), 0, 0, NULL, 0},
+    {"platform-threads", RGPU_OPT_CHOICE, "batch", "POLICY",
      "scheduling policy of the threads the OpenCL platform starts (PoCL's workers, a driver's "
      "helpers): batch (SCHED_BATCH: a platform thread that wakes up does not preempt the session "
      "thread feeding it, it runs when that thread waits or at the next tick) or normal",
-     RGPU_CFG_NUM(platform_threads_batch), rgpu_config_parse_threads, rgpu_config_format_threads, 0, 0},
-    {"max-sessions", "RGPU_MAX_SESSIONS", "N", "256",
-     "serve at most N sessions at once (each is two threads); a connection past them gets a "
-     "\"server full\" error and is closed at once",
-     RGPU_CFG_NUM(max_sessions), rgpu_config_parse_count, rgpu_config_format_count, 1, 65536},
-    {"hello-timeout", "RGPU_HELLO_TIMEOUT", "SECONDS", "10",
+     "RGPU_PLATFORM_THREADS", NULL, RGPU_CFG_INT(platform_threads_batch), 0, 0,
+     rgpu_server_thread_policies, 0, rgpu_server_thread_batch},
+    {"max-sessions", RGPU_OPT_UINT, "256", "N",
+     "serve at most N sessions at once (1 to 65536; each is two threads); a connection past "
+     "them gets a \"server full\" error and is closed at once",
+     "RGPU_MAX_SESSIONS", NULL, RGPU_CFG_INT(max_sessions), 1, 65536, NULL, 0},
+    {"hello-timeout", RGPU_OPT_UINT, "10", "SECONDS",
      "close a connection that has not completed its handshake within SECONDS (1 to 3600)",
-     RGPU_CFG_NUM(hello_timeout), rgpu_config_parse_count, rgpu_config_format_count, 1, 3600},
-    {"backends", "RGPU_BACKENDS", "LIST", "opencl,cuda",
+     "RGPU_HELLO_TIMEOUT", NULL, RGPU_CFG_INT(hello_timeout), 1, 3600, NULL, 0},
+    {"backends", RGPU_OPT_STRING, "opencl,cuda", "LIST",
      "the GPU APIs to serve, comma separated: opencl, cuda (the CUDA driver, when libcuda.so.1 "
      "is installed) or cuda-emulated (an emulation in host memory for tests, never a GPU); a "
      "backend that finds no devices is skipped with a log line",
-     RGPU_CFG_STR(backends), rgpu_config_parse_string, rgpu_config_format_string, 0, 0},
+     "RGPU_BACKENDS", NULL, RGPU_CFG_STR(backends), 0, 0, NULL, 0},
 };
 
-#define RGPU_CONFIG_NROWS (sizeof(rgpu_server_config_table) / sizeof(rgpu_server_config_table[0]))
-
-_Static_assert(RGPU_CONFIG_NROWS <= RGPU_SERVER_CONFIG_MAX_ROWS, "grow RGPU_SERVER_CONFIG_MAX_ROWS");
-
-static const rgpu_config_row_t *rgpu_config_row_find(const char *name, size_t len)
-{
-    for (size_t i = 0; i < RGPU_CONFIG_NROWS; i++) {
-        const rgpu_config_row_t *row = &rgpu_server_config_table[i];
-        if (strlen(row->name) == len && strncmp(row->name, name, len) == 0)
-            return row;
-    }
-    return NULL;
-}
-
-static int rgpu_config_apply(rgpu_server_config_t *cfg, const rgpu_config_row_t *row,
-                             const char *value, rgpu_config_source_t source, FILE *err)
-{
-    char why[160];
-
-    if (row->parse(row, value, (char *)cfg + row->offset, why, sizeof(why)) != 0) {
-        if (source == RGPU_CONFIG_SRC_ENV)
-            fprintf(err, "rgpu-server: bad value \"%s\" in %s: %s\n", value, row->env, why);
-        else
-            fprintf(err, "rgpu-server: bad value \"%s\" for --%s: %s\n", value, row->name, why);
-        return -1;
-    }
-    cfg->source[row - rgpu_server_config_table] = source;
-    return 0;
-}
-
-void rgpu_server_config_usage(FILE *out, const char *progname)
-{
-    fprintf(out,
-            "usage: %s [OPTION]...\n"
-            "Serve this node's OpenCL devices to rgpu clients over TCP.\n"
-            "\n"
-            "Options (each also read from the environment variable shown; the command\n"
-            "line wins over the environment, which wins over the default):\n",
-            progname);
-    for (size_t i = 0; i < RGPU_CONFIG_NROWS; i++) {
-        const rgpu_config_row_t *row = &rgpu_server_config_table[i];
-        char opt[64];
-
-        snprintf(opt, sizeof(opt), "--%s %s", row->name, row->metavar);
-        fprintf(out, "  %-24s %s\n", opt, row->help);
-        fprintf(out, "  %-24s [env %s; default: %s]\n", "", row->env,
-                *row->def ? row->def : "none");
-    }
-    fprintf(out,
-            "  %-24s print the effective configuration and exit\n"
-            "  %-24s print this help and exit\n"
-            "  %-24s print the version and exit\n"
-            "\n"
-            "Once listening, prints \"rgpu-server listening on HOST:PORT\" on stdout.\n"
-            "SIGINT or SIGTERM end every session, release its objects and exit 0.\n",
-            "--print-config", "--help", "--version");
-}
-
-void rgpu_server_config_print(const rgpu_server_config_t *cfg, FILE *out)
-{
-    static const char *const sources[] = {"default", "environment", "command line"};
-
-    for (size_t i = 0; i < RGPU_CONFIG_NROWS; i++) {
-        const rgpu_config_row_t *row = &rgpu_server_config_table[i];
-        char value[300];
-        char line[340];
-
-        row->format(row, (const char *)cfg + row->offset, value, sizeof(value));
-        snprintf(line, sizeof(line), "%s = %s", row->name, value);
-        fprintf(out, "%-40s # %s\n", line, sources[cfg->source[i]]);
-    }
-}
+const rgpu_opt_table_t rgpu_server_options = {
+    .program = "rgpu-server",
+    .man_section = 8,
+    .summary = "serve this node's GPUs to rgpu clients",
+    .synopsis = "[OPTION]...",
+    .description =
+        "rgpu-server serves this node's GPUs (OpenCL platforms and, where the driver is "
+        "installed, CUDA) to rgpu clients on other nodes, over TCP or InfiniBand verbs. Each "
+        "session runs its calls in order on a thread of its own and everything it created is "
+        "released when it ends, however it ends.\n\n"
+        "With --key, a client needs a lease token signed with the cluster key by "
+        "rgpu-scheduler and naming this server; --insecure serves anyone, on loopback "
+        "addresses only. Once listening, it prints \"rgpu-server listening on HOST:PORT\" "
+        "on stdout for each address (and tells systemd it is ready). SIGINT or SIGTERM end "
+        "every session, release its objects and exit 0.",
+    .section = "server",
+    .config_file = RGPU_SYSCONFDIR "/server.conf",
+    .config_env = "RGPU_SERVER_CONFIG",
+    .conf_title = "rgpu-server.conf",
+    .opts = rgpu_server_option_rows,
+    .nopts = sizeof(rgpu_server_option_rows) / sizeof(rgpu_server_option_rows[0]),
+    .man_extra =
+        ".SH EXIT STATUS\n0 after SIGINT or SIGTERM (or \\-\\-help and friends); 1 when it "
+        "cannot start (no devices, an address in use, an unreadable key); 2 for a bad option, "
+        "variable or configuration file.\n"
+        ".SH EXAMPLES\n.nf\nrgpu\\-server \\-\\-key /etc/rgpu/cluster.key \\-\\-listen "
+        "tcp://0.0.0.0:7070 \\-\\-listen verbs://10.1.0.5:7071 \\e\n    \\-\\-scheduler "
+        "sched1:7080 \\-\\-metrics 0.0.0.0:9102\nrgpu\\-server \\-\\-insecure \\-\\-listen "
+        "127.0.0.1:0    # a test on one machine\n.fi\n",
+};
 
 /* Whether host is a loopback address: 127.0.0.0/8, ::1 (or ::ffff:127.x),
  * or "localhost". Numeric addresses are parsed, not compared as text: a
@@ -365,83 +140,61 @@ static int rgpu_config_is_loopback(const char *host)
     return 0;
 }
 
+int rgpu_server_config_listen(const rgpu_server_config_t *cfg, char addrs[][256], int max)
+{
+    char list[sizeof(cfg->listen)], *item, *save = NULL;
+    int n = 0;
+
+    snprintf(list, sizeof(list), "%s", cfg->listen);
+    for (item = strtok_r(list, ",", &save); item && n < max; item = strtok_r(NULL, ",", &save))
+        snprintf(addrs[n++], 256, "%s", item);
+    return n;
+}
+
+void rgpu_server_config_print(const rgpu_server_config_t *cfg, FILE *out)
+{
+    rgpu_opt_print(&rgpu_server_options, cfg, &cfg->opt, out);
+}
+
 rgpu_config_action_t rgpu_server_config_load(rgpu_server_config_t *cfg, int argc,
                                              char *const argv[], rgpu_config_getenv_fn getenv_fn,
                                              FILE *out, FILE *err)
 {
-    int print_config = 0;
+    char addrs[RGPU_SERVER_MAX_LISTEN + 1][256];
+    int naddrs;
 
-    memset(cfg, 0, sizeof(*cfg));
-    for (size_t i = 0; i < RGPU_CONFIG_NROWS; i++) {
-        /* Defaults are valid by construction; a failure here is a table bug. */
-        if (rgpu_config_apply(cfg, &rgpu_server_config_table[i], rgpu_server_config_table[i].def,
-                              RGPU_CONFIG_SRC_DEFAULT, err) != 0)
-            return RGPU_CONFIG_EXIT_USAGE;
+    switch (rgpu_opt_load(&rgpu_server_options, cfg, &cfg->opt, argc, argv, getenv_fn, out,
+                          err)) {
+    case RGPU_OPT_RUN:
+        break;
+    case RGPU_OPT_EXIT_OK:
+        return RGPU_CONFIG_EXIT_OK;
+    case RGPU_OPT_EXIT_USAGE:
+        return RGPU_CONFIG_EXIT_USAGE;
     }
-    for (size_t i = 0; getenv_fn && i < RGPU_CONFIG_NROWS; i++) {
-        const char *value = getenv_fn(rgpu_server_config_table[i].env);
-        if (value && rgpu_config_apply(cfg, &rgpu_server_config_table[i], value,
-                                       RGPU_CONFIG_SRC_ENV, err) != 0)
-            return RGPU_CONFIG_EXIT_USAGE;
-    }
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i], *name, *eq, *value;
-        const rgpu_config_row_t *row;
-
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            rgpu_server_config_usage(out, "rgpu-server");
-            return RGPU_CONFIG_EXIT_OK;
-        }
-        if (strcmp(arg, "--version") == 0) {
-            fprintf(out, "rgpu-server %s\n", RGPU_VERSION);
-            return RGPU_CONFIG_EXIT_OK;
-        }
-        if (strcmp(arg, "--print-config") == 0) {
-            print_config = 1;
-            continue;
-        }
-        if (strncmp(arg, "--", 2) != 0) {
-            fprintf(err, "rgpu-server: unexpected argument \"%s\" (try --help)\n", arg);
-            return RGPU_CONFIG_EXIT_USAGE;
-        }
-        name = arg + 2;
-        eq = strchr(name, '=');
-        row = rgpu_config_row_find(name, eq ? (size_t)(eq - name) : strlen(name));
-        if (!row) {
-            fprintf(err, "rgpu-server: unknown option \"%s\" (try --help)\n", arg);
-            return RGPU_CONFIG_EXIT_USAGE;
-        }
-        if (eq) {
-            value = eq + 1;
-        } else if (row->parse == rgpu_config_parse_flag) {
-            value = "yes";
-        } else if (i + 1 < argc) {
-            value = argv[++i];
-        } else {
-            fprintf(err, "rgpu-server: option --%s needs a value (%s)\n", row->name, row->metavar);
-            return RGPU_CONFIG_EXIT_USAGE;
-        }
-        if (rgpu_config_apply(cfg, row, value, RGPU_CONFIG_SRC_CMDLINE, err) != 0)
-            return RGPU_CONFIG_EXIT_USAGE;
+    naddrs = rgpu_server_config_listen(cfg, addrs, RGPU_SERVER_MAX_LISTEN + 1);
+    if (naddrs > RGPU_SERVER_MAX_LISTEN) {
+        fprintf(err, "rgpu-server: --listen names more than %d addresses\n",
+                RGPU_SERVER_MAX_LISTEN);
+        return RGPU_CONFIG_EXIT_USAGE;
     }
     if (cfg->insecure && cfg->key[0]) {
         fprintf(err, "rgpu-server: --insecure and --key exclude each other\n");
         return RGPU_CONFIG_EXIT_USAGE;
     }
-    if (cfg->insecure) {
+    for (int i = 0; cfg->insecure && i < naddrs; i++) {
+        const rgpu_transport_ops_t *ops;
+        const char *bare = addrs[i];
         char host[256];
         uint16_t port;
 
         /* Without leases anyone who reaches the port uses the GPUs: only
-         * this machine may. */
-        const rgpu_transport_ops_t *ops;
-        const char *bare = cfg->listen;
-
-        /* The host past the scheme (tcp://, verbs://): the resolver knows them. */
-        if (rgpu_transport_for_address(cfg->listen, &ops, &bare, NULL, 0) != RGPU_OK)
-            bare = cfg->listen;
-        rgpu_addr_split(bare, host, sizeof(host), &port);
-        if (!rgpu_config_is_loopback(host)) {
+         * this machine may. The host past the scheme (tcp://, verbs://):
+         * the resolver knows them. */
+        if (rgpu_transport_for_address(addrs[i], &ops, &bare, NULL, 0) != RGPU_OK)
+            bare = addrs[i];
+        if (rgpu_addr_split(bare, host, sizeof(host), &port) != RGPU_OK ||
+            !rgpu_config_is_loopback(host)) {
             fprintf(err, "rgpu-server: --insecure serves without leases, so only on a loopback "
                          "address (127.0.0.0/8, ::1), not %s; give --key FILE instead\n", host);
             return RGPU_CONFIG_EXIT_USAGE;
@@ -451,7 +204,7 @@ rgpu_config_action_t rgpu_server_config_load(rgpu_server_config_t *cfg, int argc
         fprintf(err, "rgpu-server: --chunk-size must not exceed --max-bulk\n");
         return RGPU_CONFIG_EXIT_USAGE;
     }
-    if (print_config) {
+    if (cfg->opt.print_config) {
         rgpu_server_config_print(cfg, out);
         return RGPU_CONFIG_EXIT_OK;
     }

@@ -1,9 +1,11 @@
 /*
- * rgpu-server configuration: one declarative table (config.c), three
- * sources. Precedence: built-in default < RGPU_* environment < command line.
+ * rgpu-server configuration: one declarative table (config.c) read by the
+ * option engine (rgpu/options.h) from four sources. Precedence: built-in
+ * default < /etc/rgpu/server.conf ([server]; --config FILE or
+ * RGPU_SERVER_CONFIG names another) < RGPU_* environment < command line.
  *
  *   option          environment        default
- *   --listen        RGPU_LISTEN        127.0.0.1:7070
+ *   --listen        RGPU_LISTEN        127.0.0.1:7070 (repeatable: one listener each)
  *   --platform      RGPU_PLATFORM      (first platform with devices)
  *   --chunk-size    RGPU_CHUNK_SIZE    4M
  *   --max-body      RGPU_MAX_BODY      64M
@@ -12,7 +14,7 @@
  *   --log-level     RGPU_LOG           info
  *   --key           RGPU_KEY           (none; --key or --insecure is required)
  *   --scheduler     RGPU_SCHEDULER     (off: no registration)
- *   --advertise     RGPU_ADVERTISE     (the address actually listened on)
+ *   --advertise     RGPU_ADVERTISE     (the first address actually listened on)
  *   --insecure      RGPU_INSECURE      no (a flag: serve without leases, loopback only)
  *   --platform-threads RGPU_PLATFORM_THREADS batch (or normal: their scheduling policy)
  *   --max-sessions  RGPU_MAX_SESSIONS  256 (connections past it are refused at once)
@@ -27,16 +29,14 @@
 #include <stdint.h>
 #include <stdio.h>
 
-typedef enum {
-    RGPU_CONFIG_SRC_DEFAULT = 0,
-    RGPU_CONFIG_SRC_ENV,
-    RGPU_CONFIG_SRC_CMDLINE,
-} rgpu_config_source_t;
+#include "rgpu/options.h"
 
-#define RGPU_SERVER_CONFIG_MAX_ROWS 16
+/* Addresses --listen may name: one listener (and descriptor) each. */
+#define RGPU_SERVER_MAX_LISTEN 8
 
 typedef struct {
-    char listen[256];           /* "host:port"; port 0 picks a free port */
+    char listen[1024];          /* comma-separated [scheme://]HOST:PORT; port 0 picks a free
+                                 * port; at most RGPU_SERVER_MAX_LISTEN of them */
     char platform[256];         /* substring of CL_PLATFORM_NAME; "" = first with devices */
     uint64_t chunk_size;        /* bulk pipelining granularity */
     uint64_t max_body;          /* largest protobuf body accepted */
@@ -51,31 +51,35 @@ typedef struct {
     int max_sessions;           /* sessions open at once (1..65536); more are refused */
     int hello_timeout;          /* seconds (1..3600) a new connection has to send its hello */
     char backends[128];         /* comma list of backends to open: opencl, cuda, cuda-emulated */
-    /* Where each row's value came from, indexed like the table. */
-    rgpu_config_source_t source[RGPU_SERVER_CONFIG_MAX_ROWS];
+    rgpu_opt_state_t opt;       /* where each value came from, the file read */
 } rgpu_server_config_t;
 
 typedef enum {
     RGPU_CONFIG_RUN = 0,        /* start the server */
-    RGPU_CONFIG_EXIT_OK,        /* --help, --version, --print-config: printed, exit 0 */
-    RGPU_CONFIG_EXIT_USAGE,     /* bad option or value: message printed, exit 2 */
+    RGPU_CONFIG_EXIT_OK,        /* --help, --version, --print-config, --man: printed, exit 0 */
+    RGPU_CONFIG_EXIT_USAGE,     /* bad option, value or file: message printed, exit 2 */
 } rgpu_config_action_t;
 
 /* Looks an environment variable up; getenv in the daemon, a fake in tests. */
 typedef const char *(*rgpu_config_getenv_fn)(const char *name);
 
-/* Fills cfg from defaults, then getenv_fn (may be NULL: no environment),
- * then argv[1..argc-1]. --help/--version/--print-config print to out; errors
- * print one clear sentence to err. cfg is fully initialized whatever the
- * outcome. */
+/* The table: for the man pages and the tests. */
+extern const rgpu_opt_table_t rgpu_server_options;
+
+/* Fills cfg from defaults, the configuration file, then getenv_fn (may be
+ * NULL: no environment and no RGPU_SERVER_CONFIG), then argv[1..argc-1].
+ * --help/--version/--print-config/--man print to out; errors print one clear
+ * sentence to err. cfg is fully initialized whatever the outcome. */
 rgpu_config_action_t rgpu_server_config_load(rgpu_server_config_t *cfg, int argc,
                                              char *const argv[], rgpu_config_getenv_fn getenv_fn,
                                              FILE *out, FILE *err);
 
-/* Prints "name = value   # source" for every row. */
+/* Prints "name = value   # source" for every row: a server.conf. */
 void rgpu_server_config_print(const rgpu_server_config_t *cfg, FILE *out);
 
-/* Prints the --help text documenting every option. */
-void rgpu_server_config_usage(FILE *out, const char *progname);
+/* Splits cfg->listen into its addresses: copies each into addrs[i] (cap
+ * bytes each) and returns how many (1..RGPU_SERVER_MAX_LISTEN). */
+int rgpu_server_config_listen(const rgpu_server_config_t *cfg,
+                              char addrs[][256], int max);
 
 #endif

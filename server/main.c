@@ -2,7 +2,8 @@
  * rgpu-server: serves this node's GPUs to rgpu clients.
  *
  *   main thread (libuv loop)
- *     ├─ uv_poll on the listener ─▶ accept ─▶ rgpu_session_start ─▶ session thread
+ *     ├─ uv_poll on each listener (--listen, repeatable) ─▶ accept ─▶ rgpu_session_start
+ *     │                                                     ─▶ session thread
  *     │    past --max-sessions: SessionError "server full", close
  *     │    accept failed (EMFILE...): stop polling, uv_timer resumes it later
  *     ├─ uv_signal SIGINT/SIGTERM ─▶ stop accepting, shut every session down
@@ -50,10 +51,19 @@ typedef struct {
     unsigned long suppressed;
 } rgpu_ratelimit_t;
 
+typedef struct rgpu_daemon rgpu_daemon_t;
+
+/* One per --listen address: a TCP port and a verbs port at once, say. */
 typedef struct {
-    rgpu_server_t server;
     rgpu_listener_t *listener;
-    uv_poll_t listen_poll;
+    uv_poll_t poll;                 /* .data: this struct */
+    rgpu_daemon_t *daemon;
+} rgpu_daemon_listen_t;
+
+struct rgpu_daemon {
+    rgpu_server_t server;
+    rgpu_daemon_listen_t listen[RGPU_SERVER_MAX_LISTEN];
+    int nlisten;
     uv_signal_t sigint, sigterm;
     rgpu_metrics_server_t *metrics;
     rgpu_registrar_t *registrar;    /* --scheduler */
@@ -63,7 +73,7 @@ typedef struct {
     uv_timer_t accept_timer;        /* resumes accepting after a failed accept */
     rgpu_ratelimit_t full_warn, accept_warn;
     int stopping;
-} rgpu_daemon_t;
+};
 
 static const char *rgpu_daemon_getenv(const char *name)
 {
@@ -172,8 +182,8 @@ static void rgpu_daemon_on_accept_timer(uv_timer_t *timer)
 {
     rgpu_daemon_t *daemon = timer->data;
 
-    if (!daemon->stopping)
-        uv_poll_start(&daemon->listen_poll, UV_READABLE, rgpu_daemon_on_accept);
+    for (int i = 0; !daemon->stopping && i < daemon->nlisten; i++)
+        uv_poll_start(&daemon->listen[i].poll, UV_READABLE, rgpu_daemon_on_accept);
 }
 
 /* Accept failed with errnum: the connection that made the listener readable
@@ -184,12 +194,13 @@ static void rgpu_daemon_accept_pause(rgpu_daemon_t *daemon, rgpu_status_t st, in
     unsigned long suppressed;
 
     atomic_fetch_add(&rgpu_metrics.accept_errors_total, 1);
-    if (rgpu_ratelimit_pass(&daemon->accept_warn, uv_now(daemon->listen_poll.loop), &suppressed))
+    if (rgpu_ratelimit_pass(&daemon->accept_warn, uv_now(daemon->accept_timer.loop), &suppressed))
         rgpu_warn("server", "accept failed: %s; not accepting for %d ms (%lu more failures "
                   "since the last report)",
                   st == RGPU_ERR_IO ? strerror(errnum) : rgpu_status_str(st),
                   RGPU_SERVER_ACCEPT_PAUSE_MS, suppressed);
-    uv_poll_stop(&daemon->listen_poll);
+    for (int i = 0; i < daemon->nlisten; i++)
+        uv_poll_stop(&daemon->listen[i].poll);
     uv_timer_start(&daemon->accept_timer, rgpu_daemon_on_accept_timer,
                    RGPU_SERVER_ACCEPT_PAUSE_MS, 0);
 }
@@ -204,7 +215,7 @@ static void rgpu_daemon_refuse(rgpu_daemon_t *daemon, rgpu_link_t *link, long lo
 
     atomic_fetch_add(&rgpu_metrics.connections_refused_total, 1);
     snprintf(reason, sizeof(reason), "server full: %lld sessions", active);
-    if (rgpu_ratelimit_pass(&daemon->full_warn, uv_now(daemon->listen_poll.loop), &suppressed))
+    if (rgpu_ratelimit_pass(&daemon->full_warn, uv_now(daemon->accept_timer.loop), &suppressed))
         rgpu_warn("server", "%s (--max-sessions %d): refused %s and %lu more since the last "
                   "report", reason, daemon->server.config->max_sessions, link->peer, suppressed);
     error.status = RGPU_ERR_REFUSED;
@@ -215,7 +226,8 @@ static void rgpu_daemon_refuse(rgpu_daemon_t *daemon, rgpu_link_t *link, long lo
 
 static void rgpu_daemon_on_accept(uv_poll_t *poll, int status, int events)
 {
-    rgpu_daemon_t *daemon = poll->data;
+    rgpu_daemon_listen_t *l = poll->data;
+    rgpu_daemon_t *daemon = l->daemon;
 
     if (status < 0) {
         rgpu_warn("server", "listener poll failed: %s", uv_strerror(status));
@@ -229,7 +241,7 @@ static void rgpu_daemon_on_accept(uv_poll_t *poll, int status, int events)
         long long active;
 
         errno = 0;
-        st = daemon->listener->ops->accept(daemon->listener, &link);
+        st = l->listener->ops->accept(l->listener, &link);
         if (st == RGPU_ERR_TIMEOUT)
             break;
         if (st != RGPU_OK) {
@@ -249,11 +261,11 @@ static void rgpu_daemon_on_accept(uv_poll_t *poll, int status, int events)
 
 static void rgpu_daemon_listener_closed(uv_handle_t *handle)
 {
-    rgpu_daemon_t *daemon = handle->data;
+    rgpu_daemon_listen_t *l = handle->data;
 
     /* The fd may be closed only once libuv stopped watching it. */
-    daemon->listener->ops->listener_close(daemon->listener);
-    daemon->listener = NULL;
+    l->listener->ops->listener_close(l->listener);
+    l->listener = NULL;
 }
 
 static void rgpu_daemon_on_lease_timer(uv_timer_t *timer)
@@ -269,8 +281,10 @@ static void rgpu_daemon_stop(rgpu_daemon_t *daemon, const char *why)
         return;
     daemon->stopping = 1;
     rgpu_info("server", "%s: shutting down", why);
-    uv_poll_stop(&daemon->listen_poll);
-    uv_close((uv_handle_t *)&daemon->listen_poll, rgpu_daemon_listener_closed);
+    for (int i = 0; i < daemon->nlisten; i++) {
+        uv_poll_stop(&daemon->listen[i].poll);
+        uv_close((uv_handle_t *)&daemon->listen[i].poll, rgpu_daemon_listener_closed);
+    }
     uv_close((uv_handle_t *)&daemon->accept_timer, NULL);
     rgpu_metrics_server_stop(daemon->metrics);
     daemon->metrics = NULL;
@@ -295,9 +309,8 @@ int main(int argc, char **argv)
     uv_loop_t *loop;
     rgpu_status_t status;
     int left, exit_code = 1;
-    const rgpu_transport_ops_t *listen_ops;
-    const char *listen_bare;
-    char listen_why[256];
+    char addrs[RGPU_SERVER_MAX_LISTEN][256];
+    int naddrs;
 
     signal(SIGPIPE, SIG_IGN);
     switch (rgpu_server_config_load(&config, argc, argv, rgpu_daemon_getenv, stdout, stderr)) {
@@ -336,23 +349,35 @@ int main(int argc, char **argv)
     rgpu_info("server", "memory allocator: the C library's malloc (built without jemalloc)");
 #endif
 
-    status = rgpu_transport_for_address(config.listen, &listen_ops, &listen_bare, listen_why,
-                                        sizeof(listen_why));
-    if (status != RGPU_OK) {
-        rgpu_error("server", "cannot listen on %s: %s", config.listen, listen_why);
-        goto out_close_backend;
-    }
-    status = listen_ops->listen(listen_bare, &daemon.listener);
-    if (status != RGPU_OK) {
-        rgpu_error("server", "cannot listen on %s: %s", config.listen,
-                   status == RGPU_ERR_EXISTS ? "address already in use" : rgpu_status_str(status));
-        goto out_close_backend;
+    naddrs = rgpu_server_config_listen(&config, addrs, RGPU_SERVER_MAX_LISTEN);
+    for (daemon.nlisten = 0; daemon.nlisten < naddrs; daemon.nlisten++) {
+        const char *addr = addrs[daemon.nlisten], *bare;
+        const rgpu_transport_ops_t *ops;
+        char why[256];
+
+        status = rgpu_transport_for_address(addr, &ops, &bare, why, sizeof(why));
+        if (status != RGPU_OK) {
+            rgpu_error("server", "cannot listen on %s: %s", addr, why);
+            goto out_close_listeners;
+        }
+        status = ops->listen(bare, &daemon.listen[daemon.nlisten].listener);
+        if (status != RGPU_OK) {
+            rgpu_error("server", "cannot listen on %s: %s", addr,
+                       status == RGPU_ERR_EXISTS ? "address already in use"
+                                                 : rgpu_status_str(status));
+            goto out_close_listeners;
+        }
     }
 
     loop = uv_default_loop();
-    uv_poll_init(loop, &daemon.listen_poll, daemon.listener->ops->listener_fd(daemon.listener));
-    daemon.listen_poll.data = &daemon;
-    uv_poll_start(&daemon.listen_poll, UV_READABLE, rgpu_daemon_on_accept);
+    for (int i = 0; i < daemon.nlisten; i++) {
+        rgpu_daemon_listen_t *l = &daemon.listen[i];
+
+        l->daemon = &daemon;
+        uv_poll_init(loop, &l->poll, l->listener->ops->listener_fd(l->listener));
+        l->poll.data = l;
+        uv_poll_start(&l->poll, UV_READABLE, rgpu_daemon_on_accept);
+    }
     uv_timer_init(loop, &daemon.accept_timer);
     daemon.accept_timer.data = &daemon;
     uv_signal_init(loop, &daemon.sigint);
@@ -380,7 +405,7 @@ int main(int argc, char **argv)
     }
 
     snprintf(daemon.server.advertise, sizeof(daemon.server.advertise), "%s",
-             config.advertise[0] ? config.advertise : daemon.listener->local);
+             config.advertise[0] ? config.advertise : daemon.listen[0].listener->local);
     if (config.key[0])
         rgpu_info("server", "lease tokens required, naming %s", daemon.server.advertise);
     else
@@ -403,10 +428,13 @@ int main(int argc, char **argv)
         }
     }
 
-    /* Test scripts parse this exact line to learn the port. */
-    printf("rgpu-server listening on %s\n", daemon.listener->local);
+    /* Test scripts parse this exact line to learn the port (the first
+     * line: the first --listen address). */
+    for (int i = 0; i < daemon.nlisten; i++) {
+        printf("rgpu-server listening on %s\n", daemon.listen[i].listener->local);
+        rgpu_info("server", "listening on %s", daemon.listen[i].listener->local);
+    }
     fflush(stdout);
-    rgpu_info("server", "listening on %s", daemon.listener->local);
     /* Type=notify units start what depends on the server only now, when
      * clients can connect. */
     rgpu_notify_ready();
@@ -425,6 +453,11 @@ int main(int argc, char **argv)
 
 out_close_loop:
     uv_loop_close(loop);
+    goto out_close_backend;
+out_close_listeners:
+    /* Not yet watched by libuv: closed directly. */
+    for (int i = 0; i < daemon.nlisten; i++)
+        daemon.listen[i].listener->ops->listener_close(daemon.listen[i].listener);
 out_close_backend:
     rgpu_daemon_close_backends(&daemon.server);
 out_cleanup_server:

@@ -242,7 +242,7 @@ static int rgpu_opt_parse(const rgpu_opt_t *opt, void *field, const char *value,
 
         for (int k = 0; opt->choices[k]; k++) {
             if (strcmp(value, opt->choices[k]) == 0) {
-                *(int *)field = k;
+                *(int *)field = opt->values ? opt->values[k] : k;
                 return 0;
             }
         }
@@ -284,8 +284,13 @@ void rgpu_opt_format(const rgpu_opt_t *opt, const void *cfg, char *out, size_t c
         snprintf(out, cap, "%s", *(const int *)field ? "yes" : "no");
         return;
     case RGPU_OPT_CHOICE:
-        snprintf(out, cap, "%s", opt->choices[*(const int *)field]);
-        return;
+        for (int k = 0; opt->choices[k]; k++) {
+            if ((opt->values ? opt->values[k] : k) == *(const int *)field) {
+                snprintf(out, cap, "%s", opt->choices[k]);
+                return;
+            }
+        }
+        break;
     }
     snprintf(out, cap, "?");
 }

@@ -46,7 +46,7 @@ typedef enum {
     RGPU_OPT_SECONDS_MS,/* int: seconds with up to three decimals ("10", "0.5"), stored as
                          * milliseconds within [min, max] milliseconds */
     RGPU_OPT_FLAG,      /* int 0/1: yes/no/true/false/on/off/1/0; "--name" alone is yes */
-    RGPU_OPT_CHOICE,    /* int: index of the value in choices[] */
+    RGPU_OPT_CHOICE,    /* int: index of the value in choices[] (or values[index]) */
 } rgpu_opt_type_t;
 
 /* Row flags. */
@@ -68,6 +68,7 @@ typedef struct {
     uint64_t min, max;      /* SIZE, UINT, SECONDS_MS bounds (inclusive) */
     const char *const *choices; /* CHOICE: NULL-terminated */
     unsigned flags;         /* RGPU_OPT_NO_* */
+    const int *values;      /* CHOICE: the int stored for each choice; NULL: its index */
 } rgpu_opt_t;
 
 typedef struct {
