@@ -89,8 +89,8 @@ else
 fi
 echo "build-packages: built in $(( $(date +%s) - start )) s:"
 changes=$(ls "$work"/*.changes)
-cp "$work"/*.deb "$work"/*.ddeb "$changes" "$work"/*.buildinfo "$out"/ 2>/dev/null || true
-(cd "$out" && ls -1 ./*.deb ./*.ddeb 2>/dev/null | sed 's/^/  /')
+cp "$work"/*.deb "$changes" "$work"/*.buildinfo "$out"/ 2>/dev/null || true
+(cd "$out" && ls -1 ./*.deb | sed 's/^/  /')
 
 if [ "$run_lintian" = 1 ]; then
     # --fail-on warning: an unexplained warning or error fails the build.
