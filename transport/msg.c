@@ -498,6 +498,8 @@ rgpu_status_t rgpu_link_msg_send(rgpu_link_t *link, const struct iovec *iov, int
     uint64_t total = 0;
     rgpu_status_t status;
 
+    if (link->ops->msg_send)
+        return link->ops->msg_send(link, iov, iovcnt, c);
     if (iovcnt < 1 || iovcnt > 16 || iov[0].iov_len < RGPU_FRAME_HEADER_SIZE)
         return RGPU_ERR_INVALID_ARG;
     for (int i = 0; i < iovcnt; i++)
@@ -524,8 +526,11 @@ rgpu_status_t rgpu_link_msg_send(rgpu_link_t *link, const struct iovec *iov, int
 rgpu_status_t rgpu_link_msg_recv(rgpu_link_t *link, rgpu_msg_t **msg_p, int timeout_ms)
 {
     rgpu__link_state_t *s = link->state;
-    rgpu_status_t status = rgpu_link_run(link, rgpu_ready_msg, NULL, timeout_ms);
+    rgpu_status_t status;
 
+    if (link->ops->msg_recv)
+        return link->ops->msg_recv(link, msg_p, timeout_ms);
+    status = rgpu_link_run(link, rgpu_ready_msg, NULL, timeout_ms);
     if (status == RGPU_OK) {
         rgpu_msg_t *msg = s->q_head;
         s->q_head = msg->next;
@@ -540,13 +545,20 @@ rgpu_status_t rgpu_link_msg_recv(rgpu_link_t *link, rgpu_msg_t **msg_p, int time
 
 void rgpu_msg_release(rgpu_msg_t *msg)
 {
+    if (msg && msg->link && msg->link->ops->msg_release) {
+        msg->link->ops->msg_release(msg);
+        return;
+    }
     free(msg);
 }
 
 rgpu_status_t rgpu_link_wait(rgpu_link_t *link, rgpu_completion_t *c, int timeout_ms)
 {
-    rgpu_status_t status = rgpu_link_run(link, rgpu_ready_completion, c, timeout_ms);
+    rgpu_status_t status;
 
+    if (link->ops->wait)
+        return link->ops->wait(link, c, timeout_ms);
+    status = rgpu_link_run(link, rgpu_ready_completion, c, timeout_ms);
     pthread_mutex_unlock(&link->state->lock);
     if (__atomic_load_n(&c->done, __ATOMIC_ACQUIRE))
         return c->status;
@@ -566,6 +578,8 @@ static rgpu_status_t rgpu_link_rma(rgpu_link_t *link, int is_get, rgpu_mem_t *lo
     rgpu_op_t *op;
     rgpu_status_t status;
 
+    if (link->ops->rma)
+        return link->ops->rma(link, is_get, local, local_off, remote, remote_off, len, c);
     if (!local || !remote || local_off > local->len || len > local->len - local_off ||
         remote_off > remote->len || len > remote->len - remote_off || len > caps->max_rma ||
         (local->access & (is_get ? RGPU_MEM_REMOTE_WRITE : RGPU_MEM_REMOTE_READ)) == 0 ||
@@ -630,6 +644,8 @@ int rgpu_link_progress(rgpu_link_t *link)
     int n = 0;
     rgpu_status_t status;
 
+    if (link->ops->progress)
+        return link->ops->progress(link);
     pthread_mutex_lock(&s->lock);
     status = s->failed;
     if (status != RGPU_OK || s->rx_busy) {
@@ -649,6 +665,8 @@ int rgpu_link_progress(rgpu_link_t *link)
 
 int rgpu_link_event_fd(rgpu_link_t *link)
 {
+    if (link->ops->event_fd)
+        return link->ops->event_fd(link);
     return link->state->event_fd;
 }
 
@@ -657,6 +675,8 @@ const char *rgpu_link_reason(rgpu_link_t *link)
     rgpu__link_state_t *s = link->state;
     int failed;
 
+    if (link->ops->reason)
+        return link->ops->reason(link);
     /* Written once, with failed, and never again. */
     pthread_mutex_lock(&s->lock);
     failed = s->failed != RGPU_OK;

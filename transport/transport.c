@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rgpu/verbs.h"
 #include "transport_int.h"
 
 /* Every transport this build knows, by name. A transport that is not built
@@ -25,8 +26,12 @@ static const struct {
     const char *missing;
 } rgpu_transports[] = {
     {"tcp", &rgpu_tcp_ops, NULL},
-    {"verbs", NULL, "the verbs (RDMA) transport is not part of rgpu yet: use tcp://host:port "
-                    "or a bare host:port"},
+#ifdef RGPU_HAVE_VERBS
+    {"verbs", &rgpu_verbs_ops, NULL},
+#else
+    {"verbs", NULL, "this rgpu was built without the verbs (RDMA) transport (rdma-core was not "
+                    "found): use tcp://host:port or a bare host:port"},
+#endif
 };
 
 #define RGPU_NTRANSPORTS (sizeof(rgpu_transports) / sizeof(rgpu_transports[0]))
@@ -75,6 +80,91 @@ rgpu_status_t rgpu_transport_for_address(const char *addr, const rgpu_transport_
     }
     *ops_p = rgpu_transports[i].ops;
     *bare_p = bare;
+    return RGPU_OK;
+}
+
+rgpu_status_t rgpu_transport_usable(const char *name, char *reason, size_t reason_cap)
+{
+    const char *bare;
+    int i = name ? rgpu_transport_find(name, &bare) : -1;
+
+    if (i < 0) {
+        if (reason)
+            snprintf(reason, reason_cap, "unknown transport \"%s\" (expected tcp or verbs)",
+                     name ? name : "(null)");
+        return RGPU_ERR_ADDRESS;
+    }
+    if (!rgpu_transports[i].ops) {
+        if (reason)
+            snprintf(reason, reason_cap, "%s", rgpu_transports[i].missing);
+        return RGPU_ERR_UNSUPPORTED;
+    }
+#ifdef RGPU_HAVE_VERBS
+    if (rgpu_transports[i].ops == &rgpu_verbs_ops)
+        return rgpu_verbs_probe(reason, reason_cap);
+#endif
+    if (reason && reason_cap)
+        reason[0] = '\0';
+    return RGPU_OK;
+}
+
+/* The transport an address names, by its table entry's name. */
+static const char *rgpu_address_transport(const char *addr)
+{
+    int i = strstr(addr, "://") ? rgpu_transport_find(addr, NULL) : 0;
+    return i < 0 ? NULL : rgpu_transports[i].name;
+}
+
+static int rgpu_fallback_said;
+
+rgpu_status_t rgpu_transport_choose(const char *const *addrs, size_t n, size_t *index_p,
+                                    char *reason, size_t reason_cap)
+{
+    const char *want = getenv("RGPU_TRANSPORT");
+    char why[256] = "";
+    size_t tcp = n, verbs = n;
+
+    if (!want || !*want)
+        want = "auto";
+    if (strcmp(want, "auto") != 0 && strcmp(want, "tcp") != 0 && strcmp(want, "verbs") != 0) {
+        if (reason)
+            snprintf(reason, reason_cap, "RGPU_TRANSPORT=%s: expected auto, verbs or tcp", want);
+        return RGPU_ERR_INVALID_ARG;
+    }
+    for (size_t i = 0; addrs && i < n; i++) {
+        const char *t = addrs[i] ? rgpu_address_transport(addrs[i]) : NULL;
+        if (t && strcmp(t, "tcp") == 0 && tcp == n)
+            tcp = i;
+        else if (t && strcmp(t, "verbs") == 0 && verbs == n)
+            verbs = i;
+    }
+    if (strcmp(want, "tcp") != 0 && verbs < n) {
+        if (rgpu_transport_usable("verbs", why, sizeof(why)) == RGPU_OK) {
+            *index_p = verbs;
+            return RGPU_OK;
+        }
+        if (strcmp(want, "verbs") == 0) {
+            if (reason)
+                snprintf(reason, reason_cap, "RGPU_TRANSPORT=verbs, but %s", why);
+            return RGPU_ERR_UNSUPPORTED;
+        }
+    } else if (strcmp(want, "verbs") == 0) {
+        if (reason)
+            snprintf(reason, reason_cap, "RGPU_TRANSPORT=verbs, but the server offers no "
+                     "verbs:// address");
+        return RGPU_ERR_UNSUPPORTED;
+    }
+    if (tcp == n) {
+        if (reason)
+            snprintf(reason, reason_cap, "%s%sthe server offers no TCP address",
+                     why[0] ? why : "", why[0] ? ", and " : "");
+        return RGPU_ERR_UNSUPPORTED;
+    }
+    /* auto falling back from an offered verbs address: the user expected
+     * InfiniBand speed, so say once why it is TCP. */
+    if (why[0] && !__atomic_exchange_n(&rgpu_fallback_said, 1, __ATOMIC_ACQ_REL))
+        fprintf(stderr, "rgpu: using TCP instead of verbs: %s\n", why);
+    *index_p = tcp;
     return RGPU_OK;
 }
 
@@ -227,10 +317,15 @@ rgpu_status_t rgpu_mem_register_access(rgpu_transport_t *tp, void *addr, size_t 
     if (tp->ops->mem_register && (status = tp->ops->mem_register(tp, mem)) != RGPU_OK)
         goto out_free;
     pthread_mutex_lock(&tp->lock);
-    do
-        mem->key = rgpu_mix64(++tp->key_seq ^ tp->key_secret);
-    while (mem->key == 0 || rgpu_htable_find(&tp->regs, mem->key));
-    status = rgpu_htable_insert(&tp->regs, mem->key, mem);
+    /* A transport whose hardware checks keys (verbs: the rkey) sets its
+     * own; it is unique while registered. */
+    if (mem->key == 0) {
+        do
+            mem->key = rgpu_mix64(++tp->key_seq ^ tp->key_secret);
+        while (mem->key == 0 || rgpu_htable_find(&tp->regs, mem->key));
+    }
+    status = rgpu_htable_find(&tp->regs, mem->key) ? RGPU_ERR_EXISTS
+                                                    : rgpu_htable_insert(&tp->regs, mem->key, mem);
     pthread_mutex_unlock(&tp->lock);
     if (status != RGPU_OK)
         goto out_deregister;

@@ -141,15 +141,25 @@ Test(tcp_only, addresses_choose_their_transport, .timeout = CONF_TIMEOUT)
     cr_expect_eq(ops, &rgpu_tcp_ops, "a bare host:port is tcp");
     cr_expect_str_eq(bare, "[::1]:7");
     ops = NULL;
+#ifdef RGPU_HAVE_VERBS
+    /* Built with rdma-core: verbs:// is the verbs transport (test_verbs_absent.c). */
+    cr_expect_eq(rgpu_transport_for_address("verbs://h:1", &ops, &bare, reason, sizeof(reason)),
+                 RGPU_OK);
+    cr_expect_eq(ops, &rgpu_verbs_ops);
+    ops = NULL;
+#else
     cr_expect_eq(rgpu_transport_for_address("verbs://h:1", &ops, &bare, reason, sizeof(reason)),
                  RGPU_ERR_UNSUPPORTED);
     cr_expect_null(ops);
     cr_expect(contains_ci(reason, "verbs"), "reason \"%s\" does not name verbs", reason);
+#endif
     cr_expect_eq(rgpu_transport_for_address("udp://h:1", &ops, &bare, reason, sizeof(reason)),
                  RGPU_ERR_ADDRESS);
     cr_expect(strstr(reason, "udp://h:1") != NULL, "reason \"%s\"", reason);
     cr_expect_null(ops);
+#ifndef RGPU_HAVE_VERBS
     cr_expect_eq(rgpu_transport_open("verbs", &tp), RGPU_ERR_UNSUPPORTED);
+#endif
     cr_expect_eq(rgpu_transport_open("nope", &tp), RGPU_ERR_ADDRESS);
     cr_expect_null(tp);
     cr_assert_eq(rgpu_transport_open("tcp://", &tp), RGPU_OK);

@@ -155,8 +155,8 @@ struct rgpu_transport_ops {
     void (*close)(rgpu_link_t *link);
 
     /* --- Instances and memory. Messages and get/put go through the
-     * stream emulation in transport/msg.c for every transport built so
-     * far (tcp); verbs will add its own entries here. --- */
+     * stream emulation in transport/msg.c unless the transport has its own
+     * (the entries after these). --- */
     /* Fills tp->caps and any private state; undone by tp_close. */
     rgpu_status_t (*tp_open)(rgpu_transport_t *tp);
     void (*tp_close)(rgpu_transport_t *tp);
@@ -169,34 +169,57 @@ struct rgpu_transport_ops {
      * NULL: nothing to do (tcp serves from the registration table). */
     rgpu_status_t (*mem_register)(rgpu_transport_t *tp, rgpu_mem_t *mem);
     void (*mem_deregister)(rgpu_transport_t *tp, rgpu_mem_t *mem);
+
+    /* --- A transport with its own messages, get/put and progress (verbs)
+     * sets all of these, and the public calls below go straight to them;
+     * NULL: msg.c emulates them over the stream entries above. Such a
+     * transport may leave the stream entries (sendv, recv, buffered,
+     * wait_readable, shutdown_recv) NULL: its links carry messages only.
+     * Each has the contract of the public call of the same name. --- */
+    rgpu_status_t (*msg_send)(rgpu_link_t *link, const struct iovec *iov, int iovcnt,
+                              rgpu_completion_t *c);
+    rgpu_status_t (*msg_recv)(rgpu_link_t *link, rgpu_msg_t **msg_p, int timeout_ms);
+    void (*msg_release)(rgpu_msg_t *msg);
+    rgpu_status_t (*rma)(rgpu_link_t *link, int is_get, rgpu_mem_t *local, uint64_t local_off,
+                         const rgpu_mem_desc_t *remote, uint64_t remote_off, uint64_t len,
+                         rgpu_completion_t *c);
+    rgpu_status_t (*wait)(rgpu_link_t *link, rgpu_completion_t *c, int timeout_ms);
+    int (*progress)(rgpu_link_t *link);
+    int (*event_fd)(rgpu_link_t *link);
+    const char *(*reason)(rgpu_link_t *link);
 };
 
 extern const rgpu_transport_ops_t rgpu_tcp_ops;
+#ifdef RGPU_HAVE_VERBS
+extern const rgpu_transport_ops_t rgpu_verbs_ops;
+#endif
 
+/* The stream calls answer RGPU_ERR_UNSUPPORTED on a message-only link
+ * (verbs) instead of crashing. */
 static inline rgpu_status_t rgpu_link_sendv(rgpu_link_t *link, const struct iovec *iov, int iovcnt)
 {
-    return link->ops->sendv(link, iov, iovcnt);
+    return link->ops->sendv ? link->ops->sendv(link, iov, iovcnt) : RGPU_ERR_UNSUPPORTED;
 }
 
 static inline rgpu_status_t rgpu_link_send(rgpu_link_t *link, const void *buf, size_t len)
 {
     struct iovec iov = {(void *)buf, len};
-    return link->ops->sendv(link, &iov, 1);
+    return rgpu_link_sendv(link, &iov, 1);
 }
 
 static inline rgpu_status_t rgpu_link_recv(rgpu_link_t *link, void *buf, size_t len)
 {
-    return link->ops->recv(link, buf, len);
+    return link->ops->recv ? link->ops->recv(link, buf, len) : RGPU_ERR_UNSUPPORTED;
 }
 
 static inline size_t rgpu_link_buffered(rgpu_link_t *link)
 {
-    return link->ops->buffered(link);
+    return link->ops->buffered ? link->ops->buffered(link) : 0;
 }
 
 static inline int rgpu_link_wait_readable(rgpu_link_t *link, int timeout_ms)
 {
-    return link->ops->wait_readable(link, timeout_ms);
+    return link->ops->wait_readable ? link->ops->wait_readable(link, timeout_ms) : 1;
 }
 
 static inline void rgpu_link_shutdown(rgpu_link_t *link)
@@ -206,7 +229,8 @@ static inline void rgpu_link_shutdown(rgpu_link_t *link)
 
 static inline void rgpu_link_shutdown_recv(rgpu_link_t *link)
 {
-    link->ops->shutdown_recv(link);
+    if (link->ops->shutdown_recv)
+        link->ops->shutdown_recv(link);
 }
 
 static inline void rgpu_link_close(rgpu_link_t *link)
@@ -235,11 +259,31 @@ rgpu_status_t rgpu_link_send_msg(rgpu_link_t *link, uint16_t type, uint64_t seq,
  * transport's ops table (its connect and listen take *bare_p; links they make
  * belong to the transport's process-wide default instance) and *bare_p to
  * the address past the scheme (a pointer into addr). Returns RGPU_OK,
- * RGPU_ERR_UNSUPPORTED for a transport this build lacks (verbs, for now) or
+ * RGPU_ERR_UNSUPPORTED for a transport this build lacks (verbs without
+ * rdma-core) or
  * RGPU_ERR_ADDRESS for an unknown scheme; then reason (if not NULL) gets a
  * sentence for the user. Thread-safe, allocates nothing. */
 rgpu_status_t rgpu_transport_for_address(const char *addr, const rgpu_transport_ops_t **ops_p,
                                          const char **bare_p, char *reason, size_t reason_cap);
+
+/* Whether this build and node can use the transport named "tcp" / "verbs"
+ * (or by a scheme or address): RGPU_OK; RGPU_ERR_UNSUPPORTED (not built,
+ * or verbs without a usable RDMA device: reason starts "no RDMA device: ");
+ * RGPU_ERR_ADDRESS (an unknown name). */
+rgpu_status_t rgpu_transport_usable(const char *name, char *reason, size_t reason_cap);
+
+/* The client's choice among the addresses a server is reachable at (a
+ * lease or --server may carry one per transport: "verbs://h:p",
+ * "tcp://h:p", a bare "h:p" is tcp), by the environment variable
+ * RGPU_TRANSPORT: "verbs" (a verbs address, and a usable RDMA device, or
+ * an error), "tcp" (a tcp address), "auto" or unset (verbs where offered
+ * and usable, else tcp). Sets *index_p to the address to connect to.
+ * Returns RGPU_OK; RGPU_ERR_INVALID_ARG (another RGPU_TRANSPORT value);
+ * RGPU_ERR_UNSUPPORTED (nothing usable), with reason. When auto falls
+ * back from an offered verbs address it says why on stderr, once per
+ * process: the one message the transport library writes itself. */
+rgpu_status_t rgpu_transport_choose(const char *const *addrs, size_t n, size_t *index_p,
+                                    char *reason, size_t reason_cap);
 
 /* Opens an instance of a transport named "tcp" / "verbs" or by a scheme or
  * address as above ("tcp://..."). Each open is a separate instance with its
