@@ -32,6 +32,7 @@
 #include "rgpu/log.h"
 #include "rgpu/metrics_http.h"
 #include "rgpu/munge.h"
+#include "rgpu/options.h"
 #include "rgpu/systemd.h"
 #include "rgpu/util.h"
 #include "sched_core.h"
@@ -43,6 +44,10 @@ void rgpu_slurm_reclaim_cleanup(void);                 /* slurm_jobs.c */
 
 /* ---- configuration: one table ---- */
 
+#ifndef RGPU_SYSCONFDIR
+#define RGPU_SYSCONFDIR "/etc/rgpu"
+#endif
+
 typedef struct {
     char listen[256];
     char db[512];
@@ -53,234 +58,144 @@ typedef struct {
     uint64_t default_shared_mem;    /* bytes */
     uint64_t max_connections;
     uint64_t idle_timeout;          /* seconds */
-    char log_level[16];
+    int log_level;                  /* rgpu_log_level_t */
     char slurm_reclaim[16];         /* seconds, "" off (slurm_jobs.c) */
-    char auth[16];                  /* none, key, munge: what every request must carry */
+    int auth;                       /* RGPU_SCFG_AUTH_*: what every request must carry */
     char munge_socket[512];         /* "" libmunge's default */
     char operators[1024];           /* uids or user names, comma-separated */
     char operator_group[64];
     char metrics[256];              /* "" off; else HOST:PORT of the Prometheus endpoint */
     int require_signed;             /* --require-signed: --auth key */
-    const char *source[16];            /* where each row of rgpu_sched_cfg_table came from */
+    rgpu_opt_state_t opt;           /* where each value came from */
 } rgpu_sched_config_t;
 
-typedef enum {
-    RGPU_SCFG_STR,
-    RGPU_SCFG_ADDR,
-    RGPU_SCFG_SECONDS,      /* 1 to 31536000 */
-    RGPU_SCFG_SIZE,         /* 512M, 4G: 1 byte to 2^50 */
-    RGPU_SCFG_COUNT,        /* 1 to 1000000 */
-} rgpu_sched_cfg_kind_t;
-
-typedef struct {
-    const char *name, *env, *metavar, *def, *help;
-    size_t offset, cap;
-    rgpu_sched_cfg_kind_t kind;
-} rgpu_sched_cfg_row_t;
+static const char *const rgpu_sched_log_levels[] = {"error", "warn", "info", "debug", "trace",
+                                                    NULL};
+/* --auth, by index: main() maps them onto rgpu_sched_auth_t. */
+enum { RGPU_SCFG_AUTH_NONE, RGPU_SCFG_AUTH_KEY, RGPU_SCFG_AUTH_MUNGE };
+static const char *const rgpu_sched_auth_names[] = {"none", "key", "munge", NULL};
 
 #define RGPU_SCFG_S(f) offsetof(rgpu_sched_config_t, f), sizeof(((rgpu_sched_config_t *)0)->f)
-static const rgpu_sched_cfg_row_t rgpu_sched_cfg_table[] = {
-    {"listen", "RGPU_SCHED_LISTEN", "ADDR:PORT", "127.0.0.1:7080",
-     "address to accept servers and clients on; port 0 picks a free port", RGPU_SCFG_S(listen),
-     RGPU_SCFG_ADDR},
-    {"db", "RGPU_SCHED_DB", "PATH", "rgpu-scheduler.db",
-     "SQLite database (WAL) holding servers and leases across restarts", RGPU_SCFG_S(db),
-     RGPU_SCFG_STR},
-    {"key", "RGPU_KEY", "FILE", "",
+#define RGPU_SCFG_U64(f) offsetof(rgpu_sched_config_t, f), sizeof(uint64_t)
+#define RGPU_SCFG_INT(f) offsetof(rgpu_sched_config_t, f), 0
+/* Seconds: 1 s to a year; counts: 1 to a million; sizes: 1 byte to 1P. */
+#define RGPU_SCFG_SECONDS 1, 31536000
+#define RGPU_SCFG_COUNT 1, 1000000
+#define RGPU_SCFG_SIZE 1, 1ull << 50
+
+static const rgpu_opt_t rgpu_sched_cfg_rows[] = {
+    {"listen", RGPU_OPT_ADDR, "127.0.0.1:7080", "ADDR:PORT",
+     "address to accept servers and clients on; port 0 picks a free port", "RGPU_SCHED_LISTEN",
+     NULL, RGPU_SCFG_S(listen), 0, 0, NULL, 0, NULL},
+    {"db", RGPU_OPT_STRING, "rgpu-scheduler.db", "PATH",
+     "SQLite database (WAL) holding servers and leases across restarts (under systemd: "
+     "/var/lib/rgpu-scheduler/rgpu-scheduler.db)", "RGPU_SCHED_DB", NULL, RGPU_SCFG_S(db), 0, 0,
+     NULL, 0, NULL},
+    {"key", RGPU_OPT_STRING, "", "FILE",
      "cluster key file that signs lease tokens (32+ random bytes, mode 600; "
      "default: tokens are empty, for servers run without --key)",
-     RGPU_SCFG_S(key), RGPU_SCFG_STR},
-    {"heartbeat-timeout", "RGPU_SCHED_HEARTBEAT_TIMEOUT", "SECONDS", "15",
+     "RGPU_KEY", NULL, RGPU_SCFG_S(key), 0, 0, NULL, 0, NULL},
+    {"heartbeat-timeout", RGPU_OPT_UINT, "15", "SECONDS",
      "a server silent this long is marked down with its GPUs",
-     offsetof(rgpu_sched_config_t, heartbeat_timeout), 0, RGPU_SCFG_SECONDS},
-    {"lease-ttl", "RGPU_SCHED_LEASE_TTL", "SECONDS", "86400",
+     "RGPU_SCHED_HEARTBEAT_TIMEOUT", NULL, RGPU_SCFG_U64(heartbeat_timeout), RGPU_SCFG_SECONDS,
+     NULL, 0, NULL},
+    {"lease-ttl", RGPU_OPT_UINT, "86400", "SECONDS",
      "lifetime of a lease that is not renewed (requests may ask for less or more)",
-     offsetof(rgpu_sched_config_t, lease_ttl), 0, RGPU_SCFG_SECONDS},
-    {"max-lease-ttl", "RGPU_SCHED_MAX_LEASE_TTL", "SECONDS", "604800",
+     "RGPU_SCHED_LEASE_TTL", NULL, RGPU_SCFG_U64(lease_ttl), RGPU_SCFG_SECONDS, NULL, 0, NULL},
+    {"max-lease-ttl", RGPU_OPT_UINT, "604800", "SECONDS",
      "the longest ttl an allocation or renewal may ask for (at least --lease-ttl); "
      "longer ones are refused",
-     offsetof(rgpu_sched_config_t, max_lease_ttl), 0, RGPU_SCFG_SECONDS},
-    {"default-shared-mem", "RGPU_SCHED_DEFAULT_SHARED_MEM", "SIZE", "1G",
+     "RGPU_SCHED_MAX_LEASE_TTL", NULL, RGPU_SCFG_U64(max_lease_ttl), RGPU_SCFG_SECONDS, NULL, 0,
+     NULL},
+    {"default-shared-mem", RGPU_OPT_SIZE, "1G", "SIZE",
      "memory a shared allocation without a size reserves on each GPU (capped at the GPU's "
      "memory); it is the lease's quota",
-     offsetof(rgpu_sched_config_t, default_shared_mem), 0, RGPU_SCFG_SIZE},
-    {"max-connections", "RGPU_SCHED_MAX_CONNECTIONS", "N", "1024",
+     "RGPU_SCHED_DEFAULT_SHARED_MEM", NULL, RGPU_SCFG_U64(default_shared_mem), RGPU_SCFG_SIZE,
+     NULL, 0, NULL},
+    {"max-connections", RGPU_OPT_UINT, "1024", "N",
      "connections served at once; more are accepted and closed at once",
-     offsetof(rgpu_sched_config_t, max_connections), 0, RGPU_SCFG_COUNT},
-    {"idle-timeout", "RGPU_SCHED_IDLE_TIMEOUT", "SECONDS", "30",
+     "RGPU_SCHED_MAX_CONNECTIONS", NULL, RGPU_SCFG_U64(max_connections), RGPU_SCFG_COUNT, NULL,
+     0, NULL},
+    {"idle-timeout", RGPU_OPT_UINT, "30", "SECONDS",
      "a connection that completes no request for this long is closed",
-     offsetof(rgpu_sched_config_t, idle_timeout), 0, RGPU_SCFG_SECONDS},
-    {"log-level", "RGPU_LOG", "LEVEL", "info", "error, warn, info, debug or trace",
-     RGPU_SCFG_S(log_level), RGPU_SCFG_STR},
-    {"slurm-reclaim", "RGPU_SCHED_SLURM_RECLAIM", "SECONDS", "",
+     "RGPU_SCHED_IDLE_TIMEOUT", NULL, RGPU_SCFG_U64(idle_timeout), RGPU_SCFG_SECONDS, NULL, 0,
+     NULL},
+    {"log-level", RGPU_OPT_CHOICE, "info", "LEVEL", "error, warn, info, debug or trace",
+     "RGPU_LOG", NULL, RGPU_SCFG_INT(log_level), 0, 0, rgpu_sched_log_levels, 0, NULL},
+    {"slurm-reclaim", RGPU_OPT_STRING, "", "SECONDS",
      "every SECONDS, release leases of Slurm jobs that squeue no longer lists (default: off)",
-     RGPU_SCFG_S(slurm_reclaim), RGPU_SCFG_STR},
-    {"auth", "RGPU_SCHED_AUTH", "none|key|munge", "none",
+     "RGPU_SCHED_SLURM_RECLAIM", NULL, RGPU_SCFG_S(slurm_reclaim), 0, 0, NULL, 0, NULL},
+    {"auth", RGPU_OPT_CHOICE, "none", "none|key|munge",
      "what every request must carry: none (only servers, drains and job ids need the key), "
      "key (the cluster key's signature; as --require-signed), munge (a MUNGE credential of "
      "its user, or the key's signature; needs --key)",
-     RGPU_SCFG_S(auth), RGPU_SCFG_STR},
-    {"munge-socket", "RGPU_MUNGE_SOCKET", "PATH", "",
+     "RGPU_SCHED_AUTH", NULL, RGPU_SCFG_INT(auth), 0, 0, rgpu_sched_auth_names, 0, NULL},
+    {"require-signed", RGPU_OPT_FLAG, "no", NULL,
+     "refuse every request not signed with the cluster key (--auth key; needs --key)",
+     NULL, NULL, RGPU_SCFG_INT(require_signed), 0, 0, NULL, 0, NULL},
+    {"munge-socket", RGPU_OPT_STRING, "", "PATH",
      "munged's socket that decodes credentials (default: libmunge's, "
      "/run/munge/munge.socket.2)",
-     RGPU_SCFG_S(munge_socket), RGPU_SCFG_STR},
-    {"operators", "RGPU_SCHED_OPERATORS", "UID,...", "",
+     "RGPU_MUNGE_SOCKET", NULL, RGPU_SCFG_S(munge_socket), 0, 0, NULL, 0, NULL},
+    {"operators", RGPU_OPT_STRING, "", "UID,...",
      "with --auth munge, users (uids or names) who see every lease, release or renew any "
      "and drain/resume servers, as root does",
-     RGPU_SCFG_S(operators), RGPU_SCFG_STR},
-    {"operator-group", "RGPU_SCHED_OPERATOR_GROUP", "GROUP", "",
+     "RGPU_SCHED_OPERATORS", NULL, RGPU_SCFG_S(operators), 0, 0, NULL, 0, NULL},
+    {"operator-group", RGPU_OPT_STRING, "", "GROUP",
      "with --auth munge, members of GROUP (name or gid) are operators too",
-     RGPU_SCFG_S(operator_group), RGPU_SCFG_STR},
-    {"metrics", "RGPU_SCHED_METRICS", "ADDR:PORT", "",
+     "RGPU_SCHED_OPERATOR_GROUP", NULL, RGPU_SCFG_S(operator_group), 0, 0, NULL, 0, NULL},
+    {"metrics", RGPU_OPT_ADDR, "", "ADDR:PORT",
      "serve Prometheus metrics over HTTP on ADDR:PORT (docs/observability.md; default: off)",
-     RGPU_SCFG_S(metrics), RGPU_SCFG_STR},
+     "RGPU_SCHED_METRICS", NULL, RGPU_SCFG_S(metrics), 0, 0, NULL, 0, NULL},
 };
-#define RGPU_SCFG_N (sizeof(rgpu_sched_cfg_table) / sizeof(rgpu_sched_cfg_table[0]))
-_Static_assert(RGPU_SCFG_N <= 16, "rgpu_sched_cfg_t.source has a slot per option row");
 
-static int rgpu_sched_cfg_apply(rgpu_sched_config_t *cfg, size_t i, const char *value,
-                                const char *source)
+static const rgpu_opt_table_t rgpu_sched_options = {
+    .program = "rgpu-scheduler",
+    .man_section = 8,
+    .summary = "hand out leases on a cluster's remote GPUs",
+    .synopsis = "[OPTION]...\n       rgpu-scheduler --bench [SERVERS GPUS_PER_SERVER OPERATIONS [DB]]",
+    .description =
+        "rgpu-scheduler keeps the cluster's rgpu-servers and their GPUs (servers register and "
+        "send heartbeats) and hands GPUs out as leases: the GPUs, an expiry and a token signed "
+        "with the cluster key, which the servers check on their own. Its state lives in SQLite "
+        "(WAL): a scheduler killed at any moment restarts with every lease and server it had. "
+        "Expired leases, and those of Slurm jobs that are gone (--slurm-reclaim), are "
+        "reclaimed.\n\n"
+        "Once listening, it prints \"rgpu-scheduler listening on HOST:PORT\" on stdout (and "
+        "tells systemd it is ready). SIGINT or SIGTERM close everything and exit 0.",
+    .section = "scheduler",
+    .config_file = RGPU_SYSCONFDIR "/scheduler.conf",
+    .config_env = "RGPU_SCHEDULER_CONFIG",
+    .conf_title = "rgpu-scheduler.conf",
+    .opts = rgpu_sched_cfg_rows,
+    .nopts = sizeof(rgpu_sched_cfg_rows) / sizeof(rgpu_sched_cfg_rows[0]),
+    .extra_help = "  --bench                    measure allocations and releases per second, "
+                  "then exit\n",
+    .man_extra =
+        ".SH EXIT STATUS\n0 after SIGINT or SIGTERM (or \\-\\-help and friends); 1 when it "
+        "cannot start (an unreadable key or database, an address in use); 2 for a bad option, "
+        "variable or configuration file.\n"
+        ".SH EXAMPLES\n.nf\nrgpu\\-scheduler \\-\\-key /etc/rgpu/cluster.key \\-\\-listen "
+        "0.0.0.0:7080 \\-\\-db /var/lib/rgpu\\-scheduler/rgpu\\-scheduler.db \\e\n"
+        "    \\-\\-auth munge \\-\\-slurm\\-reclaim 60\n.fi\n",
+};
+
+static const char *rgpu_sched_getenv(const char *name)
 {
-    const rgpu_sched_cfg_row_t *row = &rgpu_sched_cfg_table[i];
-    char *field = (char *)cfg + row->offset, host[256];
-    uint16_t port;
-
-    switch (row->kind) {
-    case RGPU_SCFG_ADDR:
-        if (rgpu_addr_split(value, host, sizeof(host), &port) != RGPU_OK) {
-            fprintf(stderr, "rgpu-scheduler: bad value \"%s\" for --%s: expected HOST:PORT\n",
-                    value, row->name);
-            return -1;
-        }
-        /* fall through */
-    case RGPU_SCFG_STR:
-        if (strlen(value) >= row->cap) {
-            fprintf(stderr, "rgpu-scheduler: --%s is longer than %zu characters\n", row->name,
-                    row->cap - 1);
-            return -1;
-        }
-        if (strcmp(row->name, "auth") == 0 && strcmp(value, "none") != 0 &&
-            strcmp(value, "key") != 0 && strcmp(value, "munge") != 0) {
-            fprintf(stderr, "rgpu-scheduler: bad value \"%s\" for --auth: expected none, key "
-                            "or munge\n", value);
-            return -1;
-        }
-        if (strcmp(row->name, "log-level") == 0 && rgpu_log_level_parse(value) < 0) {
-            fprintf(stderr, "rgpu-scheduler: bad value \"%s\" for --log-level: expected one of "
-                            "error, warn, info, debug, trace\n", value);
-            return -1;
-        }
-        strcpy(field, value);
-        break;
-    case RGPU_SCFG_SECONDS:
-    case RGPU_SCFG_COUNT: {
-        unsigned long long v = 0, max = row->kind == RGPU_SCFG_COUNT ? 1000000 : 365ull * 86400;
-        const char *c = value;
-
-        /* Digits only: no sign, no blanks, no junk (strtoull takes all three). */
-        for (; *c >= '0' && *c <= '9' && v <= max; c++)
-            v = v * 10 + (unsigned)(*c - '0');
-        if (!*value || *c || v < 1 || v > max) {
-            fprintf(stderr, "rgpu-scheduler: bad value \"%s\" for --%s: expected %s, 1 to %llu\n",
-                    value, row->name, row->kind == RGPU_SCFG_COUNT ? "a number" : "seconds", max);
-            return -1;
-        }
-        *(uint64_t *)field = v;
-        break;
-    }
-    case RGPU_SCFG_SIZE: {
-        uint64_t v;
-
-        if (rgpu_size_parse(value, &v) != 0 || v < 1 || v > (1ull << 50)) {
-            fprintf(stderr, "rgpu-scheduler: bad value \"%s\" for --%s: expected a size such as "
-                            "512M or 4G (1 byte to 1P)\n", value, row->name);
-            return -1;
-        }
-        *(uint64_t *)field = v;
-        break;
-    }
-    }
-    cfg->source[i] = source;
-    return 0;
-}
-
-static void rgpu_sched_cfg_usage(FILE *out)
-{
-    fprintf(out, "usage: rgpu-scheduler [OPTION]...\n"
-                 "       rgpu-scheduler --bench [SERVERS GPUS_PER_SERVER OPERATIONS [DB]]\n"
-                 "Hand out leases on the cluster's remote GPUs.\n\nOptions (each also read "
-                 "from the environment variable shown):\n");
-    for (size_t i = 0; i < RGPU_SCFG_N; i++) {
-        const rgpu_sched_cfg_row_t *row = &rgpu_sched_cfg_table[i];
-        char opt[64];
-
-        snprintf(opt, sizeof(opt), "--%s %s", row->name, row->metavar);
-        fprintf(out, "  %-28s %s\n  %-28s [env %s; default: %s]\n", opt, row->help, "",
-                row->env, *row->def ? row->def : "none");
-    }
-    fprintf(out, "  %-28s refuse every request not signed with the cluster key (--auth key;\n"
-                 "  %-28s needs --key)\n", "--require-signed", "");
-    fprintf(out, "  %-28s print the effective configuration and exit\n"
-                 "  %-28s print this help and exit\n"
-                 "  %-28s measure allocations and releases per second, then exit\n\n"
-                 "Once listening, prints \"rgpu-scheduler listening on HOST:PORT\" on stdout.\n",
-            "--print-config", "--help", "--bench");
+    return getenv(name);
 }
 
 /* 0: run, 1: exit 0, 2: exit 2. */
 static int rgpu_sched_cfg_load(rgpu_sched_config_t *cfg, int argc, char **argv)
 {
-    int print = 0;
-
-    memset(cfg, 0, sizeof(*cfg));
-    for (size_t i = 0; i < RGPU_SCFG_N; i++)
-        if (rgpu_sched_cfg_apply(cfg, i, rgpu_sched_cfg_table[i].def, "default") != 0)
-            return 2;
-    for (size_t i = 0; i < RGPU_SCFG_N; i++) {
-        const char *v = getenv(rgpu_sched_cfg_table[i].env);
-        if (v && rgpu_sched_cfg_apply(cfg, i, v, "environment") != 0)
-            return 2;
-    }
-    for (int a = 1; a < argc; a++) {
-        const char *arg = argv[a], *eq, *value;
-        size_t i, len;
-
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            rgpu_sched_cfg_usage(stdout);
-            return 1;
-        }
-        if (strcmp(arg, "--print-config") == 0) {
-            print = 1;
-            continue;
-        }
-        if (strcmp(arg, "--require-signed") == 0) {
-            cfg->require_signed = 1;
-            continue;
-        }
-        if (strncmp(arg, "--", 2) != 0) {
-            fprintf(stderr, "rgpu-scheduler: unexpected argument \"%s\" (try --help)\n", arg);
-            return 2;
-        }
-        eq = strchr(arg + 2, '=');
-        len = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
-        for (i = 0; i < RGPU_SCFG_N; i++)
-            if (strlen(rgpu_sched_cfg_table[i].name) == len &&
-                strncmp(rgpu_sched_cfg_table[i].name, arg + 2, len) == 0)
-                break;
-        if (i == RGPU_SCFG_N) {
-            fprintf(stderr, "rgpu-scheduler: unknown option \"%s\" (try --help)\n", arg);
-            return 2;
-        }
-        if (eq) {
-            value = eq + 1;
-        } else if (a + 1 < argc) {
-            value = argv[++a];
-        } else {
-            fprintf(stderr, "rgpu-scheduler: option %s needs a value\n", arg);
-            return 2;
-        }
-        if (rgpu_sched_cfg_apply(cfg, i, value, "command line") != 0)
-            return 2;
+    switch (rgpu_opt_load(&rgpu_sched_options, cfg, &cfg->opt, argc, argv, rgpu_sched_getenv, stdout,
+                          stderr)) {
+    case RGPU_OPT_RUN:
+        break;
+    case RGPU_OPT_EXIT_OK:
+        return 1;
+    case RGPU_OPT_EXIT_USAGE:
+        return 2;
     }
     if (cfg->lease_ttl > cfg->max_lease_ttl) {
         fprintf(stderr, "rgpu-scheduler: --lease-ttl %llu is longer than --max-lease-ttl %llu\n",
@@ -288,53 +203,29 @@ static int rgpu_sched_cfg_load(rgpu_sched_config_t *cfg, int argc, char **argv)
         return 2;
     }
     if (cfg->require_signed) {
-        if (strcmp(cfg->auth, "none") != 0 && strcmp(cfg->auth, "key") != 0) {
-            fprintf(stderr, "rgpu-scheduler: --require-signed is --auth key, not --auth %s\n",
-                    cfg->auth);
+        if (cfg->auth != RGPU_SCFG_AUTH_NONE && cfg->auth != RGPU_SCFG_AUTH_KEY) {
+            fprintf(stderr, "rgpu-scheduler: --require-signed is --auth key, not --auth munge\n");
             return 2;
         }
-        strcpy(cfg->auth, "key");
+        cfg->auth = RGPU_SCFG_AUTH_KEY;
     }
-    if (strcmp(cfg->auth, "key") == 0 && !cfg->key[0]) {
+    if (cfg->auth == RGPU_SCFG_AUTH_KEY && !cfg->key[0]) {
         fprintf(stderr, "rgpu-scheduler: --require-signed (--auth key) needs --key (the cluster "
                         "key that checks the signatures)\n");
         return 2;
     }
-    if (strcmp(cfg->auth, "munge") == 0 && !cfg->key[0]) {
+    if (cfg->auth == RGPU_SCFG_AUTH_MUNGE && !cfg->key[0]) {
         fprintf(stderr, "rgpu-scheduler: --auth munge needs --key (servers sign with it, and "
                         "lease tokens are worth nothing unsigned)\n");
         return 2;
     }
-    if (cfg->metrics[0]) {
-        char host[256];
-        uint16_t port;
-
-        if (rgpu_addr_split(cfg->metrics, host, sizeof(host), &port) != RGPU_OK) {
-            fprintf(stderr, "rgpu-scheduler: bad value \"%s\" for --metrics: expected "
-                            "HOST:PORT\n", cfg->metrics);
-            return 2;
-        }
-    }
-    if (strcmp(cfg->auth, "munge") == 0 && !rgpu_munge_supported()) {
+    if (cfg->auth == RGPU_SCFG_AUTH_MUNGE && !rgpu_munge_supported()) {
         fprintf(stderr, "rgpu-scheduler: --auth munge: this rgpu-scheduler was built without "
                         "MUNGE (RGPU_WITH_MUNGE=OFF; install libmunge-dev and rebuild)\n");
         return 2;
     }
-    if (print) {
-        printf("%-40s # %s\n", cfg->require_signed ? "require-signed = yes" : "require-signed = no",
-               cfg->require_signed ? "command line" : "default");
-        for (size_t i = 0; i < RGPU_SCFG_N; i++) {
-            const rgpu_sched_cfg_row_t *row = &rgpu_sched_cfg_table[i];
-            char line[700];
-
-            if (row->kind == RGPU_SCFG_SECONDS || row->kind == RGPU_SCFG_SIZE ||
-                row->kind == RGPU_SCFG_COUNT)
-                snprintf(line, sizeof(line), "%s = %llu", row->name,
-                         (unsigned long long)*(uint64_t *)((char *)cfg + row->offset));
-            else
-                snprintf(line, sizeof(line), "%s = %s", row->name, (char *)cfg + row->offset);
-            printf("%-40s # %s\n", line, cfg->source[i]);
-        }
+    if (cfg->opt.print_config) {
+        rgpu_opt_print(&rgpu_sched_options, cfg, &cfg->opt, stdout);
         return 1;
     }
     return 0;
@@ -1144,8 +1035,9 @@ int main(int argc, char **argv)
     rc = rgpu_sched_cfg_load(&cfg, argc, argv);
     if (rc)
         return rc == 1 ? 0 : 2;
-    rgpu_log_init("rgpu-scheduler", (rgpu_log_level_t)rgpu_log_level_parse(cfg.log_level));
-    rgpu_log_level = (rgpu_log_level_t)rgpu_log_level_parse(cfg.log_level);
+    rgpu_log_init("rgpu-scheduler", (rgpu_log_level_t)cfg.log_level);
+    /* The table already applied RGPU_LOG and --log-level in order. */
+    rgpu_log_level = (rgpu_log_level_t)cfg.log_level;
     rgpu_log_journal_attach();
 
     if (cfg.key[0] &&
@@ -1157,9 +1049,9 @@ int main(int argc, char **argv)
         rgpu_warn("sched", "no --key: leases carry no signed token and requests are not "
                            "authenticated (servers must run without --key)");
     daemon.have_key = cfg.key[0] != 0;
-    daemon.auth = strcmp(cfg.auth, "munge") == 0 ? RGPU_SCHED_AUTH_MUNGE
-                  : strcmp(cfg.auth, "key") == 0 ? RGPU_SCHED_AUTH_KEY
-                                                 : RGPU_SCHED_AUTH_NONE;
+    daemon.auth = cfg.auth == RGPU_SCFG_AUTH_MUNGE ? RGPU_SCHED_AUTH_MUNGE
+                  : cfg.auth == RGPU_SCFG_AUTH_KEY ? RGPU_SCHED_AUTH_KEY
+                                                   : RGPU_SCHED_AUTH_NONE;
     daemon.munge_socket = cfg.munge_socket[0] ? cfg.munge_socket : NULL;
     if (rgpu_sched_operators_parse(&daemon.operators, cfg.operators, cfg.operator_group, why,
                                    sizeof(why)) != 0) {

@@ -328,12 +328,10 @@ static int rgpu_opt_apply(rgpu_opt_ctx_t *ctx, size_t i, const char *value, rgpu
                     rgpu_opt_section(ctx->table, opt), why);
             break;
         case RGPU_OPT_FROM_ENV:
-            fprintf(ctx->err, "%s: bad value \"%s\" in %s: %s\n", ctx->table->program, value,
-                    opt->env, why);
+            fprintf(ctx->err, "%s: %s=%s: %s\n", ctx->table->program, opt->env, value, why);
             break;
         case RGPU_OPT_FROM_CMDLINE:
-            fprintf(ctx->err, "%s: bad value \"%s\" for --%s: %s\n", ctx->table->program, value,
-                    opt->name, why);
+            fprintf(ctx->err, "%s: --%s %s: %s\n", ctx->table->program, opt->name, value, why);
             break;
         }
         return -1;
