@@ -100,6 +100,7 @@ static int rgpu_ratelimit_pass(rgpu_ratelimit_t *rl, uint64_t now_ms, unsigned l
 static const rgpu_backend_ops_t *const rgpu_daemon_known_backends[] = {
     &rgpu_backend_opencl_ops,
     &rgpu_backend_cuda_ops,
+    &rgpu_backend_cuda_emulated_ops,
 };
 
 #define RGPU_DAEMON_N_KNOWN \
