@@ -77,7 +77,7 @@ PY
 # A bad --metrics address is refused before anything starts.
 rc=0
 "$SCHED_BIN" --listen 127.0.0.1:0 --db "$E2E_TMP/bad.db" --metrics nonsense 2>"$E2E_TMP/bad.err" || rc=$?
-[ "$rc" -eq 2 ] && grep -q "for --metrics: expected HOST:PORT" "$E2E_TMP/bad.err" ||
+[ "$rc" -eq 2 ] && grep -q -- "--metrics.*expected HOST:PORT" "$E2E_TMP/bad.err" ||
     fail "--metrics nonsense: status $rc, $(cat "$E2E_TMP/bad.err")"
 pass "rgpu-scheduler --metrics nonsense: refused with a reason"
 
