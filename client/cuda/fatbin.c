@@ -629,3 +629,16 @@ void rgpu_fatbin_free(rgpu_fatbin_t *fb)
     free(fb->kernels);
     free(fb);
 }
+
+long rgpu_fatbin_pack_params(const rgpu_fatbin_kernel_t *k, void *const *args, uint8_t *buf, size_t cap)
+{
+    if (k->param_bytes > cap || (k->num_params && !args))
+        return -1;
+    memset(buf, 0, k->param_bytes);
+    for (uint32_t i = 0; i < k->num_params; i++) {
+        if (!args[i])
+            return -1;
+        memcpy(buf + k->offsets[i], args[i], k->sizes[i]);
+    }
+    return (long)k->param_bytes;
+}

@@ -62,6 +62,13 @@ const rgpu_fatbin_kernel_t *rgpu_fatbin_find(const rgpu_fatbin_t *fatbin, const 
 
 void rgpu_fatbin_free(rgpu_fatbin_t *fatbin);
 
+/* Packs a launch's arguments (args[i] points at parameter i's value, as
+ * cudaLaunchKernel takes them) into the kernel's parameter buffer buf of
+ * cap bytes: each value copied at its offset, padding zeroed. Returns the
+ * buffer's length, or -1 when args is NULL for a kernel with parameters or
+ * the buffer is too small. */
+long rgpu_fatbin_pack_params(const rgpu_fatbin_kernel_t *kernel, void *const *args, uint8_t *buf, size_t cap);
+
 /* Reads the parameter layout of every ".entry" of a PTX text of len bytes
  * into fatbin (kernels already there are kept). Returns 0 or -1 with why. */
 int rgpu_fatbin_parse_ptx(rgpu_fatbin_t *fatbin, const char *ptx, size_t len, char *why, size_t why_cap);
