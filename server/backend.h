@@ -53,7 +53,11 @@ typedef struct rgpu_backend_ops {
     /* Creates the backend's per-session state. Session thread. */
     rgpu_status_t (*session_open)(rgpu_backend_t *backend, rgpu_session_t *session, void **ctx_p);
     /* Executes one frame whose body (body_len bytes) was received; the
-     * backend receives the frame's bulk itself (rgpu_session_recv_bulk).
+     * backend takes the frame's bulk (header->bulk_len bytes) with
+     * rgpu_session_pull, as much of it as it wants, and sends a reply's
+     * bulk with rgpu_session_push or rgpu_session_send (session.h): it
+     * never learns which transport carries the bytes, nor whether they
+     * came inline or by descriptor.
      * API errors go to the client (replies, MSG_ASYNC_ERROR) and return
      * RGPU_OK. Returns link statuses when the link failed, or
      * RGPU_ERR_UNKNOWN_TYPE / RGPU_ERR_BAD_MESSAGE / RGPU_ERR_PROTOCOL /

@@ -47,6 +47,7 @@ struct rgpu_session {
 
     const rgpu_backend_ops_t *backend_ops;  /* the backend serving it: set by the handshake */
     void *backend_ctx;          /* set by the handshake */
+    uint64_t bulk_left;         /* bytes of the current request's bulk not pulled yet */
     uint64_t mem_quota;         /* from the lease token; 0 = none */
     uint64_t device_mask;       /* with --key: bit i = the lease names device index i */
     struct rgpu_lease_use *lease_use;   /* with a lease: its budget here (server->lock) */
@@ -451,14 +452,32 @@ void rgpu_session_unref(rgpu_session_t *session)
 
 /* ---- receiving and sending ------------------------------------------ */
 
-rgpu_status_t rgpu_session_recv_bulk(rgpu_session_t *session, void *buf, uint64_t len)
+rgpu_status_t rgpu_session_pull(rgpu_session_t *session, void *dst, uint64_t len)
 {
-    return rgpu_link_recv(session->link, buf, (size_t)len);
+    rgpu_status_t status;
+
+    if (len > session->bulk_left)
+        return RGPU_ERR_INVALID_ARG;
+    if (len == 0)
+        return RGPU_OK;
+    status = rgpu_link_recv(session->link, dst, (size_t)len);
+    if (status == RGPU_OK)
+        session->bulk_left -= len;
+    return status;
 }
 
-rgpu_status_t rgpu_session_discard_bulk(rgpu_session_t *session, uint64_t len)
+uint64_t rgpu_session_pull_left(const rgpu_session_t *session)
 {
-    return rgpu_link_discard(session->link, len);
+    return session->bulk_left;
+}
+
+rgpu_status_t rgpu_session_push(rgpu_session_t *session, uint64_t seq, uint64_t offset,
+                                const void *src, uint64_t len)
+{
+    Rgpu__BulkPart part = RGPU__BULK_PART__INIT;
+
+    part.offset = offset;
+    return rgpu_session_send(session, RGPU__MSG_TYPE__MSG_BULK_PART, seq, &part.base, src, len);
 }
 
 rgpu_status_t rgpu_session_send(rgpu_session_t *session, uint16_t type, uint64_t seq,
@@ -470,37 +489,6 @@ rgpu_status_t rgpu_session_send(rgpu_session_t *session, uint16_t type, uint64_t
     status = rgpu_link_send_msg(session->link, type, seq, msg, bulk, bulk_len);
     pthread_mutex_unlock(&session->send_lock);
     return status;
-}
-
-void rgpu_session_send_lock(rgpu_session_t *session)
-{
-    pthread_mutex_lock(&session->send_lock);
-}
-
-void rgpu_session_send_unlock(rgpu_session_t *session)
-{
-    pthread_mutex_unlock(&session->send_lock);
-}
-
-rgpu_status_t rgpu_session_send_head_locked(rgpu_session_t *session, uint16_t type, uint64_t seq,
-                                            const ProtobufCMessage *msg, uint64_t bulk_len)
-{
-    uint8_t stack[256];
-    size_t need = rgpu_frame_packed_size(msg);
-    uint8_t *buf = need <= sizeof(stack) ? stack : malloc(need);
-    rgpu_status_t status;
-
-    if (!buf)
-        return RGPU_ERR_NOMEM;
-    status = rgpu_link_send(session->link, buf, rgpu_frame_pack(buf, type, seq, 0, msg, bulk_len));
-    if (buf != stack)
-        free(buf);
-    return status;
-}
-
-rgpu_status_t rgpu_session_send_raw_locked(rgpu_session_t *session, const void *buf, uint64_t len)
-{
-    return rgpu_link_send(session->link, buf, (size_t)len);
 }
 
 static void rgpu_outframe_free(rgpu_outframe_t *frame)
@@ -893,8 +881,14 @@ static rgpu_status_t rgpu_session_loop(rgpu_session_t *session, char *reason, si
             free(body);
             return RGPU_OK;
         default:
+            session->bulk_left = header.bulk_len;
             status = session->backend_ops->session_handle(session->backend_ctx, &header, body,
                                                           reason, reason_cap);
+            /* The data of a request the backend refused or stopped taking
+             * midway (its client has heard why) is dropped unstored. */
+            if (status == RGPU_OK && session->bulk_left)
+                status = rgpu_link_discard(session->link, session->bulk_left);
+            session->bulk_left = 0;
             break;
         }
         rgpu_server_metrics_call(header.type, header.bulk_len, call_start_ns);

@@ -8,9 +8,9 @@
  *
  * Sends are serialized by the session's send mutex: the session thread sends
  * replies directly (rgpu_session_send), the sender thread sends what was
- * posted. Callbacks never take the send mutex, so a session thread that
- * holds it while waiting for the device (pipelined reads) cannot deadlock
- * with a callback the device runs.
+ * posted, one whole frame at a time (a pipelined read's pieces are frames
+ * of their own). Callbacks never take the send mutex, so a callback the
+ * device runs never waits behind a session thread blocked on a slow client.
  *
  * A session is reference counted: its thread holds one reference, every
  * callback that may still run holds one. The last unref frees it.
@@ -128,24 +128,54 @@ const rgpu_server_config_t *rgpu_session_config(const rgpu_session_t *session);
 void rgpu_session_ref(rgpu_session_t *session);
 void rgpu_session_unref(rgpu_session_t *session);
 
-/* Receives len bytes of the current frame's bulk. Session thread. */
-rgpu_status_t rgpu_session_recv_bulk(rgpu_session_t *session, void *buf, uint64_t len);
-/* Receives and drops len bytes of bulk. Session thread. */
-rgpu_status_t rgpu_session_discard_bulk(rgpu_session_t *session, uint64_t len);
+/* ---- bulk data: pull and push ---------------------------------------
+ *
+ * A backend moves bulk data (buffer contents, images, program binaries)
+ * only through this pair: rgpu_session_pull takes the bytes a request
+ * carries, rgpu_session_push gives the bytes a reply carries. Where they
+ * travel is the session layer's business, not the backend's: inline in the
+ * link's frames (tcp today), or by the transport's get/put against memory
+ * the client registered and described (large transfers; verbs). A backend
+ * written against these two calls (OpenCL, CUDA) works unchanged on every
+ * transport, and a transport needs no change in any backend.
+ *
+ * Failures in the middle of a transfer are statuses, never filler bytes: a
+ * backend that cannot use the rest of a request's data simply stops pulling
+ * (the session layer drops what it did not take once session_handle
+ * returns), and a backend whose read fails after some pieces were pushed
+ * stops pushing and says so in the reply.
+ */
 
-/* Sends one frame now, under the send mutex. Session thread (it may block
- * while the client is slow to read). */
+/* Copies the next len bytes of the bulk of the request being handled into
+ * dst, in order: successive pulls take successive bytes. The request's
+ * frame header says how many it carries (bulk_len); what the backend does not
+ * pull is dropped after session_handle returns, so a refused request needs
+ * no draining. Returns RGPU_OK, RGPU_ERR_INVALID_ARG (len past what is left:
+ * a backend's bug, nothing is read) or a link status (the session ends).
+ * May block while the client's data arrives. Session thread, inside
+ * session_handle. */
+rgpu_status_t rgpu_session_pull(rgpu_session_t *session, void *dst, uint64_t len);
+
+/* Bytes of the current request's bulk not pulled yet. Session thread. */
+uint64_t rgpu_session_pull_left(const rgpu_session_t *session);
+
+/* Sends len bytes from src as the piece of the reply to request seq that
+ * starts at offset: pieces go in order and without gaps (offset is the sum
+ * of the earlier pieces' lengths), then the reply itself follows with
+ * rgpu_session_send (no bulk) and carries the status. The client lands
+ * each piece straight in the call's destination, so a large read leaves
+ * the device chunk by chunk, each chunk sent from where it lies (a mapped
+ * buffer) with no copy. src may be reused when this returns. Returns
+ * RGPU_OK or a link status. Session thread (it may block while the client
+ * is slow to read); other frames may go out between pieces. */
+rgpu_status_t rgpu_session_push(rgpu_session_t *session, uint64_t seq, uint64_t offset,
+                                const void *src, uint64_t len);
+
+/* Sends one frame now, under the send mutex, with an optional bulk sent
+ * straight from where it is (a reply whose data is whole: small reads).
+ * Session thread (it may block while the client is slow to read). */
 rgpu_status_t rgpu_session_send(rgpu_session_t *session, uint16_t type, uint64_t seq,
                                 const ProtobufCMessage *msg, const void *bulk, uint64_t bulk_len);
-
-/* For a frame whose bulk is sent in pieces (pipelined reads): lock, send
- * the header and body announcing bulk_len, send exactly bulk_len bytes with
- * rgpu_session_send_raw_locked, unlock. Session thread. */
-void rgpu_session_send_lock(rgpu_session_t *session);
-void rgpu_session_send_unlock(rgpu_session_t *session);
-rgpu_status_t rgpu_session_send_head_locked(rgpu_session_t *session, uint16_t type, uint64_t seq,
-                                            const ProtobufCMessage *msg, uint64_t bulk_len);
-rgpu_status_t rgpu_session_send_raw_locked(rgpu_session_t *session, const void *buf, uint64_t len);
 
 /* Queues a frame for the sender thread; msg is packed now, bulk is sent
  * from where it is and then bulk_free(bulk_arg) runs (also when the frame is

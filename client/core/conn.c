@@ -172,7 +172,7 @@ int32_t rgpu_conn_take_deferred_error(rgpu_conn_t *conn)
 }
 
 /* Receives one frame addressed to a call: its body, then its bulk straight
- * into the call's destination. */
+ * into the call's destination (unless pieces of it came before). */
 static rgpu_status_t rgpu_conn_recv_reply(rgpu_conn_t *conn, const rgpu_frame_header_t *h,
                                           uint8_t *body, rgpu_call_t *call)
 {
@@ -181,17 +181,59 @@ static rgpu_status_t rgpu_conn_recv_reply(rgpu_conn_t *conn, const rgpu_frame_he
     call->reply_type = h->type;
     call->body = body;
     call->body_len = h->body_len;
-    call->bulk_len = h->bulk_len;
     if (h->bulk_len > 0) {
-        if (h->bulk_len > call->bulk_cap || !call->bulk_dst) {
+        if (call->bulk_len || h->bulk_len > call->bulk_cap || !call->bulk_dst) {
             rgpu_warn("client", "server %s sent %llu bytes of bulk for a call that expected at most %llu",
-                      conn->addr, (unsigned long long)h->bulk_len, (unsigned long long)call->bulk_cap);
+                      conn->addr, (unsigned long long)(call->bulk_len + h->bulk_len),
+                      (unsigned long long)call->bulk_cap);
             status = rgpu_link_discard(conn->link, h->bulk_len);
             call->status = RGPU_ERR_PROTOCOL;
         } else {
             status = rgpu_link_recv(conn->link, call->bulk_dst, h->bulk_len);
+            call->bulk_len = h->bulk_len;
         }
     }
+    return status;
+}
+
+/* Receives a piece of a reply's bulk sent ahead of the reply (MSG_BULK_PART,
+ * a server's pipelined read) straight into the call's destination, after
+ * the pieces before it. The call stays pending: its reply follows with the
+ * status. A piece that does not continue where the last one ended, or
+ * would overflow the destination, is dropped and fails the call (the
+ * application's memory past what was asked for is never touched). The
+ * caller holds the reader role, so the call cannot complete meanwhile. */
+static rgpu_status_t rgpu_conn_recv_part(rgpu_conn_t *conn, const rgpu_frame_header_t *h,
+                                         const uint8_t *body)
+{
+    Rgpu__BulkPart *part = rgpu__bulk_part__unpack(NULL, h->body_len, body ? body : (const uint8_t *)"");
+    rgpu_call_t *call = NULL;
+    rgpu_status_t status;
+    int fits;
+
+    pthread_mutex_lock(&conn->pending_lock);
+    for (call = conn->pending_head; call && call->seq != h->seq; call = call->next)
+        ;
+    pthread_mutex_unlock(&conn->pending_lock);
+    fits = part && call && call->bulk_dst && call->status == RGPU_OK && part->offset == call->bulk_len &&
+           h->bulk_len <= call->bulk_cap - call->bulk_len;
+    if (part)
+        rgpu__bulk_part__free_unpacked(part, NULL);
+    if (!fits) {
+        if (call && call->status == RGPU_OK) {
+            rgpu_warn("client", "server %s sent a piece of %llu bytes that does not continue the %llu bytes "
+                      "received of at most %llu", conn->addr, (unsigned long long)h->bulk_len,
+                      (unsigned long long)call->bulk_len, (unsigned long long)call->bulk_cap);
+            call->status = RGPU_ERR_PROTOCOL;
+        } else if (!call) {
+            rgpu_warn("client", "server %s sent a piece of bulk for no pending call (seq %llu); ignored",
+                      conn->addr, (unsigned long long)h->seq);
+        }
+        return rgpu_link_discard(conn->link, h->bulk_len);
+    }
+    status = rgpu_link_recv(conn->link, (uint8_t *)call->bulk_dst + call->bulk_len, (size_t)h->bulk_len);
+    if (status == RGPU_OK)
+        call->bulk_len += h->bulk_len;
     return status;
 }
 
@@ -222,6 +264,13 @@ static rgpu_status_t rgpu_conn_read_frame(rgpu_conn_t *conn, const rgpu_call_t *
             free(body);
             goto out_status;
         }
+    }
+    if (h.type == RGPU__MSG_TYPE__MSG_BULK_PART && h.seq != 0) {
+        status = rgpu_conn_recv_part(conn, &h, body);
+        free(body);
+        if (status != RGPU_OK)
+            goto out_status;
+        return RGPU_OK;
     }
     if (h.seq != 0) {
         pthread_mutex_lock(&conn->pending_lock);
@@ -436,6 +485,7 @@ static rgpu_status_t rgpu_conn_enqueue(rgpu_conn_t *conn, uint16_t type, const P
         call->complete = 0;
         call->status = RGPU_OK;
         call->body = NULL;
+        call->bulk_len = 0;
         call->next = NULL;
         pthread_mutex_lock(&conn->pending_lock);
         if (conn->dead != RGPU_OK) {

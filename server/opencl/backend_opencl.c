@@ -976,11 +976,9 @@ static rgpu_status_t rgpu_cl_create_buffer(rgpu_cl_session_t *s, const rgpu_fram
             rgpu_session_mem_unreserve(s->session, m->size);
         status = rgpu_cl_async_error(s, hdr, err, err == CL_MEM_OBJECT_ALLOCATION_FAILURE
                                                       ? "the lease's memory quota is used up" : NULL);
-        if (status == RGPU_OK && hdr->bulk_len)
-            status = rgpu_session_discard_bulk(s->session, hdr->bulk_len);
         return status;
     }
-    if (init && (status = rgpu_session_recv_bulk(s->session, init, hdr->bulk_len)) != RGPU_OK) {
+    if (init && (status = rgpu_session_pull(s->session, init, hdr->bulk_len)) != RGPU_OK) {
         rgpu_session_mem_unreserve(s->session, m->size);
         free(init);
         return status;
@@ -1179,11 +1177,9 @@ static rgpu_status_t rgpu_cl_write(rgpu_cl_session_t *s, const rgpu_frame_header
     if (err == CL_SUCCESS && (m->offset > mem->size || m->size > mem->size - m->offset))
         err = CL_INVALID_VALUE;
     if (err != CL_SUCCESS) {
-        /* Refused before a byte is received: the client hears it now, and
-         * the data it still sends is dropped as it comes, never stored. */
-        if ((status = rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err)) != RGPU_OK)
-            return status;
-        return rgpu_session_discard_bulk(s->session, m->size);
+        /* Refused before a byte is taken: the client hears it now, and
+         * the session layer drops the data unstored. */
+        return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
     }
     if (m->blocking && m->size >= RGPU_CL_WRITE_DIRECT_MIN && !rgpu_cl_may_block(s) &&
         rgpu_cl_queue_host_memory(cmd.queue->cl.queue)) {
@@ -1194,7 +1190,7 @@ static rgpu_status_t rgpu_cl_write(rgpu_cl_session_t *s, const rgpu_frame_header
                                        CL_MAP_WRITE_INVALIDATE_REGION, m->offset, m->size, cmd.num_wait,
                                        cmd.wait, NULL, &err);
         if (err == CL_SUCCESS) {
-            status = rgpu_session_recv_bulk(s->session, ptr, m->size);
+            status = rgpu_session_pull(s->session, ptr, m->size);
             err = clEnqueueUnmapMemObject(cmd.queue->cl.queue, mem->cl.mem, ptr, 0, NULL, &last);
             done = m->size;
         }
@@ -1214,7 +1210,7 @@ static rgpu_status_t rgpu_cl_write(rgpu_cl_session_t *s, const rgpu_frame_header
             err = CL_OUT_OF_HOST_MEMORY;
             break;
         }
-        if ((status = rgpu_session_recv_bulk(s->session, buf, n)) != RGPU_OK) {
+        if ((status = rgpu_session_pull(s->session, buf, n)) != RGPU_OK) {
             free(buf);
             free(cb);
             break;
@@ -1251,12 +1247,7 @@ static rgpu_status_t rgpu_cl_write(rgpu_cl_session_t *s, const rgpu_frame_header
         free(cmd.wait);
         return status;
     }
-    /* Whatever failed, the rest of the data is still on the wire. */
-    if (done < m->size && (status = rgpu_session_discard_bulk(s->session, m->size - done)) != RGPU_OK) {
-        rgpu_cl_event_drop(s, last);
-        free(cmd.wait);
-        return status;
-    }
+    /* Whatever failed, the data not taken is the session layer's to drop. */
     if (err == CL_SUCCESS) {
         clFlush(cmd.queue->cl.queue);
         /* The client does not wait for writes; a blocking one keeps its
@@ -1270,20 +1261,6 @@ static rgpu_status_t rgpu_cl_write(rgpu_cl_session_t *s, const rgpu_frame_header
     }
     rgpu_cl_event_drop(s, last);
     return rgpu_cl_cmd_end(s, hdr, &cmd, m->event, err);
-}
-
-/* Sends exactly len bytes of zeros: what is owed after a failure mid-stream. */
-static rgpu_status_t rgpu_cl_send_zeros(rgpu_cl_session_t *s, uint64_t len)
-{
-    static const char zeros[65536];
-    rgpu_status_t status = RGPU_OK;
-
-    while (len && status == RGPU_OK) {
-        uint64_t n = len < sizeof(zeros) ? len : sizeof(zeros);
-        status = rgpu_session_send_raw_locked(s->session, zeros, n);
-        len -= n;
-    }
-    return status;
 }
 
 /* Blocking reads up to this size are one read command into the session's
@@ -1353,7 +1330,10 @@ static rgpu_status_t rgpu_cl_read_small(rgpu_cl_session_t *s, const rgpu_frame_h
     return RGPU_OK;
 }
 
-/* A blocking read: maps chunk i+1 while chunk i is on the wire. */
+/* A blocking read: maps chunk i+1 while chunk i is pushed to the client,
+ * straight from the mapping. The reply follows the pieces and carries the
+ * status: a read that fails partway stops pushing and says so there (the
+ * client's call fails with that error), with no filler bytes. */
 static rgpu_status_t rgpu_cl_read_blocking(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
                                            Rgpu__ClReadBuffer *m, rgpu_cl_cmd_t *cmd, cl_mem mem)
 {
@@ -1365,18 +1345,17 @@ static rgpu_status_t rgpu_cl_read_blocking(rgpu_cl_session_t *s, const rgpu_fram
     cl_event ev[2] = {NULL, NULL};
     rgpu_status_t status = RGPU_OK;
     cl_int err;
-    int locked = 0;
 
     ptr[0] = clEnqueueMapBuffer(q, mem, CL_FALSE, CL_MAP_READ, m->offset, m->size < chunk ? m->size : chunk,
                                 cmd->num_wait, cmd->wait, &ev[0], &err);
     if (err == CL_SUCCESS)
         clFlush(q);
-    for (uint64_t i = 0; i < n_chunks && status == RGPU_OK; i++) {
+    for (uint64_t i = 0; i < n_chunks && err == CL_SUCCESS && status == RGPU_OK; i++) {
         uint64_t off = i * chunk, n = m->size - off < chunk ? m->size - off : chunk;
         int cur = (int)(i & 1), nxt = cur ^ 1;
         cl_int ev_status = CL_COMPLETE;
 
-        if (err == CL_SUCCESS && i + 1 < n_chunks) {
+        if (i + 1 < n_chunks) {
             uint64_t noff = off + chunk, nn = m->size - noff < chunk ? m->size - noff : chunk;
             ptr[nxt] = clEnqueueMapBuffer(q, mem, CL_FALSE, CL_MAP_READ, m->offset + noff, nn, 0, NULL, &ev[nxt],
                                           &err);
@@ -1391,28 +1370,11 @@ static rgpu_status_t rgpu_cl_read_blocking(rgpu_cl_session_t *s, const rgpu_fram
             if (ev_status < 0 && err == CL_SUCCESS)
                 err = ev_status;
         }
-        if (i == 0) {
-            reply.cl_error = err;
-            if (err != CL_SUCCESS) {
-                status = rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, hdr->seq, &reply.base,
-                                           NULL, 0);
-                goto out_unmap;
-            }
-            rgpu_session_send_lock(s->session);
-            locked = 1;
-            status = rgpu_session_send_head_locked(s->session, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, hdr->seq,
-                                                   &reply.base, m->size);
-        }
-        if (status == RGPU_OK) {
-            if (err == CL_SUCCESS && ptr[cur]) {
-                status = rgpu_session_send_raw_locked(s->session, ptr[cur], n);
-            } else {
-                /* The header promised the bytes: pay them, then say it failed. */
-                rgpu_log(RGPU_LOG_WARN, "opencl", "%s: read failed after its first chunk (error %d)",
-                         rgpu_session_name(s->session), err);
-                status = rgpu_cl_send_zeros(s, n);
-            }
-        }
+        if (err == CL_SUCCESS)
+            status = rgpu_session_push(s->session, hdr->seq, off, ptr[cur], n);
+        else if (i > 0)
+            rgpu_log(RGPU_LOG_WARN, "opencl", "%s: read failed after %llu of %llu bytes (error %d)",
+                     rgpu_session_name(s->session), (unsigned long long)off, (unsigned long long)m->size, err);
         if (ptr[cur])
             clEnqueueUnmapMemObject(q, mem, ptr[cur], 0, NULL, NULL);
         ptr[cur] = NULL;
@@ -1420,9 +1382,6 @@ static rgpu_status_t rgpu_cl_read_blocking(rgpu_cl_session_t *s, const rgpu_fram
             clReleaseEvent(ev[cur]);
         ev[cur] = NULL;
     }
-out_unmap:
-    if (locked)
-        rgpu_session_send_unlock(s->session);
     for (int k = 0; k < 2; k++) {
         if (ev[k]) {
             clWaitForEvents(1, &ev[k]);
@@ -1431,30 +1390,24 @@ out_unmap:
         if (ptr[k])
             clEnqueueUnmapMemObject(q, mem, ptr[k], 0, NULL, NULL);
     }
+    free(cmd->wait);
+    cmd->wait = NULL;
+    if (status != RGPU_OK)
+        return status;
+    reply.cl_error = err;
+    status = rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, hdr->seq, &reply.base, NULL, 0);
+    if (status != RGPU_OK)
+        return status;
+    if (err != CL_SUCCESS) {
+        rgpu_cl_event_failed(s, m->event, cmd->queue->context, err);
+        return RGPU_OK;
+    }
     /* The read's event: a marker after the last unmap, complete before the
      * session's next frame is handled (the client has all the data, so
      * whatever it asks next must see the read as complete). */
-    if (m->event && reply.cl_error == CL_SUCCESS &&
-        clEnqueueMarkerWithWaitList(q, 0, NULL, &cmd->ev) == CL_SUCCESS)
+    if (m->event && clEnqueueMarkerWithWaitList(q, 0, NULL, &cmd->ev) == CL_SUCCESS)
         clWaitForEvents(1, &cmd->ev);
-    free(cmd->wait);
-    cmd->wait = NULL;
-    if (status != RGPU_OK) {
-        if (cmd->ev)
-            clReleaseEvent(cmd->ev);
-        return status;
-    }
-    if (reply.cl_error == CL_SUCCESS && err != CL_SUCCESS) {
-        if (cmd->ev)
-            clReleaseEvent(cmd->ev);
-        cmd->ev = NULL;
-        rgpu_cl_event_failed(s, m->event, cmd->queue->context, err);
-        return rgpu_cl_async_error(s, hdr, err, "read failed after its first chunk");
-    }
-    if (reply.cl_error == CL_SUCCESS)
-        rgpu_cl_event_keep(s, m->event, cmd->ev, cmd->queue->context);
-    else
-        rgpu_cl_event_failed(s, m->event, cmd->queue->context, reply.cl_error);
+    rgpu_cl_event_keep(s, m->event, cmd->ev, cmd->queue->context);
     return RGPU_OK;
 }
 
@@ -1646,9 +1599,9 @@ static cl_mem rgpu_cl_rect_mem(const rgpu_cl_handle_t *h, size_t origin[3])
     return h->parent_mem;
 }
 
-/* Receives a write's data (the frame's whole bulk) into a staging copy, once
- * everything was checked (err): a refusal is answered first and the data is
- * then drained unstored. Returns 1 with *buf_p (the caller's to free, see
+/* Pulls a write's data (the frame's whole bulk) into a staging copy, once
+ * everything was checked (err): a refusal is answered and the data left
+ * for the session layer to drop. Returns 1 with *buf_p (the caller's to free, see
  * rgpu_cl_staged_write_end), or 0 with *status_p the frame's result; cmd's
  * wait list is freed then. */
 static int rgpu_cl_staged_write_begin(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr, rgpu_cl_cmd_t *cmd,
@@ -1658,17 +1611,15 @@ static int rgpu_cl_staged_write_begin(rgpu_cl_session_t *s, const rgpu_frame_hea
 
     *buf_p = NULL;
     if (err != CL_SUCCESS) {
-        if ((*status_p = rgpu_cl_cmd_end(s, hdr, cmd, event_id, err)) == RGPU_OK)
-            *status_p = rgpu_session_discard_bulk(s->session, hdr->bulk_len);
+        *status_p = rgpu_cl_cmd_end(s, hdr, cmd, event_id, err);
         return 0;
     }
     if (!(buf = malloc(hdr->bulk_len))) {
         free(cmd->wait);
-        if ((*status_p = rgpu_session_discard_bulk(s->session, hdr->bulk_len)) == RGPU_OK)
-            *status_p = rgpu_cl_async_error(s, hdr, CL_OUT_OF_HOST_MEMORY, NULL);
+        *status_p = rgpu_cl_async_error(s, hdr, CL_OUT_OF_HOST_MEMORY, NULL);
         return 0;
     }
-    if ((*status_p = rgpu_session_recv_bulk(s->session, buf, hdr->bulk_len)) != RGPU_OK) {
+    if ((*status_p = rgpu_session_pull(s->session, buf, hdr->bulk_len)) != RGPU_OK) {
         free(buf);
         free(cmd->wait);
         return 0;
@@ -1985,11 +1936,9 @@ static rgpu_status_t rgpu_cl_create_image(rgpu_cl_session_t *s, const rgpu_frame
             rgpu_session_mem_unreserve(s->session, bytes);
         status = rgpu_cl_async_error(s, hdr, err, err == CL_MEM_OBJECT_ALLOCATION_FAILURE
                                                       ? "the lease's memory quota is used up" : NULL);
-        if (status == RGPU_OK && hdr->bulk_len)
-            status = rgpu_session_discard_bulk(s->session, hdr->bulk_len);
         return status;
     }
-    if (init && (status = rgpu_session_recv_bulk(s->session, init, hdr->bulk_len)) != RGPU_OK) {
+    if (init && (status = rgpu_session_pull(s->session, init, hdr->bulk_len)) != RGPU_OK) {
         rgpu_session_mem_unreserve(s->session, bytes);
         free(init);
         return status;
@@ -2812,9 +2761,9 @@ static rgpu_status_t rgpu_cl_create_program_binary(rgpu_cl_session_t *s, const r
         reply.cl_error = err;
         status = rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_CL_PROGRAM_BINARY_REPLY, hdr->seq, &reply.base,
                                    NULL, 0);
-        return status == RGPU_OK ? rgpu_session_discard_bulk(s->session, total) : status;
+        return status;
     }
-    if ((status = rgpu_session_recv_bulk(s->session, bulk, total)) != RGPU_OK) {
+    if ((status = rgpu_session_pull(s->session, bulk, total)) != RGPU_OK) {
         free(bulk);
         return status;
     }

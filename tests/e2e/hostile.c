@@ -310,25 +310,58 @@ static int next_frame(sess_t *s, int timeout_ms, frame_t *f)
 }
 
 /* Waits for the reply to seq: 1 got it (in *f), 0 timed out, -1 the session
- * ended (SessionError or close) first. Other frames are recorded or dropped. */
+ * ended (SessionError or close) first. Other frames are recorded or dropped.
+ * Pieces of the reply's bulk sent ahead of it (MSG_BULK_PART, a pipelined
+ * read) are gathered, in order, and handed over as the reply's bulk, as the
+ * client library does; a piece out of place makes the bulk NULL. */
 static int wait_reply(sess_t *s, uint64_t seq, int timeout_ms, frame_t *f)
 {
     int64_t deadline = now_ms() + timeout_ms;
+    uint8_t *pieces = NULL;
+    uint64_t got = 0;
+    int pieces_ok = 1, rc;
 
     for (;;) {
-        int rc = next_frame(s, left_ms(deadline), f);
+        rc = next_frame(s, left_ms(deadline), f);
         if (rc != 1)
-            return rc;
+            break;
         if (f->hdr.type == RGPU__MSG_TYPE__MSG_SESSION_ERROR) {
             frame_free(f);
-            return -1;
+            rc = -1;
+            break;
         }
-        if (f->hdr.seq == seq && seq != 0 && f->hdr.type != RGPU__MSG_TYPE__MSG_ASYNC_ERROR)
+        if (f->hdr.type == RGPU__MSG_TYPE__MSG_BULK_PART && f->hdr.seq == seq && seq != 0) {
+            Rgpu__BulkPart *part = rgpu__bulk_part__unpack(NULL, f->hdr.body_len, f->body);
+            uint8_t *grown = NULL;
+
+            if (part && part->offset == got && f->bulk && got + f->hdr.bulk_len <= 256 * MIB)
+                grown = realloc(pieces, (size_t)(got + f->hdr.bulk_len));
+            if (grown) {
+                memcpy(grown + got, f->bulk, (size_t)f->hdr.bulk_len);
+                pieces = grown;
+                got += f->hdr.bulk_len;
+            } else {
+                pieces_ok = 0;
+            }
+            if (part)
+                rgpu__bulk_part__free_unpacked(part, NULL);
+        } else if (f->hdr.seq == seq && seq != 0 && f->hdr.type != RGPU__MSG_TYPE__MSG_ASYNC_ERROR) {
+            if (got && !f->hdr.bulk_len && pieces_ok) {
+                f->bulk = pieces;
+                f->hdr.bulk_len = got;
+                pieces = NULL;
+            }
+            free(pieces);
             return 1;
+        }
         frame_free(f);
-        if (left_ms(deadline) == 0)
-            return 0;
+        if (left_ms(deadline) == 0) {
+            rc = 0;
+            break;
+        }
     }
+    free(pieces);
+    return rc;
 }
 
 /* The AsyncError the server sent for seq, or 0. */

@@ -189,6 +189,121 @@ Test(client_conn, reply_bulk_lands_in_destination)
     finish(conn);
 }
 
+/* ---- replies whose bulk comes in pieces ahead of them ---- */
+
+/* What the scripted peer saw, checked on the test's own thread. */
+static atomic_int pieces_peer_ok;
+
+/* Sends a piece of the reply to seq: offset in its body, len bytes. */
+static rgpu_status_t send_piece(rgpu_link_t *link, uint64_t seq, uint64_t offset, const uint8_t *data,
+                                uint64_t len)
+{
+    Rgpu__BulkPart part = RGPU__BULK_PART__INIT;
+
+    part.offset = offset;
+    return rgpu_link_send_msg(link, RGPU__MSG_TYPE__MSG_BULK_PART, seq, &part.base, data, len);
+}
+
+/* A pipelined read: three pieces of uneven size, then the reply. */
+static void script_read_pieces(rgpu_link_t *link)
+{
+    Rgpu__ClReadReply reply = RGPU__CL_READ_REPLY__INIT;
+    uint8_t *data = malloc(BIG);
+    rgpu_frame_header_t h = peer_recv(link, NULL, NULL);
+    uint64_t cut[4] = {0, 1, BIG / 3, BIG};
+    int ok = h.type == RGPU__MSG_TYPE__MSG_CL_READ_BUFFER;
+
+    for (size_t i = 0; i < BIG; i++)
+        data[i] = (uint8_t)(i * 13 + 1);
+    for (int i = 0; i < 3; i++)
+        ok &= send_piece(link, h.seq, cut[i], data + cut[i], cut[i + 1] - cut[i]) == RGPU_OK;
+    ok &= rgpu_link_send_msg(link, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, h.seq, &reply.base, NULL, 0) == RGPU_OK;
+    free(data);
+    atomic_store(&pieces_peer_ok, ok);
+    peer_recv(link, NULL, NULL); /* goodbye */
+}
+
+Test(client_conn, reply_pieces_land_in_destination_in_order)
+{
+    rgpu_conn_t *conn = open_with(script_read_pieces);
+    Rgpu__ClReadBuffer req = RGPU__CL_READ_BUFFER__INIT;
+    uint8_t *dst = calloc(1, BIG);
+    rgpu_call_t call = {.bulk_dst = dst, .bulk_cap = BIG};
+
+    cr_assert_eq(rgpu_conn_call(conn, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &req.base, NULL, 0, &call), RGPU_OK);
+    cr_assert_eq(call.reply_type, RGPU__MSG_TYPE__MSG_CL_READ_REPLY);
+    cr_assert_eq(call.bulk_len, BIG, "received %llu bytes in pieces", (unsigned long long)call.bulk_len);
+    for (size_t i = 0; i < BIG; i++)
+        cr_assert_eq(dst[i], (uint8_t)(i * 13 + 1), "byte %zu wrong", i);
+    rgpu_call_cleanup(&call);
+    free(dst);
+    finish(conn);
+    cr_assert(atomic_load(&pieces_peer_ok), "the peer could not send its pieces");
+}
+
+#define PIECE_CAP 4096u
+#define PIECE_GUARD 64u
+
+/* Pieces a server must not send: one leaving a gap (first call), one past
+ * the destination's end (second call). Then a plain ping, which must work. */
+static void script_bad_pieces(rgpu_link_t *link)
+{
+    Rgpu__ClReadReply reply = RGPU__CL_READ_REPLY__INIT;
+    Rgpu__Pong pong = RGPU__PONG__INIT;
+    static uint8_t data[2 * PIECE_CAP];
+    rgpu_frame_header_t h;
+    int ok = 1;
+
+    memset(data, 0xAB, sizeof(data));
+    h = peer_recv(link, NULL, NULL);
+    ok &= send_piece(link, h.seq, 0, data, 100) == RGPU_OK;
+    ok &= send_piece(link, h.seq, 200, data, 100) == RGPU_OK;          /* a gap */
+    ok &= rgpu_link_send_msg(link, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, h.seq, &reply.base, NULL, 0) == RGPU_OK;
+    h = peer_recv(link, NULL, NULL);
+    ok &= send_piece(link, h.seq, 0, data, PIECE_CAP - 10) == RGPU_OK;
+    ok &= send_piece(link, h.seq, PIECE_CAP - 10, data, 20) == RGPU_OK; /* 10 bytes too many */
+    ok &= rgpu_link_send_msg(link, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, h.seq, &reply.base, NULL, 0) == RGPU_OK;
+    h = peer_recv(link, NULL, NULL);
+    ok &= h.type == RGPU__MSG_TYPE__MSG_PING;
+    ok &= rgpu_link_send_msg(link, RGPU__MSG_TYPE__MSG_PONG, h.seq, &pong.base, NULL, 0) == RGPU_OK;
+    atomic_store(&pieces_peer_ok, ok);
+    peer_recv(link, NULL, NULL); /* goodbye */
+}
+
+Test(client_conn, misplaced_pieces_fail_the_call_and_spare_memory)
+{
+    rgpu_conn_t *conn = open_with(script_bad_pieces);
+    Rgpu__ClReadBuffer req = RGPU__CL_READ_BUFFER__INIT;
+    Rgpu__Ping ping = RGPU__PING__INIT;
+    uint8_t *dst = calloc(1, PIECE_CAP + PIECE_GUARD);
+    rgpu_call_t call = {.bulk_dst = dst, .bulk_cap = PIECE_CAP};
+    rgpu_call_t pcall = {0};
+
+    cr_assert_eq(rgpu_conn_call(conn, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &req.base, NULL, 0, &call),
+                 RGPU_ERR_PROTOCOL, "a piece after a gap must fail the call");
+    cr_assert_eq(call.bulk_len, 100);
+    for (size_t i = 100; i < PIECE_CAP + PIECE_GUARD; i++)
+        cr_assert_eq(dst[i], 0, "byte %zu written by a piece after a gap", i);
+    rgpu_call_cleanup(&call);
+
+    memset(&call, 0, sizeof(call));
+    call.bulk_dst = dst;
+    call.bulk_cap = PIECE_CAP;
+    cr_assert_eq(rgpu_conn_call(conn, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &req.base, NULL, 0, &call),
+                 RGPU_ERR_PROTOCOL, "a piece past the destination must fail the call");
+    for (size_t i = PIECE_CAP; i < PIECE_CAP + PIECE_GUARD; i++)
+        cr_assert_eq(dst[i], 0, "guard byte %zu overwritten", i);
+    rgpu_call_cleanup(&call);
+
+    /* The connection still works. */
+    cr_assert_eq(rgpu_conn_call(conn, RGPU__MSG_TYPE__MSG_PING, &ping.base, NULL, 0, &pcall), RGPU_OK);
+    cr_assert_eq(pcall.reply_type, RGPU__MSG_TYPE__MSG_PONG);
+    rgpu_call_cleanup(&pcall);
+    free(dst);
+    finish(conn);
+    cr_assert(atomic_load(&pieces_peer_ok), "the peer saw something unexpected");
+}
+
 /* ---- large bulks are sent whole, after what was queued ---- */
 
 static void script_big_write(rgpu_link_t *link)

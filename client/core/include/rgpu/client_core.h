@@ -56,7 +56,8 @@ struct rgpu_call {
     uint16_t reply_type;
     uint8_t *body;              /* reply body, freed by rgpu_call_cleanup */
     size_t body_len;
-    uint64_t bulk_len;
+    uint64_t bulk_len;          /* bytes of reply bulk received into bulk_dst (in the reply
+                                   itself, or in pieces ahead of it: MSG_BULK_PART) */
     /* private */
     uint64_t seq;
     int complete;
