@@ -201,6 +201,36 @@ fam() {     # fam SERIES FAMILY: delta of a per-family series
 histograms_ok "$V1"
 pass "server: 1 session, 1 hello, 5 kernel calls, 1 write and 1 read timed; $bytes bytes in by create and by write"
 
+# The dashboard and the documentation name exactly what the daemons export.
+DOCS=$(cd "$(dirname "$0")/../../docs" && pwd)
+python3 - "$S1" "$V1" "$DOCS/observability.md" "$DOCS/grafana/rgpu.json" <<'PY' ||
+import json, re, sys
+exported = set()
+for path in sys.argv[1:3]:
+    for line in open(path):
+        if line.startswith("# TYPE "):
+            exported.add(line.split()[2])
+def family(name):   # a histogram's series name its family
+    for suffix in ("_bucket", "_sum", "_count"):
+        if name.endswith(suffix) and name[:-len(suffix)] in exported:
+            return name[:-len(suffix)]
+    return name
+doc = open(sys.argv[3]).read()
+documented = set(re.findall(r"^\| `(rgpu_[a-z_]+)` \|", doc, re.M))
+dash = json.load(open(sys.argv[4]))
+used = {family(n) for p in dash["panels"] for t in p.get("targets", [])
+        for n in re.findall(r"\brgpu_[a-z_]+", t["expr"])}
+errors = ["exported but not in observability.md's tables: %s" % n for n in sorted(exported - documented)]
+errors += ["documented but not exported: %s" % n for n in sorted(documented - exported)]
+errors += ["the dashboard uses %s, which neither daemon exports" % n for n in sorted(used - exported)]
+errors += ["the dashboard shows nothing of %s" % n for n in sorted(exported - used)]
+if errors:
+    sys.exit("\n".join(errors))
+print("%d metrics exported, all documented and on the dashboard" % len(exported))
+PY
+    fail "docs/observability.md or docs/grafana/rgpu.json disagree with the endpoints"
+pass "docs/observability.md and docs/grafana/rgpu.json name exactly the exported metrics"
+
 stop_server s1
 kill -TERM "$SCHED_PID"
 wait "$SCHED_PID" || fail "rgpu-scheduler exited with status $? after SIGTERM (metrics endpoint open)"
