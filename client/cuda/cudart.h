@@ -43,6 +43,9 @@
  * returns it: every failing API call ends through this. */
 cudaError_t rgpu__cu_fail(cudaError_t err);
 
+/* Clears the calling thread's last error (cudaDeviceReset). */
+void rgpu__cu_clear_error(void);
+
 /* An unimplemented function: names it on stderr the first time (*told) and
  * fails with cudaErrorNotSupported. */
 cudaError_t rgpu__cu_unsupported(const char *name, int *told);

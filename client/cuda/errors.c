@@ -23,6 +23,11 @@ cudaError_t rgpu__cu_fail(cudaError_t err)
     return err;
 }
 
+void rgpu__cu_clear_error(void)
+{
+    rgpu_cu_last_error = cudaSuccess;
+}
+
 cudaError_t rgpu__cu_unsupported(const char *name, int *told)
 {
     /* Several threads may race to tell: telling twice is harmless. */

@@ -630,9 +630,11 @@ RGPU_CUDA_EXPORT cudaError_t cudaDeviceReset(void)
     err = rgpu__cu_from_cu(reply->cu_error);
     rgpu__cu_status_reply__free_unpacked(reply, NULL);
     rgpu_call_cleanup(&call);
-    /* A reset forgets the device's earlier failures, sticky or not. */
+    /* A reset forgets the device's earlier failures, sticky or not, and
+     * the calling thread's record of them. */
     rgpu_conn_take_deferred_error(d->server->conn);
     if (err == cudaSuccess) {
+        rgpu__cu_clear_error();
         atomic_store(&d->sticky, 0);
         rgpu__cu_mem_forget_device(dev);
         rgpu__cu_vars_forget_device(dev);
