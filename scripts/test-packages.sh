@@ -80,8 +80,15 @@ trap cleanup EXIT
 version=$(dpkg-parsechangelog -l debian/changelog -S Version)
 newer=${version}+pkgtest1
 step "build $version (with lintian) and $newer"
-bash scripts/build-packages.sh --lintian --out "$work/v1"
-bash scripts/build-packages.sh --version "$newer" --out "$work/v2" | grep -v '^  '
+# RGPU_PKGTEST_DEBS=DIR keeps the packages in DIR and reuses them when they
+# are there (while working on the test itself); the default builds afresh.
+debdir=${RGPU_PKGTEST_DEBS:-$work}
+if [ -z "${RGPU_PKGTEST_DEBS:-}" ] || ! ls "$debdir/v2/"*.deb > /dev/null 2>&1; then
+    bash scripts/build-packages.sh --out "$debdir/v1"
+    bash scripts/build-packages.sh --version "$newer" --out "$debdir/v2" | grep -v '^  '
+else
+    echo "reusing the packages in $debdir"
+fi
 debs() { ls "$1"/*.deb | grep -v -- '-dbgsym_'; }
 
 step "the demo program (examples/vector_add.c, linked to the OpenCL loader)"
@@ -99,8 +106,8 @@ fi
 cp -a "$cache/$suite" "$root"
 echo "$machine" > "$root/etc/hostname"
 mkdir -p "$root/var/tmp/rgpu/v1" "$root/var/tmp/rgpu/v2"
-cp $(debs "$work/v1") "$root/var/tmp/rgpu/v1/"
-cp $(debs "$work/v2") "$root/var/tmp/rgpu/v2/"
+cp $(debs "$debdir/v1") "$root/var/tmp/rgpu/v1/"
+cp $(debs "$debdir/v2") "$root/var/tmp/rgpu/v2/"
 cp "$work/vector_add" "$root/var/tmp/rgpu/"
 
 # What the root holds before rgpu: after the purge, the same must be there.
@@ -120,9 +127,8 @@ SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn -q -D "$root" -M "$machine" --
 nspawn_pid=$!
 leader=
 for _ in $(seq 1 300); do
-    for pid in $(pgrep -x systemd || true); do
-        [ "$(readlink "/proc/$pid/root" 2>/dev/null)" = "$root" ] && leader=$pid && break
-    done
+    # The container's init is nspawn's child.
+    leader=$(pgrep -P "$nspawn_pid" -x systemd || true)
     [ -n "$leader" ] && break
     kill -0 "$nspawn_pid" 2>/dev/null || { cat "$work/console.log" >&2; fail "systemd-nspawn exited"; }
     sleep 0.1
