@@ -61,6 +61,7 @@ _Static_assert((int)RGPU_CU_NOT_READY == (int)CUDA_ERROR_NOT_READY, "CUresult nu
 _Static_assert((int)RGPU_CU_ILLEGAL_ADDRESS == (int)CUDA_ERROR_ILLEGAL_ADDRESS, "CUresult numbering");
 _Static_assert((int)RGPU_CU_LAUNCH_OUT_OF_RESOURCES == (int)CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES,
                "CUresult numbering");
+_Static_assert((int)RGPU_CU_LAUNCH_TIMEOUT == (int)CUDA_ERROR_LAUNCH_TIMEOUT, "CUresult numbering");
 _Static_assert((int)RGPU_CU_LAUNCH_FAILED == (int)CUDA_ERROR_LAUNCH_FAILED, "CUresult numbering");
 _Static_assert((int)RGPU_CU_NOT_SUPPORTED == (int)CUDA_ERROR_NOT_SUPPORTED, "CUresult numbering");
 _Static_assert((int)RGPU_CU_UNKNOWN == (int)CUDA_ERROR_UNKNOWN, "CUresult numbering");

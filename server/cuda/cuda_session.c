@@ -55,6 +55,9 @@
 #define RGPU_CU_MAX_IMAGE (1ull << 30)
 /* Fatbinaries no session uses stay cached up to this many bytes. */
 #define RGPU_CU_CACHE_KEEP (512ull << 20)
+/* Fatbinaries the server holds at most, in use or not, arriving included:
+ * sessions uploading distinct images cannot exhaust the host's memory. */
+#define RGPU_CU_CACHE_MAX (8ull << 30)
 /* Devices a CUDA backend serves at most (a session keeps an array). */
 #define RGPU_CU_MAX_DEVICES 64
 
@@ -80,6 +83,7 @@ struct rgpu_backend {
     pthread_mutex_t cache_lock;  /* protects what follows */
     rgpu_cu_image_t *images;
     uint64_t cache_clock;
+    uint64_t cache_bytes;       /* images' bytes, plus uploads being received */
 };
 
 typedef struct {
@@ -143,6 +147,7 @@ const char *rgpu__cu_result_name(int result)
     case RGPU_CU_NOT_READY: return "CUDA_ERROR_NOT_READY";
     case RGPU_CU_ILLEGAL_ADDRESS: return "CUDA_ERROR_ILLEGAL_ADDRESS";
     case RGPU_CU_LAUNCH_OUT_OF_RESOURCES: return "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES";
+    case RGPU_CU_LAUNCH_TIMEOUT: return "CUDA_ERROR_LAUNCH_TIMEOUT";
     case RGPU_CU_LAUNCH_FAILED: return "CUDA_ERROR_LAUNCH_FAILED";
     case RGPU_CU_NOT_SUPPORTED: return "CUDA_ERROR_NOT_SUPPORTED";
     default: return "CUDA error";
@@ -150,10 +155,11 @@ const char *rgpu__cu_result_name(int result)
 }
 
 /* Errors after which the context cannot be used any more (cuda.h: "the
- * process must be terminated and relaunched"): 700 and 714..720. */
+ * process must be terminated and relaunched"): 700, 702 and 714..720. */
 static int rgpu_cu_is_sticky(int result)
 {
-    return result == RGPU_CU_ILLEGAL_ADDRESS || (result >= 714 && result <= 720);
+    return result == RGPU_CU_ILLEGAL_ADDRESS || result == RGPU_CU_LAUNCH_TIMEOUT ||
+           (result >= 714 && result <= 720);
 }
 
 static const char *rgpu_cu_msg_name(uint16_t type)
@@ -422,6 +428,7 @@ static void rgpu_cu_cache_trim_locked(rgpu_backend_t *be)
             return;
         rgpu_cu_image_t *gone = *oldest;
         *oldest = gone->next;
+        be->cache_bytes -= gone->len;
         free(gone->data);
         free(gone);
     }
@@ -442,8 +449,45 @@ static rgpu_cu_image_t *rgpu_cu_cache_get(rgpu_backend_t *be, const uint8_t *sha
     return img;
 }
 
-/* Caches data (ours now) under its own hash, or finds the same bytes
- * already there (then data is freed); referenced. NULL: out of memory. */
+/* Reserves room for an upload of len bytes in the cache's bound (idle
+ * images make room first); -1 when the server holds too much already. */
+static int rgpu_cu_cache_reserve(rgpu_backend_t *be, uint64_t len)
+{
+    int ok;
+
+    pthread_mutex_lock(&be->cache_lock);
+    if (be->cache_bytes + len > RGPU_CU_CACHE_MAX) {
+        /* Everything idle may go. */
+        for (rgpu_cu_image_t **p = &be->images; *p;) {
+            rgpu_cu_image_t *img = *p;
+
+            if (img->refs) {
+                p = &img->next;
+                continue;
+            }
+            *p = img->next;
+            be->cache_bytes -= img->len;
+            free(img->data);
+            free(img);
+        }
+    }
+    ok = be->cache_bytes + len <= RGPU_CU_CACHE_MAX;
+    if (ok)
+        be->cache_bytes += len;
+    pthread_mutex_unlock(&be->cache_lock);
+    return ok ? 0 : -1;
+}
+
+static void rgpu_cu_cache_unreserve(rgpu_backend_t *be, uint64_t len)
+{
+    pthread_mutex_lock(&be->cache_lock);
+    be->cache_bytes -= len;
+    pthread_mutex_unlock(&be->cache_lock);
+}
+
+/* Caches data (ours now, its room reserved) under its own hash, or finds
+ * the same bytes already there (then data and its room are given back);
+ * referenced. NULL: out of memory. */
 static rgpu_cu_image_t *rgpu_cu_cache_put(rgpu_backend_t *be, uint8_t *data, size_t len)
 {
     uint8_t sha[32];
@@ -453,11 +497,13 @@ static rgpu_cu_image_t *rgpu_cu_cache_put(rgpu_backend_t *be, uint8_t *data, siz
     img = rgpu_cu_cache_get(be, sha);
     if (img) {
         free(data);
+        rgpu_cu_cache_unreserve(be, len);
         return img;
     }
     img = calloc(1, sizeof(*img));
     if (!img) {
         free(data);
+        rgpu_cu_cache_unreserve(be, len);
         return NULL;
     }
     memcpy(img->sha256, sha, 32);
@@ -918,14 +964,24 @@ static rgpu_status_t rgpu_cu_module_data(rgpu_cu_session_t *s, const rgpu_frame_
         st = RGPU_ERR_PROTOCOL;
         goto out;
     }
+    if (rgpu_cu_cache_reserve(s->be, m->size) != 0) {
+        rgpu_warn("cuda", "%s: a module of %llu bytes refused: the server holds %llu GiB of "
+                  "modules already", rgpu_session_name(s->session), (unsigned long long)m->size,
+                  RGPU_CU_CACHE_MAX >> 30);
+        st = rgpu_cu_module_reply(s, hdr, RGPU_CU_OUT_OF_MEMORY, 0,
+                                  "the server holds too many modules");
+        goto out;
+    }
     data = malloc(m->size);
     if (!data) {
+        rgpu_cu_cache_unreserve(s->be, m->size);
         st = rgpu_cu_module_reply(s, hdr, RGPU_CU_OUT_OF_MEMORY, 0, "out of server memory");
         goto out;
     }
     st = rgpu_session_pull(s->session, data, m->size);
     if (st != RGPU_OK) {
         free(data);
+        rgpu_cu_cache_unreserve(s->be, m->size);
         goto out;
     }
     mod->image = rgpu_cu_cache_put(s->be, data, m->size);
@@ -1187,7 +1243,7 @@ static rgpu_status_t rgpu_cu_malloc(rgpu_cu_session_t *s, const rgpu_frame_heade
         goto out_reply;
     }
     if (rgpu_session_mem_reserve(s->session, m->size) != 0) {
-        rgpu_info("cuda", "%s: cudaMalloc of %llu bytes refused: past the lease's memory quota",
+        rgpu_debug("cuda", "%s: cudaMalloc of %llu bytes refused: past the lease's memory quota",
                   rgpu_session_name(s->session), (unsigned long long)m->size);
         err = RGPU_CU_OUT_OF_MEMORY;
         goto out_reply;
@@ -1890,6 +1946,10 @@ static rgpu_status_t rgpu_cu_launch(rgpu_cu_session_t *s, const rgpu_frame_heade
                                  m->params.len);
         goto out;
     }
+    /* The driver takes exactly the kernel's parameter bank: a client's
+     * padding past it is dropped. */
+    if (fn->param_bytes[m->device] > 0 && m->params.len > (uint64_t)fn->param_bytes[m->device])
+        m->params.len = (size_t)fn->param_bytes[m->device];
     err = rgpu_cu_note(d, s->be->ops->launch(d->ctx, handle, grid, block, m->shared_mem, stream,
                                              m->params.data, m->params.len));
     if (err != RGPU_CU_SUCCESS)

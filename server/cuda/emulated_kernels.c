@@ -16,6 +16,13 @@
 
 #include "emulated.h"
 
+/* Multiply-adds one emulated launch may cost (a few seconds of one core):
+ * past it the launch fails as a GPU's watchdog would end it
+ * (CUDA_ERROR_LAUNCH_TIMEOUT), so a session's thread, and its teardown,
+ * never wait for hours. The kernels linear in their data are bounded by
+ * the emulated device's memory already. */
+#define RGPU_CU_EMU_MAX_WORK (1ull << 33)
+
 /* Threads in the launch along x (blocks times threads per block). */
 static uint64_t rgpu_cu_emu_threads_x(const rgpu_cu_emu_launch_t *l)
 {
@@ -76,6 +83,8 @@ static int rgpu_cu_emu_matmul(const rgpu_cu_emu_launch_t *l)
     rows = rgpu_cu_emu_min((uint64_t)n, (uint64_t)l->grid[1] * l->block[1]);
     if (!cols || !rows)
         return RGPU_CU_SUCCESS;
+    if (rows * cols > RGPU_CU_EMU_MAX_WORK / (uint64_t)n)
+        return RGPU_CU_LAUNCH_TIMEOUT;
     /* Row y of A is read whole (n floats) by every thread of that row. */
     if (__builtin_mul_overflow(pitch, rows - 1, &span_a) ||
         __builtin_add_overflow(span_a, (uint64_t)n * sizeof(float), &span_a))
