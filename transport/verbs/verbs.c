@@ -8,11 +8,13 @@
  *    behind the link's event fd (an epoll set).
  *  - Messages are SENDs into receive buffers of max_eager bytes pre-posted
  *    by the peer. Flow control is by credits: each side may have at most as
- *    many messages unconsumed at the peer as the peer posted buffers. The
- *    receiver copies a message out and reposts its buffer at once, but gives
- *    the credit back only when the layer above takes the message, so a slow
- *    consumer holds the sender back instead of queueing without bound.
- *    Credits go back as a cumulative count of consumed messages, in the
+ *    many messages in flight to the peer as the peer posted buffers. The
+ *    receiver copies a message out into its queue and reposts the buffer at
+ *    once, and gives the credit back while the queue holds less than
+ *    RGPU_VERBS_QUEUE_BYTES; past that, only when the layer above takes
+ *    messages, so a slow consumer holds the sender back instead of queueing
+ *    without bound (as a full socket buffer does on TCP).
+ *    Credits go back as a cumulative count of freed buffers, in the
  *    immediate data of every SEND, and, when the receiver has nothing to
  *    send, by an RDMA WRITE of the count into a word the sender registered
  *    for it. A credit return therefore never needs a receive buffer, which
@@ -23,9 +25,15 @@
  *    checks bounds and permissions against its memory region. Transfers are
  *    split at the port's max_msg_sz and kept in flight up to a window.
  *  - Completions: whoever waits polls the completion queue (one thread at a
- *    time, the others wait on a condition variable), spinning while
- *    completions keep coming and for a short while after, then arming the
- *    completion channel and sleeping on the link's event fd.
+ *    time, the others wait on a condition variable) while traffic flows and
+ *    for RGPU_VERBS_SPIN_US after (50 by default), then sleeps. While nobody
+ *    polls, the instance's progress thread sleeps on the completion
+ *    channels of all its links and serves what arrives: it reposts
+ *    buffers, returns credits, queues messages, completes get/put, wakes
+ *    waiters and turns the link's event fd (an eventfd) readable. So an
+ *    idle session burns no core, a busy one pays no wake-up per message,
+ *    and a peer never stalls because the application here is busy
+ *    elsewhere, as TCP's kernel keeps receiving for a busy application.
  *  - A peer's disconnect (rdma_cm), an error completion or a QP in error
  *    fails the link once, with a reason: pending operations complete with
  *    the status, frames received before it are still handed over.
@@ -44,6 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,6 +70,7 @@
 #define RGPU_VERBS_INLINE_WANT 256u           /* inline data asked of the provider */
 #define RGPU_VERBS_ACCEPT_MS   5000           /* a connecting peer must finish within it */
 #define RGPU_VERBS_DRAIN_MS    2000           /* sends get this long to leave before a close */
+#define RGPU_VERBS_QUEUE_BYTES (16u << 20)    /* received, not taken: past it credits wait */
 #define RGPU_VERBS_MAGIC       0x72475056u    /* "rGPV", in the connection's private data */
 #define RGPU_VERBS_VERSION     1u
 /* A key is the rkey with this tag above it, so that a zero, forged or
@@ -91,6 +101,13 @@ typedef struct {
     uint32_t eager, depth, sq_depth, cq_depth, rma_window;
     uint64_t max_msg;
     int spin_us;
+    /* The progress thread and the links it watches. */
+    pthread_t progress;
+    int progress_started, stopping;
+    int epfd;                   /* every link's completion and cm channel */
+    int wake_fd;                /* an eventfd that stops the thread */
+    pthread_mutex_t links_lock; /* links; held while the thread serves one */
+    struct rgpu_verbs_link *links;
 } rgpu_verbs_tp_t;
 
 typedef struct rgpu_verbs_op {
@@ -104,15 +121,17 @@ typedef struct rgpu_verbs_op {
     struct rgpu_verbs_op *next;
 } rgpu_verbs_op_t;
 
-typedef struct {
+typedef struct rgpu_verbs_link {
     rgpu_link_t link;           /* first: the public part */
     rgpu_verbs_tp_t *vtp;
+    struct rgpu_verbs_link *next_link;  /* vtp->links */
+    int listed;
     struct rdma_event_channel *ech;
     struct rdma_cm_id *id;
     struct ibv_comp_channel *cch;
     struct ibv_cq *cq;
     struct ibv_qp *qp;
-    int epfd, cq_armed;
+    int evfd;                   /* the layer above's event fd (an eventfd) */
     uint32_t max_inline;
 
     uint8_t *rx, *tx;           /* depth buffers of eager bytes each */
@@ -126,17 +145,21 @@ typedef struct {
     pthread_mutex_t lock;       /* everything below */
     pthread_cond_t cond;        /* something completed, arrived or failed; poller left */
     int polling;                /* a thread polls the CQ */
+    int poll_again;             /* the progress thread found it polling: poll once more */
+    unsigned handled_unseen;    /* completions handled since rgpu_link_progress last asked */
+    size_t q_bytes;             /* bytes in the queue */
+    uint32_t deferred;          /* buffers freed but not yet counted: the queue is full */
     int credit_waiters;         /* threads waiting for credits (they arrive silently) */
     uint32_t peer_depth, peer_credit_rkey;
     uint64_t peer_credit_addr;
     uint32_t sent, peer_consumed;   /* messages sent; consumed by the peer (mod 2^32) */
-    uint32_t consumed, returned;    /* messages we handed up; count last told the peer */
+    uint32_t consumed, returned;    /* buffers of the peer's we freed; count last told it */
     uint32_t ctrl_inflight, ctrl_seq;
     uint32_t sq_used, rma_wrs;      /* send queue entries and RMA work requests in flight */
     rgpu_msg_t *q_head, *q_tail;
     rgpu_verbs_op_t *ops_head, *ops_tail;
     rgpu_status_t failed;
-    char reason[256];
+    char reason[512];
     uint64_t last_activity_ns;
 } rgpu_verbs_link_t;
 
@@ -145,6 +168,8 @@ typedef struct {
     struct rdma_event_channel *ech;
     struct rdma_cm_id *id;
 } rgpu_verbs_listener_t;
+
+static void *rgpu_verbs_progress_main(void *arg);
 
 static uint64_t rgpu_verbs_now_ns(void)
 {
@@ -261,7 +286,7 @@ rgpu_status_t rgpu_verbs_probe(char *reason, size_t reason_cap)
 static rgpu_status_t rgpu_verbs_tp_open(rgpu_transport_t *tp)
 {
     rgpu_verbs_tp_t *vtp;
-    char reason[256];
+    char reason[512];
     const char *spin = getenv("RGPU_VERBS_SPIN_US");
     int n = 0, i;
 
@@ -307,6 +332,20 @@ static rgpu_status_t rgpu_verbs_tp_open(rgpu_transport_t *tp)
     if (vtp->spin_us < 0 || vtp->spin_us > 100000)
         vtp->spin_us = 50;
 
+    vtp->epfd = vtp->wake_fd = -1;
+    vtp->epfd = epoll_create1(EPOLL_CLOEXEC);
+    vtp->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    pthread_mutex_init(&vtp->links_lock, NULL);
+    if (vtp->epfd < 0 || vtp->wake_fd < 0)
+        goto out_fds;
+    {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+        if (epoll_ctl(vtp->epfd, EPOLL_CTL_ADD, vtp->wake_fd, &ev) != 0 ||
+            pthread_create(&vtp->progress, NULL, rgpu_verbs_progress_main, vtp) != 0)
+            goto out_fds;
+    }
+    vtp->progress_started = 1;
+
     tp->caps.max_eager = vtp->eager;
     tp->caps.remote_access = 1;
     tp->caps.max_rma = (uint64_t)1 << 40; /* split at max_msg_sz here, not by callers */
@@ -318,6 +357,12 @@ static rgpu_status_t rgpu_verbs_tp_open(rgpu_transport_t *tp)
     tp->priv = vtp;
     return RGPU_OK;
 
+out_fds:
+    if (vtp->epfd >= 0)
+        close(vtp->epfd);
+    if (vtp->wake_fd >= 0)
+        close(vtp->wake_fd);
+    pthread_mutex_destroy(&vtp->links_lock);
 out_pd:
     ibv_dealloc_pd(vtp->pd);
 out_devs:
@@ -333,6 +378,17 @@ static void rgpu_verbs_tp_close(rgpu_transport_t *tp)
 
     if (!vtp)
         return;
+    if (vtp->progress_started) {
+        uint64_t one = 1;
+        __atomic_store_n(&vtp->stopping, 1, __ATOMIC_RELEASE);
+        if (write(vtp->wake_fd, &one, sizeof(one)) != sizeof(one)) {
+            /* Cannot fail: the counter was 0. */
+        }
+        pthread_join(vtp->progress, NULL);
+    }
+    close(vtp->epfd);
+    close(vtp->wake_fd);
+    pthread_mutex_destroy(&vtp->links_lock);
     ibv_dealloc_pd(vtp->pd);
     rdma_free_devices(vtp->devs);
     free(vtp);
@@ -554,7 +610,7 @@ static void rgpu_verbs_handle_wc(rgpu_verbs_link_t *vl, const struct ibv_wc *wc)
 {
     int kind = (int)(wc->wr_id & 3);
     rgpu_verbs_op_t *op = kind == WR_RMA ? (rgpu_verbs_op_t *)(uintptr_t)(wc->wr_id & ~3ull) : NULL;
-    char why[256];
+    char why[512];
 
     if (kind == WR_SEND) {
         vl->tx_free[vl->tx_nfree++] = (uint32_t)(wc->wr_id >> 2);
@@ -581,13 +637,14 @@ static void rgpu_verbs_handle_wc(rgpu_verbs_link_t *vl, const struct ibv_wc *wc)
             return;
         }
         if (wc->status == IBV_WC_REM_ACCESS_ERR || wc->status == IBV_WC_REM_INV_REQ_ERR) {
-            /* The peer's HCA refused the key, the range or the access. */
-            snprintf(why, sizeof(why), "the peer %s refused %s: wrong, stale or forged key, a "
-                     "range outside its registration, or an access it does not permit (%s); "
-                     "the link is closed", vl->link.peer, rgpu_verbs_wr_name(kind, op),
-                     ibv_wc_status_str(wc->status));
-            if (op && op->status == RGPU_OK)
-                op->status = RGPU_ERR_INVALID_ARG;
+            /* The peer's HCA refused the key, the range or the access. It
+             * cannot tell a forged key from one whose process just died
+             * (its registrations go first), so the operation gets the
+             * link's failure, as any other operation of the link does. */
+            snprintf(why, sizeof(why), "the peer %s refused %s (%s): a wrong, stale or forged "
+                     "key, a range outside its registration, an access it does not permit, or "
+                     "its process is gone; the link is closed", vl->link.peer,
+                     rgpu_verbs_wr_name(kind, op), ibv_wc_status_str(wc->status));
         } else if (wc->status == IBV_WC_RETRY_EXC_ERR || wc->status == IBV_WC_RNR_RETRY_EXC_ERR) {
             snprintf(why, sizeof(why), "the peer %s stopped answering during %s (%s)",
                      vl->link.peer, rgpu_verbs_wr_name(kind, op), ibv_wc_status_str(wc->status));
@@ -647,8 +704,13 @@ static void rgpu_verbs_handle_wc(rgpu_verbs_link_t *vl, const struct ibv_wc *wc)
         else
             vl->q_head = msg;
         vl->q_tail = msg;
-        /* The buffer goes back at once; the credit only when the message
-         * is taken (rgpu_verbs_msg_recv). */
+        /* The buffer goes back at once; the credit too unless the queue is
+         * full, then when the layer above takes messages. */
+        vl->q_bytes += wc->byte_len;
+        if (vl->q_bytes <= RGPU_VERBS_QUEUE_BYTES && !vl->deferred)
+            vl->consumed++;
+        else
+            vl->deferred++;
         if (rgpu_verbs_post_recv(vl, i) != RGPU_OK)
             rgpu_verbs_fail_locked(vl, RGPU_ERR_IO, "reposting a receive buffer failed");
     }
@@ -681,15 +743,9 @@ static void rgpu_verbs_handle_cm(rgpu_verbs_link_t *vl)
 static int rgpu_verbs_poll_once(rgpu_verbs_link_t *vl)
 {
     struct ibv_wc wc[32];
-    struct ibv_cq *ev_cq;
-    void *ev_ctx;
     rgpu_verbs_op_t *done = NULL;
     int n, total = 0;
 
-    while (ibv_get_cq_event(vl->cch, &ev_cq, &ev_ctx) == 0) {
-        ibv_ack_cq_events(ev_cq, 1);
-        vl->cq_armed = 0;
-    }
     pthread_mutex_lock(&vl->lock);
     while ((n = ibv_poll_cq(vl->cq, 32, wc)) > 0) {
         for (int i = 0; i < n; i++)
@@ -704,35 +760,93 @@ static int rgpu_verbs_poll_once(rgpu_verbs_link_t *vl)
     rgpu_verbs_post_rma(vl);
     rgpu_verbs_return_credits(vl, 0);
     rgpu_verbs_reap_ops(vl, &done);
-    if (total)
+    if (total || vl->failed != RGPU_OK) {
+        uint64_t one = 1;
         pthread_cond_broadcast(&vl->cond);
+        vl->handled_unseen += (unsigned)total;
+        vl->last_activity_ns = rgpu_verbs_now_ns();
+        /* The layer above's event fd: something to progress. */
+        if (write(vl->evfd, &one, sizeof(one)) < 0) {
+            /* Already readable (the counter is far from full): enough. */
+        }
+    }
     pthread_mutex_unlock(&vl->lock);
     rgpu_verbs_finish_ops(done);
-    if (total)
-        vl->last_activity_ns = rgpu_verbs_now_ns();
     return total;
 }
 
-/* Arms the completion channel, then polls once more: a completion that
- * arrived before the arm would otherwise never wake anyone. */
-static int rgpu_verbs_arm(rgpu_verbs_link_t *vl)
+/* Polls as the poller: again while the progress thread found the role
+ * taken meanwhile, so nothing it was woken for is left unpolled. Called
+ * with the lock held and vl->polling set by the caller; returns so. */
+static int rgpu_verbs_poll_as_poller(rgpu_verbs_link_t *vl)
 {
-    if (!vl->cq_armed) {
-        if (ibv_req_notify_cq(vl->cq, 0) == 0)
-            vl->cq_armed = 1;
+    int n = 0;
+
+    do {
+        vl->poll_again = 0;
+        pthread_mutex_unlock(&vl->lock);
+        n += rgpu_verbs_poll_once(vl);
+        pthread_mutex_lock(&vl->lock);
+    } while (vl->poll_again);
+    return n;
+}
+
+/* The progress thread: sleeps on every link's completion and cm channels;
+ * for a link that nobody polls, polls it. */
+static void *rgpu_verbs_progress_main(void *arg)
+{
+    rgpu_verbs_tp_t *vtp = arg;
+    struct epoll_event evs[16];
+
+    for (;;) {
+        int n = epoll_wait(vtp->epfd, evs, 16, -1);
+
+        if (__atomic_load_n(&vtp->stopping, __ATOMIC_ACQUIRE))
+            break;
+        pthread_mutex_lock(&vtp->links_lock);
+        for (int i = 0; i < n; i++) {
+            rgpu_verbs_link_t *vl = vtp->links;
+            struct ibv_cq *ev_cq;
+            void *ev_ctx;
+
+            /* Only links still listed: a closed one is gone. */
+            while (vl && vl != evs[i].data.ptr)
+                vl = vl->next_link;
+            if (!vl)
+                continue;
+            /* Take the channel's events and re-arm before polling: what
+             * completes after the poll fires the channel again. */
+            while (ibv_get_cq_event(vl->cch, &ev_cq, &ev_ctx) == 0)
+                ibv_ack_cq_events(ev_cq, 1);
+            ibv_req_notify_cq(vl->cq, 0);
+            pthread_mutex_lock(&vl->lock);
+            if (vl->polling) {
+                vl->poll_again = 1;
+            } else {
+                vl->polling = 1;
+                rgpu_verbs_poll_as_poller(vl);
+                vl->polling = 0;
+                pthread_cond_broadcast(&vl->cond);
+            }
+            pthread_mutex_unlock(&vl->lock);
+        }
+        pthread_mutex_unlock(&vtp->links_lock);
     }
-    return rgpu_verbs_poll_once(vl);
+    return NULL;
 }
 
 /* Progresses the link until ready() holds (RGPU_OK), the link failed with
  * nothing of ours left in flight (its status) or timeout_ms passed
- * (RGPU_ERR_TIMEOUT). Returns with the lock held. */
+ * (RGPU_ERR_TIMEOUT). Polls while traffic flows (RGPU_VERBS_SPIN_US after
+ * the last completion or post), then sleeps until the progress thread or
+ * another poller signals. Returns with the lock held. */
 static rgpu_status_t rgpu_verbs_run(rgpu_verbs_link_t *vl,
                                     int (*ready)(rgpu_verbs_link_t *, void *), void *arg,
                                     int timeout_ms)
 {
     uint64_t deadline_ns = timeout_ms >= 0 ? rgpu_verbs_now_ns() + (uint64_t)timeout_ms * 1000000ull : 0;
-    int tried = 0;
+    uint64_t spin_ns = (uint64_t)vl->vtp->spin_us * 1000u;
+    int tried = 0, polled = 0;
 
     pthread_mutex_lock(&vl->lock);
     for (;;) {
@@ -740,7 +854,7 @@ static rgpu_status_t rgpu_verbs_run(rgpu_verbs_link_t *vl,
 
         if (ready(vl, arg))
             return RGPU_OK;
-        /* After a failure, work requests still flush: keep polling until
+        /* After a failure, work requests still flush: keep waiting until
          * they have, so every operation completes with a status. */
         if (vl->failed != RGPU_OK && vl->sq_used == 0 && !vl->ops_head)
             return vl->failed;
@@ -748,42 +862,25 @@ static rgpu_status_t rgpu_verbs_run(rgpu_verbs_link_t *vl,
         if (left == 0 && tried)
             return RGPU_ERR_TIMEOUT;
         tried = 1;
-        if (!vl->polling) {
-            int n;
-
+        if (!vl->polling && (!polled || rgpu_verbs_now_ns() - vl->last_activity_ns < spin_ns)) {
             vl->polling = 1;
-            pthread_mutex_unlock(&vl->lock);
-            n = rgpu_verbs_poll_once(vl);
-            if (n == 0 && rgpu_verbs_now_ns() - vl->last_activity_ns > (uint64_t)vl->vtp->spin_us * 1000u) {
-                /* Idle: sleep on the event fd instead of burning a core. */
-                n = rgpu_verbs_arm(vl);
-                if (n == 0) {
-                    struct pollfd pfd = {vl->epfd, POLLIN, 0};
-                    int sleep_ms = left;
-
-                    pthread_mutex_lock(&vl->lock);
-                    /* Credits come back by RDMA WRITE, which wakes nobody. */
-                    if (vl->credit_waiters && (sleep_ms < 0 || sleep_ms > 1))
-                        sleep_ms = 1;
-                    if (vl->failed != RGPU_OK && (sleep_ms < 0 || sleep_ms > 10))
-                        sleep_ms = 10;
-                    pthread_mutex_unlock(&vl->lock);
-                    poll(&pfd, 1, sleep_ms);
-                    rgpu_verbs_poll_once(vl);
-                }
-            }
-            pthread_mutex_lock(&vl->lock);
+            rgpu_verbs_poll_as_poller(vl);
             vl->polling = 0;
             pthread_cond_broadcast(&vl->cond);
+            polled = 1;
         } else {
             struct timespec until;
-            long wait_ms = left < 0 || left > 100 ? 100 : left;
+            /* Credits come back by RDMA WRITE, which wakes nobody. */
+            long wait_ms = vl->credit_waiters ? 1 : 100;
 
+            if (left >= 0 && left < wait_ms)
+                wait_ms = left;
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_nsec += wait_ms * 1000000L;
             until.tv_sec += until.tv_nsec / 1000000000L;
             until.tv_nsec %= 1000000000L;
             pthread_cond_timedwait(&vl->cond, &vl->lock, &until);
+            polled = 0;
         }
     }
 }
@@ -868,6 +965,7 @@ static rgpu_status_t rgpu_verbs_msg_send(rgpu_link_t *link, const struct iovec *
     vl->sent++;
     vl->sq_used++;
     vl->returned = vl->consumed;
+    vl->last_activity_ns = rgpu_verbs_now_ns();  /* traffic: the reply is worth spinning for */
     pthread_mutex_unlock(&vl->lock);
     if (c)
         rgpu_complete(c, RGPU_OK);
@@ -887,7 +985,11 @@ static rgpu_status_t rgpu_verbs_msg_recv(rgpu_link_t *link, rgpu_msg_t **msg_p, 
             vl->q_tail = NULL;
         msg->next = NULL;
         *msg_p = msg;
-        vl->consumed++;
+        vl->q_bytes -= RGPU_FRAME_HEADER_SIZE + msg->header.body_len + (size_t)msg->header.bulk_len;
+        if (vl->deferred && vl->q_bytes <= RGPU_VERBS_QUEUE_BYTES) {
+            vl->consumed += vl->deferred;
+            vl->deferred = 0;
+        }
         rgpu_verbs_return_credits(vl, 0);
     }
     pthread_mutex_unlock(&vl->lock);
@@ -958,6 +1060,7 @@ static rgpu_status_t rgpu_verbs_rma(rgpu_link_t *link, int is_get, rgpu_mem_t *l
     else
         vl->ops_head = op;
     vl->ops_tail = op;
+    vl->last_activity_ns = rgpu_verbs_now_ns();
     rgpu_verbs_post_rma(vl);
     rgpu_verbs_reap_ops(vl, &done);
     pthread_mutex_unlock(&vl->lock);
@@ -971,28 +1074,25 @@ static rgpu_status_t rgpu_verbs_rma(rgpu_link_t *link, int is_get, rgpu_mem_t *l
 static int rgpu_verbs_progress(rgpu_link_t *link)
 {
     rgpu_verbs_link_t *vl = (rgpu_verbs_link_t *)link;
-    int n;
+    uint64_t count;
+    int n = 0;
 
-    pthread_mutex_lock(&vl->lock);
-    if (vl->failed != RGPU_OK && vl->sq_used == 0) {
-        n = vl->failed;
-        pthread_mutex_unlock(&vl->lock);
-        return n;
+    /* The event fd is read here: whoever sleeps on it progresses first. */
+    if (read(vl->evfd, &count, sizeof(count)) < 0) {
+        /* Not readable: nothing was signalled since the last read. */
     }
-    if (vl->polling) {
-        pthread_mutex_unlock(&vl->lock);
-        return 0;
-    }
-    vl->polling = 1;
-    pthread_mutex_unlock(&vl->lock);
-    /* End with the CQ armed, so that the event fd turns readable for
-     * whatever arrives after this returns. */
-    n = rgpu_verbs_poll_once(vl);
-    n += rgpu_verbs_arm(vl);
     pthread_mutex_lock(&vl->lock);
-    vl->polling = 0;
-    pthread_cond_broadcast(&vl->cond);
-    if (n == 0 && vl->failed != RGPU_OK && vl->sq_used == 0)
+    if (!vl->polling) {
+        vl->polling = 1;
+        rgpu_verbs_poll_as_poller(vl);
+        vl->polling = 0;
+        pthread_cond_broadcast(&vl->cond);
+    }
+    /* What this call or the progress thread handled since the last call;
+     * once the link failed and everything flushed, the failure. */
+    n = (int)vl->handled_unseen;
+    vl->handled_unseen = 0;
+    if (vl->failed != RGPU_OK && vl->sq_used == 0 && !vl->ops_head)
         n = vl->failed;
     pthread_mutex_unlock(&vl->lock);
     return n;
@@ -1000,7 +1100,7 @@ static int rgpu_verbs_progress(rgpu_link_t *link)
 
 static int rgpu_verbs_event_fd(rgpu_link_t *link)
 {
-    return ((rgpu_verbs_link_t *)link)->epfd;
+    return ((rgpu_verbs_link_t *)link)->evfd;
 }
 
 static const char *rgpu_verbs_reason(rgpu_link_t *link)
@@ -1027,6 +1127,50 @@ void rgpu_verbs_inject_qp_error(rgpu_link_t *link)
  * Links: setup and teardown
  * ---------------------------------------------------------------------- */
 
+/* Hands an established link to the progress thread and to the instance's
+ * event fd. */
+static rgpu_status_t rgpu_verbs_link_list(rgpu_verbs_link_t *vl)
+{
+    rgpu_verbs_tp_t *vtp = vl->vtp;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = vl};
+    struct epoll_event up = {.events = EPOLLIN, .data.ptr = &vl->link};
+    rgpu_status_t status = RGPU_OK;
+
+    vl->last_activity_ns = rgpu_verbs_now_ns();
+    pthread_mutex_lock(&vtp->links_lock);
+    if (epoll_ctl(vtp->epfd, EPOLL_CTL_ADD, vl->cch->fd, &ev) != 0 ||
+        epoll_ctl(vtp->epfd, EPOLL_CTL_ADD, vl->ech->fd, &ev) != 0 ||
+        epoll_ctl(vl->link.tp->epfd, EPOLL_CTL_ADD, vl->evfd, &up) != 0) {
+        status = RGPU_ERR_NOMEM;
+    }
+    vl->next_link = vtp->links;
+    vtp->links = vl;
+    vl->listed = 1;
+    pthread_mutex_unlock(&vtp->links_lock);
+    return status;
+}
+
+/* Takes the link from the progress thread (waiting while it serves it). */
+static void rgpu_verbs_link_unlist(rgpu_verbs_link_t *vl)
+{
+    rgpu_verbs_tp_t *vtp = vl->vtp;
+
+    if (!vl->listed)
+        return;
+    pthread_mutex_lock(&vtp->links_lock);
+    for (rgpu_verbs_link_t **pp = &vtp->links; *pp; pp = &(*pp)->next_link) {
+        if (*pp == vl) {
+            *pp = vl->next_link;
+            break;
+        }
+    }
+    epoll_ctl(vtp->epfd, EPOLL_CTL_DEL, vl->cch->fd, NULL);
+    epoll_ctl(vtp->epfd, EPOLL_CTL_DEL, vl->ech->fd, NULL);
+    epoll_ctl(vl->link.tp->epfd, EPOLL_CTL_DEL, vl->evfd, NULL);
+    vl->listed = 0;
+    pthread_mutex_unlock(&vtp->links_lock);
+}
+
 static rgpu_verbs_link_t *rgpu_verbs_link_new(rgpu_transport_t *tp)
 {
     rgpu_verbs_link_t *vl = calloc(1, sizeof(*vl));
@@ -1036,7 +1180,7 @@ static rgpu_verbs_link_t *rgpu_verbs_link_new(rgpu_transport_t *tp)
     vl->link.ops = &rgpu_verbs_ops;
     vl->link.tp = tp;
     vl->vtp = tp->priv;
-    vl->epfd = -1;
+    vl->evfd = -1;
     pthread_mutex_init(&vl->lock, NULL);
     pthread_cond_init(&vl->cond, NULL);
     return vl;
@@ -1049,8 +1193,7 @@ static void rgpu_verbs_link_free(rgpu_verbs_link_t *vl)
 {
     rgpu_verbs_op_t *done = NULL;
 
-    if (vl->epfd >= 0 && vl->link.tp)
-        epoll_ctl(vl->link.tp->epfd, EPOLL_CTL_DEL, vl->epfd, NULL);
+    rgpu_verbs_link_unlist(vl);
     if (vl->qp)
         rdma_destroy_qp(vl->id);
     vl->qp = NULL;
@@ -1077,8 +1220,8 @@ static void rgpu_verbs_link_free(rgpu_verbs_link_t *vl)
         rdma_destroy_id(vl->id);
     if (vl->ech)
         rdma_destroy_event_channel(vl->ech);
-    if (vl->epfd >= 0)
-        close(vl->epfd);
+    if (vl->evfd >= 0)
+        close(vl->evfd);
     /* Nothing flushes any more: every operation still listed ends here. */
     pthread_mutex_lock(&vl->lock);
     for (rgpu_verbs_op_t *op = vl->ops_head; op; op = op->next) {
@@ -1107,7 +1250,6 @@ static rgpu_status_t rgpu_verbs_link_setup(rgpu_verbs_link_t *vl, char *reason, 
 {
     rgpu_verbs_tp_t *vtp = vl->vtp;
     struct ibv_qp_init_attr qa;
-    struct epoll_event ev = {.events = EPOLLIN};
     size_t bytes = (size_t)vtp->depth * vtp->eager;
     uint32_t want_inline = RGPU_VERBS_INLINE_WANT;
 
@@ -1162,16 +1304,9 @@ static rgpu_status_t rgpu_verbs_link_setup(rgpu_verbs_link_t *vl, char *reason, 
         if (rgpu_verbs_post_recv(vl, i) != RGPU_OK)
             goto out_nomem;
     }
-    if (ibv_req_notify_cq(vl->cq, 0) == 0)
-        vl->cq_armed = 1;
-    vl->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (vl->epfd < 0)
-        goto out_nomem;
-    ev.data.fd = vl->cch->fd;
-    if (epoll_ctl(vl->epfd, EPOLL_CTL_ADD, vl->cch->fd, &ev) != 0)
-        goto out_nomem;
-    ev.data.fd = vl->ech->fd;
-    if (epoll_ctl(vl->epfd, EPOLL_CTL_ADD, vl->ech->fd, &ev) != 0)
+    ibv_req_notify_cq(vl->cq, 0);
+    vl->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (vl->evfd < 0)
         goto out_nomem;
     return RGPU_OK;
 
@@ -1346,7 +1481,6 @@ static rgpu_status_t rgpu_verbs_tp_connect(rgpu_transport_t *tp, const char *add
     struct rdma_conn_param param;
     rgpu_verbs_hello_t hello;
     rgpu_status_t status;
-    struct epoll_event eev = {.events = EPOLLIN};
     uint64_t deadline_ns = rgpu_verbs_now_ns() + (uint64_t)(timeout_ms < 0 ? 60000 : timeout_ms) * 1000000ull;
 
     if (reason_out && reason_cap)
@@ -1395,9 +1529,10 @@ static rgpu_status_t rgpu_verbs_tp_connect(rgpu_transport_t *tp, const char *add
     rdma_ack_cm_event(ev);
     if (status != RGPU_OK)
         goto out_free;
-    eev.data.ptr = &vl->link;
-    epoll_ctl(tp->epfd, EPOLL_CTL_ADD, vl->epfd, &eev);
-    vl->last_activity_ns = rgpu_verbs_now_ns();
+    if ((status = rgpu_verbs_link_list(vl)) != RGPU_OK) {
+        snprintf(reason, cap, "cannot watch the link to %s: %s", addr, strerror(errno));
+        goto out_free;
+    }
     *link_p = &vl->link;
     return RGPU_OK;
 
@@ -1472,7 +1607,6 @@ static rgpu_status_t rgpu_verbs_accept(rgpu_listener_t *l, rgpu_link_t **link_p)
     rgpu_verbs_link_t *vl;
     struct rdma_conn_param param;
     rgpu_verbs_hello_t hello;
-    struct epoll_event eev = {.events = EPOLLIN};
     char reason[256], host[INET6_ADDRSTRLEN] = "?";
     struct sockaddr *sa;
     rgpu_status_t status;
@@ -1534,9 +1668,10 @@ static rgpu_status_t rgpu_verbs_accept(rgpu_listener_t *l, rgpu_link_t **link_p)
         return status;
     }
     rdma_ack_cm_event(ev);
-    eev.data.ptr = &vl->link;
-    epoll_ctl(l->tp->epfd, EPOLL_CTL_ADD, vl->epfd, &eev);
-    vl->last_activity_ns = rgpu_verbs_now_ns();
+    if ((status = rgpu_verbs_link_list(vl)) != RGPU_OK) {
+        rgpu_verbs_link_free(vl);
+        return status;
+    }
     *link_p = &vl->link;
     return RGPU_OK;
 }

@@ -468,16 +468,44 @@ static void *conf_progress_thread(void *arg)
     return NULL;
 }
 
-static void conf_msg_connect(rgpu_link_t **a_p, rgpu_link_t **b_p)
+typedef struct {
+    rgpu_listener_t *l;
+    rgpu_link_t *link;
+    rgpu_status_t status;
+} conf_acceptor_t;
+
+/* Accepts one connection on its own thread, as the peer's process would:
+ * over RDMA a connect completes only once the other side accepts. */
+static void *conf_acceptor(void *arg)
+{
+    conf_acceptor_t *acc = arg;
+    struct pollfd pfd = {CONFORMANCE_OPS.listener_fd(acc->l), POLLIN, 0};
+
+    acc->status = RGPU_ERR_TIMEOUT;
+    if (poll(&pfd, 1, 10000) == 1)
+        acc->status = CONFORMANCE_OPS.accept(acc->l, &acc->link);
+    return NULL;
+}
+
+static void conf_connect_pair(rgpu_transport_t *tp, rgpu_listener_t *l, rgpu_link_t **a_p,
+                              rgpu_link_t **b_p)
 {
     char reason[256] = "";
-    struct pollfd pfd;
+    conf_acceptor_t acc = {l, NULL, RGPU_OK};
+    pthread_t th;
+    rgpu_status_t status;
 
-    cr_assert_eq(rgpu_transport_connect(tp_a, mlst->local, 5000, a_p, reason, sizeof(reason)),
-                 RGPU_OK, "connect: %s", reason);
-    pfd = (struct pollfd){CONFORMANCE_OPS.listener_fd(mlst), POLLIN, 0};
-    cr_assert_eq(poll(&pfd, 1, 5000), 1);
-    cr_assert_eq(CONFORMANCE_OPS.accept(mlst, b_p), RGPU_OK);
+    cr_assert_eq(pthread_create(&th, NULL, conf_acceptor, &acc), 0);
+    status = rgpu_transport_connect(tp, l->local, 10000, a_p, reason, sizeof(reason));
+    pthread_join(th, NULL);
+    cr_assert_eq(status, RGPU_OK, "connect: %s", reason);
+    cr_assert_eq(acc.status, RGPU_OK, "accept: %s", rgpu_status_str(acc.status));
+    *b_p = acc.link;
+}
+
+static void conf_msg_connect(rgpu_link_t **a_p, rgpu_link_t **b_p)
+{
+    conf_connect_pair(tp_a, mlst, a_p, b_p);
 }
 
 static void conf_msg_setup(void)
