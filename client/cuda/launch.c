@@ -502,15 +502,19 @@ cudaError_t cudaLaunchKernel_ptsz(const void *func, dim3 gridDim, dim3 blockDim,
 
 /* ---- function attributes and occupancy ---- */
 
-/* A kernel handle from a host stub address or a cudaKernel_t. */
+/* A kernel from a host stub address or a cudaKernel_t (one of ours, looked
+ * up in the registry rather than read through an unknown pointer). */
 static struct CUkern_st *rgpu_cu_kernel_of(const void *func)
 {
-    const struct CUkern_st *k = func;
+    struct CUkern_st *k = rgpu__cu_kernel_by_host(func);
 
-    /* A cudaKernel_t is one of ours; a stub address is code, never one. */
-    if (k && rgpu__cu_kernel_by_host(func) == NULL && k->magic == RGPU_CU_MAGIC_KERNEL)
-        return (struct CUkern_st *)k;
-    return rgpu__cu_kernel_by_host(func);
+    pthread_mutex_lock(&rgpu_cu_reg_lock);
+    for (size_t b = 0; !k && func && b < RGPU_CU_KERNEL_BUCKETS; b++) {
+        for (struct CUkern_st *i = rgpu_cu_kernels[b]; i && !k; i = i->next)
+            k = i == func ? i : NULL;
+    }
+    pthread_mutex_unlock(&rgpu_cu_reg_lock);
+    return k;
 }
 
 RGPU_CUDA_EXPORT cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes *attr, const void *func)
@@ -518,7 +522,7 @@ RGPU_CUDA_EXPORT cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes *at
     Rgpu__CuFuncInfo req = RGPU__CU_FUNC_INFO__INIT;
     Rgpu__CuFuncInfoReply *reply;
     rgpu_call_t call = {0};
-    struct CUkern_st *k = rgpu__cu_kernel_by_host(func);
+    struct CUkern_st *k = rgpu_cu_kernel_of(func);
     int dev = rgpu__cu_current();
     rgpu_cu_device_t *d;
     cudaError_t err;

@@ -359,6 +359,25 @@ cudaError_t rgpu__cu_post(rgpu_cu_device_t *d, Rgpu__MsgType type, const Protobu
 {
     if (rgpu_conn_post(d->server->conn, (uint16_t)type, msg, bulk, bulk_len) != RGPU_OK)
         return rgpu__cu_link_lost(d);
+    if (rgpu_conn_sync_mode()) {
+        /* RGPU_SYNC=1, for debugging: each call waits until the device has
+         * done it, so that its error is its own. */
+        Rgpu__CuDeviceSync req = RGPU__CU_DEVICE_SYNC__INIT;
+        Rgpu__CuStatusReply *reply;
+        rgpu_call_t call = {0};
+        cudaError_t err;
+
+        req.device = d->index;
+        err = rgpu__cu_call(d, RGPU__MSG_TYPE__MSG_CU_DEVICE_SYNC, &req.base, NULL, 0,
+                            RGPU__MSG_TYPE__MSG_CU_STATUS_REPLY, &rgpu__cu_status_reply__descriptor, &call,
+                            (ProtobufCMessage **)&reply);
+        if (err != cudaSuccess)
+            return err;
+        err = rgpu__cu_sync_result(d, reply->cu_error);
+        rgpu__cu_status_reply__free_unpacked(reply, NULL);
+        rgpu_call_cleanup(&call);
+        return err;
+    }
     return cudaSuccess;
 }
 
