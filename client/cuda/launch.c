@@ -253,6 +253,8 @@ static cudaError_t rgpu_cu_module_load(rgpu_cu_module_t *m, rgpu_cu_device_t *d,
         return m->load_error[dev] = cudaErrorInvalidKernelImage;
     }
     if (!m->hashed) {
+        if (sodium_init() < 0)
+            return cudaErrorInitializationError;
         crypto_hash_sha256(m->sha256, m->image, m->size);
         m->hashed = 1;
     }

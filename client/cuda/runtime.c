@@ -282,7 +282,10 @@ static void rgpu_cu_init_once(void)
                                 sizeof(reason));
         if (status != RGPU_OK) {
             server->conn = NULL;
-            snprintf(rgpu__cu.why, sizeof(rgpu__cu.why), "rgpu server %s cannot be reached: %s", addr, reason);
+            /* A refusal carries the server's own reason (no CUDA on that
+             * node, a lease for another server, ...). */
+            snprintf(rgpu__cu.why, sizeof(rgpu__cu.why), "rgpu server %s %s: %s", addr,
+                     status == RGPU_ERR_REFUSED ? "refused the CUDA session" : "cannot be reached", reason);
             fprintf(stderr, "rgpu: %s; its GPUs are not available\n", rgpu__cu.why);
             continue;
         }
