@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "rgpu/options.h"
 #include "rgpu/util.h"
 
 #ifndef RGPU_BENCH_VERSION
@@ -832,162 +833,145 @@ out:
 
 /* ---- setup and main ---- */
 
-static void bench_usage(FILE *f)
+/* The command line as the option engine (rgpu/options.h) reads it; bench_parse
+ * turns it into bench_opts_t. */
+typedef struct {
+    char platform[256];
+    char local_platform[256];
+    char tcp_peer[256];
+    int iterations;
+    int batch;
+    int local_batch;
+    uint64_t min_size, max_size;
+    int json;
+    char plot[512];
+    int quick;
+    int quiet;
+    rgpu_opt_state_t opt;
+} bench_cli_t;
+
+static const char *const bench_thread_policies[] = {"normal", "batch", NULL};
+
+#define BENCH_S(f) offsetof(bench_cli_t, f), sizeof(((bench_cli_t *)0)->f)
+#define BENCH_INT(f) offsetof(bench_cli_t, f), 0
+#define BENCH_U64(f) offsetof(bench_cli_t, f), sizeof(uint64_t)
+
+static const rgpu_opt_t bench_option_rows[] = {
+    {"platform", RGPU_OPT_STRING, "rgpu", "NAME", "the rgpu platform", NULL, NULL,
+     BENCH_S(platform), 0, 0, NULL, 0, NULL, 0},
+    {"local-platform", RGPU_OPT_STRING, "", "NAME",
+     "the local baseline: platform name, or a part of its name or vendor (default: the first "
+     "platform that is not the rgpu one; \"none\" to skip)", NULL, NULL,
+     BENCH_S(local_platform), 0, 0, NULL, 0, NULL, 0},
+    {"tcp-peer", RGPU_OPT_STRING, "", "HOST:PORT",
+     "the raw TCP baseline peer (`rgpu-bench tcp-peer` on the server's node; \"none\" or "
+     "nothing to skip)", "RGPU_BENCH_TCP_PEER", NULL, BENCH_S(tcp_peer), 0, 0, NULL, 0, NULL, 0},
+    {"iterations", RGPU_OPT_UINT, "0", "N",
+     "timed iterations (lat, launch; bw: at most N per size); 0: each test's own", NULL, NULL,
+     BENCH_INT(iterations), 0, 100000000, NULL, 0, NULL, 'n'},
+    {"batch", RGPU_OPT_UINT, "0", "N",
+     "launch: only N launches per clFinish (0: 16, 128, 1024 and 8192 in turn)", NULL, NULL,
+     BENCH_INT(batch), 0, 1000000, NULL, 0, NULL, 0},
+    {"local-platform-threads", RGPU_OPT_CHOICE, "normal", "normal|batch",
+     "scheduling policy of the local platform's threads: normal (as a program gets them) or "
+     "batch (as rgpu-server starts its platform's threads)", NULL, NULL,
+     BENCH_INT(local_batch), 0, 0, bench_thread_policies, 0, NULL, 0},
+    {"min-size", RGPU_OPT_SIZE, "4K", "SIZE", "smallest bw transfer", NULL, NULL,
+     BENCH_U64(min_size), 1, 1ull << 40, NULL, 0, NULL, 0},
+    {"max-size", RGPU_OPT_SIZE, "256M", "SIZE", "largest bw transfer (1M with --quick)", NULL,
+     NULL, BENCH_U64(max_size), 1, 1ull << 40, NULL, 0, NULL, 0},
+    {"json", RGPU_OPT_FLAG, "no", NULL,
+     "print one JSON object with every figure on stdout (the tables go to stderr)", NULL, NULL,
+     BENCH_INT(json), 0, 0, NULL, 0, NULL, 0},
+    {"plot", RGPU_OPT_STRING, "", "FILE.png",
+     "plot bandwidth vs size with its baselines (gnuplot)", NULL, NULL, BENCH_S(plot), 0, 0,
+     NULL, 0, NULL, 0},
+    {"quick", RGPU_OPT_FLAG, "no", NULL, "tiny sizes and counts: proves the tool works in seconds",
+     NULL, NULL, BENCH_INT(quick), 0, 0, NULL, 0, NULL, 0},
+    {"quiet", RGPU_OPT_FLAG, "no", NULL, "no progress line on stderr", NULL, NULL,
+     BENCH_INT(quiet), 0, 0, NULL, 0, NULL, 'q'},
+};
+
+static const rgpu_opt_table_t bench_options = {
+    .program = "rgpu-bench",
+    .man_section = 1,
+    .summary = "measure rgpu against raw TCP and a local GPU in the same run",
+    .synopsis = "{lat|bw|launch|app|all} [OPTION]...\n"
+                "       rgpu-bench tcp-peer --listen HOST:PORT",
+    .description =
+        "rgpu-bench measures rgpu and, in the same run, its baselines: raw TCP to a tcp-peer "
+        "on the server's node, and a local OpenCL platform. Each figure is printed beside its "
+        "baseline, with the ratio; bandwidth lines up with perftest's columns.\n\n"
+        "lat: round trip of synchronous calls (clFinish, clGetEventInfo, 4-byte read). bw: "
+        "host to device and back by size, pageable and pinned memory. launch: empty-kernel "
+        "launch rate (async) and latency (sync). app: vector add and a compute-bound FMA loop, "
+        "remote vs local. all: all of the above.\n\n"
+        "OCL_ICD_VENDORS must list both the rgpu and the local .icd files, and RGPU_SERVERS "
+        "(or client.conf) name the server: bench/run.sh sets everything up on one machine.",
+    .section = "bench",
+    .conf_title = "rgpu-bench.conf",
+    .opts = bench_option_rows,
+    .nopts = sizeof(bench_option_rows) / sizeof(bench_option_rows[0]),
+    .positional = RGPU_OPT_ARGS_ANY,
+};
+
+static const char *bench_getenv(const char *name)
 {
-    fprintf(f,
-            "usage: rgpu-bench {lat|bw|launch|app|all} [options]\n"
-            "       rgpu-bench tcp-peer --listen HOST:PORT\n"
-            "\n"
-            "Measures rgpu and, in the same run, its baselines: raw TCP to a tcp-peer\n"
-            "on the server's node, and a local OpenCL platform. Each figure is printed\n"
-            "beside its baseline, with the ratio.\n"
-            "\n"
-            "  lat      round trip of synchronous calls (clFinish, clGetEventInfo, 4-byte read)\n"
-            "  bw       host<->device bandwidth by size, pageable and pinned memory\n"
-            "  launch   empty-kernel launch rate (async) and latency (sync)\n"
-            "  app      vector add and a compute-bound FMA loop, remote vs local\n"
-            "  all      all of the above\n"
-            "\n"
-            "options:\n"
-            "  --platform NAME        the rgpu platform (default \"rgpu\")\n"
-            "  --local-platform NAME  the local baseline: platform name, or a part of its\n"
-            "                         name or vendor (default: the first platform that is\n"
-            "                         not the rgpu one; \"none\" to skip)\n"
-            "  --tcp-peer HOST:PORT   the raw TCP baseline peer (default $RGPU_BENCH_TCP_PEER;\n"
-            "                         \"none\" to skip)\n"
-            "  --iterations N         timed iterations (lat, launch; bw: at most N per size)\n"
-            "  --batch N              launch: only N launches per clFinish (default: 16, 128,\n"
-            "                         1024 and 8192 in turn)\n"
-            "  --local-platform-threads batch|normal\n"
-            "                         scheduling policy of the local platform's threads:\n"
-            "                         normal (default: as a program gets them) or batch (as\n"
-            "                         rgpu-server starts its platform's threads)\n"
-            "  --min-size SIZE        smallest bw transfer (default 4K)\n"
-            "  --max-size SIZE        largest bw transfer (default 256M)\n"
-            "  --json                 print one JSON object with every figure on stdout\n"
-            "                         (the tables go to stderr)\n"
-            "  --plot FILE.png        plot bandwidth vs size with its baselines (gnuplot)\n"
-            "  --quick                tiny sizes and counts: proves the tool works in seconds\n"
-            "  -q, --quiet            no progress line on stderr\n"
-            "\n"
-            "OCL_ICD_VENDORS must list both the rgpu and the local .icd files, and\n"
-            "RGPU_SERVERS name the server: bench/run.sh sets everything up on one machine.\n");
+    return getenv(name);
 }
 
-static int bench_parse_size(const char *opt, const char *arg, uint64_t *size_p)
-{
-    if (rgpu_size_parse(arg, size_p) != 0 || *size_p == 0) {
-        fprintf(stderr, "rgpu-bench: %s: bad size \"%s\" (e.g. 4K, 16M, 1G)\n", opt, arg);
-        return -1;
-    }
-    return 0;
-}
-
-/* A count from 1 to max; what (may be "") follows the range in the message. */
-static int bench_parse_count(const char *opt, const char *arg, unsigned long long max, const char *what,
-                             size_t *count_p)
-{
-    char *end;
-    unsigned long long n = strtoull(arg, &end, 10);
-
-    if (*arg == '\0' || *end || n == 0 || n > max) {
-        fprintf(stderr, "rgpu-bench: %s: expected 1..%llu%s, got \"%s\"\n", opt, max, what, arg);
-        return -1;
-    }
-    *count_p = (size_t)n;
-    return 0;
-}
-
+/* 0: run, 1: exit 0 (--help), 2: exit 2. The strings of o live in a
+ * static bench_cli_t. */
 static int bench_parse(int argc, char **argv, bench_opts_t *o)
 {
-    memset(o, 0, sizeof(*o));
-    o->platform = "rgpu";
-    o->tcp_peer = getenv("RGPU_BENCH_TCP_PEER");
-    o->min_size = 4096;
-    o->max_size = 256u << 20;
-    int max_given = 0;
+    static bench_cli_t cli;
 
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define BENCH_NEED_ARG()                                                      \
-    do {                                                                      \
-        if (!v) {                                                             \
-            fprintf(stderr, "rgpu-bench: %s needs an argument\n", a);         \
-            return 2;                                                         \
-        }                                                                     \
-        i++;                                                                  \
-    } while (0)
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            bench_usage(stdout);
-            return 1;
-        } else if (!strcmp(a, "--platform")) {
-            BENCH_NEED_ARG();
-            o->platform = v;
-        } else if (!strcmp(a, "--local-platform")) {
-            BENCH_NEED_ARG();
-            o->local_platform = v;
-        } else if (!strcmp(a, "--tcp-peer")) {
-            BENCH_NEED_ARG();
-            o->tcp_peer = v;
-        } else if (!strcmp(a, "--iterations") || !strcmp(a, "-n")) {
-            BENCH_NEED_ARG();
-            if (bench_parse_count(a, v, 100000000, "", &o->iterations) != 0)
-                return 2;
-        } else if (!strcmp(a, "--batch")) {
-            BENCH_NEED_ARG();
-            if (bench_parse_count(a, v, 1000000, " launches per clFinish", &o->batch) != 0)
-                return 2;
-        } else if (!strcmp(a, "--min-size")) {
-            BENCH_NEED_ARG();
-            if (bench_parse_size(a, v, &o->min_size) != 0)
-                return 2;
-        } else if (!strcmp(a, "--max-size")) {
-            BENCH_NEED_ARG();
-            if (bench_parse_size(a, v, &o->max_size) != 0)
-                return 2;
-            max_given = 1;
-        } else if (!strcmp(a, "--local-platform-threads")) {
-            BENCH_NEED_ARG();
-            if (strcmp(v, "batch") && strcmp(v, "normal")) {
-                fprintf(stderr, "rgpu-bench: --local-platform-threads: expected batch or normal, got \"%s\"\n", v);
-                return 2;
-            }
-            o->local_batch = !strcmp(v, "batch");
-        } else if (!strcmp(a, "--json")) {
-            o->json = 1;
-        } else if (!strcmp(a, "--plot")) {
-            BENCH_NEED_ARG();
-            o->plot = v;
-        } else if (!strcmp(a, "--quick")) {
-            o->quick = 1;
-        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            bench_quiet = 1;
-        } else if (a[0] != '-' && !o->command) {
-            o->command = a;
-        } else {
-            fprintf(stderr, "rgpu-bench: unknown argument \"%s\" (see --help)\n", a);
-            return 2;
-        }
-#undef BENCH_NEED_ARG
-    }
-    if (!o->command) {
-        bench_usage(stderr);
+    memset(o, 0, sizeof(*o));
+    switch (rgpu_opt_load(&bench_options, &cli, &cli.opt, argc, argv, bench_getenv, stdout,
+                          stderr)) {
+    case RGPU_OPT_RUN:
+        break;
+    case RGPU_OPT_EXIT_OK:
+        return 1;
+    case RGPU_OPT_EXIT_USAGE:
         return 2;
     }
+    if (cli.opt.print_config) {
+        rgpu_opt_print(&bench_options, &cli, &cli.opt, stdout);
+        return 1;
+    }
+    if (cli.opt.nargs != 1) {
+        fprintf(stderr, cli.opt.nargs ? "rgpu-bench: one command at a time (lat, bw, launch, "
+                                        "app, all), not \"%s\" too\n"
+                                      : "rgpu-bench: which test? (lat, bw, launch, app, all; "
+                                        "see --help)%s\n",
+                cli.opt.nargs ? cli.opt.args[1] : "");
+        return 2;
+    }
+    o->command = cli.opt.args[0];
+    o->platform = cli.platform;
+    o->local_platform = cli.local_platform[0] ? cli.local_platform : NULL;
+    o->tcp_peer = cli.tcp_peer[0] && strcmp(cli.tcp_peer, "none") ? cli.tcp_peer : NULL;
+    o->iterations = (size_t)cli.iterations;
+    o->batch = (size_t)cli.batch;
+    o->local_batch = cli.local_batch;
+    o->min_size = cli.min_size;
+    o->max_size = cli.max_size;
+    o->json = cli.json;
+    o->plot = cli.plot[0] ? cli.plot : NULL;
+    o->quick = cli.quick;
+    bench_quiet = cli.quiet;
     if (strcmp(o->command, "lat") && strcmp(o->command, "bw") && strcmp(o->command, "launch") &&
         strcmp(o->command, "app") && strcmp(o->command, "all")) {
         fprintf(stderr, "rgpu-bench: unknown command \"%s\" (lat, bw, launch, app, all, tcp-peer)\n", o->command);
         return 2;
     }
-    if (o->quick && !max_given)
-        o->max_size = 1u << 20;
+    if (o->quick && cli.opt.origin[7].from == RGPU_OPT_FROM_DEFAULT)
+        o->max_size = 1u << 20;         /* row 7: max-size */
     if (o->min_size > o->max_size) {
         fprintf(stderr, "rgpu-bench: --min-size is larger than --max-size\n");
         return 2;
     }
-    if (o->tcp_peer && (!o->tcp_peer[0] || !strcmp(o->tcp_peer, "none")))
-        o->tcp_peer = NULL;
     return 0;
 }
 

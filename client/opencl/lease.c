@@ -1,6 +1,6 @@
 /*
- * The servers of a lease, read from its token (RGPU_LEASE_TOKEN) when
- * RGPU_SERVERS is not given. The token's payload is read, not verified:
+ * Which servers the ICD connects to: RGPU_SERVERS, else those of the lease
+ * (read from its token, RGPU_LEASE_TOKEN), else client.conf's servers. The token's payload is read, not verified:
  * the servers verify it with the cluster key, which clients never hold.
  * A token is "v1.<payload>.<mac>", both base64url without padding
  * (scheduler/include/rgpu/token.h).
@@ -62,4 +62,39 @@ int rgpu_cl_lease_servers(const char *token, char *servers, size_t cap, char *wh
         snprintf(why, why_cap, "lease %llu names no GPU", (unsigned long long)payload->lease_id);
     rgpu__token_payload__free_unpacked(payload, NULL);
     return used ? 0 : -1;
+}
+
+static const char *rgpu_cl_getenv(const char *name)
+{
+    return getenv(name);
+}
+
+int rgpu_cl_client_setup(rgpu_client_conf_t *conf, char *servers, size_t cap, char *why,
+                         size_t why_cap)
+{
+    char list[sizeof(conf->servers)], *addr, *save = NULL;
+    size_t used = 0;
+
+    if (rgpu_client_conf_load(conf, rgpu_cl_getenv, why, why_cap) != 0)
+        return -1;
+    /* A lease names its servers exactly: it wins over the file's list,
+     * not over RGPU_SERVERS, which a user sets on purpose. */
+    if (conf->token[0] && conf->opt.origin[RGPU_CLIENT_CONF_ROW_SERVERS].from != RGPU_OPT_FROM_ENV) {
+        if (rgpu_cl_lease_servers(conf->token, list, sizeof(list), why, why_cap) != 0)
+            return -1;
+    } else {
+        snprintf(list, sizeof(list), "%s", conf->servers);
+    }
+    servers[0] = '\0';
+    for (addr = strtok_r(list, ", ", &save); addr; addr = strtok_r(NULL, ", ", &save)) {
+        char full[512];
+
+        if (rgpu_client_conf_address(conf, addr, full, sizeof(full)) != 0 ||
+            used + strlen(full) + 2 > cap) {
+            snprintf(why, why_cap, "the list of servers is longer than %zu characters", cap - 1);
+            return -1;
+        }
+        used += (size_t)snprintf(servers + used, cap - used, "%s%s", used ? "," : "", full);
+    }
+    return 0;
 }

@@ -14,7 +14,6 @@
 #include "lease.h"
 
 #define RGPU_CL_PLATFORM_VERSION "OpenCL 1.2 rgpu 0.1.0"
-#define RGPU_CL_DEFAULT_CONNECT_TIMEOUT_MS 3000
 
 static struct _cl_platform_id rgpu_cl_platform = {&rgpu__cl_dispatch, 0, NULL};
 static rgpu_cl_server_t *rgpu_cl_servers;
@@ -343,12 +342,11 @@ static int rgpu_cl_server_devices(rgpu_cl_server_t *server)
 
 static void rgpu_cl_init(void)
 {
-    const char *env = getenv("RGPU_SERVERS");
-    const char *token = getenv("RGPU_LEASE_TOKEN");
-    static char leased[4096];
-    char why[256];
-    const char *tmo = getenv("RGPU_CONNECT_TIMEOUT_MS");
-    int timeout_ms = tmo ? atoi(tmo) : RGPU_CL_DEFAULT_CONNECT_TIMEOUT_MS;
+    static rgpu_client_conf_t conf;     /* client.conf and RGPU_* (lease.c) */
+    static char servers[4096];
+    const char *env = servers, *token = conf.token;
+    char why[300];
+    int timeout_ms;
     Rgpu__Hello hello = RGPU__HELLO__INIT;
     struct utsname uts;
     char host[256] = "";
@@ -356,17 +354,15 @@ static void rgpu_cl_init(void)
     size_t total = 0, n = 0;
 
     rgpu_log_init("librgpu-opencl", RGPU_LOG_WARN);
-    if ((!env || !*env) && token && *token) {
-        /* A lease token alone: its servers are the ones it names. */
-        if (rgpu_cl_lease_servers(token, leased, sizeof(leased), why, sizeof(why)) != 0) {
-            rgpu_warn("opencl", "%s: the rgpu platform has no devices", why);
-            return;
-        }
-        env = leased;
+    if (rgpu_cl_client_setup(&conf, servers, sizeof(servers), why, sizeof(why)) != 0) {
+        rgpu_warn("opencl", "%s: the rgpu platform has no devices", why);
+        return;
     }
-    if (!env || !*env) {
-        rgpu_info("opencl", "neither RGPU_SERVERS nor RGPU_LEASE_TOKEN is set: the rgpu platform "
-                            "has no devices");
+    timeout_ms = conf.connect_timeout_ms;
+    if (!*env) {
+        rgpu_info("opencl", "neither RGPU_SERVERS nor RGPU_LEASE_TOKEN is set, nor servers in "
+                            "%s: the rgpu platform has no devices",
+                  conf.opt.file[0] ? conf.opt.file : "client.conf");
         return;
     }
     uname(&uts);

@@ -119,7 +119,7 @@ static int rgpu_opt_parse(const rgpu_opt_t *opt, void *field, const char *value,
         }
         return rgpu_opt_store_string(opt, field, value, why, why_cap);
     case RGPU_OPT_ADDR_LIST: {
-        char list[1024], *item, *save = NULL;
+        char list[8192], *item, *save = NULL;
         size_t used = 0, len = strlen(value);
         char *dst = field;
 
@@ -559,6 +559,14 @@ static const rgpu_opt_t *rgpu_opt_find(const rgpu_opt_table_t *table, const char
     for (size_t i = 0; i < table->nopts; i++) {
         const rgpu_opt_t *opt = &table->opts[i];
 
+        if (len == 1 && opt->short_name == name[0] && !(opt->flags & RGPU_OPT_NO_CMDLINE)) {
+            *index_p = i;
+            return opt;
+        }
+    }
+    for (size_t i = 0; i < table->nopts; i++) {
+        const rgpu_opt_t *opt = &table->opts[i];
+
         if (!(opt->flags & RGPU_OPT_NO_CMDLINE) && strlen(opt->name) == len &&
             strncmp(opt->name, name, len) == 0) {
             *index_p = i;
@@ -576,7 +584,7 @@ static int rgpu_opt_args_end(const rgpu_opt_table_t *table, int argc, char *cons
         size_t idx, len;
         const rgpu_opt_t *opt;
 
-        if (!table->positional)
+        if (table->positional != RGPU_OPT_ARGS_COMMAND)
             continue;
         if (strcmp(arg, "--") == 0 || arg[0] != '-' || arg[1] == '\0')
             return i;
@@ -584,9 +592,14 @@ static int rgpu_opt_args_end(const rgpu_opt_table_t *table, int argc, char *cons
             i++;
             continue;
         }
-        len = strcspn(arg + 2, "=");
-        opt = strncmp(arg, "--", 2) == 0 ? rgpu_opt_find(table, arg + 2, len, &idx) : NULL;
-        if (opt && !arg[2 + len] && opt->type != RGPU_OPT_FLAG)
+        if (arg[1] != '-') {
+            opt = !arg[2] ? rgpu_opt_find(table, arg + 1, 1, &idx) : NULL;
+            len = 0;
+        } else {
+            len = strcspn(arg + 2, "=");
+            opt = rgpu_opt_find(table, arg + 2, len, &idx);
+        }
+        if (opt && (arg[1] != '-' || !arg[2 + len]) && opt->type != RGPU_OPT_FLAG)
             i++;        /* its value follows */
     }
     return argc;
@@ -622,6 +635,14 @@ static const char *rgpu_opt_config_path(const rgpu_opt_table_t *table, int argc,
     }
     *required_p = 0;
     return table->config_file;
+}
+
+size_t rgpu_opt_row(const rgpu_opt_table_t *table, const char *name)
+{
+    for (size_t i = 0; i < table->nopts; i++)
+        if (strcmp(table->opts[i].name, name) == 0)
+            return i;
+    return 0;
 }
 
 int rgpu_opt_set(const rgpu_opt_table_t *table, void *cfg, rgpu_opt_state_t *state,
@@ -717,17 +738,27 @@ rgpu_opt_action_t rgpu_opt_load(const rgpu_opt_table_t *table, void *cfg,
         }
         if (strncmp(arg, "--config=", 9) == 0)
             continue;
-        if (strncmp(arg, "--", 2) != 0) {
+        if (arg[0] != '-' || arg[1] == '\0') {
+            if (table->positional == RGPU_OPT_ARGS_ANY && state->nargs < RGPU_OPT_MAX_ARGS) {
+                state->args[state->nargs++] = arg;
+                continue;
+            }
             fprintf(err, "%s: unexpected argument \"%s\" (try --help)\n", table->program, arg);
             return RGPU_OPT_EXIT_USAGE;
         }
-        len = strcspn(arg + 2, "=");
-        opt = rgpu_opt_find(table, arg + 2, len, &idx);
+        if (arg[1] != '-') {
+            /* -n VALUE, -q: a single letter, never grouped. */
+            opt = !arg[2] ? rgpu_opt_find(table, arg + 1, 1, &idx) : NULL;
+            len = 0;
+        } else {
+            len = strcspn(arg + 2, "=");
+            opt = rgpu_opt_find(table, arg + 2, len, &idx);
+        }
         if (!opt) {
             fprintf(err, "%s: unknown option \"%s\" (try --help)\n", table->program, arg);
             return RGPU_OPT_EXIT_USAGE;
         }
-        if (arg[2 + len] == '=') {
+        if (arg[1] == '-' && arg[2 + len] == '=') {
             value = arg + 3 + len;
         } else if (opt->type == RGPU_OPT_FLAG) {
             value = "yes";
@@ -781,7 +812,7 @@ void rgpu_opt_print(const rgpu_opt_table_t *table, const void *cfg,
             state->file[0] ? state->file : "none read");
     for (size_t i = 0; i < table->nopts; i++) {
         const rgpu_opt_t *opt = &table->opts[i];
-        char value[1100], line[1200], from[600];
+        char value[8300], line[8400], from[600];
 
         /* Secrets and per-run switches are not file keys; show them
          * commented, so the output still reads back as a file. */
@@ -790,6 +821,8 @@ void rgpu_opt_print(const rgpu_opt_table_t *table, const void *cfg,
             fprintf(out, "[%s]\n", section);
         }
         rgpu_opt_format(opt, cfg, value, sizeof(value));
+        if ((opt->flags & RGPU_OPT_SECRET) && value[0])
+            snprintf(value, sizeof(value), "(set, not shown)");
         rgpu_opt_origin_str(table, state, i, from, sizeof(from));
         snprintf(line, sizeof(line), "%s%s = %s", opt->flags & RGPU_OPT_NO_FILE ? "#" : "",
                  opt->name, value);
@@ -845,10 +878,14 @@ void rgpu_opt_usage(const rgpu_opt_table_t *table, FILE *out)
 
         if (opt->flags & RGPU_OPT_NO_CMDLINE)
             continue;
+        char shortopt[8] = "";
+
+        if (opt->short_name)
+            snprintf(shortopt, sizeof(shortopt), "-%c, ", opt->short_name);
         if (opt->type == RGPU_OPT_FLAG)
-            len = snprintf(head, sizeof(head), "  --%s", opt->name);
+            len = snprintf(head, sizeof(head), "  %s--%s", shortopt, opt->name);
         else
-            len = snprintf(head, sizeof(head), "  --%s %s", opt->name, opt->metavar);
+            len = snprintf(head, sizeof(head), "  %s--%s %s", shortopt, opt->name, opt->metavar);
         fputs(head, out);
         if (len >= 28) {
             fprintf(out, "\n%28s", "");
@@ -870,15 +907,14 @@ void rgpu_opt_usage(const rgpu_opt_table_t *table, FILE *out)
     }
     if (table->extra_help)
         fputs(table->extra_help, out);
-    fprintf(out, "  %-26s read FILE instead of %s%s%s\n", "--config FILE",
-            table->config_file ? table->config_file : "none",
-            table->config_env ? " (or $" : "", table->config_env ? table->config_env : "");
+    fprintf(out, "  %-25s read FILE instead of %s\n", "--config FILE",
+            table->config_file ? table->config_file : "none");
     if (table->config_env)
-        fprintf(out, "  %-26s  when set)\n", "");
-    fprintf(out, "  %-26s print the effective configuration, with where each value came "
-                 "from,\n  %-26s and exit\n", "--print-config", "");
-    fprintf(out, "  %-26s print this help and exit\n", "--help");
-    fprintf(out, "  %-26s print the version and exit\n", "--version");
+        fprintf(out, "  %-25s (or the file $%s names)\n", "", table->config_env);
+    fprintf(out, "  %-25s print the effective configuration, with where each\n"
+                 "  %-25s value came from, and exit\n", "--print-config", "");
+    fprintf(out, "  %-25s print this help and exit\n", "--help");
+    fprintf(out, "  %-25s print the version and exit\n", "--version");
 }
 
 /* ---- roff ---- */
@@ -968,32 +1004,71 @@ static void rgpu_opt_man_row_meta(FILE *out, const rgpu_opt_t *opt, int as_key)
 void rgpu_opt_man(const rgpu_opt_table_t *table, FILE *out)
 {
     rgpu_opt_man_header(out, table->program, table->man_section, table->summary);
-    fputs(".SH SYNOPSIS\n.B ", out);
-    rgpu_opt_roff(out, table->program);
-    fputc('\n', out);
-    rgpu_opt_roff(out, table->synopsis);
+    fputs(".SH SYNOPSIS\n", out);
+    if (!table->key_value) {
+        /* A plugin's synopsis is its plugstack.conf line, not a command. */
+        fputs(".B ", out);
+        rgpu_opt_roff(out, table->program);
+        fputc('\n', out);
+    }
+    /* Lines of the synopsis, each its own (--help indents them). */
+    for (const char *line = table->synopsis; *line;) {
+        size_t len;
+        char buf[512];
+
+        line += strspn(line, " ");
+        len = strcspn(line, "\n");
+        snprintf(buf, sizeof(buf), "%.*s", (int)len, line);
+        rgpu_opt_roff(out, buf);
+        line += len;
+        if (*line == '\n') {
+            fputs("\n.br\n", out);
+            line++;
+        }
+    }
     fputs("\n.SH DESCRIPTION\n", out);
     rgpu_opt_roff_paragraphs(out, table->description);
-    fputs(".SH OPTIONS\n.PP\nEach option is also read from the configuration file and, where "
-          "one is named, an environment variable. The command line wins over the environment, "
-          "which wins over the file, which wins over the built\\-in default.\n", out);
+    if (table->key_value)
+        fputs(".SH ARGUMENTS\n.PP\nWords of the form \\fINAME\\fR=\\fIVALUE\\fR after the "
+              "plugin's path in its plugstack.conf line. Each wins over the configuration "
+              "file.\n", out);
+    else
+        fputs(".SH OPTIONS\n.PP\nEach option is also read from the configuration file and, "
+              "where one is named, an environment variable. The command line wins over the "
+              "environment, which wins over the file, which wins over the built\\-in "
+              "default.\n", out);
     for (size_t i = 0; i < table->nopts; i++) {
         const rgpu_opt_t *opt = &table->opts[i];
 
         if (opt->flags & RGPU_OPT_NO_CMDLINE)
             continue;
-        fputs(".TP\n.B \\-\\-", out);
+        fputs(".TP\n.B ", out);
+        if (opt->short_name)
+            fprintf(out, "\\-%c, ", opt->short_name);
+        if (!table->key_value)
+            fputs("\\-\\-", out);
         rgpu_opt_roff(out, opt->name);
         if (opt->type != RGPU_OPT_FLAG) {
-            fputs(" \\fI", out);
+            fputs(table->key_value ? "=\\fI" : " \\fI", out);
             rgpu_opt_roff(out, opt->metavar);
             fputs("\\fR", out);
         }
         fputc('\n', out);
         rgpu_opt_roff(out, opt->help);
-        fputs(opt->type == RGPU_OPT_ADDR_LIST ? " May be given more than once.\n" : "\n", out);
-        rgpu_opt_man_row_meta(out, opt, 0);
+        fputc('\n', out);
+        if (table->key_value) {
+            char def[300];
+
+            rgpu_opt_default_str(opt, def, sizeof(def));
+            fputs(".br\nDefault: ", out);
+            rgpu_opt_roff(out, def);
+            fputs(".\n", out);
+        } else {
+            rgpu_opt_man_row_meta(out, opt, 0);
+        }
     }
+    if (table->key_value)
+        goto out_extra;
     fputs(".TP\n.BI \\-\\-config \" FILE\"\nRead \\fIFILE\\fR instead of \\fI", out);
     rgpu_opt_roff(out, table->config_file ? table->config_file : "none");
     fputs("\\fR", out);
@@ -1008,6 +1083,7 @@ void rgpu_opt_man(const rgpu_opt_table_t *table, FILE *out)
           "line), in the file's format, and exit.\n"
           ".TP\n.B \\-\\-help\nPrint the options and exit.\n"
           ".TP\n.B \\-\\-version\nPrint the version and exit.\n", out);
+out_extra:
     if (table->config_file) {
         fputs(".SH FILES\n.TP\n.I ", out);
         rgpu_opt_roff(out, table->config_file);

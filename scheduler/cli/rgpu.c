@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rgpu/client_conf.h"
 #include "rgpu/sched_client.h"
 #include "rgpu/util.h"
 #include "scheduler.pb-c.h"
@@ -73,33 +74,69 @@ static int rgpu_cli_uint(const char *s, uint64_t min, uint64_t max, uint64_t *va
     return 0;
 }
 
+#define RGPU_CLI_COMMANDS \
+    "  servers                        list GPU servers\n" \
+    "  gpus                           list GPUs and the leases holding them\n" \
+    "  leases                         list leases\n" \
+    "  sessions                       list client sessions open on the servers\n" \
+    "  alloc -n N [--mem SIZE] [--shared] [--api opencl|cuda] [--same-server]\n" \
+    "        [--spread] [--job ID] [--ttl SECONDS] [-- COMMAND...]\n" \
+    "                                 lease N GPUs; run COMMAND with the lease's\n" \
+    "                                 environment and release at its end\n" \
+    "  release ID                     release lease ID\n" \
+    "  renew ID [SECONDS]             extend lease ID (prints the new token)\n" \
+    "  drain SERVER | resume SERVER   stop / restart giving SERVER's GPUs out\n"
+
+/* The CLI's table: the client.conf rows (rgpu/client_conf.h) with the
+ * CLI's texts; filled by main(). */
+static rgpu_opt_table_t rgpu_cli_table;
+
+static void rgpu_cli_table_init(void)
+{
+    rgpu_client_conf_table(&rgpu_cli_table, "rgpu");
+    rgpu_cli_table.summary = "lease remote GPUs from rgpu-scheduler and administer it";
+    rgpu_cli_table.synopsis = "[OPTION]... COMMAND [ARGS]";
+    rgpu_cli_table.description =
+        "rgpu asks rgpu-scheduler for leases on the cluster's remote GPUs, runs commands "
+        "with them, and lists, renews, releases and drains.\n\n"
+        "A reply not complete within the timeout is an error (exit status 1). Requests are "
+        "signed with the cluster key when one is named or " RGPU_SCHED_DEFAULT_KEY " is "
+        "readable; a scheduler with --key needs that for alloc --job and release of a job's "
+        "lease. Without the key, renew and release prove the lease is yours with its token "
+        "(set for the command of alloc --), and requests carry a MUNGE credential when munged "
+        "is running (RGPU_MUNGE_SOCKET names its socket), which a scheduler with --auth munge "
+        "needs. N is 1 to 4096, SECONDS 1 to 31536000 and ID a lease id, in decimal digits.";
+    rgpu_cli_table.positional = 1;
+    rgpu_cli_table.extra_help = "\nCommands:\n" RGPU_CLI_COMMANDS "\n";
+    rgpu_cli_table.man_extra =
+        ".SH COMMANDS\n"
+        ".TP\n.B servers\nList GPU servers.\n"
+        ".TP\n.B gpus\nList GPUs and the leases holding them.\n"
+        ".TP\n.B leases\nList leases.\n"
+        ".TP\n.B sessions\nList client sessions open on the servers.\n"
+        ".TP\n.B alloc \\-n \\fIN\\fR [\\-\\-mem \\fISIZE\\fR] [\\-\\-shared] "
+        "[\\-\\-api opencl|cuda] [\\-\\-same\\-server] [\\-\\-spread] [\\-\\-job "
+        "\\fIID\\fR] [\\-\\-ttl \\fISECONDS\\fR] [\\-\\- \\fICOMMAND\\fR...]\n"
+        "Lease N GPUs. With a COMMAND, run it with the lease's environment (RGPU_SERVERS, "
+        "RGPU_LEASE_TOKEN, RGPU_LEASE), renew the lease at half its life while it runs, "
+        "release it when it ends however it ends, and exit with its status.\n"
+        ".TP\n.B release \\fIID\\fR\nRelease lease ID.\n"
+        ".TP\n.B renew \\fIID\\fR [\\fISECONDS\\fR]\nExtend lease ID (prints the new "
+        "token).\n"
+        ".TP\n.B drain \\fISERVER\\fR | resume \\fISERVER\\fR\nStop or restart giving "
+        "SERVER's GPUs out.\n"
+        ".SH EXIT STATUS\n0 done; 1 the scheduler refused or cannot be reached; 2 usage.\n";
+}
+
 static void rgpu_cli_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: rgpu [--scheduler ADDR] [--timeout SECONDS] [--key FILE] [--token TOKEN] [--json]\n"
-            "            COMMAND [ARGS]\n"
-            "  servers                        list GPU servers\n"
-            "  gpus                           list GPUs and the leases holding them\n"
-            "  leases                         list leases\n"
-            "  sessions                       list client sessions open on the servers\n"
-            "  alloc -n N [--mem SIZE] [--shared] [--api opencl|cuda] [--same-server]\n"
-            "        [--spread] [--job ID] [--ttl SECONDS] [-- COMMAND...]\n"
-            "                                 lease N GPUs; run COMMAND with the lease's\n"
-            "                                 environment and release at its end\n"
-            "  release ID                     release lease ID\n"
-            "  renew ID [SECONDS]             extend lease ID (prints the new token)\n"
-            "  drain SERVER | resume SERVER   stop / restart giving SERVER's GPUs out\n"
-            "The scheduler is RGPU_SCHEDULER or --scheduler (default 127.0.0.1:7080).\n"
-            "A reply not complete within RGPU_SCHED_TIMEOUT or --timeout seconds\n"
-            "(default 10) is an error (exit status 1). Requests are signed with the\n"
-            "cluster key --key or RGPU_KEY names, else with " RGPU_SCHED_DEFAULT_KEY "\n"
-            "when it is readable; a scheduler with --key needs that for alloc --job\n"
-            "and release of a job's lease. Without the key, renew and release prove\n"
-            "the lease is yours with its token: --token or RGPU_LEASE_TOKEN (set for\n"
-            "the command of alloc --). Without the key, requests carry a MUNGE\n"
-            "credential when munged is running (RGPU_MUNGE_SOCKET names its socket),\n"
-            "which a scheduler with --auth munge needs.\n"
-            "N is 1 to 4096, SECONDS 1 to 31536000 and ID a lease id, in decimal digits.\n");
+    fprintf(out, "usage: rgpu %s\n%s", rgpu_cli_table.synopsis, RGPU_CLI_COMMANDS);
+    fprintf(out, "Options: rgpu --help\n");
+}
+
+static const char *rgpu_cli_getenv(const char *name)
+{
+    return getenv(name);
 }
 
 /* Sends one request and returns the unpacked reply (caller frees), or NULL
@@ -641,53 +678,41 @@ static int rgpu_cli_alloc(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    int i = 1;
+    static rgpu_client_conf_t conf;
+    int i;
     const char *cmd, *key_path = NULL;
 
     signal(SIGPIPE, SIG_IGN);
-    if (getenv("RGPU_SCHEDULER") && *getenv("RGPU_SCHEDULER"))
-        rgpu_cli_sched = getenv("RGPU_SCHEDULER");
-    if (getenv("RGPU_LEASE_TOKEN"))
-        rgpu_cli_token = getenv("RGPU_LEASE_TOKEN");
-    if (getenv("RGPU_SCHED_TIMEOUT") && *getenv("RGPU_SCHED_TIMEOUT")) {
-        rgpu_cli_client.timeout_ms = rgpu_sched_timeout_parse(getenv("RGPU_SCHED_TIMEOUT"));
-        if (rgpu_cli_client.timeout_ms < 0) {
-            fprintf(stderr, "rgpu: RGPU_SCHED_TIMEOUT=%s: expected seconds, e.g. 10 or 0.5\n",
-                    getenv("RGPU_SCHED_TIMEOUT"));
-            return 2;
-        }
+    rgpu_cli_table_init();
+    /* client.conf, then RGPU_SCHEDULER, RGPU_SCHED_TIMEOUT, RGPU_KEY and
+     * RGPU_LEASE_TOKEN, then the options before the command. */
+    switch (rgpu_opt_load(&rgpu_cli_table, &conf, &conf.opt, argc, argv, rgpu_cli_getenv, stdout,
+                          stderr)) {
+    case RGPU_OPT_RUN:
+        break;
+    case RGPU_OPT_EXIT_OK:
+        return 0;
+    case RGPU_OPT_EXIT_USAGE:
+        return 2;
     }
-    for (; i < argc && argv[i][0] == '-'; i++) {
-        if (strcmp(argv[i], "--json") == 0) {
-            rgpu_cli_json = 1;
-        } else if (strcmp(argv[i], "--scheduler") == 0 && i + 1 < argc) {
-            rgpu_cli_sched = argv[++i];
-        } else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
-            key_path = argv[++i];
-        } else if (strcmp(argv[i], "--token") == 0 && i + 1 < argc) {
-            rgpu_cli_token = argv[++i];
-        } else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
-            rgpu_cli_client.timeout_ms = rgpu_sched_timeout_parse(argv[++i]);
-            if (rgpu_cli_client.timeout_ms < 0) {
-                fprintf(stderr, "rgpu: --timeout %s: expected seconds, e.g. 10 or 0.5\n", argv[i]);
-                return 2;
-            }
-        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            rgpu_cli_usage(stdout);
-            return 0;
-        } else {
-            fprintf(stderr, "rgpu: unknown option %s\n", argv[i]);
-            rgpu_cli_usage(stderr);
-            return 2;
-        }
+    if (conf.opt.print_config) {
+        rgpu_opt_print(&rgpu_cli_table, &conf, &conf.opt, stdout);
+        return 0;
     }
+    rgpu_cli_sched = conf.scheduler;
+    rgpu_cli_token = conf.token;
+    rgpu_cli_client.timeout_ms = conf.sched_timeout_ms;
+    rgpu_cli_json = conf.json;
+    key_path = conf.key[0] ? conf.key : NULL;
+    i = conf.opt.argi;
+    if (i < argc && strcmp(argv[i], "--") == 0)
+        i++;
     if (i >= argc) {
         rgpu_cli_usage(stderr);
         return 2;
     }
-    /* A key named (--key, RGPU_KEY) must load; the default one may be absent. */
-    if (!key_path && getenv("RGPU_KEY") && *getenv("RGPU_KEY"))
-        key_path = getenv("RGPU_KEY");
+    /* A key named (--key, RGPU_KEY, client.conf) must load; the default one
+     * may be absent. */
     if (key_path || access(RGPU_SCHED_DEFAULT_KEY, R_OK) == 0) {
         char why[300];
 

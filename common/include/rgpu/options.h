@@ -53,6 +53,7 @@ typedef enum {
 #define RGPU_OPT_NO_FILE    0x1     /* not a file key (secrets, per-run switches) */
 #define RGPU_OPT_NO_CMDLINE 0x2     /* not a command-line option */
 #define RGPU_OPT_NO_ENV     0x4     /* no environment variable even if env is set */
+#define RGPU_OPT_SECRET     0x8     /* --print-config says whether it is set, not what */
 
 typedef struct {
     const char *name;       /* option without "--", and the key in the file */
@@ -69,6 +70,7 @@ typedef struct {
     const char *const *choices; /* CHOICE: NULL-terminated */
     unsigned flags;         /* RGPU_OPT_NO_* */
     const int *values;      /* CHOICE: the int stored for each choice; NULL: its index */
+    char short_name;        /* 'n' for -n (0: none) */
 } rgpu_opt_t;
 
 typedef struct {
@@ -83,12 +85,22 @@ typedef struct {
     const char *conf_title;     /* the file's man page: "rgpu-server.conf" (section 5) */
     const rgpu_opt_t *opts;
     size_t nopts;
-    int positional;             /* 1: the first argument not starting with '-' ends the
-                                 * options (a command follows), and "--" too */
+    int positional;             /* RGPU_OPT_ARGS_*: what arguments other than options are */
     const char *extra_help;     /* program options the table does not hold (--bench,
                                  * --require-signed), already formatted for --help */
     const char *man_extra;      /* roff appended to the man page (EXIT STATUS, EXAMPLES) */
+    int key_value;              /* options are NAME=VALUE words (a plugstack.conf line),
+                                 * set with rgpu_opt_set: the man page says so */
 } rgpu_opt_table_t;
+
+/* rgpu_opt_table_t.positional */
+#define RGPU_OPT_ARGS_NONE    0     /* every argument is an option */
+#define RGPU_OPT_ARGS_COMMAND 1     /* the first non-option (or "--") ends the options: a
+                                     * command and its arguments follow (state->argi) */
+#define RGPU_OPT_ARGS_ANY     2     /* non-options may come anywhere (state->args) */
+
+/* Non-option arguments an RGPU_OPT_ARGS_ANY table takes. */
+#define RGPU_OPT_MAX_ARGS 8
 
 typedef enum {
     RGPU_OPT_FROM_DEFAULT = 0,
@@ -108,7 +120,9 @@ typedef struct {
     rgpu_opt_origin_t origin[RGPU_OPT_MAX_ROWS];    /* indexed like table->opts */
     char file[512];             /* the file read; "" when none was */
     int print_config;           /* --print-config was given */
-    int argi;                   /* positional tables: index of the first argument left */
+    int argi;                   /* ARGS_COMMAND: index of the first argument left */
+    const char *args[RGPU_OPT_MAX_ARGS]; /* ARGS_ANY: the non-option arguments, in order */
+    int nargs;
 } rgpu_opt_state_t;
 
 typedef enum {
@@ -147,6 +161,10 @@ rgpu_opt_action_t rgpu_opt_load(const rgpu_opt_table_t *table, void *cfg,
  * program's own checks and the tests. */
 int rgpu_opt_set(const rgpu_opt_table_t *table, void *cfg, rgpu_opt_state_t *state,
                  const char *name, const char *value, char *why, size_t why_cap);
+
+/* The index of the row named name (as table->opts[i] and state->origin[i]);
+ * the name must be in the table (a programming error otherwise: 0). */
+size_t rgpu_opt_row(const rgpu_opt_table_t *table, const char *name);
 
 /* Formats a row's current value as it would be written in the file. */
 void rgpu_opt_format(const rgpu_opt_t *opt, const void *cfg, char *out, size_t cap);

@@ -482,3 +482,68 @@ Test(options, set_by_name)
     cr_expect_str_eq(why, "must be between 1 and 100");
     cr_expect_eq(rgpu_opt_set(&test_table, &cfg, &cfg.state, "nope", "1", why, sizeof(why)), -1);
 }
+
+/* A CLI's table: options end at the command, whose own options are its own. */
+Test(options, command_ends_the_options)
+{
+    rgpu_opt_table_t table = test_table;
+    test_cfg_t cfg;
+    char *argv[] = {"rgpu-test", "--count", "5", "-q", "alloc", "-n", "2", "--count", "9"};
+
+    table.positional = RGPU_OPT_ARGS_COMMAND;
+    cr_assert_eq(rgpu_opt_load(&table, &cfg, &cfg.state, 9, argv, fake_getenv, out, err),
+                 RGPU_OPT_EXIT_USAGE, "-q is no option of this table");
+    argv[3] = "--verbose";
+    cr_assert_eq(rgpu_opt_load(&table, &cfg, &cfg.state, 9, argv, fake_getenv, out, err),
+                 RGPU_OPT_RUN, "%s", errors());
+    cr_expect_eq(cfg.count, 5);
+    cr_expect_eq(cfg.verbose, 1);
+    cr_expect_eq(cfg.state.argi, 4);
+    cr_expect_str_eq(argv[cfg.state.argi], "alloc");
+}
+
+/* A benchmark's table: the test name may come anywhere; -n is --count. */
+Test(options, arguments_anywhere_and_short_options)
+{
+    static rgpu_opt_t rows[sizeof(test_opts) / sizeof(test_opts[0])];
+    rgpu_opt_table_t table = test_table;
+    test_cfg_t cfg;
+    char *argv[] = {"rgpu-test", "bw", "-n", "7", "--verbose", "extra"};
+
+    memcpy(rows, test_opts, sizeof(rows));
+    rows[4].short_name = 'n';
+    table.opts = rows;
+    table.positional = RGPU_OPT_ARGS_ANY;
+    cr_assert_eq(rgpu_opt_load(&table, &cfg, &cfg.state, 6, argv, fake_getenv, out, err),
+                 RGPU_OPT_RUN, "%s", errors());
+    cr_expect_eq(cfg.count, 7);
+    cr_expect_eq(cfg.verbose, 1);
+    cr_assert_eq(cfg.state.nargs, 2);
+    cr_expect_str_eq(cfg.state.args[0], "bw");
+    cr_expect_str_eq(cfg.state.args[1], "extra");
+    argv[3] = "x7";
+    cr_expect_eq(rgpu_opt_load(&table, &cfg, &cfg.state, 6, argv, fake_getenv, out, err),
+                 RGPU_OPT_EXIT_USAGE);
+    cr_expect(strstr(errors(), "--count x7: expected a whole number"), "%s", errors());
+}
+
+/* A secret is said to be set, never shown. */
+Test(options, secrets_are_not_printed)
+{
+    static rgpu_opt_t rows[sizeof(test_opts) / sizeof(test_opts[0])];
+    rgpu_opt_table_t table = test_table;
+    test_cfg_t cfg;
+
+    memcpy(rows, test_opts, sizeof(rows));
+    rows[9].flags |= RGPU_OPT_SECRET;
+    table.opts = rows;
+    env[0] = "T_SECRET=hunter2";
+    cr_assert_eq(rgpu_opt_load(&table, &cfg, &cfg.state, 0, NULL, fake_getenv, out, err),
+                 RGPU_OPT_RUN, "%s", errors());
+    cr_expect_str_eq(cfg.secret, "hunter2");
+    rgpu_opt_print(&table, &cfg, &cfg.state, out);
+    fflush(out);
+    cr_expect(!strstr(out_text, "hunter2") && strstr(out_text, "#secret = (set, not shown)"),
+              "%s", out_text);
+    cr_expect_eq(rgpu_opt_row(&table, "secret"), 9);
+}
