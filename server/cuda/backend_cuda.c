@@ -28,9 +28,11 @@
  *
  * Every call runs on the session thread with the session's context made
  * current first (a session may use several devices). Teardown destroys the
- * context, which frees its memory, modules, streams and events; it waits
- * for kernels still running, which is the driver's rule and the reason the
- * server never runs a client's kernel without a lease that ends.
+ * context, which frees its memory, modules, streams, events and staging.
+ * The driver lets a running kernel end first and cannot stop one: a kernel
+ * that never ends keeps its session's thread and memory until the server
+ * exits (the other sessions go on). That is a limit of CUDA itself, which
+ * rgpu reports rather than hides.
  *
  * It cannot run on a machine without an NVIDIA GPU; tests/gpu/run.sh
  * checks it against the examples on one that has.
@@ -337,15 +339,13 @@ static int rgpu_cudrv_stage(rgpu_cu_ctx_t *c)
     return CUDA_SUCCESS;
 }
 
+/* Everything the context holds goes with it, the pinned staging and its
+ * events included, once the driver has let its work end: there is no
+ * separate synchronization to hang on first. */
 static void rgpu_cudrv_ctx_destroy(rgpu_cu_ctx_t *c)
 {
     CUresult r;
 
-    if (RGPU_CUDRV_ENTER(c) == CUDA_SUCCESS) {
-        c->dev->api.cuCtxSynchronize();     /* staging may still be read by a copy */
-        rgpu_cudrv_slots_free(c, c->h2d, RGPU_CUDRV_H2D_SLOTS);
-        rgpu_cudrv_slots_free(c, c->d2h, RGPU_CUDRV_D2H_SLOTS);
-    }
     r = c->dev->api.cuCtxDestroy(c->ctx);
     if (r != CUDA_SUCCESS)
         rgpu_warn("cuda", "cuCtxDestroy failed: %s", rgpu_cudrv_err(c->dev, r));

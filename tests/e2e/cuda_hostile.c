@@ -24,6 +24,10 @@
  *                  vanishes without a goodbye; a new session gets 2.5 GiB
  *                  within the deadline
  *   huge           1 TiB without a quota: CUDA_ERROR_OUT_OF_MEMORY
+ *   hold           takes memory, a module, a function, a stream and an event,
+ *                  prints READY, and waits (at most 120 s) for the server to
+ *                  end the session (its shutdown): a server that frees
+ *                  everything then exits cleanly, under ASan without leaks
  *
  * Prints "PASS <check>: ..." lines, or "FAIL <check>: ..." and exits 1.
  * Exit 2: bad usage.
@@ -789,11 +793,50 @@ static void check_huge(const char *addr)
     close_session(s, 1);
 }
 
+static void check_hold(const char *addr)
+{
+    sess_t *s = open_session(addr, RGPU__API_FAMILY__API_CUDA, NULL, 0);
+    Rgpu__CuStreamCreate sc = RGPU__CU_STREAM_CREATE__INIT;
+    Rgpu__CuEventCreate ec = RGPU__CU_EVENT_CREATE__INIT;
+    Rgpu__CuEventRecord er = RGPU__CU_EVENT_RECORD__INIT;
+    uint64_t a, mod, fn, q;
+    int64_t deadline;
+    frame_t f;
+    int sent, rc;
+
+    if (cu_malloc(s, 64 * MIB, &a) != CU_OK)
+        fail("malloc");
+    cu_memset(s, a, 1, 64 * MIB);
+    mod = cu_module(s, &sent);
+    fn = cu_function(s, mod, "vector_add", &q);
+    (void)fn;
+    sc.id = s->next_id++;
+    send_msg(s, RGPU__MSG_TYPE__MSG_CU_STREAM_CREATE, &sc.base, NULL, 0);
+    ec.id = s->next_id++;
+    send_msg(s, RGPU__MSG_TYPE__MSG_CU_EVENT_CREATE, &ec.base, NULL, 0);
+    er.event = ec.id;
+    er.stream = sc.id;
+    send_msg(s, RGPU__MSG_TYPE__MSG_CU_EVENT_RECORD, &er.base, NULL, 0);
+    if (cu_sync(s) != CU_OK || s->n_aerr)
+        fail("setting up: %s", s->n_aerr ? s->aerr[0].what : "device sync failed");
+    printf("READY\n");
+    fflush(stdout);
+    deadline = now_ms() + 120000;
+    while ((rc = next_frame(s, 1000, &f)) >= 0 && !s->ended && now_ms() < deadline)
+        if (rc == 1)
+            frame_free(&f);
+    if (rc >= 0 && !s->ended)
+        fail("the server did not end the session within 120 s");
+    pass("the server ended a session holding memory, a module, a stream and an event%s%s",
+         s->ended ? ": " : "", s->session_error);
+    close_session(s, 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
         fprintf(stderr, "usage: cuda_hostile HOST:PORT refused|memory|copy-outside|"
-                        "unknown-function|quota KEYFILE|teardown|huge\n");
+                        "unknown-function|quota KEYFILE|teardown|huge|hold\n");
         return 2;
     }
     check_name = argv[2];
@@ -811,6 +854,8 @@ int main(int argc, char **argv)
         check_teardown(argv[1]);
     else if (!strcmp(argv[2], "huge"))
         check_huge(argv[1]);
+    else if (!strcmp(argv[2], "hold"))
+        check_hold(argv[1]);
     else {
         fprintf(stderr, "cuda_hostile: unknown check %s\n", argv[2]);
         return 2;

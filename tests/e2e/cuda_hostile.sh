@@ -45,7 +45,26 @@ rgpu_run "$emu_ADDR" "$EXAMPLES/vector_add" 4096 >"$E2E_TMP/ocl2.out" 2>&1 || rc
 grep -q "PASS" "$E2E_TMP/ocl2.out" && [ "$rc" -eq 0 ] ||
     { cat "$E2E_TMP/ocl2.out"; fail "OpenCL vector_add failed beside cuda-emulated"; }
 pass "OpenCL served beside CUDA after every check"
+
+# Shutdown with a CUDA session still holding memory, a module, a function,
+# a stream and an event: the server ends it, frees all of it and exits
+# cleanly (a sanitized server exits non-zero on a leak).
+hold_out=$E2E_TMP/hold.out
+"$HOSTILE" "$emu_ADDR" hold >"$hold_out" 2>&1 &
+hold_pid=$!
+track_pid "$hold_pid" "cuda_hostile hold" "$hold_out"
+deadline=$((SECONDS + 60))
+until grep -q READY "$hold_out"; do
+    kill -0 "$hold_pid" 2>/dev/null || { cat "$hold_out"; fail "cuda_hostile hold ended early"; }
+    [ "$SECONDS" -lt "$deadline" ] || fail "cuda_hostile hold not READY within 60 s"
+    sleep 0.05
+done
 stop_server emu
+rc=0
+wait "$hold_pid" || rc=$?
+cat "$hold_out"
+[ "$rc" -eq 0 ] && grep -q "^PASS hold:" "$hold_out" || fail "cuda_hostile hold: status $rc"
+pass "a server stopped under a live CUDA session freed it and exited cleanly"
 
 # Leases: a token with a 64 MiB quota per device.
 key=$E2E_TMP/cluster.key
