@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cross_packages=(gcc-aarch64-linux-gnu qemu-user qemu-user-binfmt)
-arm_packages=(libc6-dev:arm64 libprotobuf-c-dev:arm64 libsodium-dev:arm64 ocl-icd-opencl-dev:arm64 ocl-icd-libopencl1:arm64 libcriterion-dev:arm64)
+arm_packages=(libc6-dev:arm64 libprotobuf-c-dev:arm64 libsodium-dev:arm64 libinih-dev:arm64 ocl-icd-opencl-dev:arm64 ocl-icd-libopencl1:arm64 libcriterion-dev:arm64)
 missing=()
 for p in "${cross_packages[@]}" "${arm_packages[@]}"; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
