@@ -37,7 +37,11 @@
  * It cannot run on a machine without an NVIDIA GPU; tests/gpu/run.sh
  * checks it against the examples on one that has.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE     /* dlinfo */
+#endif
 #include <dlfcn.h>
+#include <link.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +166,20 @@ static rgpu_status_t rgpu_cudrv_open(const rgpu_server_config_t *config, rgpu_cu
         snprintf(why, why_cap, "libcuda.so.1 not found (the NVIDIA driver is not installed)");
         rgpu_debug("cuda", "dlopen: %s", dlerror());
         goto out_free;
+    }
+    /* rgpu's client ships a libcuda.so.1 of its own (client/cuda/
+     * static_check.c: it explains to programs linked with the static
+     * runtime why they cannot run). Found first on a misconfigured library
+     * path, it is no driver: NVIDIA's always exports cuGetExportTable,
+     * which rgpu never implements. */
+    if (!dlsym(dev->lib, "cuGetExportTable")) {
+        struct link_map *map = NULL;
+
+        dlinfo(dev->lib, RTLD_DI_LINKMAP, &map);
+        snprintf(why, why_cap, "the libcuda.so.1 found (%s) is not NVIDIA's driver (rgpu's "
+                 "client directory on rgpu-server's library path?)",
+                 map && map->l_name ? map->l_name : "?");
+        goto out_close;
     }
     *(void **)&get_proc = dlsym(dev->lib, "cuGetProcAddress_v2");
     if (!get_proc) {

@@ -599,7 +599,7 @@ rgpu_status_t rgpu__cu_backend_open(const rgpu_cu_device_ops_t *dev_ops,
     be->ops = dev_ops;
     st = dev_ops->open(config, &be->dev, why, why_cap);
     if (st != RGPU_OK) {
-        rgpu_info("cuda", "%s: %s", dev_ops->name, why);
+        rgpu_debug("cuda", "%s: %s", dev_ops->name, why);     /* main.c says it, once */
         free(be);
         return st;
     }
