@@ -4,8 +4,11 @@
  *
  *   plugstack.conf:
  *     optional /usr/lib/x86_64-linux-gnu/slurm-wlm/spank_rgpu.so \
- *         scheduler=HOST:PORT icd_vendors=DIR [timeout=SECONDS] [ttl=SECONDS] [key=FILE]
- *         [state_dir=/DIR] [munge_socket=PATH]
+ *         [config=FILE] [scheduler=HOST:PORT] [icd_vendors=DIR] [timeout=SECONDS]
+ *         [ttl=SECONDS] [key=FILE] [state_dir=/DIR] [munge_socket=PATH]
+ * Those words win over /etc/rgpu/client.conf (config=FILE names another),
+ * which gives the scheduler, its timeout and the key (spank_options.c;
+ * spank-rgpu(8) is printed from the same table).
  * Requests are signed with the cluster key (key=, default
  * /etc/rgpu/cluster.key when it exists): a scheduler with --key refuses
  * unsigned requests naming a job. Without a key they carry root's MUNGE
@@ -49,22 +52,9 @@
 #include "rgpu/token.h"
 #include "rgpu/util.h"
 #include "scheduler.pb-c.h"
+#include "spank_options.h"
 
 SPANK_PLUGIN(rgpu, 1);
-
-#define RGPU_SPANK_DEFAULT_TTL_S (7 * 24 * 3600)
-#define RGPU_SPANK_DEFAULT_STATE_DIR "/run/rgpu-spank"
-
-typedef struct {
-    char scheduler[256];
-    char icd_vendors[1024];
-    char key[1024];
-    char state_dir[512];
-    char munge_socket[512];     /* "": RGPU_MUNGE_SOCKET or libmunge's default */
-    int key_default;            /* key is the default path: may be absent */
-    int timeout_ms;
-    uint32_t ttl_s;
-} rgpu_spank_conf_t;
 
 typedef struct {
     int set;
@@ -158,56 +148,16 @@ static int rgpu_spank_opt_cb(int val, const char *optarg, int remote)
     return 0;
 }
 
-/* ttl=SECONDS of plugstack.conf: digits only, 1 to 31536000; 0 otherwise. */
-static uint32_t rgpu_spank_seconds(const char *s)
-{
-    uint32_t v = 0;
-
-    if (!*s)
-        return 0;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9' || v > 31536000u)
-            return 0;
-        v = v * 10 + (uint32_t)(*s - '0');
-    }
-    return v <= 31536000u ? v : 0;
-}
-
+/* conf from plugstack.conf's words over client.conf; a mistake is logged
+ * where the administrator and the user see it. */
 static int rgpu_spank_conf(int ac, char **av, rgpu_spank_conf_t *conf)
 {
-    memset(conf, 0, sizeof(*conf));
-    snprintf(conf->scheduler, sizeof(conf->scheduler), "%s", RGPU_SCHED_DEFAULT_ADDR);
-    conf->timeout_ms = RGPU_SCHED_DEFAULT_TIMEOUT_MS;
-    conf->ttl_s = RGPU_SPANK_DEFAULT_TTL_S;
-    snprintf(conf->state_dir, sizeof(conf->state_dir), "%s", RGPU_SPANK_DEFAULT_STATE_DIR);
-    conf->key_default = 1;
-    snprintf(conf->key, sizeof(conf->key), "%s", RGPU_SCHED_DEFAULT_KEY);
-    for (int i = 0; i < ac; i++) {
-        const char *a = av[i];
+    char why[700];
 
-        if (strncmp(a, "scheduler=", 10) == 0 && a[10]) {
-            snprintf(conf->scheduler, sizeof(conf->scheduler), "%s", a + 10);
-        } else if (strncmp(a, "icd_vendors=", 12) == 0) {
-            snprintf(conf->icd_vendors, sizeof(conf->icd_vendors), "%s", a + 12);
-        } else if (strncmp(a, "state_dir=", 10) == 0 && a[10] == '/') {
-            snprintf(conf->state_dir, sizeof(conf->state_dir), "%s", a + 10);
-        } else if (strncmp(a, "munge_socket=", 13) == 0 && a[13] == '/') {
-            snprintf(conf->munge_socket, sizeof(conf->munge_socket), "%s", a + 13);
-        } else if (strncmp(a, "key=", 4) == 0) {
-            snprintf(conf->key, sizeof(conf->key), "%s", a + 4);
-            conf->key_default = 0;
-        } else if (strncmp(a, "timeout=", 8) == 0 && rgpu_sched_timeout_parse(a + 8) > 0) {
-            conf->timeout_ms = rgpu_sched_timeout_parse(a + 8);
-        } else if (strncmp(a, "ttl=", 4) == 0 && rgpu_spank_seconds(a + 4) > 0) {
-            conf->ttl_s = rgpu_spank_seconds(a + 4);
-        } else {
-            slurm_error("rgpu: plugstack.conf: unknown or malformed argument \"%s\" (expected "
-                        "scheduler=HOST:PORT, icd_vendors=DIR, key=FILE, timeout=SECONDS, "
-                        "ttl=SECONDS, state_dir=/DIR or munge_socket=/PATH)", a);
-            return -1;
-        }
-    }
-    return 0;
+    if (rgpu_spank_conf_load(ac, av, conf, why, sizeof(why)) == 0)
+        return 0;
+    slurm_error("rgpu: %s", why);
+    return -1;
 }
 
 int slurm_spank_init(spank_t sp, int ac, char **av)
@@ -330,7 +280,7 @@ static void rgpu_spank_remote(spank_t sp, int ac, char **av)
         req.memory = rgpu_spank_req.mem;
     req.slurm_job_id = job;
     req.user = user;
-    req.ttl_s = conf.ttl_s;
+    req.ttl_s = (uint32_t)conf.ttl_s;
     if (rgpu_spank_client(&conf, &client, &key, err, sizeof(err)) != 0) {
         snprintf(rgpu_spank_failure, sizeof(rgpu_spank_failure),
                  "rgpu: job %s: cannot sign requests to the scheduler: %s", job, err);
