@@ -1,7 +1,6 @@
 /*
- * The kernels of examples/cuda/ (*.cu) and tests/gpu/launch_rate.cu for the
- * cuda-emulated backend, each a C function computing what the .cu kernel
- * computes, over the same grid.
+ * The kernels of examples/cuda/ (*.cu) for the cuda-emulated backend, each
+ * a C function computing what the .cu kernel computes, over the same grid.
  *
  * A kernel first works out which elements the launch touches (threads
  * beyond the grid, or beyond n, do nothing, as in the .cu), then
@@ -157,14 +156,6 @@ static int rgpu_cu_emu_affine(const rgpu_cu_emu_launch_t *l)
     return RGPU_CU_SUCCESS;
 }
 
-/* empty_kernel(int): nothing (tests/gpu/launch_rate.cu, whose figures
- * measure the launch path itself). */
-static int rgpu_cu_emu_empty(const rgpu_cu_emu_launch_t *l)
-{
-    (void)l;
-    return RGPU_CU_SUCCESS;
-}
-
 /* Parameter sizes: a struct of two floats is 8 bytes with 4-byte
  * alignment, which the layout in backend_cuda_emulated.c (aligned to
  * min(size, 8)) would put at an 8-byte boundary; after a pointer that is
@@ -174,7 +165,6 @@ static const rgpu_cu_emu_kernel_t rgpu_cu_emu_kernels[] = {
     {"matmul", 5, {8, 8, 8, 8, 4}, rgpu_cu_emu_matmul},
     {"saxpy", 4, {4, 4, 8, 8}, rgpu_cu_emu_saxpy},
     {"affine", 3, {8, 8, 4}, rgpu_cu_emu_affine},
-    {"empty_kernel", 1, {4}, rgpu_cu_emu_empty},
 };
 
 const rgpu_cu_emu_kernel_t *rgpu__cu_emu_kernel_find(const char *name)

@@ -11,7 +11,7 @@ source "$(dirname "$0")/lib.sh" "$@"
 CUDART_DIR=$BUILD/client/cuda
 CUDA_EXAMPLES=$BUILD/examples/cuda
 [ -e "$CUDART_DIR/libcudart.so.13" ] || fail "no $CUDART_DIR/libcudart.so.13 (client/cuda not built)"
-for p in vector_add matmul streams_events bandwidth device_query; do
+for p in vector_add matmul streams_events bandwidth device_query launch_rate; do
     [ -x "$CUDA_EXAMPLES/$p" ] || fail "no $CUDA_EXAMPLES/$p (examples/cuda not built: nvcc?)"
 done
 
@@ -60,14 +60,15 @@ run_example streams_events
 run_example streams_events 1000
 run_example bandwidth --size=8388608 --iters=3
 run_example bandwidth --memory=pageable --size=1048576 --iters=2
+run_example launch_rate 2000
 run_example device_query
 grep -q "rgpu CUDA emulation (no GPU)" "$E2E_TMP/device_query.0.out" ||
     fail "device_query does not show the emulated device's name"
 pass "device_query names the device \"rgpu CUDA emulation (no GPU)\""
 
 sessions_after=$(grep -c "client arch" "$emu_LOG" || true)
-[ "$((sessions_after - sessions_before))" -ge 10 ] ||
-    fail "the server saw $((sessions_after - sessions_before)) sessions for 10 programs"
+[ "$((sessions_after - sessions_before))" -ge 11 ] ||
+    fail "the server saw $((sessions_after - sessions_before)) sessions for 11 programs"
 pass "every program was a session on the server ($((sessions_after - sessions_before)))"
 
 # OpenCL on the same server afterwards.

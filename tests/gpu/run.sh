@@ -17,7 +17,8 @@
 #   5. runs the server-side checks of tests/e2e/cuda_hostile.c that hold on
 #      a real device (copies, out-of-range refusals, huge mallocs, teardown);
 #   6. prints bandwidth (host to device, device to host, device to device)
-#      and launch figures through rgpu beside local CUDA, as ratios;
+#      and launch figures (examples/cuda/launch_rate) through rgpu beside
+#      local CUDA, as ratios;
 #   7. stops the server and expects a clean exit.
 #
 # --emulated runs the same against cuda-emulated, without the local runs
@@ -98,14 +99,8 @@ CUDART_DIR=$BUILD/client/cuda
 EX=$BUILD/examples/cuda
 HOSTILE=$BUILD/tests/e2e/cuda_hostile
 
-# This script's own programs: the launch figures, and vector_add as PTX
-# only (the driver JIT-compiles it; no cubin carries its layout).
-if [ "$MODE" = driver ]; then
-    arch=(-arch=native)
-else
-    arch=(-gencode=arch=compute_90,code=sm_90)
-fi
-"$NVCC" -cudart shared -O2 "${arch[@]}" -o "$WORK/launch_rate" "$ROOT/tests/gpu/launch_rate.cu"
+# vector_add as PTX only: the driver JIT-compiles it, and no cubin carries
+# its parameter layout (the server's cuFuncGetParamInfo does).
 "$NVCC" -cudart shared -O2 -gencode=arch=compute_75,code=compute_75 \
     -o "$WORK/vector_add_ptx" "$ROOT/examples/cuda/vector_add.cu"
 
@@ -186,10 +181,11 @@ compare matmul_1024 "$EX/matmul" 1024
 compare streams_events "$EX/streams_events"
 compare bandwidth_pageable "$EX/bandwidth" --memory=pageable --size=16777216 --iters=4
 compare device_query "$EX/device_query"
+compare launch_rate_small "$EX/launch_rate" 1000
 compare vector_add_ptx "$WORK/vector_add_ptx" 1000003
 sessions=$(grep -c "client arch" "$WORK/server.log" || true)
-[ "$sessions" -ge 8 ] && ok "the server saw $sessions sessions" ||
-    bad "the server saw $sessions sessions for 8 programs through rgpu"
+[ "$sessions" -ge 9 ] && ok "the server saw $sessions sessions" ||
+    bad "the server saw $sessions sessions for 9 programs through rgpu"
 
 # ---- 5. the server's own guarantees on this device -----------------------------------
 say "server-side checks (tests/e2e/cuda_hostile.c)"
@@ -217,12 +213,12 @@ rc=0
 rgpu_run "$EX/bandwidth" --memory=pinned --size=67108864 --iters=20 >"$WORK/bw.rgpu" 2>&1 || rc=$?
 [ "$rc" -eq 0 ] || bad "bandwidth through rgpu: status $rc"
 rc=0
-rgpu_run "$WORK/launch_rate" >"$WORK/launch.rgpu" 2>&1 || rc=$?
+rgpu_run "$EX/launch_rate" >"$WORK/launch.rgpu" 2>&1 || rc=$?
 [ "$rc" -eq 0 ] || bad "launch_rate through rgpu: status $rc"
 if [ "$MODE" = driver ]; then
     local_run "$EX/bandwidth" --memory=pinned --size=67108864 --iters=20 >"$WORK/bw.local" 2>&1 ||
         bad "bandwidth locally failed"
-    local_run "$WORK/launch_rate" >"$WORK/launch.local" 2>&1 || bad "launch_rate locally failed"
+    local_run "$EX/launch_rate" >"$WORK/launch.local" 2>&1 || bad "launch_rate locally failed"
 else
     : >"$WORK/bw.local"
     : >"$WORK/launch.local"
@@ -233,12 +229,18 @@ for dir in "Host to Device" "Device to Host" "Device to Device"; do
     l=$(figure "$WORK/bw.local" "$dir")
     printf '  %-34s %9s MB/s %9s MB/s %8s\n' "$dir" "${r:--}" "${l:--}" "$(ratio "${r:-0}" "${l:-0}")"
 done
-r=$(awk '/launch_rate: async/ { print $3 }' "$WORK/launch.rgpu")
-l=$(awk '/launch_rate: async/ { print $3 }' "$WORK/launch.local")
-printf '  %-34s %9s /s   %9s /s   %8s\n' "async launches" "${r:--}" "${l:--}" "$(ratio "${r:-0}" "${l:-0}")"
-r=$(awk '/launch_rate: sync/ { print $3 }' "$WORK/launch.rgpu")
-l=$(awk '/launch_rate: sync/ { print $3 }' "$WORK/launch.local")
-printf '  %-34s %9s us   %9s us   %8s\n' "launch + stream sync" "${r:--}" "${l:--}" "$(ratio "${r:-0}" "${l:-0}")"
+# examples/cuda/launch_rate's lines: "...: N launches/s" and "...: N calls/s".
+rate() {
+    awk -v pat="$2" '$0 ~ pat { for (i = 1; i < NF; i++) if ($(i + 1) ~ /^(launches|calls)\/s$/) { print $i; exit } }' "$1"
+}
+for row in "asynchronous launches:async launches" "synchronous calls:sync calls (cudaStreamQuery)" \
+           "each synchronized:launch + synchronize"; do
+    pat=${row%%:*}
+    label=${row#*:}
+    r=$(rate "$WORK/launch.rgpu" "$pat")
+    l=$(rate "$WORK/launch.local" "$pat")
+    printf '  %-34s %9s /s   %9s /s   %8s\n' "$label" "${r:--}" "${l:--}" "$(ratio "${r:-0}" "${l:-0}")"
+done
 
 # ---- 7. a clean stop -----------------------------------------------------------
 say "stopping rgpu-server"
