@@ -51,6 +51,7 @@
 #define RGPU_CU_MAX_OBJECTS (1u << 16)      /* modules, functions, streams, events */
 #define RGPU_CU_MAX_ALLOCS (1u << 20)       /* live allocations per device */
 #define RGPU_CU_MAX_NAME 4096               /* a kernel or variable name */
+#define RGPU_CU_MAX_NAME_BYTES (8u << 20)   /* all of a session's function names */
 /* The largest fatbinary accepted, below --max-bulk. */
 #define RGPU_CU_MAX_IMAGE (1ull << 30)
 /* Fatbinaries no session uses stay cached up to this many bytes. */
@@ -126,6 +127,7 @@ typedef struct {
     rgpu_cu_devstate_t devs[RGPU_CU_MAX_DEVICES];
     rgpu_htable_t modules, functions, streams, events;
     size_t n_objects;
+    size_t name_bytes;          /* held by its functions' names */
 } rgpu_cu_session_t;
 
 /* ---- names and errors ------------------------------------------------ */
@@ -1020,9 +1022,11 @@ static rgpu_status_t rgpu_cu_function(rgpu_cu_session_t *s, const rgpu_frame_hea
                                  (unsigned long long)m->module);
         goto out;
     }
-    if (!*m->name || strlen(m->name) > RGPU_CU_MAX_NAME) {
+    if (!*m->name || strlen(m->name) > RGPU_CU_MAX_NAME ||
+        s->name_bytes + strlen(m->name) > RGPU_CU_MAX_NAME_BYTES) {
         st = rgpu_cu_async_error(s, hdr, RGPU_CU_INVALID_VALUE,
-                                 "a function name must have 1 to %d bytes", RGPU_CU_MAX_NAME);
+                                 "a function name must have 1 to %d bytes, and a session's names "
+                                 "at most %u in all", RGPU_CU_MAX_NAME, RGPU_CU_MAX_NAME_BYTES);
         goto out;
     }
     fn = calloc(1, sizeof(*fn));
@@ -1054,6 +1058,7 @@ static rgpu_status_t rgpu_cu_function(rgpu_cu_session_t *s, const rgpu_frame_hea
         goto out_free;
     }
     s->n_objects++;
+    s->name_bytes += strlen(fn->name);
     goto out;
 
 out_free:
