@@ -24,6 +24,10 @@
  *                  vanishes without a goodbye; a new session gets 2.5 GiB
  *                  within the deadline
  *   huge           1 TiB without a quota: CUDA_ERROR_OUT_OF_MEMORY
+ *   malformed      a body that does not unpack, a copy whose bulk is not
+ *                  the size it announces, bulk on a call that takes none, a
+ *                  message type no CUDA call has: each ends that session
+ *                  with a reason, and the next session is served
  *   hold           takes memory, a module, a function, a stream and an event,
  *                  prints READY, and waits (at most 120 s) for the server to
  *                  end the session (its shutdown): a server that frees
@@ -793,6 +797,88 @@ static void check_huge(const char *addr)
     close_session(s, 1);
 }
 
+/* Sends a frame with a raw body and bulk, as no client would. */
+static void send_raw(sess_t *s, uint16_t type, const void *body, uint32_t body_len,
+                     const void *bulk, uint64_t bulk_len)
+{
+    rgpu_frame_header_t h = {.version = RGPU_PROTOCOL_VERSION, .type = type, .body_len = body_len,
+                             .seq = ++s->seq, .bulk_len = bulk_len};
+    uint8_t raw[RGPU_FRAME_HEADER_SIZE];
+
+    rgpu_frame_header_encode(&h, raw);
+    if (io_all(s, raw, sizeof(raw), 1, now_ms() + T_REPLY) != 1 ||
+        (body_len && io_all(s, (void *)body, body_len, 1, now_ms() + T_REPLY) != 1) ||
+        (bulk_len && io_all(s, (void *)bulk, bulk_len, 1, now_ms() + T_REPLY) != 1))
+        fail("sending a raw frame of type %u failed", type);
+}
+
+/* Waits for the server to end the session; returns its reason. */
+static const char *ended_reason(sess_t *s)
+{
+    int64_t deadline = now_ms() + T_REPLY;
+    frame_t f;
+    int rc;
+
+    while (!s->ended && (rc = next_frame(s, 1000, &f)) >= 0 && now_ms() < deadline)
+        if (rc == 1)
+            frame_free(&f);
+    if (!s->ended)
+        fail("the server did not end the session with a reason");
+    return s->session_error;
+}
+
+static void check_malformed(const char *addr)
+{
+    static const uint8_t garbage[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f};
+    uint8_t bulk[64] = {0};
+    struct {
+        const char *what;
+        uint16_t type;
+        const char *want;
+    } cases[] = {
+        {"a malloc whose body does not unpack", RGPU__MSG_TYPE__MSG_CU_MALLOC, "does not unpack"},
+        {"a copy announcing 100 bytes with 64 of bulk", RGPU__MSG_TYPE__MSG_CU_MEMCPY_H2D, "carries 64"},
+        {"a device sync carrying bulk", RGPU__MSG_TYPE__MSG_CU_DEVICE_SYNC, "expected none"},
+        {"message type 499", 499, "not a CUDA request"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        sess_t *s = open_session(addr, RGPU__API_FAMILY__API_CUDA, NULL, 0);
+        const char *why;
+        uint64_t a;
+
+        if (cases[i].type == RGPU__MSG_TYPE__MSG_CU_MALLOC) {
+            send_raw(s, cases[i].type, garbage, sizeof(garbage), NULL, 0);
+        } else if (cases[i].type == RGPU__MSG_TYPE__MSG_CU_MEMCPY_H2D) {
+            Rgpu__CuMemcpyH2D m = RGPU__CU_MEMCPY_H2_D__INIT;
+            uint8_t body[64];
+
+            if (cu_malloc(s, 4096, &a) != CU_OK)
+                fail("malloc");
+            m.dst = a;
+            m.size = 100;
+            send_raw(s, cases[i].type, body,
+                     (uint32_t)protobuf_c_message_pack(&m.base, body), bulk, sizeof(bulk));
+        } else if (cases[i].type == RGPU__MSG_TYPE__MSG_CU_DEVICE_SYNC) {
+            send_raw(s, cases[i].type, NULL, 0, bulk, sizeof(bulk));
+        } else {
+            send_raw(s, cases[i].type, NULL, 0, NULL, 0);
+        }
+        why = ended_reason(s);
+        if (!strstr(why, cases[i].want))
+            fail("%s: the session ended with \"%s\", expected it to say \"%s\"", cases[i].what,
+                 why, cases[i].want);
+        pass("%s ends the session: \"%s\"", cases[i].what, why);
+        close_session(s, 0);
+        s = open_session(addr, RGPU__API_FAMILY__API_CUDA, NULL, 0);
+        if (cu_malloc(s, 4096, &a) != CU_OK || cu_sync(s) != CU_OK)
+            fail("the next session is not served after %s", cases[i].what);
+        close_session(s, 1);
+    }
+    pass("a new session is served after each");
+}
+
 static void check_hold(const char *addr)
 {
     sess_t *s = open_session(addr, RGPU__API_FAMILY__API_CUDA, NULL, 0);
@@ -836,7 +922,7 @@ int main(int argc, char **argv)
 {
     if (argc < 3) {
         fprintf(stderr, "usage: cuda_hostile HOST:PORT refused|memory|copy-outside|"
-                        "unknown-function|quota KEYFILE|teardown|huge|hold\n");
+                        "unknown-function|quota KEYFILE|teardown|huge|malformed|hold\n");
         return 2;
     }
     check_name = argv[2];
@@ -856,6 +942,8 @@ int main(int argc, char **argv)
         check_huge(argv[1]);
     else if (!strcmp(argv[2], "hold"))
         check_hold(argv[1]);
+    else if (!strcmp(argv[2], "malformed"))
+        check_malformed(argv[1]);
     else {
         fprintf(stderr, "cuda_hostile: unknown check %s\n", argv[2]);
         return 2;

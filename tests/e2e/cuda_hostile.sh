@@ -3,7 +3,8 @@
 # server without CUDA refuses CUDA sessions with the reason and serves
 # OpenCL as before; against cuda-emulated, copies outside allocations,
 # unknown functions, forged kernel pointers and huge mallocs are refused
-# while the session and the server go on; the lease's quota holds; a
+# while the session and the server go on, and malformed messages end only
+# their own session, with a reason; the lease's quota holds; a
 # session that vanishes gives its memory back. Every server stops cleanly
 # at the end (under ASan: without leaks).
 source "$(dirname "$0")/lib.sh" "$@"
@@ -36,7 +37,7 @@ stop_server plain
 # The emulated device, with OpenCL beside it.
 start_server emu --backends opencl,cuda-emulated
 grep -q "serving CUDA with backend cuda-emulated" "$emu_LOG" || fail "cuda-emulated not opened"
-for check in memory copy-outside unknown-function huge teardown; do
+for check in memory copy-outside unknown-function huge teardown malformed; do
     run_check "$emu_ADDR" "$check"
     kill -0 "$emu_PID" 2>/dev/null || fail "rgpu-server died during $check"
 done
