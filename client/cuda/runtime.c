@@ -7,7 +7,8 @@
  * cudaDeviceReset).
  *
  * The servers are those of RGPU_SERVERS ("host:port,..."), or else those
- * the lease in RGPU_LEASE_TOKEN names; devices are numbered in server order,
+ * the lease in RGPU_LEASE_TOKEN names, or else client.conf's (the OpenCL
+ * ICD's rules, ../opencl/lease.c); devices are numbered in server order,
  * then in each server's order.
  */
 #include <stddef.h>
@@ -19,8 +20,6 @@
 
 #include "cudart.h"
 #include "lease.h"
-
-#define RGPU_CU_DEFAULT_CONNECT_TIMEOUT_MS 3000
 
 rgpu_cu_state_t rgpu__cu;
 static pthread_once_t rgpu_cu_once = PTHREAD_ONCE_INIT;
@@ -231,11 +230,10 @@ static int rgpu_cu_device_fill(rgpu_cu_device_t *d, const Rgpu__Device *dev)
 
 static void rgpu_cu_init_once(void)
 {
-    const char *env = getenv("RGPU_SERVERS");
-    const char *token = getenv("RGPU_LEASE_TOKEN");
-    const char *tmo = getenv("RGPU_CONNECT_TIMEOUT_MS");
-    int timeout_ms = tmo ? atoi(tmo) : RGPU_CU_DEFAULT_CONNECT_TIMEOUT_MS;
-    static char leased[4096];
+    static rgpu_client_conf_t conf;     /* client.conf and RGPU_* (../opencl/lease.c) */
+    static char servers[4096];
+    const char *env = servers, *token = conf.token;
+    int timeout_ms;
     Rgpu__Hello hello = RGPU__HELLO__INIT;
     struct utsname uts;
     char host[256] = "";
@@ -243,16 +241,16 @@ static void rgpu_cu_init_once(void)
     size_t n;
 
     rgpu_log_init("rgpu-cudart", RGPU_LOG_WARN);
-    if ((!env || !*env) && token && *token) {
-        /* A lease token alone: its servers are the ones it names. */
-        if (rgpu_cl_lease_servers(token, leased, sizeof(leased), rgpu__cu.why, sizeof(rgpu__cu.why)) != 0)
-            return;
-        env = leased;
-    }
-    if (!env || !*env) {
+    /* The servers as the OpenCL ICD finds them: RGPU_SERVERS, else the
+     * lease's (RGPU_LEASE_TOKEN), else client.conf's. */
+    if (rgpu_cl_client_setup(&conf, servers, sizeof(servers), rgpu__cu.why, sizeof(rgpu__cu.why)) != 0)
+        return;
+    timeout_ms = conf.connect_timeout_ms;
+    if (!*env) {
         snprintf(rgpu__cu.why, sizeof(rgpu__cu.why),
-                 "neither RGPU_SERVERS nor RGPU_LEASE_TOKEN is set, so rgpu's CUDA runtime has no "
-                 "GPU to use (ask for one with srun --rgpu=1:api=cuda or rgpu alloc --api cuda)");
+                 "neither RGPU_SERVERS nor RGPU_LEASE_TOKEN is set, nor servers in %.200s, so rgpu's CUDA "
+                 "runtime has no GPU to use (ask for one with srun --rgpu=1:api=cuda or rgpu alloc --api cuda)",
+                 conf.opt.file[0] ? conf.opt.file : "client.conf");
         return;
     }
     uname(&uts);
@@ -262,7 +260,7 @@ static void rgpu_cu_init_once(void)
     hello.api = RGPU__API_FAMILY__API_CUDA;
     hello.client_host = host;
     hello.client_pid = (uint32_t)getpid();
-    hello.lease_token = token ? (char *)token : "";
+    hello.lease_token = (char *)token;
 
     list = strdup(env);
     n = strlen(env) / 2 + 1;    /* at least two characters per address but the last */
