@@ -103,6 +103,16 @@ if [ ! -e "$cache/$suite/etc/os-release" ] || [ "$(cat "$cache/$suite.packages" 
     mv "$cache/$suite.tmp" "$cache/$suite"
     echo "$base_packages" > "$cache/$suite.packages"
 fi
+# The packages' dependencies go into the cached root's apt archive (from
+# the mirror, through the host's network), so that the booted root installs
+# and upgrades without a network, as the dependencies change over time.
+mkdir -p "$cache/$suite/var/tmp/rgpu-deps"
+rm -f "$cache/$suite/var/tmp/rgpu-deps/"*.deb
+cp $(debs "$debdir/v1") "$cache/$suite/var/tmp/rgpu-deps/"
+systemd-nspawn -q -D "$cache/$suite" --register=no --keep-unit --pipe sh -c \
+    'apt-get update -qq && cd /var/tmp/rgpu-deps && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --download-only ./*.deb' \
+    > "$work/deps.log" 2>&1 || { tail -30 "$work/deps.log" >&2; fail "downloading the packages' dependencies into the root"; }
+rm -rf "$cache/$suite/var/tmp/rgpu-deps"
 cp -a "$cache/$suite" "$root"
 echo "$machine" > "$root/etc/hostname"
 mkdir -p "$root/var/tmp/rgpu/v1" "$root/var/tmp/rgpu/v2"
@@ -149,8 +159,8 @@ esac
 echo "container booted: $(in_root systemctl --version | head -1), system $state"
 
 step "install $version"
-in_root sh -c 'cd /var/tmp/rgpu/v1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-download ./*.deb' \
-    > "$work/install.log" 2>&1 || { tail -30 "$work/install.log" >&2; fail "apt-get install of $version"; }
+in_root sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q /var/tmp/rgpu/v1/*.deb' \
+    < /dev/null > "$work/install.log" 2>&1 || { tail -30 "$work/install.log" >&2; fail "apt-get install of $version"; }
 grep -E "rgpu-scheduler: created|Created symlink" "$work/install.log" || true
 in_root test -s /etc/rgpu/cluster.key || fail "rgpu-scheduler's postinst made no /etc/rgpu/cluster.key"
 [ "$(in_root stat -c '%a %U' /etc/rgpu/cluster.key)" = "600 root" ] || fail "/etc/rgpu/cluster.key is not root's, mode 600"
@@ -161,16 +171,16 @@ in_root test -e /etc/slurm/plugstack.conf.d/rgpu.conf || fail "no plugstack snip
 grep -qx "/usr/lib/x86_64-linux-gnu/librgpu-opencl.so.1" "$root/etc/OpenCL/vendors/rgpu.icd" ||
     fail "rgpu.icd does not name the installed ICD"
 
-step "configure through /etc and start the units"
-# The server learns the scheduler's address from a drop-in in /etc; the
-# scheduler and the client use their defaults (127.0.0.1) and the key.
-mkdir -p "$root/etc/systemd/system/rgpu-server.service.d"
-cat > "$root/etc/systemd/system/rgpu-server.service.d/site.conf" <<'EOF'
-[Service]
-ExecStart=
-ExecStart=/usr/bin/rgpu-server --listen 127.0.0.1:7070 --scheduler 127.0.0.1:7080
-EOF
-in_root systemctl daemon-reload
+step "configure through /etc/rgpu and start the units"
+# As an operator would: the server learns the scheduler's address from its
+# file; the scheduler and the client keep their defaults (127.0.0.1:7080),
+# and all three use the cluster key the scheduler's package made.
+for f in server scheduler client; do
+    in_root test -e "/etc/rgpu/$f.conf" || fail "no /etc/rgpu/$f.conf installed"
+done
+sed -i 's|^#scheduler = .*|scheduler = 127.0.0.1:7080|; s|^#listen = .*|listen = 127.0.0.1:7070|' \
+    "$root/etc/rgpu/server.conf"
+grep -q '^scheduler = 127.0.0.1:7080$' "$root/etc/rgpu/server.conf" || fail "server.conf has no scheduler line to set"
 # Type=notify: start returns once the server listens (or fails).
 in_root timeout 60 systemctl restart rgpu-server ||
     { in_root journalctl -u rgpu-server --no-pager | tail -30; fail "rgpu-server did not start"; }
@@ -182,6 +192,10 @@ for _ in $(seq 1 150); do
 done
 echo "$servers"
 grep -q "127.0.0.1:7070" <<< "$servers" || fail "rgpu-server did not register with rgpu-scheduler within 30 s"
+for unit in rgpu-server rgpu-scheduler; do
+    pid=$(in_root systemctl show -P MainPID "$unit")
+    [ "$(in_root stat -c %U "/proc/$pid")" = _rgpu ] || fail "$unit does not run as _rgpu"
+done
 
 run_demo() {
     local out
@@ -205,11 +219,12 @@ lease=$(grep -oE 'lease [0-9]+' <<< "$lease_out" | head -1 | awk '{print $2}')
 [ -n "$lease" ] || { echo "$lease_out" >&2; fail "no lease id in rgpu alloc's output"; }
 sched_pid=$(in_root systemctl show -P MainPID rgpu-scheduler)
 server_pid=$(in_root systemctl show -P MainPID rgpu-server)
-in_root sh -c 'cd /var/tmp/rgpu/v2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-download ./*.deb' \
-    > "$work/upgrade.log" 2>&1 || { tail -30 "$work/upgrade.log" >&2; fail "apt-get install of $newer"; }
+in_root sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q /var/tmp/rgpu/v2/*.deb' \
+    < /dev/null > "$work/upgrade.log" 2>&1 || { tail -30 "$work/upgrade.log" >&2; fail "apt-get install of $newer"; }
 for p in rgpu-server rgpu-scheduler rgpu-client slurm-spank-rgpu; do
     [ "$(in_root dpkg-query -W -f='${Version}' "$p")" = "$newer" ] || fail "$p is not at $newer after the upgrade"
 done
+grep -q '^scheduler = 127.0.0.1:7080$' "$root/etc/rgpu/server.conf" || fail "the upgrade lost the change to server.conf"
 in_root systemctl is-active -q rgpu-scheduler || fail "rgpu-scheduler is not running after the upgrade"
 [ "$(in_root systemctl show -P MainPID rgpu-scheduler)" != "$sched_pid" ] || fail "rgpu-scheduler was not restarted by the upgrade"
 [ "$(in_root systemctl show -P MainPID rgpu-server)" = "$server_pid" ] ||
@@ -225,14 +240,13 @@ done
 run_demo || { in_root journalctl -u rgpu-server -u rgpu-scheduler --no-pager | tail -30; fail "the demo after the upgrade"; }
 
 step "purge"
-# The site's drop-in is the operator's file, not the package's: it goes first.
-rm -rf "$root/etc/systemd/system/rgpu-server.service.d"
-in_root systemctl daemon-reload
-in_root sh -c 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -q rgpu-server rgpu-scheduler rgpu-client slurm-spank-rgpu' \
-    > "$work/purge.log" 2>&1 || { tail -30 "$work/purge.log" >&2; fail "apt-get purge"; }
+# --autoremove: the libraries installed for rgpu's packages go too.
+in_root sh -c 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -q --autoremove rgpu-server rgpu-scheduler rgpu-client slurm-spank-rgpu' \
+    < /dev/null > "$work/purge.log" 2>&1 || { tail -30 "$work/purge.log" >&2; fail "apt-get purge"; }
 for unit in rgpu-server rgpu-scheduler; do
     [ "$(in_root systemctl show -P LoadState "$unit")" = not-found ] || fail "$unit.service is still known to systemd"
-    in_root pgrep -x "$unit" > /dev/null && fail "$unit still runs after the purge"
+    # (minbase has no pgrep: the processes' names, from /proc)
+    in_root sh -c 'cat /proc/[0-9]*/comm 2>/dev/null' | grep -qx "$unit" && fail "$unit still runs after the purge"
 done
 listing > "$work/after.txt"
 # Debian policy keeps the system user: its entries in the account files are
