@@ -65,6 +65,9 @@ void rgpu_client_conf_table(rgpu_opt_table_t *table, const char *program)
     table->config_file = RGPU_SYSCONFDIR "/client.conf";
     table->config_env = "RGPU_CONFIG";
     table->conf_title = "rgpu-client.conf";
+    table->conf_readers = "the OpenCL ICD (librgpu\\-opencl.so: every OpenCL program on the "
+                          "machine), \\fBrgpu\\fR(1) and the Slurm plugin, "
+                          "\\fBspank\\-rgpu\\fR(8)";
     table->opts = rgpu_client_conf_rows;
     table->nopts = rgpu_client_conf_nrows;
 }

@@ -1106,12 +1106,17 @@ void rgpu_opt_man_conf(const rgpu_opt_table_t *table, FILE *out)
     fputs(".SH SYNOPSIS\n", out);
     rgpu_opt_roff(out, table->config_file ? table->config_file : "");
     fputs("\n.SH DESCRIPTION\n.PP\n", out);
-    fputs("Read by \\fB", out);
-    rgpu_opt_roff(out, table->program);
-    fprintf(out, "\\fR(%d) at start. The file is in INI format: \\fB[section]\\fR headers and "
-                 "\\fIkey\\fR = \\fIvalue\\fR lines; lines starting with \\fB#\\fR or \\fB;\\fR "
-                 "are comments. A list may go on over indented lines. Lines are at most 198 "
-                 "characters long.\n", table->man_section);
+    if (table->conf_readers) {
+        fprintf(out, "Read by %s at start.", table->conf_readers);
+    } else {
+        fputs("Read by \\fB", out);
+        rgpu_opt_roff(out, table->program);
+        fprintf(out, "\\fR(%d) at start.", table->man_section);
+    }
+    fputs(" The file is in INI format: \\fB[section]\\fR headers and \\fIkey\\fR = "
+          "\\fIvalue\\fR lines; lines starting with \\fB#\\fR or \\fB;\\fR are comments, "
+          "and so is the rest of a line after a blank and one of them. A list may go on over "
+          "indented lines. Lines are at most 198 characters long.\n", out);
     fputs(".PP\nThe file is strict: an unknown section or key, a key given twice, a key "
           "without a value, or a value that does not parse is an error naming the file, the "
           "line and the key, and the program does not start. Numbers are decimal digits "
@@ -1142,7 +1147,7 @@ void rgpu_opt_man_conf(const rgpu_opt_table_t *table, FILE *out)
         }
         fputc('\n', out);
         rgpu_opt_roff(out, opt->help);
-        fputs(opt->type == RGPU_OPT_ADDR_LIST ? " A comma\\-separated list.\n" : "\n", out);
+        fputs(opt->type == RGPU_OPT_ADDR_LIST ? "; a comma\\-separated list\n" : "\n", out);
         rgpu_opt_man_row_meta(out, opt, 1);
     }
     fputs(".SH SEE ALSO\n\\fB", out);

@@ -83,6 +83,7 @@ typedef struct {
     const char *config_file;    /* default file; a missing default file is no error */
     const char *config_env;     /* variable naming another file (RGPU_CONFIG), or NULL */
     const char *conf_title;     /* the file's man page: "rgpu-server.conf" (section 5) */
+    const char *conf_readers;   /* roff: who reads the file (NULL: \fBprogram\fR(N)) */
     const rgpu_opt_t *opts;
     size_t nopts;
     int positional;             /* RGPU_OPT_ARGS_*: what arguments other than options are */
