@@ -826,3 +826,73 @@ RGPU_CUDA_EXPORT cudaError_t cudaMemset2DAsync_ptsz(void *devPtr, size_t pitch, 
 {
     return rgpu_cu_memset(devPtr, pitch, value, width, height, stream, 1, 1);
 }
+
+/* ---- stream-ordered allocation ---- */
+
+/* cudaMallocAsync allocates at once, from the device rather than a pool: the
+ * memory is valid for the stream's later work, as the call promises, and
+ * earlier. cudaFreeAsync frees after the work queued before it, since the
+ * server runs a session's calls in order and frees only once the device no
+ * longer uses the memory. Pools themselves (cudaMemPool*) are not served. */
+static cudaError_t rgpu_cu_malloc_async(void **devPtr, size_t size, cudaStream_t stream, int per_thread)
+{
+    rgpu_cu_device_t *d;
+    uint64_t sid, dptr;
+    int blocking;
+    cudaError_t err;
+
+    if (!devPtr)
+        return rgpu__cu_fail(cudaErrorInvalidValue);
+    if ((err = rgpu__cu_stream_resolve(stream, per_thread, &d, &sid, &blocking)) != cudaSuccess)
+        return rgpu__cu_fail(err);
+    if (size == 0) {
+        *devPtr = NULL;
+        return cudaSuccess;
+    }
+    if ((err = rgpu_cu_malloc(d, (int)(d - rgpu__cu.devices), size, &dptr)) != cudaSuccess)
+        return rgpu__cu_fail(err);
+    *devPtr = (void *)(uintptr_t)dptr;
+    return cudaSuccess;
+}
+
+RGPU_CUDA_EXPORT cudaError_t cudaMallocAsync(void **devPtr, size_t size, cudaStream_t hStream)
+{
+    return rgpu_cu_malloc_async(devPtr, size, hStream, 0);
+}
+
+RGPU_CUDA_EXPORT cudaError_t cudaMallocAsync_ptsz(void **devPtr, size_t size, cudaStream_t hStream)
+{
+    return rgpu_cu_malloc_async(devPtr, size, hStream, 1);
+}
+
+static cudaError_t rgpu_cu_free_async(void *devPtr, cudaStream_t stream, int per_thread)
+{
+    rgpu_cu_device_t *d;
+    uint64_t sid;
+    int blocking;
+    cudaError_t err;
+
+    if ((err = rgpu__cu_stream_resolve(stream, per_thread, &d, &sid, &blocking)) != cudaSuccess)
+        return rgpu__cu_fail(err);
+    return cudaFree(devPtr);
+}
+
+RGPU_CUDA_EXPORT cudaError_t cudaFreeAsync(void *devPtr, cudaStream_t hStream)
+{
+    return rgpu_cu_free_async(devPtr, hStream, 0);
+}
+
+RGPU_CUDA_EXPORT cudaError_t cudaFreeAsync_ptsz(void *devPtr, cudaStream_t hStream)
+{
+    return rgpu_cu_free_async(devPtr, hStream, 1);
+}
+
+/* A description, computed here as the runtime does; textures and arrays,
+ * which use it, are not served. */
+RGPU_CUDA_EXPORT struct cudaChannelFormatDesc cudaCreateChannelDesc(int x, int y, int z, int w,
+                                                                    enum cudaChannelFormatKind f)
+{
+    struct cudaChannelFormatDesc desc = {x, y, z, w, f};
+
+    return desc;
+}

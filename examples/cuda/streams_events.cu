@@ -105,6 +105,21 @@ int main(int argc, char **argv)
             bad++;
         }
     }
+    // A stream-ordered allocation: allocated, set and read back on one stream, freed on it.
+    unsigned char *scratch, back[64];
+    CHECK(cudaMallocAsync((void **)&scratch, sizeof(back), streams[1]));
+    CHECK(cudaMemsetAsync(scratch, 0x5a, sizeof(back), streams[1]));
+    CHECK(cudaMemcpyAsync(back, scratch, sizeof(back), cudaMemcpyDeviceToHost, streams[1]));
+    CHECK(cudaFreeAsync(scratch, streams[1]));
+    CHECK(cudaStreamSynchronize(streams[1]));
+    for (size_t i = 0; i < sizeof(back); i++) {
+        if (back[i] != 0x5a) {
+            std::fprintf(stderr, "stream-ordered allocation: byte %zu is 0x%02x, expected 0x5a\n", i, back[i]);
+            bad++;
+            break;
+        }
+    }
+
     // Timing without a timing event must be refused.
     float unused;
     cudaError_t e = cudaEventElapsedTime(&unused, start, uploaded);
