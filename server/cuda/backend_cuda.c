@@ -111,6 +111,9 @@ typedef struct {
 struct rgpu_cu_dev {
     void *lib;                  /* dlopen handle of libcuda.so.1 */
     rgpu_cudrv_api_t api;
+    /* cuCtxCreate as CUDA 12 had it (no parameter block): the fallback
+     * when the driver wants CUDA 13's block filled in. */
+    CUresult (*ctx_create_v2)(CUcontext *ctx, unsigned int flags, CUdevice dev);
     int version;
     int count;
     CUdevice devices[64];
@@ -202,6 +205,9 @@ static rgpu_status_t rgpu_cudrv_open(const rgpu_server_config_t *config, rgpu_cu
         dev->api.name = NULL;
     RGPU_CUDRV_OPTIONAL_FUNCS(RGPU_CUDRV_LOOKUP_OPTIONAL)
 #undef RGPU_CUDRV_LOOKUP_OPTIONAL
+    if (get_proc("cuCtxCreate", (void **)&dev->ctx_create_v2, 12000, CU_GET_PROC_ADDRESS_DEFAULT,
+                 &found) != CUDA_SUCCESS)
+        dev->ctx_create_v2 = NULL;
     r = dev->api.cuInit(0);
     if (r != CUDA_SUCCESS) {
         snprintf(why, why_cap, "cuInit failed: %s", rgpu_cudrv_err(dev, r));
@@ -308,7 +314,11 @@ static int rgpu_cudrv_ctx_create(rgpu_cu_dev_t *dev, uint32_t index, rgpu_cu_ctx
     if (!c)
         return CUDA_ERROR_OUT_OF_MEMORY;
     c->dev = dev;
+    /* Blocking synchronization: a session thread waiting for its device
+     * sleeps instead of spinning a core the server's other sessions need. */
     r = dev->api.cuCtxCreate(&c->ctx, NULL, CU_CTX_SCHED_BLOCKING_SYNC, dev->devices[index]);
+    if (r == CUDA_ERROR_INVALID_VALUE && dev->ctx_create_v2)
+        r = dev->ctx_create_v2(&c->ctx, CU_CTX_SCHED_BLOCKING_SYNC, dev->devices[index]);
     if (r != CUDA_SUCCESS) {
         rgpu_warn("cuda", "cannot create a context on device %u: %s", index,
                   rgpu_cudrv_err(dev, r));
