@@ -616,3 +616,71 @@ RGPU_CUDA_EXPORT cudaError_t cudaEventDestroy(cudaEvent_t event)
     free(event);
     return rgpu__cu_fail(err);
 }
+
+/* ---- host functions ---- */
+
+/* A host function in a stream runs once the stream's earlier work is done,
+ * and the stream's later work waits for it. Here it runs on the calling
+ * thread, after synchronizing the stream: later work is queued only when it
+ * returned. That keeps CUDA's order exactly (the function may make no CUDA
+ * call, as CUDA requires), at the cost of the caller waiting instead of
+ * queueing. */
+static cudaError_t rgpu_cu_host_fn(cudaStream_t stream, int per_thread, cudaHostFn_t fn, cudaStreamCallback_t cb,
+                                   void *data)
+{
+    cudaError_t err = rgpu_cu_stream_op(stream, per_thread, RGPU__MSG_TYPE__MSG_CU_STREAM_SYNC);
+
+    if (cb) {
+        /* A callback is told the stream's status and runs whatever it is. */
+        cb(stream, err, data);
+        return err == cudaErrorDevicesUnavailable ? err : cudaSuccess;
+    }
+    if (err == cudaSuccess)
+        fn(data);
+    return err;
+}
+
+RGPU_CUDA_EXPORT cudaError_t cudaLaunchHostFunc(cudaStream_t stream, cudaHostFn_t fn, void *userData)
+{
+    if (!fn)
+        return rgpu__cu_fail(cudaErrorInvalidValue);
+    return rgpu_cu_host_fn(stream, 0, fn, NULL, userData);
+}
+
+RGPU_CUDA_EXPORT cudaError_t cudaLaunchHostFunc_ptsz(cudaStream_t stream, cudaHostFn_t fn, void *userData)
+{
+    if (!fn)
+        return rgpu__cu_fail(cudaErrorInvalidValue);
+    return rgpu_cu_host_fn(stream, 1, fn, NULL, userData);
+}
+
+RGPU_CUDA_EXPORT cudaError_t cudaStreamAddCallback(cudaStream_t stream, cudaStreamCallback_t callback,
+                                                   void *userData, unsigned int flags)
+{
+    if (!callback || flags)
+        return rgpu__cu_fail(cudaErrorInvalidValue);
+    return rgpu_cu_host_fn(stream, 0, NULL, callback, userData);
+}
+
+RGPU_CUDA_EXPORT cudaError_t cudaStreamAddCallback_ptsz(cudaStream_t stream, cudaStreamCallback_t callback,
+                                                        void *userData, unsigned int flags)
+{
+    if (!callback || flags)
+        return rgpu__cu_fail(cudaErrorInvalidValue);
+    return rgpu_cu_host_fn(stream, 1, NULL, callback, userData);
+}
+
+RGPU_CUDA_EXPORT cudaError_t cudaStreamGetId(cudaStream_t hStream, unsigned long long *streamId)
+{
+    rgpu_cu_device_t *d;
+    uint64_t id;
+    int blocking;
+    cudaError_t err;
+
+    if (!streamId)
+        return rgpu__cu_fail(cudaErrorInvalidValue);
+    if ((err = rgpu__cu_stream_resolve(hStream, 0, &d, &id, &blocking)) != cudaSuccess)
+        return rgpu__cu_fail(err);
+    *streamId = id;
+    return cudaSuccess;
+}

@@ -30,6 +30,21 @@ extern "C" __global__ void affine(float *v, affine_t t, int n)
         v[i] = v[i] * t.scale + t.offset;
 }
 
+// Runs in stream order after the download: the data must be there.
+struct landed_t {
+    const float *y;
+    int n;
+    int ok;
+};
+
+static void check_landed(void *arg)
+{
+    landed_t *l = (landed_t *)arg;
+    float want = (2.0f * (float)((l->n - 1) % 1000)) * 0.5f + 3.0f;
+
+    l->ok = l->y[l->n - 1] == want ? 1 : -1;
+}
+
 int main(int argc, char **argv)
 {
     const int nstreams = 4;
@@ -83,6 +98,8 @@ int main(int argc, char **argv)
     affine<<<(n + block - 1) / block, block, 0, streams[nstreams - 1]>>>(dy, t, n);
     CHECK(cudaGetLastError());
     CHECK(cudaMemcpyAsync(hy, dy, bytes, cudaMemcpyDeviceToHost, streams[nstreams - 1]));
+    landed_t landed = {hy, n, 0};
+    CHECK(cudaLaunchHostFunc(streams[nstreams - 1], check_landed, &landed));
     CHECK(cudaEventRecord(stop, streams[nstreams - 1]));
 
     cudaError_t q = cudaEventQuery(stop);
@@ -104,6 +121,11 @@ int main(int argc, char **argv)
                 std::fprintf(stderr, "y[%d] = %g, expected %g\n", i, hy[i], want);
             bad++;
         }
+    }
+    if (landed.ok != 1) {
+        std::fprintf(stderr, "the host function %s\n",
+                     landed.ok ? "ran before the download's data arrived" : "never ran");
+        bad++;
     }
     // A stream-ordered allocation: allocated, set and read back on one stream, freed on it.
     unsigned char *scratch, back[64];
