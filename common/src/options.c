@@ -867,10 +867,9 @@ static void rgpu_opt_default_str(const rgpu_opt_t *opt, char *out, size_t cap)
 
 void rgpu_opt_usage(const rgpu_opt_table_t *table, FILE *out)
 {
-    fprintf(out, "usage: %s %s\n", table->program, table->synopsis);
+    fprintf(out, "usage: %s %s\n\n", table->program, table->synopsis);
     rgpu_opt_wrap(out, table->description, 0, 0);
-    fprintf(out, "\nOptions (precedence: command line > environment > configuration file > "
-                 "default):\n");
+    fprintf(out, "\nOptions (command line > environment > configuration file > default):\n");
     for (size_t i = 0; i < table->nopts; i++) {
         const rgpu_opt_t *opt = &table->opts[i];
         char head[96], def[300], meta[400];
