@@ -84,7 +84,7 @@ step "build $version (with lintian) and $newer"
 # are there (while working on the test itself); the default builds afresh.
 debdir=${RGPU_PKGTEST_DEBS:-$work}
 if [ -z "${RGPU_PKGTEST_DEBS:-}" ] || ! ls "$debdir/v2/"*.deb > /dev/null 2>&1; then
-    bash scripts/build-packages.sh --out "$debdir/v1"
+    bash scripts/build-packages.sh --lintian --out "$debdir/v1"
     bash scripts/build-packages.sh --version "$newer" --out "$debdir/v2" | grep -v '^  '
 else
     echo "reusing the packages in $debdir"
