@@ -87,14 +87,13 @@ int rgpu_cl_client_setup(rgpu_client_conf_t *conf, char *servers, size_t cap, ch
     }
     servers[0] = '\0';
     for (addr = strtok_r(list, ", ", &save); addr; addr = strtok_r(NULL, ", ", &save)) {
-        char full[512];
-
-        if (rgpu_client_conf_address(conf, addr, full, sizeof(full)) != 0 ||
-            used + strlen(full) + 2 > cap) {
+        if (rgpu_client_conf_address_ok(conf, addr, why, why_cap) != 0)
+            return -1;
+        if (used + strlen(addr) + 2 > cap) {
             snprintf(why, why_cap, "the list of servers is longer than %zu characters", cap - 1);
             return -1;
         }
-        used += (size_t)snprintf(servers + used, cap - used, "%s%s", used ? "," : "", full);
+        used += (size_t)snprintf(servers + used, cap - used, "%s%s", used ? "," : "", addr);
     }
     return 0;
 }

@@ -26,8 +26,9 @@ const rgpu_opt_t rgpu_client_conf_rows[] = {
      "the rgpu-scheduler to ask for leases and listings",
      "RGPU_SCHEDULER", NULL, RGPU_CC_S(scheduler), 0, 0, NULL, 0, NULL},
     {"transport", RGPU_OPT_CHOICE, "auto", "auto|tcp|verbs",
-     "the transport for server addresses that name none (tcp:// or verbs://); auto takes tcp "
-     "for them. An address with a scheme, as leases give, keeps it",
+     "which of a server's addresses to use: auto (what the address says: verbs:// or "
+     "tcp://, and a bare HOST:PORT is TCP), tcp (TCP addresses only) or verbs (verbs:// "
+     "addresses only: a server without one is an error, never a silent fall back to TCP)",
      "RGPU_TRANSPORT", NULL, RGPU_CC_INT(transport), 0, 0, rgpu_client_transports,
      RGPU_OPT_NO_CMDLINE, NULL},
     {"connect-timeout-ms", RGPU_OPT_UINT, "3000", "MS",
@@ -105,16 +106,21 @@ out_close:
     return rc;
 }
 
-int rgpu_client_conf_address(const rgpu_client_conf_t *conf, const char *addr, char *out,
-                             size_t cap)
+int rgpu_client_conf_address_ok(const rgpu_client_conf_t *conf, const char *addr, char *why,
+                                size_t why_cap)
 {
-    const char *scheme = conf->transport == RGPU_CLIENT_TRANSPORT_TCP     ? "tcp://"
-                         : conf->transport == RGPU_CLIENT_TRANSPORT_VERBS ? "verbs://"
-                                                                          : "";
-    int n;
+    int verbs = strncmp(addr, "verbs://", 8) == 0;
+    int tcp = !strstr(addr, "://") || strncmp(addr, "tcp://", 6) == 0;
 
-    if (strstr(addr, "://"))
-        scheme = "";
-    n = snprintf(out, cap, "%s%s", scheme, addr);
-    return n >= 0 && (size_t)n < cap ? 0 : -1;
+    if (conf->transport == RGPU_CLIENT_TRANSPORT_TCP && !tcp) {
+        snprintf(why, why_cap, "transport = tcp, but the server %.200s offers no TCP address",
+                 addr);
+        return -1;
+    }
+    if (conf->transport == RGPU_CLIENT_TRANSPORT_VERBS && !verbs) {
+        snprintf(why, why_cap, "transport = verbs, but the server %.200s offers no verbs:// "
+                 "address", addr);
+        return -1;
+    }
+    return 0;
 }

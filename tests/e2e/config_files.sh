@@ -126,6 +126,18 @@ grep -q 'results checked, PASS$' "$E2E_TMP/icd.out" && grep -q '^platform: rgpu$
     fail "vector_add with servers from client.conf did not run on rgpu: $(cat "$E2E_TMP/icd.out")"
 pass "the ICD reached $OPEN from client.conf's servers alone"
 
+# transport = verbs takes verbs:// addresses only: a TCP one is refused
+# with the reason, not used silently; RGPU_TRANSPORT overrides the file.
+printf 'transport = verbs\n' >>"$E2E_TMP/icd.conf"
+rc=0
+RGPU_CONFIG=$E2E_TMP/icd.conf OCL_ICD_VENDORS=$ICD_DIR "$EXAMPLES/vector_add" 1024 \
+    >"$E2E_TMP/verbs.out" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && grep -q "transport = verbs, but the server $OPEN offers no verbs:// address" \
+    "$E2E_TMP/verbs.out" || fail "transport = verbs with a TCP server: status $rc, $(cat "$E2E_TMP/verbs.out")"
+RGPU_TRANSPORT=tcp RGPU_CONFIG=$E2E_TMP/icd.conf OCL_ICD_VENDORS=$ICD_DIR "$EXAMPLES/vector_add" 1024 \
+    >"$E2E_TMP/verbs.out" 2>&1 || fail "RGPU_TRANSPORT=tcp over the file's verbs: $(cat "$E2E_TMP/verbs.out")"
+pass "transport = verbs refuses a TCP-only server with the reason; RGPU_TRANSPORT=tcp wins over it"
+
 # --- bad files: file, line and key, status 2, nothing started ---
 printf '[server]\nlisten = 127.0.0.1:0\nlistne = 127.0.0.1:0\n' >"$E2E_TMP/bad.conf"
 rc=0

@@ -24,10 +24,13 @@
 
 #include "rgpu/options.h"
 
+/* The values of RGPU_TRANSPORT, as rgpu_transport_choose (rgpu/transport.h)
+ * reads them: which of the addresses a server is reachable at to use. A
+ * bare HOST:PORT is a TCP address. */
 typedef enum {
-    RGPU_CLIENT_TRANSPORT_AUTO = 0,     /* as each address says (tcp:// when it says none) */
-    RGPU_CLIENT_TRANSPORT_TCP,
-    RGPU_CLIENT_TRANSPORT_VERBS,
+    RGPU_CLIENT_TRANSPORT_AUTO = 0,     /* what the address says */
+    RGPU_CLIENT_TRANSPORT_TCP,          /* TCP addresses only */
+    RGPU_CLIENT_TRANSPORT_VERBS,        /* verbs:// addresses only */
 } rgpu_client_transport_t;
 
 typedef struct {
@@ -62,11 +65,11 @@ void rgpu_client_conf_table(rgpu_opt_table_t *table, const char *program);
 int rgpu_client_conf_load(rgpu_client_conf_t *conf, rgpu_opt_getenv_fn getenv_fn, char *why,
                           size_t why_cap);
 
-/* The address to connect to for addr: with transport tcp or verbs, an
- * address without a scheme gets that one; an address with a scheme keeps
- * it (a lease names its servers exactly). Returns 0, or -1 when out is too
- * small. */
-int rgpu_client_conf_address(const rgpu_client_conf_t *conf, const char *addr, char *out,
-                             size_t cap);
+/* Whether addr may be used under conf->transport: any with auto, a TCP
+ * address (tcp:// or none) with tcp, a verbs:// one with verbs. Returns 0,
+ * or -1 with a sentence in why ("transport = verbs, but the server
+ * gpu1:7070 offers no verbs:// address"). */
+int rgpu_client_conf_address_ok(const rgpu_client_conf_t *conf, const char *addr, char *why,
+                                size_t why_cap);
 
 #endif
