@@ -329,7 +329,10 @@ static int ptx_param(const char *p, const char *end, uint32_t *size_p, uint32_t 
         if (p - w == 6 && !memcmp(w, ".align", 6)) {
             while (p < end && strchr(" \t\r\n", *p))
                 p++;
-            align = (uint32_t)strtoul(p, NULL, 10);
+            /* Before the type it aligns the parameter; after it (".u64 .ptr
+             * .global .align 16") the data the pointer points at. */
+            if (!elem)
+                align = (uint32_t)strtoul(p, NULL, 10);
             while (p < end && !strchr(" \t\r\n", *p))
                 p++;
         } else if (*w == '.' && !elem) {

@@ -297,7 +297,9 @@ Test(fatbin, ptx_text)
                       "\t.param .u8 f_param_0,\n"
                       "\t.param .align 16 .b8 f_param_1[32],\n"
                       "\t.param .u16 f_param_2,\n"
-                      "\t.param .f64 f_param_3\n"
+                      "\t.param .f64 f_param_3,\n"
+                      "\t.param .u8 f_param_4,\n"
+                      "\t.param .u64 .ptr .global .align 1 f_param_5\n"
                       ")\n{\n\tret;\n}\n"
                       ".visible .entry g\n{\n\tret;\n}\n";
     rgpu_fatbin_t fb = {0};
@@ -308,12 +310,16 @@ Test(fatbin, ptx_text)
     f = rgpu_fatbin_find(&fb, "f");
     g = rgpu_fatbin_find(&fb, "g");
     cr_assert(f && g);
-    cr_assert_eq(f->num_params, 4);
+    cr_assert_eq(f->num_params, 6);
     cr_assert_eq(f->offsets[1], 16);
     cr_assert_eq(f->sizes[1], 32);
     cr_assert_eq(f->offsets[2], 48);
     cr_assert_eq(f->offsets[3], 56);
-    cr_assert_eq(f->param_bytes, 64);
+    cr_assert_eq(f->offsets[4], 64);
+    /* ".align 1" after ".ptr" is the pointee's: the pointer itself is 8-aligned. */
+    cr_assert_eq(f->offsets[5], 72);
+    cr_assert_eq(f->sizes[5], 8);
+    cr_assert_eq(f->param_bytes, 80);
     cr_assert_eq(g->num_params, 0);
     for (size_t i = 0; i < fb.num_kernels; i++) {
         free(fb.kernels[i].name);
