@@ -21,6 +21,8 @@ rgpu_metrics_t rgpu_metrics = {
 #undef RGPU_SIZE
 _Static_assert(RGPU_CALL_NFAMILIES == 12, "rgpu_metrics' initializer has a histogram per family");
 
+_Thread_local uint8_t rgpu__metrics_untimed[RGPU_CALL_NFAMILIES];
+
 static const char *const rgpu_call_family_names[RGPU_CALL_NFAMILIES] = {
     [RGPU_CALL_SESSION] = "session", [RGPU_CALL_CREATE] = "create", [RGPU_CALL_BUILD] = "build",
     [RGPU_CALL_KERNEL] = "kernel",   [RGPU_CALL_WRITE] = "write",   [RGPU_CALL_READ] = "read",
@@ -84,6 +86,16 @@ rgpu_call_family_t rgpu_call_family(uint16_t type)
     }
 }
 
+static void rgpu_metrics_family_counters(rgpu_prom_t *out, const char *name, atomic_ullong *c)
+{
+    char labels[64];
+
+    for (int f = 0; f < RGPU_CALL_NFAMILIES; f++) {
+        snprintf(labels, sizeof(labels), "family=\"%s\"", rgpu_call_family_names[f]);
+        rgpu_prom_u64(out, name, labels, atomic_load_explicit(&c[f], memory_order_relaxed));
+    }
+}
+
 static void rgpu_metrics_family_histograms(rgpu_prom_t *out, const char *name,
                                            rgpu_histogram_t *h, double scale)
 {
@@ -122,9 +134,13 @@ void rgpu_metrics_format(rgpu_prom_t *out, void *arg)
     rgpu_prom_family(out, "rgpu_server_accept_errors_total", "counter",
                      "Failed accepts of client connections (e.g. out of file descriptors).");
     rgpu_prom_u64(out, "rgpu_server_accept_errors_total", "", atomic_load(&m->accept_errors_total));
+    rgpu_prom_family(out, "rgpu_server_calls_total", "counter",
+                     "Calls handled by session threads, by call family.");
+    rgpu_metrics_family_counters(out, "rgpu_server_calls_total", m->calls_total);
     rgpu_prom_family(out, "rgpu_server_call_duration_seconds", "histogram",
                      "Time a session thread spent on one call, from its body received to its "
-                     "handler's return (bulk data received included), by call family.");
+                     "handler's return (bulk data received included), by call family; the "
+                     "first call of each family in a session is timed, then one in 16.");
     rgpu_metrics_family_histograms(out, "rgpu_server_call_duration_seconds", m->call_duration, 1e9);
     rgpu_prom_family(out, "rgpu_server_call_bulk_bytes", "histogram",
                      "Bulk bytes carried in by one call (buffer, image and program binary data), "

@@ -864,7 +864,7 @@ static rgpu_status_t rgpu_session_loop(rgpu_session_t *session, char *reason, si
                    header.type, (unsigned long long)header.seq, header.body_len,
                    (unsigned long long)header.bulk_len);
 
-        uint64_t call_start_ns = rgpu_metrics_now_ns();
+        uint64_t call_start_ns = rgpu_server_metrics_call_begin(header.type);
         switch (header.type) {
         case RGPU__MSG_TYPE__MSG_HELLO:
             if (session->backend_ctx) {
@@ -891,7 +891,7 @@ static rgpu_status_t rgpu_session_loop(rgpu_session_t *session, char *reason, si
             session->bulk_left = 0;
             break;
         }
-        rgpu_server_metrics_call(header.type, header.bulk_len, call_start_ns);
+        rgpu_server_metrics_call_end(header.type, header.bulk_len, call_start_ns);
 out_free_body:
         free(body);
         if (status != RGPU_OK)
