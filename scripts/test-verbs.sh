@@ -11,7 +11,8 @@
 #      figures beside ib_write_bw / ib_read_bw / ib_send_lat, as ratios.
 # Exits non-zero when anything fails; prints its duration.
 #
-# Knobs: RGPU_CONF_RMA_MAX_MB (largest get/put of the suite, default 32:
+# Knobs: RGPU_VERBS_SANITIZE=1 (build with ASan/UBSan, in build-verbs-asan,
+# as CI's unit tests are; about 3 minutes more in the VM), RGPU_CONF_RMA_MAX_MB (largest get/put of the suite, default 32:
 # Soft-RoCE under TCG moves ~45 MB/s, 256 MiB each way would take minutes),
 # RXE_VM_* (see run-in-rxe-vm.sh), RXE_VM_KVM=1 to let the VM use /dev/kvm
 # (off by default: on this CI host nested KVM aborts qemu at the first vCPU
@@ -33,12 +34,14 @@ fi
 
 start=$(date +%s)
 cd "$(dirname "$0")/.."
-build=${RGPU_VERBS_BUILD:-build-verbs}
+sanitize=OFF
+[ "${RGPU_VERBS_SANITIZE:-0}" = 1 ] && sanitize=ON
+build=${RGPU_VERBS_BUILD:-build-verbs$([ $sanitize = ON ] && echo -asan)}
 vm=../shared/scripts/run-in-rxe-vm.sh
 [ -x "$vm" ] || [ -f "$vm" ] || { echo "test-verbs: $vm not found" >&2; exit 1; }
 
 echo "== building the verbs tests in $build/"
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRGPU_BUILD_VERBS=ON > "$build.cmake.log" 2>&1 ||
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRGPU_BUILD_VERBS=ON -DRGPU_SANITIZE=$sanitize > "$build.cmake.log" 2>&1 ||
     { cat "$build.cmake.log" >&2; exit 1; }
 cmake --build "$build" --target test_transport_verbs bench_verbs -j "${RGPU_JOBS:-2}" > /dev/null
 

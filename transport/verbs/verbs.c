@@ -149,6 +149,7 @@ typedef struct rgpu_verbs_link {
     unsigned handled_unseen;    /* completions handled since rgpu_link_progress last asked */
     size_t q_bytes;             /* bytes in the queue */
     uint32_t deferred;          /* buffers freed but not yet counted: the queue is full */
+    unsigned finishing;         /* ops taken off the list, completions not yet written */
     int credit_waiters;         /* threads waiting for credits (they arrive silently) */
     uint32_t peer_depth, peer_credit_rkey;
     uint64_t peer_credit_addr;
@@ -453,8 +454,10 @@ static void rgpu_verbs_fail_locked(rgpu_verbs_link_t *vl, rgpu_status_t status, 
 }
 
 /* Ops whose every posted work request completed and that will post no
- * more are taken off the list into *done (completed by the caller outside
- * the lock). */
+ * more are taken off the list into *done, to be completed by the caller
+ * outside the lock (rgpu_verbs_finish_ops). Until then they count in
+ * vl->finishing, so that no waiter takes a failed link for finished while
+ * its completion, maybe on its stack, is still to be written. */
 static void rgpu_verbs_reap_ops(rgpu_verbs_link_t *vl, rgpu_verbs_op_t **done)
 {
     rgpu_verbs_op_t **pp = &vl->ops_head, *prev = NULL;
@@ -471,6 +474,7 @@ static void rgpu_verbs_reap_ops(rgpu_verbs_link_t *vl, rgpu_verbs_op_t **done)
                 vl->ops_tail = prev;
             op->next = *done;
             *done = op;
+            vl->finishing++;
             continue;
         }
         prev = op;
@@ -478,8 +482,12 @@ static void rgpu_verbs_reap_ops(rgpu_verbs_link_t *vl, rgpu_verbs_op_t **done)
     }
 }
 
-static void rgpu_verbs_finish_ops(rgpu_verbs_op_t *done)
+static void rgpu_verbs_finish_ops(rgpu_verbs_link_t *vl, rgpu_verbs_op_t *done)
 {
+    unsigned n = 0;
+
+    if (!done)
+        return;
     while (done) {
         rgpu_verbs_op_t *next = done->next;
         rgpu_completion_t *c = done->c;
@@ -488,7 +496,12 @@ static void rgpu_verbs_finish_ops(rgpu_verbs_op_t *done)
         free(done);
         rgpu_complete(c, status);
         done = next;
+        n++;
     }
+    pthread_mutex_lock(&vl->lock);
+    vl->finishing -= n;
+    pthread_cond_broadcast(&vl->cond);
+    pthread_mutex_unlock(&vl->lock);
 }
 
 /* ------------------------------------------------------------------------
@@ -771,7 +784,7 @@ static int rgpu_verbs_poll_once(rgpu_verbs_link_t *vl)
         }
     }
     pthread_mutex_unlock(&vl->lock);
-    rgpu_verbs_finish_ops(done);
+    rgpu_verbs_finish_ops(vl, done);
     return total;
 }
 
@@ -856,7 +869,7 @@ static rgpu_status_t rgpu_verbs_run(rgpu_verbs_link_t *vl,
             return RGPU_OK;
         /* After a failure, work requests still flush: keep waiting until
          * they have, so every operation completes with a status. */
-        if (vl->failed != RGPU_OK && vl->sq_used == 0 && !vl->ops_head)
+        if (vl->failed != RGPU_OK && vl->sq_used == 0 && !vl->ops_head && !vl->finishing)
             return vl->failed;
         left = rgpu_verbs_left_ms(timeout_ms, deadline_ns);
         if (left == 0 && tried)
@@ -1065,7 +1078,7 @@ static rgpu_status_t rgpu_verbs_rma(rgpu_link_t *link, int is_get, rgpu_mem_t *l
     rgpu_verbs_reap_ops(vl, &done);
     pthread_mutex_unlock(&vl->lock);
     /* Only a failure of the post itself can have finished it this soon. */
-    rgpu_verbs_finish_ops(done);
+    rgpu_verbs_finish_ops(vl, done);
     if (c == &own)
         return rgpu_verbs_wait(link, c, -1);
     return RGPU_OK;
@@ -1092,7 +1105,7 @@ static int rgpu_verbs_progress(rgpu_link_t *link)
      * once the link failed and everything flushed, the failure. */
     n = (int)vl->handled_unseen;
     vl->handled_unseen = 0;
-    if (vl->failed != RGPU_OK && vl->sq_used == 0 && !vl->ops_head)
+    if (vl->failed != RGPU_OK && vl->sq_used == 0 && !vl->ops_head && !vl->finishing)
         n = vl->failed;
     pthread_mutex_unlock(&vl->lock);
     return n;
@@ -1233,7 +1246,7 @@ static void rgpu_verbs_link_free(rgpu_verbs_link_t *vl)
         vl->failed = RGPU_ERR_CONN_CLOSED;
     rgpu_verbs_reap_ops(vl, &done);
     pthread_mutex_unlock(&vl->lock);
-    rgpu_verbs_finish_ops(done);
+    rgpu_verbs_finish_ops(vl, done);
     while (vl->q_head) {
         rgpu_msg_t *next = vl->q_head->next;
         free(vl->q_head);
