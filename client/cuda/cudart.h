@@ -105,13 +105,15 @@ uint64_t rgpu__cu_new_id(void);
  * sticky cudaErrorDevicesUnavailable, said once on stderr with the reason). */
 cudaError_t rgpu__cu_link_lost(rgpu_cu_device_t *d);
 
-/* Posts an asynchronous request to dev's server. */
+/* Posts an asynchronous request to d's server (with RGPU_SYNC=1, then waits
+ * for the device and returns the request's own error). */
 cudaError_t rgpu__cu_post(rgpu_cu_device_t *d, Rgpu__MsgType type, const ProtobufCMessage *msg,
                           const void *bulk, uint64_t bulk_len);
 
 /* A synchronous request: on cudaSuccess *reply_p is the unpacked reply of
- * the expected type (the caller frees it with protobuf_c_message_free_unpacked)
- * and call holds the reply's bulk information. */
+ * the expected type, and call holds the reply (its bulk landed in
+ * call->bulk_dst); the caller frees the reply, then rgpu_call_cleanup(call).
+ * On failure both are already freed. */
 cudaError_t rgpu__cu_call(rgpu_cu_device_t *d, Rgpu__MsgType type, const ProtobufCMessage *msg,
                           const void *bulk, uint64_t bulk_len, Rgpu__MsgType reply_type,
                           const ProtobufCMessageDescriptor *reply_desc, rgpu_call_t *call,
