@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cross_packages=(gcc-aarch64-linux-gnu qemu-user qemu-user-binfmt)
-arm_packages=(libc6-dev:arm64 libprotobuf-c-dev:arm64 libsodium-dev:arm64 libinih-dev:arm64 ocl-icd-opencl-dev:arm64 ocl-icd-libopencl1:arm64 libcriterion-dev:arm64)
+arm_packages=(libc6-dev:arm64 libprotobuf-c-dev:arm64 libsodium-dev:arm64 libinih-dev:arm64 libzstd-dev:arm64 liblz4-dev:arm64 ocl-icd-opencl-dev:arm64 ocl-icd-libopencl1:arm64 libcriterion-dev:arm64)
 missing=()
 for p in "${cross_packages[@]}" "${arm_packages[@]}"; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -48,3 +48,17 @@ echo "== build-arm64/: client-side unit tests under qemu-aarch64"
 
 echo "== aarch64 client against the x86-64 server, across network namespaces"
 bash tests/arm/netns_e2e.sh build build-arm64
+
+# The CUDA runtime cross-builds from the toolkit's headers (nvcc makes only
+# x86-64 host code, so no nvcc-built program here): a CUDA program written in
+# C around an nvcc fatbinary, aarch64 program and runtime under qemu against
+# the x86-64 server's cuda-emulated backend.
+if [ -x build-arm64/tests/unit/cuda/hand_launch ]; then
+    echo "== aarch64 CUDA program against the x86-64 server (cuda-emulated)"
+    bash tests/unit/cuda/hand_launch.sh build build-arm64
+elif [ -e /usr/local/cuda/include/cuda_runtime_api.h ]; then
+    echo "test-arm: the CUDA toolkit is here but build-arm64 has no hand_launch" >&2
+    exit 1
+else
+    echo "== aarch64 CUDA runtime: not built, no CUDA toolkit here (not tested)"
+fi
