@@ -112,37 +112,26 @@ void rgpu_sched_metrics_format(rgpu_prom_t *out, void *arg)
     rgpu_prom_family(out, "rgpu_scheduler_servers", "gauge",
                      "Registered GPU servers by state (up, drained: up but taking no new "
                      "leases, down: heartbeats missed).");
-    for (int i = 0; i < 3; i++) {
-        snprintf(labels, sizeof(labels), "state=\"%s\"", server_states[i]);
-        rgpu_prom_u64(out, "rgpu_scheduler_servers", labels, servers[i]);
-    }
+    rgpu_prom_u64_by(out, "rgpu_scheduler_servers", "state", server_states, servers, 3);
     rgpu_prom_family(out, "rgpu_scheduler_gpus", "gauge",
                      "GPUs of registered servers by state (free, exclusive and shared: held by "
                      "leases, drained and down: free GPUs of such servers).");
-    for (int i = 0; i < 5; i++) {
-        snprintf(labels, sizeof(labels), "state=\"%s\"", gpu_states[i]);
-        rgpu_prom_u64(out, "rgpu_scheduler_gpus", labels, gpus[i]);
-    }
+    rgpu_prom_u64_by(out, "rgpu_scheduler_gpus", "state", gpu_states, gpus, 5);
     rgpu_prom_family(out, "rgpu_scheduler_allocations_total", "counter",
                      "Allocation requests answered with a lease (a job's repeated request "
                      "answered with its existing lease included).");
     rgpu_prom_u64(out, "rgpu_scheduler_allocations_total", "", m->allocations_total);
     rgpu_prom_family(out, "rgpu_scheduler_allocation_refusals_total", "counter",
                      "Allocation requests refused, by reason.");
-    for (int i = 0; i < RGPU_SCHED_REFUSED_N; i++) {
-        snprintf(labels, sizeof(labels), "reason=\"%s\"", rgpu_sched_refusal_names[i]);
-        rgpu_prom_u64(out, "rgpu_scheduler_allocation_refusals_total", labels,
-                      m->refusals_total[i]);
-    }
+    rgpu_prom_u64_by(out, "rgpu_scheduler_allocation_refusals_total", "reason",
+                     rgpu_sched_refusal_names, m->refusals_total, RGPU_SCHED_REFUSED_N);
     rgpu_prom_family(out, "rgpu_scheduler_renewals_total", "counter", "Leases renewed.");
     rgpu_prom_u64(out, "rgpu_scheduler_renewals_total", "", m->renewals_total);
     rgpu_prom_family(out, "rgpu_scheduler_lease_ends_total", "counter",
                      "Leases that ended, by reason (released, expired, job_gone: its Slurm job "
                      "vanished).");
-    for (int i = 0; i < RGPU_SCHED_END_N; i++) {
-        snprintf(labels, sizeof(labels), "reason=\"%s\"", rgpu_sched_end_names[i]);
-        rgpu_prom_u64(out, "rgpu_scheduler_lease_ends_total", labels, m->lease_ends_total[i]);
-    }
+    rgpu_prom_u64_by(out, "rgpu_scheduler_lease_ends_total", "reason", rgpu_sched_end_names,
+                     m->lease_ends_total, RGPU_SCHED_END_N);
     rgpu_prom_family(out, "rgpu_scheduler_connections", "gauge",
                      "Connections of servers, the rgpu CLI and the Slurm plugin open now.");
     rgpu_prom_u64(out, "rgpu_scheduler_connections", "", m->connections);

@@ -88,12 +88,11 @@ rgpu_call_family_t rgpu_call_family(uint16_t type)
 
 static void rgpu_metrics_family_counters(rgpu_prom_t *out, const char *name, atomic_ullong *c)
 {
-    char labels[64];
+    uint64_t counts[RGPU_CALL_NFAMILIES];
 
-    for (int f = 0; f < RGPU_CALL_NFAMILIES; f++) {
-        snprintf(labels, sizeof(labels), "family=\"%s\"", rgpu_call_family_names[f]);
-        rgpu_prom_u64(out, name, labels, atomic_load_explicit(&c[f], memory_order_relaxed));
-    }
+    for (int f = 0; f < RGPU_CALL_NFAMILIES; f++)
+        counts[f] = atomic_load_explicit(&c[f], memory_order_relaxed);
+    rgpu_prom_u64_by(out, name, "family", rgpu_call_family_names, counts, RGPU_CALL_NFAMILIES);
 }
 
 static void rgpu_metrics_family_histograms(rgpu_prom_t *out, const char *name,

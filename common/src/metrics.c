@@ -98,6 +98,13 @@ void rgpu_prom_i64(rgpu_prom_t *p, const char *name, const char *labels, int64_t
                      *labels ? "}" : "", value);
 }
 
+void rgpu_prom_u64_by(rgpu_prom_t *p, const char *name, const char *label,
+                      const char *const *values, const uint64_t *counts, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        rgpu_prom_printf(p, "%s{%s=\"%s\"} %" PRIu64 "\n", name, label, values[i], counts[i]);
+}
+
 void rgpu_prom_histogram(rgpu_prom_t *p, const char *name, const char *labels,
                          rgpu_histogram_t *h, double scale)
 {

@@ -93,6 +93,11 @@ void rgpu_prom_family(rgpu_prom_t *p, const char *name, const char *type, const 
 void rgpu_prom_u64(rgpu_prom_t *p, const char *name, const char *labels, uint64_t value);
 void rgpu_prom_i64(rgpu_prom_t *p, const char *name, const char *labels, int64_t value);
 
+/* One sample per value of one label: name{label="values[i]"} counts[i],
+ * for i < n (a counter or gauge broken down by state, reason, ...). */
+void rgpu_prom_u64_by(rgpu_prom_t *p, const char *name, const char *label,
+                      const char *const *values, const uint64_t *counts, size_t n);
+
 /* A histogram's samples: name_bucket{labels,le="..."} cumulative over every
  * bound and "+Inf", name_sum and name_count. Bounds and sum are divided by
  * scale when printed (1e9 turns nanoseconds into seconds; 1 for bytes).

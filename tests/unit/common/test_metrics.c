@@ -113,6 +113,20 @@ Test(metrics, samples_with_and_without_labels)
     rgpu_prom_free(&p);
 }
 
+Test(metrics, one_sample_per_label_value)
+{
+    static const char *const states[3] = {"up", "drained", "down"};
+    const uint64_t counts[3] = {4, 0, 1};
+    rgpu_prom_t p;
+
+    rgpu_prom_init(&p);
+    rgpu_prom_u64_by(&p, "servers", "state", states, counts, 3);
+    cr_assert_not(p.failed);
+    cr_expect_str_eq(p.text, "servers{state=\"up\"} 4\nservers{state=\"drained\"} 0\n"
+                             "servers{state=\"down\"} 1\n");
+    rgpu_prom_free(&p);
+}
+
 /* The text grows past its first allocation, and stops (failed, nothing
  * more appended) at RGPU_PROM_MAX_BYTES instead of growing without bound. */
 Test(metrics, the_text_grows_then_stops_at_its_bound)
