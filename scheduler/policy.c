@@ -30,6 +30,33 @@ uint64_t rgpu__policy_shared_need(const rgpu_sched_t *s, const Rgpu__AllocReques
     return s->default_shared_mem < gpu_memory ? s->default_shared_mem : gpu_memory;
 }
 
+/* Whether gpu serves api (API_NONE: OpenCL); a GPU listing no API is one
+ * of a server from before CUDA, which served OpenCL only. */
+static int rgpu_policy_serves(const Rgpu__GpuInfo *gpu, Rgpu__ApiFamily api)
+{
+    api = rgpu__sched_api(api);
+    if (!gpu->n_apis)
+        return api == RGPU__API_FAMILY__API_OPENCL;
+    for (size_t a = 0; a < gpu->n_apis; a++)
+        if (rgpu__sched_api(gpu->apis[a]) == api)
+            return 1;
+    return 0;
+}
+
+uint32_t rgpu__policy_apis_all(const Rgpu__RegisterServer *reg)
+{
+    uint32_t all = 0;
+
+    for (uint32_t api = RGPU__API_FAMILY__API_OPENCL; api <= RGPU__API_FAMILY__API_CUDA; api++) {
+        int every = 1;
+
+        for (size_t p = 0; p < reg->n_gpus && every; p++)
+            every = rgpu_policy_serves(reg->gpus[p], (Rgpu__ApiFamily)api);
+        all |= every ? 1u << api : 0;
+    }
+    return all;
+}
+
 static int rgpu_policy_gpu_ok(const rgpu_sched_t *s, const rgpu_sched_server_t *server, size_t p,
                               const Rgpu__AllocRequest *req)
 {
@@ -40,14 +67,8 @@ static int rgpu_policy_gpu_ok(const rgpu_sched_t *s, const rgpu_sched_server_t *
 
     if (gpu->memory < req->min_memory)
         return 0;
-    if (req->api != RGPU__API_FAMILY__API_NONE && gpu->n_apis) {
-        int has = 0;
-
-        for (size_t a = 0; a < gpu->n_apis; a++)
-            has |= gpu->apis[a] == req->api;
-        if (!has)
-            return 0;
-    }
+    if (!rgpu_policy_serves(gpu, req->api))
+        return 0;
     if (use->exclusive)
         return 0;
     if (!req->shared)
@@ -57,11 +78,14 @@ static int rgpu_policy_gpu_ok(const rgpu_sched_t *s, const rgpu_sched_server_t *
     return need && need <= gpu->memory && use->reserved <= gpu->memory - need;
 }
 
-/* A plain request (exclusive, any API, any memory) takes any GPU no lease
- * holds: the server's nfree counter answers without a scan. */
-static int rgpu_policy_plain(const Rgpu__AllocRequest *req)
+/* A plain request (exclusive, any memory) takes any GPU no lease holds on
+ * a server whose every GPU serves its API: the server's nfree counter
+ * answers without a scan. */
+static int rgpu_policy_plain(const rgpu_sched_server_t *server, const Rgpu__AllocRequest *req)
 {
-    return !req->shared && !req->min_memory && req->api == RGPU__API_FAMILY__API_NONE;
+    uint32_t api = (uint32_t)rgpu__sched_api(req->api);
+
+    return !req->shared && !req->min_memory && api < 32 && (server->apis_all >> api & 1);
 }
 
 static uint32_t rgpu_policy_free_count(const rgpu_sched_t *s, const rgpu_sched_server_t *server,
@@ -71,7 +95,7 @@ static uint32_t rgpu_policy_free_count(const rgpu_sched_t *s, const rgpu_sched_s
 
     if (!server->up || server->drained)
         return 0;
-    if (rgpu_policy_plain(req))
+    if (rgpu_policy_plain(server, req))
         return server->nfree;
     for (size_t p = 0; p < server->reg->n_gpus; p++)
         n += (uint32_t)rgpu_policy_gpu_ok(s, server, p, req);
@@ -146,6 +170,16 @@ static uint64_t rgpu_policy_largest(const rgpu_sched_t *s)
     return most;
 }
 
+/* Whether any registered GPU, up or not, serves api (a scan: only on refusals). */
+static int rgpu_policy_any_serves(const rgpu_sched_t *s, Rgpu__ApiFamily api)
+{
+    for (uint32_t i = 0; i < s->nservers; i++)
+        for (size_t p = 0; p < s->servers[i].reg->n_gpus; p++)
+            if (rgpu_policy_serves(s->servers[i].reg->gpus[p], api))
+                return 1;
+    return 0;
+}
+
 rgpu_status_t rgpu__sched_pick(rgpu_sched_t *s, const Rgpu__AllocRequest *req, uint32_t *server,
                                uint32_t *pos, char *reason, size_t cap)
 {
@@ -171,14 +205,22 @@ rgpu_status_t rgpu__sched_pick(rgpu_sched_t *s, const Rgpu__AllocRequest *req, u
                      (unsigned long long)want, (unsigned long long)largest);
             return RGPU_ERR_INVALID_ARG;
         }
-        if (req->same_server)
-            snprintf(reason, cap, "no server has %u %s GPUs free%s", req->count,
-                     req->shared ? "shareable" : "unleased",
+        const char *api = rgpu__sched_api_name(req->api);
+
+        if (total == 0 && !rgpu_policy_any_serves(s, req->api))
+            snprintf(reason, cap, "no GPU serving %s is free: no rgpu-server registered "
+                     "with the scheduler serves %s (see rgpu gpus)", api, api);
+        else if (total == 0)
+            snprintf(reason, cap, "no GPU serving %s is free%s", api,
+                     req->min_memory ? " with that much memory" : "");
+        else if (req->same_server)
+            snprintf(reason, cap, "no server has %u %s %s GPUs free%s", req->count,
+                     req->shared ? "shareable" : "unleased", api,
                      req->min_memory ? " with that much memory" : "");
         else
-            snprintf(reason, cap, "only %llu of the %u GPUs asked for are free%s",
-                     (unsigned long long)total,
-                     req->count, req->min_memory ? " with that much memory" : "");
+            snprintf(reason, cap, "only %llu of the %u %s GPUs asked for are free%s",
+                     (unsigned long long)total, req->count, api,
+                     req->min_memory ? " with that much memory" : "");
         return RGPU_ERR_NOT_FOUND;
     }
     rgpu_policy_order(order, ncand, nfree, spread && !req->same_server);

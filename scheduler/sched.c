@@ -206,6 +206,7 @@ static rgpu_status_t rgpu_sched_server_put(rgpu_sched_t *s, Rgpu__RegisterServer
     server->reg = reg;
     server->use = use;
     server->nfree = (uint32_t)reg->n_gpus;
+    server->apis_all = rgpu__policy_apis_all(reg);
     server->up = 1;
     server->last_seen = now;
     return RGPU_OK;
@@ -281,6 +282,60 @@ void rgpu_sched_cleanup(rgpu_sched_t *s)
     memset(s, 0, sizeof(*s));
 }
 
+rgpu_status_t rgpu__sched_endpoints_default(Rgpu__RegisterServer *reg)
+{
+    const char *transport = *reg->transport ? reg->transport : "tcp";
+    size_t len = strlen(transport) + 3 + strlen(reg->address) + 1;
+    char **list;
+
+    if (reg->n_endpoints)
+        return RGPU_OK;
+    /* Allocated as protobuf-c's default allocator does: free_unpacked frees it. */
+    list = malloc(sizeof(*list));
+    if (!list || !(list[0] = malloc(len))) {
+        free(list);
+        return RGPU_ERR_NOMEM;
+    }
+    snprintf(list[0], len, "%s://%s", transport, reg->address);
+    reg->endpoints = list;
+    reg->n_endpoints = 1;
+    return RGPU_OK;
+}
+
+Rgpu__ApiFamily rgpu__sched_api(Rgpu__ApiFamily api)
+{
+    return api == RGPU__API_FAMILY__API_NONE ? RGPU__API_FAMILY__API_OPENCL : api;
+}
+
+const char *rgpu__sched_api_name(Rgpu__ApiFamily api)
+{
+    switch (rgpu__sched_api(api)) {
+    case RGPU__API_FAMILY__API_OPENCL:
+        return "OpenCL";
+    case RGPU__API_FAMILY__API_CUDA:
+        return "CUDA";
+    default:
+        return "an unknown API";
+    }
+}
+
+/* An endpoint a client may be handed: tcp:// or verbs://, then HOST:PORT
+ * in printable characters without the separators of address lists. */
+static int rgpu_sched_endpoint_ok(const char *e)
+{
+    size_t len = strlen(e);
+    const char *rest = strncmp(e, "tcp://", 6) == 0     ? e + 6
+                       : strncmp(e, "verbs://", 8) == 0 ? e + 8
+                                                        : NULL;
+
+    if (!rest || !*rest || len > RGPU_SCHED_MAX_ENDPOINT_LEN || !strchr(rest, ':'))
+        return 0;
+    for (const char *c = rest; *c; c++)
+        if (*c <= ' ' || *c > '~' || *c == ',')
+            return 0;
+    return 1;
+}
+
 rgpu_status_t rgpu_sched_register(rgpu_sched_t *s, const Rgpu__RegisterServer *reg, int64_t now,
                                   char *reason, size_t cap)
 {
@@ -298,15 +353,33 @@ rgpu_status_t rgpu_sched_register(rgpu_sched_t *s, const Rgpu__RegisterServer *r
                  RGPU_SCHED_MAX_GPUS_PER_SERVER);
         return RGPU_ERR_INVALID_ARG;
     }
-    old = rgpu_sched_server_find(s, reg->address, NULL);
-    drained = old ? old->drained : 0;
-    if (s->store && rgpu__store_put_server(s->store, reg, drained) != RGPU_OK) {
-        snprintf(reason, cap, "cannot store server %s", reg->address);
-        return RGPU_ERR_IO;
+    if (reg->n_endpoints > RGPU_SCHED_MAX_ENDPOINTS) {
+        snprintf(reason, cap, "register of %zu endpoints; a server has at most %u",
+                 reg->n_endpoints, RGPU_SCHED_MAX_ENDPOINTS);
+        return RGPU_ERR_INVALID_ARG;
+    }
+    for (size_t e = 0; e < reg->n_endpoints; e++) {
+        if (!rgpu_sched_endpoint_ok(reg->endpoints[e])) {
+            snprintf(reason, cap, "endpoint \"%.80s\" is not tcp://HOST:PORT or "
+                     "verbs://HOST:PORT", reg->endpoints[e]);
+            return RGPU_ERR_INVALID_ARG;
+        }
     }
     copy = rgpu_sched_copy(&reg->base);
     if (!copy)
         return RGPU_ERR_NOMEM;
+    /* A server older than endpoints is reachable at its address only. */
+    if (rgpu__sched_endpoints_default(copy) != RGPU_OK) {
+        rgpu__register_server__free_unpacked(copy, NULL);
+        return RGPU_ERR_NOMEM;
+    }
+    old = rgpu_sched_server_find(s, reg->address, NULL);
+    drained = old ? old->drained : 0;
+    if (s->store && rgpu__store_put_server(s->store, copy, drained) != RGPU_OK) {
+        snprintf(reason, cap, "cannot store server %s", reg->address);
+        rgpu__register_server__free_unpacked(copy, NULL);
+        return RGPU_ERR_IO;
+    }
     status = rgpu_sched_server_put(s, copy, drained, now);
     if (status != RGPU_OK)
         return status;
@@ -482,6 +555,7 @@ static char *rgpu_sched_sign(rgpu_sched_t *s, const Rgpu__Lease *lease)
     Rgpu__TokenPayload payload = RGPU__TOKEN_PAYLOAD__INIT;
     Rgpu__LeaseGpu *gpus, **ptrs;
     char *token = NULL;
+    int first;
 
     if (!s->key)
         return strdup("");
@@ -493,6 +567,16 @@ static char *rgpu_sched_sign(rgpu_sched_t *s, const Rgpu__Lease *lease)
             gpus[g].server = lease->gpus[g]->server;
             gpus[g].index = lease->gpus[g]->index;
             ptrs[g] = &gpus[g];
+            /* A client holding only the token chooses its transport from
+             * them; listed once per server (its first GPU), since the
+             * token travels in environment variables. */
+            first = 1;
+            for (size_t h = 0; h < g && first; h++)
+                first = strcmp(lease->gpus[h]->server, lease->gpus[g]->server) != 0;
+            if (first) {
+                gpus[g].n_endpoints = lease->gpus[g]->n_endpoints;
+                gpus[g].endpoints = lease->gpus[g]->endpoints;
+            }
         }
         payload.lease_id = lease->id;
         payload.n_gpus = lease->n_gpus;
@@ -577,6 +661,8 @@ rgpu_status_t rgpu_sched_alloc(rgpu_sched_t *s, const Rgpu__AllocRequest *req, i
 
         rgpu__lease_gpu__init(&gpus[g]);
         gpus[g].server = s->servers[server[g]].reg->address;
+        gpus[g].n_endpoints = s->servers[server[g]].reg->n_endpoints;
+        gpus[g].endpoints = s->servers[server[g]].reg->endpoints;
         gpus[g].index = info->index;
         gpus[g].model = info->model;
         gpus[g].memory = info->memory;
@@ -593,6 +679,7 @@ rgpu_status_t rgpu_sched_alloc(rgpu_sched_t *s, const Rgpu__AllocRequest *req, i
     lease.owner_known = req->uid_set;
     lease.owner_uid = req->uid_set ? req->uid : 0;
     lease.shared = req->shared;
+    lease.api = rgpu__sched_api(req->api);
     /* Shared: what the policy reserved on each GPU (never 0: no quota). */
     lease.memory_quota = 0;
     for (uint32_t g = 0; req->shared && g < req->count; g++) {
@@ -912,6 +999,8 @@ rgpu_status_t rgpu_sched_list_as(rgpu_sched_t *s, int64_t now, const rgpu_sched_
         servers[i].address = server->reg->address;
         servers[i].transport = server->reg->transport;
         servers[i].hostname = server->reg->hostname;
+        servers[i].n_endpoints = server->reg->n_endpoints;   /* borrowed */
+        servers[i].endpoints = server->reg->endpoints;
         servers[i].up = server->up;
         servers[i].drained = server->drained;
         servers[i].last_seen_unix = server->last_seen;

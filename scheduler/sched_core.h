@@ -44,6 +44,10 @@ typedef struct {
 #define RGPU_SCHED_MAX_GPUS_PER_SERVER 4096
 /* An allocation asks for at most this many GPUs. */
 #define RGPU_SCHED_MAX_COUNT 4096
+/* A server registers at most this many endpoints (rgpu-server listens on
+ * at most 8 addresses), each at most this long. */
+#define RGPU_SCHED_MAX_ENDPOINTS 16
+#define RGPU_SCHED_MAX_ENDPOINT_LEN 255
 /* Defaults of the scheduler's options (docs/scheduler.md). */
 #define RGPU_SCHED_DEFAULT_SHARED_MEM (1ull << 30)
 #define RGPU_SCHED_DEFAULT_MAX_TTL_S (7u * 86400)
@@ -53,6 +57,7 @@ typedef struct {
     rgpu_sched_gpu_use_t *use;  /* reg->n_gpus entries */
     uint32_t nfree;             /* GPUs no lease holds (exclusive or shared): the policy's
                                  * free count for plain exclusive requests, no GPU scan */
+    uint32_t apis_all;          /* bit 1 << ApiFamily: APIs every one of its GPUs serves */
     int up;
     int drained;
     int64_t last_seen;          /* unix seconds of the last register/heartbeat */
@@ -211,8 +216,24 @@ rgpu_status_t rgpu__sched_pick(rgpu_sched_t *s, const Rgpu__AllocRequest *req, u
  * or without one s->default_shared_mem capped at the GPU's memory. */
 uint64_t rgpu__policy_shared_need(const rgpu_sched_t *s, const Rgpu__AllocRequest *req,
                                   uint64_t gpu_memory);
+/* Bit 1 << ApiFamily for each API every GPU of reg serves (a GPU listing
+ * none serves OpenCL: servers before CUDA). */
+uint32_t rgpu__policy_apis_all(const Rgpu__RegisterServer *reg);
+
+/* ---- endpoints and APIs (sched.c) ---- */
+/* Gives reg (an unpacked message, owned by the caller) the one endpoint of
+ * a server that predates RegisterServer.endpoints: "<transport>://<address>"
+ * ("tcp" when transport is empty). Nothing when it has endpoints. */
+rgpu_status_t rgpu__sched_endpoints_default(Rgpu__RegisterServer *reg);
+/* The API a request asks for: API_NONE means OpenCL, as before CUDA. */
+Rgpu__ApiFamily rgpu__sched_api(Rgpu__ApiFamily api);
+/* "OpenCL", "CUDA": for reasons users read. */
+const char *rgpu__sched_api_name(Rgpu__ApiFamily api);
 
 /* ---- store.c: SQLite (WAL) ---- */
+/* The store's schema version (PRAGMA user_version). 0: before versions
+ * (leases without api, servers without endpoints); opening migrates. */
+#define RGPU_SCHED_STORE_VERSION 1
 rgpu_status_t rgpu_sched_store_open(const char *path, rgpu_sched_store_t **store_p, char *why,
                                     size_t cap);
 void rgpu_sched_store_close(rgpu_sched_store_t *store);

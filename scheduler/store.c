@@ -4,6 +4,14 @@
  * carries), keyed by address and lease id, so a scheduler killed at any
  * moment restarts with exactly what it had acknowledged: every change is
  * committed before its reply is sent.
+ *
+ * The schema has a version (PRAGMA user_version, RGPU_SCHED_STORE_VERSION).
+ * Opening an older database migrates it in one transaction, so that the
+ * rest of the scheduler only ever sees the current form:
+ *   0 -> 1  servers get their endpoints (tcp://ADDRESS: every server then
+ *           listened on TCP only), leases their API (OpenCL, the only one)
+ *           and their GPUs the endpoints of their server.
+ * A database of a newer scheduler is refused, not guessed at.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +27,8 @@ struct rgpu_sched_store {
     sqlite3_stmt *put_server, *put_lease, *del_lease, *next_id;
 };
 
+static rgpu_status_t rgpu_store_bind_msg(sqlite3_stmt *stmt, int col, const ProtobufCMessage *msg);
+
 static const char rgpu_store_schema[] =
     "PRAGMA journal_mode=WAL;"
     "PRAGMA synchronous=NORMAL;"
@@ -27,6 +37,141 @@ static const char rgpu_store_schema[] =
     "CREATE TABLE IF NOT EXISTS leases(id INTEGER PRIMARY KEY, lease BLOB);"
     "CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER);"
     "INSERT OR IGNORE INTO meta VALUES('next_lease_id', 1);";
+
+/* Rewrites each row select gives (key, blob) through fix, which returns
+ * the message to store again, NULL to leave the row. Returns the rows
+ * rewritten, -1 on an error. */
+static int rgpu_store_rewrite(sqlite3 *db, const char *select, const char *update,
+                              ProtobufCMessage *(*fix)(const void *blob, size_t len))
+{
+    sqlite3_stmt *rows = NULL, *put = NULL;
+    int rc, n = 0;
+
+    if (sqlite3_prepare_v2(db, select, -1, &rows, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, update, -1, &put, NULL) != SQLITE_OK) {
+        sqlite3_finalize(rows);
+        return -1;
+    }
+    while ((rc = sqlite3_step(rows)) == SQLITE_ROW) {
+        ProtobufCMessage *msg = fix(sqlite3_column_blob(rows, 1),
+                                    (size_t)sqlite3_column_bytes(rows, 1));
+
+        if (!msg)
+            continue;
+        sqlite3_bind_value(put, 2, sqlite3_column_value(rows, 0));
+        if (rgpu_store_bind_msg(put, 1, msg) != RGPU_OK) {
+            protobuf_c_message_free_unpacked(msg, NULL);
+            break;
+        }
+        protobuf_c_message_free_unpacked(msg, NULL);
+        if (sqlite3_step(put) != SQLITE_DONE) {
+            rc = SQLITE_ERROR;
+            break;
+        }
+        sqlite3_reset(put);
+        sqlite3_clear_bindings(put);
+        n++;
+    }
+    sqlite3_finalize(rows);
+    sqlite3_finalize(put);
+    return rc == SQLITE_DONE ? n : -1;
+}
+
+static ProtobufCMessage *rgpu_store_fix_server_v1(const void *blob, size_t len)
+{
+    Rgpu__RegisterServer *reg = rgpu__register_server__unpack(NULL, len, blob);
+
+    /* A row that does not unpack stays as it is: loading skips it with a warning. */
+    if (reg && rgpu__sched_endpoints_default(reg) != RGPU_OK) {
+        rgpu__register_server__free_unpacked(reg, NULL);
+        return NULL;
+    }
+    return reg ? &reg->base : NULL;
+}
+
+static ProtobufCMessage *rgpu_store_fix_lease_v1(const void *blob, size_t len)
+{
+    Rgpu__Lease *lease = rgpu__lease__unpack(NULL, len, blob);
+
+    if (!lease)
+        return NULL;
+    lease->api = rgpu__sched_api(lease->api);
+    for (size_t g = 0; g < lease->n_gpus; g++) {
+        Rgpu__LeaseGpu *gpu = lease->gpus[g];
+        size_t elen = strlen(gpu->server) + 7;
+
+        if (gpu->n_endpoints)
+            continue;
+        gpu->endpoints = malloc(sizeof(*gpu->endpoints));
+        if (!gpu->endpoints || !(gpu->endpoints[0] = malloc(elen))) {
+            free(gpu->endpoints);
+            gpu->endpoints = NULL;
+            rgpu__lease__free_unpacked(lease, NULL);
+            return NULL;
+        }
+        snprintf(gpu->endpoints[0], elen, "tcp://%s", gpu->server);
+        gpu->n_endpoints = 1;
+    }
+    return &lease->base;
+}
+
+/* Brings the database from version to RGPU_SCHED_STORE_VERSION. */
+static int rgpu_store_migrate(sqlite3 *db, int version, const char *path, char *why, size_t cap)
+{
+    char set[64];
+    int servers = 0, leases = 0;
+
+    if (version > RGPU_SCHED_STORE_VERSION) {
+        snprintf(why, cap, "database %s is of a newer rgpu-scheduler (schema %d; this one "
+                 "knows up to %d)", path, version, RGPU_SCHED_STORE_VERSION);
+        return -1;
+    }
+    if (version == RGPU_SCHED_STORE_VERSION)
+        return 0;
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        goto out_fail;
+    if (version < 1) {
+        servers = rgpu_store_rewrite(db, "SELECT address, reg FROM servers",
+                                     "UPDATE servers SET reg = ? WHERE address = ?",
+                                     rgpu_store_fix_server_v1);
+        leases = servers < 0 ? -1 : rgpu_store_rewrite(db, "SELECT id, lease FROM leases",
+                                                       "UPDATE leases SET lease = ? WHERE id = ?",
+                                                       rgpu_store_fix_lease_v1);
+        if (leases < 0)
+            goto out_rollback;
+    }
+    snprintf(set, sizeof(set), "PRAGMA user_version = %d", RGPU_SCHED_STORE_VERSION);
+    if (sqlite3_exec(db, set, NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        goto out_rollback;
+    /* A new database is "migrated" too, silently: it had nothing. */
+    if (servers || leases)
+        rgpu_info("store", "database %s migrated from schema %d to %d (%d servers, %d leases)",
+                  path, version < 0 ? 0 : version, RGPU_SCHED_STORE_VERSION, servers, leases);
+    return 0;
+
+out_rollback:
+    snprintf(why, cap, "cannot migrate database %s from schema %d to %d: %s", path, version,
+             RGPU_SCHED_STORE_VERSION, sqlite3_errmsg(db));
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+out_fail:
+    snprintf(why, cap, "cannot migrate database %s: %s", path, sqlite3_errmsg(db));
+    return -1;
+}
+
+static int rgpu_store_version(sqlite3 *db)
+{
+    sqlite3_stmt *stmt;
+    int version = -1;
+
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, NULL) != SQLITE_OK)
+        return -1;
+    if (sqlite3_step(stmt) == SQLITE_ROW)
+        version = sqlite3_column_int(stmt, 0);
+    sqlite3_finalize(stmt);
+    return version;
+}
 
 rgpu_status_t rgpu_sched_store_open(const char *path, rgpu_sched_store_t **store_p, char *why,
                                     size_t cap)
@@ -46,6 +191,8 @@ rgpu_status_t rgpu_sched_store_open(const char *path, rgpu_sched_store_t **store
         sqlite3_free(err);
         goto out_close;
     }
+    if (rgpu_store_migrate(store->db, rgpu_store_version(store->db), path, why, cap) != 0)
+        goto out_close;
     if (sqlite3_prepare_v2(store->db,
                            "INSERT OR REPLACE INTO servers(address, drained, reg) VALUES(?,?,?)",
                            -1, &store->put_server, NULL) != SQLITE_OK ||

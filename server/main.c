@@ -303,6 +303,33 @@ static void rgpu_daemon_on_signal(uv_signal_t *handle, int signum)
     rgpu_daemon_stop(handle->data, signum == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
+/* The endpoints the registrar advertises: each listener as scheme://host:port,
+ * a wildcard host (0.0.0.0, ::) replaced by the advertise address's host,
+ * which is how clients reach this machine. */
+static void rgpu_daemon_endpoints(rgpu_daemon_t *daemon, char addrs[][256])
+{
+    const char *adv = daemon->server.advertise, *colon;
+    int adv_host_len;
+
+    adv = strstr(adv, "://") ? strstr(adv, "://") + 3 : adv;
+    colon = strrchr(adv, ':');
+    adv_host_len = colon ? (int)(colon - adv) : (int)strlen(adv);
+
+    for (int i = 0; i < daemon->nlisten; i++) {
+        const char *local = daemon->listen[i].listener->local, *port = strrchr(local, ':');
+        const char *scheme = strncmp(addrs[i], "verbs://", 8) == 0 ? "verbs" : "tcp";
+        int wild = port && (strncmp(local, "0.0.0.0:", 8) == 0 || strncmp(local, "[::]:", 5) == 0);
+
+        if (wild)
+            snprintf(daemon->server.endpoints[i], sizeof(daemon->server.endpoints[i]),
+                     "%s://%.*s%s", scheme, adv_host_len, adv, port);
+        else
+            snprintf(daemon->server.endpoints[i], sizeof(daemon->server.endpoints[i]), "%s://%s",
+                     scheme, local);
+    }
+    daemon->server.n_endpoints = (size_t)daemon->nlisten;
+}
+
 int main(int argc, char **argv)
 {
     static rgpu_daemon_t daemon;
@@ -407,6 +434,7 @@ int main(int argc, char **argv)
 
     snprintf(daemon.server.advertise, sizeof(daemon.server.advertise), "%s",
              config.advertise[0] ? config.advertise : daemon.listen[0].listener->local);
+    rgpu_daemon_endpoints(&daemon, addrs);
     if (config.key[0])
         rgpu_info("server", "lease tokens required, naming %s", daemon.server.advertise);
     else

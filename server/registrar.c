@@ -290,6 +290,7 @@ static rgpu_status_t rgpu_registrar_register(rgpu_registrar_t *r)
 {
     Rgpu__RegisterServer reg = RGPU__REGISTER_SERVER__INIT;
     rgpu_server_t *server = r->server;
+    char *endpoints[RGPU_SERVER_MAX_LISTEN];
     rgpu_registrar_gpu_t *all = NULL;
     Rgpu__GpuInfo *gpus = NULL, **ptrs = NULL;
     size_t n = 0, cap = 0;
@@ -344,7 +345,13 @@ static rgpu_status_t rgpu_registrar_register(rgpu_registrar_t *r)
         ptrs[d] = &gpus[d];
     }
     reg.address = server->advertise;
-    reg.transport = (char *)"tcp";
+    /* The transport of the advertise address (the server's identity);
+     * endpoints lists every address it listens on, TCP and verbs. */
+    reg.transport = (char *)(strncmp(server->advertise, "verbs://", 8) == 0 ? "verbs" : "tcp");
+    for (size_t e = 0; e < server->n_endpoints; e++)
+        endpoints[e] = (char *)server->endpoints[e];
+    reg.n_endpoints = server->n_endpoints;
+    reg.endpoints = endpoints;
     reg.hostname = server->hostname;
     reg.n_gpus = n;
     reg.gpus = ptrs;

@@ -53,6 +53,11 @@ typedef struct rgpu_server {
      * the address lease tokens must name. Set before the first session. */
     const rgpu_token_key_t *lease_key;
     char advertise[256];
+    /* Every address it listens on, with its scheme ("tcp://h:p",
+     * "verbs://h:p"), for the registrar: clients choose among them; tokens
+     * keep naming advertise. Set before the registrar starts. */
+    char endpoints[RGPU_SERVER_MAX_LISTEN][96];
+    size_t n_endpoints;
 
     pthread_mutex_t lock;       /* protects what follows */
     pthread_cond_t idle;        /* signalled when a session leaves the list */

@@ -29,6 +29,9 @@ static const rgpu_opt_t rgpu_spank_rows[] = {
      "the tasks' OCL_ICD_VENDORS: a directory holding rgpu.icd (default: the tasks keep the "
      "loader's, /etc/OpenCL/vendors)", NULL, NULL, RGPU_SPANK_S(icd_vendors), 0, 0, NULL, 0,
      NULL, 0},
+    {"cuda_libdir", RGPU_OPT_STRING, RGPU_CUDA_LIBDIR_DEFAULT, "DIR",
+     "the directory of rgpu's libcudart.so.13, put first in the LD_LIBRARY_PATH of the tasks "
+     "of an api=cuda job", NULL, NULL, RGPU_SPANK_S(cuda_libdir), 0, 0, NULL, 0, NULL, 0},
     {"timeout", RGPU_OPT_SECONDS_MS, "10", "SECONDS",
      "seconds a request to the scheduler may take, e.g. 10 or 0.5", NULL, NULL,
      RGPU_SPANK_INT(timeout_ms), 1, 86400000, NULL, 0, NULL, 0},
@@ -151,7 +154,7 @@ int rgpu_spank_conf_load(int ac, char **av, rgpu_spank_conf_t *conf, char *why, 
         if (rgpu_opt_set(&rgpu_spank_options, conf, &conf->opt, name, eq + 1, reason,
                          sizeof(reason)) != 0) {
             snprintf(why, why_cap, "plugstack.conf: %s: %s (see spank-rgpu(8): config, "
-                     "scheduler, icd_vendors, timeout, ttl, key, state_dir, munge_socket)",
+                     "scheduler, icd_vendors, cuda_libdir, timeout, ttl, key, state_dir, munge_socket)",
                      av[i], reason);
             goto out_free;
         }

@@ -16,6 +16,7 @@ typedef struct {
     char config[512];           /* the client.conf read first */
     char scheduler[256];
     char icd_vendors[1024];
+    char cuda_libdir[1024];
     char key[1024];
     char state_dir[512];
     char munge_socket[512];     /* "": RGPU_MUNGE_SOCKET or libmunge's default */

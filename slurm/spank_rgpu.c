@@ -29,7 +29,8 @@
  *                       task_init_privileged fails each task with the
  *                       message, so the job FAILS and the node stays up.
  *                       Tasks get RGPU_SERVERS, RGPU_LEASE_TOKEN,
- *                       RGPU_LEASE, RGPU_SCHEDULER and OCL_ICD_VENDORS.
+ *                       RGPU_LEASE, RGPU_SCHEDULER and OCL_ICD_VENDORS
+ *                       (api=cuda: LD_LIBRARY_PATH with cuda_libdir first).
  *   job_epilog          releases the lease of job J (once per node; the
  *                       second release finds nothing), always returns 0;
  *                       for jobs with SPANK_RGPU or a marker STATE_DIR/job.J
@@ -314,6 +315,22 @@ static void rgpu_spank_remote(spank_t sp, int ac, char **av)
     spank_setenv(sp, "RGPU_SCHEDULER", conf.scheduler, 1);
     if (*conf.icd_vendors)
         spank_setenv(sp, "OCL_ICD_VENDORS", conf.icd_vendors, 1);
+    if (r->lease->api == RGPU__API_FAMILY__API_CUDA) {
+        /* rgpu's libcudart.so.13 first, so the tasks' programs (built with
+         * -cudart shared) load it instead of NVIDIA's. */
+        static char old[16384], path[sizeof(old) + sizeof(conf.cuda_libdir) + 1];
+        spank_err_t got = spank_getenv(sp, "LD_LIBRARY_PATH", old, sizeof(old));
+
+        if (got == ESPANK_NOSPACE) {
+            slurm_error("rgpu: job %s: LD_LIBRARY_PATH is longer than %zu characters; "
+                        "not adding %s to it", job, sizeof(old) - 1, conf.cuda_libdir);
+        } else {
+            if (got != ESPANK_SUCCESS)
+                old[0] = '\0';
+            snprintf(path, sizeof(path), "%s%s%s", conf.cuda_libdir, *old ? ":" : "", old);
+            spank_setenv(sp, "LD_LIBRARY_PATH", path, 1);
+        }
+    }
     slurm_info("rgpu: job %s: lease %s, %zu GPUs on %s", job, id, r->lease->n_gpus, servers);
     {
         char marker[600];

@@ -1,9 +1,17 @@
 /*
- * Which servers the ICD connects to: RGPU_SERVERS, else those of the lease
- * (read from its token, RGPU_LEASE_TOKEN), else client.conf's servers. The token's payload is read, not verified:
- * the servers verify it with the cluster key, which clients never hold.
- * A token is "v1.<payload>.<mac>", both base64url without padding
+ * Which servers the ICD (and the CUDA runtime) connects to: RGPU_SERVERS,
+ * else those of the lease (read from its token, RGPU_LEASE_TOKEN), else
+ * client.conf's servers. The token's payload is read, not verified: the
+ * servers verify it with the cluster key, which clients never hold. A
+ * token is "v1.<payload>.<mac>", both base64url without padding
  * (scheduler/include/rgpu/token.h).
+ *
+ * A lease names each server by its identity (its advertise address) and
+ * lists the addresses it listens on (endpoints: tcp:// and verbs://). A
+ * server the lease names, whether through the lease or RGPU_SERVERS (which
+ * `rgpu alloc` and the Slurm plugin set to the same identities), is reached
+ * at the endpoint rgpu_transport_choose picks on this node: verbs when the
+ * node has a usable RDMA device, else TCP, saying why once on stderr.
  */
 #include "lease.h"
 
@@ -12,33 +20,43 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rgpu/transport.h"
 #include "scheduler.pb-c.h"
 
-int rgpu_cl_lease_servers(const char *token, char *servers, size_t cap, char *why, size_t why_cap)
+/* The token's payload, unpacked (free with rgpu__token_payload__free_unpacked);
+ * NULL with why when it is not a token. */
+static Rgpu__TokenPayload *rgpu_cl_lease_payload(const char *token, char *why, size_t why_cap)
 {
     const char *body, *dot;
-    Rgpu__TokenPayload *payload;
+    Rgpu__TokenPayload *payload = NULL;
     unsigned char *packed;
-    size_t len = 0, used = 0;
+    size_t len = 0;
 
     if (strncmp(token, "v1.", 3) != 0 || !(dot = strchr(token + 3, '.'))) {
         snprintf(why, why_cap, "RGPU_LEASE_TOKEN is not an rgpu lease token (v1.<payload>.<mac>)");
-        return -1;
+        return NULL;
     }
     body = token + 3;
     packed = malloc((size_t)(dot - body) + 1);
     if (!packed) {
         snprintf(why, why_cap, "out of memory");
-        return -1;
+        return NULL;
     }
     if (sodium_base642bin(packed, (size_t)(dot - body) + 1, body, (size_t)(dot - body), NULL, &len,
                           NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
-        !(payload = rgpu__token_payload__unpack(NULL, len, packed))) {
-        free(packed);
+        !(payload = rgpu__token_payload__unpack(NULL, len, packed)))
         snprintf(why, why_cap, "RGPU_LEASE_TOKEN does not decode (truncated when copied?)");
-        return -1;
-    }
     free(packed);
+    return payload;
+}
+
+int rgpu_cl_lease_servers(const char *token, char *servers, size_t cap, char *why, size_t why_cap)
+{
+    Rgpu__TokenPayload *payload = rgpu_cl_lease_payload(token, why, why_cap);
+    size_t used = 0;
+
+    if (!payload)
+        return -1;
     servers[0] = '\0';
     for (size_t g = 0; g < payload->n_gpus; g++) {
         const char *addr = payload->gpus[g]->server;
@@ -64,6 +82,51 @@ int rgpu_cl_lease_servers(const char *token, char *servers, size_t cap, char *wh
     return used ? 0 : -1;
 }
 
+/* The address to connect to for server addr: one of its endpoints when
+ * the lease lists some for it (rgpu_transport_choose among those that suit
+ * conf->transport), else addr itself. Returns 0, or -1 with why. */
+static int rgpu_cl_lease_endpoint(const rgpu_client_conf_t *conf,
+                                  const Rgpu__TokenPayload *payload, const char *addr,
+                                  const char **out, char *why, size_t why_cap)
+{
+    const char *usable[16];
+    char reason[384];
+    size_t n = 0, pick;
+
+    *out = addr;
+    for (size_t g = 0; payload && g < payload->n_gpus && !n; g++) {
+        const Rgpu__LeaseGpu *gpu = payload->gpus[g];
+
+        if (strcmp(gpu->server, addr) != 0 || !gpu->n_endpoints)
+            continue;
+        for (size_t e = 0; e < gpu->n_endpoints && n < sizeof(usable) / sizeof(usable[0]); e++) {
+            const char *ep = gpu->endpoints[e];
+            int verbs = strncmp(ep, "verbs://", 8) == 0;
+
+            /* transport = tcp or verbs in client.conf: only those; the
+             * environment's RGPU_TRANSPORT, when set, is the same value. */
+            if ((conf->transport == RGPU_CLIENT_TRANSPORT_TCP && verbs) ||
+                (conf->transport == RGPU_CLIENT_TRANSPORT_VERBS && !verbs))
+                continue;
+            usable[n++] = ep;
+        }
+        if (!n) {
+            snprintf(why, why_cap, "transport = %s, but the lease lists no %s address for "
+                     "server %.200s", conf->transport == RGPU_CLIENT_TRANSPORT_TCP ? "tcp" : "verbs",
+                     conf->transport == RGPU_CLIENT_TRANSPORT_TCP ? "TCP" : "verbs://", addr);
+            return -1;
+        }
+    }
+    if (!n)
+        return 0;
+    if (rgpu_transport_choose(usable, n, &pick, reason, sizeof(reason)) != RGPU_OK) {
+        snprintf(why, why_cap, "server %.200s: %s", addr, reason);
+        return -1;
+    }
+    *out = usable[pick];
+    return 0;
+}
+
 static const char *rgpu_cl_getenv(const char *name)
 {
     return getenv(name);
@@ -73,7 +136,9 @@ int rgpu_cl_client_setup(rgpu_client_conf_t *conf, char *servers, size_t cap, ch
                          size_t why_cap)
 {
     char list[sizeof(conf->servers)], *addr, *save = NULL;
+    Rgpu__TokenPayload *payload = NULL;
     size_t used = 0;
+    int rc = -1;
 
     if (rgpu_client_conf_load(conf, rgpu_cl_getenv, why, why_cap) != 0)
         return -1;
@@ -85,15 +150,26 @@ int rgpu_cl_client_setup(rgpu_client_conf_t *conf, char *servers, size_t cap, ch
     } else {
         snprintf(list, sizeof(list), "%s", conf->servers);
     }
+    /* The lease's endpoints, for the servers it names (a token that does
+     * not decode was refused above when the lease named the servers). */
+    if (conf->token[0])
+        payload = rgpu_cl_lease_payload(conf->token, why, why_cap);
     servers[0] = '\0';
     for (addr = strtok_r(list, ", ", &save); addr; addr = strtok_r(NULL, ", ", &save)) {
-        if (rgpu_client_conf_address_ok(conf, addr, why, why_cap) != 0)
-            return -1;
-        if (used + strlen(addr) + 2 > cap) {
+        const char *use;
+
+        if (rgpu_cl_lease_endpoint(conf, payload, addr, &use, why, why_cap) != 0 ||
+            rgpu_client_conf_address_ok(conf, use, why, why_cap) != 0)
+            goto out_free;
+        if (used + strlen(use) + 2 > cap) {
             snprintf(why, why_cap, "the list of servers is longer than %zu characters", cap - 1);
-            return -1;
+            goto out_free;
         }
-        used += (size_t)snprintf(servers + used, cap - used, "%s%s", used ? "," : "", addr);
+        used += (size_t)snprintf(servers + used, cap - used, "%s%s", used ? "," : "", use);
     }
-    return 0;
+    rc = 0;
+out_free:
+    if (payload)
+        rgpu__token_payload__free_unpacked(payload, NULL);
+    return rc;
 }

@@ -200,6 +200,35 @@ static const char *rgpu_cli_api_name(int api)
     return api == RGPU__API_FAMILY__API_OPENCL ? "opencl" : api == RGPU__API_FAMILY__API_CUDA ? "cuda" : "?";
 }
 
+/* A lease's API: OpenCL for leases of schedulers that did not record it. */
+static int rgpu_cli_lease_api(const Rgpu__Lease *l)
+{
+    return l->api == RGPU__API_FAMILY__API_NONE ? RGPU__API_FAMILY__API_OPENCL : (int)l->api;
+}
+
+/* Where rgpu's libcudart.so.13 is: RGPU_CUDA_LIBDIR (a build tree, tests),
+ * else where the rgpu-client package installs it. */
+static const char *rgpu_cli_cuda_libdir(void)
+{
+    const char *dir = getenv("RGPU_CUDA_LIBDIR");
+
+    return dir && *dir ? dir : RGPU_CUDA_LIBDIR_DEFAULT;
+}
+
+/* LD_LIBRARY_PATH for a CUDA lease's programs: rgpu's runtime first, so a
+ * program built with -cudart shared loads it instead of NVIDIA's. The
+ * caller frees it. */
+static char *rgpu_cli_cuda_path(void)
+{
+    const char *old = getenv("LD_LIBRARY_PATH"), *dir = rgpu_cli_cuda_libdir();
+    size_t len = strlen(dir) + (old ? strlen(old) : 0) + 2;
+    char *path = malloc(len);
+
+    if (path)
+        snprintf(path, len, "%s%s%s", dir, old && *old ? ":" : "", old && *old ? old : "");
+    return path;
+}
+
 static void rgpu_cli_size(uint64_t bytes, char *out, size_t cap)
 {
     if (bytes >= (1ull << 30))
@@ -216,15 +245,21 @@ static void rgpu_cli_lease_json(const Rgpu__Lease *l)
     rgpu_cli_json_str(l->user);
     printf(",\"job\":");
     rgpu_cli_json_str(l->slurm_job_id);
-    printf(",\"expires_unix\":%lld,\"shared\":%s,\"memory_quota\":%llu,\"gpus\":[",
+    printf(",\"expires_unix\":%lld,\"shared\":%s,\"memory_quota\":%llu,\"api\":\"%s\","
+           "\"gpus\":[",
            (long long)l->expires_unix, l->shared ? "true" : "false",
-           (unsigned long long)l->memory_quota);
+           (unsigned long long)l->memory_quota, rgpu_cli_api_name(rgpu_cli_lease_api(l)));
     for (size_t g = 0; g < l->n_gpus; g++) {
         printf("%s{\"server\":", g ? "," : "");
         rgpu_cli_json_str(l->gpus[g]->server);
         printf(",\"index\":%u,\"model\":", l->gpus[g]->index);
         rgpu_cli_json_str(l->gpus[g]->model);
-        printf(",\"memory\":%llu}", (unsigned long long)l->gpus[g]->memory);
+        printf(",\"memory\":%llu,\"endpoints\":[", (unsigned long long)l->gpus[g]->memory);
+        for (size_t e = 0; e < l->gpus[g]->n_endpoints; e++) {
+            printf("%s", e ? "," : "");
+            rgpu_cli_json_str(l->gpus[g]->endpoints[e]);
+        }
+        printf("]}");
     }
     printf("]");
     if (*l->token) {    /* alloc and renew only: listings carry none */
@@ -322,7 +357,12 @@ static int rgpu_cli_list(const char *what)
                 rgpu_cli_json_str(s->transport);
                 printf(",\"hostname\":");
                 rgpu_cli_json_str(s->hostname);
-                printf(",\"sessions\":[");
+                printf(",\"endpoints\":[");
+                for (size_t e = 0; e < s->n_endpoints; e++) {
+                    printf("%s", e ? "," : "");
+                    rgpu_cli_json_str(s->endpoints[e]);
+                }
+                printf("],\"sessions\":[");
                 for (size_t k = 0; k < s->n_sessions; k++) {
                     printf("%s", k ? "," : "");
                     rgpu_cli_session_json(s, s->sessions[k]);
@@ -375,8 +415,8 @@ static int rgpu_cli_list(const char *what)
         if (rgpu_cli_json)
             printf("[");
         else
-            printf("%-24s %-5s %-28s %-8s %-9s %s\n", "SERVER", "INDEX", "MODEL", "MEMORY",
-                   "STATE", "LEASES");
+            printf("%-24s %-5s %-28s %-8s %-13s %-9s %s\n", "SERVER", "INDEX", "MODEL", "MEMORY",
+                   "API", "STATE", "LEASES");
         for (size_t g = 0; g < r->n_gpus; g++) {
             const Rgpu__GpuState *s = r->gpus[g];
 
@@ -395,15 +435,19 @@ static int rgpu_cli_list(const char *what)
                     printf("%s%llu", l ? "," : "", (unsigned long long)s->leases[l]);
                 printf("]}");
             } else {
-                char leases[128] = "-";
-                size_t len = 0;
+                char leases[128] = "-", apis[32] = "opencl";
+                size_t len = 0, alen = 0;
 
+                /* A GPU listing no API is a pre-CUDA server's: OpenCL. */
+                for (size_t a = 0; a < s->gpu->n_apis && alen < sizeof(apis) - 8; a++)
+                    alen += (size_t)snprintf(apis + alen, sizeof(apis) - alen, "%s%s",
+                                             a ? "," : "", rgpu_cli_api_name(s->gpu->apis[a]));
                 for (size_t l = 0; l < s->n_leases && len < sizeof(leases) - 24; l++)
                     len += (size_t)snprintf(leases + len, sizeof(leases) - len, "%s%llu",
                                             l ? "," : "", (unsigned long long)s->leases[l]);
                 rgpu_cli_size(s->gpu->memory, mem, sizeof(mem));
-                printf("%-24s %-5u %-28.28s %-8s %-9s %s\n", s->server, s->gpu->index,
-                       s->gpu->model, mem,
+                printf("%-24s %-5u %-28.28s %-8s %-13s %-9s %s\n", s->server, s->gpu->index,
+                       s->gpu->model, mem, apis,
                        s->exclusive ? "exclusive" : s->n_leases ? "shared" : "free", leases);
             }
         }
@@ -460,11 +504,18 @@ static int rgpu_cli_lease_print(Rgpu__LeaseReply *r, const char *what)
         rgpu_cli_lease_json(r->lease);
         printf("\n");
     } else {
-        printf("lease %llu\n", (unsigned long long)r->lease->id);
+        printf("lease %llu (%s)\n", (unsigned long long)r->lease->id,
+               rgpu_cli_api_name(rgpu_cli_lease_api(r->lease)));
         for (size_t g = 0; g < r->lease->n_gpus; g++)
             printf("  gpu %s/%u %s\n", r->lease->gpus[g]->server, r->lease->gpus[g]->index,
                    r->lease->gpus[g]->model);
         printf("RGPU_LEASE_TOKEN=%s\n", r->lease->token);
+        if (rgpu_cli_lease_api(r->lease) == RGPU__API_FAMILY__API_CUDA) {
+            char *path = rgpu_cli_cuda_path();
+
+            printf("LD_LIBRARY_PATH=%s\n", path ? path : rgpu_cli_cuda_libdir());
+            free(path);
+        }
     }
     rgpu__lease_reply__free_unpacked(r, NULL);
     return 0;
@@ -562,6 +613,7 @@ static int rgpu_cli_alloc(int argc, char **argv)
     pid_t pid;
 
     req.count = 1;
+    req.api = RGPU__API_FAMILY__API_OPENCL;
     req.user = (char *)(getenv("USER") ? getenv("USER") : pw ? pw->pw_name : "");
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -654,6 +706,15 @@ static int rgpu_cli_alloc(int argc, char **argv)
         setenv("RGPU_SERVERS", servers ? servers : "", 1);
         setenv("RGPU_LEASE_TOKEN", r->lease->token, 1);
         setenv("RGPU_LEASE", id, 1);
+        if (rgpu_cli_lease_api(r->lease) == RGPU__API_FAMILY__API_CUDA) {
+            char *path = rgpu_cli_cuda_path();
+
+            if (!path) {
+                fprintf(stderr, "rgpu: out of memory\n");
+                _exit(127);
+            }
+            setenv("LD_LIBRARY_PATH", path, 1);
+        }
         execvp(cmd[0], cmd);
         fprintf(stderr, "rgpu: cannot run %s: %s\n", cmd[0], strerror(errno));
         _exit(127);
