@@ -132,6 +132,7 @@ typedef struct rgpu_verbs_link {
     struct ibv_cq *cq;
     struct ibv_qp *qp;
     int evfd;                   /* the layer above's event fd (an eventfd) */
+    int evfd_signalled;         /* written since progress last read it (under lock) */
     uint32_t max_inline;
 
     uint8_t *rx, *tx;           /* depth buffers of eager bytes each */
@@ -778,10 +779,11 @@ static int rgpu_verbs_poll_once(rgpu_verbs_link_t *vl)
         pthread_cond_broadcast(&vl->cond);
         vl->handled_unseen += (unsigned)total;
         vl->last_activity_ns = rgpu_verbs_now_ns();
-        /* The layer above's event fd: something to progress. */
-        if (write(vl->evfd, &one, sizeof(one)) < 0) {
-            /* Already readable (the counter is far from full): enough. */
-        }
+        /* The layer above's event fd: something to progress. Once is
+         * enough until rgpu_link_progress reads it, which keeps the write
+         * off the path of a caller that only uses msg_recv and waits. */
+        if (!vl->evfd_signalled && write(vl->evfd, &one, sizeof(one)) == sizeof(one))
+            vl->evfd_signalled = 1;
     }
     pthread_mutex_unlock(&vl->lock);
     rgpu_verbs_finish_ops(vl, done);
@@ -1091,10 +1093,9 @@ static int rgpu_verbs_progress(rgpu_link_t *link)
     int n = 0;
 
     /* The event fd is read here: whoever sleeps on it progresses first. */
-    if (read(vl->evfd, &count, sizeof(count)) < 0) {
-        /* Not readable: nothing was signalled since the last read. */
-    }
     pthread_mutex_lock(&vl->lock);
+    if (vl->evfd_signalled && read(vl->evfd, &count, sizeof(count)) == sizeof(count))
+        vl->evfd_signalled = 0;
     if (!vl->polling) {
         vl->polling = 1;
         rgpu_verbs_poll_as_poller(vl);
