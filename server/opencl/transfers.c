@@ -187,7 +187,8 @@ static rgpu_status_t rgpu_cl_read_small(rgpu_cl_session_t *s, const rgpu_frame_h
 /* A blocking read: maps chunk i+1 while chunk i is pushed to the client,
  * straight from the mapping. The reply follows the pieces and carries the
  * status: a read that fails partway stops pushing and says so there (the
- * client's call fails with that error), with no filler bytes. */
+ * client's call fails with that error), with no filler bytes. A read of
+ * one chunk is whole before anything is sent, so its reply carries it. */
 static rgpu_status_t rgpu_cl_read_blocking(rgpu_cl_session_t *s, const rgpu_frame_header_t *hdr,
                                            Rgpu__ClReadBuffer *m, rgpu_cl_cmd_t *cmd, cl_mem mem)
 {
@@ -199,6 +200,7 @@ static rgpu_status_t rgpu_cl_read_blocking(rgpu_cl_session_t *s, const rgpu_fram
     cl_event ev[2] = {NULL, NULL};
     rgpu_status_t status = RGPU_OK;
     cl_int err;
+    int replied = 0;
 
     ptr[0] = clEnqueueMapBuffer(q, mem, CL_FALSE, CL_MAP_READ, m->offset, m->size < chunk ? m->size : chunk,
                                 cmd->num_wait, cmd->wait, &ev[0], &err);
@@ -224,11 +226,19 @@ static rgpu_status_t rgpu_cl_read_blocking(rgpu_cl_session_t *s, const rgpu_fram
             if (ev_status < 0 && err == CL_SUCCESS)
                 err = ev_status;
         }
-        if (err == CL_SUCCESS)
+        if (err == CL_SUCCESS && n_chunks == 1) {
+            /* The whole read is in hand: one frame carries the reply and
+             * its bytes, as for a small read (a piece and a reply would
+             * cost a send and two receives more). */
+            status = rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, hdr->seq, &reply.base,
+                                       ptr[cur], n);
+            replied = 1;
+        } else if (err == CL_SUCCESS) {
             status = rgpu_session_push(s->session, hdr->seq, off, ptr[cur], n);
-        else if (i > 0)
+        } else if (i > 0) {
             rgpu_log(RGPU_LOG_WARN, "opencl", "%s: read failed after %llu of %llu bytes (error %d)",
                      rgpu_session_name(s->session), (unsigned long long)off, (unsigned long long)m->size, err);
+        }
         if (ptr[cur])
             clEnqueueUnmapMemObject(q, mem, ptr[cur], 0, NULL, NULL);
         ptr[cur] = NULL;
@@ -249,7 +259,8 @@ static rgpu_status_t rgpu_cl_read_blocking(rgpu_cl_session_t *s, const rgpu_fram
     if (status != RGPU_OK)
         return status;
     reply.cl_error = err;
-    status = rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, hdr->seq, &reply.base, NULL, 0);
+    if (!replied)
+        status = rgpu_session_send(s->session, RGPU__MSG_TYPE__MSG_CL_READ_REPLY, hdr->seq, &reply.base, NULL, 0);
     if (status != RGPU_OK)
         return status;
     if (err != CL_SUCCESS) {
