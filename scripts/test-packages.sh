@@ -19,16 +19,17 @@
 #
 # Needs root, debootstrap and systemd-container (installed when missing), and
 # Debian's mirror for the first debootstrap. The bootstrapped root is cached
-# in $RGPU_PKGTEST_CACHE (default /var/cache/rgpu-pkgtest); each run copies
-# it, so nothing of a run stays. Every step prints its duration; every wait
+# in $RGPU_PKG_CACHE/bookworm-test (default /var/cache/rgpu-pkg, beside
+# build-packages.sh's build roots); each run copies it, so nothing of a run
+# stays. Every step prints its duration; every wait
 # has a deadline. The host's own systemd units are never touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LC_ALL=C
 
-cache=${RGPU_PKGTEST_CACHE:-/var/cache/rgpu-pkgtest}
-suite=bookworm
-mirror=${RGPU_PKGTEST_MIRROR:-http://deb.debian.org/debian}
+cache=${RGPU_PKG_CACHE:-/var/cache/rgpu-pkg}
+suite=bookworm-test
+mirror=${RGPU_PKG_MIRROR:-http://deb.debian.org/debian}
 machine=rgpu-pkgtest-$$
 # Packages the root needs besides the minimal base: systemd as init, and the
 # packages' dependencies, so that installing rgpu's packages needs no network.
@@ -96,9 +97,11 @@ cc -O2 -DCL_TARGET_OPENCL_VERSION=120 -Iexamples -o "$work/vector_add" examples/
 
 step "root: Debian 12 with systemd (debootstrap, cached in $cache)"
 mkdir -p "$cache"
+exec 8> "$cache/$suite.lock"
+flock -w 1800 8 || fail "$cache/$suite is busy (another test run)"
 if [ ! -e "$cache/$suite/etc/os-release" ] || [ "$(cat "$cache/$suite.packages" 2>/dev/null)" != "$base_packages" ]; then
     rm -rf "$cache/$suite" "$cache/$suite.tmp"
-    debootstrap --variant=minbase --include="$base_packages" "$suite" "$cache/$suite.tmp" "$mirror" \
+    debootstrap --variant=minbase --include="$base_packages" bookworm "$cache/$suite.tmp" "$mirror" \
         > "$work/debootstrap.log" 2>&1 || { tail -30 "$work/debootstrap.log" >&2; fail "debootstrap"; }
     mv "$cache/$suite.tmp" "$cache/$suite"
     echo "$base_packages" > "$cache/$suite.packages"
@@ -111,7 +114,7 @@ rm -f "$cache/$suite/var/tmp/rgpu-deps/"*.deb
 cp $(debs "$debdir/v1") "$cache/$suite/var/tmp/rgpu-deps/"
 systemd-nspawn -q -D "$cache/$suite" --register=no --keep-unit --pipe sh -c \
     'apt-get update -qq && cd /var/tmp/rgpu-deps && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --download-only ./*.deb' \
-    > "$work/deps.log" 2>&1 || { tail -30 "$work/deps.log" >&2; fail "downloading the packages' dependencies into the root"; }
+    < /dev/null > "$work/deps.log" 2>&1 || { tail -30 "$work/deps.log" >&2; fail "downloading the packages' dependencies into the root"; }
 rm -rf "$cache/$suite/var/tmp/rgpu-deps"
 cp -a "$cache/$suite" "$root"
 echo "$machine" > "$root/etc/hostname"
