@@ -6,6 +6,9 @@
 #   - `#SBATCH --rgpu=1` runs vector_add on the remote GPU; the lease is gone after
 #   - a batch job with two srun steps uses one lease; srun and salloc take
 #     --rgpu too, also an srun inside a batch job without it
+#   - srun --rgpu=1:api=cuda runs an nvcc-built program on the server that
+#     serves CUDA (s2, cuda-emulated), through rgpu's libcudart.so.13 that
+#     the plugin puts first on LD_LIBRARY_PATH (where nvcc built examples/cuda)
 #   - scancel of a running job releases its lease
 #   - more GPUs than exist: job FAILED with the reason in its output, node idle
 #   - two --rgpu=1 jobs at once get different GPUs; --rgpu=2 sees two devices
@@ -69,7 +72,8 @@ start_scheduler --slurm-reclaim 1
 # The CLI signs with the cluster key (alloc --job needs it).
 export RGPU_KEY=$KEY
 start_server s1 --key "$KEY" --scheduler "$SCHED"
-start_server s2 --key "$KEY" --scheduler "$SCHED"
+# s2 serves CUDA too (the emulation): --rgpu=1:api=cuda gets its GPU.
+start_server s2 --key "$KEY" --scheduler "$SCHED" --backends opencl,cuda-emulated
 deadline=$((SECONDS + 20))
 until [ "$(rgpu_cli servers | awk 'NR > 1 && $2 == "up"' | wc -l)" -ge 2 ]; do
     [ "$SECONDS" -lt "$deadline" ] || fail "two servers not up within 20 s"
@@ -158,8 +162,8 @@ SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 NodeName=$H NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=1000 State=UNKNOWN
 PartitionName=debug Nodes=$H Default=YES MaxTime=INFINITE State=UP
 CONF
-echo "required $PLUGIN scheduler=$SCHED icd_vendors=$ICD_DIR timeout=5 state_dir=$D/state key=$KEY" \
-    >"$D/etc/plugstack.conf"
+echo "required $PLUGIN scheduler=$SCHED icd_vendors=$ICD_DIR cuda_libdir=$BUILD/client/cuda" \
+    "timeout=5 state_dir=$D/state key=$KEY" >"$D/etc/plugstack.conf"
 
 munged --force --socket="$D/munge-sock/munge.sock" --key-file="$D/munge-etc/munge.key" \
     --pid-file="$D/run/munged.pid" --log-file="$D/log/munged.log" --seed-file="$D/run/munge.seed"
@@ -314,6 +318,28 @@ wait_state "$job" COMPLETED
 wait_no_lease "$job"
 epilog_released "$job"
 pass "srun --rgpu=1 and salloc --rgpu=1 srun run vector_add on a remote GPU; leases released"
+
+# ---- --rgpu=1:api=cuda: s2's GPU, and rgpu's runtime first on the tasks' LD_LIBRARY_PATH ----
+CUDA_VADD=$BUILD/examples/cuda/vector_add
+if [ -x "$CUDA_VADD" ] && [ -e "$BUILD/client/cuda/libcudart.so.13" ]; then
+    out=$D/out/srun-cuda.out
+    env -u LD_LIBRARY_PATH srun --rgpu=1:api=cuda -o "$out" sh -c \
+        'echo "job=$SLURM_JOB_ID lease=$RGPU_LEASE servers=$RGPU_SERVERS ldpath=$LD_LIBRARY_PATH"; exec "$0" 1000' \
+        "$CUDA_VADD" || true
+    cat "$out"
+    job=$(sed -n 's/^job=\([0-9]*\) lease=[0-9][0-9]* .*/\1/p' "$out")
+    [ -n "$job" ] || fail "srun --rgpu=1:api=cuda: no job id and RGPU_LEASE in the task's output"
+    wait_state "$job" COMPLETED
+    grep -q " servers=$s2_ADDR " "$out" || fail "srun --rgpu=1:api=cuda: the lease is not on s2"
+    grep -q " ldpath=$BUILD/client/cuda$" "$out" ||
+        fail "srun --rgpu=1:api=cuda: LD_LIBRARY_PATH does not start with cuda_libdir"
+    [ "$(tail -n1 "$out")" = PASS ] || fail "srun --rgpu=1:api=cuda: no PASS from CUDA vector_add"
+    wait_no_lease "$job"
+    epilog_released "$job"
+    pass "srun --rgpu=1:api=cuda: CUDA vector_add (nvcc) PASSes on s2 through rgpu's runtime; lease released"
+else
+    e2e_log "NOT RUN: --rgpu=1:api=cuda (this build has no nvcc-built examples/cuda or client/cuda)"
+fi
 
 # --rgpu only on an srun inside a batch job without it: the epilog still
 # releases (the node's marker), before any --slurm-reclaim round could.
