@@ -45,9 +45,10 @@ typedef struct {
 /* An allocation asks for at most this many GPUs. */
 #define RGPU_SCHED_MAX_COUNT 4096
 /* A server registers at most this many endpoints (rgpu-server listens on
- * at most 8 addresses), each at most this long. */
-#define RGPU_SCHED_MAX_ENDPOINTS 16
-#define RGPU_SCHED_MAX_ENDPOINT_LEN 255
+ * at most 8 addresses), each at most this long: they travel in every
+ * token of its leases, which clients read from the environment. */
+#define RGPU_SCHED_MAX_ENDPOINTS 8
+#define RGPU_SCHED_MAX_ENDPOINT_LEN 127
 /* Defaults of the scheduler's options (docs/scheduler.md). */
 #define RGPU_SCHED_DEFAULT_SHARED_MEM (1ull << 30)
 #define RGPU_SCHED_DEFAULT_MAX_TTL_S (7u * 86400)

@@ -315,19 +315,24 @@ static void rgpu_daemon_endpoints(rgpu_daemon_t *daemon, char addrs[][256])
     colon = strrchr(adv, ':');
     adv_host_len = colon ? (int)(colon - adv) : (int)strlen(adv);
 
+    daemon->server.n_endpoints = 0;
     for (int i = 0; i < daemon->nlisten; i++) {
         const char *local = daemon->listen[i].listener->local, *port = strrchr(local, ':');
         const char *scheme = strncmp(addrs[i], "verbs://", 8) == 0 ? "verbs" : "tcp";
         int wild = port && (strncmp(local, "0.0.0.0:", 8) == 0 || strncmp(local, "[::]:", 5) == 0);
+        char *out = daemon->server.endpoints[daemon->server.n_endpoints];
+        size_t cap = sizeof(daemon->server.endpoints[0]);
+        int len = wild ? snprintf(out, cap, "%s://%.*s%s", scheme, adv_host_len, adv, port)
+                       : snprintf(out, cap, "%s://%s", scheme, local);
 
-        if (wild)
-            snprintf(daemon->server.endpoints[i], sizeof(daemon->server.endpoints[i]),
-                     "%s://%.*s%s", scheme, adv_host_len, adv, port);
-        else
-            snprintf(daemon->server.endpoints[i], sizeof(daemon->server.endpoints[i]), "%s://%s",
-                     scheme, local);
+        /* A cut address would send clients elsewhere: leave it out. */
+        if (len < 0 || (size_t)len >= cap) {
+            rgpu_warn("server", "not advertising %s to the scheduler: its address is longer "
+                      "than %zu characters", addrs[i], cap - 1);
+            continue;
+        }
+        daemon->server.n_endpoints++;
     }
-    daemon->server.n_endpoints = (size_t)daemon->nlisten;
 }
 
 int main(int argc, char **argv)

@@ -55,8 +55,9 @@ typedef struct rgpu_server {
     char advertise[256];
     /* Every address it listens on, with its scheme ("tcp://h:p",
      * "verbs://h:p"), for the registrar: clients choose among them; tokens
-     * keep naming advertise. Set before the registrar starts. */
-    char endpoints[RGPU_SERVER_MAX_LISTEN][96];
+     * keep naming advertise. Set before the registrar starts. At most 127
+     * characters each, as the scheduler takes them. */
+    char endpoints[RGPU_SERVER_MAX_LISTEN][128];
     size_t n_endpoints;
 
     pthread_mutex_t lock;       /* protects what follows */
