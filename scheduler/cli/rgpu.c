@@ -279,9 +279,10 @@ static void rgpu_cli_lease_row(const Rgpu__Lease *l, int64_t now)
                                 l->gpus[g]->server, l->gpus[g]->index);
     if (len >= sizeof(gpus))
         strcpy(gpus + sizeof(gpus) - 4, "...");
-    printf("%-6llu %-12s %-12s %-9s %-8lld %s\n", (unsigned long long)l->id,
+    printf("%-6llu %-12s %-12s %-9s %-6s %-8lld %s\n", (unsigned long long)l->id,
            *l->user ? l->user : "-", *l->slurm_job_id ? l->slurm_job_id : "-",
-           l->shared ? "shared" : "exclusive", (long long)(l->expires_unix - now), gpus);
+           l->shared ? "shared" : "exclusive", rgpu_cli_api_name(rgpu_cli_lease_api(l)),
+           (long long)(l->expires_unix - now), gpus);
 }
 
 /* "2 (x86_64, aarch64)": the sessions and their distinct client
@@ -457,8 +458,8 @@ static int rgpu_cli_list(const char *what)
         if (rgpu_cli_json)
             printf("[");
         else
-            printf("%-6s %-12s %-12s %-9s %-8s %s\n", "LEASE", "USER", "JOB", "MODE", "TTL(s)",
-                   "GPUS (server/index)");
+            printf("%-6s %-12s %-12s %-9s %-6s %-8s %s\n", "LEASE", "USER", "JOB", "MODE", "API",
+                   "TTL(s)", "GPUS (server/index)");
         for (size_t i = 0; i < r->n_leases; i++) {
             if (rgpu_cli_json) {
                 printf("%s", i ? "," : "");

@@ -113,6 +113,9 @@ EOF
 ) || fail "the CUDA lease is not cu's GPU with both endpoints: $(cat "$E2E_TMP/lease.json")"
 pass "rgpu alloc --api cuda: cu's GPU, the lease records api cuda and lists both endpoints"
 
+rgpu leases | tee "$E2E_TMP/leases.out"
+grep -Eq "^$lease_id +.* exclusive +cuda +[0-9]+ +$IDENTITY/0\$" "$E2E_TMP/leases.out" ||
+    fail "rgpu leases does not show lease $lease_id as a cuda lease of $IDENTITY/0"
 # While it is held, no other GPU serves CUDA.
 rc=0
 rgpu alloc --api cuda >"$E2E_TMP/busy.out" 2>&1 || rc=$?
