@@ -81,8 +81,9 @@ static int rgpu_cli_uint(const char *s, uint64_t min, uint64_t max, uint64_t *va
     "  sessions                       list client sessions open on the servers\n" \
     "  alloc -n N [--mem SIZE] [--shared] [--api opencl|cuda] [--same-server]\n" \
     "        [--spread] [--job ID] [--ttl SECONDS] [-- COMMAND...]\n" \
-    "                                 lease N GPUs; run COMMAND with the lease's\n" \
-    "                                 environment and release at its end\n" \
+    "                                 lease N GPUs (--api: default opencl); run\n" \
+    "                                 COMMAND with the lease's environment and\n" \
+    "                                 release at its end\n" \
     "  release ID                     release lease ID\n" \
     "  renew ID [SECONDS]             extend lease ID (prints the new token)\n" \
     "  drain SERVER | resume SERVER   stop / restart giving SERVER's GPUs out\n"
@@ -117,9 +118,12 @@ static void rgpu_cli_table_init(void)
         ".TP\n.B alloc \\-n \\fIN\\fR [\\-\\-mem \\fISIZE\\fR] [\\-\\-shared] "
         "[\\-\\-api opencl|cuda] [\\-\\-same\\-server] [\\-\\-spread] [\\-\\-job "
         "\\fIID\\fR] [\\-\\-ttl \\fISECONDS\\fR] [\\-\\- \\fICOMMAND\\fR...]\n"
-        "Lease N GPUs. With a COMMAND, run it with the lease's environment (RGPU_SERVERS, "
-        "RGPU_LEASE_TOKEN, RGPU_LEASE), renew the lease at half its life while it runs, "
-        "release it when it ends however it ends, and exit with its status.\n"
+        "Lease N GPUs, of servers serving --api (default opencl). With a COMMAND, run it "
+        "with the lease's environment (RGPU_SERVERS, RGPU_LEASE_TOKEN, RGPU_LEASE; for a cuda "
+        "lease LD_LIBRARY_PATH with the directory of rgpu's libcudart.so.13 first: "
+        "RGPU_CUDA_LIBDIR, default " RGPU_CUDA_LIBDIR_DEFAULT "), renew the lease at half its "
+        "life while it runs, release it when it ends however it ends, and exit with its "
+        "status. Without one, print the lease and that environment.\n"
         ".TP\n.B release \\fIID\\fR\nRelease lease ID.\n"
         ".TP\n.B renew \\fIID\\fR [\\fISECONDS\\fR]\nExtend lease ID (prints the new "
         "token).\n"
