@@ -5,7 +5,7 @@
  *
  *  - One RC queue pair per link, one completion queue for its sends and
  *    receives, one completion channel and one rdma_cm event channel, both
- *    behind the link's event fd (an epoll set).
+ *    watched by the instance's progress thread (below).
  *  - Messages are SENDs into receive buffers of max_eager bytes pre-posted
  *    by the peer. Flow control is by credits: each side may have at most as
  *    many messages in flight to the peer as the peer posted buffers. The
@@ -26,14 +26,17 @@
  *    split at the port's max_msg_sz and kept in flight up to a window.
  *  - Completions: whoever waits polls the completion queue (one thread at a
  *    time, the others wait on a condition variable) while traffic flows and
- *    for RGPU_VERBS_SPIN_US after (50 by default), then sleeps. While nobody
- *    polls, the instance's progress thread sleeps on the completion
- *    channels of all its links and serves what arrives: it reposts
- *    buffers, returns credits, queues messages, completes get/put, wakes
- *    waiters and turns the link's event fd (an eventfd) readable. So an
- *    idle session burns no core, a busy one pays no wake-up per message,
- *    and a peer never stalls because the application here is busy
- *    elsewhere, as TCP's kernel keeps receiving for a busy application.
+ *    for RGPU_VERBS_SPIN_US after (50 by default), then sleeps on the
+ *    link's completion channel, still the poller, so that the answer wakes
+ *    it directly. While nobody polls, the instance's progress thread sleeps
+ *    on the completion channels of all its links and serves what arrives:
+ *    it reposts buffers, returns credits, queues messages, completes
+ *    get/put, wakes waiters and turns the link's event fd (an eventfd)
+ *    readable. So an idle session burns no core, and a peer never stalls
+ *    because the application here is busy elsewhere, as TCP's kernel keeps
+ *    receiving for a busy application. (The progress thread still wakes
+ *    for the first completion after each re-arm, also while a waiter
+ *    spins; arming only when the last poller goes idle is a next step.)
  *  - A peer's disconnect (rdma_cm), an error completion or a QP in error
  *    fails the link once, with a reason: pending operations complete with
  *    the status, frames received before it are still handed over.
@@ -133,6 +136,7 @@ typedef struct rgpu_verbs_link {
     struct ibv_qp *qp;
     int evfd;                   /* the layer above's event fd (an eventfd) */
     int evfd_signalled;         /* written since progress last read it (under lock) */
+    int wakefd;                 /* the progress thread wakes a waiter asleep on the channels */
     uint32_t max_inline;
 
     uint8_t *rx, *tx;           /* depth buffers of eager bytes each */
@@ -751,10 +755,11 @@ static void rgpu_verbs_handle_cm(rgpu_verbs_link_t *vl)
     }
 }
 
-/* Polls the CQ and the cm channel once, without blocking; the caller is the
- * poller (vl->polling) and does not hold the lock. Returns how many
- * completions and events it handled. */
-static int rgpu_verbs_poll_once(rgpu_verbs_link_t *vl)
+/* Polls the CQ once, and with cm the cm channel (a read(2) each time, so
+ * not while spinning: the progress thread watches that channel and asks for
+ * it), without blocking; the caller is the poller (vl->polling) and does not
+ * hold the lock. Returns how many completions it handled. */
+static int rgpu_verbs_poll_once(rgpu_verbs_link_t *vl, int cm)
 {
     struct ibv_wc wc[32];
     rgpu_verbs_op_t *done = NULL;
@@ -770,7 +775,8 @@ static int rgpu_verbs_poll_once(rgpu_verbs_link_t *vl)
         rgpu_verbs_fail_locked(vl, RGPU_ERR_IO, "polling the completion queue failed");
     /* cm events after the CQ: what arrived before a disconnect is queued
      * before the failure is seen. */
-    rgpu_verbs_handle_cm(vl);
+    if (cm)
+        rgpu_verbs_handle_cm(vl);
     rgpu_verbs_post_rma(vl);
     rgpu_verbs_return_credits(vl, 0);
     rgpu_verbs_reap_ops(vl, &done);
@@ -793,15 +799,16 @@ static int rgpu_verbs_poll_once(rgpu_verbs_link_t *vl)
 /* Polls as the poller: again while the progress thread found the role
  * taken meanwhile, so nothing it was woken for is left unpolled. Called
  * with the lock held and vl->polling set by the caller; returns so. */
-static int rgpu_verbs_poll_as_poller(rgpu_verbs_link_t *vl)
+static int rgpu_verbs_poll_as_poller(rgpu_verbs_link_t *vl, int cm)
 {
     int n = 0;
 
     do {
         vl->poll_again = 0;
         pthread_mutex_unlock(&vl->lock);
-        n += rgpu_verbs_poll_once(vl);
+        n += rgpu_verbs_poll_once(vl, cm);
         pthread_mutex_lock(&vl->lock);
+        cm = 1; /* asked again by the progress thread: it may be a cm event */
     } while (vl->poll_again);
     return n;
 }
@@ -836,10 +843,16 @@ static void *rgpu_verbs_progress_main(void *arg)
             ibv_req_notify_cq(vl->cq, 0);
             pthread_mutex_lock(&vl->lock);
             if (vl->polling) {
+                uint64_t one = 1;
+                /* A waiter holds the role, maybe asleep on the channel
+                 * whose event this thread just took: wake it. */
                 vl->poll_again = 1;
+                if (write(vl->wakefd, &one, sizeof(one)) != sizeof(one)) {
+                    /* Already readable: it wakes anyway. */
+                }
             } else {
                 vl->polling = 1;
-                rgpu_verbs_poll_as_poller(vl);
+                rgpu_verbs_poll_as_poller(vl, 1);
                 vl->polling = 0;
                 pthread_cond_broadcast(&vl->cond);
             }
@@ -879,10 +892,32 @@ static rgpu_status_t rgpu_verbs_run(rgpu_verbs_link_t *vl,
         tried = 1;
         if (!vl->polling && (!polled || rgpu_verbs_now_ns() - vl->last_activity_ns < spin_ns)) {
             vl->polling = 1;
-            rgpu_verbs_poll_as_poller(vl);
+            rgpu_verbs_poll_as_poller(vl, 0);
             vl->polling = 0;
             pthread_cond_broadcast(&vl->cond);
             polled = 1;
+        } else if (!vl->polling) {
+            /* Idle: sleep on the completion and cm channels as the poller,
+             * so that the answer wakes this thread directly, not through
+             * the progress thread (which still takes the channel's event,
+             * re-arms, and wakes us through wakefd if it got there first). */
+            struct pollfd pfd[3] = {{vl->cch->fd, POLLIN, 0}, {vl->ech->fd, POLLIN, 0},
+                                    {vl->wakefd, POLLIN, 0}};
+            int wait_ms = vl->credit_waiters ? 1 : 100;
+            uint64_t count;
+
+            if (left >= 0 && left < wait_ms)
+                wait_ms = left;
+            vl->polling = 1;
+            pthread_mutex_unlock(&vl->lock);
+            poll(pfd, 3, wait_ms);
+            if (read(vl->wakefd, &count, sizeof(count)) < 0) {
+                /* Not written: woken by a channel or the timeout. */
+            }
+            pthread_mutex_lock(&vl->lock);
+            rgpu_verbs_poll_as_poller(vl, 1);
+            vl->polling = 0;
+            pthread_cond_broadcast(&vl->cond);
         } else {
             struct timespec until;
             /* Credits come back by RDMA WRITE, which wakes nobody. */
@@ -1098,7 +1133,7 @@ static int rgpu_verbs_progress(rgpu_link_t *link)
         vl->evfd_signalled = 0;
     if (!vl->polling) {
         vl->polling = 1;
-        rgpu_verbs_poll_as_poller(vl);
+        rgpu_verbs_poll_as_poller(vl, 1);
         vl->polling = 0;
         pthread_cond_broadcast(&vl->cond);
     }
@@ -1194,7 +1229,7 @@ static rgpu_verbs_link_t *rgpu_verbs_link_new(rgpu_transport_t *tp)
     vl->link.ops = &rgpu_verbs_ops;
     vl->link.tp = tp;
     vl->vtp = tp->priv;
-    vl->evfd = -1;
+    vl->evfd = vl->wakefd = -1;
     pthread_mutex_init(&vl->lock, NULL);
     pthread_cond_init(&vl->cond, NULL);
     return vl;
@@ -1236,6 +1271,8 @@ static void rgpu_verbs_link_free(rgpu_verbs_link_t *vl)
         rdma_destroy_event_channel(vl->ech);
     if (vl->evfd >= 0)
         close(vl->evfd);
+    if (vl->wakefd >= 0)
+        close(vl->wakefd);
     /* Nothing flushes any more: every operation still listed ends here. */
     pthread_mutex_lock(&vl->lock);
     for (rgpu_verbs_op_t *op = vl->ops_head; op; op = op->next) {
@@ -1320,7 +1357,8 @@ static rgpu_status_t rgpu_verbs_link_setup(rgpu_verbs_link_t *vl, char *reason, 
     }
     ibv_req_notify_cq(vl->cq, 0);
     vl->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (vl->evfd < 0)
+    vl->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (vl->evfd < 0 || vl->wakefd < 0)
         goto out_nomem;
     return RGPU_OK;
 
