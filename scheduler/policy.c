@@ -79,23 +79,17 @@ static int rgpu_policy_gpu_ok(const rgpu_sched_t *s, const rgpu_sched_server_t *
 }
 
 /* A plain request (exclusive, any memory) takes any GPU no lease holds on
- * a server whose every GPU serves its API: the server's nfree counter
- * answers without a scan. */
-static int rgpu_policy_plain(const rgpu_sched_server_t *server, const Rgpu__AllocRequest *req)
-{
-    uint32_t api = (uint32_t)rgpu__sched_api(req->api);
-
-    return !req->shared && !req->min_memory && api < 32 && (server->apis_all >> api & 1);
-}
-
+ * a server whose every GPU serves its API (api_bit: 1 << its ApiFamily,
+ * computed once per request): the server's nfree counter answers without
+ * a scan. */
 static uint32_t rgpu_policy_free_count(const rgpu_sched_t *s, const rgpu_sched_server_t *server,
-                                       const Rgpu__AllocRequest *req)
+                                       const Rgpu__AllocRequest *req, uint32_t api_bit)
 {
     uint32_t n = 0;
 
     if (!server->up || server->drained)
         return 0;
-    if (rgpu_policy_plain(server, req))
+    if (!req->shared && !req->min_memory && (server->apis_all & api_bit))
         return server->nfree;
     for (size_t p = 0; p < server->reg->n_gpus; p++)
         n += (uint32_t)rgpu_policy_gpu_ok(s, server, p, req);
@@ -187,9 +181,11 @@ rgpu_status_t rgpu__sched_pick(rgpu_sched_t *s, const Rgpu__AllocRequest *req, u
     uint32_t ncand = 0, got = 0;
     uint64_t total = 0;     /* GPUs of every server: may pass 2^32 */
     int spread = req->placement == RGPU__PLACEMENT__PLACEMENT_SPREAD;
+    uint32_t family = (uint32_t)rgpu__sched_api(req->api);
+    uint32_t api_bit = family < 32 ? 1u << family : 0;
 
     for (uint32_t i = 0; i < s->nservers; i++) {
-        nfree[i] = rgpu_policy_free_count(s, &s->servers[i], req);
+        nfree[i] = rgpu_policy_free_count(s, &s->servers[i], req, api_bit);
         if (nfree[i] && (!req->same_server || nfree[i] >= req->count)) {
             order[ncand++] = i;
             total += nfree[i];

@@ -550,6 +550,14 @@ static void rgpu_sched_job_fn(uint64_t key, void *value, void *arg)
 }
 
 /* Signs lease (id, GPUs, quota, user, expiry) into lease->token (malloc'd). */
+/* Whether gpu's endpoints say no more than its server's identity: the one
+ * endpoint tcp://SERVER. */
+static int rgpu_sched_endpoints_implied(const Rgpu__LeaseGpu *gpu)
+{
+    return gpu->n_endpoints == 1 && strncmp(gpu->endpoints[0], "tcp://", 6) == 0 &&
+           strcmp(gpu->endpoints[0] + 6, gpu->server) == 0;
+}
+
 static char *rgpu_sched_sign(rgpu_sched_t *s, const Rgpu__Lease *lease)
 {
     Rgpu__TokenPayload payload = RGPU__TOKEN_PAYLOAD__INIT;
@@ -569,8 +577,10 @@ static char *rgpu_sched_sign(rgpu_sched_t *s, const Rgpu__Lease *lease)
             ptrs[g] = &gpus[g];
             /* A client holding only the token chooses its transport from
              * them; listed once per server (its first GPU), since the
-             * token travels in environment variables. */
-            first = 1;
+             * token travels in environment variables, and not at all for
+             * a server reachable only at tcp://IDENTITY, which the identity
+             * already says (a bare HOST:PORT is TCP). */
+            first = !rgpu_sched_endpoints_implied(lease->gpus[g]);
             for (size_t h = 0; h < g && first; h++)
                 first = strcmp(lease->gpus[h]->server, lease->gpus[g]->server) != 0;
             if (first) {

@@ -151,6 +151,8 @@ Test(cluster, a_server_without_endpoints_is_reached_at_its_address)
     rgpu_sched_t s;
     const Rgpu__Lease *l;
     Rgpu__AllocRequest req = fx_req(1);
+    Rgpu__TokenPayload *payload;
+    char why[256];
 
     cr_assert_eq(rgpu_sched_init(&s, NULL, &key, 3600, 15, 1000), RGPU_OK);
     cr_assert_eq(reg_server(&s, 3, 1, opencl_only, 1, NULL, 0), RGPU_OK, "%s", reason);
@@ -158,6 +160,11 @@ Test(cluster, a_server_without_endpoints_is_reached_at_its_address)
                  reason);
     cr_assert_eq(l->gpus[0]->n_endpoints, 1);
     cr_assert_str_eq(l->gpus[0]->endpoints[0], "tcp://10.0.1.3:7070");
+    /* The token leaves out what its server's identity already says. */
+    cr_assert_eq(rgpu_token_verify(&key, l->token, 1000, &payload, why, sizeof(why)), RGPU_OK,
+                 "%s", why);
+    cr_assert_eq(payload->gpus[0]->n_endpoints, 0);
+    rgpu__token_payload__free_unpacked(payload, NULL);
     rgpu_sched_cleanup(&s);
 }
 
