@@ -517,3 +517,40 @@ Test(verbs_msg, a_peer_that_breaks_the_protocol_is_cut_off_and_others_are_served
     conf_msg_check(m, 4, 5, 6);
     rgpu_msg_release(m);
 }
+
+/* Connecting where nothing listens, and to what is no address: errors in
+ * words, within the timeout, nothing made. */
+TestSuite(verbs_only);
+
+Test(verbs_only, connect_errors_are_refusals_and_address_errors_with_reasons,
+     .timeout = CONF_TIMEOUT)
+{
+    static const char *bad[] = {"10.77.0.1", "no-port:", "10.77.0.1:99999", ":7000"};
+    rgpu_transport_t *tp;
+    rgpu_listener_t *l;
+    rgpu_link_t *link = NULL;
+    char addr[96], reason[512] = "";
+    rgpu_status_t status;
+
+    cr_assert_eq(rgpu_transport_open("verbs", &tp), RGPU_OK);
+    /* A port that was listened on, then closed. */
+    cr_assert_eq(rgpu_transport_listen(tp, conf_verbs_addr(), &l), RGPU_OK);
+    snprintf(addr, sizeof(addr), "%s", l->local);
+    rgpu_verbs_ops.listener_close(l);
+    status = rgpu_transport_connect(tp, addr, 5000, &link, reason, sizeof(reason));
+    cr_expect_eq(status, RGPU_ERR_CONN_REFUSED, "%s: %s", rgpu_status_str(status), reason);
+    cr_expect(strstr(reason, "refused") != NULL || strstr(reason, "unreachable") != NULL,
+              "reason \"%s\"", reason);
+    cr_expect_null(link);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        reason[0] = '\0';
+        cr_expect_eq(rgpu_transport_connect(tp, bad[i], 1000, &link, reason, sizeof(reason)),
+                     RGPU_ERR_ADDRESS, "connect(\"%s\")", bad[i]);
+        cr_expect(strstr(reason, bad[i]) != NULL, "reason \"%s\" does not name \"%s\"", reason,
+                  bad[i]);
+        cr_expect_eq(rgpu_transport_listen(tp, bad[i], &l), RGPU_ERR_ADDRESS, "listen(\"%s\")",
+                     bad[i]);
+    }
+    cr_expect_null(link);
+    rgpu_transport_close(tp);
+}
