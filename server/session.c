@@ -258,10 +258,11 @@ void rgpu_server_stop_sessions(rgpu_server_t *server)
 {
     pthread_mutex_lock(&server->lock);
     server->stopping = 1;
-    /* A session stays in the list until after its link is closed, so every
-     * link here is still open. */
+    /* A session leaves the list only after its thread closed the link and
+     * cleared it (under this lock): a NULL link is one already closed. */
     for (rgpu_session_t *s = server->sessions; s; s = s->next)
-        rgpu_link_shutdown(s->link);
+        if (s->link)
+            rgpu_link_shutdown(s->link);
     pthread_mutex_unlock(&server->lock);
 }
 
