@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, builds build/ and build-asan/,
-# runs all tests (unit and end-to-end) in both, then the aarch64 client's
-# (scripts/test-arm.sh), and a bounded fuzzing run (scripts/fuzz.sh).
+# runs all tests (unit and end-to-end) in both, a bounded fuzzing run
+# (scripts/fuzz.sh), the verbs transport in a Soft-RoCE VM
+# (scripts/test-verbs.sh), the Debian packages (scripts/test-packages.sh),
+# then the aarch64 client's (scripts/test-arm.sh).
 # Prints each step's duration; exits non-zero if any failed.
 #
 #   bash scripts/test.sh
@@ -44,6 +46,16 @@ step build-asan/ bash -c "cd build-asan && ctest --output-on-failure -j $jobs -L
 # corpus: docs/fuzzing.md.
 step build-fuzz/ bash scripts/fuzz.sh 20
 
+# The verbs transport on real verbs: Soft-RoCE in a small VM
+# (docs/verbs.md, ../shared/notes/rdma-in-ci.md).
+step verbs bash scripts/test-verbs.sh
+
+# The Debian packages: built in a clean build root, installed into a booted
+# Debian 12 root with systemd, the demo through the units, upgraded, purged
+# (docs/operations.md); the arm64 client packages built and checked by lintian.
+step packages bash scripts/test-packages.sh
+step packages-arm64 bash scripts/build-packages.sh --arch arm64 --lintian
+
 # Last: it swaps Debian's criterion for its arm64 build (the two cannot be
 # installed together); install-deps.sh swaps it back on the next run.
 step build-arm64/ bash scripts/test-arm.sh
@@ -55,4 +67,4 @@ if [ ${#failed[@]} -gt 0 ]; then
     echo "test.sh: tests FAILED in: ${failed[*]}" >&2
     exit 1
 fi
-echo "test.sh: all tests passed in build/, build-asan/, build-fuzz/ and build-arm64/"
+echo "test.sh: all tests passed in build/, build-asan/, build-fuzz/, the verbs VM, the packages and build-arm64/"
