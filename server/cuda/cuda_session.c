@@ -870,7 +870,7 @@ static rgpu_status_t rgpu_cu_module_reply(rgpu_cu_session_t *s, const rgpu_frame
 static rgpu_status_t rgpu_cu_module_finish(rgpu_cu_session_t *s, const rgpu_frame_header_t *hdr,
                                            uint64_t id, rgpu_cu_module_t *m, uint32_t device)
 {
-    char log[1024] = "", what[256];
+    char log[1024] = "", what[sizeof(log)];
     rgpu_cu_devstate_t *d;
     int err;
 
