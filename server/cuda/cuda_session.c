@@ -1618,45 +1618,73 @@ out:
     return st;
 }
 
+/* The first half of creating a stream or an event ("what"): the client's new id is sound,
+ * the device is the session's, and the record is allocated. NULL once the error is sent
+ * to the client, with *st_p the status to return. */
+static rgpu_cu_devobj_t *rgpu_cu_devobj_new(rgpu_cu_session_t *s, const rgpu_frame_header_t *hdr,
+                                            rgpu_htable_t *table, const char *what, uint64_t id,
+                                            uint32_t device, rgpu_cu_devstate_t **d_p,
+                                            rgpu_status_t *st_p)
+{
+    rgpu_cu_devobj_t *o;
+    char why[256];
+    int err;
+
+    *st_p = RGPU_OK;
+    if (!rgpu_cu_new_id_ok(s, table, id)) {
+        *st_p = rgpu_cu_async_error(s, hdr, RGPU_CU_INVALID_HANDLE,
+                                    "%s id 0, already in use, or too many objects", what);
+        return NULL;
+    }
+    *d_p = rgpu_cu_dev(s, device, &err, why, sizeof(why));
+    if (!*d_p) {
+        *st_p = rgpu_cu_async_error(s, hdr, err, "%s", why);
+        return NULL;
+    }
+    o = calloc(1, sizeof(*o));
+    if (!o) {
+        *st_p = rgpu_cu_async_error(s, hdr, RGPU_CU_OUT_OF_MEMORY, "out of server memory");
+        return NULL;
+    }
+    o->device = device;
+    return o;
+}
+
+/* The second half: the device made the object, and the session keeps it under the client's
+ * id; if it cannot, the object goes back to the device, destroyed by "destroy". */
+static rgpu_status_t rgpu_cu_devobj_keep(rgpu_cu_session_t *s, const rgpu_frame_header_t *hdr,
+                                         rgpu_htable_t *table, uint64_t id,
+                                         rgpu_cu_devstate_t *d, rgpu_cu_devobj_t *o,
+                                         int (*destroy)(rgpu_cu_ctx_t *ctx, void *handle))
+{
+    if (rgpu_htable_insert(table, id, o) != RGPU_OK) {
+        destroy(d->ctx, o->handle);
+        free(o);
+        return rgpu_cu_async_error(s, hdr, RGPU_CU_OUT_OF_MEMORY, "out of server memory");
+    }
+    s->n_objects++;
+    return RGPU_OK;
+}
+
 static rgpu_status_t rgpu_cu_stream_create(rgpu_cu_session_t *s, const rgpu_frame_header_t *hdr,
                                            const uint8_t *body, char *reason, size_t reason_cap)
 {
     RGPU_CU_UNPACK(Rgpu__CuStreamCreate, rgpu__cu_stream_create__unpack, m);
-    rgpu_cu_devobj_t *o = NULL;
-    rgpu_cu_devstate_t *d;
-    char what[256];
-    rgpu_status_t st = RGPU_OK;
+    rgpu_cu_devstate_t *d = NULL;
+    rgpu_status_t st;
+    rgpu_cu_devobj_t *o = rgpu_cu_devobj_new(s, hdr, &s->streams, "stream", m->id, m->device, &d,
+                                             &st);
     int err;
 
-    if (!rgpu_cu_new_id_ok(s, &s->streams, m->id)) {
-        st = rgpu_cu_async_error(s, hdr, RGPU_CU_INVALID_HANDLE,
-                                 "stream id 0, already in use, or too many objects");
+    if (!o)
         goto out;
-    }
-    d = rgpu_cu_dev(s, m->device, &err, what, sizeof(what));
-    if (!d) {
-        st = rgpu_cu_async_error(s, hdr, err, "%s", what);
-        goto out;
-    }
-    o = calloc(1, sizeof(*o));
-    if (!o) {
-        st = rgpu_cu_async_error(s, hdr, RGPU_CU_OUT_OF_MEMORY, "out of server memory");
-        goto out;
-    }
-    o->device = m->device;
     err = rgpu_cu_note(d, s->be->ops->stream_create(d->ctx, m->flags, m->priority, &o->handle));
     if (err != RGPU_CU_SUCCESS) {
         free(o);
         st = rgpu_cu_async_error(s, hdr, err, "flags %u, priority %d", m->flags, m->priority);
         goto out;
     }
-    if (rgpu_htable_insert(&s->streams, m->id, o) != RGPU_OK) {
-        s->be->ops->stream_destroy(d->ctx, o->handle);
-        free(o);
-        st = rgpu_cu_async_error(s, hdr, RGPU_CU_OUT_OF_MEMORY, "out of server memory");
-        goto out;
-    }
-    s->n_objects++;
+    st = rgpu_cu_devobj_keep(s, hdr, &s->streams, m->id, d, o, s->be->ops->stream_destroy);
 out:
     rgpu__cu_stream_create__free_unpacked(m, NULL);
     return st;
@@ -1749,41 +1777,21 @@ static rgpu_status_t rgpu_cu_event_create(rgpu_cu_session_t *s, const rgpu_frame
                                           const uint8_t *body, char *reason, size_t reason_cap)
 {
     RGPU_CU_UNPACK(Rgpu__CuEventCreate, rgpu__cu_event_create__unpack, m);
-    rgpu_cu_devobj_t *o;
-    rgpu_cu_devstate_t *d;
-    char what[256];
-    rgpu_status_t st = RGPU_OK;
+    rgpu_cu_devstate_t *d = NULL;
+    rgpu_status_t st;
+    rgpu_cu_devobj_t *o = rgpu_cu_devobj_new(s, hdr, &s->events, "event", m->id, m->device, &d,
+                                             &st);
     int err;
 
-    if (!rgpu_cu_new_id_ok(s, &s->events, m->id)) {
-        st = rgpu_cu_async_error(s, hdr, RGPU_CU_INVALID_HANDLE,
-                                 "event id 0, already in use, or too many objects");
+    if (!o)
         goto out;
-    }
-    d = rgpu_cu_dev(s, m->device, &err, what, sizeof(what));
-    if (!d) {
-        st = rgpu_cu_async_error(s, hdr, err, "%s", what);
-        goto out;
-    }
-    o = calloc(1, sizeof(*o));
-    if (!o) {
-        st = rgpu_cu_async_error(s, hdr, RGPU_CU_OUT_OF_MEMORY, "out of server memory");
-        goto out;
-    }
-    o->device = m->device;
     err = rgpu_cu_note(d, s->be->ops->event_create(d->ctx, m->flags, &o->handle));
     if (err != RGPU_CU_SUCCESS) {
         free(o);
         st = rgpu_cu_async_error(s, hdr, err, "flags %u", m->flags);
         goto out;
     }
-    if (rgpu_htable_insert(&s->events, m->id, o) != RGPU_OK) {
-        s->be->ops->event_destroy(d->ctx, o->handle);
-        free(o);
-        st = rgpu_cu_async_error(s, hdr, RGPU_CU_OUT_OF_MEMORY, "out of server memory");
-        goto out;
-    }
-    s->n_objects++;
+    st = rgpu_cu_devobj_keep(s, hdr, &s->events, m->id, d, o, s->be->ops->event_destroy);
 out:
     rgpu__cu_event_create__free_unpacked(m, NULL);
     return st;
