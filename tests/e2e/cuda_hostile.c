@@ -68,6 +68,7 @@
 #define CU_OK 0
 #define CU_INVALID_VALUE 1
 #define CU_OUT_OF_MEMORY 2
+#define CU_INVALID_DEVICE 101
 #define CU_INVALID_HANDLE 400
 #define CU_NOT_FOUND 500
 #define CU_ILLEGAL_ADDRESS 700
@@ -599,6 +600,44 @@ static void check_memory(const char *addr)
     close_session(s, 1);
 }
 
+/* Streams and events under ids the client must not use (0, one in use) or
+ * on a device not the session's are refused one by one; a refused id stays
+ * free, and the ones created work. */
+static void check_stream_event_ids(sess_t *s)
+{
+    Rgpu__CuStreamCreate sc = RGPU__CU_STREAM_CREATE__INIT;
+    Rgpu__CuEventCreate ec = RGPU__CU_EVENT_CREATE__INIT;
+    Rgpu__CuEventRecord er = RGPU__CU_EVENT_RECORD__INIT;
+    uint64_t stream = s->next_id++, event = s->next_id++, late = s->next_id++;
+    uint64_t q_zero, q_stream_again, q_event_again, q_far, q_late, q_record;
+
+    sc.id = 0;
+    q_zero = send_msg(s, RGPU__MSG_TYPE__MSG_CU_STREAM_CREATE, &sc.base, NULL, 0);
+    sc.id = stream;
+    send_msg(s, RGPU__MSG_TYPE__MSG_CU_STREAM_CREATE, &sc.base, NULL, 0);
+    q_stream_again = send_msg(s, RGPU__MSG_TYPE__MSG_CU_STREAM_CREATE, &sc.base, NULL, 0);
+    ec.id = event;
+    send_msg(s, RGPU__MSG_TYPE__MSG_CU_EVENT_CREATE, &ec.base, NULL, 0);
+    q_event_again = send_msg(s, RGPU__MSG_TYPE__MSG_CU_EVENT_CREATE, &ec.base, NULL, 0);
+    ec.id = late;
+    ec.device = 99;
+    q_far = send_msg(s, RGPU__MSG_TYPE__MSG_CU_EVENT_CREATE, &ec.base, NULL, 0);
+    ec.device = 0;
+    q_late = send_msg(s, RGPU__MSG_TYPE__MSG_CU_EVENT_CREATE, &ec.base, NULL, 0);
+    er.event = late;
+    er.stream = stream;
+    q_record = send_msg(s, RGPU__MSG_TYPE__MSG_CU_EVENT_RECORD, &er.base, NULL, 0);
+    if (cu_sync(s) != CU_OK)
+        fail("the session's device is unusable after refused streams and events");
+    expect_aerr(s, q_zero, CU_INVALID_HANDLE, "a stream under id 0");
+    expect_aerr(s, q_stream_again, CU_INVALID_HANDLE, "a stream under an id already in use");
+    expect_aerr(s, q_event_again, CU_INVALID_HANDLE, "an event under an id already in use");
+    expect_aerr(s, q_far, CU_INVALID_DEVICE, "an event on device 99");
+    if (aerr_of(s, q_late, NULL) || aerr_of(s, q_record, NULL))
+        fail("an event under the id refused on device 99, recorded on the stream, failed");
+    pass("the id refused on device 99 stays free: an event under it records on the stream");
+}
+
 static void check_copy_outside(const char *addr)
 {
     sess_t *s = open_session(addr, RGPU__API_FAMILY__API_CUDA, NULL, 0);
@@ -640,6 +679,7 @@ static void check_copy_outside(const char *addr)
             fail("byte %d of the allocation is 0x%02x: a refused copy wrote", i, got[i]);
     free(got);
     pass("the allocation holds its bytes: no refused copy wrote");
+    check_stream_event_ids(s);
     close_session(s, 1);
 }
 
