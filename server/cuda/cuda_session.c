@@ -1368,6 +1368,30 @@ static rgpu_status_t rgpu_cu_push_sink(void *arg, const void *buf, size_t len)
     return st;
 }
 
+/* What every copy checks before it moves a byte: the device is the session's, the
+ * rectangles dst and src (NULL: the copy has none on the device) lie inside its allocations,
+ * and the stream is on it. RGPU_CU_SUCCESS with *d_p and *stream_p, or the error with what. */
+static int rgpu_cu_copy_check(rgpu_cu_session_t *s, uint32_t device, uint64_t stream_id,
+                              const rgpu_cu_rect_t *dst, const rgpu_cu_rect_t *src,
+                              rgpu_cu_devstate_t **d_p, void **stream_p, char *what,
+                              size_t what_cap)
+{
+    int err;
+
+    *d_p = rgpu_cu_dev(s, device, &err, what, what_cap);
+    if (!*d_p)
+        return err;
+    if ((dst && rgpu_cu_rect_check(*d_p, dst, "destination", what, what_cap) != 0) ||
+        (src && rgpu_cu_rect_check(*d_p, src, "source", what, what_cap) != 0))
+        return RGPU_CU_INVALID_VALUE;
+    if (rgpu_cu_stream(s, device, stream_id, stream_p) != 0) {
+        snprintf(what, what_cap, "no stream %llu on device %u", (unsigned long long)stream_id,
+                 device);
+        return RGPU_CU_INVALID_HANDLE;
+    }
+    return RGPU_CU_SUCCESS;
+}
+
 /* Copies the frame's bulk into the rectangle dst (checked here) on stream.
  * Async: failures become MSG_ASYNC_ERROR. */
 static rgpu_status_t rgpu_cu_copy_in(rgpu_cu_session_t *s, const rgpu_frame_header_t *hdr,
@@ -1379,14 +1403,9 @@ static rgpu_status_t rgpu_cu_copy_in(rgpu_cu_session_t *s, const rgpu_frame_head
     void *stream;
     int err;
 
-    d = rgpu_cu_dev(s, device, &err, what, sizeof(what));
-    if (!d)
+    err = rgpu_cu_copy_check(s, device, stream_id, dst, NULL, &d, &stream, what, sizeof(what));
+    if (err != RGPU_CU_SUCCESS)
         return rgpu_cu_async_error(s, hdr, err, "%s", what);
-    if (rgpu_cu_rect_check(d, dst, "destination", what, sizeof(what)) != 0)
-        return rgpu_cu_async_error(s, hdr, RGPU_CU_INVALID_VALUE, "%s", what);
-    if (rgpu_cu_stream(s, device, stream_id, &stream) != 0)
-        return rgpu_cu_async_error(s, hdr, RGPU_CU_INVALID_HANDLE, "no stream %llu on device %u",
-                                   (unsigned long long)stream_id, device);
     if (!dst->width || !dst->height)
         return RGPU_OK;
     err = rgpu_cu_note(d, s->be->ops->copy_h2d(d->ctx, stream, dst, rgpu_cu_pull_source,
@@ -1413,17 +1432,11 @@ static rgpu_status_t rgpu_cu_copy_out(rgpu_cu_session_t *s, const rgpu_frame_hea
     void *stream;
     int err;
 
-    d = rgpu_cu_dev(s, device, &err, what, sizeof(what));
-    if (!d)
-        goto out_reply;
-    if (rgpu_cu_rect_check(d, src, "source", what, sizeof(what)) != 0) {
+    /* The reply carries only the error code: the words go to the debug log. */
+    err = rgpu_cu_copy_check(s, device, stream_id, NULL, src, &d, &stream, what, sizeof(what));
+    if (err != RGPU_CU_SUCCESS) {
         rgpu_debug("cuda", "%s: copy from the device refused: %s", rgpu_session_name(s->session),
                    what);
-        err = RGPU_CU_INVALID_VALUE;
-        goto out_reply;
-    }
-    if (rgpu_cu_stream(s, device, stream_id, &stream) != 0) {
-        err = RGPU_CU_INVALID_HANDLE;
         goto out_reply;
     }
     if (!src->width || !src->height)
@@ -1447,15 +1460,9 @@ static rgpu_status_t rgpu_cu_copy_dd(rgpu_cu_session_t *s, const rgpu_frame_head
     void *stream;
     int err;
 
-    d = rgpu_cu_dev(s, device, &err, what, sizeof(what));
-    if (!d)
+    err = rgpu_cu_copy_check(s, device, stream_id, dst, src, &d, &stream, what, sizeof(what));
+    if (err != RGPU_CU_SUCCESS)
         return rgpu_cu_async_error(s, hdr, err, "%s", what);
-    if (rgpu_cu_rect_check(d, dst, "destination", what, sizeof(what)) != 0 ||
-        rgpu_cu_rect_check(d, src, "source", what, sizeof(what)) != 0)
-        return rgpu_cu_async_error(s, hdr, RGPU_CU_INVALID_VALUE, "%s", what);
-    if (rgpu_cu_stream(s, device, stream_id, &stream) != 0)
-        return rgpu_cu_async_error(s, hdr, RGPU_CU_INVALID_HANDLE, "no stream %llu on device %u",
-                                   (unsigned long long)stream_id, device);
     if (!dst->width || !dst->height)
         return RGPU_OK;
     err = rgpu_cu_note(d, s->be->ops->copy_d2d(d->ctx, stream, dst, src));
