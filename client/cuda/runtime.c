@@ -312,7 +312,8 @@ static void rgpu_cu_init_once(void)
     }
     free(list);
     if (!rgpu__cu.num_devices && !rgpu__cu.why[0])
-        snprintf(rgpu__cu.why, sizeof(rgpu__cu.why), "the rgpu servers (%s) have no CUDA device", env);
+        snprintf(rgpu__cu.why, sizeof(rgpu__cu.why), "the rgpu servers (%.400s) have no CUDA device",
+                 env);
 }
 
 cudaError_t rgpu__cu_init(void)
