@@ -519,23 +519,35 @@ static struct CUkern_st *rgpu_cu_kernel_of(const void *func)
     return k;
 }
 
+/* The kernel func names, made ready on the current device: its device and its function id
+ * there, for the calls that ask the server about a kernel or set one of its attributes. */
+static cudaError_t rgpu_cu_kernel_here(const void *func, rgpu_cu_device_t **d_p,
+                                       uint64_t *function_p)
+{
+    struct CUkern_st *k = rgpu_cu_kernel_of(func);
+    int dev = rgpu__cu_current();
+    cudaError_t err;
+
+    if (!k)
+        return cudaErrorInvalidDeviceFunction;
+    if (!(*d_p = rgpu__cu_device(dev, &err)) || (err = rgpu_cu_kernel_ready(k, *d_p, dev)) != cudaSuccess)
+        return err;
+    *function_p = k->ids[dev];
+    return cudaSuccess;
+}
+
 RGPU_CUDA_EXPORT cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes *attr, const void *func)
 {
     Rgpu__CuFuncInfo req = RGPU__CU_FUNC_INFO__INIT;
     Rgpu__CuFuncInfoReply *reply;
     rgpu_call_t call = {0};
-    struct CUkern_st *k = rgpu_cu_kernel_of(func);
-    int dev = rgpu__cu_current();
     rgpu_cu_device_t *d;
     cudaError_t err;
 
     if (!attr)
         return rgpu__cu_fail(cudaErrorInvalidValue);
-    if (!k)
-        return rgpu__cu_fail(cudaErrorInvalidDeviceFunction);
-    if (!(d = rgpu__cu_device(dev, &err)) || (err = rgpu_cu_kernel_ready(k, d, dev)) != cudaSuccess)
+    if ((err = rgpu_cu_kernel_here(func, &d, &req.function)) != cudaSuccess)
         return rgpu__cu_fail(err);
-    req.function = k->ids[dev];
     req.device = d->index;
     err = rgpu__cu_call(d, RGPU__MSG_TYPE__MSG_CU_FUNC_INFO, &req.base, NULL, 0,
                         RGPU__MSG_TYPE__MSG_CU_FUNC_INFO_REPLY, &rgpu__cu_func_info_reply__descriptor, &call,
@@ -577,16 +589,11 @@ RGPU_CUDA_EXPORT cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes *at
 static cudaError_t rgpu_cu_func_set(const void *func, int attr, int value)
 {
     Rgpu__CuFuncSetAttr req = RGPU__CU_FUNC_SET_ATTR__INIT;
-    struct CUkern_st *k = rgpu_cu_kernel_of(func);
-    int dev = rgpu__cu_current();
     rgpu_cu_device_t *d;
     cudaError_t err;
 
-    if (!k)
-        return rgpu__cu_fail(cudaErrorInvalidDeviceFunction);
-    if (!(d = rgpu__cu_device(dev, &err)) || (err = rgpu_cu_kernel_ready(k, d, dev)) != cudaSuccess)
+    if ((err = rgpu_cu_kernel_here(func, &d, &req.function)) != cudaSuccess)
         return rgpu__cu_fail(err);
-    req.function = k->ids[dev];
     req.device = d->index;
     req.attr = attr;
     req.value = value;
@@ -627,18 +634,13 @@ RGPU_CUDA_EXPORT cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFl
     Rgpu__CuOccupancy req = RGPU__CU_OCCUPANCY__INIT;
     Rgpu__CuOccupancyReply *reply;
     rgpu_call_t call = {0};
-    struct CUkern_st *k = rgpu_cu_kernel_of(func);
-    int dev = rgpu__cu_current();
     rgpu_cu_device_t *d;
     cudaError_t err;
 
     if (!numBlocks || blockSize <= 0)
         return rgpu__cu_fail(cudaErrorInvalidValue);
-    if (!k)
-        return rgpu__cu_fail(cudaErrorInvalidDeviceFunction);
-    if (!(d = rgpu__cu_device(dev, &err)) || (err = rgpu_cu_kernel_ready(k, d, dev)) != cudaSuccess)
+    if ((err = rgpu_cu_kernel_here(func, &d, &req.function)) != cudaSuccess)
         return rgpu__cu_fail(err);
-    req.function = k->ids[dev];
     req.device = d->index;
     req.block_size = (uint32_t)blockSize;
     req.dynamic_smem = dynamicSMemSize;

@@ -79,6 +79,27 @@ int main(int argc, char **argv)
     CHECK(cudaMemcpy(c, dc, n * sizeof(float), cudaMemcpyDeviceToHost));
     for (int i = 0; i < n; i++)
         bad += fabsf(c[i] - 3.0f * (float)i) > 1e-3f * (float)i;
+    /* The calls that ask the server about the kernel or set its attributes. */
+    {
+        struct cudaFuncAttributes attr;
+        int blocks = 0;
+
+        CHECK(cudaFuncGetAttributes(&attr, (const void *)vector_add));
+        CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, (const void *)vector_add, 256, 0));
+        CHECK(cudaFuncSetAttribute((const void *)vector_add, cudaFuncAttributeMaxDynamicSharedMemorySize, 0));
+        if (attr.maxThreadsPerBlock < 256 || attr.numRegs <= 0 || blocks < 1) {
+            fprintf(stderr, "vector_add: %d threads a block at most, %d registers, %d blocks of 256 a "
+                    "multiprocessor\nFAIL\n", attr.maxThreadsPerBlock, attr.numRegs, blocks);
+            return 1;
+        }
+        if (cudaFuncGetAttributes(&attr, (const void *)main) != cudaErrorInvalidDeviceFunction ||
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, (const void *)main, 256, 0) !=
+                cudaErrorInvalidDeviceFunction) {
+            fprintf(stderr, "a host function not registered as a kernel was taken for one\nFAIL\n");
+            return 1;
+        }
+        cudaGetLastError();
+    }
     CHECK(cudaFree(da));
     CHECK(cudaFree(db));
     CHECK(cudaFree(dc));
