@@ -121,22 +121,35 @@ static void rgpu_cu_unreserve(const rgpu_cu_alloc_t *a)
         munmap((void *)(uintptr_t)start, (size_t)(end - start));
 }
 
+/* Room for one more element in a table of n elements of elem bytes, *cap_p of them allocated:
+ * the table, grown (doubling from first) when it is full, or NULL when memory is short and the
+ * table stays as it was. */
+static void *rgpu_cu_room(void *table, size_t n, size_t *cap_p, size_t elem, size_t first)
+{
+    size_t cap;
+    void *grown;
+
+    if (n < *cap_p)
+        return table;
+    cap = *cap_p ? *cap_p * 2 : first;
+    if (!(grown = realloc(table, cap * elem)))
+        return NULL;
+    *cap_p = cap;
+    return grown;
+}
+
 static cudaError_t rgpu_cu_alloc_add(uint64_t base, uint64_t size, int device, int global)
 {
+    rgpu_cu_alloc_t *n;
     size_t i;
 
     pthread_rwlock_wrlock(&rgpu_cu_mem_lock);
-    if (rgpu_cu_num_allocs == rgpu_cu_cap_allocs) {
-        size_t cap = rgpu_cu_cap_allocs ? rgpu_cu_cap_allocs * 2 : 64;
-        rgpu_cu_alloc_t *n = realloc(rgpu_cu_allocs, cap * sizeof(*n));
-
-        if (!n) {
-            pthread_rwlock_unlock(&rgpu_cu_mem_lock);
-            return cudaErrorMemoryAllocation;
-        }
-        rgpu_cu_allocs = n;
-        rgpu_cu_cap_allocs = cap;
+    n = rgpu_cu_room(rgpu_cu_allocs, rgpu_cu_num_allocs, &rgpu_cu_cap_allocs, sizeof(*n), 64);
+    if (!n) {
+        pthread_rwlock_unlock(&rgpu_cu_mem_lock);
+        return cudaErrorMemoryAllocation;
     }
+    rgpu_cu_allocs = n;
     i = rgpu_cu_alloc_upper(base);
     memmove(&rgpu_cu_allocs[i + 1], &rgpu_cu_allocs[i], (rgpu_cu_num_allocs - i) * sizeof(*rgpu_cu_allocs));
     rgpu_cu_allocs[i] = (rgpu_cu_alloc_t){.base = base, .size = size, .device = device, .global = global};
@@ -328,6 +341,8 @@ static long rgpu_cu_host_find(const void *p, size_t len)
 
 static cudaError_t rgpu_cu_host_add(void *base, size_t size, unsigned flags, int allocated)
 {
+    rgpu_cu_host_t *n;
+
     pthread_rwlock_wrlock(&rgpu_cu_mem_lock);
     for (size_t i = 0; i < rgpu_cu_num_hosts; i++) {
         uintptr_t b = (uintptr_t)rgpu_cu_hosts[i].base;
@@ -337,17 +352,12 @@ static cudaError_t rgpu_cu_host_add(void *base, size_t size, unsigned flags, int
             return cudaErrorHostMemoryAlreadyRegistered;
         }
     }
-    if (rgpu_cu_num_hosts == rgpu_cu_cap_hosts) {
-        size_t cap = rgpu_cu_cap_hosts ? rgpu_cu_cap_hosts * 2 : 16;
-        rgpu_cu_host_t *n = realloc(rgpu_cu_hosts, cap * sizeof(*n));
-
-        if (!n) {
-            pthread_rwlock_unlock(&rgpu_cu_mem_lock);
-            return cudaErrorMemoryAllocation;
-        }
-        rgpu_cu_hosts = n;
-        rgpu_cu_cap_hosts = cap;
+    n = rgpu_cu_room(rgpu_cu_hosts, rgpu_cu_num_hosts, &rgpu_cu_cap_hosts, sizeof(*n), 16);
+    if (!n) {
+        pthread_rwlock_unlock(&rgpu_cu_mem_lock);
+        return cudaErrorMemoryAllocation;
     }
+    rgpu_cu_hosts = n;
     rgpu_cu_hosts[rgpu_cu_num_hosts++] = (rgpu_cu_host_t){base, size, flags, allocated};
     pthread_rwlock_unlock(&rgpu_cu_mem_lock);
     return cudaSuccess;

@@ -100,6 +100,23 @@ int main(int argc, char **argv)
         }
         cudaGetLastError();
     }
+    /* Many allocations at once, past the client's first table of them: each keeps its bytes. */
+    {
+        enum { N_SMALL = 200 };
+        static void *small[N_SMALL];
+        unsigned char got[64];
+
+        for (int i = 0; i < N_SMALL; i++) {
+            CHECK(cudaMalloc(&small[i], sizeof(got)));
+            CHECK(cudaMemset(small[i], i, sizeof(got)));
+        }
+        for (int i = 0; i < N_SMALL; i++) {
+            CHECK(cudaMemcpy(got, small[i], sizeof(got), cudaMemcpyDeviceToHost));
+            for (size_t j = 0; j < sizeof(got); j++)
+                bad += got[j] != (unsigned char)i;
+            CHECK(cudaFree(small[i]));
+        }
+    }
     CHECK(cudaFree(da));
     CHECK(cudaFree(db));
     CHECK(cudaFree(dc));
