@@ -193,8 +193,18 @@ RGPU_LEASE_TOKEN=$token rgpu_run "$other" "$EXAMPLES/vector_add" 1024 >/dev/null
 cat "$s1_LOG" "$s2_LOG" | grep -q "names no GPU of this server" || fail "no 'not this GPU' reason logged"
 pass "valid token accepted on its server, refused on the other"
 
-# Flip one character in the middle of the signed payload.
-forged=$(python3 -c 'import sys; t=sys.argv[1]; i=len("v1.")+5; c="B" if t[i]!="B" else "C"; print(t[:i]+c+t[i+1:])' "$token")
+# Change the signed payload by one bit: the lowest bit of its last byte, the
+# end of a value (a varint's last byte or a string's), so the payload still
+# unpacks (the client reads it to find the lease's servers) and only the
+# signature can tell. (Flipping a character anywhere could break the
+# protobuf, and the client then refused the token itself, before any server
+# saw it.)
+forged=$(python3 -c '
+import base64, sys
+v, body, mac = sys.argv[1].split(".")
+raw = bytearray(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+raw[-1] ^= 1
+print(v + "." + base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=") + "." + mac)' "$token")
 rc=0
 RGPU_LEASE_TOKEN=$forged rgpu_run "$lease_server" "$EXAMPLES/vector_add" 1024 >/dev/null 2>&1 || rc=$?
 [ "$rc" -ne 0 ] || fail "a forged token was accepted"
