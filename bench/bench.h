@@ -83,7 +83,8 @@ int bench_tcp_peer_main(int argc, char **argv);
  *   SOURCE  send 1 byte, receive size bytes (like a blocking read)
  * Return 0, or -1 with a message on stderr. */
 typedef struct {
-    void *link;                 /* rgpu_link_t */
+    int connected;              /* 0 in a zeroed struct: disconnect does nothing */
+    int fd;                     /* a plain socket: the baseline measures the network */
     const char *addr;
     bench_tcp_mode_t mode;
     size_t size;

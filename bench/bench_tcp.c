@@ -1,11 +1,13 @@
 /*
  * The raw TCP baseline: `rgpu-bench tcp-peer` and the client side.
  *
- * Both ends use rgpu's own TCP transport (through rgpu_transport_for_address,
- * which takes "tcp://host:port" or "host:port": the same socket
- * options, buffer sizes, send and receive loops as rgpu-server and the
- * client library), so the baseline crosses exactly the path rgpu crosses,
- * minus rgpu. Run the peer where rgpu-server runs.
+ * Both ends use plain blocking sockets, not rgpu's transport: the baseline
+ * measures the network between the two endpoints, so that rgpu's figures
+ * divided by it show what rgpu costs, its transport included. The sockets
+ * get the options rgpu's TCP transport sets on its own (TCP_NODELAY, 4 MiB
+ * send and receive buffers), so the baseline is the best the same kernel
+ * path can do, not a slower one. Addresses are "host:port", "[v6]:port" or
+ * "tcp://" followed by either. Run the peer where rgpu-server runs.
  *
  * A connection starts with a 16-byte setup message, little endian:
  *   0  4  magic "RBTP"
@@ -17,18 +19,26 @@
  *   SOURCE  client sends 1 byte, peer answers size bytes
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "bench.h"
-#include "rgpu/transport.h"
+#include "rgpu/util.h"
 
 #define BENCH_TCP_MAGIC 0x50544252u     /* "RBTP" read as little-endian u32 */
 #define BENCH_TCP_MAX_SIZE (8ull << 30)
 #define BENCH_TCP_CONNECT_TIMEOUT_MS 5000
+/* The socket buffer size rgpu's TCP transport asks for (transport/tcp/tcp.c). */
+#define BENCH_TCP_SOCKBUF (4 << 20)
 
 static void bench_put_le(uint8_t *p, uint64_t v, int bytes)
 {
@@ -45,24 +55,149 @@ static uint64_t bench_get_le(const uint8_t *p, int bytes)
     return v;
 }
 
+/* ---- plain sockets ---- */
+
+static void bench_tcp_tune(int fd)
+{
+    int one = 1, buf = BENCH_TCP_SOCKBUF;
+
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+}
+
+/* Sends all len bytes: 0, or -1 when the peer is gone. */
+static int bench_send_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+
+    while (len) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Receives exactly len bytes: 0, or -1 when the peer closed or failed. */
+static int bench_recv_all(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+
+    while (len) {
+        ssize_t n = recv(fd, p, len, MSG_WAITALL);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Resolves "host:port", "[v6]:port" or "tcp://..." of either; 0 or -1 with
+ * the reason in why. */
+static int bench_tcp_resolve(const char *addr, int passive, struct addrinfo **res_p, char *why,
+                             size_t why_cap)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    char host[256], port[8];
+    uint16_t port_num;
+    int rc;
+
+    if (!strncmp(addr, "tcp://", 6))
+        addr += 6;
+    else if (strstr(addr, "://")) {
+        snprintf(why, why_cap, "the raw TCP baseline takes tcp:// or host:port addresses only");
+        return -1;
+    }
+    if (rgpu_addr_split(addr, host, sizeof(host), &port_num) != RGPU_OK) {
+        snprintf(why, why_cap, "not an address (expected host:port)");
+        return -1;
+    }
+    snprintf(port, sizeof(port), "%u", port_num);
+    hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+    rc = getaddrinfo(host, port, &hints, res_p);
+    if (rc != 0) {
+        snprintf(why, why_cap, "cannot resolve it: %s", gai_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+/* A connected, tuned, blocking socket, or -1 with the reason in why. The
+ * connect is bounded by timeout_ms. */
+static int bench_tcp_dial(const char *addr, int timeout_ms, char *why, size_t why_cap)
+{
+    struct addrinfo *res, *ai;
+    int err = ECONNREFUSED, fd = -1;
+
+    if (bench_tcp_resolve(addr, 0, &res, why, why_cap) != 0)
+        return -1;
+    for (ai = res; ai; ai = ai->ai_next) {
+        struct pollfd pfd;
+        socklen_t len = sizeof(err);
+        int n;
+
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+            err = 0;
+        } else if (errno != EINPROGRESS) {
+            err = errno;
+        } else {
+            pfd = (struct pollfd){fd, POLLOUT, 0};
+            do {
+                n = poll(&pfd, 1, timeout_ms);
+            } while (n < 0 && errno == EINTR);
+            if (n == 0)
+                err = ETIMEDOUT;
+            else if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+                err = errno;
+        }
+        if (err == 0)
+            break;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        snprintf(why, why_cap, "%s", strerror(err));
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    bench_tcp_tune(fd);
+    return fd;
+}
+
 /* ---- the peer ---- */
 
 static void *bench_tcp_peer_conn(void *arg)
 {
-    rgpu_link_t *link = arg;
+    int fd = (int)(intptr_t)arg;
     uint8_t setup[16], byte = 0;
     uint64_t size;
     uint32_t mode;
     char *buf = NULL;
-    rgpu_status_t st;
+    int rc;
 
-    if (rgpu_link_recv(link, setup, sizeof(setup)) != RGPU_OK)
+    if (bench_recv_all(fd, setup, sizeof(setup)) != 0)
         goto out_close;
     mode = (uint32_t)bench_get_le(setup + 4, 4);
     size = bench_get_le(setup + 8, 8);
     if (bench_get_le(setup, 4) != BENCH_TCP_MAGIC || size == 0 || size > BENCH_TCP_MAX_SIZE ||
         mode < BENCH_TCP_ECHO || mode > BENCH_TCP_SOURCE) {
-        fprintf(stderr, "rgpu-bench tcp-peer: %s sent a bad setup message; closed\n", link->peer);
+        fprintf(stderr, "rgpu-bench tcp-peer: a client sent a bad setup message; closed\n");
         goto out_close;
     }
     buf = malloc((size_t)size);
@@ -76,27 +211,27 @@ static void *bench_tcp_peer_conn(void *arg)
     for (;;) {
         switch (mode) {
         case BENCH_TCP_ECHO:
-            st = rgpu_link_recv(link, buf, (size_t)size);
-            if (st == RGPU_OK)
-                st = rgpu_link_send(link, buf, (size_t)size);
+            rc = bench_recv_all(fd, buf, (size_t)size);
+            if (rc == 0)
+                rc = bench_send_all(fd, buf, (size_t)size);
             break;
         case BENCH_TCP_SINK:
-            st = rgpu_link_recv(link, buf, (size_t)size);
-            if (st == RGPU_OK)
-                st = rgpu_link_send(link, &byte, 1);
+            rc = bench_recv_all(fd, buf, (size_t)size);
+            if (rc == 0)
+                rc = bench_send_all(fd, &byte, 1);
             break;
         default:
-            st = rgpu_link_recv(link, &byte, 1);
-            if (st == RGPU_OK)
-                st = rgpu_link_send(link, buf, (size_t)size);
+            rc = bench_recv_all(fd, &byte, 1);
+            if (rc == 0)
+                rc = bench_send_all(fd, buf, (size_t)size);
             break;
         }
-        if (st != RGPU_OK)
+        if (rc != 0)
             break;      /* the client closed: that is how a test ends */
     }
     free(buf);
 out_close:
-    rgpu_link_close(link);
+    close(fd);
     return NULL;
 }
 
@@ -104,8 +239,8 @@ static void bench_tcp_peer_usage(FILE *f)
 {
     fprintf(f,
             "usage: rgpu-bench tcp-peer --listen HOST:PORT\n"
-            "  A raw TCP echo/sink/source peer for rgpu-bench's TCP baseline, using rgpu's\n"
-            "  TCP transport. Port 0 picks a free port. Prints\n"
+            "  A raw TCP echo/sink/source peer for rgpu-bench's TCP baseline, on plain\n"
+            "  sockets. Port 0 picks a free port. Prints\n"
             "    rgpu-bench tcp-peer listening on HOST:PORT\n"
             "  once ready, then serves until killed.\n");
 }
@@ -113,11 +248,11 @@ static void bench_tcp_peer_usage(FILE *f)
 int bench_tcp_peer_main(int argc, char **argv)
 {
     const char *listen_addr = NULL;
-    rgpu_listener_t *listener;
-    rgpu_status_t st;
-    const rgpu_transport_ops_t *ops;
-    const char *bare;
-    char reason[256] = "";
+    struct addrinfo *res;
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof(ss);
+    char why[256] = "", host[64] = "?", port[16] = "?";
+    int lfd, one = 1;
 
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--listen") && i + 1 < argc) {
@@ -138,32 +273,46 @@ int bench_tcp_peer_main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    st = rgpu_transport_for_address(listen_addr, &ops, &bare, reason, sizeof(reason));
-    if (st == RGPU_OK)
-        st = ops->listen(bare, &listener);
-    if (st != RGPU_OK) {
-        fprintf(stderr, "rgpu-bench tcp-peer: cannot listen on %s: %s\n", listen_addr,
-                reason[0] ? reason : rgpu_status_str(st));
+    if (bench_tcp_resolve(listen_addr, 1, &res, why, sizeof(why)) != 0) {
+        fprintf(stderr, "rgpu-bench tcp-peer: cannot listen on %s: %s\n", listen_addr, why);
         return 1;
     }
-    printf("rgpu-bench tcp-peer listening on %s\n", listener->local);
+    lfd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, 0);
+    if (lfd >= 0)
+        setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (lfd < 0 || bind(lfd, res->ai_addr, res->ai_addrlen) < 0 || listen(lfd, 128) < 0 ||
+        getsockname(lfd, (struct sockaddr *)&ss, &sslen) < 0) {
+        fprintf(stderr, "rgpu-bench tcp-peer: cannot listen on %s: %m\n", listen_addr);
+        freeaddrinfo(res);
+        if (lfd >= 0)
+            close(lfd);
+        return 1;
+    }
+    freeaddrinfo(res);
+    getnameinfo((struct sockaddr *)&ss, sslen, host, sizeof(host), port, sizeof(port),
+                NI_NUMERICHOST | NI_NUMERICSERV);
+    printf(ss.ss_family == AF_INET6 ? "rgpu-bench tcp-peer listening on [%s]:%s\n"
+                                    : "rgpu-bench tcp-peer listening on %s:%s\n",
+           host, port);
     fflush(stdout);
     for (;;) {
-        struct pollfd pfd = {listener->ops->listener_fd(listener), POLLIN, 0};
-        rgpu_link_t *link;
+        int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
         pthread_t thread;
 
-        if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
-            break;
-        while ((st = listener->ops->accept(listener, &link)) == RGPU_OK) {
-            if (pthread_create(&thread, NULL, bench_tcp_peer_conn, link) != 0) {
-                rgpu_link_close(link);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE)
                 continue;
-            }
-            pthread_detach(thread);
+            break;
         }
+        bench_tcp_tune(fd);
+        if (pthread_create(&thread, NULL, bench_tcp_peer_conn, (void *)(intptr_t)fd) != 0) {
+            close(fd);
+            continue;
+        }
+        pthread_detach(thread);
     }
-    listener->ops->listener_close(listener);
+    fprintf(stderr, "rgpu-bench tcp-peer: accept failed: %m\n");
+    close(lfd);
     return 1;
 }
 
@@ -171,31 +320,26 @@ int bench_tcp_peer_main(int argc, char **argv)
 
 int bench_tcp_connect(bench_tcp_conn_t *c, const char *addr, bench_tcp_mode_t mode, size_t size)
 {
-    char reason[256] = "";
+    char why[256] = "";
     uint8_t setup[16];
-    rgpu_link_t *link;
-    rgpu_status_t st;
-    const rgpu_transport_ops_t *ops;
-    const char *bare;
+    int fd;
 
     memset(c, 0, sizeof(*c));
-    st = rgpu_transport_for_address(addr, &ops, &bare, reason, sizeof(reason));
-    if (st == RGPU_OK)
-        st = ops->connect(bare, BENCH_TCP_CONNECT_TIMEOUT_MS, &link, reason, sizeof(reason));
-    if (st != RGPU_OK) {
-        fprintf(stderr, "rgpu-bench: cannot reach the TCP peer at %s: %s\n", addr,
-                reason[0] ? reason : rgpu_status_str(st));
+    fd = bench_tcp_dial(addr, BENCH_TCP_CONNECT_TIMEOUT_MS, why, sizeof(why));
+    if (fd < 0) {
+        fprintf(stderr, "rgpu-bench: cannot reach the TCP peer at %s: %s\n", addr, why);
         return -1;
     }
     bench_put_le(setup, BENCH_TCP_MAGIC, 4);
     bench_put_le(setup + 4, mode, 4);
     bench_put_le(setup + 8, size, 8);
-    if (rgpu_link_send(link, setup, sizeof(setup)) != RGPU_OK) {
+    if (bench_send_all(fd, setup, sizeof(setup)) != 0) {
         fprintf(stderr, "rgpu-bench: the TCP peer at %s closed the connection\n", addr);
-        rgpu_link_close(link);
+        close(fd);
         return -1;
     }
-    c->link = link;
+    c->connected = 1;
+    c->fd = fd;
     c->addr = addr;
     c->mode = mode;
     c->size = size;
@@ -204,31 +348,31 @@ int bench_tcp_connect(bench_tcp_conn_t *c, const char *addr, bench_tcp_mode_t mo
 
 int bench_tcp_step(bench_tcp_conn_t *c, void *buf, double *us)
 {
-    rgpu_link_t *link = c->link;
     uint8_t byte = 1;
-    rgpu_status_t st;
+    int rc;
     double t0 = bench_now_us();
 
     switch (c->mode) {
     case BENCH_TCP_ECHO:
-        st = rgpu_link_send(link, buf, c->size);
-        if (st == RGPU_OK)
-            st = rgpu_link_recv(link, buf, c->size);
+        rc = bench_send_all(c->fd, buf, c->size);
+        if (rc == 0)
+            rc = bench_recv_all(c->fd, buf, c->size);
         break;
     case BENCH_TCP_SINK:
-        st = rgpu_link_send(link, buf, c->size);
-        if (st == RGPU_OK)
-            st = rgpu_link_recv(link, &byte, 1);
+        rc = bench_send_all(c->fd, buf, c->size);
+        if (rc == 0)
+            rc = bench_recv_all(c->fd, &byte, 1);
         break;
     default:
-        st = rgpu_link_send(link, &byte, 1);
-        if (st == RGPU_OK)
-            st = rgpu_link_recv(link, buf, c->size);
+        rc = bench_send_all(c->fd, &byte, 1);
+        if (rc == 0)
+            rc = bench_recv_all(c->fd, buf, c->size);
         break;
     }
     *us = bench_now_us() - t0;
-    if (st != RGPU_OK) {
-        fprintf(stderr, "rgpu-bench: raw TCP with %s failed: %s\n", c->addr, rgpu_status_str(st));
+    if (rc != 0) {
+        fprintf(stderr, "rgpu-bench: raw TCP with %s failed: the peer closed the connection\n",
+                c->addr);
         return -1;
     }
     return 0;
@@ -236,7 +380,7 @@ int bench_tcp_step(bench_tcp_conn_t *c, void *buf, double *us)
 
 void bench_tcp_disconnect(bench_tcp_conn_t *c)
 {
-    if (c->link)
-        rgpu_link_close(c->link);
-    c->link = NULL;
+    if (c->connected)
+        close(c->fd);
+    c->connected = 0;
 }

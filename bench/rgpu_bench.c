@@ -224,7 +224,7 @@ static int bench_run_lat(bench_t *b)
                     "# rgpu, TCP and local iterations alternate\n",
             iters, warmup);
     if (b->have_tcp)
-        fprintf(b->out, "# baseline: raw TCP 64-byte ping-pong with the tcp-peer at %s (rgpu's TCP transport)\n",
+        fprintf(b->out, "# baseline: raw TCP 64-byte ping-pong with the tcp-peer at %s (plain sockets)\n",
                 b->opt.tcp_peer);
     fprintf(b->out, " %-27s %-6s %-12s %-15s %-12s %-14s %-15s %-9s %s\n", "#call", "path", "#iterations",
             "t_median[usec]", "t_p99[usec]", "t_p99.9[usec]", "rgpu-TCP[usec]", "rgpu/TCP", "rgpu/local");
@@ -1037,7 +1037,7 @@ static void bench_describe(bench_t *b)
         fprintf(b->out, "# local: platform \"%s\", device \"%s\"; malloc: %s, %d thread(s) under SCHED_BATCH\n",
                 b->local.platform_name, b->local.device_name, allocator, batch_threads);
     if (b->have_tcp)
-        fprintf(b->out, "# TCP:   rgpu-bench tcp-peer at %s (rgpu's TCP transport and socket options)\n",
+        fprintf(b->out, "# TCP:   rgpu-bench tcp-peer at %s (plain sockets, rgpu's socket options)\n",
                 b->opt.tcp_peer);
     bench_json_str(&b->json, "tool", "rgpu-bench");
     bench_json_str(&b->json, "version", RGPU_BENCH_VERSION);
