@@ -1749,32 +1749,56 @@ static rgpu_status_t rgpu_cu_stream_op(rgpu_cu_session_t *s, const rgpu_frame_he
     return st;
 }
 
+/* What waiting on an event and recording one check first: the device is the session's, and
+ * the stream (0: the legacy stream) and the event are both on it. RGPU_CU_SUCCESS with *d_p,
+ * *stream_p and *ev_p, or the error with what. */
+static int rgpu_cu_stream_event(rgpu_cu_session_t *s, uint32_t device, uint64_t stream_id,
+                                uint64_t event_id, rgpu_cu_devstate_t **d_p, void **stream_p,
+                                rgpu_cu_devobj_t **ev_p, char *what, size_t what_cap)
+{
+    rgpu_cu_devobj_t *ev;
+    int err;
+
+    *d_p = rgpu_cu_dev(s, device, &err, what, what_cap);
+    if (!*d_p)
+        return err;
+    if (rgpu_cu_stream(s, device, stream_id, stream_p) != 0) {
+        snprintf(what, what_cap, "no stream %llu on device %u", (unsigned long long)stream_id,
+                 device);
+        return RGPU_CU_INVALID_HANDLE;
+    }
+    ev = rgpu_htable_find(&s->events, event_id);
+    if (!ev || ev->device != device) {
+        snprintf(what, what_cap, "no event %llu on device %u", (unsigned long long)event_id,
+                 device);
+        return RGPU_CU_INVALID_HANDLE;
+    }
+    *ev_p = ev;
+    return RGPU_CU_SUCCESS;
+}
+
 static rgpu_status_t rgpu_cu_stream_wait_event(rgpu_cu_session_t *s,
                                                const rgpu_frame_header_t *hdr,
                                                const uint8_t *body, char *reason,
                                                size_t reason_cap)
 {
     RGPU_CU_UNPACK(Rgpu__CuStreamWaitEvent, rgpu__cu_stream_wait_event__unpack, m);
-    rgpu_cu_devobj_t *ev = rgpu_htable_find(&s->events, m->event);
+    rgpu_cu_devobj_t *ev;
     rgpu_cu_devstate_t *d;
     char what[256];
     void *stream;
     rgpu_status_t st = RGPU_OK;
     int err;
 
-    d = rgpu_cu_dev(s, m->device, &err, what, sizeof(what));
-    if (!d) {
+    err = rgpu_cu_stream_event(s, m->device, m->stream, m->event, &d, &stream, &ev, what,
+                               sizeof(what));
+    if (err != RGPU_CU_SUCCESS) {
         st = rgpu_cu_async_error(s, hdr, err, "%s", what);
-    } else if (!ev || ev->device != m->device ||
-               rgpu_cu_stream(s, m->device, m->stream, &stream) != 0) {
-        st = rgpu_cu_async_error(s, hdr, RGPU_CU_INVALID_HANDLE,
-                                 "stream %llu or event %llu is not on device %u",
-                                 (unsigned long long)m->stream, (unsigned long long)m->event,
-                                 m->device);
     } else {
         err = rgpu_cu_note(d, s->be->ops->stream_wait_event(d->ctx, stream, ev->handle, m->flags));
         if (err != RGPU_CU_SUCCESS)
-            st = rgpu_cu_async_error(s, hdr, err, "stream %llu", (unsigned long long)m->stream);
+            st = rgpu_cu_async_error(s, hdr, err, "stream %llu, event %llu",
+                                     (unsigned long long)m->stream, (unsigned long long)m->event);
     }
     rgpu__cu_stream_wait_event__free_unpacked(m, NULL);
     return st;
@@ -1808,26 +1832,22 @@ static rgpu_status_t rgpu_cu_event_record(rgpu_cu_session_t *s, const rgpu_frame
                                           const uint8_t *body, char *reason, size_t reason_cap)
 {
     RGPU_CU_UNPACK(Rgpu__CuEventRecord, rgpu__cu_event_record__unpack, m);
-    rgpu_cu_devobj_t *ev = rgpu_htable_find(&s->events, m->event);
+    rgpu_cu_devobj_t *ev;
     rgpu_cu_devstate_t *d;
     char what[256];
     void *stream;
     rgpu_status_t st = RGPU_OK;
     int err;
 
-    d = rgpu_cu_dev(s, m->device, &err, what, sizeof(what));
-    if (!d) {
+    err = rgpu_cu_stream_event(s, m->device, m->stream, m->event, &d, &stream, &ev, what,
+                               sizeof(what));
+    if (err != RGPU_CU_SUCCESS) {
         st = rgpu_cu_async_error(s, hdr, err, "%s", what);
-    } else if (!ev || ev->device != m->device ||
-               rgpu_cu_stream(s, m->device, m->stream, &stream) != 0) {
-        st = rgpu_cu_async_error(s, hdr, RGPU_CU_INVALID_HANDLE,
-                                 "event %llu or stream %llu is not on device %u",
-                                 (unsigned long long)m->event, (unsigned long long)m->stream,
-                                 m->device);
     } else {
         err = rgpu_cu_note(d, s->be->ops->event_record(d->ctx, ev->handle, stream, m->flags));
         if (err != RGPU_CU_SUCCESS)
-            st = rgpu_cu_async_error(s, hdr, err, "event %llu", (unsigned long long)m->event);
+            st = rgpu_cu_async_error(s, hdr, err, "stream %llu, event %llu",
+                                     (unsigned long long)m->stream, (unsigned long long)m->event);
     }
     rgpu__cu_event_record__free_unpacked(m, NULL);
     return st;
