@@ -93,6 +93,7 @@ typedef struct rgpu_wire_rx {
     rgpu_msg_t *msg;            /* the message the last frame came from */
     size_t batch_off;           /* next frame's offset in msg's bulk, if a batch */
     uint8_t *assembled;         /* a frame put back together */
+    rgpu_status_t failed;       /* the first failure, returned from then on */
 } rgpu_wire_rx_t;
 
 void rgpu_wire_rx_init(rgpu_wire_rx_t *rx, rgpu_link_t *link, const rgpu_frame_limits_t *limits,
