@@ -255,6 +255,16 @@ static rgpu_status_t rgpu_wire_inner_header(rgpu_wire_rx_t *rx, const uint8_t *p
     return RGPU_OK;
 }
 
+/* Header + body + bulk of h, saturated at UINT64_MAX: a receiver with no
+ * bulk limit must not see a claimed 2^64 - 32 bytes of bulk as a frame of
+ * 0 bytes. */
+static uint64_t rgpu_wire_whole_size(const rgpu_frame_header_t *h)
+{
+    uint64_t head = RGPU_FRAME_HEADER_SIZE + (uint64_t)h->body_len;
+
+    return h->bulk_len > UINT64_MAX - head ? UINT64_MAX : head + h->bulk_len;
+}
+
 /* The next frame of the current batch. */
 static rgpu_status_t rgpu_wire_batch_next(rgpu_wire_rx_t *rx, rgpu_wire_frame_t *f, char *reason,
                                           size_t reason_cap)
@@ -267,7 +277,7 @@ static rgpu_status_t rgpu_wire_batch_next(rgpu_wire_rx_t *rx, rgpu_wire_frame_t 
     status = rgpu_wire_inner_header(rx, p, avail, "a batch", &f->header, reason, reason_cap);
     if (status != RGPU_OK)
         return status;
-    size = RGPU_FRAME_HEADER_SIZE + (uint64_t)f->header.body_len + f->header.bulk_len;
+    size = rgpu_wire_whole_size(&f->header);
     if (size > avail)
         return rgpu_wire_fail(rx, RGPU_ERR_PROTOCOL, reason, reason_cap,
                               "a frame of %llu bytes (type %u) overruns its batch by %llu bytes",
@@ -293,7 +303,7 @@ static rgpu_status_t rgpu_wire_assemble(rgpu_wire_rx_t *rx, rgpu_msg_t *first, r
                                     &f->header, reason, reason_cap);
     if (status != RGPU_OK)
         return status;
-    total = RGPU_FRAME_HEADER_SIZE + (uint64_t)f->header.body_len + f->header.bulk_len;
+    total = rgpu_wire_whole_size(&f->header);
     if (total > rx->max_assembled)
         return rgpu_wire_fail(rx, RGPU_ERR_TOO_LARGE, reason, reason_cap,
                               "a frame of %llu bytes (type %u) sent in fragments, past the %llu "
