@@ -38,19 +38,30 @@ static void rgpu_wire_outer_header(uint8_t out[RGPU_FRAME_HEADER_SIZE], uint16_t
 
 /* ---- sending ---------------------------------------------------------- */
 
+size_t rgpu_wire_fragment_head(uint64_t total, uint64_t off, size_t eager,
+                               uint8_t head[RGPU_FRAME_HEADER_SIZE])
+{
+    const size_t piece_max = eager - RGPU_WIRE_OUTER;
+    uint64_t left = total - off;
+    size_t piece = left < piece_max ? (size_t)left : piece_max;
+
+    rgpu_wire_outer_header(head, RGPU__MSG_TYPE__MSG_FRAGMENT,
+                           off + piece == total ? RGPU_FRAME_F_LAST : 0, piece);
+    return piece;
+}
+
 /* Sends the frame gathered in iov, total bytes, as MSG_FRAGMENT pieces. */
 static rgpu_status_t rgpu_wire_send_fragments(rgpu_link_t *link, const struct iovec *iov, int iovcnt,
                                               uint64_t total)
 {
-    const size_t piece_max = rgpu_wire_eager(link) - RGPU_WIRE_OUTER;
+    const size_t eager = rgpu_wire_eager(link);
     uint8_t head[RGPU_FRAME_HEADER_SIZE];
     int i = 0;
     size_t in_iov = 0;          /* bytes of iov[i] already sent */
     uint64_t sent = 0;
 
     while (sent < total) {
-        uint64_t left = total - sent;
-        size_t piece = left < piece_max ? (size_t)left : piece_max;
+        size_t piece = rgpu_wire_fragment_head(total, sent, eager, head);
         struct iovec out[1 + 8];
         int n = 0;
         size_t need = piece;
@@ -70,8 +81,6 @@ static rgpu_status_t rgpu_wire_send_fragments(rgpu_link_t *link, const struct io
                 in_iov = 0;
             }
         }
-        rgpu_wire_outer_header(head, RGPU__MSG_TYPE__MSG_FRAGMENT,
-                               sent + piece == total ? RGPU_FRAME_F_LAST : 0, piece);
         status = rgpu_link_msg_send(link, out, n, NULL);
         if (status != RGPU_OK)
             return status;
@@ -366,7 +375,13 @@ rgpu_status_t rgpu_wire_recv(rgpu_wire_rx_t *rx, rgpu_wire_frame_t *f, int timeo
             return status;
         if (status != RGPU_OK)
             return rgpu_wire_fail(rx, status, reason, reason_cap, "%s", rgpu_link_reason(rx->link));
-        if (m->header.body_len > rx->limits.max_body || m->header.bulk_len > rx->limits.max_bulk) {
+        /* A batch or a fragment carries other frames, each checked against
+         * the limits on its own (the carrier is bounded by the eager
+         * limit): a receiver that takes no bulk still takes a large reply
+         * in fragments. */
+        if (m->header.type != RGPU__MSG_TYPE__MSG_BATCH &&
+            m->header.type != RGPU__MSG_TYPE__MSG_FRAGMENT &&
+            (m->header.body_len > rx->limits.max_body || m->header.bulk_len > rx->limits.max_bulk)) {
             uint8_t raw[RGPU_FRAME_HEADER_SIZE];
             char why[256];
 

@@ -70,6 +70,16 @@ rgpu_status_t rgpu_wire_send_frame(rgpu_link_t *link, const struct iovec *iov, i
  * are trusted to be well formed. */
 rgpu_status_t rgpu_wire_send_frames(rgpu_link_t *link, const uint8_t *frames, size_t len);
 
+/* For senders that write frames without a link (the scheduler daemon
+ * writes to libuv streams) and must fragment exactly as
+ * rgpu_wire_send_frame does: a frame of total bytes, more than the peer's
+ * eager limit, travels as MSG_FRAGMENT messages, each this outer header
+ * followed by the frame's next bytes. Writes the header of the piece that
+ * starts at offset off (0 <= off < total) into head and returns the
+ * piece's length; off + it == total on the last piece. */
+size_t rgpu_wire_fragment_head(uint64_t total, uint64_t off, size_t eager,
+                               uint8_t head[RGPU_FRAME_HEADER_SIZE]);
+
 /* ---- receiving -------------------------------------------------------- */
 
 /* One frame as the layer above sees it: batches and fragments are gone. */
