@@ -30,6 +30,7 @@
 #include "rgpu/log.h"
 #include "rgpu/systemd.h"
 #include "rgpu/transport.h"
+#include "rgpu/wire.h"
 #include "session.h"
 #include "session.pb-c.h"
 
@@ -221,7 +222,7 @@ static void rgpu_daemon_refuse(rgpu_daemon_t *daemon, rgpu_link_t *link, long lo
                   "report", reason, daemon->server.config->max_sessions, link->peer, suppressed);
     error.status = RGPU_ERR_REFUSED;
     error.reason = reason;
-    rgpu_link_send_msg(link, RGPU__MSG_TYPE__MSG_SESSION_ERROR, 0, &error.base, NULL, 0);
+    rgpu_wire_send(link, RGPU__MSG_TYPE__MSG_SESSION_ERROR, 0, 0, &error.base, NULL, 0);
     rgpu_link_close(link);
 }
 

@@ -21,6 +21,7 @@
 
 #include "cuda.pb-c.h"
 #include "rgpu/log.h"
+#include "rgpu/wire.h"
 #include "scheduler.pb-c.h"
 
 #define RGPU_REGISTRAR_CL_DEVICE_NAME 0x102B
@@ -39,6 +40,7 @@ struct rgpu_registrar {
     char addr[256];
     pthread_mutex_t link_lock;  /* guards link: the loop may shut it down while the worker uses it */
     rgpu_link_t *link;          /* to the scheduler, kept between exchanges */
+    rgpu_wire_rx_t rx;          /* link's replies (worker thread) */
     int busy;                   /* an exchange is queued or running */
     uint64_t busy_since;        /* uv_now when it was queued */
     int stopping;
@@ -54,19 +56,23 @@ struct rgpu_registrar {
 static void rgpu_registrar_maybe_free(rgpu_registrar_t *r)
 {
     if (r->stopping && r->timer_closed && !r->busy) {
-        if (r->link)
+        if (r->link) {
+            rgpu_wire_rx_fini(&r->rx);
             rgpu_link_close(r->link);
+        }
         pthread_mutex_destroy(&r->link_lock);
         free(r);
     }
 }
 
-/* Drops the link to the scheduler after a failed exchange. Worker thread. */
-static void rgpu_registrar_disconnect(rgpu_registrar_t *r, rgpu_status_t st)
+/* Drops the link to the scheduler after a failed exchange; why (NULL or
+ * "": the status's words) is kept for the log. Worker thread. */
+static void rgpu_registrar_disconnect(rgpu_registrar_t *r, rgpu_status_t st, const char *why)
 {
     rgpu_link_t *link;
 
-    snprintf(r->why, sizeof(r->why), "%s", rgpu_status_str(st));
+    snprintf(r->why, sizeof(r->why), "%s", why && *why ? why : rgpu_status_str(st));
+    rgpu_wire_rx_fini(&r->rx);
     pthread_mutex_lock(&r->link_lock);
     link = r->link;
     r->link = NULL;
@@ -83,10 +89,12 @@ static rgpu_status_t rgpu_registrar_call(rgpu_registrar_t *r, uint16_t type,
                                          const ProtobufCMessageDescriptor *desc,
                                          ProtobufCMessage **reply_p, int *signed_p)
 {
-    rgpu_frame_limits_t limits = {16u << 20, RGPU_REQUEST_AUTH_LEN};
-    rgpu_frame_header_t header;
-    uint8_t *body, trailer[RGPU_REQUEST_AUTH_LEN];
+    /* A reply's only bulk is the scheduler's auth trailer. */
+    const rgpu_frame_limits_t limits = {16u << 20, RGPU_REQUEST_AUTH_LEN};
+    rgpu_wire_frame_t f;
+    uint8_t trailer[RGPU_REQUEST_AUTH_LEN];
     uint64_t seq = ++r->seq;
+    char reason[256] = "";
     rgpu_status_t st;
 
     if (!r->link) {
@@ -102,6 +110,8 @@ static rgpu_status_t rgpu_registrar_call(rgpu_registrar_t *r, uint16_t type,
         pthread_mutex_lock(&r->link_lock);
         r->link = link;
         pthread_mutex_unlock(&r->link_lock);
+        rgpu_wire_rx_init(&r->rx, link, &limits,
+                          RGPU_FRAME_HEADER_SIZE + (uint64_t)limits.max_body + limits.max_bulk);
     }
     if (r->server->lease_key) {
         /* Signed with the cluster key: a scheduler started with --key takes
@@ -109,47 +119,47 @@ static rgpu_status_t rgpu_registrar_call(rgpu_registrar_t *r, uint16_t type,
         st = rgpu_token_sign_message(r->server->lease_key, type, (uint32_t)seq, msg,
                                      (int64_t)time(NULL), trailer);
         if (st == RGPU_OK)
-            st = rgpu_link_send_msg(r->link, type, seq, msg, trailer, sizeof(trailer));
+            st = rgpu_wire_send(r->link, type, seq, 0, msg, trailer, sizeof(trailer));
     } else {
-        st = rgpu_link_send_msg(r->link, type, seq, msg, NULL, 0);
+        st = rgpu_wire_send(r->link, type, seq, 0, msg, NULL, 0);
     }
-    if (st == RGPU_OK)
-        st = rgpu_link_recv_header(r->link, &limits, &header);
-    if (st == RGPU_OK && (header.type != reply_type || header.seq != seq ||
-                          (header.bulk_len && header.bulk_len != RGPU_REQUEST_AUTH_LEN)))
+    if (st != RGPU_OK)
+        snprintf(reason, sizeof(reason), "%s", rgpu_link_reason(r->link));
+    else
+        st = rgpu_wire_recv(&r->rx, &f, RGPU_REGISTRAR_REPLY_TIMEOUT_MS, reason, sizeof(reason));
+    if (st == RGPU_ERR_TIMEOUT)
+        snprintf(reason, sizeof(reason), "no reply within %d s",
+                 RGPU_REGISTRAR_REPLY_TIMEOUT_MS / 1000);
+    if (st == RGPU_OK && (f.header.type != reply_type || f.header.seq != seq ||
+                          (f.header.bulk_len && f.header.bulk_len != RGPU_REQUEST_AUTH_LEN))) {
         st = RGPU_ERR_PROTOCOL;
+        snprintf(reason, sizeof(reason), "answered request %llu of type %u with a frame of type "
+                 "%u, seq %llu and %llu bytes of bulk", (unsigned long long)seq, type,
+                 f.header.type, (unsigned long long)f.header.seq,
+                 (unsigned long long)f.header.bulk_len);
+    }
     if (st != RGPU_OK) {
-        rgpu_registrar_disconnect(r, st);
+        rgpu_registrar_disconnect(r, st, reason);
         return st;
     }
-    body = malloc((size_t)header.body_len + 1);
-    if (!body)
-        return RGPU_ERR_NOMEM;
-    st = rgpu_link_recv(r->link, body, header.body_len);
-    if (st == RGPU_OK && header.bulk_len)
-        st = rgpu_link_recv(r->link, trailer, sizeof(trailer));
-    if (st != RGPU_OK) {
-        free(body);
-        rgpu_registrar_disconnect(r, st);
-        return st;
-    }
+    if (f.header.bulk_len)
+        memcpy(trailer, f.bulk, sizeof(trailer));
     if (signed_p) {
         char why[128];
 
         *signed_p = 0;
         if (!r->server->lease_key)
             snprintf(r->why, sizeof(r->why), "no cluster key to check the reply with");
-        else if (!header.bulk_len)
+        else if (!f.header.bulk_len)
             snprintf(r->why, sizeof(r->why), "its reply is not signed with the cluster key");
-        else if (rgpu_token_verify_request(r->server->lease_key, reply_type, (uint32_t)seq, body,
-                                           header.body_len, trailer, (int64_t)time(NULL),
+        else if (rgpu_token_verify_request(r->server->lease_key, reply_type, (uint32_t)seq, f.body,
+                                           f.header.body_len, trailer, (int64_t)time(NULL),
                                            RGPU_REGISTRAR_MAX_SKEW_S, why, sizeof(why)) != RGPU_OK)
             snprintf(r->why, sizeof(r->why), "its reply fails the cluster key's check: %s", why);
         else
             *signed_p = 1;
     }
-    *reply_p = protobuf_c_message_unpack(desc, NULL, header.body_len, body);
-    free(body);
+    *reply_p = protobuf_c_message_unpack(desc, NULL, f.header.body_len, f.body);
     return *reply_p ? RGPU_OK : RGPU_ERR_BAD_MESSAGE;
 }
 
@@ -409,9 +419,11 @@ static void rgpu_registrar_tick(uv_timer_t *timer)
     if (r->stopping)
         return;
     if (r->busy) {
-        /* A scheduler that accepted the request but never answers must not
-         * stall heartbeats: drop the link, the worker's receive fails and
-         * the next tick reconnects. */
+        /* The worker's receive gives up after RGPU_REGISTRAR_REPLY_TIMEOUT_MS,
+         * but a reply that came in part (fragments) is waited for without
+         * a limit: a scheduler that stalls there must not stall heartbeats
+         * either. Drop the link, the worker's receive fails and the next
+         * tick reconnects. */
         if (uv_now(timer->loop) - r->busy_since > RGPU_REGISTRAR_REPLY_TIMEOUT_MS) {
             pthread_mutex_lock(&r->link_lock);
             if (r->link)

@@ -1,8 +1,11 @@
 /*
  * One request to rgpu-scheduler and its reply, bounded in time: the
- * connect gets timeout_ms, and a watchdog thread shuts the link down when
- * the reply has not fully arrived timeout_ms after the request was sent,
- * which makes the blocked receive fail (the transport has no timeouts).
+ * connect gets timeout_ms, and so does the wait for the reply
+ * (rgpu_wire_recv's timeout). A reply larger than the link's eager limit
+ * comes in fragments, and once the first has arrived rgpu_wire_recv waits
+ * for the rest without a limit; a watchdog thread bounds that too, by
+ * shutting the link down when the reply has not fully arrived timeout_ms
+ * after the request was sent, which makes the blocked receive fail.
  */
 #include "rgpu/sched_client.h"
 
@@ -15,6 +18,7 @@
 
 #include "rgpu/munge.h"
 #include "rgpu/transport.h"
+#include "rgpu/wire.h"
 
 typedef struct {
     pthread_mutex_t lock;
@@ -61,14 +65,16 @@ void *rgpu_sched_call(const rgpu_sched_client_t *client, uint16_t type,
                       const ProtobufCMessage *msg, uint16_t reply_type,
                       const ProtobufCMessageDescriptor *desc, char *err, size_t err_cap)
 {
+    /* A reply is one frame with no bulk: a lease list or a server list
+     * may be large (fragments), but not past 256 MiB. */
     rgpu_frame_limits_t limits = {256u << 20, 0};
     rgpu_sched_watch_t w;
-    rgpu_frame_header_t header;
+    rgpu_wire_rx_t rx;
+    rgpu_wire_frame_t f;
     const char *addr = client->addr && *client->addr ? client->addr : RGPU_SCHED_DEFAULT_ADDR;
     int timeout_ms = client->timeout_ms > 0 ? client->timeout_ms : RGPU_SCHED_DEFAULT_TIMEOUT_MS;
     char reason[256] = "", tmo[32], dummy[8];
     uint8_t trailer[RGPU_REQUEST_AUTH_LEN];
-    uint8_t *body = NULL;
     void *reply = NULL;
     pthread_t thread;
     rgpu_status_t st;
@@ -101,13 +107,14 @@ void *rgpu_sched_call(const rgpu_sched_client_t *client, uint16_t type,
     w.timeout_ms = timeout_ms;
     w.done = 0;
     w.fired = 0;
+    rgpu_wire_rx_init(&rx, w.link, &limits, RGPU_FRAME_HEADER_SIZE + (uint64_t)limits.max_body);
     watching = pthread_create(&thread, NULL, rgpu_sched_watchdog, &w) == 0;
 
     if (client->munge_error && client->munge_error_cap)
         *client->munge_error = '\0';
     if (!client->key && client->munge) {
         /* A credential whose payload is the digest of exactly the bytes
-         * rgpu_link_send_msg sends (packed again, the same). */
+         * rgpu_wire_send sends (packed again, the same). */
         size_t len = protobuf_c_message_get_packed_size(msg);
         uint8_t *packed = malloc(len ? len : 1);
         const char *sock = client->munge_socket && *client->munge_socket
@@ -122,52 +129,47 @@ void *rgpu_sched_call(const rgpu_sched_client_t *client, uint16_t type,
         st = rgpu_munge_encode_request(sock, type, 1, packed, len, &cred, why, sizeof(why));
         free(packed);
         if (st == RGPU_OK) {
-            st = rgpu_link_send_msg(w.link, type, 1, msg, cred, strlen(cred));
+            st = rgpu_wire_send(w.link, type, 1, 0, msg, cred, strlen(cred));
             free(cred);
         } else {
             if (client->munge_error && client->munge_error_cap)
                 snprintf(client->munge_error, client->munge_error_cap, "%s", why);
-            st = rgpu_link_send_msg(w.link, type, 1, msg, NULL, 0);
+            st = rgpu_wire_send(w.link, type, 1, 0, msg, NULL, 0);
         }
     } else if (client->key) {
         /* Signed: the trailer covers the packed body, packed again (the
-         * same bytes) by rgpu_link_send_msg. */
+         * same bytes) by rgpu_wire_send. */
         st = rgpu_token_sign_message(client->key, type, 1, msg, (int64_t)time(NULL), trailer);
         if (st != RGPU_OK) {
             snprintf(err, err_cap, "cannot sign the request: %s", rgpu_status_str(st));
             goto out;
         }
-        st = rgpu_link_send_msg(w.link, type, 1, msg, trailer, sizeof(trailer));
+        st = rgpu_wire_send(w.link, type, 1, 0, msg, trailer, sizeof(trailer));
     } else {
-        st = rgpu_link_send_msg(w.link, type, 1, msg, NULL, 0);
+        st = rgpu_wire_send(w.link, type, 1, 0, msg, NULL, 0);
     }
-    if (st == RGPU_OK)
-        st = rgpu_link_recv_header(w.link, &limits, &header);
+    if (st != RGPU_OK) {
+        snprintf(reason, sizeof(reason), "%s", rgpu_link_reason(w.link));
+        goto out_st;
+    }
+    st = rgpu_wire_recv(&rx, &f, timeout_ms, reason, sizeof(reason));
     if (st != RGPU_OK)
         goto out_st;
-    if (header.type != reply_type || header.seq != 1) {
+    if (f.header.type != reply_type || f.header.seq != 1) {
         snprintf(err, err_cap, "scheduler %s: answered with message type %u, expected %u", addr,
-                 header.type, reply_type);
+                 f.header.type, reply_type);
         goto out;
     }
-    body = malloc((size_t)header.body_len + 1);
-    if (!body) {
-        snprintf(err, err_cap, "out of memory");
-        goto out;
-    }
-    st = rgpu_link_recv(w.link, body, header.body_len);
-    if (st != RGPU_OK)
-        goto out_st;
-    reply = protobuf_c_message_unpack(desc, NULL, header.body_len, body);
+    reply = protobuf_c_message_unpack(desc, NULL, f.header.body_len, f.body);
     if (!reply)
         snprintf(err, err_cap, "scheduler %s: its reply does not unpack", addr);
     goto out;
 out_st:
     pthread_mutex_lock(&w.lock);
-    if (w.fired)
+    if (w.fired || st == RGPU_ERR_TIMEOUT)
         snprintf(err, err_cap, "scheduler %s: no reply within %s", addr, tmo);
     else
-        snprintf(err, err_cap, "scheduler %s: %s", addr, rgpu_status_str(st));
+        snprintf(err, err_cap, "scheduler %s: %s", addr, *reason ? reason : rgpu_status_str(st));
     pthread_mutex_unlock(&w.lock);
 out:
     pthread_mutex_lock(&w.lock);
@@ -178,7 +180,7 @@ out:
         pthread_join(thread, NULL);
     pthread_cond_destroy(&w.cond);
     pthread_mutex_destroy(&w.lock);
-    free(body);
+    rgpu_wire_rx_fini(&rx);
     rgpu_link_close(w.link);
     return reply;
 }
