@@ -34,7 +34,9 @@
 #include "rgpu/munge.h"
 #include "rgpu/options.h"
 #include "rgpu/systemd.h"
+#include "rgpu/transport.h"
 #include "rgpu/util.h"
+#include "rgpu/wire.h"
 #include "sched_core.h"
 #include "sched_metrics.h"
 
@@ -262,6 +264,7 @@ typedef struct {
     rgpu_sched_operators_t operators;
     rgpu_sched_replay_t replay; /* MUNGE credentials accepted, until they expire */
     uint64_t replay_logged_ms;
+    size_t eager;               /* the peers' eager limit: a larger reply goes in fragments */
     int listen_fd;
     uv_poll_t acceptor;         /* readable listen_fd: accept */
     uv_timer_t accept_pause;    /* restarts the acceptor after a failed accept */
@@ -288,7 +291,7 @@ struct rgpu_sched_conn {
 
 typedef struct {
     uv_write_t req;
-    uint8_t *buf;
+    uint8_t *buf;               /* the frame, then its fragments' headers if it has any */
 } rgpu_sched_write_t;
 
 static int64_t rgpu_sched_now(void)
@@ -328,20 +331,26 @@ static void rgpu_sched_written(uv_write_t *req, int status)
 
 /* Writes a reply frame. signed (with a cluster key): its bulk part is the
  * auth trailer over type, seq and the body, as a request's (heartbeat
- * replies, which the registrar checks). */
+ * replies, which the registrar checks). A frame larger than the peers'
+ * eager limit (a long lease or server list) goes as MSG_FRAGMENT pieces,
+ * exactly as rgpu_wire_send_frame would send it: the peer receives through
+ * rgpu_wire_recv, whose transport takes no larger message. */
 static void rgpu_sched_reply_frame(rgpu_sched_conn_t *conn, uint16_t type, uint64_t seq,
                                    const ProtobufCMessage *msg, int sign)
 {
+    const size_t eager = conn->daemon->eager;
     rgpu_sched_write_t *w = malloc(sizeof(*w));
-    size_t len = rgpu_frame_packed_size(msg);
-    uv_buf_t buf;
+    size_t len = rgpu_frame_packed_size(msg), total = len + RGPU_REQUEST_AUTH_LEN;
+    size_t npieces = 0, off;
+    uv_buf_t one, *bufs = &one;
+    unsigned nbufs = 1;
+    uint8_t *heads, head[RGPU_FRAME_HEADER_SIZE];
 
     sign = sign && conn->daemon->have_key;
-    if (!w || !(w->buf = malloc(len + RGPU_REQUEST_AUTH_LEN))) {
-        free(w);
-        rgpu_sched_conn_close(conn);
-        return;
-    }
+    for (off = 0; total > eager && off < total; npieces++)
+        off += rgpu_wire_fragment_head(total, off, eager, head);
+    if (!w || !(w->buf = malloc(total + npieces * RGPU_FRAME_HEADER_SIZE)))
+        goto out_nomem;
     len = rgpu_frame_pack(w->buf, type, seq, 0, msg, sign ? RGPU_REQUEST_AUTH_LEN : 0);
     if (sign) {
         rgpu_token_sign_request(&conn->daemon->key, type, (uint32_t)seq,
@@ -349,12 +358,40 @@ static void rgpu_sched_reply_frame(rgpu_sched_conn_t *conn, uint16_t type, uint6
                                 rgpu_sched_now(), w->buf + len);
         len += RGPU_REQUEST_AUTH_LEN;
     }
-    buf = uv_buf_init((char *)w->buf, (unsigned)len);
-    if (uv_write(&w->req, (uv_stream_t *)&conn->tcp, &buf, 1, rgpu_sched_written) != 0) {
+    one = uv_buf_init((char *)w->buf, (unsigned)len);
+    if (len > eager) {
+        /* Counted above for the largest the frame could be (signed); the
+         * real one needs as many pieces or fewer. */
+        heads = w->buf + total;
+        bufs = malloc(2 * npieces * sizeof(*bufs));
+        if (!bufs)
+            goto out_nomem;
+        for (off = 0, nbufs = 0; off < len; heads += RGPU_FRAME_HEADER_SIZE) {
+            size_t piece = rgpu_wire_fragment_head(len, off, eager, heads);
+
+            bufs[nbufs++] = uv_buf_init((char *)heads, RGPU_FRAME_HEADER_SIZE);
+            bufs[nbufs++] = uv_buf_init((char *)w->buf + off, (unsigned)piece);
+            off += piece;
+        }
+    }
+    /* uv_write copies the array of buffers, not what they point at. */
+    if (uv_write(&w->req, (uv_stream_t *)&conn->tcp, bufs, nbufs, rgpu_sched_written) != 0) {
+        if (bufs != &one)
+            free(bufs);
         free(w->buf);
         free(w);
         rgpu_sched_conn_close(conn);
+        return;
     }
+    if (bufs != &one)
+        free(bufs);
+    return;
+
+out_nomem:
+    if (w)
+        free(w->buf);
+    free(w);
+    rgpu_sched_conn_close(conn);
 }
 
 static void rgpu_sched_reply(rgpu_sched_conn_t *conn, uint16_t type, uint64_t seq,
@@ -1088,6 +1125,20 @@ int main(int argc, char **argv)
     if (rgpu_slurm_reclaim_start(loop, &daemon.sched, cfg.slurm_reclaim) != 0) {
         rgpu_sched_cleanup(&daemon.sched);
         return 2;
+    }
+    {
+        /* The peers (registrars, the CLI, the Slurm plugin) receive through
+         * rgpu's TCP transport: its eager limit is theirs. */
+        rgpu_transport_t *tcp;
+
+        if (rgpu_transport_open("tcp", &tcp) != RGPU_OK) {
+            rgpu_error("sched", "cannot open the TCP transport to learn its limits");
+            rgpu_slurm_reclaim_cleanup();
+            rgpu_sched_cleanup(&daemon.sched);
+            return 1;
+        }
+        daemon.eager = rgpu_transport_caps(tcp)->max_eager;
+        rgpu_transport_close(tcp);
     }
     daemon.listen_fd = rgpu_sched_bind(cfg.listen, local, sizeof(local));
     if (daemon.listen_fd < 0) {
