@@ -9,12 +9,18 @@
  * Asynchronous requests (no reply) are packed into a send buffer and leave at
  * the next flush: a sync call, rgpu_conn_flush, a buffer past its threshold
  * (1 KiB after a sync call, twice the last after each flush, up to 256 KiB),
- * or a bulk too large to copy (which is sent straight from the caller's
- * memory). Frames
- * are received by a thread waiting for a reply, in its own call (no
+ * or a bulk too large to copy. A flush sends the buffer's frames as batches
+ * (several frames in one message of the transport, rgpu/wire.h). A bulk
+ * larger than 64 KiB whose frame still fits the transport's eager limit is
+ * sent straight from the caller's memory; a larger one goes by descriptor:
+ * the memory is registered (through a registration cache) and the server
+ * gets it from there, then says so (MSG_BULK_DONE) and the registration is
+ * given back. A call whose reply may bring more bulk than fits a message
+ * registers its destination, and the server puts the reply's bulk there.
+ * Frames are received by a thread waiting for a reply, in its own call (no
  * hand-over between threads on the path of a synchronous call), or, while
- * nobody waits, by the connection's reader thread: replies complete their call
- * (bulk goes straight into the caller's destination), MSG_ASYNC_ERROR is
+ * nobody waits, by the connection's reader thread: replies complete their
+ * call (bulk goes straight into the caller's destination), MSG_ASYNC_ERROR is
  * remembered as the connection's deferred error, other frames go to the
  * notify callback. When the link fails, every waiting and later call fails
  * with the reason, within the transport's timeouts.
@@ -61,6 +67,9 @@ struct rgpu_call {
     /* private */
     uint64_t seq;
     int complete;
+    rgpu_mem_t *reply_mem;      /* bulk_dst, registered for the server's puts */
+    int replied;                /* the reply came; the request's MSG_BULK_DONE is due */
+    int data_outstanding;       /* the request's bulk is lent by descriptor */
     rgpu_call_t *next;
 };
 
@@ -98,8 +107,10 @@ const char *rgpu_conn_addr(const rgpu_conn_t *conn);
  * NULL) pointing at a sentence that stays valid until rgpu_conn_close. */
 rgpu_status_t rgpu_conn_health(rgpu_conn_t *conn, const char **reason);
 
-/* Queues an asynchronous request. The bulk is copied into the send buffer
- * or sent before returning: the caller may reuse it at once. */
+/* Queues an asynchronous request. The bulk is copied into the send buffer,
+ * or sent, or (past the transport's eager limit) lent by descriptor and
+ * taken by the server, before this returns: the caller may reuse it at once.
+ * Returns RGPU_OK, RGPU_ERR_NOMEM, or the link's failure. */
 rgpu_status_t rgpu_conn_post(rgpu_conn_t *conn, uint16_t type, const ProtobufCMessage *msg,
                              const void *bulk, uint64_t bulk_len);
 
@@ -107,7 +118,12 @@ rgpu_status_t rgpu_conn_post(rgpu_conn_t *conn, uint16_t type, const ProtobufCMe
 rgpu_status_t rgpu_conn_flush(rgpu_conn_t *conn);
 
 /* Sends a request (after everything queued) and registers call for its
- * reply. The caller fills bulk_dst/bulk_cap/done/arg first. */
+ * reply. The caller fills bulk_dst/bulk_cap/done/arg first. A bulk past the
+ * transport's eager limit is lent by descriptor: it must stay untouched
+ * until the call completed (the call completes once its reply came and the
+ * server gave the bulk back). A bulk_dst larger than fits a message is
+ * registered until the call completes, and the server may write any of its
+ * bulk_cap bytes. */
 rgpu_status_t rgpu_conn_call_start(rgpu_conn_t *conn, uint16_t type, const ProtobufCMessage *msg,
                                    const void *bulk, uint64_t bulk_len, rgpu_call_t *call);
 
