@@ -364,3 +364,102 @@ Test(wire_frames, frames_go_both_ways, .timeout = WT_TIMEOUT)
     wt_send_join(&s);
     rgpu_wire_rx_fini(&rx_a);
 }
+
+/* A receiver that takes no bulk (max_bulk 0) still takes bodies that come
+ * in batches and in fragments: the carriers' inline bulk is other frames,
+ * and each of those is held to the limits on its own. */
+Test(wire_frames, a_receiver_without_bulk_takes_batches_and_fragments, .timeout = WT_TIMEOUT)
+{
+    const rgpu_frame_limits_t no_bulk = {RGPU_FRAME_DEFAULT_MAX_BODY, 0};
+    const wt_frame_t w[4] = {
+        {RGPU__MSG_TYPE__MSG_PONG, 1, 0, 10, 0},
+        {RGPU__MSG_TYPE__MSG_PONG, 2, 0, -1, 0},
+        {RGPU__MSG_TYPE__MSG_PONG, 3, 0, (long)(2 * wt_eager), 0},
+        {RGPU__MSG_TYPE__MSG_PONG, 4, 0, 20, 0},
+    };
+    size_t len;
+    uint8_t *packed = wt_pack_all(w, 4, &len);
+    wt_sender_t s;
+
+    rgpu_wire_rx_fini(&wt_rx);
+    rgpu_wire_rx_init(&wt_rx, wt_b, &no_bulk, WT_MAX_ASSEMBLED);
+    wt_send_packed_async(&s, packed, len);
+    for (int i = 0; i < 4; i++)
+        wt_recv_expect(&w[i]);
+    wt_send_join(&s);
+    free(packed);
+}
+
+typedef struct {
+    const uint8_t *frame;
+    uint64_t total;
+    rgpu_status_t status;
+} by_hand_t;
+
+/* Sends frame in the pieces rgpu_wire_fragment_head cuts, each as one
+ * message (on its own thread: they need not fit the socket buffers). */
+static void *send_by_hand(void *arg)
+{
+    by_hand_t *h = arg;
+    uint64_t off = 0;
+
+    h->status = RGPU_OK;
+    while (off < h->total && h->status == RGPU_OK) {
+        uint8_t head[RGPU_FRAME_HEADER_SIZE];
+        size_t piece = rgpu_wire_fragment_head(h->total, off, wt_eager, head);
+        struct iovec iov[2] = {{head, sizeof(head)}, {(void *)(h->frame + off), piece}};
+
+        h->status = piece > 0 ? rgpu_link_msg_send(wt_a, iov, 2, NULL) : RGPU_ERR_INVALID_ARG;
+        off += piece;
+    }
+    return NULL;
+}
+
+/* A sender without a link (the scheduler daemon writes libuv streams)
+ * cuts a frame with rgpu_wire_fragment_head: its pieces are exactly those
+ * rgpu_wire_send_frame sends, and the receiver puts them back together. */
+Test(wire_frames, fragments_cut_by_hand_are_the_wire_s_own, .timeout = WT_TIMEOUT)
+{
+    const wt_frame_t w = {RGPU__MSG_TYPE__MSG_PONG, 7, 0, 300, 2 * wt_eager + 99};
+    uint64_t total = wt_frame_size(&w);
+    uint8_t *frame = malloc(total);
+    struct iovec whole;
+    by_hand_t h;
+    pthread_t th;
+    wt_sender_t s;
+
+    cr_assert_not_null(frame);
+    cr_assert_eq(wt_pack(&w, frame), total);
+    h = (by_hand_t){frame, total, RGPU_OK};
+
+    /* Piece by piece on the link: the shapes rgpu_wire_send_frame makes. */
+    cr_assert_eq(pthread_create(&th, NULL, send_by_hand, &h), 0);
+    for (uint64_t off = 0, piece; off < total; off += piece) {
+        rgpu_msg_t *m = wt_raw_recv(wt_b);
+
+        piece = total - off < wt_eager - RGPU_FRAME_HEADER_SIZE ? total - off
+                                                                 : wt_eager - RGPU_FRAME_HEADER_SIZE;
+        cr_assert_eq(m->header.type, RGPU__MSG_TYPE__MSG_FRAGMENT);
+        cr_expect_eq(m->header.flags, off + piece == total ? RGPU_FRAME_F_LAST : 0u);
+        cr_assert_eq(m->header.bulk_len, piece, "the piece at %llu", (unsigned long long)off);
+        cr_assert_eq(memcmp(m->bulk, frame + off, piece), 0);
+        rgpu_msg_release(m);
+    }
+    pthread_join(th, NULL);
+    cr_assert_eq(h.status, RGPU_OK, "%s", rgpu_status_str(h.status));
+
+    /* Through the receiver, by hand and then by the wire itself. */
+    cr_assert_eq(pthread_create(&th, NULL, send_by_hand, &h), 0);
+    wt_recv_expect(&w);
+    pthread_join(th, NULL);
+    cr_assert_eq(h.status, RGPU_OK, "%s", rgpu_status_str(h.status));
+    whole = (struct iovec){frame, total};
+    memset(&s, 0, sizeof(s));
+    s.link = wt_a;
+    s.iov = &whole;
+    s.iovcnt = 1;
+    wt_send_start(&s);
+    wt_recv_expect(&w);
+    wt_send_join(&s);
+    free(frame);
+}
