@@ -7,7 +7,10 @@
 #      (test_transport_verbs: refusals by the HCA, a QP in error, a refused
 #      registration, a peer killed mid-transfer, QPs/CQs/MRs/PDs freed as
 #      `rdma resource show` counts them);
-#   2. unless RGPU_VERBS_BENCH=0, scripts/bench-verbs.sh: the transport's
+#   2. test_verbs_accept (tests/verbs/): accept returns at once, so a peer
+#      that never finishes connecting holds up no other accept; its link
+#      fails at the deadline with a reason and frees what it held;
+#   3. unless RGPU_VERBS_BENCH=0, scripts/bench-verbs.sh: the transport's
 #      figures beside ib_write_bw / ib_read_bw / ib_send_lat, as ratios.
 # Exits non-zero when anything fails; prints its duration.
 #
@@ -27,6 +30,8 @@ if [ "${1:-}" = "--in-vm" ]; then
     fail=0
     echo "== verbs conformance suite (RGPU_CONF_RMA_MAX_MB=$RGPU_CONF_RMA_MAX_MB, device $RXE_DEV at $RXE_IP)"
     "$build/tests/test_transport_verbs" --verbose=0 --jobs 1 || fail=1
+    echo "== verbs accept"
+    "$build/tests/test_verbs_accept" --verbose=0 --jobs 1 || fail=1
     if [ "${RGPU_VERBS_BENCH:-1}" != 0 ]; then
         echo "== bench: the verbs transport beside perftest"
         bash scripts/bench-verbs.sh "$build" || fail=1
@@ -46,7 +51,7 @@ vm=../shared/scripts/run-in-rxe-vm.sh
 echo "== building the verbs tests in $build/"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRGPU_BUILD_VERBS=ON -DRGPU_SANITIZE=$sanitize > "${TMPDIR:-/tmp}/test-verbs-cmake.log" 2>&1 ||
     { cat "${TMPDIR:-/tmp}/test-verbs-cmake.log" >&2; exit 1; }
-cmake --build "$build" --target test_transport_verbs bench_verbs -j "${RGPU_JOBS:-2}" > /dev/null
+cmake --build "$build" --target test_transport_verbs test_verbs_accept bench_verbs -j "${RGPU_JOBS:-2}" > /dev/null
 
 export RGPU_CONF_RMA_MAX_MB=${RGPU_CONF_RMA_MAX_MB:-24}
 export RXE_VM_MEM=${RXE_VM_MEM:-1024}

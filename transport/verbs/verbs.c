@@ -26,17 +26,22 @@
  *    split at the port's max_msg_sz and kept in flight up to a window.
  *  - Completions: whoever waits polls the completion queue (one thread at a
  *    time, the others wait on a condition variable) while traffic flows and
- *    for RGPU_VERBS_SPIN_US after (50 by default), then sleeps on the
- *    link's completion channel, still the poller, so that the answer wakes
- *    it directly. While nobody polls, the instance's progress thread sleeps
- *    on the completion channels of all its links and serves what arrives:
- *    it reposts buffers, returns credits, queues messages, completes
- *    get/put, wakes waiters and turns the link's event fd (an eventfd)
- *    readable. So an idle session burns no core, and a peer never stalls
- *    because the application here is busy elsewhere, as TCP's kernel keeps
- *    receiving for a busy application. (The progress thread still wakes
- *    for the first completion after each re-arm, also while a waiter
- *    spins; arming only when the last poller goes idle is a next step.)
+ *    for RGPU_VERBS_SPIN_US after (50 by default), without arming it, so
+ *    no completion event wakes anyone while messages flow; then it arms the
+ *    CQ and sleeps on the link's completion channel, still the poller, so
+ *    that the answer wakes it directly. The instance's progress thread
+ *    sleeps on the completion and cm channels of all its links and serves a
+ *    link nobody polls: it reposts buffers, returns credits, queues
+ *    messages, completes get/put, wakes waiters and turns the link's event
+ *    fd (an eventfd) readable. A link its waiter left unarmed is armed by
+ *    the progress thread's timer (RGPU_VERBS_TICK_MS) once it has been idle
+ *    for the spin time. So an idle session burns no core, a busy one pays
+ *    no wake-up per message, and a peer never stalls because the
+ *    application here is busy elsewhere, as TCP's kernel keeps receiving
+ *    for a busy application.
+ *  - Accept returns at once (the server accepts on its event loop); an
+ *    accepted link's sends wait until its peer finished connecting, and a
+ *    peer that has not within RGPU_VERBS_ACCEPT_MS fails its link.
  *  - A peer's disconnect (rdma_cm), an error completion or a QP in error
  *    fails the link once, with a reason: pending operations complete with
  *    the status, frames received before it are still handed over.
@@ -71,7 +76,9 @@
 #define RGPU_VERBS_RMA_WINDOW  64u            /* RDMA READ/WRITE work requests in flight */
 #define RGPU_VERBS_CTRL_WRITES 16u            /* credit writes in flight */
 #define RGPU_VERBS_INLINE_WANT 256u           /* inline data asked of the provider */
-#define RGPU_VERBS_ACCEPT_MS   5000           /* a connecting peer must finish within it */
+#define RGPU_VERBS_ACCEPT_DEFAULT_MS 5000     /* an accepted peer must finish connecting within it
+                                               * (RGPU_VERBS_ACCEPT_MS overrides it) */
+#define RGPU_VERBS_TICK_MS     1              /* the progress thread's timer, while wanted */
 #define RGPU_VERBS_DRAIN_MS    2000           /* sends get this long to leave before a close */
 #define RGPU_VERBS_QUEUE_BYTES (16u << 20)    /* received, not taken: past it credits wait */
 #define RGPU_VERBS_MAGIC       0x72475056u    /* "rGPV", in the connection's private data */
@@ -108,7 +115,10 @@ typedef struct {
     pthread_t progress;
     int progress_started, stopping;
     int epfd;                   /* every link's completion and cm channel */
-    int wake_fd;                /* an eventfd that stops the thread */
+    int wake_fd;                /* an eventfd that stops or wakes the thread */
+    int timer_wanted;           /* a link is unarmed or still connecting: tick */
+    uint64_t last_tick_ns;
+    int accept_ms;              /* RGPU_VERBS_ACCEPT_MS */
     pthread_mutex_t links_lock; /* links; held while the thread serves one */
     struct rgpu_verbs_link *links;
 } rgpu_verbs_tp_t;
@@ -136,7 +146,6 @@ typedef struct rgpu_verbs_link {
     struct ibv_qp *qp;
     int evfd;                   /* the layer above's event fd (an eventfd) */
     int evfd_signalled;         /* written since progress last read it (under lock) */
-    int wakefd;                 /* the progress thread wakes a waiter asleep on the channels */
     uint32_t max_inline;
 
     uint8_t *rx, *tx;           /* depth buffers of eager bytes each */
@@ -150,7 +159,12 @@ typedef struct rgpu_verbs_link {
     pthread_mutex_t lock;       /* everything below */
     pthread_cond_t cond;        /* something completed, arrived or failed; poller left */
     int polling;                /* a thread polls the CQ */
+    int sleeping;               /* the poller sleeps on the channels itself */
     int poll_again;             /* the progress thread found it polling: poll once more */
+    int armed;                  /* a notification is requested (ibv_req_notify_cq) and
+                                 * its event not yet taken */
+    int established;            /* the connection is complete: sends may go */
+    uint64_t connect_deadline_ns;  /* accepted links: established by then, or fail */
     unsigned handled_unseen;    /* completions handled since rgpu_link_progress last asked */
     size_t q_bytes;             /* bytes in the queue */
     uint32_t deferred;          /* buffers freed but not yet counted: the queue is full */
@@ -294,6 +308,7 @@ static rgpu_status_t rgpu_verbs_tp_open(rgpu_transport_t *tp)
     rgpu_verbs_tp_t *vtp;
     char reason[512];
     const char *spin = getenv("RGPU_VERBS_SPIN_US");
+    const char *accept_ms = getenv("RGPU_VERBS_ACCEPT_MS");
     int n = 0, i;
 
     if (rgpu_verbs_probe(reason, sizeof(reason)) != RGPU_OK)
@@ -337,6 +352,9 @@ static rgpu_status_t rgpu_verbs_tp_open(rgpu_transport_t *tp)
     vtp->spin_us = spin && *spin ? atoi(spin) : 50;
     if (vtp->spin_us < 0 || vtp->spin_us > 100000)
         vtp->spin_us = 50;
+    vtp->accept_ms = accept_ms && *accept_ms ? atoi(accept_ms) : RGPU_VERBS_ACCEPT_DEFAULT_MS;
+    if (vtp->accept_ms < 10 || vtp->accept_ms > 600000)
+        vtp->accept_ms = RGPU_VERBS_ACCEPT_DEFAULT_MS;
 
     vtp->epfd = vtp->wake_fd = -1;
     vtp->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -694,6 +712,9 @@ static void rgpu_verbs_handle_wc(rgpu_verbs_link_t *vl, const struct ibv_wc *wc)
             rgpu_verbs_fail_locked(vl, RGPU_ERR_PROTOCOL, why);
             return;
         }
+        /* A message proves the peer's side complete, whether or not the
+         * cm's ESTABLISHED was seen yet. */
+        vl->established = 1;
         /* The immediate data is the peer's count of our consumed messages. */
         {
             uint32_t cons = ntohl(wc->imm_data);
@@ -734,7 +755,8 @@ static void rgpu_verbs_handle_wc(rgpu_verbs_link_t *vl, const struct ibv_wc *wc)
     }
 }
 
-/* Handles the link's rdma_cm events (a disconnect). Lock held. */
+/* Handles the link's rdma_cm events: an accepted link's ESTABLISHED, or
+ * its peer giving up half way; a disconnect. Lock held. */
 static void rgpu_verbs_handle_cm(rgpu_verbs_link_t *vl)
 {
     struct rdma_cm_event *ev;
@@ -742,10 +764,19 @@ static void rgpu_verbs_handle_cm(rgpu_verbs_link_t *vl)
 
     while (rdma_get_cm_event(vl->ech, &ev) == 0) {
         enum rdma_cm_event_type type = ev->event;
+        int status = ev->status;
 
         rdma_ack_cm_event(ev);
-        if (type == RDMA_CM_EVENT_DISCONNECTED || type == RDMA_CM_EVENT_TIMEWAIT_EXIT) {
+        if (type == RDMA_CM_EVENT_ESTABLISHED) {
+            vl->established = 1;
+            pthread_cond_broadcast(&vl->cond);
+        } else if (type == RDMA_CM_EVENT_DISCONNECTED || type == RDMA_CM_EVENT_TIMEWAIT_EXIT) {
             snprintf(why, sizeof(why), "the peer %s closed the connection", vl->link.peer);
+            rgpu_verbs_fail_locked(vl, RGPU_ERR_CONN_CLOSED, why);
+        } else if (type == RDMA_CM_EVENT_REJECTED || type == RDMA_CM_EVENT_CONNECT_ERROR ||
+                   type == RDMA_CM_EVENT_UNREACHABLE) {
+            snprintf(why, sizeof(why), "%s did not finish connecting (%s, status %d)",
+                     vl->link.peer, rdma_event_str(type), status);
             rgpu_verbs_fail_locked(vl, RGPU_ERR_CONN_CLOSED, why);
         } else if (type == RDMA_CM_EVENT_DEVICE_REMOVAL || type == RDMA_CM_EVENT_ADDR_CHANGE) {
             snprintf(why, sizeof(why), "the RDMA device of the link to %s went away (%s)",
@@ -753,6 +784,34 @@ static void rgpu_verbs_handle_cm(rgpu_verbs_link_t *vl)
             rgpu_verbs_fail_locked(vl, RGPU_ERR_IO, why);
         }
     }
+}
+
+/* Wakes whoever waits on the link: its condition variable, and the layer
+ * above's event fd. Once is enough until rgpu_link_progress reads the fd,
+ * which keeps the write off the path of a caller that only uses msg_recv
+ * and waits. Lock held. */
+static void rgpu_verbs_signal_locked(rgpu_verbs_link_t *vl)
+{
+    uint64_t one = 1;
+
+    pthread_cond_broadcast(&vl->cond);
+    if (!vl->evfd_signalled && write(vl->evfd, &one, sizeof(one)) == sizeof(one))
+        vl->evfd_signalled = 1;
+}
+
+/* An accepted link whose peer has not finished connecting by the deadline
+ * fails, so that whoever waits on it, or on its event fd, learns why and
+ * closes it. Lock held. */
+static void rgpu_verbs_check_connect(rgpu_verbs_link_t *vl, uint64_t now_ns)
+{
+    char why[256];
+
+    if (vl->established || vl->failed != RGPU_OK || now_ns < vl->connect_deadline_ns)
+        return;
+    snprintf(why, sizeof(why), "%s did not finish connecting within %d ms", vl->link.peer,
+             vl->vtp->accept_ms);
+    rgpu_verbs_fail_locked(vl, RGPU_ERR_CONN_CLOSED, why);
+    rgpu_verbs_signal_locked(vl);
 }
 
 /* Polls the CQ once, and with cm the cm channel (a read(2) each time, so
@@ -781,20 +840,18 @@ static int rgpu_verbs_poll_once(rgpu_verbs_link_t *vl, int cm)
     rgpu_verbs_return_credits(vl, 0);
     rgpu_verbs_reap_ops(vl, &done);
     if (total || vl->failed != RGPU_OK) {
-        uint64_t one = 1;
-        pthread_cond_broadcast(&vl->cond);
         vl->handled_unseen += (unsigned)total;
         vl->last_activity_ns = rgpu_verbs_now_ns();
-        /* The layer above's event fd: something to progress. Once is
-         * enough until rgpu_link_progress reads it, which keeps the write
-         * off the path of a caller that only uses msg_recv and waits. */
-        if (!vl->evfd_signalled && write(vl->evfd, &one, sizeof(one)) == sizeof(one))
-            vl->evfd_signalled = 1;
+        rgpu_verbs_signal_locked(vl);
     }
     pthread_mutex_unlock(&vl->lock);
     rgpu_verbs_finish_ops(vl, done);
     return total;
 }
+
+/* What the progress thread asks of a poller in vl->poll_again. */
+#define RGPU_VERBS_AGAIN_CQ 1   /* a completion event came: poll the CQ once more */
+#define RGPU_VERBS_AGAIN_CM 2   /* a cm event came: read the cm channel */
 
 /* Polls as the poller: again while the progress thread found the role
  * taken meanwhile, so nothing it was woken for is left unpolled. Called
@@ -804,59 +861,172 @@ static int rgpu_verbs_poll_as_poller(rgpu_verbs_link_t *vl, int cm)
     int n = 0;
 
     do {
+        cm |= vl->poll_again & RGPU_VERBS_AGAIN_CM;
         vl->poll_again = 0;
         pthread_mutex_unlock(&vl->lock);
         n += rgpu_verbs_poll_once(vl, cm);
         pthread_mutex_lock(&vl->lock);
-        cm = 1; /* asked again by the progress thread: it may be a cm event */
+        cm = 0;
     } while (vl->poll_again);
     return n;
 }
 
-/* The progress thread: sleeps on every link's completion and cm channels;
- * for a link that nobody polls, polls it. */
+/* Takes the completion channel's events, each acknowledged at once: the
+ * notification they answer is spent, so the CQ is no longer armed. Lock
+ * held. */
+static void rgpu_verbs_take_cq_events(rgpu_verbs_link_t *vl)
+{
+    struct ibv_cq *ev_cq;
+    void *ev_ctx;
+
+    while (ibv_get_cq_event(vl->cch, &ev_cq, &ev_ctx) == 0) {
+        ibv_ack_cq_events(ev_cq, 1);
+        vl->armed = 0;
+    }
+}
+
+/* Asks the progress thread to run its timer (a link is left unarmed, or
+ * still connecting); wakes it only when it was not ticking already. */
+static void rgpu_verbs_want_timer(rgpu_verbs_tp_t *vtp)
+{
+    uint64_t one = 1;
+
+    if (!__atomic_exchange_n(&vtp->timer_wanted, 1, __ATOMIC_ACQ_REL) &&
+        write(vtp->wake_fd, &one, sizeof(one)) != sizeof(one)) {
+        /* Already readable: it wakes anyway. */
+    }
+}
+
+/* Arms the CQ (a completion event for the next completion) unless it is,
+ * then polls once more: what completed before the request fires nothing,
+ * and this poll finds it. The caller is the poller and holds the lock.
+ * Returns the completions that poll handled. On rxe a request is a system
+ * call, on mlx5 a doorbell; either way it is paid only when the link goes
+ * idle, never per message while traffic flows. */
+static int rgpu_verbs_arm(rgpu_verbs_link_t *vl)
+{
+    if (vl->armed)
+        return 0;
+    if (ibv_req_notify_cq(vl->cq, 0) != 0) {
+        rgpu_verbs_fail_locked(vl, RGPU_ERR_IO, "requesting completion events failed");
+        return 0;
+    }
+    vl->armed = 1;
+    return rgpu_verbs_poll_as_poller(vl, 1);
+}
+
+/* Gives the poller role up: polls again first if the progress thread asked
+ * meanwhile. A CQ left unarmed (the waiter polled through the traffic and
+ * returns) is armed by the progress thread's timer once the link has been
+ * idle for the spin time: while messages flow, no completion wakes the
+ * progress thread, and when they stop it watches the link again within
+ * RGPU_VERBS_TICK_MS. Lock held. */
+static void rgpu_verbs_poller_leave(rgpu_verbs_link_t *vl)
+{
+    while (vl->poll_again)
+        rgpu_verbs_poll_as_poller(vl, 0);
+    vl->polling = 0;
+    pthread_cond_broadcast(&vl->cond);
+    /* A load first: in a spin this runs every turn (see rgpu_verbs_tick
+     * for why a stale 1 is harmless). */
+    if (!vl->armed && !__atomic_load_n(&vl->vtp->timer_wanted, __ATOMIC_RELAXED))
+        rgpu_verbs_want_timer(vl->vtp);
+}
+
+/* The progress thread's timer: fails accepted links whose peer did not
+ * finish connecting in time, and arms links their pollers left unarmed once
+ * they have been idle for the spin time. It keeps ticking while a link
+ * needs it. links_lock held. */
+static void rgpu_verbs_tick(rgpu_verbs_tp_t *vtp, uint64_t now_ns)
+{
+    int64_t spin_ns = (int64_t)vtp->spin_us * 1000;
+    int want = 0;
+
+    /* Cleared before the scan: a poller that leaves a link unarmed after
+     * the scan passed it (under the link's lock, so it sees the 0) sets it
+     * again and wakes this thread; one that left it before is found by the
+     * scan. */
+    __atomic_store_n(&vtp->timer_wanted, 0, __ATOMIC_RELEASE);
+    for (rgpu_verbs_link_t *vl = vtp->links; vl; vl = vl->next_link) {
+        pthread_mutex_lock(&vl->lock);
+        if (!vl->established && vl->failed == RGPU_OK) {
+            rgpu_verbs_check_connect(vl, now_ns);
+            want |= vl->failed == RGPU_OK;
+        }
+        if (!vl->armed && !vl->polling) {
+            if ((int64_t)(now_ns - vl->last_activity_ns) >= spin_ns) {
+                vl->polling = 1;
+                rgpu_verbs_arm(vl);
+                rgpu_verbs_poller_leave(vl);
+            } else {
+                want = 1;
+            }
+        }
+        pthread_mutex_unlock(&vl->lock);
+    }
+    if (want)
+        __atomic_store_n(&vtp->timer_wanted, 1, __ATOMIC_RELEASE);
+}
+
+/* The progress thread: sleeps on every link's completion and cm channels
+ * (edge-triggered) and, while a link wants it, on a timer. Serves a link
+ * that nobody polls; leaves a link whose poller spins or sleeps on the
+ * channels itself to that poller. */
 static void *rgpu_verbs_progress_main(void *arg)
 {
     rgpu_verbs_tp_t *vtp = arg;
     struct epoll_event evs[16];
 
     for (;;) {
-        int n = epoll_wait(vtp->epfd, evs, 16, -1);
+        int timeout = __atomic_load_n(&vtp->timer_wanted, __ATOMIC_ACQUIRE) ? RGPU_VERBS_TICK_MS : -1;
+        int n = epoll_wait(vtp->epfd, evs, 16, timeout);
+        uint64_t now;
 
         if (__atomic_load_n(&vtp->stopping, __ATOMIC_ACQUIRE))
             break;
         pthread_mutex_lock(&vtp->links_lock);
         for (int i = 0; i < n; i++) {
+            uintptr_t tag = (uintptr_t)evs[i].data.ptr;
+            int is_cm = (int)(tag & 1);
             rgpu_verbs_link_t *vl = vtp->links;
-            struct ibv_cq *ev_cq;
-            void *ev_ctx;
 
+            if (tag == 0) {
+                uint64_t count;
+                if (read(vtp->wake_fd, &count, sizeof(count)) < 0) {
+                    /* Read by an earlier turn: nothing to do. */
+                }
+                continue;
+            }
             /* Only links still listed: a closed one is gone. */
-            while (vl && vl != evs[i].data.ptr)
+            while (vl && (uintptr_t)vl != (tag & ~(uintptr_t)1))
                 vl = vl->next_link;
             if (!vl)
                 continue;
-            /* Take the channel's events and re-arm before polling: what
-             * completes after the poll fires the channel again. */
-            while (ibv_get_cq_event(vl->cch, &ev_cq, &ev_ctx) == 0)
-                ibv_ack_cq_events(ev_cq, 1);
-            ibv_req_notify_cq(vl->cq, 0);
             pthread_mutex_lock(&vl->lock);
-            if (vl->polling) {
-                uint64_t one = 1;
-                /* A waiter holds the role, maybe asleep on the channel
-                 * whose event this thread just took: wake it. */
-                vl->poll_again = 1;
-                if (write(vl->wakefd, &one, sizeof(one)) != sizeof(one)) {
-                    /* Already readable: it wakes anyway. */
-                }
+            if (vl->sleeping) {
+                /* The poller sleeps on these channels itself: the event
+                 * wakes it, and it takes it. */
+            } else if (vl->polling) {
+                /* A poller spins: it finds the completions. The event
+                 * spends the notification; have it poll once more before
+                 * it leaves, and read the cm channel if that fired. */
+                if (!is_cm)
+                    rgpu_verbs_take_cq_events(vl);
+                vl->poll_again |= is_cm ? RGPU_VERBS_AGAIN_CM : RGPU_VERBS_AGAIN_CQ;
             } else {
+                rgpu_verbs_take_cq_events(vl);
                 vl->polling = 1;
                 rgpu_verbs_poll_as_poller(vl, 1);
-                vl->polling = 0;
-                pthread_cond_broadcast(&vl->cond);
+                rgpu_verbs_arm(vl);
+                rgpu_verbs_poller_leave(vl);
             }
             pthread_mutex_unlock(&vl->lock);
+        }
+        now = rgpu_verbs_now_ns();
+        if (__atomic_load_n(&vtp->timer_wanted, __ATOMIC_ACQUIRE) &&
+            now - vtp->last_tick_ns >= RGPU_VERBS_TICK_MS * 1000000ull) {
+            vtp->last_tick_ns = now;
+            rgpu_verbs_tick(vtp, now);
         }
         pthread_mutex_unlock(&vtp->links_lock);
     }
@@ -866,22 +1036,28 @@ static void *rgpu_verbs_progress_main(void *arg)
 /* Progresses the link until ready() holds (RGPU_OK), the link failed with
  * nothing of ours left in flight (its status) or timeout_ms passed
  * (RGPU_ERR_TIMEOUT). Polls while traffic flows (RGPU_VERBS_SPIN_US after
- * the last completion or post), then sleeps until the progress thread or
- * another poller signals. Returns with the lock held. */
+ * the last completion or post) without arming the CQ, so the progress
+ * thread is not woken per message; then arms it and sleeps on the link's
+ * completion and cm channels as the poller, so that the answer wakes this
+ * thread directly. Returns with the lock held. */
 static rgpu_status_t rgpu_verbs_run(rgpu_verbs_link_t *vl,
                                     int (*ready)(rgpu_verbs_link_t *, void *), void *arg,
                                     int timeout_ms)
 {
     uint64_t deadline_ns = timeout_ms >= 0 ? rgpu_verbs_now_ns() + (uint64_t)timeout_ms * 1000000ull : 0;
-    uint64_t spin_ns = (uint64_t)vl->vtp->spin_us * 1000u;
+    int64_t spin_ns = (int64_t)vl->vtp->spin_us * 1000;
     int tried = 0, polled = 0;
 
     pthread_mutex_lock(&vl->lock);
     for (;;) {
+        uint64_t now;
         int left;
 
         if (ready(vl, arg))
             return RGPU_OK;
+        now = rgpu_verbs_now_ns();
+        if (!vl->established)
+            rgpu_verbs_check_connect(vl, now);
         /* After a failure, work requests still flush: keep waiting until
          * they have, so every operation completes with a status. */
         if (vl->failed != RGPU_OK && vl->sq_used == 0 && !vl->ops_head && !vl->finishing)
@@ -890,37 +1066,38 @@ static rgpu_status_t rgpu_verbs_run(rgpu_verbs_link_t *vl,
         if (left == 0 && tried)
             return RGPU_ERR_TIMEOUT;
         tried = 1;
-        if (!vl->polling && (!polled || rgpu_verbs_now_ns() - vl->last_activity_ns < spin_ns)) {
+        if (!vl->polling && (!polled || (int64_t)(now - vl->last_activity_ns) < spin_ns)) {
             vl->polling = 1;
-            rgpu_verbs_poll_as_poller(vl, 0);
-            vl->polling = 0;
-            pthread_cond_broadcast(&vl->cond);
+            rgpu_verbs_poll_as_poller(vl, !vl->established);
+            rgpu_verbs_poller_leave(vl);
             polled = 1;
         } else if (!vl->polling) {
-            /* Idle: sleep on the completion and cm channels as the poller,
-             * so that the answer wakes this thread directly, not through
-             * the progress thread (which still takes the channel's event,
-             * re-arms, and wakes us through wakefd if it got there first). */
-            struct pollfd pfd[3] = {{vl->cch->fd, POLLIN, 0}, {vl->ech->fd, POLLIN, 0},
-                                    {vl->wakefd, POLLIN, 0}};
-            int wait_ms = vl->credit_waiters ? 1 : 100;
-            uint64_t count;
-
-            if (left >= 0 && left < wait_ms)
-                wait_ms = left;
+            /* Idle: arm, and sleep on the channels unless that found
+             * something. The progress thread leaves the events to us. */
             vl->polling = 1;
-            pthread_mutex_unlock(&vl->lock);
-            poll(pfd, 3, wait_ms);
-            if (read(vl->wakefd, &count, sizeof(count)) < 0) {
-                /* Not written: woken by a channel or the timeout. */
+            if (rgpu_verbs_arm(vl) == 0 && vl->armed && !ready(vl, arg)) {
+                struct pollfd pfd[2] = {{vl->cch->fd, POLLIN, 0}, {vl->ech->fd, POLLIN, 0}};
+                /* Credits come back by RDMA WRITE, which wakes nobody. */
+                int wait_ms = vl->credit_waiters ? 1 : 100;
+
+                if (left >= 0 && left < wait_ms)
+                    wait_ms = left;
+                if (!vl->established && vl->failed == RGPU_OK) {
+                    int conn_ms = rgpu_verbs_left_ms(1, vl->connect_deadline_ns);
+                    if (conn_ms < wait_ms)
+                        wait_ms = conn_ms > 0 ? conn_ms : 1;
+                }
+                vl->sleeping = 1;
+                pthread_mutex_unlock(&vl->lock);
+                poll(pfd, 2, wait_ms);
+                pthread_mutex_lock(&vl->lock);
+                vl->sleeping = 0;
+                rgpu_verbs_take_cq_events(vl);
+                rgpu_verbs_poll_as_poller(vl, 1);
             }
-            pthread_mutex_lock(&vl->lock);
-            rgpu_verbs_poll_as_poller(vl, 1);
-            vl->polling = 0;
-            pthread_cond_broadcast(&vl->cond);
+            rgpu_verbs_poller_leave(vl);
         } else {
             struct timespec until;
-            /* Credits come back by RDMA WRITE, which wakes nobody. */
             long wait_ms = vl->credit_waiters ? 1 : 100;
 
             if (left >= 0 && left < wait_ms)
@@ -947,7 +1124,9 @@ static int rgpu_verbs_ready_completion(rgpu_verbs_link_t *vl, void *arg)
 
 static int rgpu_verbs_ready_credit(rgpu_verbs_link_t *vl, void *arg)
 {
-    return vl->failed == RGPU_OK && rgpu_verbs_credits(vl) > 0 && vl->tx_nfree > 0 &&
+    /* An accepted link sends once its peer finished connecting. */
+    return vl->failed == RGPU_OK && vl->established && rgpu_verbs_credits(vl) > 0 &&
+           vl->tx_nfree > 0 &&
            vl->sq_used < vl->vtp->sq_depth;
 }
 
@@ -1070,11 +1249,14 @@ static rgpu_status_t rgpu_verbs_rma(rgpu_link_t *link, int is_get, rgpu_mem_t *l
     rgpu_completion_t own = {0};
     rgpu_verbs_op_t *op, *done = NULL;
     rgpu_status_t status;
+    int nothing;
 
-    if (!local || !remote || local->tp != link->tp || !local->priv || local_off > local->len ||
-        len > local->len - local_off || remote_off > remote->len || len > remote->len - remote_off ||
-        remote->addr + remote_off < remote->addr || len > link->tp->caps.max_rma ||
-        (local->access & (is_get ? RGPU_MEM_REMOTE_WRITE : RGPU_MEM_REMOTE_READ)) == 0)
+    /* Bounds, max_rma, alignment and len 0: the checks every transport
+     * makes (transport.c); then verbs' own. */
+    status = rgpu__rma_check(link, local, local_off, remote, remote_off, len, c, &nothing);
+    if (status != RGPU_OK || nothing)
+        return status;
+    if (!local->priv)
         return RGPU_ERR_INVALID_ARG;
     /* Not a key this transport hands out: refused here, before the HCA
      * would refuse it by closing the link. */
@@ -1084,10 +1266,6 @@ static rgpu_status_t rgpu_verbs_rma(rgpu_link_t *link, int is_get, rgpu_mem_t *l
         return RGPU_ERR_UNSUPPORTED;
     if (!c)
         c = &own;
-    if (len == 0) {
-        rgpu_complete(c, RGPU_OK);
-        return RGPU_OK;
-    }
     op = calloc(1, sizeof(*op));
     if (!op)
         return RGPU_ERR_NOMEM;
@@ -1131,11 +1309,14 @@ static int rgpu_verbs_progress(rgpu_link_t *link)
     pthread_mutex_lock(&vl->lock);
     if (vl->evfd_signalled && read(vl->evfd, &count, sizeof(count)) == sizeof(count))
         vl->evfd_signalled = 0;
+    if (!vl->established)
+        rgpu_verbs_check_connect(vl, rgpu_verbs_now_ns());
     if (!vl->polling) {
+        /* The caller sleeps on the event fd next: arm before leaving. */
         vl->polling = 1;
         rgpu_verbs_poll_as_poller(vl, 1);
-        vl->polling = 0;
-        pthread_cond_broadcast(&vl->cond);
+        rgpu_verbs_arm(vl);
+        rgpu_verbs_poller_leave(vl);
     }
     /* What this call or the progress thread handled since the last call;
      * once the link failed and everything flushed, the failure. */
@@ -1181,14 +1362,17 @@ void rgpu_verbs_inject_qp_error(rgpu_link_t *link)
 static rgpu_status_t rgpu_verbs_link_list(rgpu_verbs_link_t *vl)
 {
     rgpu_verbs_tp_t *vtp = vl->vtp;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = vl};
+    /* Edge-triggered: an event the thread leaves to a sleeping poller does
+     * not wake it again and again. The cm channel's tag has the low bit. */
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.ptr = vl};
+    struct epoll_event cm = {.events = EPOLLIN | EPOLLET, .data.ptr = (char *)vl + 1};
     struct epoll_event up = {.events = EPOLLIN, .data.ptr = &vl->link};
     rgpu_status_t status = RGPU_OK;
 
     vl->last_activity_ns = rgpu_verbs_now_ns();
     pthread_mutex_lock(&vtp->links_lock);
     if (epoll_ctl(vtp->epfd, EPOLL_CTL_ADD, vl->cch->fd, &ev) != 0 ||
-        epoll_ctl(vtp->epfd, EPOLL_CTL_ADD, vl->ech->fd, &ev) != 0 ||
+        epoll_ctl(vtp->epfd, EPOLL_CTL_ADD, vl->ech->fd, &cm) != 0 ||
         epoll_ctl(vl->link.tp->epfd, EPOLL_CTL_ADD, vl->evfd, &up) != 0) {
         status = RGPU_ERR_NOMEM;
     }
@@ -1196,6 +1380,10 @@ static rgpu_status_t rgpu_verbs_link_list(rgpu_verbs_link_t *vl)
     vtp->links = vl;
     vl->listed = 1;
     pthread_mutex_unlock(&vtp->links_lock);
+    /* An accepted link still connecting: the timer fails it at its
+     * deadline even if nobody waits on it. */
+    if (!vl->established)
+        rgpu_verbs_want_timer(vtp);
     return status;
 }
 
@@ -1229,7 +1417,7 @@ static rgpu_verbs_link_t *rgpu_verbs_link_new(rgpu_transport_t *tp)
     vl->link.ops = &rgpu_verbs_ops;
     vl->link.tp = tp;
     vl->vtp = tp->priv;
-    vl->evfd = vl->wakefd = -1;
+    vl->evfd = -1;
     pthread_mutex_init(&vl->lock, NULL);
     pthread_cond_init(&vl->cond, NULL);
     return vl;
@@ -1271,8 +1459,6 @@ static void rgpu_verbs_link_free(rgpu_verbs_link_t *vl)
         rdma_destroy_event_channel(vl->ech);
     if (vl->evfd >= 0)
         close(vl->evfd);
-    if (vl->wakefd >= 0)
-        close(vl->wakefd);
     /* Nothing flushes any more: every operation still listed ends here. */
     pthread_mutex_lock(&vl->lock);
     for (rgpu_verbs_op_t *op = vl->ops_head; op; op = op->next) {
@@ -1355,10 +1541,11 @@ static rgpu_status_t rgpu_verbs_link_setup(rgpu_verbs_link_t *vl, char *reason, 
         if (rgpu_verbs_post_recv(vl, i) != RGPU_OK)
             goto out_nomem;
     }
-    ibv_req_notify_cq(vl->cq, 0);
+    if (ibv_req_notify_cq(vl->cq, 0) != 0)
+        goto out_nomem;
+    vl->armed = 1;
     vl->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    vl->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (vl->evfd < 0 || vl->wakefd < 0)
+    if (vl->evfd < 0)
         goto out_nomem;
     return RGPU_OK;
 
@@ -1581,6 +1768,7 @@ static rgpu_status_t rgpu_verbs_tp_connect(rgpu_transport_t *tp, const char *add
     rdma_ack_cm_event(ev);
     if (status != RGPU_OK)
         goto out_free;
+    vl->established = 1;
     if ((status = rgpu_verbs_link_list(vl)) != RGPU_OK) {
         snprintf(reason, cap, "cannot watch the link to %s: %s", addr, strerror(errno));
         goto out_free;
@@ -1649,8 +1837,13 @@ static int rgpu_verbs_listener_fd(rgpu_listener_t *l)
 }
 
 /* Takes the next connection request (RGPU_ERR_TIMEOUT: none waiting),
- * accepts it and waits a bounded time for the peer to finish connecting. A
- * request from something that is not an rgpu verbs peer is rejected. */
+ * accepts it and returns the link at once, without waiting for the peer to
+ * finish connecting: the server accepts on its event loop, where a slow or
+ * hostile peer must not hold up everyone else's accept. The link's sends
+ * wait for the connection to complete (its ESTABLISHED event, or a first
+ * message from the peer); if it has not within RGPU_VERBS_ACCEPT_MS (5 s
+ * by default), the link fails with a reason, whoever waits on it. A request
+ * from something that is not an rgpu verbs peer is rejected. */
 static rgpu_status_t rgpu_verbs_accept(rgpu_listener_t *l, rgpu_link_t **link_p)
 {
     rgpu_verbs_listener_t *vls = (rgpu_verbs_listener_t *)l;
@@ -1695,6 +1888,8 @@ static rgpu_status_t rgpu_verbs_accept(rgpu_listener_t *l, rgpu_link_t **link_p)
         if (!vl->ech)
             status = RGPU_ERR_NOMEM;
     }
+    /* The connection's own events (ESTABLISHED, a disconnect) go to the
+     * link's channel from here on, before the peer can cause any. */
     if (status == RGPU_OK && rdma_migrate_id(id, vl->ech) != 0)
         status = RGPU_ERR_IO;
     if (status == RGPU_OK)
@@ -1706,18 +1901,11 @@ static rgpu_status_t rgpu_verbs_accept(rgpu_listener_t *l, rgpu_link_t **link_p)
         return status;
     }
     rgpu_verbs_conn_param(vl, &param, &hello);
+    vl->connect_deadline_ns = rgpu_verbs_now_ns() + (uint64_t)vl->vtp->accept_ms * 1000000ull;
     if (rdma_accept(id, &param) != 0) {
         rdma_ack_cm_event(ev);
         rgpu_verbs_link_free(vl);
         return RGPU_ERR_IO;
-    }
-    rdma_ack_cm_event(ev);
-    status = rgpu_verbs_wait_cm(vl, RDMA_CM_EVENT_ESTABLISHED,
-                                rgpu_verbs_now_ns() + RGPU_VERBS_ACCEPT_MS * 1000000ull, &ev,
-                                reason, sizeof(reason));
-    if (status != RGPU_OK) {
-        rgpu_verbs_link_free(vl);
-        return status;
     }
     rdma_ack_cm_event(ev);
     if ((status = rgpu_verbs_link_list(vl)) != RGPU_OK) {
