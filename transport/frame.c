@@ -1,5 +1,6 @@
 #include "rgpu/frame.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static void rgpu_put_le16(uint8_t *p, uint16_t v)
@@ -76,6 +77,39 @@ rgpu_status_t rgpu_frame_header_decode(const uint8_t in[RGPU_FRAME_HEADER_SIZE],
         return RGPU_ERR_TOO_LARGE;
     *header_p = h;
     return RGPU_OK;
+}
+
+void rgpu_frame_header_explain(const uint8_t raw[RGPU_FRAME_HEADER_SIZE],
+                               const rgpu_frame_limits_t *limits, rgpu_status_t status, char *buf,
+                               size_t cap)
+{
+    static const rgpu_frame_limits_t defaults = {RGPU_FRAME_DEFAULT_MAX_BODY,
+                                                 RGPU_FRAME_DEFAULT_MAX_BULK};
+
+    if (!cap)
+        return;
+    if (!limits)
+        limits = &defaults;
+    switch (status) {
+    case RGPU_ERR_BAD_MAGIC:
+        snprintf(buf, cap, "not an rgpu frame: bad magic %02x %02x %02x %02x (is the peer an "
+                 "rgpu program?)", raw[0], raw[1], raw[2], raw[3]);
+        break;
+    case RGPU_ERR_BAD_VERSION:
+        snprintf(buf, cap, "frame has protocol version %u, this side speaks version %u",
+                 (unsigned)rgpu_get_le16(raw + 4), RGPU_PROTOCOL_VERSION);
+        break;
+    case RGPU_ERR_TOO_LARGE:
+        snprintf(buf, cap, "frame of type %u too large: body %llu bytes (limit %u), bulk %llu "
+                 "bytes (limit %llu)", (unsigned)rgpu_get_le16(raw + 6),
+                 (unsigned long long)rgpu_get_le32(raw + 12), limits->max_body,
+                 (unsigned long long)rgpu_get_le64(raw + 24),
+                 (unsigned long long)limits->max_bulk);
+        break;
+    default:
+        snprintf(buf, cap, "bad frame header: %s", rgpu_status_str(status));
+        break;
+    }
 }
 
 size_t rgpu_frame_packed_size(const ProtobufCMessage *msg)

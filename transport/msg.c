@@ -36,6 +36,12 @@
 #define RGPU_TP_REQ_BODY  24u
 #define RGPU_TP_RESP_BODY 4u
 
+/* The most bytes of frames a link queues for rgpu_link_msg_recv. A stream
+ * has no flow control of its own, and a reader that waits for a get's
+ * reply must read (and keep) every frame before it: without a bound a peer
+ * could send frames until the receiver runs out of memory. */
+#define RGPU_MSG_QUEUE_MAX (64u << 20)
+
 /* A get or put waiting for its reply. */
 typedef struct rgpu_op {
     uint64_t id;
@@ -64,10 +70,15 @@ struct rgpu__link_state {
     int event_fd;
     int rx_busy;                /* a leader is reading */
     rgpu_msg_t *q_head, *q_tail;
+    uint64_t q_bytes;           /* queued frames' bytes, at most RGPU_MSG_QUEUE_MAX */
+    size_t rx_left;             /* bytes the last leader left in the transport's
+                                 * receive buffer (rgpu_link_has_buffered) */
     rgpu_op_t *ops;
     uint64_t next_id;
-    rgpu_status_t failed;
-    char reason[256];
+    rgpu_status_t failed;       /* receiving failed (or was stopped) */
+    rgpu_status_t tx_failed;    /* sending failed: the link is dead */
+    int rx_stopped;             /* rgpu_link_shutdown_recv: failed, but sends go on */
+    char reason[384];
     pthread_t responder;
     int responder_started, stopping;
     pthread_cond_t jobs_cond;
@@ -94,35 +105,48 @@ static uint64_t rgpu_get_le(const uint8_t *p, int n)
     return v;
 }
 
-static void rgpu_complete(rgpu_completion_t *c, rgpu_status_t status)
-{
-    c->status = status;
-    if (c->cb)
-        c->cb(c);
-    __atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
-}
+/* Where a failure comes from. */
+typedef enum {
+    RGPU_FAIL_RX,               /* receiving: the peer closed, sent garbage, ... */
+    RGPU_FAIL_TX,               /* sending */
+    RGPU_FAIL_RX_STOP,          /* rgpu_link_shutdown_recv */
+} rgpu_fail_how_t;
 
-/* Records the link's first failure, shuts the link down so that the peer
- * and every blocked call see it, and fails every pending operation. */
-static void rgpu_link_fail(rgpu_link_t *link, rgpu_status_t status, const char *reason)
+/* Records the link's first failure and fails every pending operation. A
+ * failure shuts the link down both ways, so that the peer and every
+ * blocked call see it, except a stop (RGPU_FAIL_RX_STOP), which ends
+ * receiving only, so that sends still go out. After a stop, what the
+ * receiving side then sees (its own shutdown) changes nothing, and only a
+ * failed send ends the sending side too. */
+static void rgpu_link_fail_how(rgpu_link_t *link, rgpu_status_t status, const char *reason,
+                               rgpu_fail_how_t how)
 {
     rgpu__link_state_t *s = link->state;
-    rgpu_op_t *ops;
+    rgpu_op_t *ops = NULL;
 
     pthread_mutex_lock(&s->lock);
-    if (s->failed != RGPU_OK) {
+    if (s->failed != RGPU_OK && (how != RGPU_FAIL_TX || s->tx_failed != RGPU_OK)) {
         pthread_mutex_unlock(&s->lock);
         return;
     }
-    s->failed = status;
-    snprintf(s->reason, sizeof(s->reason), "%s", reason);
-    ops = s->ops;
-    s->ops = NULL;
+    if (s->failed == RGPU_OK) {
+        s->failed = status;
+        snprintf(s->reason, sizeof(s->reason), "%s", reason);
+        ops = s->ops;
+        s->ops = NULL;
+    }
+    if (how == RGPU_FAIL_RX_STOP)
+        s->rx_stopped = 1;
+    else
+        s->tx_failed = status;
     pthread_mutex_unlock(&s->lock);
-    link->ops->shutdown(link);
+    if (how != RGPU_FAIL_RX_STOP)
+        link->ops->shutdown(link);
+    else if (link->ops->shutdown_recv)
+        link->ops->shutdown_recv(link);     /* a leader blocked in a receive returns */
     while (ops) {
         rgpu_op_t *next = ops->next;
-        rgpu_complete(ops->c, status);
+        rgpu__complete(ops->c, status);
         free(ops);
         ops = next;
     }
@@ -132,7 +156,13 @@ static void rgpu_link_fail(rgpu_link_t *link, rgpu_status_t status, const char *
     pthread_mutex_unlock(&s->lock);
 }
 
-static void rgpu_link_fail_io(rgpu_link_t *link, rgpu_status_t status, const char *doing)
+static void rgpu_link_fail(rgpu_link_t *link, rgpu_status_t status, const char *reason)
+{
+    rgpu_link_fail_how(link, status, reason, RGPU_FAIL_RX);
+}
+
+static void rgpu_link_fail_io(rgpu_link_t *link, rgpu_status_t status, rgpu_fail_how_t how,
+                              const char *doing)
 {
     char reason[256];
 
@@ -140,18 +170,40 @@ static void rgpu_link_fail_io(rgpu_link_t *link, rgpu_status_t status, const cha
         snprintf(reason, sizeof(reason), "the peer %s closed the connection (%s)", link->peer, doing);
     else
         snprintf(reason, sizeof(reason), "%s with %s: %s", doing, link->peer, rgpu_status_str(status));
-    rgpu_link_fail(link, status, reason);
+    rgpu_link_fail_how(link, status, reason, how);
 }
 
-static rgpu_status_t rgpu_link_failed(rgpu_link_t *link)
+/* What a send meets: a link whose receiving was only stopped still sends. */
+static rgpu_status_t rgpu_link_send_failed(rgpu_link_t *link)
 {
     rgpu__link_state_t *s = link->state;
     rgpu_status_t status;
 
     pthread_mutex_lock(&s->lock);
-    status = s->failed;
+    status = s->tx_failed;
     pthread_mutex_unlock(&s->lock);
     return status;
+}
+
+/* Receives exactly len bytes from the stream. */
+static rgpu_status_t rgpu_stream_recv(rgpu_link_t *link, void *buf, size_t len)
+{
+    return link->ops->recv(link, buf, len);
+}
+
+/* Receives and throws away len bytes (a refused put's). */
+static rgpu_status_t rgpu_stream_discard(rgpu_link_t *link, uint64_t len)
+{
+    uint8_t sink[16384];
+
+    while (len > 0) {
+        size_t n = len < sizeof(sink) ? (size_t)len : sizeof(sink);
+        rgpu_status_t status = rgpu_stream_recv(link, sink, n);
+        if (status != RGPU_OK)
+            return status;
+        len -= n;
+    }
+    return RGPU_OK;
 }
 
 /* Sends a transport frame: header, a small body, an optional bulk. */
@@ -202,7 +254,7 @@ static void *rgpu_responder(void *arg)
             status = rgpu_send_internal(link, job->type, job->id, body, sizeof(body),
                                         with_bytes ? job->src : NULL, with_bytes ? job->len : 0);
             if (status != RGPU_OK)
-                rgpu_link_fail_io(link, status, "replying to a get/put");
+                rgpu_link_fail_io(link, status, RGPU_FAIL_TX, "replying to a get/put");
         }
         if (job->mem)
             rgpu__mem_release(job->mem);
@@ -286,42 +338,64 @@ static rgpu_status_t rgpu_drive_one(rgpu_link_t *link, int timeout_ms)
     rgpu__link_state_t *s = link->state;
     rgpu_frame_limits_t limits = {(uint32_t)link->tp->caps.max_eager, RGPU_FRAME_DEFAULT_MAX_BULK};
     rgpu_frame_header_t h;
-    uint8_t body[RGPU_TP_REQ_BODY];
+    uint8_t raw[RGPU_FRAME_HEADER_SIZE], body[RGPU_TP_REQ_BODY];
     rgpu_status_t status;
     const char *doing = "receiving";
-    char why[256];
+    char why[384];
 
-    if (link->ops->buffered(link) == 0 && !link->ops->wait_readable(link, timeout_ms))
+    /* Waiting without a limit blocks in the receive itself: one system
+     * call per frame on the blocking paths, not a poll() and a recv(). */
+    if (timeout_ms >= 0 && link->ops->buffered(link) == 0 &&
+        !link->ops->wait_readable(link, timeout_ms))
         return RGPU_ERR_TIMEOUT;
-    status = rgpu_link_recv_header(link, &limits, &h);
-    if (status != RGPU_OK)
+    if ((status = rgpu_stream_recv(link, raw, sizeof(raw))) != RGPU_OK)
         goto out_fail;
+    status = rgpu_frame_header_decode(raw, &limits, &h);
+    if (status != RGPU_OK) {
+        char what[200];
+        rgpu_frame_header_explain(raw, &limits, status, what, sizeof(what));
+        snprintf(why, sizeof(why), "the peer %s sent a bad frame header: %s", link->peer, what);
+        rgpu_link_fail(link, status, why);
+        return status;
+    }
 
     if (h.type < RGPU_FRAME_TYPE_TRANSPORT_FIRST) {
+        uint64_t size = RGPU_FRAME_HEADER_SIZE + (uint64_t)h.body_len + h.bulk_len;
         rgpu_msg_t *msg;
+        int full;
 
-        if (RGPU_FRAME_HEADER_SIZE + (uint64_t)h.body_len + h.bulk_len > link->tp->caps.max_eager) {
+        if (size > link->tp->caps.max_eager) {
             snprintf(why, sizeof(why), "the peer %s sent a %llu-byte message, past the %zu-byte "
-                     "eager limit", link->peer,
-                     (unsigned long long)(RGPU_FRAME_HEADER_SIZE + (uint64_t)h.body_len + h.bulk_len),
+                     "eager limit", link->peer, (unsigned long long)size,
                      link->tp->caps.max_eager);
+            rgpu_link_fail(link, RGPU_ERR_TOO_LARGE, why);
+            return RGPU_ERR_TOO_LARGE;
+        }
+        pthread_mutex_lock(&s->lock);
+        full = s->q_bytes + size > RGPU_MSG_QUEUE_MAX;
+        if (!full)
+            s->q_bytes += size;
+        pthread_mutex_unlock(&s->lock);
+        if (full) {
+            snprintf(why, sizeof(why), "the peer %s sent more than %u MiB of messages that were "
+                     "not taken", link->peer, RGPU_MSG_QUEUE_MAX >> 20);
             rgpu_link_fail(link, RGPU_ERR_TOO_LARGE, why);
             return RGPU_ERR_TOO_LARGE;
         }
         msg = malloc(sizeof(*msg) + h.body_len + (size_t)h.bulk_len);
         if (!msg) {
             status = RGPU_ERR_NOMEM;
-            goto out_fail;
+            goto out_unqueue;
         }
         msg->header = h;
         msg->body = (const uint8_t *)(msg + 1);
         msg->bulk = msg->body + h.body_len;
         msg->link = link;
         msg->next = NULL;
-        status = rgpu_link_recv(link, msg + 1, h.body_len + (size_t)h.bulk_len);
+        status = rgpu_stream_recv(link, msg + 1, h.body_len + (size_t)h.bulk_len);
         if (status != RGPU_OK) {
             free(msg);
-            goto out_fail;
+            goto out_unqueue;
         }
         pthread_mutex_lock(&s->lock);
         if (s->q_tail)
@@ -344,7 +418,7 @@ static rgpu_status_t rgpu_drive_one(rgpu_link_t *link, int timeout_ms)
         if (h.body_len != RGPU_TP_REQ_BODY || (!is_put && h.bulk_len != 0))
             goto out_protocol;
         doing = is_put ? "receiving a put" : "receiving a get";
-        if ((status = rgpu_link_recv(link, body, RGPU_TP_REQ_BODY)) != RGPU_OK)
+        if ((status = rgpu_stream_recv(link, body, RGPU_TP_REQ_BODY)) != RGPU_OK)
             goto out_fail;
         addr = rgpu_get_le(body, 8);
         len = rgpu_get_le(body + 8, 8);
@@ -355,11 +429,11 @@ static rgpu_status_t rgpu_drive_one(rgpu_link_t *link, int timeout_ms)
                                    is_put ? RGPU_MEM_REMOTE_WRITE : RGPU_MEM_REMOTE_READ, &mem);
         if (is_put) {
             if (result == RGPU_OK) {
-                status = rgpu_link_recv(link, (void *)(uintptr_t)addr, (size_t)len);
+                status = rgpu_stream_recv(link, (void *)(uintptr_t)addr, (size_t)len);
                 rgpu__mem_release(mem);
                 mem = NULL;
             } else {
-                status = rgpu_link_discard(link, h.bulk_len);
+                status = rgpu_stream_discard(link, h.bulk_len);
             }
             if (status != RGPU_OK)
                 goto out_fail;
@@ -378,28 +452,28 @@ static rgpu_status_t rgpu_drive_one(rgpu_link_t *link, int timeout_ms)
 
         if (h.body_len != RGPU_TP_RESP_BODY)
             goto out_protocol;
-        if ((status = rgpu_link_recv(link, body, RGPU_TP_RESP_BODY)) != RGPU_OK)
+        if ((status = rgpu_stream_recv(link, body, RGPU_TP_RESP_BODY)) != RGPU_OK)
             goto out_fail;
         result = rgpu_peer_status((uint32_t)rgpu_get_le(body, 4));
         op = rgpu_op_take(s, h.seq);
         if (!op || op->is_get != is_get || result == RGPU_ERR_PROTOCOL ||
             h.bulk_len != (is_get && result == RGPU_OK ? op->len : 0)) {
             if (op) {
-                rgpu_complete(op->c, RGPU_ERR_PROTOCOL);
+                rgpu__complete(op->c, RGPU_ERR_PROTOCOL);
                 free(op);
             }
             goto out_protocol;
         }
         if (h.bulk_len) {
             doing = "receiving a get's bytes";
-            status = rgpu_link_recv(link, op->dst, (size_t)h.bulk_len);
+            status = rgpu_stream_recv(link, op->dst, (size_t)h.bulk_len);
             if (status != RGPU_OK) {
-                rgpu_complete(op->c, status);
+                rgpu__complete(op->c, status);
                 free(op);
                 goto out_fail;
             }
         }
-        rgpu_complete(op->c, result);
+        rgpu__complete(op->c, result);
         free(op);
         return RGPU_OK;
     }
@@ -412,8 +486,12 @@ out_protocol:
              link->peer, h.type);
     rgpu_link_fail(link, RGPU_ERR_PROTOCOL, why);
     return RGPU_ERR_PROTOCOL;
+out_unqueue:
+    pthread_mutex_lock(&s->lock);
+    s->q_bytes -= RGPU_FRAME_HEADER_SIZE + (uint64_t)h.body_len + h.bulk_len;
+    pthread_mutex_unlock(&s->lock);
 out_fail:
-    rgpu_link_fail_io(link, status, doing);
+    rgpu_link_fail_io(link, status, RGPU_FAIL_RX, doing);
     return status;
 }
 
@@ -422,9 +500,10 @@ static int rgpu_ready_completion(rgpu__link_state_t *s, void *arg)
     return __atomic_load_n(&((rgpu_completion_t *)arg)->done, __ATOMIC_ACQUIRE);
 }
 
+/* After rgpu_link_shutdown_recv nothing more is handed over. */
 static int rgpu_ready_msg(rgpu__link_state_t *s, void *arg)
 {
-    return s->q_head != NULL;
+    return s->q_head != NULL && !s->rx_stopped;
 }
 
 static int rgpu_remaining_ms(int timeout_ms, uint64_t deadline_ns)
@@ -472,6 +551,7 @@ static rgpu_status_t rgpu_link_run(rgpu_link_t *link, int (*ready)(rgpu__link_st
             pthread_mutex_unlock(&s->lock);
             rgpu_drive_one(link, left);
             pthread_mutex_lock(&s->lock);
+            s->rx_left = link->ops->buffered(link);
             s->rx_busy = 0;
             pthread_cond_broadcast(&s->cond);
         } else if (left < 0) {
@@ -510,16 +590,16 @@ rgpu_status_t rgpu_link_msg_send(rgpu_link_t *link, const struct iovec *iov, int
         return RGPU_ERR_INVALID_ARG;
     if (total > link->tp->caps.max_eager)
         return RGPU_ERR_TOO_LARGE;
-    status = rgpu_link_failed(link);
+    status = rgpu_link_send_failed(link);
     if (status == RGPU_OK) {
         pthread_mutex_lock(&s->tx_lock);
         status = link->ops->sendv(link, iov, iovcnt);
         pthread_mutex_unlock(&s->tx_lock);
         if (status != RGPU_OK)
-            rgpu_link_fail_io(link, status, "sending a message");
+            rgpu_link_fail_io(link, status, RGPU_FAIL_TX, "sending a message");
     }
     if (c && status == RGPU_OK)
-        rgpu_complete(c, status);
+        rgpu__complete(c, status);
     return status;
 }
 
@@ -537,6 +617,7 @@ rgpu_status_t rgpu_link_msg_recv(rgpu_link_t *link, rgpu_msg_t **msg_p, int time
         if (!s->q_head)
             s->q_tail = NULL;
         msg->next = NULL;
+        s->q_bytes -= RGPU_FRAME_HEADER_SIZE + (uint64_t)msg->header.body_len + msg->header.bulk_len;
         *msg_p = msg;
     }
     pthread_mutex_unlock(&s->lock);
@@ -572,25 +653,20 @@ static rgpu_status_t rgpu_link_rma(rgpu_link_t *link, int is_get, rgpu_mem_t *lo
                                    uint64_t remote_off, uint64_t len, rgpu_completion_t *c)
 {
     rgpu__link_state_t *s = link->state;
-    const rgpu_transport_caps_t *caps = &link->tp->caps;
     rgpu_completion_t own = {0};
     uint8_t body[RGPU_TP_REQ_BODY];
     rgpu_op_t *op;
     rgpu_status_t status;
+    int done;
 
     if (link->ops->rma)
         return link->ops->rma(link, is_get, local, local_off, remote, remote_off, len, c);
-    if (!local || !remote || local_off > local->len || len > local->len - local_off ||
-        remote_off > remote->len || len > remote->len - remote_off || len > caps->max_rma ||
-        (local->access & (is_get ? RGPU_MEM_REMOTE_WRITE : RGPU_MEM_REMOTE_READ)) == 0 ||
-        (caps->rma_align > 1 && ((local_off | remote_off | len) % caps->rma_align) != 0))
-        return RGPU_ERR_INVALID_ARG;
+    status = rgpu__rma_check(link, local, local_off, remote, remote_off, len, c, &done);
+    if (status != RGPU_OK || done)
+        return status;
+    /* tcp has no key test of its own here: the peer looks the key up. */
     if (!c)
         c = &own;
-    if (len == 0) {
-        rgpu_complete(c, RGPU_OK);
-        return RGPU_OK;
-    }
     op = calloc(1, sizeof(*op));
     if (!op)
         return RGPU_ERR_NOMEM;
@@ -618,7 +694,7 @@ static rgpu_status_t rgpu_link_rma(rgpu_link_t *link, int is_get, rgpu_mem_t *lo
                                 is_get ? 0 : len);
     /* A failed send fails the link, which completes the operation. */
     if (status != RGPU_OK)
-        rgpu_link_fail_io(link, status, is_get ? "sending a get" : "sending a put");
+        rgpu_link_fail_io(link, status, RGPU_FAIL_TX, is_get ? "sending a get" : "sending a put");
     if (c == &own)
         return rgpu_link_wait(link, c, -1);
     return RGPU_OK;
@@ -657,6 +733,7 @@ int rgpu_link_progress(rgpu_link_t *link)
     while ((status = rgpu_drive_one(link, 0)) == RGPU_OK)
         n++;
     pthread_mutex_lock(&s->lock);
+    s->rx_left = link->ops->buffered(link);
     s->rx_busy = 0;
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
@@ -682,6 +759,30 @@ const char *rgpu_link_reason(rgpu_link_t *link)
     failed = s->failed != RGPU_OK;
     pthread_mutex_unlock(&s->lock);
     return failed ? s->reason : "";
+}
+
+int rgpu_link_has_buffered(rgpu_link_t *link)
+{
+    rgpu__link_state_t *s = link->state;
+    int n;
+
+    if (link->ops->msg_recv)
+        return link->ops->has_buffered ? link->ops->has_buffered(link) : 0;
+    pthread_mutex_lock(&s->lock);
+    n = (s->q_head != NULL && !s->rx_stopped) || (s->rx_left > 0 && s->failed == RGPU_OK);
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+void rgpu_link_shutdown_recv(rgpu_link_t *link)
+{
+    if (link->ops->msg_recv) {
+        if (link->ops->shutdown_recv)
+            link->ops->shutdown_recv(link);
+        return;
+    }
+    rgpu_link_fail_how(link, RGPU_ERR_CONN_CLOSED, "receiving was stopped on this side",
+                       RGPU_FAIL_RX_STOP);
 }
 
 rgpu_status_t rgpu__link_init(rgpu_link_t *link, rgpu_transport_t *tp, int event_fd)
@@ -722,7 +823,7 @@ void rgpu__link_fini(rgpu_link_t *link)
     }
     for (ops = s->ops; ops;) {
         rgpu_op_t *next = ops->next;
-        rgpu_complete(ops->c, RGPU_ERR_CONN_CLOSED);
+        rgpu__complete(ops->c, RGPU_ERR_CONN_CLOSED);
         free(ops);
         ops = next;
     }

@@ -302,7 +302,7 @@ rgpu_status_t rgpu_mem_register_access(rgpu_transport_t *tp, void *addr, size_t 
     rgpu_status_t status;
 
     if (!addr || len == 0 || (uintptr_t)addr + len < (uintptr_t)addr ||
-        !(access & RGPU_MEM_REMOTE_RW) || (access & ~RGPU_MEM_REMOTE_RW))
+        (access & ~RGPU_MEM_REMOTE_RW))
         return RGPU_ERR_INVALID_ARG;
     if (memtype != RGPU_MEMTYPE_HOST)
         return RGPU_ERR_UNSUPPORTED;
@@ -324,8 +324,14 @@ rgpu_status_t rgpu_mem_register_access(rgpu_transport_t *tp, void *addr, size_t 
             mem->key = rgpu_mix64(++tp->key_seq ^ tp->key_secret);
         while (mem->key == 0 || rgpu_htable_find(&tp->regs, mem->key));
     }
-    status = rgpu_htable_find(&tp->regs, mem->key) ? RGPU_ERR_EXISTS
-                                                    : rgpu_htable_insert(&tp->regs, mem->key, mem);
+    /* A local-only region stays out of the table the peer's requests are
+     * looked up in, so no descriptor of it, true or forged, reaches it. */
+    if (access == RGPU_MEM_LOCAL)
+        status = RGPU_OK;
+    else if (rgpu_htable_find(&tp->regs, mem->key))
+        status = RGPU_ERR_EXISTS;
+    else
+        status = rgpu_htable_insert(&tp->regs, mem->key, mem);
     pthread_mutex_unlock(&tp->lock);
     if (status != RGPU_OK)
         goto out_deregister;
@@ -348,7 +354,8 @@ void rgpu_mem_deregister(rgpu_mem_t *mem)
         return;
     tp = mem->tp;
     pthread_mutex_lock(&tp->lock);
-    rgpu_htable_remove(&tp->regs, mem->key);
+    if (mem->access != RGPU_MEM_LOCAL)
+        rgpu_htable_remove(&tp->regs, mem->key);
     while (mem->busy > 0)
         pthread_cond_wait(&tp->idle, &tp->lock);
     pthread_mutex_unlock(&tp->lock);
@@ -405,4 +412,31 @@ void rgpu__mem_release(rgpu_mem_t *mem)
     if (--mem->busy == 0)
         pthread_cond_broadcast(&tp->idle);
     pthread_mutex_unlock(&tp->lock);
+}
+
+void rgpu__complete(rgpu_completion_t *c, rgpu_status_t status)
+{
+    c->status = status;
+    if (c->cb)
+        c->cb(c);
+    __atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
+}
+
+rgpu_status_t rgpu__rma_check(const rgpu_link_t *link, const rgpu_mem_t *local, uint64_t local_off,
+                              const rgpu_mem_desc_t *remote, uint64_t remote_off, uint64_t len,
+                              rgpu_completion_t *c, int *done_p)
+{
+    const rgpu_transport_caps_t *caps = &link->tp->caps;
+
+    if (!local || !remote || local->tp != link->tp || local_off > local->len ||
+        len > local->len - local_off || remote_off > remote->len ||
+        len > remote->len - remote_off || remote->addr + remote_off < remote->addr ||
+        remote->addr + remote_off + len < remote->addr + remote_off || len > caps->max_rma ||
+        (caps->rma_align > 1 && (local_off % caps->rma_align || remote_off % caps->rma_align ||
+                                 len % caps->rma_align)))
+        return RGPU_ERR_INVALID_ARG;
+    *done_p = len == 0;
+    if (len == 0 && c)
+        rgpu__complete(c, RGPU_OK);
+    return RGPU_OK;
 }

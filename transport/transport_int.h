@@ -39,10 +39,27 @@ rgpu_transport_t *rgpu__transport_default(const rgpu_transport_ops_t *ops);
 /* Finds the registration with key and checks that [addr, addr+len) lies in
  * it and access is allowed; marks it busy so that deregister waits. Returns
  * RGPU_OK (call rgpu__mem_release after use), RGPU_ERR_NOT_FOUND (no such
- * key), RGPU_ERR_INVALID_ARG (bounds or permission). */
+ * key; local-only registrations, RGPU_MEM_LOCAL, are never in the table),
+ * RGPU_ERR_INVALID_ARG (bounds or permission). */
 rgpu_status_t rgpu__mem_acquire(rgpu_transport_t *tp, uint64_t key, uint64_t addr, uint64_t len,
                                 unsigned access, rgpu_mem_t **mem_p);
 void rgpu__mem_release(rgpu_mem_t *mem);
+
+/* Finishes c with status: sets it, runs the callback, then marks it done
+ * (release), as struct rgpu_completion promises. */
+void rgpu__complete(rgpu_completion_t *c, rgpu_status_t status);
+
+/* The checks every transport's get/put makes before starting (the public
+ * contract of rgpu_link_get/_put): local is a registration of link's
+ * instance; [local_off, +len) lies in it and [remote_off, +len) in the
+ * descriptor, without wrapping; len is at most caps.max_rma; offsets and
+ * len are multiples of caps.rma_align. Returns RGPU_ERR_INVALID_ARG if any
+ * fails. Otherwise RGPU_OK, with *done_p 1 when there is nothing to move
+ * (len 0: c, if not NULL, was completed with RGPU_OK) and 0 when the
+ * transport starts the transfer (after its own key test). */
+rgpu_status_t rgpu__rma_check(const rgpu_link_t *link, const rgpu_mem_t *local, uint64_t local_off,
+                              const rgpu_mem_desc_t *remote, uint64_t remote_off, uint64_t len,
+                              rgpu_completion_t *c, int *done_p);
 
 /* Sets up and tears down the message layer of a new link (msg.c). fini
  * stops what init started, fails pending operations and frees queued

@@ -213,15 +213,6 @@ int rgpu_wire_rx_pending(const rgpu_wire_rx_t *rx)
     return rgpu_wire_in_batch(rx) || rgpu_link_buffered(rx->link) > 0;
 }
 
-/* TODO(lead, today): the transport's rgpu_frame_header_explain, once it has it. */
-static void rgpu_frame_header_explain(const uint8_t *raw, const rgpu_frame_limits_t *limits,
-                                      rgpu_status_t status, char *buf, size_t cap)
-{
-    (void)raw;
-    (void)limits;
-    snprintf(buf, cap, "bad frame header: %s", rgpu_status_str(status));
-}
-
 static rgpu_status_t rgpu_wire_fail(rgpu_wire_rx_t *rx, rgpu_status_t status, char *reason,
                                     size_t reason_cap, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));

@@ -39,6 +39,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 
 #include "rgpu/rcache.h"
@@ -887,11 +888,315 @@ Test(CONF_MSG_SUITE, register_refuses_what_it_cannot_reach, .timeout = CONF_TIME
 
     cr_expect_eq(rgpu_mem_register(tp_a, buf, 0, RGPU_MEMTYPE_HOST, &m), RGPU_ERR_INVALID_ARG);
     cr_expect_eq(rgpu_mem_register(tp_a, NULL, 16, RGPU_MEMTYPE_HOST, &m), RGPU_ERR_INVALID_ARG);
-    cr_expect_eq(rgpu_mem_register_access(tp_a, buf, 16, RGPU_MEMTYPE_HOST, 0, &m),
-                 RGPU_ERR_INVALID_ARG);
+    cr_expect_eq(rgpu_mem_register_access(tp_a, buf, 16, RGPU_MEMTYPE_HOST, 4, &m),
+                 RGPU_ERR_INVALID_ARG, "an access flag that does not exist");
+    cr_expect_eq(rgpu_mem_register_access(tp_a, buf, 16, RGPU_MEMTYPE_HOST,
+                                          RGPU_MEM_REMOTE_RW | 8, &m), RGPU_ERR_INVALID_ARG);
     if (!rgpu_transport_caps(tp_a)->remote_access)
         cr_expect_eq(rgpu_mem_register(tp_a, buf, 16, RGPU_MEMTYPE_CUDA, &m), RGPU_ERR_UNSUPPORTED);
     cr_expect_null(m);
+}
+
+/* RGPU_MEM_LOCAL: the local end of the owner's own get and put (as a
+ * server's staging memory is), which no descriptor lets the peer reach.
+ * The local end's access flags say what the peer may do, so a region the
+ * peer may only read is still written by its owner's get. */
+Test(CONF_MSG_SUITE, local_only_registrations_serve_their_owner_only, .timeout = CONF_TIMEOUT)
+{
+    size_t len = 100000;
+    unsigned char *rbuf = conf_region(len), *lbuf = conf_region(len), *rdonly = conf_region(len);
+    rgpu_mem_t *rmem, *lmem, *romem;
+    rgpu_mem_desc_t desc;
+
+    cr_assert_eq(rgpu_mem_register(tp_b, rbuf, len, RGPU_MEMTYPE_HOST, &rmem), RGPU_OK);
+    cr_assert_eq(rgpu_mem_register_access(tp_a, lbuf, len, RGPU_MEMTYPE_HOST, RGPU_MEM_LOCAL,
+                                          &lmem), RGPU_OK);
+    cr_assert_eq(rgpu_mem_register_access(tp_a, rdonly, len, RGPU_MEMTYPE_HOST,
+                                          RGPU_MEM_REMOTE_READ, &romem), RGPU_OK);
+    cr_expect_eq(rgpu_mem_len(lmem), len);
+    desc = rgpu_mem_desc(rmem);
+
+    conf_fill(rbuf, len, 11);
+    memset(lbuf, 0, len);
+    cr_assert_eq(rgpu_link_get(ma, lmem, 0, &desc, 0, len, NULL), RGPU_OK, "get into local-only");
+    conf_expect_pattern(lbuf, len, 11, "get into a local-only region");
+    conf_fill(lbuf + 1, len - 1, 12);
+    cr_assert_eq(rgpu_link_put(ma, lmem, 1, &desc, 0, len - 1, NULL), RGPU_OK,
+                 "put from local-only");
+    conf_expect_pattern(rbuf, len - 1, 12, "put from a local-only region");
+    memset(rdonly, 0, len);
+    cr_assert_eq(rgpu_link_get(ma, romem, 0, &desc, 0, len - 1, NULL), RGPU_OK,
+                 "get into a region the peer may only read");
+    conf_expect_pattern(rdonly, len - 1, 12, "get into a read-only region");
+    /* A registration of another instance is not this link's. */
+    cr_expect_eq(rgpu_link_get(ma, rmem, 0, &desc, 0, 16, NULL), RGPU_ERR_INVALID_ARG);
+#ifndef CONFORMANCE_REFUSALS_END_THE_LINK
+    {
+        /* The peer's local-only region: its descriptor names nothing. */
+        rgpu_mem_t *peer_local;
+        rgpu_mem_desc_t bad;
+
+        memset(rbuf, 0xAA, len);
+        cr_assert_eq(rgpu_mem_register_access(tp_b, rbuf, len, RGPU_MEMTYPE_HOST, RGPU_MEM_LOCAL,
+                                              &peer_local), RGPU_OK);
+        bad = rgpu_mem_desc(peer_local);
+        cr_expect_eq(rgpu_link_get(ma, lmem, 0, &bad, 0, 16, NULL), RGPU_ERR_NOT_FOUND);
+        cr_expect_eq(rgpu_link_put(ma, lmem, 0, &bad, 0, 16, NULL), RGPU_ERR_NOT_FOUND);
+        for (size_t i = 0; i < len; i++)
+            cr_assert_eq(rbuf[i], 0xAA, "a put reached a local-only region at byte %zu", i);
+        rgpu_mem_deregister(peer_local);
+    }
+#endif
+    rgpu_mem_deregister(romem);
+    rgpu_mem_deregister(lmem);
+    rgpu_mem_deregister(rmem);
+    free(rdonly);
+    free(lbuf);
+    free(rbuf);
+}
+
+/* Zero bytes: nothing moves, the completion runs at once, its callback too. */
+Test(CONF_MSG_SUITE, a_zero_length_get_or_put_completes_at_once, .timeout = CONF_TIMEOUT)
+{
+    unsigned char rbuf[64], lbuf[64];
+    rgpu_mem_t *rmem, *lmem;
+    rgpu_mem_desc_t desc;
+    int count = 0;
+    conf_counted_t c = {{conf_count_cb, NULL, RGPU_ERR_IO, 0}, &count};
+
+    cr_assert_eq(rgpu_mem_register(tp_b, rbuf, sizeof(rbuf), RGPU_MEMTYPE_HOST, &rmem), RGPU_OK);
+    cr_assert_eq(rgpu_mem_register(tp_a, lbuf, sizeof(lbuf), RGPU_MEMTYPE_HOST, &lmem), RGPU_OK);
+    desc = rgpu_mem_desc(rmem);
+    cr_expect_eq(rgpu_link_get(ma, lmem, 64, &desc, 64, 0, &c.c), RGPU_OK);
+    cr_expect_eq(__atomic_load_n(&c.c.done, __ATOMIC_ACQUIRE), 1);
+    cr_expect_eq(c.c.status, RGPU_OK);
+    cr_expect_eq(count, 1);
+    cr_expect_eq(rgpu_link_put(ma, lmem, 0, &desc, 0, 0, NULL), RGPU_OK);
+    /* Still checked: an offset past the end is refused even for 0 bytes. */
+    cr_expect_eq(rgpu_link_put(ma, lmem, 65, &desc, 0, 0, NULL), RGPU_ERR_INVALID_ARG);
+    rgpu_mem_deregister(lmem);
+    rgpu_mem_deregister(rmem);
+}
+
+/* ---- receiving: what is buffered, blocking, stopping ---- */
+
+/* A thread's kernel id, for conf_wait_asleep. */
+static pid_t conf_gettid(void)
+{
+    return (pid_t)syscall(SYS_gettid);
+}
+
+/* Waits (up to 5 s) until thread tid sleeps in the kernel: blocked in a
+ * receive or on a condition variable. Only makes a test sharper: a test
+ * that goes on without it still checks what it claims. */
+static void conf_wait_asleep(pid_t *tid_p)
+{
+    struct timespec t0, now;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        pid_t tid = __atomic_load_n(tid_p, __ATOMIC_ACQUIRE);
+        char path[64], buf[256], *p;
+        FILE *f;
+
+        if (tid > 0) {
+            snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+            if ((f = fopen(path, "r")) != NULL) {
+                size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+                fclose(f);
+                buf[n] = '\0';
+                /* "tid (comm) S ...": the state follows the last ')'. */
+                if ((p = strrchr(buf, ')')) != NULL && p[1] == ' ' && (p[2] == 'S' || p[2] == 'D'))
+                    return;
+            }
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - t0.tv_sec >= 5)
+            return;
+        conf_sleep_ms(1);
+    }
+}
+
+typedef struct {
+    rgpu_link_t *link;
+    rgpu_completion_t *c;       /* NULL: rgpu_link_msg_recv, else rgpu_link_wait on it */
+    pid_t tid;
+    rgpu_status_t status;
+    uint64_t seq;               /* the frame's, when one came */
+} conf_blocked_t;
+
+static void *conf_blocked_thread(void *arg)
+{
+    conf_blocked_t *r = arg;
+    rgpu_msg_t *m;
+
+    __atomic_store_n(&r->tid, conf_gettid(), __ATOMIC_RELEASE);
+    if (r->c) {
+        r->status = rgpu_link_wait(r->link, r->c, -1);
+    } else {
+        r->status = rgpu_link_msg_recv(r->link, &m, -1);
+        if (r->status == RGPU_OK) {
+            r->seq = m->header.seq;
+            rgpu_msg_release(m);
+        }
+    }
+    return NULL;
+}
+
+/* A receive without a time limit wakes for a message, and for the peer's
+ * close (tcp blocks in recv() itself there, without a poll() first). */
+Test(CONF_MSG_SUITE, a_receive_without_a_limit_wakes_for_a_message_and_a_close,
+     .timeout = CONF_TIMEOUT)
+{
+    rgpu_link_t *a, *b;
+    conf_blocked_t r = {0};
+    pthread_t th;
+
+    conf_msg_connect(&a, &b);
+    for (int round = 0; round < 2; round++) {
+        r = (conf_blocked_t){a, NULL, 0, RGPU_ERR_IO, 0};
+        cr_assert_eq(pthread_create(&th, NULL, conf_blocked_thread, &r), 0);
+        conf_wait_asleep(&r.tid);
+        if (round == 0)
+            cr_assert_eq(conf_msg_send(b, 41, 5, 6), RGPU_OK);
+        else
+            rgpu_link_shutdown(b);
+        pthread_join(th, NULL);
+        if (round == 0) {
+            cr_expect_eq(r.status, RGPU_OK, "%s", rgpu_status_str(r.status));
+            cr_expect_eq(r.seq, 41);
+        } else {
+            cr_expect_eq(r.status, RGPU_ERR_CONN_CLOSED, "%s", rgpu_status_str(r.status));
+        }
+    }
+    rgpu_link_close(a);
+    rgpu_link_close(b);
+}
+
+/* The receive loop of a program with an event loop: take a message, handle
+ * it, and sleep on the event fd only when rgpu_link_has_buffered says
+ * nothing waits in the link itself. Bursts sent whole before the receiver
+ * looks (so that on tcp they sit in the link's receive buffer, where the
+ * event fd cannot see them): no message may wait unseen while it sleeps. */
+Test(CONF_MSG_SUITE, has_buffered_tells_what_the_event_fd_does_not, .timeout = CONF_TIMEOUT)
+{
+    uint64_t seq = 0, got = 0;
+    rgpu_msg_t *m;
+
+    cr_expect_eq(rgpu_link_has_buffered(ma), 0, "buffered before anything was sent");
+    for (int burst = 1; burst <= 12; burst++) {
+        for (int k = 0; k < burst; k++, seq++)
+            cr_assert_eq(conf_msg_send(mb, seq + 1, 11, seq * 37 % 2000), RGPU_OK);
+        while (got < seq) {
+            struct pollfd pfd = {rgpu_link_event_fd(ma), POLLIN, 0};
+            rgpu_status_t status = rgpu_link_msg_recv(ma, &m, 0);
+
+            if (status == RGPU_OK) {
+                conf_msg_check(m, got + 1, 11, got * 37 % 2000);
+                rgpu_msg_release(m);
+                got++;
+            } else {
+                cr_assert_eq(status, RGPU_ERR_TIMEOUT, "%s", rgpu_status_str(status));
+            }
+            if (got == seq || rgpu_link_has_buffered(ma))
+                continue;
+            cr_assert_eq(poll(&pfd, 1, 3000), 1, "burst %d: message %llu waits unseen", burst,
+                         (unsigned long long)got + 1);
+        }
+        cr_expect_eq(rgpu_link_has_buffered(ma), 0, "buffered after burst %d was taken", burst);
+        cr_expect_eq(rgpu_link_msg_recv(ma, &m, 0), RGPU_ERR_TIMEOUT);
+    }
+}
+
+/* rgpu_link_shutdown_recv: a server ending a session stops receiving from
+ * its client but still tells it why. */
+Test(CONF_MSG_SUITE, shutdown_recv_stops_receiving_and_keeps_sending, .timeout = CONF_TIMEOUT)
+{
+    size_t len = 1u << 20;
+    unsigned char *rbuf = conf_region(len), *lbuf = conf_region(len);
+    rgpu_link_t *a, *b, *a2, *b2;
+    rgpu_mem_t *rmem, *lmem;
+    rgpu_mem_desc_t desc;
+    rgpu_completion_t c = {0};
+    conf_blocked_t r;
+    pthread_t th;
+    rgpu_msg_t *m;
+    int queued = 0;
+
+    /* Nobody progresses b: on tcp a's get stays pending. */
+    conf_msg_connect(&a, &b);
+    cr_assert_eq(rgpu_mem_register(tp_b, rbuf, len, RGPU_MEMTYPE_HOST, &rmem), RGPU_OK);
+    cr_assert_eq(rgpu_mem_register(tp_a, lbuf, len, RGPU_MEMTYPE_HOST, &lmem), RGPU_OK);
+    desc = rgpu_mem_desc(rmem);
+    conf_fill(rbuf, len, 5);
+
+    /* A frame a took in and nobody took from it yet. */
+    cr_assert_eq(conf_msg_send(b, 7, 1, 2), RGPU_OK);
+    for (int i = 0; i < 500 && !queued; i++) {
+        struct pollfd pfd = {rgpu_link_event_fd(a), POLLIN, 0};
+        cr_assert_geq(rgpu_link_progress(a), 0);
+        queued = rgpu_link_has_buffered(a);
+        if (!queued)
+            poll(&pfd, 1, 10);
+    }
+    cr_expect(queued, "a message that arrived is not buffered");
+
+    /* A thread blocked waiting for a get. */
+    cr_assert_eq(rgpu_link_get(a, lmem, 0, &desc, 0, len, &c), RGPU_OK);
+    r = (conf_blocked_t){a, &c, 0, RGPU_ERR_IO, 0};
+    cr_assert_eq(pthread_create(&th, NULL, conf_blocked_thread, &r), 0);
+    conf_wait_asleep(&r.tid);
+    rgpu_link_shutdown_recv(a);
+    pthread_join(th, NULL);
+    if (rgpu_transport_caps(tp_a)->remote_access)
+        cr_expect(r.status == RGPU_OK || r.status == RGPU_ERR_CONN_CLOSED, "%s",
+                  rgpu_status_str(r.status));
+    else
+        cr_expect_eq(r.status, RGPU_ERR_CONN_CLOSED, "the pending get: %s",
+                     rgpu_status_str(r.status));
+    cr_expect_eq(c.done, 1);
+
+    /* Everything that receives now fails, the frame not taken included. */
+    cr_expect_eq(rgpu_link_msg_recv(a, &m, 0), RGPU_ERR_CONN_CLOSED);
+    cr_expect_eq(rgpu_link_msg_recv(a, &m, -1), RGPU_ERR_CONN_CLOSED);
+    cr_expect_eq(rgpu_link_has_buffered(a), 0);
+    cr_expect_lt(rgpu_link_progress(a), 0);
+    cr_expect_eq(rgpu_link_get(a, lmem, 0, &desc, 0, 16, NULL), RGPU_ERR_CONN_CLOSED);
+    cr_expect_eq(rgpu_link_put(a, lmem, 0, &desc, 0, 16, NULL), RGPU_ERR_CONN_CLOSED);
+    cr_expect(strstr(rgpu_link_reason(a), "stopped") != NULL, "reason \"%s\"",
+              rgpu_link_reason(a));
+
+    /* Sending still works: the peer gets a's last words, in order. */
+    for (uint64_t seq = 100; seq < 103; seq++)
+        cr_assert_eq(conf_msg_send(a, seq, 20, (uint64_t)seq), RGPU_OK, "send after the stop");
+    for (uint64_t seq = 100; seq < 103; seq++) {
+        cr_assert_eq(rgpu_link_msg_recv(b, &m, 5000), RGPU_OK, "the peer lost message %llu",
+                     (unsigned long long)seq);
+        conf_msg_check(m, seq, 20, seq);
+        rgpu_msg_release(m);
+    }
+    rgpu_link_close(a);
+    rgpu_link_close(b);
+
+    /* A thread blocked in a receive without a limit returns too. */
+    conf_msg_connect(&a2, &b2);
+    r = (conf_blocked_t){a2, NULL, 0, RGPU_ERR_IO, 0};
+    cr_assert_eq(pthread_create(&th, NULL, conf_blocked_thread, &r), 0);
+    conf_wait_asleep(&r.tid);
+    rgpu_link_shutdown_recv(a2);
+    pthread_join(th, NULL);
+    cr_expect_eq(r.status, RGPU_ERR_CONN_CLOSED, "%s", rgpu_status_str(r.status));
+    cr_assert_eq(conf_msg_send(a2, 9, 0, 0), RGPU_OK);
+    cr_assert_eq(rgpu_link_msg_recv(b2, &m, 5000), RGPU_OK);
+    conf_msg_check(m, 9, 0, 0);
+    rgpu_msg_release(m);
+    rgpu_link_close(a2);
+    rgpu_link_close(b2);
+
+    rgpu_mem_deregister(lmem);
+    rgpu_mem_deregister(rmem);
+    free(rbuf);
+    free(lbuf);
 }
 
 /* The peer's application frees a buffer and mallocs one of the same size,

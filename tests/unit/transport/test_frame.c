@@ -1,5 +1,6 @@
 /* The frame codec: 32-byte little-endian header, protobuf body, bulk. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,7 +22,7 @@ Test(frame, header_bytes_are_little_endian_field_by_field)
 {
     static const uint8_t want[RGPU_FRAME_HEADER_SIZE] = {
         'R', 'G', 'P', 'U',                              /* magic 0x55504752 */
-        0x01, 0x00,                                      /* version */
+        (uint8_t)RGPU_PROTOCOL_VERSION, 0x00,            /* version */
         0xEF, 0xBE,                                      /* type */
         0x04, 0x03, 0x02, 0x01,                          /* flags */
         0xC0, 0xB0, 0xA0, 0x00,                          /* body_len */
@@ -140,6 +141,46 @@ Test(frame, default_limits_refuse_absurd_lengths)
     in.bulk_len = UINT64_MAX;
     rgpu_frame_header_encode(&in, raw);
     cr_expect_eq(rgpu_frame_header_decode(raw, NULL, &h), RGPU_ERR_TOO_LARGE);
+}
+
+/* What a user reads when a header is refused: the bytes, the versions, the
+ * sizes and their limits. */
+Test(frame, explain_says_what_is_wrong_with_a_header)
+{
+    rgpu_frame_header_t in = {.version = RGPU_PROTOCOL_VERSION, .type = 7, .body_len = 11,
+                              .bulk_len = 5000000000ull};
+    rgpu_frame_limits_t limits = {10, 4096};
+    uint8_t raw[RGPU_FRAME_HEADER_SIZE];
+    char buf[256], want[256];
+    rgpu_frame_header_t h;
+
+    rgpu_frame_header_encode(&in, raw);
+    cr_assert_eq(rgpu_frame_header_decode(raw, &limits, &h), RGPU_ERR_TOO_LARGE);
+    rgpu_frame_header_explain(raw, &limits, RGPU_ERR_TOO_LARGE, buf, sizeof(buf));
+    cr_expect_str_eq(buf, "frame of type 7 too large: body 11 bytes (limit 10), bulk 5000000000 "
+                          "bytes (limit 4096)");
+    rgpu_frame_header_explain(raw, NULL, RGPU_ERR_TOO_LARGE, buf, sizeof(buf));
+    cr_expect(strstr(buf, "(limit 67108864)") != NULL, "default limits: \"%s\"", buf);
+
+    in.version = RGPU_PROTOCOL_VERSION - 1;
+    rgpu_frame_header_encode(&in, raw);
+    cr_assert_eq(rgpu_frame_header_decode(raw, NULL, &h), RGPU_ERR_BAD_VERSION);
+    rgpu_frame_header_explain(raw, NULL, RGPU_ERR_BAD_VERSION, buf, sizeof(buf));
+    snprintf(want, sizeof(want), "frame has protocol version %u, this side speaks version %u",
+             RGPU_PROTOCOL_VERSION - 1, RGPU_PROTOCOL_VERSION);
+    cr_expect_str_eq(buf, want);
+
+    memcpy(raw, "GET ", 4);
+    cr_assert_eq(rgpu_frame_header_decode(raw, NULL, &h), RGPU_ERR_BAD_MAGIC);
+    rgpu_frame_header_explain(raw, NULL, RGPU_ERR_BAD_MAGIC, buf, sizeof(buf));
+    cr_expect(strncmp(buf, "not an rgpu frame: bad magic 47 45 54 20", 40) == 0, "\"%s\"", buf);
+
+    /* Any other status still gets words; a short buffer is cut, terminated. */
+    rgpu_frame_header_explain(raw, NULL, RGPU_ERR_IO, buf, sizeof(buf));
+    cr_expect(strncmp(buf, "bad frame header: ", 18) == 0, "\"%s\"", buf);
+    memset(buf, 'x', sizeof(buf));
+    rgpu_frame_header_explain(raw, NULL, RGPU_ERR_BAD_MAGIC, buf, 8);
+    cr_expect_str_eq(buf, "not an ");
 }
 
 /* A Hello with every field set; client_pid last and multi-byte, so cutting

@@ -198,3 +198,119 @@ Test(tcp, plain_links_have_the_message_layer_too, .timeout = CONF_TIMEOUT)
     }
     rgpu_mem_deregister(mem);
 }
+
+/* A fresh pair on the suite's listener (the stream fixture's). */
+static void tcp_pair(rgpu_link_t **c_p, rgpu_link_t **s_p)
+{
+    cr_assert_eq(rgpu_tcp_ops.connect(lst->local, 5000, c_p, NULL, 0), RGPU_OK);
+    cr_assert_eq(conf_accept(lst, 5000, s_p), RGPU_OK);
+}
+
+/* Sends raw bytes past the message layer, as a hostile peer would. */
+static void tcp_send_raw(rgpu_link_t *link, const void *buf, size_t len)
+{
+    struct iovec iov = {(void *)buf, len};
+    cr_assert_eq(rgpu_tcp_ops.sendv(link, &iov, 1), RGPU_OK);
+}
+
+/* A bad frame header ends the link with a reason as specific as the
+ * server's own used to be: which bytes, which version, which sizes. */
+Test(tcp, a_bad_frame_header_fails_the_link_with_a_specific_reason, .timeout = CONF_TIMEOUT)
+{
+    static const struct {
+        rgpu_frame_header_t h;
+        const char *magic;      /* NULL: a good magic */
+        rgpu_status_t want;
+        const char *says;
+    } cases[] = {
+        {{RGPU_PROTOCOL_VERSION, 5, 0, 0, 1, 0}, "HTTP", RGPU_ERR_BAD_MAGIC, "bad magic 48 54 54 50"},
+        {{99, 5, 0, 0, 1, 0}, NULL, RGPU_ERR_BAD_VERSION, "frame has protocol version 99, this side"},
+        {{RGPU_PROTOCOL_VERSION, 5, 0, 1u << 30, 1, 0}, NULL, RGPU_ERR_TOO_LARGE,
+         "frame of type 5 too large: body 1073741824 bytes"},
+        {{RGPU_PROTOCOL_VERSION, 5, 0, 0, 1, 1u << 20}, NULL, RGPU_ERR_TOO_LARGE,
+         "1048608-byte message, past the 262144-byte eager limit"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        rgpu_link_t *c, *s;
+        uint8_t raw[RGPU_FRAME_HEADER_SIZE];
+        rgpu_msg_t *m;
+
+        tcp_pair(&c, &s);
+        rgpu_frame_header_encode(&cases[i].h, raw);
+        if (cases[i].magic)
+            memcpy(raw, cases[i].magic, 4);
+        tcp_send_raw(c, raw, sizeof(raw));
+        cr_expect_eq(rgpu_link_msg_recv(s, &m, 5000), cases[i].want, "case %zu", i);
+        cr_expect(strstr(rgpu_link_reason(s), cases[i].says) != NULL,
+                  "case %zu: reason \"%s\" does not say \"%s\"", i, rgpu_link_reason(s),
+                  cases[i].says);
+        cr_expect(strstr(rgpu_link_reason(s), s->peer) != NULL, "the reason names no peer");
+        rgpu_link_close(c);
+        rgpu_link_close(s);
+    }
+}
+
+typedef struct {
+    rgpu_link_t *link;
+    int count;
+    int sent;
+} tcp_flood_t;
+
+static void *tcp_flooder(void *arg)
+{
+    tcp_flood_t *f = arg;
+    size_t len = 256u << 10;
+    uint8_t *frame = calloc(1, len);
+    rgpu_frame_header_t h = {RGPU_PROTOCOL_VERSION, 5, 0, 0, 0, len - RGPU_FRAME_HEADER_SIZE};
+    struct iovec iov = {frame, len};
+
+    if (!frame)
+        return NULL;
+    for (int i = 0; i < f->count; i++) {
+        h.seq = (uint64_t)i;
+        rgpu_frame_header_encode(&h, frame);
+        /* Fails once the receiver gave up on the link. */
+        if (rgpu_link_msg_send(f->link, &iov, 1, NULL) != RGPU_OK)
+            break;
+        f->sent++;
+    }
+    free(frame);
+    return NULL;
+}
+
+/* A peer sending frames that nobody takes (a client flooding a server that
+ * waits in a get) does not make the link hold more than 64 MiB: the link
+ * fails with RGPU_ERR_TOO_LARGE and says why; what it had queued is still
+ * handed over, in order, then the failure. */
+Test(tcp, frames_nobody_takes_are_bounded, .timeout = CONF_TIMEOUT)
+{
+    tcp_flood_t f = {cli, 300, 0};   /* 75 MiB */
+    pthread_t th;
+    rgpu_msg_t *m;
+    int n, taken = 0;
+    rgpu_status_t status;
+
+    cr_assert_eq(pthread_create(&th, NULL, tcp_flooder, &f), 0);
+    /* srv progresses (serving gets would, too) but takes nothing. */
+    for (;;) {
+        struct pollfd pfd = {rgpu_link_event_fd(srv), POLLIN, 0};
+        n = rgpu_link_progress(srv);
+        if (n < 0)
+            break;
+        if (n == 0)
+            cr_assert_eq(poll(&pfd, 1, 10000), 1, "the flood stopped short of the bound");
+    }
+    cr_expect_eq(n, RGPU_ERR_TOO_LARGE, "%s", rgpu_status_str((rgpu_status_t)n));
+    cr_expect(strstr(rgpu_link_reason(srv), "more than 64 MiB of messages that were not taken"),
+              "reason \"%s\"", rgpu_link_reason(srv));
+    pthread_join(th, NULL);
+    while ((status = rgpu_link_msg_recv(srv, &m, 5000)) == RGPU_OK) {
+        cr_assert_eq(m->header.seq, (uint64_t)taken);
+        taken++;
+        rgpu_msg_release(m);
+    }
+    cr_expect_eq(status, RGPU_ERR_TOO_LARGE);
+    /* 64 MiB of 256 KiB frames (headers included). */
+    cr_expect_eq(taken, 256, "%d frames were queued", taken);
+}

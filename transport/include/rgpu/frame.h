@@ -55,6 +55,14 @@ rgpu_status_t rgpu_frame_header_decode(const uint8_t in[RGPU_FRAME_HEADER_SIZE],
                                        const rgpu_frame_limits_t *limits,
                                        rgpu_frame_header_t *header_p);
 
+/* Writes into buf (cap bytes, always terminated) a sentence for the user
+ * saying what is wrong with the raw header that rgpu_frame_header_decode
+ * refused with status against limits (NULL: defaults), e.g. "frame has
+ * protocol version 1, this side speaks version 2". */
+void rgpu_frame_header_explain(const uint8_t raw[RGPU_FRAME_HEADER_SIZE],
+                               const rgpu_frame_limits_t *limits, rgpu_status_t status, char *buf,
+                               size_t cap);
+
 /* Bytes needed to hold a header plus the packed message (msg may be NULL). */
 size_t rgpu_frame_packed_size(const ProtobufCMessage *msg);
 

@@ -82,7 +82,12 @@ typedef enum {
     RGPU_MEMTYPE_CUDA = 1,
 } rgpu_memtype_t;
 
-/* What the peer may do with a registered region. */
+/* What the peer may do with a registered region. Whatever they say, the
+ * registering side itself may use the region as the local end of its own
+ * get (written) and put (read). */
+#define RGPU_MEM_LOCAL        0u    /* the peer can reach none of it: the
+                                     * local end of get/put only (a server's
+                                     * staging or mapped device memory) */
 #define RGPU_MEM_REMOTE_READ  1u    /* the peer may get from it */
 #define RGPU_MEM_REMOTE_WRITE 2u    /* the peer may put into it */
 #define RGPU_MEM_REMOTE_RW    (RGPU_MEM_REMOTE_READ | RGPU_MEM_REMOTE_WRITE)
@@ -148,9 +153,10 @@ struct rgpu_transport_ops {
     int (*wait_readable)(rgpu_link_t *link, int timeout_ms);
     /* Makes blocked and later sends and receives fail; the link stays allocated. */
     void (*shutdown)(rgpu_link_t *link);
-    /* Makes a blocked receive and later ones fail (RGPU_ERR_CONN_CLOSED once
-     * what already arrived is read) while sends still work: a server ending
-     * a session can still say why. */
+    /* Stream transports: makes a blocked receive and later ones fail while
+     * sends still work (tcp: shutdown(SHUT_RD)); msg.c calls it from
+     * rgpu_link_shutdown_recv. A transport with its own messages: the
+     * contract of rgpu_link_shutdown_recv itself. */
     void (*shutdown_recv)(rgpu_link_t *link);
     void (*close)(rgpu_link_t *link);
 
@@ -174,8 +180,9 @@ struct rgpu_transport_ops {
      * sets all of these, and the public calls below go straight to them;
      * NULL: msg.c emulates them over the stream entries above. Such a
      * transport may leave the stream entries (sendv, recv, buffered,
-     * wait_readable, shutdown_recv) NULL: its links carry messages only.
-     * Each has the contract of the public call of the same name. --- */
+     * wait_readable) NULL: its links carry messages only. Each has the
+     * contract of the public call of the same name (shutdown_recv above:
+     * rgpu_link_shutdown_recv's). --- */
     rgpu_status_t (*msg_send)(rgpu_link_t *link, const struct iovec *iov, int iovcnt,
                               rgpu_completion_t *c);
     rgpu_status_t (*msg_recv)(rgpu_link_t *link, rgpu_msg_t **msg_p, int timeout_ms);
@@ -187,6 +194,7 @@ struct rgpu_transport_ops {
     int (*progress)(rgpu_link_t *link);
     int (*event_fd)(rgpu_link_t *link);
     const char *(*reason)(rgpu_link_t *link);
+    int (*has_buffered)(rgpu_link_t *link);
 };
 
 extern const rgpu_transport_ops_t rgpu_tcp_ops;
@@ -225,12 +233,6 @@ static inline int rgpu_link_wait_readable(rgpu_link_t *link, int timeout_ms)
 static inline void rgpu_link_shutdown(rgpu_link_t *link)
 {
     link->ops->shutdown(link);
-}
-
-static inline void rgpu_link_shutdown_recv(rgpu_link_t *link)
-{
-    if (link->ops->shutdown_recv)
-        link->ops->shutdown_recv(link);
 }
 
 static inline void rgpu_link_close(rgpu_link_t *link)
@@ -313,10 +315,12 @@ int rgpu_transport_event_fd(rgpu_transport_t *tp);
  * Registered memory (rcache.h caches registrations)
  * ---------------------------------------------------------------------- */
 
-/* Registers [addr, addr+len) of memtype for the access flags
- * (RGPU_MEM_REMOTE_*). The memory stays the caller's: it must stay valid
- * until rgpu_mem_deregister returns. Returns RGPU_OK with *mem_p,
- * RGPU_ERR_INVALID_ARG (len 0, a wrapping range, no access), RGPU_ERR_UNSUPPORTED
+/* Registers [addr, addr+len) of memtype for the access flags: RGPU_MEM_LOCAL
+ * (the peer reaches none of it; no descriptor of it names anything to the
+ * peer) or RGPU_MEM_REMOTE_*. The memory stays the caller's: it must stay
+ * valid until rgpu_mem_deregister returns. Returns RGPU_OK with *mem_p,
+ * RGPU_ERR_INVALID_ARG (len 0, a wrapping range, unknown access bits),
+ * RGPU_ERR_UNSUPPORTED
  * (a memtype the transport cannot reach), RGPU_ERR_NOMEM. Thread-safe. */
 rgpu_status_t rgpu_mem_register_access(rgpu_transport_t *tp, void *addr, size_t len,
                                        rgpu_memtype_t memtype, unsigned access,
@@ -365,7 +369,9 @@ rgpu_status_t rgpu_link_msg_recv(rgpu_link_t *link, rgpu_msg_t **msg_p, int time
 void rgpu_msg_release(rgpu_msg_t *msg);
 
 /* Reads len bytes at remote + remote_off (a descriptor the peer sent) into
- * local at local_off (get), or writes them there from local (put). The local
+ * local at local_off (get), or writes them there from local (put). local is
+ * a registration of link's instance, with any access flags (RGPU_MEM_LOCAL
+ * too): they say what the peer may do, not what its owner may. The local
  * region stays registered and untouched until the operation is done.
  * c == NULL: waits and returns the final status. Otherwise returns RGPU_OK
  * when started (c completes later, maybe before the call returns, with the
@@ -399,5 +405,23 @@ int rgpu_link_event_fd(rgpu_link_t *link);
  * disconnect reaches message users as this failure: every pending
  * operation completes with it, then rgpu_link_msg_recv returns it. */
 const char *rgpu_link_reason(rgpu_link_t *link);
+
+/* Non-zero when frames or bytes the link already took from the network
+ * wait to be handled (tcp: frames queued for rgpu_link_msg_recv, bytes in
+ * its receive buffer; verbs: completed receives not handed up yet): the
+ * event fd may not turn readable for them. Receive or progress with
+ * timeout 0 until this is 0 before sleeping on the event fd. Makes no
+ * system call. Any thread; a hint when another thread is receiving. */
+int rgpu_link_has_buffered(rgpu_link_t *link);
+
+/* Stops receiving on this side, from any thread: a blocked
+ * rgpu_link_msg_recv, rgpu_link_wait or waiting get/put returns
+ * RGPU_ERR_CONN_CLOSED, and so do later ones and rgpu_link_progress;
+ * pending gets/puts complete with it; frames not yet taken are not handed
+ * over any more; rgpu_link_reason says "receiving was stopped on this
+ * side". rgpu_link_msg_send keeps working, so a server ending a session
+ * can still tell its client why. The peer's gets and puts are no longer
+ * served. (On a stream link, stream receives fail likewise.) */
+void rgpu_link_shutdown_recv(rgpu_link_t *link);
 
 #endif
