@@ -706,9 +706,10 @@ static rgpu_status_t rgpu_conn_enqueue(rgpu_conn_t *conn, uint16_t type, const P
             pthread_cond_signal(&conn->reader_cond);   /* its reply may come while nobody waits */
     }
     if (desc) {
+        /* No need to wake the reader thread: a post waits for its
+         * descriptor itself, and so does a call's waiter, or the call is
+         * unwaited and woke it above. */
         *desc = (rgpu_conn_desc_t){seq, data_mem, call, call ? NULL : lend, conn->descs};
-        if (!conn->descs)
-            pthread_cond_signal(&conn->reader_cond);   /* the server's gets need a receiver */
         conn->descs = desc;
         if (lend)
             lend->lent = 1;
