@@ -735,6 +735,59 @@ Test(client_conn, memory_freed_and_mapped_again_sends_new_contents)
     cr_assert_neq(peer_keys[0], peer_keys[1], "the second write reused the first one's key");
 }
 
+/* A call whose reply goes by descriptor sends its own small bulk by
+ * descriptor too (the frame's inline bulk is the descriptors): the peer
+ * gets the request's bulk, says BULK_DONE, puts the reply's and replies. */
+#define SMALL 100u
+
+static void script_both_ways(void)
+{
+    Rgpu__ClReadReply reply = RGPU__CL_READ_REPLY__INIT;
+    rgpu_mem_desc_t dd, rd;
+    rgpu_mem_t *in_mem = NULL, *out_mem = NULL;
+    uint8_t in[SMALL];
+    uint8_t *out = malloc(BIG);
+    frame_t f = peer_recv();
+
+    fill(out, BIG, 10);
+    if (peer_refs(&f, 1, 1, &dd, &rd) &&
+        PEER_CHECK(dd.len == SMALL && rd.len == BIG, "descriptors of %llu and %llu bytes",
+                   (unsigned long long)dd.len, (unsigned long long)rd.len) &&
+        PEER_CHECK(rgpu_mem_register(peer.tp, in, SMALL, RGPU_MEMTYPE_HOST, &in_mem) == RGPU_OK, "register") &&
+        PEER_CHECK(rgpu_mem_register(peer.tp, out, BIG, RGPU_MEMTYPE_HOST, &out_mem) == RGPU_OK, "register")) {
+        PEER_CHECK(rgpu_link_get(peer.link, in_mem, 0, &dd, 0, SMALL, NULL) == RGPU_OK &&
+                   first_wrong(in, SMALL, 9) == SMALL, "the request's bulk got wrong");
+        peer_bulk_done(f.h.seq);
+        PEER_CHECK(rgpu_link_put(peer.link, out_mem, 0, &rd, 0, BIG, NULL) == RGPU_OK, "the put failed");
+        send_piece(f.h.seq, 0, NULL, BIG);
+    }
+    if (in_mem)
+        rgpu_mem_deregister(in_mem);
+    if (out_mem)
+        rgpu_mem_deregister(out_mem);
+    peer_send(RGPU__MSG_TYPE__MSG_CL_READ_REPLY, f.h.seq, &reply.base, NULL, 0);
+    frame_free(&f);
+    free(out);
+    peer_expect(RGPU__MSG_TYPE__MSG_GOODBYE);
+}
+
+Test(client_conn, reply_by_descriptor_sends_the_request_bulk_by_descriptor_too)
+{
+    rgpu_conn_t *conn = open_with(script_both_ways);
+    Rgpu__ClReadBuffer req = RGPU__CL_READ_BUFFER__INIT;
+    uint8_t src[SMALL];
+    uint8_t *dst = calloc(1, BIG);
+    rgpu_call_t call = {.bulk_dst = dst, .bulk_cap = BIG};
+
+    fill(src, SMALL, 9);
+    cr_assert_eq(rgpu_conn_call(conn, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &req.base, src, SMALL, &call), RGPU_OK);
+    cr_assert_eq(call.bulk_len, BIG);
+    cr_assert_eq(first_wrong(dst, BIG, 10), BIG, "byte %zu wrong", first_wrong(dst, BIG, 10));
+    rgpu_call_cleanup(&call);
+    free(dst);
+    finish(conn);
+}
+
 /* ---- asynchronous errors surface at the next sync point ---- */
 
 static void script_async_error(void)
