@@ -30,6 +30,8 @@ static const rgpu_fuzz_msg_t rgpu_fuzz_msgs[] = {
     {RGPU__MSG_TYPE__MSG_PONG, &rgpu__pong__descriptor},
     {RGPU__MSG_TYPE__MSG_GOODBYE, &rgpu__goodbye__descriptor},
     {RGPU__MSG_TYPE__MSG_EVENT_NOTIFY, &rgpu__event_notify__descriptor},
+    {RGPU__MSG_TYPE__MSG_BULK_PART, &rgpu__bulk_part__descriptor},
+    {RGPU__MSG_TYPE__MSG_BULK_DONE, &rgpu__bulk_done__descriptor},
     {RGPU__MSG_TYPE__MSG_CL_CREATE_CONTEXT, &rgpu__cl_create_context__descriptor},
     {RGPU__MSG_TYPE__MSG_CL_CREATE_QUEUE, &rgpu__cl_create_queue__descriptor},
     {RGPU__MSG_TYPE__MSG_CL_CREATE_BUFFER, &rgpu__cl_create_buffer__descriptor},

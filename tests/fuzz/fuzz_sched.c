@@ -11,7 +11,9 @@
  *
  * Input: one flags byte (bit 0: the scheduler has a cluster key, see
  * RGPU_FUZZ_SCHED_NO_KEY below; bit 1:
- * --require-signed; bits 2-4: how the stream is cut into reads), then
+ * --require-signed; bits 2-4: how the stream is cut into reads; bit 5:
+ * the peers' eager limit is RGPU_FUZZ_SMALL_EAGER bytes instead of the TCP
+ * transport's, so most replies go in fragments), then
  * records: type selector, record flags (bit 0: append a valid auth trailer
  * signed now with the cluster key; bit 1: append 40 bytes of the input as
  * a trailer; bit 2: raw bytes, no frame made), a 16-bit length and the
@@ -20,7 +22,8 @@
  *
  * Checks: no crash or sanitizer report; every reply is a well-formed frame
  * of a scheduler reply type whose body unpacks, answering a seq that was
- * asked; per server, nfree counts the GPUs no lease holds; and a scheduler
+ * asked, sent as itself when it fits the eager limit and as MSG_FRAGMENT
+ * pieces of at most that limit, nothing between them, when it does not; per server, nfree counts the GPUs no lease holds; and a scheduler
  * loaded from the same store (a restart) has the same servers, GPU use and
  * leases.
  */
@@ -42,12 +45,16 @@ static const uint16_t rgpu_fuzz_sched_types[] = {
 /* Records per input, and bytes of stream: bounded so one input stays fast. */
 #define RGPU_FUZZ_MAX_RECORDS 64
 #define RGPU_FUZZ_MAX_STREAM (1u << 20)
+/* An eager limit that fragments most replies (flags bit 5). */
+#define RGPU_FUZZ_SMALL_EAGER 100
 
 static uv_loop_t rgpu_fuzz_loop;
 static rgpu_sched_daemon_t rgpu_fuzz_daemon;
 static uint64_t rgpu_fuzz_seqs[RGPU_FUZZ_MAX_RECORDS];   /* seqs asked, as records made them */
 static size_t rgpu_fuzz_nseqs;
 static int rgpu_fuzz_raw;                                 /* a raw record: seqs are anyone's */
+static size_t rgpu_fuzz_tcp_eager;                        /* the TCP transport's eager limit */
+static rgpu_fuzz_buf_t rgpu_fuzz_pieces;                  /* a fragmented reply so far */
 
 static void rgpu_fuzz_register(rgpu_sched_t *s, unsigned n)
 {
@@ -110,9 +117,38 @@ static void rgpu_fuzz_stream(rgpu_fuzz_in_t *in, rgpu_fuzz_buf_t *out)
     }
 }
 
-/* Reads every reply frame waiting on fd into *acc and checks the complete ones. */
+/* Checks one whole reply frame of len bytes. */
+static void rgpu_fuzz_reply(const uint8_t *p, size_t len)
+{
+    rgpu_frame_header_t h;
+    const ProtobufCMessageDescriptor *desc;
+    ProtobufCMessage *msg;
+    int asked = 0;
+
+    RGPU_FUZZ_CHECK(len >= RGPU_FRAME_HEADER_SIZE);
+    RGPU_FUZZ_CHECK(rgpu_frame_header_decode(p, NULL, &h) == RGPU_OK);
+    RGPU_FUZZ_CHECK(h.bulk_len == 0 || h.bulk_len == RGPU_REQUEST_AUTH_LEN);
+    RGPU_FUZZ_CHECK(len == RGPU_FRAME_HEADER_SIZE + h.body_len + h.bulk_len);
+    RGPU_FUZZ_CHECK(h.type == RGPU__MSG_TYPE__MSG_SCHED_STATUS ||
+                    h.type == RGPU__MSG_TYPE__MSG_SCHED_LEASE_REPLY ||
+                    h.type == RGPU__MSG_TYPE__MSG_SCHED_LIST_REPLY ||
+                    h.type == RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT_REPLY);
+    desc = rgpu_fuzz_msg_desc(h.type);
+    msg = protobuf_c_message_unpack(desc, NULL, h.body_len, p + RGPU_FRAME_HEADER_SIZE);
+    RGPU_FUZZ_CHECK(msg);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    /* Raw records make frames with any seq; made ones ask 1..n. */
+    for (size_t i = 0; i < rgpu_fuzz_nseqs; i++)
+        asked |= rgpu_fuzz_seqs[i] == h.seq;
+    RGPU_FUZZ_CHECK(asked || rgpu_fuzz_raw);
+}
+
+/* Reads every message waiting on fd into *acc and checks the complete
+ * ones: a reply frame that fits the eager limit comes as itself, a larger
+ * one as fragments that add up to it (what rgpu_wire_recv accepts). */
 static void rgpu_fuzz_replies(int fd, rgpu_fuzz_buf_t *acc)
 {
+    const size_t eager = rgpu_fuzz_daemon.eager;
     uint8_t chunk[65536];
     ssize_t n;
     size_t off = 0;
@@ -121,27 +157,28 @@ static void rgpu_fuzz_replies(int fd, rgpu_fuzz_buf_t *acc)
         rgpu_fuzz_buf_put(acc, chunk, (size_t)n);
     while (acc->len - off >= RGPU_FRAME_HEADER_SIZE) {
         rgpu_frame_header_t h;
-        const ProtobufCMessageDescriptor *desc;
-        ProtobufCMessage *msg;
-        int asked = 0;
+        const uint8_t *p = acc->p + off;
+        size_t len;
 
-        RGPU_FUZZ_CHECK(rgpu_frame_header_decode(acc->p + off, NULL, &h) == RGPU_OK);
-        RGPU_FUZZ_CHECK(h.bulk_len == 0 || h.bulk_len == RGPU_REQUEST_AUTH_LEN);
-        if (acc->len - off < RGPU_FRAME_HEADER_SIZE + h.body_len + h.bulk_len)
+        RGPU_FUZZ_CHECK(rgpu_frame_header_decode(p, NULL, &h) == RGPU_OK);
+        RGPU_FUZZ_CHECK(RGPU_FRAME_HEADER_SIZE + h.body_len + h.bulk_len <= eager);
+        len = RGPU_FRAME_HEADER_SIZE + h.body_len + (size_t)h.bulk_len;
+        if (acc->len - off < len)
             break;
-        RGPU_FUZZ_CHECK(h.type == RGPU__MSG_TYPE__MSG_SCHED_STATUS ||
-                        h.type == RGPU__MSG_TYPE__MSG_SCHED_LEASE_REPLY ||
-                        h.type == RGPU__MSG_TYPE__MSG_SCHED_LIST_REPLY ||
-                        h.type == RGPU__MSG_TYPE__MSG_SCHED_HEARTBEAT_REPLY);
-        desc = rgpu_fuzz_msg_desc(h.type);
-        msg = protobuf_c_message_unpack(desc, NULL, h.body_len, acc->p + off + RGPU_FRAME_HEADER_SIZE);
-        RGPU_FUZZ_CHECK(msg);
-        protobuf_c_message_free_unpacked(msg, NULL);
-        /* Raw records make frames with any seq; made ones ask 1..n. */
-        for (size_t i = 0; i < rgpu_fuzz_nseqs; i++)
-            asked |= rgpu_fuzz_seqs[i] == h.seq;
-        RGPU_FUZZ_CHECK(asked || rgpu_fuzz_raw);
-        off += RGPU_FRAME_HEADER_SIZE + h.body_len + h.bulk_len;
+        if (h.type == RGPU__MSG_TYPE__MSG_FRAGMENT) {
+            RGPU_FUZZ_CHECK(h.body_len == 0 && h.bulk_len > 0);
+            rgpu_fuzz_buf_put(&rgpu_fuzz_pieces, p + RGPU_FRAME_HEADER_SIZE, (size_t)h.bulk_len);
+            if (h.flags & RGPU_FRAME_F_LAST) {
+                /* Fragments only for what does not fit. */
+                RGPU_FUZZ_CHECK(rgpu_fuzz_pieces.len > eager);
+                rgpu_fuzz_reply(rgpu_fuzz_pieces.p, rgpu_fuzz_pieces.len);
+                rgpu_fuzz_pieces.len = 0;
+            }
+        } else {
+            RGPU_FUZZ_CHECK(rgpu_fuzz_pieces.len == 0);   /* nothing between fragments */
+            rgpu_fuzz_reply(p, len);
+        }
+        off += len;
     }
     if (off) {
         memmove(acc->p, acc->p + off, acc->len - off);
@@ -201,6 +238,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     rgpu_log_level = getenv("RGPU_FUZZ_LOG") ? RGPU_LOG_DEBUG : RGPU_LOG_ERROR;
     RGPU_FUZZ_CHECK(uv_loop_init(&rgpu_fuzz_loop) == 0);
     memcpy(rgpu_fuzz_daemon.key.bytes, key, sizeof(key));
+    {
+        rgpu_transport_t *tcp;
+
+        RGPU_FUZZ_CHECK(rgpu_transport_open("tcp", &tcp) == RGPU_OK);
+        rgpu_fuzz_tcp_eager = rgpu_transport_caps(tcp)->max_eager;
+        rgpu_transport_close(tcp);
+    }
     return 0;
 }
 
@@ -221,6 +265,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * once crashed on any renew and leaked on every allocation). */
     d->have_key = flags & 1;
     d->require_signed = d->have_key && (flags & 2);
+    d->eager = flags & 32 ? RGPU_FUZZ_SMALL_EAGER : rgpu_fuzz_tcp_eager;
+    rgpu_fuzz_pieces.len = 0;
     d->max_conns = 16;
     d->idle_ms = 30000;
     RGPU_FUZZ_CHECK(rgpu_sched_store_open(":memory:", &store, why, sizeof(why)) == RGPU_OK);

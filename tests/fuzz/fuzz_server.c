@@ -6,16 +6,20 @@
  * rgpu_backend_opencl_ops opened on PoCL, a TCP listener on 127.0.0.1:0),
  * without the libuv loop: the harness accepts and calls rgpu_session_start.
  * Per input: a client link connects, a valid Hello goes first, then the
- * input's frames, then Goodbye; a reader thread drains what the server
- * answers (every frame must decode, within the default limits), and the
- * input ends when the session has ended and released everything
- * (rgpu_server_wait_sessions). A session that does not end within
- * RGPU_FUZZ_SESSION_WAIT_MS after Goodbye aborts: a hang is a bug.
+ * input's frames, then Goodbye, all through rgpu_wire (rgpu/wire.h) and the
+ * link's messages, as the client library sends them; a reader thread
+ * receives what the server answers with rgpu_wire_recv (every frame must
+ * decode within the default limits and its body unpack) and, by
+ * progressing the link, serves the server's gets and puts on the region
+ * this side registered. The input ends when the session has ended and
+ * released everything (rgpu_server_wait_sessions). A session that does not
+ * end within RGPU_FUZZ_SESSION_WAIT_MS after Goodbye aborts: a hang is a
+ * bug.
  *
  * Input: records of
  *   u8  type selector: an index into rgpu_fuzz_server_types (the requests a
- *       client sends, Ping, a second Hello, Goodbye, and a type no one
- *       knows), modulo its size
+ *       client sends, Ping, a second Hello, Goodbye, a type no one knows,
+ *       then the carriers below), modulo its size
  *   u16 body length, then the body (protobuf bytes)
  *   u16 bulk length (modulo RGPU_FUZZ_MAX_BULK + 1), then the bulk: from the
  *       input while it lasts, zeros after
@@ -23,6 +27,24 @@
  * sizes clamped (buffer sizes, images, NDRange grids: see rgpu_fuzz_clamp)
  * so that one input allocates and computes little; the server is given
  * --max-bulk 64K and --max-body 1M.
+ *
+ * The carriers of rgpu/wire.h, hostile and well formed (the selectors
+ * past the message types; "param" is the record's bulk length field):
+ *   RAW_BATCH      a MSG_BATCH whose frames are the record's body bytes, as
+ *                  they are (claimed sizes, nested carriers, garbage)
+ *   RAW_FRAGMENT   a MSG_FRAGMENT piece of the body bytes, F_LAST when param
+ *                  is odd, alone or between other frames
+ *   BATCH_NEXT     the next 2 + param % 8 records go in MSG_BATCH messages
+ *                  (rgpu_wire_send_frames)
+ *   FRAGMENT_NEXT  the next record goes in fragments of an eager limit of
+ *                  33 + param % 4096 bytes (rgpu_wire_fragment_head); with
+ *                  param bit 12 its last piece is never sent, so the record
+ *                  after it lands in the middle of the frame
+ *   DESC_NEXT      the next record gets RGPU_FRAME_F_DESC, its bulk replaced
+ *                  by BulkRefs made from this record's body (rgpu_fuzz_refs):
+ *                  descriptors into the region this side registered (at
+ *                  fuzzed offsets and lengths), forged ones (any address,
+ *                  length and key), or raw bytes that may not unpack.
  *
  * PoCL must be the OpenCL platform: OCL_ICD_VENDORS is set to its .icd
  * (RGPU_TEST_POCL_ICD or /etc/OpenCL/vendors/pocl.icd) unless already set.
@@ -42,11 +64,23 @@
 #include "metrics.h"
 #include "rgpu/log.h"
 #include "rgpu/transport.h"
+#include "rgpu/wire.h"
 #include "session.h"
 
 #define RGPU_FUZZ_MAX_FRAMES 256
 #define RGPU_FUZZ_MAX_BULK 4096
 #define RGPU_FUZZ_SESSION_WAIT_MS 8000
+/* The memory this side registers for the server to get from and put into. */
+#define RGPU_FUZZ_REGION (64u << 10)
+
+/* Selectors past the message types (see the top of the file). */
+enum {
+    RGPU_FUZZ_RAW_BATCH = 0xF000,
+    RGPU_FUZZ_RAW_FRAGMENT,
+    RGPU_FUZZ_BATCH_NEXT,
+    RGPU_FUZZ_FRAGMENT_NEXT,
+    RGPU_FUZZ_DESC_NEXT,
+};
 
 static const uint16_t rgpu_fuzz_server_types[] = {
     RGPU__MSG_TYPE__MSG_CL_CREATE_CONTEXT,       RGPU__MSG_TYPE__MSG_CL_CREATE_QUEUE,
@@ -69,6 +103,9 @@ static const uint16_t rgpu_fuzz_server_types[] = {
     RGPU__MSG_TYPE__MSG_CL_CREATE_SAMPLER,       RGPU__MSG_TYPE__MSG_PING,
     RGPU__MSG_TYPE__MSG_HELLO,                   RGPU__MSG_TYPE__MSG_GOODBYE,
     999,
+    RGPU_FUZZ_RAW_BATCH,                         RGPU_FUZZ_RAW_FRAGMENT,
+    RGPU_FUZZ_BATCH_NEXT,                        RGPU_FUZZ_FRAGMENT_NEXT,
+    RGPU_FUZZ_DESC_NEXT,
 };
 #define RGPU_FUZZ_NTYPES (sizeof(rgpu_fuzz_server_types) / sizeof(rgpu_fuzz_server_types[0]))
 
@@ -174,46 +211,174 @@ typedef struct {
     unsigned frames, session_errors;
 } rgpu_fuzz_reader_t;
 
-/* Reads what the server sends until it closes: every frame must decode
- * within the default limits and, for a type we know, its body unpack. */
+/* Receives what the server sends until it closes: every frame must decode
+ * within the default limits and, for a type we know, its body unpack.
+ * Receiving progresses the link, which serves the server's gets and puts. */
 static void *rgpu_fuzz_reader_main(void *arg)
 {
     rgpu_fuzz_reader_t *r = arg;
-    rgpu_frame_header_t h;
+    rgpu_wire_rx_t rx;
+    rgpu_wire_frame_t f;
+    char reason[256];
 
-    while (rgpu_link_recv_header(r->link, NULL, &h) == RGPU_OK) {
-        const ProtobufCMessageDescriptor *desc = rgpu_fuzz_msg_desc(h.type);
-        uint8_t *body = malloc((size_t)h.body_len + 1);
+    rgpu_wire_rx_init(&rx, r->link, NULL, RGPU_FRAME_HEADER_SIZE + (2u << 20));
+    while (rgpu_wire_recv(&rx, &f, -1, reason, sizeof(reason)) == RGPU_OK) {
+        const ProtobufCMessageDescriptor *desc = rgpu_fuzz_msg_desc(f.header.type);
         ProtobufCMessage *msg;
 
-        RGPU_FUZZ_CHECK(body && h.body_len <= (1u << 20));
-        if (rgpu_link_recv(r->link, body, h.body_len) != RGPU_OK) {
-            free(body);
-            break;
-        }
+        RGPU_FUZZ_CHECK(f.header.body_len <= (1u << 20));
         RGPU_FUZZ_CHECK(desc);
-        msg = protobuf_c_message_unpack(desc, NULL, h.body_len, body);
+        msg = protobuf_c_message_unpack(desc, NULL, f.header.body_len, f.body);
         RGPU_FUZZ_CHECK(msg);
         protobuf_c_message_free_unpacked(msg, NULL);
-        free(body);
         r->frames++;
-        r->session_errors += h.type == RGPU__MSG_TYPE__MSG_SESSION_ERROR;
-        if (h.bulk_len && rgpu_link_discard(r->link, h.bulk_len) != RGPU_OK)
-            break;
+        r->session_errors += f.header.type == RGPU__MSG_TYPE__MSG_SESSION_ERROR;
     }
+    rgpu_wire_rx_fini(&rx);
     return NULL;
 }
 
-static rgpu_status_t rgpu_fuzz_send(rgpu_link_t *link, uint16_t type, uint64_t seq,
+/* How the records that follow a carrier selector travel. */
+typedef struct {
+    rgpu_link_t *link;
+    rgpu_mem_t *region;             /* this side's registered memory */
+    rgpu_fuzz_buf_t frame;          /* the record being sent, packed */
+    rgpu_fuzz_buf_t batch;          /* BATCH_NEXT: frames waiting */
+    unsigned batch_left;            /* frames still to join the batch */
+    size_t frag_eager;              /* FRAGMENT_NEXT: 0, or the eager limit to cut with */
+    int frag_cut;                   /* FRAGMENT_NEXT: leave the last piece out */
+    uint8_t refs[RGPU_WIRE_REFS_MAX];
+    size_t refs_len;
+    int desc;                       /* DESC_NEXT: the next frame carries refs */
+} rgpu_fuzz_out_t;
+
+/* A descriptor from the input: into this side's region at a fuzzed offset
+ * and length (the server may reach it; out of bounds it is refused), or
+ * forged from the input's bytes (any address, length, key and memtype). */
+static void rgpu_fuzz_desc(rgpu_fuzz_out_t *o, rgpu_fuzz_in_t *in, int ours, rgpu_mem_desc_t *d)
+{
+    if (ours) {
+        uint32_t off = rgpu_fuzz_u16(in);
+
+        *d = rgpu_mem_desc(o->region);
+        d->addr += off;
+        d->len = rgpu_fuzz_u32(in) % (RGPU_FUZZ_REGION + 2);
+        if (d->len == 0)
+            d->len = 1;
+    } else {
+        d->addr = rgpu_fuzz_u32(in) | (uint64_t)rgpu_fuzz_u32(in) << 32;
+        d->len = rgpu_fuzz_u32(in) | (uint64_t)rgpu_fuzz_u8(in) << 32;
+        d->key = rgpu_fuzz_u32(in) | (uint64_t)rgpu_fuzz_u32(in) << 32;
+        d->memtype = rgpu_fuzz_u8(in);
+    }
+}
+
+/* DESC_NEXT: BulkRefs from body. Its first byte: bit 0 a data descriptor,
+ * bit 1 a reply descriptor, bit 2 and 3 each one into this side's region
+ * (else forged), bit 4 (or neither descriptor) the rest of body as the
+ * packed BulkRefs, unchecked. */
+static void rgpu_fuzz_refs(rgpu_fuzz_out_t *o, const uint8_t *body, size_t len)
+{
+    rgpu_fuzz_in_t in = {body, len};
+    uint8_t shape = rgpu_fuzz_u8(&in);
+    rgpu_mem_desc_t data, reply;
+
+    if ((shape & 16) || !(shape & 3)) {
+        o->refs_len = in.left < sizeof(o->refs) ? in.left : sizeof(o->refs);
+        memcpy(o->refs, in.p, o->refs_len);
+    } else {
+        if (shape & 1)
+            rgpu_fuzz_desc(o, &in, shape & 4, &data);
+        if (shape & 2)
+            rgpu_fuzz_desc(o, &in, shape & 8, &reply);
+        o->refs_len = rgpu_wire_refs_pack(shape & 1 ? &data : NULL, shape & 2 ? &reply : NULL,
+                                          o->refs);
+    }
+    o->desc = 1;
+}
+
+/* Sends the frames that wait for a batch (rgpu_wire_send_frames: batches
+ * cut at the eager limit, a lone frame as itself). */
+static rgpu_status_t rgpu_fuzz_flush_batch(rgpu_fuzz_out_t *o)
+{
+    rgpu_status_t status = RGPU_OK;
+
+    if (o->batch.len)
+        status = rgpu_wire_send_frames(o->link, o->batch.p, o->batch.len);
+    o->batch.len = 0;
+    o->batch_left = 0;
+    return status;
+}
+
+/* Sends the packed frame in o->frame the way the carriers before it said. */
+static rgpu_status_t rgpu_fuzz_send_packed(rgpu_fuzz_out_t *o)
+{
+    const uint8_t *p = o->frame.p;
+    size_t total = o->frame.len;
+
+    if (o->batch_left) {
+        rgpu_fuzz_buf_put(&o->batch, p, total);
+        return --o->batch_left ? RGPU_OK : rgpu_fuzz_flush_batch(o);
+    }
+    if (o->frag_eager && total > o->frag_eager) {
+        size_t eager = o->frag_eager, off = 0;
+
+        o->frag_eager = 0;
+        while (off < total) {
+            uint8_t head[RGPU_FRAME_HEADER_SIZE];
+            size_t piece = rgpu_wire_fragment_head(total, off, eager, head);
+            struct iovec iov[2] = {{head, sizeof(head)}, {(void *)(p + off), piece}};
+            rgpu_status_t status;
+
+            if (off + piece == total && o->frag_cut)
+                break;
+            status = rgpu_link_msg_send(o->link, iov, 2, NULL);
+            if (status != RGPU_OK)
+                return status;
+            off += piece;
+        }
+        return RGPU_OK;
+    }
+    o->frag_eager = 0;
+    {
+        struct iovec iov = {(void *)p, total};
+
+        return rgpu_wire_send_frame(o->link, &iov, 1);
+    }
+}
+
+/* Packs one record's frame (a carrier of raw bytes for RAW_BATCH and
+ * RAW_FRAGMENT) into o->frame and sends it. */
+static rgpu_status_t rgpu_fuzz_send(rgpu_fuzz_out_t *o, uint16_t type, uint64_t seq,
                                     const uint8_t *body, size_t len, const uint8_t *bulk,
                                     size_t bulk_len)
 {
     uint8_t head[RGPU_FRAME_HEADER_SIZE];
     rgpu_frame_header_t h = {RGPU_PROTOCOL_VERSION, type, 0, (uint32_t)len, seq, bulk_len};
-    struct iovec iov[3] = {{head, sizeof(head)}, {(void *)body, len}, {(void *)bulk, bulk_len}};
 
+    if (type == RGPU_FUZZ_RAW_BATCH || type == RGPU_FUZZ_RAW_FRAGMENT) {
+        h.type = type == RGPU_FUZZ_RAW_BATCH ? RGPU__MSG_TYPE__MSG_BATCH
+                                             : RGPU__MSG_TYPE__MSG_FRAGMENT;
+        h.flags = type == RGPU_FUZZ_RAW_FRAGMENT && (bulk_len & 1) ? RGPU_FRAME_F_LAST : 0;
+        h.body_len = 0;
+        h.seq = 0;
+        h.bulk_len = len;
+        bulk = body;
+        bulk_len = len;
+        len = 0;
+    } else if (o->desc) {
+        h.flags = RGPU_FRAME_F_DESC;
+        h.bulk_len = o->refs_len;
+        bulk = o->refs;
+        bulk_len = o->refs_len;
+        o->desc = 0;
+    }
     rgpu_frame_header_encode(&h, head);
-    return rgpu_link_sendv(link, iov, 3);
+    o->frame.len = 0;
+    rgpu_fuzz_buf_put(&o->frame, head, sizeof(head));
+    rgpu_fuzz_buf_put(&o->frame, body, len);
+    rgpu_fuzz_buf_put(&o->frame, bulk, bulk_len);
+    return rgpu_fuzz_send_packed(o);
 }
 
 /* Accepts the connection the harness just made and starts its session. */
@@ -233,8 +398,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rgpu_fuzz_in_t in = {data, size};
     Rgpu__Hello hello = RGPU__HELLO__INIT;
     Rgpu__Goodbye bye = RGPU__GOODBYE__INIT;
+    static uint8_t region[RGPU_FUZZ_REGION];
     rgpu_fuzz_reader_t reader = {0};
     rgpu_fuzz_buf_t clamped = {0};
+    rgpu_fuzz_out_t out = {0};
     pthread_t thread;
     char reason[256];
     uint64_t seq = 1;
@@ -242,6 +409,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     RGPU_FUZZ_CHECK(rgpu_tcp_ops.connect(rgpu_fuzz_listener->local, 5000, &reader.link, reason,
                                          sizeof(reason)) == RGPU_OK);
+    out.link = reader.link;
+    RGPU_FUZZ_CHECK(rgpu_mem_register(reader.link->tp, region, sizeof(region), RGPU_MEMTYPE_HOST,
+                                      &out.region) == RGPU_OK);
     rgpu_fuzz_accept();
     RGPU_FUZZ_CHECK(pthread_create(&thread, NULL, rgpu_fuzz_reader_main, &reader) == 0);
 
@@ -250,7 +420,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     hello.client_arch = (char *)"fuzz";
     hello.client_host = (char *)"fuzz";
     hello.lease_token = (char *)"";
-    if (rgpu_link_send_msg(reader.link, RGPU__MSG_TYPE__MSG_HELLO, seq++, &hello.base, NULL, 0) !=
+    if (rgpu_wire_send(reader.link, RGPU__MSG_TYPE__MSG_HELLO, seq++, 0, &hello.base, NULL, 0) !=
         RGPU_OK)
         goto out_bye;
 
@@ -259,9 +429,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint16_t want = rgpu_fuzz_u16(&in);
         const uint8_t *body, *bulk;
         size_t len = rgpu_fuzz_take(&in, want, &body);
-        size_t bulk_len = rgpu_fuzz_u16(&in) % (RGPU_FUZZ_MAX_BULK + 1);
-        size_t have = rgpu_fuzz_take(&in, bulk_len, &bulk);
+        uint16_t param = rgpu_fuzz_u16(&in);
+        size_t bulk_len = param % (RGPU_FUZZ_MAX_BULK + 1);
+        size_t have;
         uint8_t *whole = NULL;
+
+        switch (type) {
+        case RGPU_FUZZ_BATCH_NEXT:
+            if (rgpu_fuzz_flush_batch(&out) != RGPU_OK)
+                goto out_bye;
+            out.batch_left = 2 + param % 8;
+            continue;
+        case RGPU_FUZZ_FRAGMENT_NEXT:
+            out.frag_eager = RGPU_FRAME_HEADER_SIZE + 1 + param % 4096;
+            out.frag_cut = (param >> 12) & 1;
+            continue;
+        case RGPU_FUZZ_DESC_NEXT:
+            rgpu_fuzz_refs(&out, body, len);
+            continue;
+        default:
+            break;
+        }
+        have = rgpu_fuzz_take(&in, bulk_len, &bulk);
 
         if (have < bulk_len) {
             whole = malloc(bulk_len);
@@ -274,7 +463,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             body = clamped.p;
             len = clamped.len;
         }
-        if (rgpu_fuzz_send(reader.link, type, seq++, body, len, bulk, bulk_len) != RGPU_OK) {
+        if (rgpu_fuzz_send(&out, type, seq++, body, len, bulk, bulk_len) != RGPU_OK) {
             free(whole);
             break;  /* the server ended the session */
         }
@@ -282,7 +471,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
 out_bye:
-    rgpu_link_send_msg(reader.link, RGPU__MSG_TYPE__MSG_GOODBYE, 0, &bye.base, NULL, 0);
+    rgpu_fuzz_flush_batch(&out);
+    rgpu_wire_send(reader.link, RGPU__MSG_TYPE__MSG_GOODBYE, 0, 0, &bye.base, NULL, 0);
     left = rgpu_server_wait_sessions(&rgpu_fuzz_server, RGPU_FUZZ_SESSION_WAIT_MS);
     if (left) {
         fprintf(stderr, "fuzz_server: the session did not end within %d ms of Goodbye\n",
@@ -290,7 +480,10 @@ out_bye:
         abort();
     }
     pthread_join(thread, NULL);     /* the server closed the link: the reader is done */
+    rgpu_mem_deregister(out.region);
     rgpu_link_close(reader.link);
     free(clamped.p);
+    free(out.frame.p);
+    free(out.batch.p);
     return 0;
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the hand-made seeds of fuzz_token, fuzz_sched and fuzz_hello into
-tests/fuzz/corpus/<harness>/ (the recorded ones come from record_seeds.sh).
+"""Writes the hand-made seeds of fuzz_token, fuzz_sched, fuzz_hello and
+fuzz_server into tests/fuzz/corpus/<harness>/ (the recorded ones come from
+record_seeds.sh).
 
     python3 tests/fuzz/make_seeds.py
 
@@ -111,6 +112,8 @@ def sched_seeds():
            sched_record(6, 1, resume) + sched_record(4, 1, release) + sched_record(4, 1, release_job) +
            sched_record(5, 0, b""))
     save("fuzz_sched", "day-with-key", b"\x01" + day)
+    # The same with an eager limit of 100 bytes: replies go in fragments.
+    save("fuzz_sched", "day-with-key-fragments", b"\x21" + day)
     # Without a key: crashes/sched-renew-frees-static-token-without-key (not
     # a seed until rgpu_sched_renew is fixed; fuzz_sched.c, RGPU_FUZZ_SCHED_NO_KEY).
     save("fuzz_sched", "require-signed", b"\x03" + sched_record(2, 0, alloc) + sched_record(2, 1, alloc))
@@ -130,7 +133,88 @@ def hello_seeds():
     save("fuzz_hello", "raw-short", b"\x03RGPU\x01\x00")
 
 
+# fuzz_server's selectors: indexes into rgpu_fuzz_server_types.
+SRV_CONTEXT, SRV_QUEUE, SRV_BUFFER, SRV_SOURCE = 0, 1, 2, 4
+SRV_WRITE, SRV_READ, SRV_FINISH, SRV_PING = 15, 16, 26, 35
+SRV_RAW_BATCH, SRV_RAW_FRAGMENT, SRV_BATCH_NEXT, SRV_FRAGMENT_NEXT, SRV_DESC_NEXT = 39, 40, 41, 42, 43
+
+
+def srv_record(sel, body=b"", param=0, bulk=b""):
+    """A record: selector, body, then param (the bulk length field) and the
+    bulk's bytes (zeros past what is given)."""
+    return struct.pack("<BH", sel, len(body)) + body + struct.pack("<H", param) + bulk
+
+
+def srv_header(msg_type, body_len, bulk_len, seq=1, flags=0, version=2):
+    return struct.pack("<IHHIIQQ", 0x55504752, version, msg_type, flags, body_len, seq, bulk_len)
+
+
+def srv_desc_ours(off, length):
+    return struct.pack("<HI", off, length)
+
+
+def srv_desc_forged(addr, length, key, memtype=0):
+    return struct.pack("<IIIBIIB", addr & 0xFFFFFFFF, addr >> 32, length & 0xFFFFFFFF, length >> 32,
+                       key & 0xFFFFFFFF, key >> 32, memtype)
+
+
+def server_seeds():
+    ctx = f_int(1, 1) + f_bytes(2, varint(0))
+    queue = f_int(1, 2) + f_int(2, 1)
+    buf = f_int(1, 3) + f_int(2, 1) + f_int(3, 1) + f_int(4, 4096)     # CL_MEM_READ_WRITE
+    write = f_int(1, 2) + f_int(2, 3) + f_int(3, 1) + f_int(5, 4096)   # blocking, 4096 bytes
+    read = f_int(1, 2) + f_int(2, 3) + f_int(4, 4096) + f_int(7, 1)
+    finish = f_int(1, 2)
+    src = "kernel void k(global int *a) { a[get_global_id(0)] = 1; }\n" + "// padding\n" * 250
+    source = f_int(1, 4) + f_int(2, 1) + f_bytes(3, src)
+    setup = srv_record(SRV_CONTEXT, ctx) + srv_record(SRV_QUEUE, queue) + srv_record(SRV_BUFFER, buf)
+    data = bytes(range(256)) * 16
+    fin = srv_record(SRV_FINISH, finish)
+    save("fuzz_server", "batch-of-calls",
+         srv_record(SRV_BATCH_NEXT, param=4) + setup + srv_record(SRV_WRITE, write, 4096, data) +
+         srv_record(SRV_READ, read) + fin)
+    save("fuzz_server", "fragmented-source",
+         setup + srv_record(SRV_FRAGMENT_NEXT, param=200) + srv_record(SRV_SOURCE, source) +
+         srv_record(SRV_PING, f_bytes(1, "hi")))
+    save("fuzz_server", "fragments-cut-short",
+         srv_record(SRV_FRAGMENT_NEXT, param=200 | 1 << 12) + srv_record(SRV_SOURCE, source) +
+         srv_record(SRV_PING, f_bytes(1, "hi")))
+    save("fuzz_server", "raw-batch-claims-too-much",
+         setup + srv_record(SRV_RAW_BATCH, srv_header(131, 2, 1 << 40) + finish))
+    save("fuzz_server", "raw-batch-nested",
+         srv_record(SRV_RAW_BATCH, srv_header(10, 0, 34) + srv_header(35, 2, 0) + f_bytes(1, "")))
+    save("fuzz_server", "raw-batch-old-version",
+         srv_record(SRV_RAW_BATCH, srv_header(131, 2, 0, version=1) + finish))
+    save("fuzz_server", "raw-fragment-alone", setup + srv_record(SRV_RAW_FRAGMENT, b"x" * 100, 1))
+    save("fuzz_server", "raw-fragment-then-frame",
+         srv_record(SRV_RAW_FRAGMENT, srv_header(35, 4, 0) + b"\x0a\x02", 0) +
+         srv_record(SRV_PING, f_bytes(1, "hi")))
+    save("fuzz_server", "desc-write-ours",
+         setup + srv_record(SRV_DESC_NEXT, bytes([1 | 4]) + srv_desc_ours(0, 4096)) +
+         srv_record(SRV_WRITE, write) + fin)
+    save("fuzz_server", "desc-write-out-of-bounds",
+         setup + srv_record(SRV_DESC_NEXT, bytes([1 | 4]) + srv_desc_ours(65000, 4096)) +
+         srv_record(SRV_WRITE, write) + fin)
+    save("fuzz_server", "desc-write-forged",
+         setup + srv_record(SRV_DESC_NEXT, bytes([1]) + srv_desc_forged(0x7f0000001000, 4096, 0x1234)) +
+         srv_record(SRV_WRITE, write) + fin)
+    save("fuzz_server", "desc-write-huge",
+         setup + srv_record(SRV_DESC_NEXT, bytes([1]) + srv_desc_forged(0x1000, (1 << 40) - 1, 1, 7)) +
+         srv_record(SRV_WRITE, write) + fin)
+    save("fuzz_server", "desc-read-into-ours",
+         setup + srv_record(SRV_WRITE, write, 4096, data) +
+         srv_record(SRV_DESC_NEXT, bytes([2 | 8]) + srv_desc_ours(100, 4096)) +
+         srv_record(SRV_READ, read) + fin)
+    save("fuzz_server", "desc-both-ours",
+         setup + srv_record(SRV_DESC_NEXT, bytes([1 | 2 | 4 | 8]) + srv_desc_ours(0, 4096) +
+                            srv_desc_ours(8192, 4096)) + srv_record(SRV_WRITE, write) + fin)
+    save("fuzz_server", "desc-raw-garbage",
+         setup + srv_record(SRV_DESC_NEXT, bytes([16]) + b"\x0a\xff\xff\x01") +
+         srv_record(SRV_WRITE, write) + fin)
+
+
 if __name__ == "__main__":
     token_seeds()
     sched_seeds()
     hello_seeds()
+    server_seeds()
