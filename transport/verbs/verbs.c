@@ -178,10 +178,20 @@ typedef struct rgpu_verbs_link {
     uint32_t sq_used, rma_wrs;      /* send queue entries and RMA work requests in flight */
     rgpu_msg_t *q_head, *q_tail;
     rgpu_verbs_op_t *ops_head, *ops_tail;
-    rgpu_status_t failed;
-    char reason[512];
+    rgpu_status_t failed;       /* the link is dead: nothing goes either way */
+    rgpu_status_t rx_failed;    /* receiving ended (a broken frame from the peer, or
+                                 * rgpu_link_shutdown_recv) while sends still go */
+    int rx_stopped;             /* rgpu_link_shutdown_recv: queued frames are dropped */
+    char reason[512];           /* written once, at the first of the two failures */
     uint64_t last_activity_ns;
 } rgpu_verbs_link_t;
+
+/* A registration's private part (rgpu_mem_t.priv). */
+typedef struct {
+    struct ibv_mr *mr;
+    int local_write;            /* 0: a read-only mapping, registered without
+                                 * LOCAL_WRITE; a get into it is refused here */
+} rgpu_verbs_mr_t;
 
 typedef struct {
     rgpu_listener_t l;          /* first: the public part */
@@ -427,8 +437,12 @@ static rgpu_status_t rgpu_verbs_mem_register(rgpu_transport_t *tp, rgpu_mem_t *m
 {
     rgpu_verbs_tp_t *vtp = tp->priv;
     int access = IBV_ACCESS_LOCAL_WRITE;
+    rgpu_verbs_mr_t *vmr = calloc(1, sizeof(*vmr));
     struct ibv_mr *mr;
 
+    if (!vmr)
+        return RGPU_ERR_NOMEM;
+    /* RGPU_MEM_LOCAL (no remote bits): the HCA lets no peer reach it. */
     if (mem->access & RGPU_MEM_REMOTE_READ)
         access |= IBV_ACCESS_REMOTE_READ;
     if (mem->access & RGPU_MEM_REMOTE_WRITE)
@@ -439,18 +453,28 @@ static rgpu_status_t rgpu_verbs_mem_register(rgpu_transport_t *tp, rgpu_mem_t *m
          * remote reads only, which is all a peer could do with it. */
         if ((errno == EFAULT || errno == EACCES) && !(mem->access & RGPU_MEM_REMOTE_WRITE))
             mr = ibv_reg_mr(vtp->pd, mem->addr, mem->len, access & ~IBV_ACCESS_LOCAL_WRITE);
-        if (!mr)
-            return errno == ENOMEM || errno == EAGAIN ? RGPU_ERR_NOMEM : RGPU_ERR_INVALID_ARG;
+        if (!mr) {
+            int err = errno;
+            free(vmr);
+            return err == ENOMEM || err == EAGAIN ? RGPU_ERR_NOMEM : RGPU_ERR_INVALID_ARG;
+        }
+    } else {
+        vmr->local_write = 1;
     }
-    mem->priv = mr;
+    vmr->mr = mr;
+    mem->priv = vmr;
     mem->key = (RGPU_VERBS_KEY_TAG << 32) | mr->rkey;
     return RGPU_OK;
 }
 
 static void rgpu_verbs_mem_deregister(rgpu_transport_t *tp, rgpu_mem_t *mem)
 {
-    if (mem->priv)
-        ibv_dereg_mr(mem->priv);
+    rgpu_verbs_mr_t *vmr = mem->priv;
+
+    if (vmr) {
+        ibv_dereg_mr(vmr->mr);
+        free(vmr);
+    }
     mem->priv = NULL;
 }
 
@@ -466,12 +490,36 @@ static void rgpu_verbs_fail_locked(rgpu_verbs_link_t *vl, rgpu_status_t status, 
     if (vl->failed != RGPU_OK)
         return;
     vl->failed = status;
-    snprintf(vl->reason, sizeof(vl->reason), "%s", reason);
+    if (vl->rx_failed == RGPU_OK)
+        snprintf(vl->reason, sizeof(vl->reason), "%s", reason);
     if (vl->id)
         rdma_disconnect(vl->id);
     if (vl->qp) {
         struct ibv_qp_attr attr = {.qp_state = IBV_QPS_ERR};
         ibv_modify_qp(vl->qp, &attr, IBV_QP_STATE);
+    }
+    pthread_cond_broadcast(&vl->cond);
+}
+
+/* Ends the receive side only: the peer sent what is no frame, or the
+ * owner stopped receiving (rgpu_link_shutdown_recv). Sends still go, so
+ * that a server can tell its client why. Frames that arrive from now on
+ * are dropped, their buffers reposted and credited (a peer that goes on
+ * sending is not driven into receiver-not-ready); gets and puts in flight
+ * complete with status once their posted work requests have (the HCA may
+ * still be writing into their memory until then), and new ones are
+ * refused. Lock held. */
+static void rgpu_verbs_fail_rx_locked(rgpu_verbs_link_t *vl, rgpu_status_t status,
+                                      const char *reason)
+{
+    if (vl->rx_failed != RGPU_OK)
+        return;
+    vl->rx_failed = status;
+    if (vl->failed == RGPU_OK)
+        snprintf(vl->reason, sizeof(vl->reason), "%s", reason);
+    for (rgpu_verbs_op_t *op = vl->ops_head; op; op = op->next) {
+        if (op->status == RGPU_OK)
+            op->status = status;
     }
     pthread_cond_broadcast(&vl->cond);
 }
@@ -700,22 +748,37 @@ static void rgpu_verbs_handle_wc(rgpu_verbs_link_t *vl, const struct ibv_wc *wc)
         const uint8_t *buf = vl->rx + (size_t)i * vl->vtp->eager;
         rgpu_frame_limits_t limits = {vl->vtp->eager, RGPU_FRAME_DEFAULT_MAX_BULK};
         rgpu_frame_header_t h;
+        rgpu_status_t status = RGPU_ERR_PROTOCOL;
         rgpu_msg_t *msg;
 
-        if (i >= vl->vtp->depth || !(wc->wc_flags & IBV_WC_WITH_IMM) ||
-            wc->byte_len < RGPU_FRAME_HEADER_SIZE ||
-            rgpu_frame_header_decode(buf, &limits, &h) != RGPU_OK ||
-            h.type >= RGPU_FRAME_TYPE_TRANSPORT_FIRST ||
-            RGPU_FRAME_HEADER_SIZE + (uint64_t)h.body_len + h.bulk_len != wc->byte_len) {
-            snprintf(why, sizeof(why), "the peer %s sent a message that is not a whole rgpu frame "
-                     "(%u bytes)", vl->link.peer, wc->byte_len);
-            rgpu_verbs_fail_locked(vl, RGPU_ERR_PROTOCOL, why);
+        if (i >= vl->vtp->depth) {
+            rgpu_verbs_fail_locked(vl, RGPU_ERR_PROTOCOL, "a receive completed for a buffer "
+                                   "this side never posted");
             return;
         }
         /* A message proves the peer's side complete, whether or not the
          * cm's ESTABLISHED was seen yet. */
         vl->established = 1;
-        /* The immediate data is the peer's count of our consumed messages. */
+        if (!(wc->wc_flags & IBV_WC_WITH_IMM) || wc->byte_len < RGPU_FRAME_HEADER_SIZE ||
+            (status = rgpu_frame_header_decode(buf, &limits, &h)) != RGPU_OK ||
+            h.type >= RGPU_FRAME_TYPE_TRANSPORT_FIRST ||
+            RGPU_FRAME_HEADER_SIZE + (uint64_t)h.body_len + h.bulk_len != wc->byte_len) {
+            /* Only receiving ends: the layer above may still answer why. */
+            if (status != RGPU_OK && wc->byte_len >= RGPU_FRAME_HEADER_SIZE) {
+                char what[256];
+                rgpu_frame_header_explain(buf, &limits, status, what, sizeof(what));
+                snprintf(why, sizeof(why), "the peer %s sent a bad frame header: %s",
+                         vl->link.peer, what);
+            } else {
+                status = RGPU_ERR_PROTOCOL;
+                snprintf(why, sizeof(why), "the peer %s sent a message that is not a whole rgpu "
+                         "frame (%u bytes)", vl->link.peer, wc->byte_len);
+            }
+            rgpu_verbs_fail_rx_locked(vl, status, why);
+            goto out_repost;
+        }
+        /* The immediate data is the peer's count of our consumed messages:
+         * taken even after receiving ended, as sends go on. */
         {
             uint32_t cons = ntohl(wc->imm_data);
             if ((int32_t)(cons - vl->peer_consumed) > 0) {
@@ -727,6 +790,8 @@ static void rgpu_verbs_handle_wc(rgpu_verbs_link_t *vl, const struct ibv_wc *wc)
                 vl->peer_consumed = cons;
             }
         }
+        if (vl->rx_failed != RGPU_OK)
+            goto out_repost; /* dropped: nobody takes it */
         msg = malloc(sizeof(*msg) + wc->byte_len - RGPU_FRAME_HEADER_SIZE);
         if (!msg) {
             rgpu_verbs_fail_locked(vl, RGPU_ERR_NOMEM, "out of memory receiving a message");
@@ -750,6 +815,12 @@ static void rgpu_verbs_handle_wc(rgpu_verbs_link_t *vl, const struct ibv_wc *wc)
             vl->consumed++;
         else
             vl->deferred++;
+        if (rgpu_verbs_post_recv(vl, i) != RGPU_OK)
+            rgpu_verbs_fail_locked(vl, RGPU_ERR_IO, "reposting a receive buffer failed");
+        return;
+
+    out_repost:
+        vl->consumed++;
         if (rgpu_verbs_post_recv(vl, i) != RGPU_OK)
             rgpu_verbs_fail_locked(vl, RGPU_ERR_IO, "reposting a receive buffer failed");
     }
@@ -1063,8 +1134,18 @@ static rgpu_status_t rgpu_verbs_run(rgpu_verbs_link_t *vl,
         if (vl->failed != RGPU_OK && vl->sq_used == 0 && !vl->ops_head && !vl->finishing)
             return vl->failed;
         left = rgpu_verbs_left_ms(timeout_ms, deadline_ns);
-        if (left == 0 && tried)
+        if (left == 0 && tried) {
+            /* The caller may sleep on the event fd next: arm first, so
+             * that what completes from now on makes it readable. */
+            if (!vl->armed && !vl->polling) {
+                vl->polling = 1;
+                rgpu_verbs_arm(vl);
+                rgpu_verbs_poller_leave(vl);
+                if (ready(vl, arg))
+                    return RGPU_OK;
+            }
             return RGPU_ERR_TIMEOUT;
+        }
         tried = 1;
         if (!vl->polling && (!polled || (int64_t)(now - vl->last_activity_ns) < spin_ns)) {
             vl->polling = 1;
@@ -1112,9 +1193,11 @@ static rgpu_status_t rgpu_verbs_run(rgpu_verbs_link_t *vl,
     }
 }
 
+/* A frame to hand over, or the end of receiving (after the frames that
+ * arrived before a broken one; none after rgpu_link_shutdown_recv). */
 static int rgpu_verbs_ready_msg(rgpu_verbs_link_t *vl, void *arg)
 {
-    return vl->q_head != NULL;
+    return (vl->q_head != NULL && !vl->rx_stopped) || vl->rx_failed != RGPU_OK;
 }
 
 static int rgpu_verbs_ready_completion(rgpu_verbs_link_t *vl, void *arg)
@@ -1206,6 +1289,8 @@ static rgpu_status_t rgpu_verbs_msg_recv(rgpu_link_t *link, rgpu_msg_t **msg_p, 
     rgpu_verbs_link_t *vl = (rgpu_verbs_link_t *)link;
     rgpu_status_t status = rgpu_verbs_run(vl, rgpu_verbs_ready_msg, NULL, timeout_ms);
 
+    if (status == RGPU_OK && (!vl->q_head || vl->rx_stopped))
+        status = vl->rx_failed;
     if (status == RGPU_OK) {
         rgpu_msg_t *msg = vl->q_head;
 
@@ -1258,6 +1343,9 @@ static rgpu_status_t rgpu_verbs_rma(rgpu_link_t *link, int is_get, rgpu_mem_t *l
         return status;
     if (!local->priv)
         return RGPU_ERR_INVALID_ARG;
+    /* The HCA would fail the READ's local write by closing the link. */
+    if (is_get && !((rgpu_verbs_mr_t *)local->priv)->local_write)
+        return RGPU_ERR_INVALID_ARG;
     /* Not a key this transport hands out: refused here, before the HCA
      * would refuse it by closing the link. */
     if ((remote->key >> 32) != RGPU_VERBS_KEY_TAG)
@@ -1272,12 +1360,13 @@ static rgpu_status_t rgpu_verbs_rma(rgpu_link_t *link, int is_get, rgpu_mem_t *l
     op->c = c;
     op->is_get = is_get;
     op->laddr = (uint64_t)(uintptr_t)((uint8_t *)local->addr + local_off);
-    op->lkey = ((struct ibv_mr *)local->priv)->lkey;
+    op->lkey = ((rgpu_verbs_mr_t *)local->priv)->mr->lkey;
     op->raddr = remote->addr + remote_off;
     op->rkey = (uint32_t)remote->key;
     op->len = len;
     pthread_mutex_lock(&vl->lock);
-    status = vl->failed;
+    /* A get or put waits on the receive side: refused once it ended. */
+    status = vl->failed != RGPU_OK ? vl->failed : vl->rx_failed;
     if (status != RGPU_OK) {
         pthread_mutex_unlock(&vl->lock);
         free(op);
@@ -1324,6 +1413,8 @@ static int rgpu_verbs_progress(rgpu_link_t *link)
     vl->handled_unseen = 0;
     if (vl->failed != RGPU_OK && vl->sq_used == 0 && !vl->ops_head && !vl->finishing)
         n = vl->failed;
+    else if (vl->rx_failed != RGPU_OK && (!vl->q_head || vl->rx_stopped))
+        n = vl->rx_failed;
     pthread_mutex_unlock(&vl->lock);
     return n;
 }
@@ -1338,11 +1429,54 @@ static const char *rgpu_verbs_reason(rgpu_link_t *link)
     rgpu_verbs_link_t *vl = (rgpu_verbs_link_t *)link;
     int failed;
 
-    /* Written once, with failed, and never again. */
+    /* Written once, with the first of failed and rx_failed, and never again. */
     pthread_mutex_lock(&vl->lock);
-    failed = vl->failed != RGPU_OK;
+    failed = vl->failed != RGPU_OK || vl->rx_failed != RGPU_OK;
     pthread_mutex_unlock(&vl->lock);
     return failed ? vl->reason : "";
+}
+
+static int rgpu_verbs_has_buffered(rgpu_link_t *link)
+{
+    rgpu_verbs_link_t *vl = (rgpu_verbs_link_t *)link;
+    int n;
+
+    /* Completions not yet polled need no answer here: a CQ is armed
+     * whenever its link is left to the event fd (rgpu_link_progress, a
+     * receive that timed out, the progress thread's timer). */
+    pthread_mutex_lock(&vl->lock);
+    n = vl->q_head != NULL && !vl->rx_stopped;
+    pthread_mutex_unlock(&vl->lock);
+    return n;
+}
+
+/* Stops receiving (rgpu_link_shutdown_recv): see rgpu_verbs_fail_rx_locked.
+ * The peer's own gets and puts are served by the HCA, not by this side,
+ * and go on until the link closes. */
+static void rgpu_verbs_shutdown_recv(rgpu_link_t *link)
+{
+    rgpu_verbs_link_t *vl = (rgpu_verbs_link_t *)link;
+    rgpu_verbs_op_t *done = NULL;
+
+    pthread_mutex_lock(&vl->lock);
+    rgpu_verbs_fail_rx_locked(vl, RGPU_ERR_CONN_CLOSED, "receiving was stopped on this side");
+    vl->rx_stopped = 1;
+    /* Frames not taken yet are not handed over any more: their space is
+     * free, and the credits they held go back. */
+    while (vl->q_head) {
+        rgpu_msg_t *next = vl->q_head->next;
+        free(vl->q_head);
+        vl->q_head = next;
+    }
+    vl->q_tail = NULL;
+    vl->q_bytes = 0;
+    vl->consumed += vl->deferred;
+    vl->deferred = 0;
+    rgpu_verbs_return_credits(vl, 1);
+    rgpu_verbs_reap_ops(vl, &done);
+    rgpu_verbs_signal_locked(vl);
+    pthread_mutex_unlock(&vl->lock);
+    rgpu_verbs_finish_ops(vl, done);
 }
 
 void rgpu_verbs_inject_qp_error(rgpu_link_t *link)
@@ -1983,8 +2117,9 @@ const rgpu_transport_ops_t rgpu_verbs_ops = {
     .accept = rgpu_verbs_accept,
     .listener_close = rgpu_verbs_listener_close,
     /* Messages only: no stream entries (sendv, recv, buffered,
-     * wait_readable, shutdown_recv). */
+     * wait_readable). */
     .shutdown = rgpu_verbs_shutdown,
+    .shutdown_recv = rgpu_verbs_shutdown_recv,
     .close = rgpu_verbs_close,
     .tp_open = rgpu_verbs_tp_open,
     .tp_close = rgpu_verbs_tp_close,
@@ -2000,4 +2135,5 @@ const rgpu_transport_ops_t rgpu_verbs_ops = {
     .progress = rgpu_verbs_progress,
     .event_fd = rgpu_verbs_event_fd,
     .reason = rgpu_verbs_reason,
+    .has_buffered = rgpu_verbs_has_buffered,
 };
