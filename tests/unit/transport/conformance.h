@@ -581,6 +581,89 @@ Test(CONF_MSG_SUITE, states_its_capabilities, .timeout = CONF_TIMEOUT)
     cr_expect_str_eq(rgpu_link_reason(ma), "");
 }
 
+Test(CONF_MSG_SUITE, a_listener_reports_the_port_it_bound, .timeout = CONF_TIMEOUT)
+{
+    const char *colon = strrchr(mlst->local, ':');
+
+    cr_assert_not_null(colon, "local address \"%s\"", mlst->local);
+    cr_expect_neq(atoi(colon + 1), 0, "port 0 was not resolved: \"%s\"", mlst->local);
+    cr_expect_eq(mlst->ops, &CONFORMANCE_OPS);
+    cr_expect_eq(mlst->tp, tp_b);
+    cr_expect_neq(ma->peer[0], '\0', "the connected link has no peer name");
+    cr_expect_neq(mb->peer[0], '\0', "the accepted link has no peer name");
+    cr_expect_eq(ma->ops, &CONFORMANCE_OPS);
+    cr_expect_eq(mb->ops, &CONFORMANCE_OPS);
+}
+
+/* Each accepted link talks to exactly one connected link: tag and echo. */
+Test(CONF_MSG_SUITE, many_links_to_one_listener, .timeout = CONF_TIMEOUT)
+{
+    enum { N = 16 };
+    rgpu_link_t *a[N], *b[N];
+    rgpu_msg_t *m;
+
+    for (int i = 0; i < N; i++)
+        conf_msg_connect(&a[i], &b[i]);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(conf_msg_send(a[i], (uint64_t)i, 1, 0), RGPU_OK);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(rgpu_link_msg_recv(b[i], &m, 5000), RGPU_OK, "link %d", i);
+        cr_expect_eq(m->header.seq, (uint64_t)i, "link %d got another's message", i);
+        rgpu_msg_release(m);
+        cr_assert_eq(conf_msg_send(b[i], (uint64_t)i + 1000, 0, 3), RGPU_OK);
+    }
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(rgpu_link_msg_recv(a[i], &m, 5000), RGPU_OK, "link %d", i);
+        cr_expect_eq(m->header.seq, (uint64_t)i + 1000, "link %d got another's echo", i);
+        rgpu_msg_release(m);
+        rgpu_link_close(a[i]);
+        rgpu_link_close(b[i]);
+    }
+}
+
+/* A peer that went away: sends fail, with a status, not with SIGPIPE. */
+Test(CONF_MSG_SUITE, sending_to_a_closed_peer_fails_without_sigpipe, .timeout = CONF_TIMEOUT)
+{
+    size_t eager = rgpu_transport_caps(tp_a)->max_eager;
+    rgpu_link_t *a, *b;
+    rgpu_status_t status = RGPU_OK;
+    int i;
+
+    conf_msg_connect(&a, &b);
+    rgpu_link_close(b);
+    /* The first sends may still land in buffers; a bounded number fail. */
+    for (i = 0; i < 2000 && status == RGPU_OK; i++)
+        status = conf_msg_send(a, (uint64_t)i, 0, eager - RGPU_FRAME_HEADER_SIZE);
+    cr_expect(status == RGPU_ERR_CONN_CLOSED || status == RGPU_ERR_IO, "after %d sends: %s", i,
+              rgpu_status_str(status));
+    cr_expect_neq(rgpu_link_reason(a)[0], '\0', "no reason given");
+    cr_expect_eq(conf_msg_send(a, 1, 0, 0), status, "the failure is not sticky");
+    rgpu_link_close(a);
+}
+
+Test(CONF_MSG_SUITE, more_than_16_iovecs_are_refused, .timeout = CONF_TIMEOUT)
+{
+    uint8_t head[RGPU_FRAME_HEADER_SIZE];
+    rgpu_frame_header_t h = {RGPU_PROTOCOL_VERSION, 5, 0, 0, 1, 16};
+    struct iovec iov[17];
+    rgpu_msg_t *m;
+
+    rgpu_frame_header_encode(&h, head);
+    iov[0] = (struct iovec){head, sizeof(head)};
+    for (int i = 1; i < 17; i++)
+        iov[i] = (struct iovec){"x", 1};
+    cr_expect_eq(rgpu_link_msg_send(ma, iov, 17, NULL), RGPU_ERR_INVALID_ARG);
+    cr_expect_eq(rgpu_link_msg_send(ma, iov, 0, NULL), RGPU_ERR_INVALID_ARG);
+    /* Sixteen, header included, is fine. */
+    h.bulk_len = 15;
+    rgpu_frame_header_encode(&h, head);
+    cr_assert_eq(rgpu_link_msg_send(ma, iov, 16, NULL), RGPU_OK);
+    cr_assert_eq(rgpu_link_msg_recv(mb, &m, 5000), RGPU_OK);
+    cr_expect_eq(m->header.bulk_len, 15);
+    cr_expect_arr_eq(m->bulk, "xxxxxxxxxxxxxxx", 15);
+    rgpu_msg_release(m);
+}
+
 /* Every size from 0 to the eager limit (all small ones, then around every
  * power of two), in order, both directions. */
 Test(CONF_MSG_SUITE, messages_in_order_from_0_to_the_eager_limit, .timeout = CONF_TIMEOUT)
