@@ -15,6 +15,21 @@
 
 #include "metrics.h"
 #include "rgpu/log.h"
+#include "rgpu/wire.h"
+
+/* The longest a get or put of the session may take: a client that stops
+ * serving its own descriptors (tcp: it stops reading) ends its session
+ * instead of holding the session thread. */
+#define RGPU_SESSION_RMA_TIMEOUT_MS 60000
+/* Reads waiting for their replies whose client registered the destination
+ * (reply descriptors): a bound, so a client cannot grow the table forever. */
+#define RGPU_SESSION_MAX_REPLY_DESCS 65536
+
+/* Where a request's reply bulk goes: the client's registered destination. */
+typedef struct rgpu_reply_dest {
+    rgpu_mem_desc_t desc;
+    uint64_t put_len;           /* bytes put so far (pieces go in order) */
+} rgpu_reply_dest_t;
 
 typedef struct rgpu_outframe {
     struct rgpu_outframe *next;
@@ -33,6 +48,7 @@ struct rgpu_session {
     char name[128];
     rgpu_link_t *link;
     rgpu_frame_limits_t limits;
+    rgpu_wire_rx_t rx;          /* the session thread's receiving end of link */
     atomic_int refs;
     atomic_int closing;
 
@@ -47,7 +63,20 @@ struct rgpu_session {
 
     const rgpu_backend_ops_t *backend_ops;  /* the backend serving it: set by the handshake */
     void *backend_ctx;          /* set by the handshake */
+    /* The request being handled: its bulk is inline (bulk) or in the
+     * client's registered memory (by_desc: src), pull_len bytes in all. */
+    struct {
+        const uint8_t *bulk;
+        int by_desc;
+        rgpu_mem_desc_t src;
+        uint64_t seq;
+        uint64_t len;
+        int done_sent;          /* MSG_BULK_DONE went out */
+        char reason[256];       /* why a get failed */
+    } pull;
     uint64_t bulk_left;         /* bytes of the current request's bulk not pulled yet */
+    pthread_mutex_t reply_lock; /* protects replies */
+    rgpu_htable_t replies;      /* seq -> rgpu_reply_dest_t *, reads whose reply goes by put */
     uint64_t mem_quota;         /* from the lease token; 0 = none */
     uint64_t device_mask;       /* with --key: bit i = the lease names device index i */
     struct rgpu_lease_use *lease_use;   /* with a lease: its budget here (server->lock) */
@@ -438,6 +467,13 @@ void rgpu_session_ref(rgpu_session_t *session)
     atomic_fetch_add(&session->refs, 1);
 }
 
+static void rgpu_reply_dest_free(uint64_t seq, void *d, void *arg)
+{
+    (void)seq;
+    (void)arg;
+    free(d);
+}
+
 void rgpu_session_unref(rgpu_session_t *session)
 {
     if (atomic_fetch_sub(&session->refs, 1) != 1)
@@ -448,23 +484,107 @@ void rgpu_session_unref(rgpu_session_t *session)
     pthread_cond_destroy(&session->post_cond);
     pthread_mutex_destroy(&session->post_lock);
     pthread_mutex_destroy(&session->send_lock);
+    pthread_mutex_destroy(&session->reply_lock);
+    rgpu_htable_foreach(&session->replies, rgpu_reply_dest_free, NULL);
+    rgpu_htable_cleanup(&session->replies);
     free(session);
 }
 
 /* ---- receiving and sending ------------------------------------------ */
 
+/* Moves len bytes between local memory and the client's registered region
+ * desc at off (get: into local; put: from local), waiting at most
+ * RGPU_SESSION_RMA_TIMEOUT_MS. local is registered for the transfer only,
+ * for local use (the client can neither read nor write it by itself). On
+ * failure reason says why, naming what was being done. */
+static rgpu_status_t rgpu_session_rma(rgpu_session_t *session, int is_get, void *local, uint64_t len,
+                                      const rgpu_mem_desc_t *desc, uint64_t off, const char *doing,
+                                      char *reason, size_t reason_cap)
+{
+    rgpu_link_t *link = session->link;
+    rgpu_completion_t c = {0};
+    rgpu_mem_t *mem;
+    rgpu_status_t status;
+
+    status = rgpu_mem_register_access(link->tp, local, (size_t)len, RGPU_MEMTYPE_HOST, RGPU_MEM_LOCAL, &mem);
+    if (status != RGPU_OK) {
+        snprintf(reason, reason_cap, "cannot register %llu bytes of this server's memory for %s: %s",
+                 (unsigned long long)len, doing, rgpu_status_str(status));
+        return status;
+    }
+    status = is_get ? rgpu_link_get(link, mem, 0, desc, off, len, &c)
+                    : rgpu_link_put(link, mem, 0, desc, off, len, &c);
+    if (status == RGPU_OK) {
+        status = rgpu_link_wait(link, &c, RGPU_SESSION_RMA_TIMEOUT_MS);
+        if (status == RGPU_ERR_TIMEOUT) {
+            /* The client stopped serving its memory. Ending the link fails
+             * the operation, so nothing writes into local after this. */
+            rgpu_link_shutdown(link);
+            rgpu_link_wait(link, &c, -1);
+            status = RGPU_ERR_TIMEOUT;
+        }
+    }
+    rgpu_mem_deregister(mem);
+    switch (status) {
+    case RGPU_OK:
+        break;
+    case RGPU_ERR_NOT_FOUND:
+        snprintf(reason, reason_cap, "%s: the client's descriptor names no memory it registered "
+                 "(a stale or forged key)", doing);
+        break;
+    case RGPU_ERR_INVALID_ARG:
+        snprintf(reason, reason_cap, "%s: %llu bytes at offset %llu of the client's %llu-byte "
+                 "descriptor fall outside what it registered or allows", doing,
+                 (unsigned long long)len, (unsigned long long)off, (unsigned long long)desc->len);
+        break;
+    case RGPU_ERR_TIMEOUT:
+        snprintf(reason, reason_cap, "%s: the client did not serve its memory within %d s", doing,
+                 RGPU_SESSION_RMA_TIMEOUT_MS / 1000);
+        break;
+    default:
+        snprintf(reason, reason_cap, "%s: %s", doing,
+                 rgpu_link_reason(link)[0] ? rgpu_link_reason(link) : rgpu_status_str(status));
+        break;
+    }
+    return status;
+}
+
+/* Tells the client the session is done with the request's data descriptor
+ * (it may deregister it). Once per request, and before the backend's reply
+ * when the backend pulled everything first. */
+static void rgpu_session_bulk_done(rgpu_session_t *session, rgpu_status_t result)
+{
+    Rgpu__BulkDone done = RGPU__BULK_DONE__INIT;
+
+    if (!session->pull.by_desc || session->pull.done_sent)
+        return;
+    session->pull.done_sent = 1;
+    done.status = result;
+    rgpu_session_send(session, RGPU__MSG_TYPE__MSG_BULK_DONE, session->pull.seq, &done.base, NULL, 0);
+}
+
 rgpu_status_t rgpu_session_pull(rgpu_session_t *session, void *dst, uint64_t len)
 {
+    uint64_t at = session->pull.len - session->bulk_left;
     rgpu_status_t status;
 
     if (len > session->bulk_left)
         return RGPU_ERR_INVALID_ARG;
     if (len == 0)
         return RGPU_OK;
-    status = rgpu_link_recv(session->link, dst, (size_t)len);
-    if (status == RGPU_OK)
+    if (!session->pull.by_desc) {
+        memcpy(dst, session->pull.bulk + at, (size_t)len);
         session->bulk_left -= len;
-    return status;
+        return RGPU_OK;
+    }
+    status = rgpu_session_rma(session, 1, dst, len, &session->pull.src, at, "getting a request's data",
+                              session->pull.reason, sizeof(session->pull.reason));
+    if (status != RGPU_OK)
+        return status;
+    session->bulk_left -= len;
+    if (session->bulk_left == 0)
+        rgpu_session_bulk_done(session, RGPU_OK);
+    return RGPU_OK;
 }
 
 uint64_t rgpu_session_pull_left(const rgpu_session_t *session)
@@ -472,24 +592,98 @@ uint64_t rgpu_session_pull_left(const rgpu_session_t *session)
     return session->bulk_left;
 }
 
+/* The reply descriptor of request seq, if its client sent one; take: remove
+ * it (its reply is being sent). */
+static rgpu_reply_dest_t *rgpu_session_reply_dest(rgpu_session_t *session, uint64_t seq, int take)
+{
+    rgpu_reply_dest_t *d;
+
+    if (seq == 0)
+        return NULL;
+    pthread_mutex_lock(&session->reply_lock);
+    d = take ? rgpu_htable_remove(&session->replies, seq) : rgpu_htable_find(&session->replies, seq);
+    pthread_mutex_unlock(&session->reply_lock);
+    return d;
+}
+
+/* Sends a frame as it is, under the send mutex. */
+static rgpu_status_t rgpu_session_send_raw(rgpu_session_t *session, uint16_t type, uint64_t seq,
+                                           const ProtobufCMessage *msg, const void *bulk, uint64_t bulk_len)
+{
+    rgpu_status_t status;
+
+    pthread_mutex_lock(&session->send_lock);
+    status = rgpu_wire_send(session->link, type, seq, 0, msg, bulk, bulk_len);
+    pthread_mutex_unlock(&session->send_lock);
+    return status;
+}
+
+/* Puts a piece of request seq's reply into the client's destination d, then
+ * tells the client it is there. Any thread that may send. */
+static rgpu_status_t rgpu_session_put_piece(rgpu_session_t *session, rgpu_reply_dest_t *d, uint64_t seq,
+                                            uint64_t offset, const void *src, uint64_t len)
+{
+    Rgpu__BulkPart part = RGPU__BULK_PART__INIT;
+    char reason[320];
+    rgpu_status_t status;
+
+    if (len == 0)
+        return RGPU_OK;
+    if (offset > d->desc.len || len > d->desc.len - offset) {
+        rgpu_warn("session", "%s: a reply of %llu bytes at offset %llu does not fit the %llu bytes "
+                  "the client registered for it", session->name, (unsigned long long)len,
+                  (unsigned long long)offset, (unsigned long long)d->desc.len);
+        return RGPU_ERR_TOO_LARGE;
+    }
+    status = rgpu_session_rma(session, 0, (void *)src, len, &d->desc, offset, "putting a reply's data",
+                              reason, sizeof(reason));
+    if (status != RGPU_OK) {
+        rgpu_warn("session", "%s: %s", session->name, reason);
+        return status;
+    }
+    d->put_len = offset + len;
+    part.offset = offset;
+    part.put_len = len;
+    return rgpu_session_send_raw(session, RGPU__MSG_TYPE__MSG_BULK_PART, seq, &part.base, NULL, 0);
+}
+
 rgpu_status_t rgpu_session_push(rgpu_session_t *session, uint64_t seq, uint64_t offset,
                                 const void *src, uint64_t len)
 {
     Rgpu__BulkPart part = RGPU__BULK_PART__INIT;
+    rgpu_reply_dest_t *d = rgpu_session_reply_dest(session, seq, 0);
 
+    if (d)
+        return rgpu_session_put_piece(session, d, seq, offset, src, len);
     part.offset = offset;
-    return rgpu_session_send(session, RGPU__MSG_TYPE__MSG_BULK_PART, seq, &part.base, src, len);
+    return rgpu_session_send_raw(session, RGPU__MSG_TYPE__MSG_BULK_PART, seq, &part.base, src, len);
+}
+
+/* Whether a frame of this type, with a seq, is the reply that ends its
+ * request (and so the life of the request's reply descriptor). */
+static int rgpu_session_is_reply(uint16_t type)
+{
+    return type != RGPU__MSG_TYPE__MSG_BULK_PART && type != RGPU__MSG_TYPE__MSG_BULK_DONE;
 }
 
 rgpu_status_t rgpu_session_send(rgpu_session_t *session, uint16_t type, uint64_t seq,
                                 const ProtobufCMessage *msg, const void *bulk, uint64_t bulk_len)
 {
-    rgpu_status_t status;
+    rgpu_reply_dest_t *d = rgpu_session_is_reply(type) ? rgpu_session_reply_dest(session, seq, 1) : NULL;
+    rgpu_status_t status = RGPU_OK;
 
-    pthread_mutex_lock(&session->send_lock);
-    status = rgpu_link_send_msg(session->link, type, seq, msg, bulk, bulk_len);
-    pthread_mutex_unlock(&session->send_lock);
-    return status;
+    if (d) {
+        /* The reply's data goes into the client's destination, after any
+         * pieces pushed before it; the reply itself carries none. */
+        if (bulk_len)
+            status = rgpu_session_put_piece(session, d, seq, d->put_len, bulk, bulk_len);
+        free(d);
+        bulk = NULL;
+        bulk_len = 0;
+        if (status != RGPU_OK)
+            return status;
+    }
+    return rgpu_session_send_raw(session, type, seq, msg, bulk, bulk_len);
 }
 
 static void rgpu_outframe_free(rgpu_outframe_t *frame)
@@ -569,11 +763,27 @@ static void *rgpu_session_sender_main(void *arg)
         if (!link_failed && !atomic_load(&session->closing)) {
             struct iovec iov[2] = {{frame->head, frame->head_len},
                                    {(void *)frame->bulk, (size_t)frame->bulk_len}};
-            rgpu_status_t status;
+            rgpu_frame_header_t h;
+            rgpu_reply_dest_t *d = NULL;
+            rgpu_status_t status = RGPU_OK;
 
-            pthread_mutex_lock(&session->send_lock);
-            status = rgpu_link_sendv(session->link, iov, frame->bulk_len ? 2 : 1);
-            pthread_mutex_unlock(&session->send_lock);
+            /* A reply posted by a callback (a non-blocking read) whose
+             * client registered the destination: its data goes by put. */
+            if (rgpu_frame_header_decode(frame->head, NULL, &h) == RGPU_OK && rgpu_session_is_reply(h.type))
+                d = rgpu_session_reply_dest(session, h.seq, 1);
+            if (d) {
+                if (frame->bulk_len)
+                    status = rgpu_session_put_piece(session, d, h.seq, d->put_len, frame->bulk, frame->bulk_len);
+                free(d);
+                h.bulk_len = 0;
+                rgpu_frame_header_encode(&h, frame->head);
+                iov[1].iov_len = 0;
+            }
+            if (status == RGPU_OK) {
+                pthread_mutex_lock(&session->send_lock);
+                status = rgpu_wire_send_frame(session->link, iov, iov[1].iov_len ? 2 : 1);
+                pthread_mutex_unlock(&session->send_lock);
+            }
             /* The session thread notices a dead link on its next receive. */
             if (status != RGPU_OK)
                 link_failed = 1;
@@ -786,42 +996,69 @@ static rgpu_status_t rgpu_session_ping(rgpu_session_t *session, const rgpu_frame
     return status;
 }
 
-/* Decodes a header; on failure explains what was wrong with it. */
-static rgpu_status_t rgpu_session_decode_header(rgpu_session_t *session, const uint8_t *raw,
-                                                rgpu_frame_header_t *header_p, char *reason,
-                                                size_t reason_cap)
+/* Makes the request's bulk reachable by pull: inline in the frame, or in
+ * the client's memory named by the frame's descriptors (RGPU_FRAME_F_DESC),
+ * and remembers where its reply's bulk goes. header->bulk_len becomes the
+ * bulk's length as the backend sees it. */
+static rgpu_status_t rgpu_session_take_bulk(rgpu_session_t *session, rgpu_frame_header_t *header,
+                                            const uint8_t *bulk, char *reason, size_t reason_cap)
 {
-    rgpu_status_t status = rgpu_frame_header_decode(raw, &session->limits, header_p);
-    unsigned long long body_len = 0, bulk_len = 0;
+    rgpu_mem_desc_t data, reply;
+    int has_data, has_reply;
+    rgpu_reply_dest_t *d;
+    rgpu_status_t status;
 
-    switch (status) {
-    case RGPU_OK:
-        break;
-    case RGPU_ERR_BAD_MAGIC:
-        snprintf(reason, reason_cap,
-                 "not an rgpu frame: bad magic %02x %02x %02x %02x (is this an rgpu client?)",
-                 raw[0], raw[1], raw[2], raw[3]);
-        break;
-    case RGPU_ERR_BAD_VERSION:
-        snprintf(reason, reason_cap,
-                 "frame has protocol version %u, this server speaks version %u",
-                 (unsigned)(raw[4] | raw[5] << 8), RGPU_PROTOCOL_VERSION);
-        break;
-    case RGPU_ERR_TOO_LARGE:
-        for (int i = 3; i >= 0; i--)
-            body_len = body_len << 8 | raw[12 + i];
-        for (int i = 7; i >= 0; i--)
-            bulk_len = bulk_len << 8 | raw[24 + i];
-        snprintf(reason, reason_cap,
-                 "frame of type %u too large: body %llu bytes (limit %u), bulk %llu bytes "
-                 "(limit %llu)", (unsigned)(raw[6] | raw[7] << 8), body_len,
-                 session->limits.max_body, bulk_len,
+    memset(&session->pull, 0, sizeof(session->pull));
+    session->pull.bulk = bulk;
+    session->pull.seq = header->seq;
+    session->pull.len = header->bulk_len;
+    if (!(header->flags & RGPU_FRAME_F_DESC))
+        return RGPU_OK;
+    status = rgpu_wire_refs_unpack(bulk, (size_t)header->bulk_len, &data, &has_data, &reply, &has_reply,
+                                   reason, reason_cap);
+    if (status != RGPU_OK)
+        return status;
+    if (has_data && data.len > session->limits.max_bulk) {
+        snprintf(reason, reason_cap, "a request of type %u describes %llu bytes of data, past the limit "
+                 "of %llu (--max-bulk)", header->type, (unsigned long long)data.len,
                  (unsigned long long)session->limits.max_bulk);
-        break;
-    default:
-        snprintf(reason, reason_cap, "bad frame header: %s", rgpu_status_str(status));
-        break;
+        return RGPU_ERR_TOO_LARGE;
     }
+    session->pull.bulk = NULL;
+    session->pull.by_desc = has_data;
+    session->pull.src = data;
+    session->pull.len = has_data ? data.len : 0;
+    header->bulk_len = session->pull.len;
+    if (!has_reply)
+        return RGPU_OK;
+    if (header->seq == 0) {
+        snprintf(reason, reason_cap, "a request of type %u wants no reply but names where to put one",
+                 header->type);
+        return RGPU_ERR_PROTOCOL;
+    }
+    d = calloc(1, sizeof(*d));
+    if (!d) {
+        snprintf(reason, reason_cap, "out of memory");
+        return RGPU_ERR_NOMEM;
+    }
+    d->desc = reply;
+    pthread_mutex_lock(&session->reply_lock);
+    if (session->replies.count >= RGPU_SESSION_MAX_REPLY_DESCS) {
+        snprintf(reason, reason_cap, "more than %u reads wait for their replies",
+                 RGPU_SESSION_MAX_REPLY_DESCS);
+        status = RGPU_ERR_TOO_LARGE;
+    } else if (rgpu_htable_find(&session->replies, header->seq)) {
+        snprintf(reason, reason_cap, "two requests waiting for replies share sequence number %llu",
+                 (unsigned long long)header->seq);
+        status = RGPU_ERR_PROTOCOL;
+    } else {
+        status = rgpu_htable_insert(&session->replies, header->seq, d);
+        if (status != RGPU_OK)
+            snprintf(reason, reason_cap, "out of memory");
+    }
+    pthread_mutex_unlock(&session->reply_lock);
+    if (status != RGPU_OK)
+        free(d);
     return status;
 }
 
@@ -831,39 +1068,31 @@ static rgpu_status_t rgpu_session_decode_header(rgpu_session_t *session, const u
 static rgpu_status_t rgpu_session_loop(rgpu_session_t *session, char *reason, size_t reason_cap)
 {
     for (;;) {
-        uint8_t raw[RGPU_FRAME_HEADER_SIZE];
+        rgpu_wire_frame_t f;
         rgpu_frame_header_t header;
-        uint8_t *body;
         rgpu_status_t status;
 
         if (atomic_load(&session->ended))
             return RGPU_ERR_REFUSED;
-        status = rgpu_link_recv(session->link, raw, sizeof(raw));
+        status = rgpu_wire_recv(&session->rx, &f, -1, reason, reason_cap);
         if (status != RGPU_OK)
             return status;
-        status = rgpu_session_decode_header(session, raw, &header, reason, reason_cap);
-        if (status != RGPU_OK)
-            return status;
+        header = f.header;
         /* Nothing is committed to a client before it has shaken hands. */
         if (!session->backend_ctx && (header.type != RGPU__MSG_TYPE__MSG_HELLO ||
-                                      header.body_len > RGPU_SESSION_PREHELLO_MAX_BODY || header.bulk_len)) {
+                                      header.body_len > RGPU_SESSION_PREHELLO_MAX_BODY ||
+                                      header.bulk_len || header.flags)) {
             snprintf(reason, reason_cap, "first message has type %u, body %u bytes and bulk %llu bytes; "
                      "expected a hello (type %u) of at most %u bytes", header.type, header.body_len,
                      (unsigned long long)header.bulk_len, RGPU__MSG_TYPE__MSG_HELLO, RGPU_SESSION_PREHELLO_MAX_BODY);
             return RGPU_ERR_PROTOCOL;
         }
-        /* One spare byte so that an empty body still has an address. */
-        body = malloc((size_t)header.body_len + 1);
-        if (!body) {
-            snprintf(reason, reason_cap, "out of memory for a body of %u bytes", header.body_len);
-            return RGPU_ERR_NOMEM;
-        }
-        status = rgpu_link_recv(session->link, body, header.body_len);
-        if (status != RGPU_OK)
-            goto out_free_body;
-        rgpu_trace("session", "%s: frame type %u seq %llu body %u bulk %llu", session->name,
-                   header.type, (unsigned long long)header.seq, header.body_len,
+        rgpu_trace("session", "%s: frame type %u seq %llu flags %u body %u bulk %llu", session->name,
+                   header.type, (unsigned long long)header.seq, header.flags, header.body_len,
                    (unsigned long long)header.bulk_len);
+        status = rgpu_session_take_bulk(session, &header, f.bulk, reason, reason_cap);
+        if (status != RGPU_OK)
+            return status;
 
         uint64_t call_start_ns = rgpu_server_metrics_call_begin(header.type);
         switch (header.type) {
@@ -873,28 +1102,30 @@ static rgpu_status_t rgpu_session_loop(rgpu_session_t *session, char *reason, si
                 status = RGPU_ERR_PROTOCOL;
                 break;
             }
-            status = rgpu_session_hello(session, &header, body, reason, reason_cap);
+            status = rgpu_session_hello(session, &header, f.body, reason, reason_cap);
+            /* From now on a frame may be as large as the limits allow. */
+            session->rx.max_assembled = RGPU_FRAME_HEADER_SIZE + (uint64_t)session->limits.max_body +
+                                        rgpu_transport_caps(session->link->tp)->max_eager;
             break;
         case RGPU__MSG_TYPE__MSG_PING:
-            status = rgpu_session_ping(session, &header, body, reason, reason_cap);
+            status = rgpu_session_ping(session, &header, f.body, reason, reason_cap);
             break;
         case RGPU__MSG_TYPE__MSG_GOODBYE:
-            free(body);
             return RGPU_OK;
         default:
             session->bulk_left = header.bulk_len;
-            status = session->backend_ops->session_handle(session->backend_ctx, &header, body,
+            status = session->backend_ops->session_handle(session->backend_ctx, &header, f.body,
                                                           reason, reason_cap);
-            /* The data of a request the backend refused or stopped taking
-             * midway (its client has heard why) is dropped unstored. */
-            if (status == RGPU_OK && session->bulk_left)
-                status = rgpu_link_discard(session->link, session->bulk_left);
+            /* A get that failed says why better than the backend can. */
+            if (status != RGPU_OK && session->pull.reason[0])
+                snprintf(reason, reason_cap, "%s", session->pull.reason);
+            /* Data the backend refused or stopped taking midway is dropped
+             * unread (inline: with the frame; by descriptor: never got). */
+            rgpu_session_bulk_done(session, status);
             session->bulk_left = 0;
             break;
         }
         rgpu_server_metrics_call_end(header.type, header.bulk_len, call_start_ns);
-out_free_body:
-        free(body);
         if (status != RGPU_OK)
             return status;
     }
@@ -943,6 +1174,7 @@ static void *rgpu_session_main(void *arg)
     if (session->backend_ctx)
         session->backend_ops->session_teardown(session->backend_ctx);
     rgpu_session_lease_leave(session);
+    rgpu_wire_rx_fini(&session->rx);
     rgpu_debug("session", "%s: closed", session->name);
 
     /* Under the lock: rgpu_session_end_locked may be looking at the link. */
@@ -982,6 +1214,11 @@ rgpu_status_t rgpu_session_start(rgpu_server_t *server, rgpu_link_t *link)
     pthread_mutex_init(&session->send_lock, NULL);
     pthread_mutex_init(&session->post_lock, NULL);
     pthread_cond_init(&session->post_cond, NULL);
+    pthread_mutex_init(&session->reply_lock, NULL);
+    rgpu_htable_init(&session->replies);
+    /* Before the handshake a frame in fragments is as small as a hello. */
+    rgpu_wire_rx_init(&session->rx, link, &session->limits,
+                      RGPU_FRAME_HEADER_SIZE + RGPU_SESSION_PREHELLO_MAX_BODY);
 
     pthread_mutex_lock(&server->lock);
     if (server->stopping) {

@@ -112,12 +112,12 @@ typedef enum {
     RGPU_FAIL_RX_STOP,          /* rgpu_link_shutdown_recv */
 } rgpu_fail_how_t;
 
-/* Records the link's first failure and fails every pending operation. A
- * failure shuts the link down both ways, so that the peer and every
- * blocked call see it, except a stop (RGPU_FAIL_RX_STOP), which ends
- * receiving only, so that sends still go out. After a stop, what the
- * receiving side then sees (its own shutdown) changes nothing, and only a
- * failed send ends the sending side too. */
+/* Records the link's first failure and fails every pending operation.
+ * A failed send shuts the link down both ways, so that the peer and every
+ * blocked call see it. A failure found receiving (the peer closed, or sent
+ * what this side refuses) or a stop (RGPU_FAIL_RX_STOP) ends receiving
+ * only, so that the owner can still say why before it closes the link;
+ * a stop also withholds frames not taken yet. */
 static void rgpu_link_fail_how(rgpu_link_t *link, rgpu_status_t status, const char *reason,
                                rgpu_fail_how_t how)
 {
@@ -137,10 +137,13 @@ static void rgpu_link_fail_how(rgpu_link_t *link, rgpu_status_t status, const ch
     }
     if (how == RGPU_FAIL_RX_STOP)
         s->rx_stopped = 1;
-    else
+    else if (how == RGPU_FAIL_TX)
         s->tx_failed = status;
     pthread_mutex_unlock(&s->lock);
-    if (how != RGPU_FAIL_RX_STOP)
+    /* Only a failed send ends sending: after the peer closed or sent what
+     * this side refuses, the owner may still say why (a server's
+     * SessionError) before it closes the link. */
+    if (how == RGPU_FAIL_TX)
         link->ops->shutdown(link);
     else if (link->ops->shutdown_recv)
         link->ops->shutdown_recv(link);     /* a leader blocked in a receive returns */

@@ -209,8 +209,11 @@ static int rgpu_wire_in_batch(const rgpu_wire_rx_t *rx)
 
 int rgpu_wire_rx_pending(const rgpu_wire_rx_t *rx)
 {
-    /* TODO(lead, today): rgpu_link_has_buffered once the transport has it. */
-    return rgpu_wire_in_batch(rx) || rgpu_link_buffered(rx->link) > 0;
+    /* After a failure nothing more will be handed over, whatever the
+     * transport still holds of the refused frame. */
+    if (rx->failed != RGPU_OK)
+        return 0;
+    return rgpu_wire_in_batch(rx) || rgpu_link_has_buffered(rx->link);
 }
 
 static rgpu_status_t rgpu_wire_fail(rgpu_wire_rx_t *rx, rgpu_status_t status, char *reason,

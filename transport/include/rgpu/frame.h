@@ -25,7 +25,7 @@
 #include "rgpu/status.h"
 
 #define RGPU_FRAME_MAGIC       0x55504752u
-#define RGPU_PROTOCOL_VERSION  1u
+#define RGPU_PROTOCOL_VERSION  2u
 #define RGPU_FRAME_HEADER_SIZE 32u
 
 typedef struct {
