@@ -56,9 +56,11 @@
 #include <sodium.h>
 
 #include "cuda.pb-c.h"
+#include "raw_wire.h"
 #include "rgpu/frame.h"
 #include "rgpu/token.h"
 #include "rgpu/util.h"
+#include "rgpu/wire.h"
 #include "session.pb-c.h"
 
 #define MIB (1024ull * 1024)
@@ -122,6 +124,7 @@ typedef struct {
     int n_aerr;
     char session_error[512];
     int ended;
+    raw_wire_t rw;              /* frames in and out as the server's transport takes them */
 } sess_t;
 
 typedef struct {
@@ -129,28 +132,6 @@ typedef struct {
     uint8_t *body;
     uint8_t *bulk;
 } frame_t;
-
-static int io_all(sess_t *s, void *buf, size_t len, int sending, int64_t deadline)
-{
-    uint8_t *p = buf;
-
-    while (len) {
-        struct pollfd pfd = {s->fd, sending ? POLLOUT : POLLIN, 0};
-        int64_t left = deadline - now_ms();
-        ssize_t n;
-
-        if (left <= 0 || poll(&pfd, 1, (int)left) == 0)
-            return 0;
-        n = sending ? send(s->fd, p, len, MSG_NOSIGNAL) : recv(s->fd, p, len, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 1;
-}
 
 static uint64_t send_msg(sess_t *s, uint16_t type, const ProtobufCMessage *msg, const void *bulk,
                          uint64_t bulk_len)
@@ -163,8 +144,9 @@ static uint64_t send_msg(sess_t *s, uint16_t type, const ProtobufCMessage *msg, 
     if (!buf)
         fail("out of memory");
     len = rgpu_frame_pack(buf, type, seq, 0, msg, bulk_len);
-    if (io_all(s, buf, len, 1, now_ms() + T_REPLY) != 1 ||
-        (bulk_len && io_all(s, (void *)bulk, bulk_len, 1, now_ms() + T_REPLY) != 1))
+    /* Past the eager limit in fragments (raw_wire.h). */
+    s->rw.fd = s->fd;
+    if (raw_wire_send(&s->rw, buf, len, bulk, bulk_len, now_ms() + T_REPLY) != 1)
         fail("sending message type %u failed", type);
     free(buf);
     return seq;
@@ -181,23 +163,26 @@ static void frame_free(frame_t *f)
 static int next_frame(sess_t *s, int timeout_ms, frame_t *f)
 {
     rgpu_frame_limits_t limits = {RGPU_FRAME_DEFAULT_MAX_BODY, RGPU_FRAME_DEFAULT_MAX_BULK};
-    uint8_t raw[RGPU_FRAME_HEADER_SIZE];
-    int64_t deadline = now_ms() + timeout_ms;
+    uint8_t *whole = NULL;
+    size_t len;
     int rc;
 
     memset(f, 0, sizeof(*f));
-    rc = io_all(s, raw, sizeof(raw), 0, deadline);
+    /* Whole frames: out of the server's batches, put back together from
+     * its fragments (raw_wire.h). */
+    s->rw.fd = s->fd;
+    rc = raw_wire_next(&s->rw, now_ms() + timeout_ms, T_REPLY, &whole, &len);
     if (rc != 1)
         return rc;
-    if (rgpu_frame_header_decode(raw, &limits, &f->hdr) != RGPU_OK)
+    if (rgpu_frame_header_decode(whole, &limits, &f->hdr) != RGPU_OK)
         fail("the server sent a bad frame header");
     f->body = malloc(f->hdr.body_len + 1);
     f->bulk = malloc(f->hdr.bulk_len + 1);
     if (!f->body || !f->bulk)
         fail("out of memory for a frame of %llu bytes", (unsigned long long)f->hdr.bulk_len);
-    if (io_all(s, f->body, f->hdr.body_len, 0, now_ms() + T_REPLY) != 1 ||
-        io_all(s, f->bulk, f->hdr.bulk_len, 0, now_ms() + T_REPLY) != 1)
-        fail("the frame of type %u was cut short", f->hdr.type);
+    memcpy(f->body, whole + RGPU_FRAME_HEADER_SIZE, f->hdr.body_len);
+    memcpy(f->bulk, whole + RGPU_FRAME_HEADER_SIZE + f->hdr.body_len, (size_t)f->hdr.bulk_len);
+    free(whole);
     if (f->hdr.type == RGPU__MSG_TYPE__MSG_ASYNC_ERROR) {
         Rgpu__AsyncError *m = rgpu__async_error__unpack(NULL, f->hdr.body_len, f->body);
 
@@ -329,6 +314,7 @@ static void close_session(sess_t *s, int goodbye)
         send_msg(s, RGPU__MSG_TYPE__MSG_GOODBYE, &bye.base, NULL, 0);
     }
     close(s->fd);
+    raw_wire_fini(&s->rw);
     free(s);
 }
 
@@ -843,13 +829,18 @@ static void send_raw(sess_t *s, uint16_t type, const void *body, uint32_t body_l
 {
     rgpu_frame_header_t h = {.version = RGPU_PROTOCOL_VERSION, .type = type, .body_len = body_len,
                              .seq = ++s->seq, .bulk_len = bulk_len};
-    uint8_t raw[RGPU_FRAME_HEADER_SIZE];
+    uint8_t *hb = malloc(RGPU_FRAME_HEADER_SIZE + (size_t)body_len);
 
-    rgpu_frame_header_encode(&h, raw);
-    if (io_all(s, raw, sizeof(raw), 1, now_ms() + T_REPLY) != 1 ||
-        (body_len && io_all(s, (void *)body, body_len, 1, now_ms() + T_REPLY) != 1) ||
-        (bulk_len && io_all(s, (void *)bulk, bulk_len, 1, now_ms() + T_REPLY) != 1))
+    if (!hb)
+        fail("out of memory");
+    rgpu_frame_header_encode(&h, hb);
+    if (body_len)
+        memcpy(hb + RGPU_FRAME_HEADER_SIZE, body, body_len);
+    s->rw.fd = s->fd;
+    if (raw_wire_send(&s->rw, hb, RGPU_FRAME_HEADER_SIZE + body_len, bulk, bulk_len,
+                      now_ms() + T_REPLY) != 1)
         fail("sending a raw frame of type %u failed", type);
+    free(hb);
 }
 
 /* Waits for the server to end the session; returns its reason. */

@@ -51,8 +51,10 @@
 #include <CL/cl.h>
 
 #include "opencl.pb-c.h"
+#include "raw_wire.h"
 #include "rgpu/frame.h"
 #include "rgpu/util.h"
+#include "rgpu/wire.h"
 #include "session.pb-c.h"
 
 #define MIB (1024ull * 1024)
@@ -111,12 +113,13 @@ typedef struct {
     int n_aerr;
     uint32_t n_devices;
     uint64_t session_id;
+    raw_wire_t rw;           /* frames in and out as the server's transport takes them */
 } sess_t;
 
 typedef struct {
     rgpu_frame_header_t hdr;
     uint8_t *body;
-    uint8_t *bulk;           /* NULL when none or too large to keep */
+    uint8_t *bulk;           /* NULL when none */
 } frame_t;
 
 static void frame_free(frame_t *f)
@@ -178,35 +181,11 @@ static int send_all(sess_t *s, const void *buf, size_t len, int64_t deadline)
     return 1;
 }
 
-/* Receives exactly len bytes by the deadline: 1, 0 timeout, -1 closed. */
-static int recv_all(sess_t *s, void *buf, size_t len, int64_t deadline)
-{
-    uint8_t *p = buf;
-
-    if (s->closed)
-        return -1;
-    while (len) {
-        struct pollfd pfd = {s->fd, POLLIN, 0};
-        ssize_t n;
-
-        if (poll(&pfd, 1, left_ms(deadline)) == 0)
-            return 0;
-        n = recv(s->fd, p, len, MSG_DONTWAIT);
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-            continue;
-        if (n <= 0) {
-            s->closed = 1;
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 1;
-}
-
 /* Sends a frame: header and body, announcing announced_bulk bytes of bulk,
- * followed by bulk_len bytes of bulk (bulk NULL: zeros). Returns its seq, or
- * 0 when the connection broke or the server stopped reading. */
+ * followed by bulk_len bytes of bulk (bulk NULL: zeros), as the server's
+ * transport takes it (raw_wire.h: past the eager limit, in fragments).
+ * Returns its seq, or 0 when the connection broke or the server stopped
+ * reading. */
 static uint64_t send_frame_ex(sess_t *s, uint16_t type, const ProtobufCMessage *msg, const void *bulk,
                               uint64_t bulk_len, uint64_t announced_bulk, int timeout_ms)
 {
@@ -220,23 +199,17 @@ static uint64_t send_frame_ex(sess_t *s, uint16_t type, const ProtobufCMessage *
         fprintf(stderr, "hostile: out of memory\n");
         exit(2);
     }
-    rc = send_all(s, buf, rgpu_frame_pack(buf, type, seq, 0, msg, announced_bulk), deadline);
-    free(buf);
-    if (rc != 1)
+    if (s->closed) {
+        free(buf);
         return 0;
-    if (bulk_len && bulk) {
-        if (send_all(s, bulk, bulk_len, deadline) != 1)
-            return 0;
-    } else if (bulk_len) {
-        static const uint8_t zeros[1 << 16];
-        while (bulk_len) {
-            size_t n = bulk_len < sizeof(zeros) ? (size_t)bulk_len : sizeof(zeros);
-            if (send_all(s, zeros, n, deadline) != 1)
-                return 0;
-            bulk_len -= n;
-        }
     }
-    return seq;
+    s->rw.fd = s->fd;
+    rc = raw_wire_send(&s->rw, buf, rgpu_frame_pack(buf, type, seq, 0, msg, announced_bulk), bulk,
+                       bulk_len, deadline);
+    free(buf);
+    if (rc < 0)
+        s->closed = 1;
+    return rc == 1 ? seq : 0;
 }
 
 static uint64_t send_frame(sess_t *s, uint16_t type, const ProtobufCMessage *msg, const void *bulk,
@@ -250,42 +223,34 @@ static uint64_t send_frame(sess_t *s, uint16_t type, const ProtobufCMessage *msg
 static int next_frame(sess_t *s, int timeout_ms, frame_t *f)
 {
     rgpu_frame_limits_t limits = {RGPU_FRAME_DEFAULT_MAX_BODY, RGPU_FRAME_DEFAULT_MAX_BULK};
-    uint8_t raw[RGPU_FRAME_HEADER_SIZE];
+    uint8_t *whole = NULL;
+    size_t len;
     int rc;
 
     memset(f, 0, sizeof(*f));
-    rc = recv_all(s, raw, 1, now_ms() + timeout_ms);
-    if (rc != 1)
-        return rc;
-    if (recv_all(s, raw + 1, sizeof(raw) - 1, now_ms() + T_FRAME) != 1 ||
-        rgpu_frame_header_decode(raw, &limits, &f->hdr) != RGPU_OK) {
+    if (s->closed)
+        return -1;
+    /* Whole frames: out of the server's batches, put back together from
+     * its fragments (raw_wire.h). */
+    s->rw.fd = s->fd;
+    rc = raw_wire_next(&s->rw, now_ms() + timeout_ms, T_FRAME, &whole, &len);
+    if (rc == 0)
+        return 0;
+    if (rc < 0 || rgpu_frame_header_decode(whole, &limits, &f->hdr) != RGPU_OK) {
+        free(whole);
         s->closed = 1;
         return -1;
     }
     f->body = malloc((size_t)f->hdr.body_len + 1);
-    if (!f->body || recv_all(s, f->body, f->hdr.body_len, now_ms() + T_FRAME) != 1) {
-        frame_free(f);
-        s->closed = 1;
-        return -1;
+    f->bulk = f->hdr.bulk_len ? malloc((size_t)f->hdr.bulk_len) : NULL;
+    if (!f->body || (f->hdr.bulk_len && !f->bulk)) {
+        fprintf(stderr, "hostile: out of memory\n");
+        exit(2);
     }
-    if (f->hdr.bulk_len) {
-        uint64_t left = f->hdr.bulk_len;
-        uint8_t *keep = f->hdr.bulk_len <= 256 * MIB ? malloc(f->hdr.bulk_len) : NULL;
-        uint8_t scratch[1 << 16];
-
-        while (left) {
-            size_t n = keep ? (size_t)left : (left < sizeof(scratch) ? (size_t)left : sizeof(scratch));
-            uint8_t *dst = keep ? keep + (f->hdr.bulk_len - left) : scratch;
-            if (recv_all(s, dst, n, now_ms() + T_FRAME) != 1) {
-                free(keep);
-                frame_free(f);
-                s->closed = 1;
-                return -1;
-            }
-            left -= n;
-        }
-        f->bulk = keep;
-    }
+    memcpy(f->body, whole + RGPU_FRAME_HEADER_SIZE, f->hdr.body_len);
+    if (f->hdr.bulk_len)
+        memcpy(f->bulk, whole + RGPU_FRAME_HEADER_SIZE + f->hdr.body_len, (size_t)f->hdr.bulk_len);
+    free(whole);
     if (f->hdr.type == RGPU__MSG_TYPE__MSG_ASYNC_ERROR) {
         Rgpu__AsyncError *m = rgpu__async_error__unpack(NULL, f->hdr.body_len, f->body);
         if (m && s->n_aerr < (int)(sizeof(s->aerr) / sizeof(s->aerr[0]))) {
@@ -391,6 +356,7 @@ static void sess_close(sess_t *s)
     if (s->fd >= 0)
         close(s->fd);
     s->fd = -1;
+    raw_wire_fini(&s->rw);
 }
 
 /* Opens a session (connect, hello): 0, or -1 with why. */

@@ -48,6 +48,7 @@
 #include "rgpu/frame.h"
 #include "rgpu/token.h"
 #include "rgpu/util.h"
+#include "rgpu/wire.h"
 #include "scheduler.pb-c.h"
 #include "session.pb-c.h"
 
