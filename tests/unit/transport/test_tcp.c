@@ -246,6 +246,11 @@ Test(tcp, a_bad_frame_header_fails_the_link_with_a_specific_reason, .timeout = C
                   "case %zu: reason \"%s\" does not say \"%s\"", i, rgpu_link_reason(s),
                   cases[i].says);
         cr_expect(strstr(rgpu_link_reason(s), s->peer) != NULL, "the reason names no peer");
+        /* Receiving ended; this side can still tell the peer why. */
+        cr_expect_eq(conf_msg_send(s, 50 + i, 4, 4), RGPU_OK, "case %zu: no last word", i);
+        cr_assert_eq(rgpu_link_msg_recv(c, &m, 5000), RGPU_OK, "case %zu", i);
+        conf_msg_check(m, 50 + i, 4, 4);
+        rgpu_msg_release(m);
         rgpu_link_close(c);
         rgpu_link_close(s);
     }
