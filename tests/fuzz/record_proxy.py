@@ -65,26 +65,52 @@ def save(directory, data):
             f.write(data)
 
 
+MSG_BATCH, MSG_FRAGMENT, F_LAST = 10, 11, 2   # rgpu/wire.h's carriers
+
+
+def split(buf):
+    """Whole frames at the start of buf: ([(type, seq, flags, header, body, bulk)], rest);
+    rest None when buf is not rgpu."""
+    frames = []
+    while len(buf) >= HEADER:
+        magic, _ver, ftype, flags, body_len, seq, bulk_len = struct.unpack_from("<IHHIIQQ", buf)
+        if magic != MAGIC:
+            return frames, None
+        end = HEADER + body_len + bulk_len
+        if len(buf) < end:
+            break
+        frames.append((ftype, seq, flags, buf[:HEADER], buf[HEADER:HEADER + body_len],
+                       buf[HEADER + body_len:end]))
+        buf = buf[end:]
+    return frames, buf
+
+
 class Splitter:
-    """Cuts a byte stream into frames: (header, body, bulk) triples."""
+    """Cuts a byte stream into frames: (type, seq, header, body, bulk). The
+    messages of rgpu's wire are undone: a MSG_BATCH gives the frames inside
+    it, MSG_FRAGMENT pieces the frame they make up."""
 
     def __init__(self):
         self.buf = b""
+        self.pieces = b""
 
     def feed(self, data):
         self.buf += data
+        messages, rest = split(self.buf)
+        self.buf = rest if rest is not None else b""   # not rgpu: stop recording this direction
         frames = []
-        while len(self.buf) >= HEADER:
-            magic, _ver, ftype, _flags, body_len, seq, bulk_len = struct.unpack_from("<IHHIIQQ", self.buf)
-            if magic != MAGIC:
-                self.buf = b""  # not rgpu: stop recording this direction
-                break
-            end = HEADER + body_len + bulk_len
-            if len(self.buf) < end:
-                break
-            frames.append((ftype, seq, self.buf[:HEADER], self.buf[HEADER:HEADER + body_len],
-                           self.buf[HEADER + body_len:end]))
-            self.buf = self.buf[end:]
+        for ftype, seq, flags, head, body, bulk in messages:
+            if ftype == MSG_BATCH:
+                inner, _ = split(bulk)
+                frames += [(t, s, h, b, k) for t, s, _f, h, b, k in inner]
+            elif ftype == MSG_FRAGMENT:
+                self.pieces += bulk
+                if flags & F_LAST:
+                    inner, _ = split(self.pieces)
+                    frames += [(t, s, h, b, k) for t, s, _f, h, b, k in inner[:1]]
+                    self.pieces = b""
+            else:
+                frames.append((ftype, seq, head, body, bulk))
         return frames
 
 
