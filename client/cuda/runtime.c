@@ -8,7 +8,7 @@
  *
  * The servers are those of RGPU_SERVERS ("host:port,..."), or else those
  * the lease in RGPU_LEASE_TOKEN names, or else client.conf's (the OpenCL
- * ICD's rules, ../opencl/lease.c); devices are numbered in server order,
+ * ICD's rules, rgpu/client_lease.h); devices are numbered in server order,
  * then in each server's order.
  */
 #include <stddef.h>
@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "cudart.h"
-#include "lease.h"
+#include "rgpu/client_lease.h"
 
 rgpu_cu_state_t rgpu__cu;
 static pthread_once_t rgpu_cu_once = PTHREAD_ONCE_INIT;
@@ -230,7 +230,7 @@ static int rgpu_cu_device_fill(rgpu_cu_device_t *d, const Rgpu__Device *dev)
 
 static void rgpu_cu_init_once(void)
 {
-    static rgpu_client_conf_t conf;     /* client.conf and RGPU_* (../opencl/lease.c) */
+    static rgpu_client_conf_t conf;     /* client.conf and RGPU_* (rgpu/client_lease.h) */
     static char servers[4096];
     const char *env = servers, *token = conf.token;
     int timeout_ms;
@@ -243,7 +243,7 @@ static void rgpu_cu_init_once(void)
     rgpu_log_init("rgpu-cudart", RGPU_LOG_WARN);
     /* The servers as the OpenCL ICD finds them: RGPU_SERVERS, else the
      * lease's (RGPU_LEASE_TOKEN), else client.conf's. */
-    if (rgpu_cl_client_setup(&conf, servers, sizeof(servers), rgpu__cu.why, sizeof(rgpu__cu.why)) != 0)
+    if (rgpu_client_setup(&conf, servers, sizeof(servers), rgpu__cu.why, sizeof(rgpu__cu.why)) != 0)
         return;
     timeout_ms = conf.connect_timeout_ms;
     if (!*env) {

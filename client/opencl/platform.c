@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "icd.h"
-#include "lease.h"
+#include "rgpu/client_lease.h"
 
 #define RGPU_CL_PLATFORM_VERSION "OpenCL 1.2 rgpu 0.1.0"
 
@@ -342,7 +342,7 @@ static int rgpu_cl_server_devices(rgpu_cl_server_t *server)
 
 static void rgpu_cl_init(void)
 {
-    static rgpu_client_conf_t conf;     /* client.conf and RGPU_* (lease.c) */
+    static rgpu_client_conf_t conf;     /* client.conf and RGPU_* (rgpu/client_lease.h) */
     static char servers[4096];
     const char *env = servers, *token = conf.token;
     char why[300];
@@ -354,7 +354,7 @@ static void rgpu_cl_init(void)
     size_t total = 0, n = 0;
 
     rgpu_log_init("librgpu-opencl", RGPU_LOG_WARN);
-    if (rgpu_cl_client_setup(&conf, servers, sizeof(servers), why, sizeof(why)) != 0) {
+    if (rgpu_client_setup(&conf, servers, sizeof(servers), why, sizeof(why)) != 0) {
         rgpu_warn("opencl", "%s: the rgpu platform has no devices", why);
         return;
     }

@@ -1,6 +1,6 @@
 /*
  * Which address the client connects to for a leased server
- * (client/opencl/lease.c, shared by the ICD and the CUDA runtime): the
+ * (client/core/lease.c, shared by the ICD and the CUDA runtime): the
  * lease names each server by its identity and lists its endpoints; the
  * client takes verbs where this node can, else TCP (saying why once on
  * stderr), honours RGPU_TRANSPORT, maps the identities RGPU_SERVERS names,
@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "lease.h"
+#include "rgpu/client_lease.h"
 #include "rgpu/token.h"
 #include "rgpu/transport.h"
 
@@ -66,7 +66,7 @@ static void teardown(void)
 
 TestSuite(lease, .init = setup, .fini = teardown, .timeout = 30);
 
-/* rgpu_cl_client_setup with stderr captured into err. */
+/* rgpu_client_setup with stderr captured into err. */
 static int client_setup(char *servers, size_t cap, char *why, size_t why_cap, char *err,
                         size_t err_cap)
 {
@@ -79,7 +79,7 @@ static int client_setup(char *servers, size_t cap, char *why, size_t why_cap, ch
     unlink(path);
     fflush(stderr);
     dup2(fd, 2);
-    rc = rgpu_cl_client_setup(&conf, servers, cap, why, why_cap);
+    rc = rgpu_client_setup(&conf, servers, cap, why, why_cap);
     fflush(stderr);
     dup2(saved, 2);
     close(saved);

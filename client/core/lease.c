@@ -1,10 +1,10 @@
 /*
- * Which servers the ICD (and the CUDA runtime) connects to: RGPU_SERVERS,
- * else those of the lease (read from its token, RGPU_LEASE_TOKEN), else
- * client.conf's servers. The token's payload is read, not verified: the
- * servers verify it with the cluster key, which clients never hold. A
- * token is "v1.<payload>.<mac>", both base64url without padding
- * (scheduler/include/rgpu/token.h).
+ * Which servers a client library (the OpenCL ICD, the CUDA runtime)
+ * connects to: RGPU_SERVERS, else those of the lease (read from its token,
+ * RGPU_LEASE_TOKEN), else client.conf's servers. The token's payload is
+ * read, not verified: the servers verify it with the cluster key, which
+ * clients never hold. A token is "v1.<payload>.<mac>", both base64url
+ * without padding (scheduler/include/rgpu/token.h).
  *
  * A lease names each server by its identity (its advertise address) and
  * lists the addresses it listens on (endpoints: tcp:// and verbs://). A
@@ -13,7 +13,7 @@
  * at the endpoint rgpu_transport_choose picks on this node: verbs when the
  * node has a usable RDMA device, else TCP, saying why once on stderr.
  */
-#include "lease.h"
+#include "rgpu/client_lease.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -25,7 +25,8 @@
 
 /* The token's payload, unpacked (free with rgpu__token_payload__free_unpacked);
  * NULL with why when it is not a token. */
-static Rgpu__TokenPayload *rgpu_cl_lease_payload(const char *token, char *why, size_t why_cap)
+static Rgpu__TokenPayload *rgpu_client_lease_payload(const char *token, char *why,
+                                                     size_t why_cap)
 {
     const char *body, *dot;
     Rgpu__TokenPayload *payload = NULL;
@@ -50,9 +51,10 @@ static Rgpu__TokenPayload *rgpu_cl_lease_payload(const char *token, char *why, s
     return payload;
 }
 
-int rgpu_cl_lease_servers(const char *token, char *servers, size_t cap, char *why, size_t why_cap)
+int rgpu_client_lease_servers(const char *token, char *servers, size_t cap, char *why,
+                              size_t why_cap)
 {
-    Rgpu__TokenPayload *payload = rgpu_cl_lease_payload(token, why, why_cap);
+    Rgpu__TokenPayload *payload = rgpu_client_lease_payload(token, why, why_cap);
     size_t used = 0;
 
     if (!payload)
@@ -85,9 +87,9 @@ int rgpu_cl_lease_servers(const char *token, char *servers, size_t cap, char *wh
 /* The address to connect to for server addr: one of its endpoints when
  * the lease lists some for it (rgpu_transport_choose among those that suit
  * conf->transport), else addr itself. Returns 0, or -1 with why. */
-static int rgpu_cl_lease_endpoint(const rgpu_client_conf_t *conf,
-                                  const Rgpu__TokenPayload *payload, const char *addr,
-                                  const char **out, char *why, size_t why_cap)
+static int rgpu_client_lease_endpoint(const rgpu_client_conf_t *conf,
+                                      const Rgpu__TokenPayload *payload, const char *addr,
+                                      const char **out, char *why, size_t why_cap)
 {
     const char *usable[16];
     char reason[384];
@@ -127,25 +129,25 @@ static int rgpu_cl_lease_endpoint(const rgpu_client_conf_t *conf,
     return 0;
 }
 
-static const char *rgpu_cl_getenv(const char *name)
+static const char *rgpu_client_getenv(const char *name)
 {
     return getenv(name);
 }
 
-int rgpu_cl_client_setup(rgpu_client_conf_t *conf, char *servers, size_t cap, char *why,
-                         size_t why_cap)
+int rgpu_client_setup(rgpu_client_conf_t *conf, char *servers, size_t cap, char *why,
+                      size_t why_cap)
 {
     char list[sizeof(conf->servers)], *addr, *save = NULL;
     Rgpu__TokenPayload *payload = NULL;
     size_t used = 0;
     int rc = -1;
 
-    if (rgpu_client_conf_load(conf, rgpu_cl_getenv, why, why_cap) != 0)
+    if (rgpu_client_conf_load(conf, rgpu_client_getenv, why, why_cap) != 0)
         return -1;
     /* A lease names its servers exactly: it wins over the file's list,
      * not over RGPU_SERVERS, which a user sets on purpose. */
     if (conf->token[0] && conf->opt.origin[RGPU_CLIENT_CONF_ROW_SERVERS].from != RGPU_OPT_FROM_ENV) {
-        if (rgpu_cl_lease_servers(conf->token, list, sizeof(list), why, why_cap) != 0)
+        if (rgpu_client_lease_servers(conf->token, list, sizeof(list), why, why_cap) != 0)
             return -1;
     } else {
         snprintf(list, sizeof(list), "%s", conf->servers);
@@ -153,12 +155,12 @@ int rgpu_cl_client_setup(rgpu_client_conf_t *conf, char *servers, size_t cap, ch
     /* The lease's endpoints, for the servers it names (a token that does
      * not decode was refused above when the lease named the servers). */
     if (conf->token[0])
-        payload = rgpu_cl_lease_payload(conf->token, why, why_cap);
+        payload = rgpu_client_lease_payload(conf->token, why, why_cap);
     servers[0] = '\0';
     for (addr = strtok_r(list, ", ", &save); addr; addr = strtok_r(NULL, ", ", &save)) {
         const char *use;
 
-        if (rgpu_cl_lease_endpoint(conf, payload, addr, &use, why, why_cap) != 0 ||
+        if (rgpu_client_lease_endpoint(conf, payload, addr, &use, why, why_cap) != 0 ||
             rgpu_client_conf_address_ok(conf, use, why, why_cap) != 0)
             goto out_free;
         if (used + strlen(use) + 2 > cap) {
