@@ -17,10 +17,26 @@ import struct
 import sys
 
 MAGIC = 0x55504752
-VERSION = 1
+
+
+def protocol_version():
+    """RGPU_PROTOCOL_VERSION, from the source tree's frame.h."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "..", "..", "transport", "include", "rgpu", "frame.h")) as f:
+        for line in f:
+            if line.startswith("#define RGPU_PROTOCOL_VERSION"):
+                return int(line.split()[2].rstrip("u"))
+    raise RuntimeError("no RGPU_PROTOCOL_VERSION in frame.h")
+
+
+VERSION = protocol_version()
+OLD_VERSION = VERSION - 1 if VERSION > 1 else VERSION + 1   # a peer from before this one
 MSG_HELLO = 1
 MSG_HELLO_REPLY = 2
 MSG_SESSION_ERROR = 3
+MSG_BATCH = 10       # whole frames back to back (rgpu/wire.h)
+MSG_FRAGMENT = 11    # a piece of a frame too large for one message
+F_LAST = 2           # MSG_FRAGMENT: the last piece
 MSG_CL_FINISH = 131
 HEADER = struct.Struct("<IHHIIQQ")  # magic version type flags body_len seq bulk_len
 
@@ -41,7 +57,7 @@ def varint(v):
 
 def hello_body():
     arch = b"x86_64"
-    return (b"\x08" + varint(1)                      # protocol_version = 1
+    return (b"\x08" + varint(VERSION)                # protocol_version
             + b"\x1a" + varint(len(arch)) + arch     # client_arch
             + b"\x20" + varint(1)                    # api = API_OPENCL
             + b"\x30" + varint(os.getpid()))         # client_pid
@@ -57,12 +73,42 @@ def recv_exact(sock, n):
     return data
 
 
-def recv_frame(sock):
+def recv_message(sock):
+    """One message as the server's transport sends it: (type, flags, body, bulk)."""
     magic, version, msg_type, flags, body_len, seq, bulk_len = HEADER.unpack(recv_exact(sock, 32))
     if magic != MAGIC:
         raise ValueError("server sent a frame with bad magic %#x" % magic)
-    body = recv_exact(sock, body_len)
-    recv_exact(sock, bulk_len)
+    return msg_type, flags, recv_exact(sock, body_len), recv_exact(sock, bulk_len)
+
+
+def split_frame(data):
+    """(type, body, rest) of the whole frame at the start of data."""
+    magic, version, msg_type, flags, body_len, seq, bulk_len = HEADER.unpack(data[:32])
+    end = 32 + body_len + bulk_len
+    return msg_type, data[32:32 + body_len], data[end:]
+
+
+PENDING = {}  # socket -> frames left of a batch
+
+
+def recv_frame(sock):
+    """The next whole frame: out of a batch, put back together from
+    fragments, or as it came. Returns (type, body)."""
+    if PENDING.get(sock):
+        msg_type, body, PENDING[sock] = split_frame(PENDING[sock])
+        return msg_type, body
+    msg_type, flags, body, bulk = recv_message(sock)
+    if msg_type == MSG_BATCH:
+        PENDING[sock] = bulk
+        return recv_frame(sock)
+    if msg_type == MSG_FRAGMENT:
+        whole = bulk
+        while not flags & F_LAST:
+            msg_type, flags, body, bulk = recv_message(sock)
+            if msg_type != MSG_FRAGMENT:
+                raise ValueError("server sent a frame of type %d between fragments" % msg_type)
+            whole += bulk
+        msg_type, body, _ = split_frame(whole)
     return msg_type, body
 
 
@@ -128,7 +174,7 @@ def main():
         ("http", lambda s: s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" + b" " * 64)),
         ("absurd_body_length", lambda s: s.sendall(header(MSG_HELLO, 0xFFFFFFFF))),
         ("absurd_bulk_length", lambda s: s.sendall(header(MSG_HELLO, 4, bulk_len=1 << 62))),
-        ("wrong_frame_version", lambda s: s.sendall(header(MSG_HELLO, 0, version=2))),
+        ("wrong_frame_version", lambda s: s.sendall(header(MSG_HELLO, 0, version=OLD_VERSION))),
         ("hello_does_not_unpack", lambda s: s.sendall(header(MSG_HELLO, 16) + b"\xff" * 16)),
         ("hello_wrong_protocol_version",
          lambda s: s.sendall(header(MSG_HELLO, 2) + b"\x08\x07")),

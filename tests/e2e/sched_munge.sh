@@ -148,10 +148,15 @@ pass "own renew and release, the operator drains, a token proves a lease, the ke
 
 # Credentials bound to their request: one made for another body, or used
 # twice, is refused. Frames by hand: header, body, the credential as bulk.
-python3 - "$SCHED" "$SOCK" <<'PY' || fail "credential binding / replay"
+# Frames by hand speak this source tree's protocol version.
+PROTO_VERSION=$(sed -n 's/^#define RGPU_PROTOCOL_VERSION *\([0-9]*\)u*$/\1/p' \
+    "$(dirname "$0")/../../transport/include/rgpu/frame.h")
+[ -n "$PROTO_VERSION" ] || fail "no RGPU_PROTOCOL_VERSION in transport/include/rgpu/frame.h"
+python3 - "$SCHED" "$SOCK" "$PROTO_VERSION" <<'PY' || fail "credential binding / replay"
 import hashlib, socket, struct, subprocess, sys
 host, port = sys.argv[1].rsplit(":", 1)
 sock_path = sys.argv[2]
+version = int(sys.argv[3])
 ALLOC, LEASE_REPLY = 302, 351
 
 def digest(t, seq, body):
@@ -164,7 +169,7 @@ def cred(payload):
 
 def call(t, body, bulk, seq=1):
     s = socket.create_connection((host, int(port)), timeout=10)
-    s.sendall(struct.pack("<IHHIIQQ", 0x55504752, 1, t, 0, len(body), seq, len(bulk)) + body + bulk)
+    s.sendall(struct.pack("<IHHIIQQ", 0x55504752, version, t, 0, len(body), seq, len(bulk)) + body + bulk)
     data = b""
     while len(data) < 32:
         chunk = s.recv(65536)

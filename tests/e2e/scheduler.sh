@@ -348,9 +348,14 @@ pass "a lease of 1 of s3's 2 devices shows exactly 1 device"
 
 # Garbage, an unknown message type and a truncated frame end only their own
 # connection; the scheduler keeps answering.
-python3 - "$SCHED" <<'PY'
+# Frames by hand speak this source tree's protocol version.
+PROTO_VERSION=$(sed -n 's/^#define RGPU_PROTOCOL_VERSION *\([0-9]*\)u*$/\1/p' \
+    "$(dirname "$0")/../../transport/include/rgpu/frame.h")
+[ -n "$PROTO_VERSION" ] || fail "no RGPU_PROTOCOL_VERSION in transport/include/rgpu/frame.h"
+python3 - "$SCHED" "$PROTO_VERSION" <<'PY'
 import socket, struct, sys
 host, port = sys.argv[1].rsplit(":", 1)
+version = int(sys.argv[2])
 def send(data):
     s = socket.create_connection((host, int(port)), timeout=5)
     s.sendall(data)
@@ -360,7 +365,7 @@ def send(data):
     except OSError:
         pass
     s.close()
-hdr = lambda t, body, bulk=0: struct.pack("<IHHIIQQ", 0x55504752, 1, t, 0, body, 1, bulk)
+hdr = lambda t, body, bulk=0: struct.pack("<IHHIIQQ", 0x55504752, version, t, 0, body, 1, bulk)
 send(b"GET / HTTP/1.0\r\n\r\n" * 4)
 send(hdr(399, 0))
 send(hdr(302, 3) + b"\xff\xff\xff")
