@@ -339,30 +339,27 @@ static void rgpu_sched_reply_frame(rgpu_sched_conn_t *conn, uint16_t type, uint6
                                    const ProtobufCMessage *msg, int sign)
 {
     const size_t eager = conn->daemon->eager;
+    const int sign_it = sign && conn->daemon->have_key;
+    const size_t len = rgpu_frame_packed_size(msg) + (sign_it ? RGPU_REQUEST_AUTH_LEN : 0);
     rgpu_sched_write_t *w = malloc(sizeof(*w));
-    size_t len = rgpu_frame_packed_size(msg), total = len + RGPU_REQUEST_AUTH_LEN;
-    size_t npieces = 0, off;
+    size_t npieces = 0, packed, off;
     uv_buf_t one, *bufs = &one;
     unsigned nbufs = 1;
     uint8_t *heads, head[RGPU_FRAME_HEADER_SIZE];
 
-    sign = sign && conn->daemon->have_key;
-    for (off = 0; total > eager && off < total; npieces++)
-        off += rgpu_wire_fragment_head(total, off, eager, head);
-    if (!w || !(w->buf = malloc(total + npieces * RGPU_FRAME_HEADER_SIZE)))
+    for (off = 0; len > eager && off < len; npieces++)
+        off += rgpu_wire_fragment_head(len, off, eager, head);
+    /* The frame, then its fragments' headers. */
+    if (!w || !(w->buf = malloc(len + npieces * RGPU_FRAME_HEADER_SIZE)))
         goto out_nomem;
-    len = rgpu_frame_pack(w->buf, type, seq, 0, msg, sign ? RGPU_REQUEST_AUTH_LEN : 0);
-    if (sign) {
+    packed = rgpu_frame_pack(w->buf, type, seq, 0, msg, sign_it ? RGPU_REQUEST_AUTH_LEN : 0);
+    if (sign_it)
         rgpu_token_sign_request(&conn->daemon->key, type, (uint32_t)seq,
-                                w->buf + RGPU_FRAME_HEADER_SIZE, len - RGPU_FRAME_HEADER_SIZE,
-                                rgpu_sched_now(), w->buf + len);
-        len += RGPU_REQUEST_AUTH_LEN;
-    }
+                                w->buf + RGPU_FRAME_HEADER_SIZE, packed - RGPU_FRAME_HEADER_SIZE,
+                                rgpu_sched_now(), w->buf + packed);
     one = uv_buf_init((char *)w->buf, (unsigned)len);
-    if (len > eager) {
-        /* Counted above for the largest the frame could be (signed); the
-         * real one needs as many pieces or fewer. */
-        heads = w->buf + total;
+    if (npieces) {
+        heads = w->buf + len;
         bufs = malloc(2 * npieces * sizeof(*bufs));
         if (!bufs)
             goto out_nomem;
