@@ -7,9 +7,11 @@
 #      (test_transport_verbs: refusals by the HCA, a QP in error, a refused
 #      registration, a peer killed mid-transfer, QPs/CQs/MRs/PDs freed as
 #      `rdma resource show` counts them);
-#   2. test_verbs_accept (tests/verbs/): accept returns at once, so a peer
-#      that never finishes connecting holds up no other accept; its link
-#      fails at the deadline with a reason and frees what it held;
+#   2. test_verbs_accept and test_verbs_rx (tests/verbs/): accept returns
+#      at once, so a peer that never finishes connecting holds up no other
+#      accept, and its link fails at the deadline with a reason and frees
+#      what it held; a peer's broken frame ends receiving only, in words,
+#      and the link still sends;
 #   3. with RGPU_VERBS_E2E=1 (see e2e= below), tests/verbs/e2e_opencl.sh:
 #      vector_add through the ICD over verbs to rgpu-server on PoCL, by a
 #      lease from rgpu-scheduler, everything the session held freed after;
@@ -39,8 +41,9 @@ if [ "${1:-}" = "--in-vm" ]; then
     fail=0
     echo "== verbs conformance suite (RGPU_CONF_RMA_MAX_MB=$RGPU_CONF_RMA_MAX_MB, device $RXE_DEV at $RXE_IP)"
     "$build/tests/test_transport_verbs" --verbose=0 --jobs 1 || fail=1
-    echo "== verbs accept"
+    echo "== verbs accept and receive-side failures"
     "$build/tests/test_verbs_accept" --verbose=0 --jobs 1 || fail=1
+    "$build/tests/test_verbs_rx" --verbose=0 --jobs 1 || fail=1
     if [ "$e2e" = 1 ]; then
         echo "== OpenCL end to end over verbs"
         if ! bash tests/verbs/e2e_opencl.sh "$build" verbs; then
@@ -70,7 +73,7 @@ vm=../shared/scripts/run-in-rxe-vm.sh
 echo "== building the verbs tests in $build/"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRGPU_BUILD_VERBS=ON -DRGPU_SANITIZE=$sanitize > "${TMPDIR:-/tmp}/test-verbs-cmake.log" 2>&1 ||
     { cat "${TMPDIR:-/tmp}/test-verbs-cmake.log" >&2; exit 1; }
-targets=(test_transport_verbs test_verbs_accept bench_verbs)
+targets=(test_transport_verbs test_verbs_accept test_verbs_rx bench_verbs)
 [ "$e2e" = 1 ] && targets+=(rgpu-server rgpu-opencl rgpu-scheduler rgpu vector_add)
 cmake --build "$build" --target "${targets[@]}" -j "${RGPU_JOBS:-2}" > /dev/null
 

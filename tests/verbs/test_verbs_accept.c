@@ -7,9 +7,6 @@
  *
  * It needs an RDMA device, so ctest does not run it: scripts/test-verbs.sh
  * runs it inside the Soft-RoCE VM, with RXE_IP the rxe interface's address. */
-#include <arpa/inet.h>
-#include <endian.h>
-#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -17,9 +14,8 @@
 #include <string.h>
 
 #include <criterion/criterion.h>
-#include <infiniband/verbs.h>
-#include <rdma/rdma_cma.h>
 
+#include "raw_peer.h"
 #include "rgpu/transport.h"
 
 #define TEST_TIMEOUT 60
@@ -69,94 +65,6 @@ static rgpu_status_t accept_one(rgpu_listener_t *l, rgpu_link_t **link_p)
     if (poll(&pfd, 1, 10000) != 1)
         return RGPU_ERR_TIMEOUT;
     return rgpu_transport_ops(l->tp)->accept(l, link_p);
-}
-
-/* ------------------------------------------------------------------------
- * A peer that starts connecting and never finishes: raw librdmacm, a
- * greeting in the request, then it never reads its event channel, so
- * librdmacm never answers the server's reply (no RTU) and the server's
- * side never becomes ESTABLISHED.
- * ---------------------------------------------------------------------- */
-
-typedef struct {
-    struct rdma_event_channel *ech;
-    struct rdma_cm_id *id;
-    struct ibv_pd *pd;
-    struct ibv_cq *cq;
-    struct ibv_mr *mr;
-    uint8_t buf[64];
-} stalled_t;
-
-static void stalled_event(stalled_t *s, enum rdma_cm_event_type want)
-{
-    struct pollfd pfd = {s->ech->fd, POLLIN, 0};
-    struct rdma_cm_event *ev;
-
-    cr_assert_eq(poll(&pfd, 1, 10000), 1, "no %s within 10 s", rdma_event_str(want));
-    cr_assert_eq(rdma_get_cm_event(s->ech, &ev), 0);
-    cr_assert_eq(ev->event, want, "got %s, wanted %s", rdma_event_str(ev->event),
-                 rdma_event_str(want));
-    rdma_ack_cm_event(ev);
-}
-
-static void stalled_connect(stalled_t *s, const rgpu_listener_t *l)
-{
-    struct addrinfo *ai;
-    char host[96], *port;
-    struct ibv_qp_init_attr qa = {0};
-    struct rdma_conn_param p = {0};
-    struct {
-        uint32_t magic;
-        uint16_t version, depth;
-        uint32_t eager, credit_rkey;
-        uint64_t credit_addr;
-    } __attribute__((packed)) hello;
-
-    memset(s, 0, sizeof(*s));
-    snprintf(host, sizeof(host), "%s", l->local);
-    port = strrchr(host, ':');
-    *port++ = '\0';
-    cr_assert_eq(getaddrinfo(host, port, NULL, &ai), 0);
-    s->ech = rdma_create_event_channel();
-    cr_assert_not_null(s->ech);
-    cr_assert_eq(rdma_create_id(s->ech, &s->id, NULL, RDMA_PS_TCP), 0);
-    cr_assert_eq(rdma_resolve_addr(s->id, NULL, ai->ai_addr, 2000), 0);
-    freeaddrinfo(ai);
-    stalled_event(s, RDMA_CM_EVENT_ADDR_RESOLVED);
-    cr_assert_eq(rdma_resolve_route(s->id, 2000), 0);
-    stalled_event(s, RDMA_CM_EVENT_ROUTE_RESOLVED);
-    s->pd = ibv_alloc_pd(s->id->verbs);
-    s->cq = ibv_create_cq(s->id->verbs, 16, NULL, NULL, 0);
-    cr_assert(s->pd && s->cq);
-    qa.send_cq = qa.recv_cq = s->cq;
-    qa.qp_type = IBV_QPT_RC;
-    qa.cap.max_send_wr = qa.cap.max_recv_wr = 4;
-    qa.cap.max_send_sge = qa.cap.max_recv_sge = 1;
-    cr_assert_eq(rdma_create_qp(s->id, s->pd, &qa), 0);
-    s->mr = ibv_reg_mr(s->pd, s->buf, sizeof(s->buf), IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
-    cr_assert_not_null(s->mr);
-    hello.magic = htonl(0x72475056u);
-    hello.version = htons(1);
-    hello.depth = htons(4);
-    hello.eager = htonl(1u << 20);
-    hello.credit_rkey = htonl(s->mr->rkey);
-    hello.credit_addr = htobe64((uint64_t)(uintptr_t)s->buf);
-    p.private_data = &hello;
-    p.private_data_len = sizeof(hello);
-    p.responder_resources = p.initiator_depth = 1;
-    p.retry_count = 7;
-    cr_assert_eq(rdma_connect(s->id, &p), 0);
-    /* ...and never a look at s->ech again. */
-}
-
-static void stalled_close(stalled_t *s)
-{
-    rdma_destroy_qp(s->id);
-    ibv_dereg_mr(s->mr);
-    ibv_destroy_cq(s->cq);
-    ibv_dealloc_pd(s->pd);
-    rdma_destroy_id(s->id);
-    rdma_destroy_event_channel(s->ech);
 }
 
 /* ------------------------------------------------------------------------
@@ -231,7 +139,7 @@ Test(verbs_accept, a_peer_that_never_finishes_connecting_holds_up_no_other_accep
     rgpu_msg_t *m;
     connector_t c = {0};
     pthread_t th;
-    stalled_t s;
+    raw_peer_t s;
     int qp, cq, mr;
 
     /* A bound far past what this test takes, so that "not failed yet"
@@ -239,7 +147,7 @@ Test(verbs_accept, a_peer_that_never_finishes_connecting_holds_up_no_other_accep
     open_pair("30000", &srv, &cli, &l);
     qp = resources("qp"), cq = resources("cq"), mr = resources("mr");
 
-    stalled_connect(&s, l);
+    raw_peer_connect(&s, l); /* and it never finishes */
     /* Before, accept waited here for the peer (up to 5 s) and failed. */
     cr_assert_eq(accept_one(l, &half), RGPU_OK, "the stalled peer's request was not accepted");
     cr_expect_eq(rgpu_link_msg_recv(half, &m, 0), RGPU_ERR_TIMEOUT);
@@ -264,7 +172,7 @@ Test(verbs_accept, a_peer_that_never_finishes_connecting_holds_up_no_other_accep
 
     /* A session that ends while its peer is still connecting frees it all. */
     rgpu_link_close(half);
-    stalled_close(&s);
+    raw_peer_close(&s);
     rgpu_link_close(c.link);
     rgpu_link_close(good);
     expect_resources(qp, cq, mr, "after closing the links");
@@ -278,13 +186,13 @@ Test(verbs_accept, a_half_open_link_fails_at_its_deadline_with_a_reason)
     rgpu_link_t *half;
     rgpu_msg_t *m;
     struct pollfd pfd;
-    stalled_t s;
+    raw_peer_t s;
     rgpu_status_t status;
     int qp, cq, mr, n;
 
     open_pair("1000", &srv, &cli, &l);
     qp = resources("qp"), cq = resources("cq"), mr = resources("mr");
-    stalled_connect(&s, l);
+    raw_peer_connect(&s, l); /* and it never finishes */
     cr_assert_eq(accept_one(l, &half), RGPU_OK);
 
     /* Whoever waits on the event fd alone (the server's loop) learns of it:
@@ -300,7 +208,7 @@ Test(verbs_accept, a_half_open_link_fails_at_its_deadline_with_a_reason)
     cr_expect_eq(send_frame(half, 11, 1), RGPU_ERR_CONN_CLOSED);
 
     rgpu_link_close(half);
-    stalled_close(&s);
+    raw_peer_close(&s);
     expect_resources(qp, cq, mr, "after closing the failed link");
     close_pair(srv, cli, l);
 }
