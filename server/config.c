@@ -182,21 +182,6 @@ rgpu_config_action_t rgpu_server_config_load(rgpu_server_config_t *cfg, int argc
         fprintf(err, "rgpu-server: --insecure and --key exclude each other\n");
         return RGPU_CONFIG_EXIT_USAGE;
     }
-    for (int i = 0; i < naddrs; i++) {
-        const rgpu_transport_ops_t *ops;
-        const char *bare;
-
-        /* Sessions still read their link as a byte stream (issue 13 moves
-         * them onto whole messages): a transport without stream entries
-         * (verbs) would accept clients whose sessions all fail, and the
-         * registrar would advertise it to every lease. Refuse it here. */
-        if (rgpu_transport_for_address(addrs[i], &ops, &bare, NULL, 0) == RGPU_OK && !ops->recv) {
-            fprintf(err, "rgpu-server: --listen %s: sessions cannot run over %s yet (they need a "
-                         "byte-stream transport until the data path moves to messages; "
-                         "docs/verbs.md); listen on tcp:// for now\n", addrs[i], ops->name);
-            return RGPU_CONFIG_EXIT_USAGE;
-        }
-    }
     for (int i = 0; cfg->insecure && i < naddrs; i++) {
         const rgpu_transport_ops_t *ops;
         const char *bare = addrs[i];

@@ -184,22 +184,21 @@ Test(config, server_conf)
 }
 
 #ifdef RGPU_HAVE_VERBS
-/* Sessions read a byte stream until the data path moves to messages: a
- * verbs listener would accept clients whose sessions all fail (and be
- * advertised in leases), so it is refused with the reason. */
-Test(config, verbs_listen_refused_until_sessions_use_messages)
+/* Sessions run on messages (issue 13), so a verbs listener beside a tcp one
+ * is taken as it is: no refusal, both addresses kept in order. */
+Test(config, verbs_listen_beside_tcp_is_taken)
 {
     rgpu_server_config_t cfg;
-    char *argv[] = {"rgpu-server", "--listen", "tcp://127.0.0.1:0", "--listen",
+    char *argv[] = {"rgpu-server", "--insecure", "--listen", "tcp://127.0.0.1:0", "--listen",
                     "verbs://127.0.0.1:0"};
     char text[512] = "";
     FILE *err = fmemopen(text, sizeof(text) - 1, "w");
 
     cr_assert_not_null(err);
-    cr_expect_eq(rgpu_server_config_load(&cfg, 5, argv, fake_getenv, devnull, err),
-                 RGPU_CONFIG_EXIT_USAGE);
+    cr_expect_eq(rgpu_server_config_load(&cfg, 6, argv, fake_getenv, devnull, err), RGPU_CONFIG_RUN,
+                 "%s", text);
     fclose(err);
-    cr_expect(strstr(text, "--listen verbs://127.0.0.1:0: sessions cannot run over verbs yet"),
-              "%s", text);
+    cr_expect(strstr(cfg.listen, "tcp://127.0.0.1:0") && strstr(cfg.listen, "verbs://127.0.0.1:0"),
+              "%s", cfg.listen);
 }
 #endif
