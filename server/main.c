@@ -14,7 +14,9 @@
  * stalls neither the loop nor the other sessions.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,21 +211,60 @@ static void rgpu_daemon_accept_pause(rgpu_daemon_t *daemon, rgpu_status_t st, in
 
 /* Past --max-sessions: say why, cheaply (a fresh socket's send buffer takes
  * the small frame without blocking), and close. */
+/* Refusals in flight on their own threads, and the most there may be:
+ * past it a refused connection is closed without a word. */
+static atomic_int rgpu_refusers;
+#define RGPU_SERVER_MAX_REFUSERS 16
+
+typedef struct {
+    rgpu_link_t *link;
+    char reason[96];
+} rgpu_refusal_t;
+
+/* Tells a refused client why and closes its link, off the loop thread: on
+ * verbs the send waits until the peer has finished connecting (up to
+ * RGPU_VERBS_ACCEPT_MS), which must not hold up every other accept. */
+static void *rgpu_refusal_main(void *arg)
+{
+    rgpu_refusal_t *r = arg;
+    Rgpu__SessionError error = RGPU__SESSION_ERROR__INIT;
+
+    pthread_setname_np(pthread_self(), "rgpu-refuse");
+    error.status = RGPU_ERR_REFUSED;
+    error.reason = r->reason;
+    rgpu_wire_send(r->link, RGPU__MSG_TYPE__MSG_SESSION_ERROR, 0, 0, &error.base, NULL, 0);
+    rgpu_link_close(r->link);
+    free(r);
+    atomic_fetch_sub(&rgpu_refusers, 1);
+    return NULL;
+}
+
 static void rgpu_daemon_refuse(rgpu_daemon_t *daemon, rgpu_link_t *link, long long active)
 {
-    Rgpu__SessionError error = RGPU__SESSION_ERROR__INIT;
-    char reason[96];
+    rgpu_refusal_t *r = calloc(1, sizeof(*r));
     unsigned long suppressed;
+    pthread_attr_t attr;
+    int started = 0;
 
     atomic_fetch_add(&rgpu_metrics.connections_refused_total, 1);
-    snprintf(reason, sizeof(reason), "server full: %lld sessions", active);
     if (rgpu_ratelimit_pass(&daemon->full_warn, uv_now(daemon->accept_timer.loop), &suppressed))
-        rgpu_warn("server", "%s (--max-sessions %d): refused %s and %lu more since the last "
-                  "report", reason, daemon->server.config->max_sessions, link->peer, suppressed);
-    error.status = RGPU_ERR_REFUSED;
-    error.reason = reason;
-    rgpu_wire_send(link, RGPU__MSG_TYPE__MSG_SESSION_ERROR, 0, 0, &error.base, NULL, 0);
-    rgpu_link_close(link);
+        rgpu_warn("server", "server full: %lld sessions (--max-sessions %d): refused %s and %lu more "
+                  "since the last report", active, daemon->server.config->max_sessions, link->peer,
+                  suppressed);
+    if (r && atomic_fetch_add(&rgpu_refusers, 1) < RGPU_SERVER_MAX_REFUSERS) {
+        r->link = link;
+        snprintf(r->reason, sizeof(r->reason), "server full: %lld sessions", active);
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        started = pthread_create(&(pthread_t){0}, &attr, rgpu_refusal_main, r) == 0;
+        pthread_attr_destroy(&attr);
+        if (started)
+            return;
+    }
+    if (r)
+        atomic_fetch_sub(&rgpu_refusers, 1);
+    free(r);
+    rgpu_link_close(link);  /* too many refusals at once: closed without a word */
 }
 
 static void rgpu_daemon_on_accept(uv_poll_t *poll, int status, int events)
