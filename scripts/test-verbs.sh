@@ -30,10 +30,9 @@
 # MSR write, so the VM runs under TCG, as it does where there is no KVM).
 set -euo pipefail
 
-# The OpenCL program end to end over verbs (tests/verbs/e2e_opencl.sh). Off
-# until rgpu-server accepts --listen verbs:// (issue 13 moves sessions onto
-# messages; server/config.c refuses it until then): then make this 1.
-e2e=${RGPU_VERBS_E2E:-0}
+# The OpenCL program end to end over verbs (tests/verbs/e2e_opencl.sh); on
+# by default since sessions run on messages (RGPU_VERBS_E2E=0 skips it).
+e2e=${RGPU_VERBS_E2E:-1}
 
 if [ "${1:-}" = "--in-vm" ]; then
     # Inside the VM (root, the host's tree read-only with a tmpfs overlay).
@@ -52,7 +51,7 @@ if [ "${1:-}" = "--in-vm" ]; then
             bash tests/verbs/e2e_opencl.sh "$build" tcp || true
         fi
     else
-        echo "== OpenCL end to end over verbs: not run (RGPU_VERBS_E2E=0: rgpu-server refuses verbs listeners until sessions run on messages)"
+        echo "== OpenCL end to end over verbs: not run (RGPU_VERBS_E2E=0)"
     fi
     if [ "${RGPU_VERBS_BENCH:-1}" != 0 ]; then
         echo "== bench: the verbs transport beside perftest"
