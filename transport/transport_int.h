@@ -61,6 +61,10 @@ rgpu_status_t rgpu__rma_check(const rgpu_link_t *link, const rgpu_mem_t *local, 
                               const rgpu_mem_desc_t *remote, uint64_t remote_off, uint64_t len,
                               rgpu_completion_t *c, int *done_p);
 
+/* msg.c builds messages and get/put on a stream transport's own entries
+ * (ops->sendv, recv, buffered, wait_readable, shutdown_recv), which no
+ * caller outside transport/ uses. */
+
 /* Sets up and tears down the message layer of a new link (msg.c). fini
  * stops what init started, fails pending operations and frees queued
  * frames; the transport calls it before closing the link's descriptor. */

@@ -1,5 +1,6 @@
 /* The TCP transport: the conformance suite, then what only TCP has
- * (ports, refused connections, address errors). Loopback only. */
+ * (ports, refused connections, address errors, links made by the plain ops
+ * table, a peer that writes raw bytes). Loopback only. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <netinet/in.h>
@@ -10,6 +11,55 @@
 #define CONFORMANCE_OPS   rgpu_tcp_ops
 #define CONFORMANCE_ADDR  "127.0.0.1:0"
 #include "conformance.h"
+
+/* The tcp suite: a listener, a client link and the server's side of it,
+ * made through the plain ops table (the default instance), as rgpu-server
+ * and the CLI make theirs. */
+static rgpu_listener_t *lst;
+static rgpu_link_t *cli, *srv;
+
+/* Accepts one connection, waiting up to timeout_ms for it. */
+static rgpu_status_t conf_accept(rgpu_listener_t *listener, int timeout_ms, rgpu_link_t **link_p)
+{
+    struct pollfd pfd = {rgpu_tcp_ops.listener_fd(listener), POLLIN, 0};
+
+    if (poll(&pfd, 1, timeout_ms) != 1)
+        return RGPU_ERR_TIMEOUT;
+    return rgpu_tcp_ops.accept(listener, link_p);
+}
+
+static void tcp_setup(void)
+{
+    char reason[256] = "";
+
+    cr_assert_eq(rgpu_tcp_ops.listen("127.0.0.1:0", &lst), RGPU_OK);
+    cr_assert_eq(rgpu_tcp_ops.connect(lst->local, 5000, &cli, reason, sizeof(reason)), RGPU_OK,
+                 "connect to %s: %s", lst->local, reason);
+    cr_assert_eq(conf_accept(lst, 5000, &srv), RGPU_OK, "accept");
+}
+
+static void tcp_teardown(void)
+{
+    if (cli)
+        rgpu_link_close(cli);
+    if (srv)
+        rgpu_link_close(srv);
+    if (lst)
+        rgpu_tcp_ops.listener_close(lst);
+    cli = srv = NULL;
+    lst = NULL;
+}
+
+TestSuite(tcp, .init = tcp_setup, .fini = tcp_teardown);
+
+Test(tcp, links_name_their_peers, .timeout = CONF_TIMEOUT)
+{
+    cr_expect_str_eq(cli->peer, lst->local, "the client's peer is the listener's address");
+    cr_expect(strncmp(srv->peer, "127.0.0.1:", 10) == 0, "the accepted link's peer \"%s\"",
+              srv->peer);
+    cr_expect_eq(cli->ops, &rgpu_tcp_ops);
+    cr_expect_eq(srv->ops, &rgpu_tcp_ops);
+}
 
 /* A loopback port with nothing listening: bind one, note it, close it. */
 static int closed_port(void)
@@ -114,17 +164,6 @@ Test(tcp_only, listener_fd_turns_readable_on_a_connection, .timeout = CONF_TIMEO
     rgpu_tcp_ops.listener_close(a);
 }
 
-Test(tcp, more_than_16_iovecs_is_an_invalid_argument, .timeout = CONF_TIMEOUT)
-{
-    struct iovec iov[17];
-
-    for (int i = 0; i < 17; i++) {
-        iov[i].iov_base = "x";
-        iov[i].iov_len = 1;
-    }
-    cr_expect_eq(rgpu_link_sendv(cli, iov, 17), RGPU_ERR_INVALID_ARG);
-}
-
 /* The address resolver: one place for every caller. */
 Test(tcp_only, addresses_choose_their_transport, .timeout = CONF_TIMEOUT)
 {
@@ -199,7 +238,7 @@ Test(tcp, plain_links_have_the_message_layer_too, .timeout = CONF_TIMEOUT)
     rgpu_mem_deregister(mem);
 }
 
-/* A fresh pair on the suite's listener (the stream fixture's). */
+/* A fresh pair on the suite's listener. */
 static void tcp_pair(rgpu_link_t **c_p, rgpu_link_t **s_p)
 {
     cr_assert_eq(rgpu_tcp_ops.connect(lst->local, 5000, c_p, NULL, 0), RGPU_OK);
@@ -318,4 +357,21 @@ Test(tcp, frames_nobody_takes_are_bounded, .timeout = CONF_TIMEOUT)
     cr_expect_eq(status, RGPU_ERR_TOO_LARGE);
     /* 64 MiB of 256 KiB frames (headers included). */
     cr_expect_eq(taken, 256, "%d frames were queued", taken);
+}
+
+/* A peer that sends part of a header and closes: the link fails with
+ * RGPU_ERR_CONN_CLOSED and a reason, not with a half-read frame. */
+Test(tcp, a_frame_cut_short_by_a_close_is_a_closed_link, .timeout = CONF_TIMEOUT)
+{
+    rgpu_frame_header_t in = {RGPU_PROTOCOL_VERSION, 5, 0, 4, 1, 0};
+    uint8_t raw[RGPU_FRAME_HEADER_SIZE + 4] = {0};
+    rgpu_msg_t *m;
+
+    rgpu_frame_header_encode(&in, raw);
+    tcp_send_raw(cli, raw, 10);
+    rgpu_link_close(cli);
+    cli = NULL;
+    cr_expect_eq(rgpu_link_msg_recv(srv, &m, 5000), RGPU_ERR_CONN_CLOSED);
+    cr_expect(strstr(rgpu_link_reason(srv), "closed the connection") != NULL, "reason \"%s\"",
+              rgpu_link_reason(srv));
 }

@@ -1,28 +1,17 @@
 /*
- * Transports: an ops table per network (tcp now, verbs later). Upper layers
- * hold an rgpu_link_t and call the wrappers below; they never ask which
- * transport they are on.
+ * Transports: an ops table per network (tcp, verbs). Upper layers hold an
+ * rgpu_link_t and call the functions below; they never ask which transport
+ * they are on.
  *
- * Two interfaces live side by side (docs/transport.md):
- *
- *  - The stream (today's callers): send gathers a vector and sends all of
- *    it; recv fills exactly len bytes. One thread may send while another
- *    receives on the same link; two concurrent senders must serialize
- *    themselves.
- *
- *  - Messages, registered memory and get/put (Mercury NA / UCX UCT shape):
- *    a transport instance (rgpu_transport_t) states its capabilities; a link
- *    sends and receives whole frames, at most caps.max_eager bytes each;
- *    bulk past that moves by rgpu_link_get / rgpu_link_put between memory
- *    registered on both ends, named to the peer by a descriptor
- *    (rgpu_mem_desc_t: address, length, key) that travels inside a message.
- *    Any thread may call these; the link serializes its senders itself and
- *    lets one thread at a time receive (leader/follower).
- *
- * A link uses one receive interface for its whole life: stream receives
- * (rgpu_link_recv, _recv_header, _discard) and message receives
- * (rgpu_link_msg_recv, _progress, _wait, and any get/put, whose replies
- * arrive on the link) must not be mixed on one link.
+ * Messages, registered memory and get/put (Mercury NA / UCX UCT shape,
+ * docs/transport.md): a transport instance (rgpu_transport_t) states its
+ * capabilities; a link sends and receives whole frames, at most
+ * caps.max_eager bytes each; bulk past that moves by rgpu_link_get /
+ * rgpu_link_put between memory registered on both ends, named to the peer
+ * by a descriptor (rgpu_mem_desc_t: address, length, key) that travels
+ * inside a message. Any thread may call these; the link serializes its
+ * senders itself and lets one thread at a time receive (leader/follower).
+ * Protobuf is the wire layer's (wire/include/rgpu/wire.h), above this one.
  *
  * Every function returns RGPU_OK or an RGPU_ERR_* status and logs nothing:
  * the caller decides what an error means.
@@ -141,6 +130,12 @@ struct rgpu_transport_ops {
     int (*listener_fd)(rgpu_listener_t *listener);
     rgpu_status_t (*accept)(rgpu_listener_t *listener, rgpu_link_t **link_p);
     void (*listener_close)(rgpu_listener_t *listener);
+
+    /* --- A stream transport's bytes (tcp), which transport/msg.c builds
+     * messages and get/put on: the transport's own, never called from
+     * outside transport/ (tests of a hostile peer aside). sendv gathers
+     * and sends all of it (at most 16 iovecs); recv fills exactly len
+     * bytes. --- */
     rgpu_status_t (*sendv)(rgpu_link_t *link, const struct iovec *iov, int iovcnt);
     rgpu_status_t (*recv)(rgpu_link_t *link, void *buf, size_t len);
     /* Bytes already received into the link's own buffer and not yet taken
@@ -151,6 +146,8 @@ struct rgpu_transport_ops {
      * 1 then, 0 on timeout. Ignores what buffered counts, so a thread that
      * does not receive may call it while another receives. */
     int (*wait_readable)(rgpu_link_t *link, int timeout_ms);
+
+    /* --- Every transport. --- */
     /* Makes blocked and later sends and receives fail; the link stays allocated. */
     void (*shutdown)(rgpu_link_t *link);
     /* Stream transports: makes a blocked receive and later ones fail while
@@ -202,55 +199,19 @@ extern const rgpu_transport_ops_t rgpu_tcp_ops;
 extern const rgpu_transport_ops_t rgpu_verbs_ops;
 #endif
 
-/* The stream calls answer RGPU_ERR_UNSUPPORTED on a message-only link
- * (verbs) instead of crashing. */
-static inline rgpu_status_t rgpu_link_sendv(rgpu_link_t *link, const struct iovec *iov, int iovcnt)
-{
-    return link->ops->sendv ? link->ops->sendv(link, iov, iovcnt) : RGPU_ERR_UNSUPPORTED;
-}
-
-static inline rgpu_status_t rgpu_link_send(rgpu_link_t *link, const void *buf, size_t len)
-{
-    struct iovec iov = {(void *)buf, len};
-    return rgpu_link_sendv(link, &iov, 1);
-}
-
-static inline rgpu_status_t rgpu_link_recv(rgpu_link_t *link, void *buf, size_t len)
-{
-    return link->ops->recv ? link->ops->recv(link, buf, len) : RGPU_ERR_UNSUPPORTED;
-}
-
-static inline size_t rgpu_link_buffered(rgpu_link_t *link)
-{
-    return link->ops->buffered ? link->ops->buffered(link) : 0;
-}
-
-static inline int rgpu_link_wait_readable(rgpu_link_t *link, int timeout_ms)
-{
-    return link->ops->wait_readable ? link->ops->wait_readable(link, timeout_ms) : 1;
-}
-
+/* Makes blocked and later sends and receives fail (a link's failure,
+ * RGPU_ERR_CONN_CLOSED); the link stays allocated until rgpu_link_close. */
 static inline void rgpu_link_shutdown(rgpu_link_t *link)
 {
     link->ops->shutdown(link);
 }
 
+/* Stops the link's message layer (pending operations fail, queued frames
+ * are freed) and frees the link. */
 static inline void rgpu_link_close(rgpu_link_t *link)
 {
     link->ops->close(link);
 }
-
-/* Receives and decodes one frame header (see rgpu_frame_header_decode). */
-rgpu_status_t rgpu_link_recv_header(rgpu_link_t *link, const rgpu_frame_limits_t *limits,
-                                    rgpu_frame_header_t *header_p);
-
-/* Receives and throws away len bytes (a bulk nobody wants). */
-rgpu_status_t rgpu_link_discard(rgpu_link_t *link, uint64_t len);
-
-/* Packs msg into a frame and sends it with an optional bulk, in one gather.
- * The caller serializes concurrent senders. */
-rgpu_status_t rgpu_link_send_msg(rgpu_link_t *link, uint16_t type, uint64_t seq,
-                                 const ProtobufCMessage *msg, const void *bulk, uint64_t bulk_len);
 
 /* ------------------------------------------------------------------------
  * Transport instances and addresses
