@@ -25,10 +25,17 @@
  * (reply descriptors): a bound, so a client cannot grow the table forever. */
 #define RGPU_SESSION_MAX_REPLY_DESCS 65536
 
+/* A put started and not waited for yet (see rgpu_session_put_piece). */
+typedef struct rgpu_put_wait {
+    rgpu_completion_t c;
+    struct rgpu_put_wait *next;
+} rgpu_put_wait_t;
+
 /* Where a request's reply bulk goes: the client's registered destination. */
 typedef struct rgpu_reply_dest {
     rgpu_mem_desc_t desc;
     uint64_t put_len;           /* bytes put so far (pieces go in order) */
+    rgpu_put_wait_t *pending;   /* puts whose peer's status has not come yet */
 } rgpu_reply_dest_t;
 
 typedef struct rgpu_outframe {
@@ -467,10 +474,18 @@ void rgpu_session_ref(rgpu_session_t *session)
     atomic_fetch_add(&session->refs, 1);
 }
 
-static void rgpu_reply_dest_free(uint64_t seq, void *d, void *arg)
+/* After the link is closed (which completes every operation it had). */
+static void rgpu_reply_dest_free(uint64_t seq, void *value, void *arg)
 {
+    rgpu_reply_dest_t *d = value;
+
     (void)seq;
     (void)arg;
+    while (d->pending) {
+        rgpu_put_wait_t *next = d->pending->next;
+        free(d->pending);
+        d->pending = next;
+    }
     free(d);
 }
 
@@ -618,6 +633,67 @@ static rgpu_status_t rgpu_session_send_raw(rgpu_session_t *session, uint16_t typ
     return status;
 }
 
+/* Starts a put of a reply's piece without waiting for the peer's status,
+ * on a transport whose puts have sent their bytes when they return
+ * (caps.remote_access 0: tcp): the piece's source may be reused at once,
+ * and the next piece leaves without a round trip in between. Its status
+ * is waited for before the reply (rgpu_session_puts_wait). */
+static rgpu_status_t rgpu_session_put_start(rgpu_session_t *session, rgpu_reply_dest_t *d,
+                                            uint64_t offset, const void *src, uint64_t len)
+{
+    rgpu_link_t *link = session->link;
+    rgpu_put_wait_t *w = calloc(1, sizeof(*w));
+    rgpu_mem_t *mem;
+    rgpu_status_t status;
+
+    if (!w)
+        return RGPU_ERR_NOMEM;
+    status = rgpu_mem_register_access(link->tp, (void *)src, (size_t)len, RGPU_MEMTYPE_HOST, RGPU_MEM_LOCAL, &mem);
+    if (status == RGPU_OK) {
+        status = rgpu_link_put(link, mem, 0, &d->desc, offset, len, &w->c);
+        rgpu_mem_deregister(mem);
+    }
+    if (status != RGPU_OK) {
+        rgpu_warn("session", "%s: putting a reply's data: %s", session->name,
+                  rgpu_link_reason(link)[0] ? rgpu_link_reason(link) : rgpu_status_str(status));
+        free(w);
+        return status;
+    }
+    w->next = d->pending;
+    d->pending = w;
+    return RGPU_OK;
+}
+
+/* Waits for the peer's status of every put rgpu_session_put_start started
+ * into d (each within RGPU_SESSION_RMA_TIMEOUT_MS); returns the first
+ * failure. */
+static rgpu_status_t rgpu_session_puts_wait(rgpu_session_t *session, rgpu_reply_dest_t *d)
+{
+    rgpu_link_t *link = session->link;
+    rgpu_status_t result = RGPU_OK;
+
+    while (d->pending) {
+        rgpu_put_wait_t *w = d->pending;
+        rgpu_status_t status = rgpu_link_wait(link, &w->c, RGPU_SESSION_RMA_TIMEOUT_MS);
+
+        if (status == RGPU_ERR_TIMEOUT) {
+            rgpu_link_shutdown(link);
+            rgpu_link_wait(link, &w->c, -1);
+        }
+        if (status != RGPU_OK && result == RGPU_OK) {
+            result = status;
+            rgpu_warn("session", "%s: putting a reply's data: %s", session->name,
+                      status == RGPU_ERR_TIMEOUT ? "the client did not take it in time"
+                      : status == RGPU_ERR_NOT_FOUND ? "the client's descriptor names no memory it registered"
+                      : status == RGPU_ERR_INVALID_ARG ? "the client's descriptor does not allow it"
+                      : rgpu_status_str(status));
+        }
+        d->pending = w->next;
+        free(w);
+    }
+    return result;
+}
+
 /* Puts a piece of request seq's reply into the client's destination d, then
  * tells the client it is there. Any thread that may send. */
 static rgpu_status_t rgpu_session_put_piece(rgpu_session_t *session, rgpu_reply_dest_t *d, uint64_t seq,
@@ -635,11 +711,19 @@ static rgpu_status_t rgpu_session_put_piece(rgpu_session_t *session, rgpu_reply_
                   (unsigned long long)offset, (unsigned long long)d->desc.len);
         return RGPU_ERR_TOO_LARGE;
     }
-    status = rgpu_session_rma(session, 0, (void *)src, len, &d->desc, offset, "putting a reply's data",
-                              reason, sizeof(reason));
-    if (status != RGPU_OK) {
-        rgpu_warn("session", "%s: %s", session->name, reason);
-        return status;
+    if (!rgpu_transport_caps(session->link->tp)->remote_access) {
+        /* The bytes are on their way when it returns; in the stream the
+         * notice below follows them. */
+        status = rgpu_session_put_start(session, d, offset, src, len);
+        if (status != RGPU_OK)
+            return status;
+    } else {
+        status = rgpu_session_rma(session, 0, (void *)src, len, &d->desc, offset, "putting a reply's data",
+                                  reason, sizeof(reason));
+        if (status != RGPU_OK) {
+            rgpu_warn("session", "%s: %s", session->name, reason);
+            return status;
+        }
     }
     d->put_len = offset + len;
     part.offset = offset;
@@ -677,6 +761,13 @@ rgpu_status_t rgpu_session_send(rgpu_session_t *session, uint16_t type, uint64_t
          * pieces pushed before it; the reply itself carries none. */
         if (bulk_len)
             status = rgpu_session_put_piece(session, d, seq, d->put_len, bulk, bulk_len);
+        /* Every piece is in place (the client counted them) before the
+         * reply says the read is done; after a failure too, the puts
+         * still in flight are waited for before their records go. */
+        rgpu_status_t waited = rgpu_session_puts_wait(session, d);
+
+        if (status == RGPU_OK)
+            status = waited;
         free(d);
         bulk = NULL;
         bulk_len = 0;
@@ -772,8 +863,13 @@ static void *rgpu_session_sender_main(void *arg)
             if (rgpu_frame_header_decode(frame->head, NULL, &h) == RGPU_OK && rgpu_session_is_reply(h.type))
                 d = rgpu_session_reply_dest(session, h.seq, 1);
             if (d) {
+                rgpu_status_t waited;
+
                 if (frame->bulk_len)
                     status = rgpu_session_put_piece(session, d, h.seq, d->put_len, frame->bulk, frame->bulk_len);
+                waited = rgpu_session_puts_wait(session, d);
+                if (status == RGPU_OK)
+                    status = waited;
                 free(d);
                 h.bulk_len = 0;
                 rgpu_frame_header_encode(&h, frame->head);
@@ -784,9 +880,13 @@ static void *rgpu_session_sender_main(void *arg)
                 status = rgpu_wire_send_frame(session->link, iov, iov[1].iov_len ? 2 : 1);
                 pthread_mutex_unlock(&session->send_lock);
             }
-            /* The session thread notices a dead link on its next receive. */
-            if (status != RGPU_OK)
+            /* The session thread notices a dead link on its next receive;
+             * a reply that could not go out ends the session (its client
+             * would wait for it forever). */
+            if (status != RGPU_OK) {
                 link_failed = 1;
+                rgpu_link_shutdown(session->link);
+            }
         }
         rgpu_outframe_free(frame);
     }

@@ -54,7 +54,11 @@ typedef struct {
                              * message may be; past it, bulk goes by get/put */
     int remote_access;      /* 1: get/put complete without the peer's CPU
                              * (RDMA); 0: the peer's progress serves them
-                             * (TCP: someone on the peer must receive) */
+                             * (TCP: someone on the peer must receive), and
+                             * a put has sent its local bytes by the time
+                             * rgpu_link_put returns (the local region may
+                             * be deregistered and reused then; the
+                             * completion brings only the peer's status) */
     uint64_t max_rma;       /* largest single get/put; the caller splits larger */
     size_t rma_align;       /* get/put addresses and lengths must be multiples
                              * of it (1: any) */
