@@ -111,25 +111,3 @@ void rgpu_frame_header_explain(const uint8_t raw[RGPU_FRAME_HEADER_SIZE],
         break;
     }
 }
-
-size_t rgpu_frame_packed_size(const ProtobufCMessage *msg)
-{
-    return RGPU_FRAME_HEADER_SIZE + (msg ? protobuf_c_message_get_packed_size(msg) : 0);
-}
-
-size_t rgpu_frame_pack(uint8_t *out, uint16_t type, uint64_t seq, uint32_t flags,
-                       const ProtobufCMessage *msg, uint64_t bulk_len)
-{
-    size_t body_len = msg ? protobuf_c_message_pack(msg, out + RGPU_FRAME_HEADER_SIZE) : 0;
-    rgpu_frame_header_t header = {
-        .version = RGPU_PROTOCOL_VERSION,
-        .type = type,
-        .flags = flags,
-        .body_len = (uint32_t)body_len,
-        .seq = seq,
-        .bulk_len = bulk_len,
-    };
-
-    rgpu_frame_header_encode(&header, out);
-    return RGPU_FRAME_HEADER_SIZE + body_len;
-}

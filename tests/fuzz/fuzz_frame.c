@@ -18,6 +18,7 @@
 
 #include "fuzz_msgs.h"
 #include "rgpu/frame.h"
+#include "rgpu/wire.h"
 
 /* What rgpu-server accepts by default (server/config.h: --max-body, --max-bulk). */
 static const rgpu_frame_limits_t rgpu_fuzz_server_limits = {64u << 20, 16ull << 30};

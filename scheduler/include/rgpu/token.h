@@ -71,7 +71,7 @@ rgpu_status_t rgpu_token_sign_request(const rgpu_token_key_t *key, uint16_t type
                                       const void *body, size_t len, int64_t now_unix,
                                       uint8_t trailer[RGPU_REQUEST_AUTH_LEN]);
 
-/* rgpu_token_sign_request over msg packed (the bytes rgpu_link_send_msg
+/* rgpu_token_sign_request over msg packed (the bytes rgpu_wire_send
  * sends as the frame's body). RGPU_ERR_NOMEM when packing cannot get memory. */
 rgpu_status_t rgpu_token_sign_message(const rgpu_token_key_t *key, uint16_t type, uint32_t seq,
                                       const ProtobufCMessage *msg, int64_t now_unix,

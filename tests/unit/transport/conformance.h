@@ -44,7 +44,6 @@
 
 #include "rgpu/rcache.h"
 #include "rgpu/transport.h"
-#include "session.pb-c.h"
 
 #define CONF_TIMEOUT 30
 

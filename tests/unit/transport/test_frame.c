@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "rgpu/frame.h"
+#include "rgpu/wire.h"
 #include "session.pb-c.h"
 
 TestSuite(frame);

@@ -20,8 +20,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <protobuf-c/protobuf-c.h>
-
 #include "rgpu/status.h"
 
 #define RGPU_FRAME_MAGIC       0x55504752u
@@ -62,13 +60,5 @@ rgpu_status_t rgpu_frame_header_decode(const uint8_t in[RGPU_FRAME_HEADER_SIZE],
 void rgpu_frame_header_explain(const uint8_t raw[RGPU_FRAME_HEADER_SIZE],
                                const rgpu_frame_limits_t *limits, rgpu_status_t status, char *buf,
                                size_t cap);
-
-/* Bytes needed to hold a header plus the packed message (msg may be NULL). */
-size_t rgpu_frame_packed_size(const ProtobufCMessage *msg);
-
-/* Writes header and packed body at out (rgpu_frame_packed_size bytes),
- * announcing bulk_len bytes of bulk to follow. Returns bytes written. */
-size_t rgpu_frame_pack(uint8_t *out, uint16_t type, uint64_t seq, uint32_t flags,
-                       const ProtobufCMessage *msg, uint64_t bulk_len);
 
 #endif
