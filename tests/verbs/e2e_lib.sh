@@ -78,3 +78,20 @@ wait_freed() {
     done
     pass "after $what the server holds what it held before ($now QPs CQs MRs), no session, no device memory"
 }
+
+# metric_now ADDR SERIES: one series' value, exactly as the server prints it
+# (rgpu_server_calls_total{family="write"}), or nothing when it is absent.
+# Plain bash over /dev/tcp: lib.sh's metric starts python, which takes a
+# second or more under TCG, while the transfers it watches take about as
+# long.
+metric_now() {
+    local addr=$1 series=$2 fd line value=""
+    exec {fd}<>"/dev/tcp/${addr%:*}/${addr##*:}" || return 1
+    printf 'GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n' "$addr" >&"$fd"
+    while IFS= read -r -t 5 line <&"$fd"; do
+        line=${line%$'\r'}
+        [ "${line% *}" = "$series" ] && value=${line##* }
+    done
+    exec {fd}>&-
+    echo "$value"
+}
