@@ -21,6 +21,13 @@
  * serving its own descriptors (tcp: it stops reading) ends its session
  * instead of holding the session thread. */
 #define RGPU_SESSION_RMA_TIMEOUT_MS 60000
+/* Staging on RDMA transports: chunks of this size, this many in flight,
+ * so a chunk is copied to or from the backend's memory while the next
+ * one crosses the network (rCUDA's pinned staging, for the same reason:
+ * registering the backend's memory for every transfer would pin its pages
+ * every time). */
+#define RGPU_SESSION_STAGE_CHUNK (1u << 20)
+#define RGPU_SESSION_STAGE_DEPTH 3
 /* Reads waiting for their replies whose client registered the destination
  * (reply descriptors): a bound, so a client cannot grow the table forever. */
 #define RGPU_SESSION_MAX_REPLY_DESCS 65536
@@ -83,12 +90,18 @@ struct rgpu_session {
     } pull;
     uint64_t bulk_left;         /* bytes of the current request's bulk not pulled yet */
     pthread_mutex_t reply_lock; /* protects replies */
+    /* Registered staging for transports where registering pins pages
+     * (RDMA): RGPU_SESSION_STAGE_DEPTH chunks, registered once, made at the
+     * first transfer; one transfer at a time uses them. */
+    pthread_mutex_t stage_lock;
+    uint8_t *stage;
+    rgpu_mem_t *stage_mem;
     rgpu_htable_t replies;      /* seq -> rgpu_reply_dest_t *, reads whose reply goes by put */
     uint64_t mem_quota;         /* from the lease token; 0 = none */
     uint64_t device_mask;       /* with --key: bit i = the lease names device index i */
     struct rgpu_lease_use *lease_use;   /* with a lease: its budget here (server->lock) */
     uint64_t mem_reserved;      /* bytes this session reserved in lease_use */
-    int64_t accepted_unix;      /* for the handshake deadline */
+    uint64_t accepted_ms;       /* CLOCK_MONOTONIC, for the handshake deadline */
 
     /* What the server reports to the scheduler; set by the handshake
      * (before hello_done is set), read by the registrar under server->lock. */
@@ -126,6 +139,14 @@ struct rgpu_lease_use {
 #define RGPU_SESSION_ENDED_MAX 65536
 
 static atomic_ullong rgpu_session_next_id = 1;
+
+static uint64_t rgpu_session_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 /* ---- server list ---------------------------------------------------- */
 
@@ -413,6 +434,8 @@ void rgpu_server_leases_ended(rgpu_server_t *server, const uint64_t *ids, size_t
 
 void rgpu_server_expire_sessions(rgpu_server_t *server, int64_t now)
 {
+    /* Whole seconds would end a connection up to a second early. */
+    uint64_t now_ms = rgpu_session_now_ms();
     int64_t hello_timeout = (int64_t)server->config->hello_timeout;
 
     pthread_mutex_lock(&server->lock);
@@ -425,7 +448,8 @@ void rgpu_server_expire_sessions(rgpu_server_t *server, int64_t now)
         if (atomic_load(&s->hello_done) && s->lease_id && expires <= now) {
             rgpu_session_end_locked(s, "lease %llu expired %lld s ago",
                                     (unsigned long long)s->lease_id, (long long)(now - expires));
-        } else if (!atomic_load(&s->hello_done) && hello_timeout > 0 && now - s->accepted_unix >= hello_timeout) {
+        } else if (!atomic_load(&s->hello_done) && hello_timeout > 0 &&
+                   now_ms - s->accepted_ms >= (uint64_t)hello_timeout * 1000) {
             rgpu_session_end_locked(s, "no handshake within %lld s of connecting (--hello-timeout)",
                                     (long long)hello_timeout);
         }
@@ -500,6 +524,10 @@ void rgpu_session_unref(rgpu_session_t *session)
     pthread_mutex_destroy(&session->post_lock);
     pthread_mutex_destroy(&session->send_lock);
     pthread_mutex_destroy(&session->reply_lock);
+    pthread_mutex_destroy(&session->stage_lock);
+    if (session->stage_mem)
+        rgpu_mem_deregister(session->stage_mem);
+    free(session->stage);
     rgpu_htable_foreach(&session->replies, rgpu_reply_dest_free, NULL);
     rgpu_htable_cleanup(&session->replies);
     free(session);
@@ -512,6 +540,69 @@ void rgpu_session_unref(rgpu_session_t *session)
  * RGPU_SESSION_RMA_TIMEOUT_MS. local is registered for the transfer only,
  * for local use (the client can neither read nor write it by itself). On
  * failure reason says why, naming what was being done. */
+/* Waits for an operation of the session within RGPU_SESSION_RMA_TIMEOUT_MS.
+ * A client that stopped serving its memory gets its link ended, which
+ * fails the operation, so nothing touches the local side after this. */
+static rgpu_status_t rgpu_session_rma_wait(rgpu_session_t *session, rgpu_completion_t *c)
+{
+    rgpu_status_t status = rgpu_link_wait(session->link, c, RGPU_SESSION_RMA_TIMEOUT_MS);
+
+    if (status == RGPU_ERR_TIMEOUT) {
+        rgpu_link_shutdown(session->link);
+        rgpu_link_wait(session->link, c, -1);
+    }
+    return status;
+}
+
+/* The transfer of rgpu_session_rma through the session's registered
+ * staging chunks, pipelined: gets land in a chunk and are copied out while
+ * the next chunks arrive; puts are copied into a chunk while the chunks
+ * before are on the wire. stage_lock held. */
+static rgpu_status_t rgpu_session_rma_staged(rgpu_session_t *session, int is_get, uint8_t *local,
+                                             uint64_t len, const rgpu_mem_desc_t *desc, uint64_t off)
+{
+    rgpu_link_t *link = session->link;
+    rgpu_completion_t c[RGPU_SESSION_STAGE_DEPTH];
+    uint64_t started = 0, finished = 0;   /* bytes of chunks started / completed, in order */
+    unsigned issued = 0, retired = 0;     /* chunk counts */
+    rgpu_status_t status = RGPU_OK;
+
+    while (finished < len) {
+        /* Start chunks while a slot is free and bytes remain. */
+        while (status == RGPU_OK && started < len && issued - retired < RGPU_SESSION_STAGE_DEPTH) {
+            unsigned slot = issued % RGPU_SESSION_STAGE_DEPTH;
+            uint64_t n = len - started < RGPU_SESSION_STAGE_CHUNK ? len - started : RGPU_SESSION_STAGE_CHUNK;
+            uint64_t at = (uint64_t)slot * RGPU_SESSION_STAGE_CHUNK;
+
+            memset(&c[slot], 0, sizeof(c[slot]));
+            if (!is_get)
+                memcpy(session->stage + at, local + started, (size_t)n);
+            status = is_get ? rgpu_link_get(link, session->stage_mem, at, desc, off + started, n, &c[slot])
+                            : rgpu_link_put(link, session->stage_mem, at, desc, off + started, n, &c[slot]);
+            if (status != RGPU_OK)
+                break;
+            started += n;
+            issued++;
+        }
+        if (retired == issued)
+            break;      /* nothing in flight: a start failed */
+        /* Retire the oldest chunk. */
+        {
+            unsigned slot = retired % RGPU_SESSION_STAGE_DEPTH;
+            uint64_t n = len - finished < RGPU_SESSION_STAGE_CHUNK ? len - finished : RGPU_SESSION_STAGE_CHUNK;
+            rgpu_status_t st = rgpu_session_rma_wait(session, &c[slot]);
+
+            if (st == RGPU_OK && status == RGPU_OK && is_get)
+                memcpy(local + finished, session->stage + (uint64_t)slot * RGPU_SESSION_STAGE_CHUNK, (size_t)n);
+            if (st != RGPU_OK && status == RGPU_OK)
+                status = st;
+            finished += n;
+            retired++;
+        }
+    }
+    return status;
+}
+
 static rgpu_status_t rgpu_session_rma(rgpu_session_t *session, int is_get, void *local, uint64_t len,
                                       const rgpu_mem_desc_t *desc, uint64_t off, const char *doing,
                                       char *reason, size_t reason_cap)
@@ -521,6 +612,29 @@ static rgpu_status_t rgpu_session_rma(rgpu_session_t *session, int is_get, void 
     rgpu_mem_t *mem;
     rgpu_status_t status;
 
+    if (rgpu_transport_caps(link->tp)->remote_access) {
+        pthread_mutex_lock(&session->stage_lock);
+        status = RGPU_OK;
+        if (!session->stage) {
+            session->stage = aligned_alloc(4096, (size_t)RGPU_SESSION_STAGE_DEPTH * RGPU_SESSION_STAGE_CHUNK);
+            status = session->stage ? rgpu_mem_register_access(link->tp, session->stage,
+                                                               (size_t)RGPU_SESSION_STAGE_DEPTH * RGPU_SESSION_STAGE_CHUNK,
+                                                               RGPU_MEMTYPE_HOST, RGPU_MEM_LOCAL, &session->stage_mem)
+                                    : RGPU_ERR_NOMEM;
+            if (status != RGPU_OK) {
+                free(session->stage);
+                session->stage = NULL;
+            }
+        }
+        if (status == RGPU_OK)
+            status = rgpu_session_rma_staged(session, is_get, local, len, desc, off);
+        pthread_mutex_unlock(&session->stage_lock);
+        if (status == RGPU_ERR_NOMEM) {
+            snprintf(reason, reason_cap, "cannot register this server's staging memory for %s", doing);
+            return status;
+        }
+        goto out_reason;
+    }
     status = rgpu_mem_register_access(link->tp, local, (size_t)len, RGPU_MEMTYPE_HOST, RGPU_MEM_LOCAL, &mem);
     if (status != RGPU_OK) {
         snprintf(reason, reason_cap, "cannot register %llu bytes of this server's memory for %s: %s",
@@ -529,17 +643,10 @@ static rgpu_status_t rgpu_session_rma(rgpu_session_t *session, int is_get, void 
     }
     status = is_get ? rgpu_link_get(link, mem, 0, desc, off, len, &c)
                     : rgpu_link_put(link, mem, 0, desc, off, len, &c);
-    if (status == RGPU_OK) {
-        status = rgpu_link_wait(link, &c, RGPU_SESSION_RMA_TIMEOUT_MS);
-        if (status == RGPU_ERR_TIMEOUT) {
-            /* The client stopped serving its memory. Ending the link fails
-             * the operation, so nothing writes into local after this. */
-            rgpu_link_shutdown(link);
-            rgpu_link_wait(link, &c, -1);
-            status = RGPU_ERR_TIMEOUT;
-        }
-    }
+    if (status == RGPU_OK)
+        status = rgpu_session_rma_wait(session, &c);
     rgpu_mem_deregister(mem);
+out_reason:
     switch (status) {
     case RGPU_OK:
         break;
@@ -1304,7 +1411,7 @@ rgpu_status_t rgpu_session_start(rgpu_server_t *server, rgpu_link_t *link)
     session->server = server;
     session->id = atomic_fetch_add(&rgpu_session_next_id, 1);
     session->link = link;
-    session->accepted_unix = (int64_t)time(NULL);
+    session->accepted_ms = rgpu_session_now_ms();
     session->limits.max_body = (uint32_t)server->config->max_body;
     session->limits.max_bulk = server->config->max_bulk;
     atomic_init(&session->refs, 1);
@@ -1315,6 +1422,7 @@ rgpu_status_t rgpu_session_start(rgpu_server_t *server, rgpu_link_t *link)
     pthread_mutex_init(&session->post_lock, NULL);
     pthread_cond_init(&session->post_cond, NULL);
     pthread_mutex_init(&session->reply_lock, NULL);
+    pthread_mutex_init(&session->stage_lock, NULL);
     rgpu_htable_init(&session->replies);
     /* Before the handshake a frame in fragments is as small as a hello. */
     rgpu_wire_rx_init(&session->rx, link, &session->limits,
