@@ -112,12 +112,15 @@ typedef enum {
     RGPU_FAIL_RX_STOP,          /* rgpu_link_shutdown_recv */
 } rgpu_fail_how_t;
 
-/* Records the link's first failure and fails every pending operation.
- * A failed send shuts the link down both ways, so that the peer and every
- * blocked call see it. A failure found receiving (the peer closed, or sent
- * what this side refuses) or a stop (RGPU_FAIL_RX_STOP) ends receiving
- * only, so that the owner can still say why before it closes the link;
- * a stop also withholds frames not taken yet. */
+/* Records a failure and fails every pending operation.
+ * A failed send ends sending and shuts the link down both ways, so that the
+ * peer and every blocked call see it, but it does not end receiving: what
+ * the peer sent before (a server's SessionError saying why it closed) is
+ * still handed over, then the receiving side meets the end and records
+ * that as the link's failure. A failure found receiving (the peer closed,
+ * or sent what this side refuses) or a stop (RGPU_FAIL_RX_STOP) ends
+ * receiving only, so that the owner can still say why before it closes
+ * the link; a stop also withholds frames not taken yet. */
 static void rgpu_link_fail_how(rgpu_link_t *link, rgpu_status_t status, const char *reason,
                                rgpu_fail_how_t how)
 {
@@ -125,24 +128,23 @@ static void rgpu_link_fail_how(rgpu_link_t *link, rgpu_status_t status, const ch
     rgpu_op_t *ops = NULL;
 
     pthread_mutex_lock(&s->lock);
-    if (s->failed != RGPU_OK && (how != RGPU_FAIL_TX || s->tx_failed != RGPU_OK)) {
+    if (how == RGPU_FAIL_TX ? s->tx_failed != RGPU_OK : s->failed != RGPU_OK) {
         pthread_mutex_unlock(&s->lock);
         return;
     }
-    if (s->failed == RGPU_OK) {
-        s->failed = status;
+    /* The first failure's status and reason stay the link's. */
+    if (!s->reason[0])
         snprintf(s->reason, sizeof(s->reason), "%s", reason);
-        ops = s->ops;
-        s->ops = NULL;
-    }
-    if (how == RGPU_FAIL_RX_STOP)
-        s->rx_stopped = 1;
-    else if (how == RGPU_FAIL_TX)
+    if (how == RGPU_FAIL_TX) {
         s->tx_failed = status;
+    } else {
+        s->failed = s->tx_failed != RGPU_OK ? s->tx_failed : status;
+        if (how == RGPU_FAIL_RX_STOP)
+            s->rx_stopped = 1;
+    }
+    ops = s->ops;
+    s->ops = NULL;
     pthread_mutex_unlock(&s->lock);
-    /* Only a failed send ends sending: after the peer closed or sent what
-     * this side refuses, the owner may still say why (a server's
-     * SessionError) before it closes the link. */
     if (how == RGPU_FAIL_TX)
         link->ops->shutdown(link);
     else if (link->ops->shutdown_recv)
@@ -246,7 +248,7 @@ static void *rgpu_responder(void *arg)
         s->jobs_head = job->next;
         if (!s->jobs_head)
             s->jobs_tail = NULL;
-        skip = s->stopping || s->failed != RGPU_OK;
+        skip = s->stopping || s->failed != RGPU_OK || s->tx_failed != RGPU_OK;
         pthread_mutex_unlock(&s->lock);
         if (!skip) {
             uint8_t body[RGPU_TP_RESP_BODY];
@@ -659,6 +661,7 @@ static rgpu_status_t rgpu_link_rma(rgpu_link_t *link, int is_get, rgpu_mem_t *lo
     rgpu_completion_t own = {0};
     uint8_t body[RGPU_TP_REQ_BODY];
     rgpu_op_t *op;
+    uint64_t id = 0;
     rgpu_status_t status;
     int done;
 
@@ -678,9 +681,9 @@ static rgpu_status_t rgpu_link_rma(rgpu_link_t *link, int is_get, rgpu_mem_t *lo
     op->len = len;
     op->c = c;
     pthread_mutex_lock(&s->lock);
-    status = s->failed;
+    status = s->failed != RGPU_OK ? s->failed : s->tx_failed;
     if (status == RGPU_OK) {
-        op->id = ++s->next_id;
+        op->id = id = ++s->next_id;
         op->next = s->ops;
         s->ops = op;
     }
@@ -692,12 +695,20 @@ static rgpu_status_t rgpu_link_rma(rgpu_link_t *link, int is_get, rgpu_mem_t *lo
     rgpu_put_le64(body, remote->addr + remote_off);
     rgpu_put_le64(body + 8, len);
     rgpu_put_le64(body + 16, remote->key);
-    status = rgpu_send_internal(link, is_get ? RGPU_TP_GET_REQ : RGPU_TP_PUT_REQ, op->id, body,
+    status = rgpu_send_internal(link, is_get ? RGPU_TP_GET_REQ : RGPU_TP_PUT_REQ, id, body,
                                 sizeof(body), is_get ? NULL : local->addr + local_off,
                                 is_get ? 0 : len);
-    /* A failed send fails the link, which completes the operation. */
-    if (status != RGPU_OK)
+    /* A failed send fails the link's sending side, which completes the
+     * operations pending then; this one too, if sending had already
+     * failed on another thread. */
+    if (status != RGPU_OK) {
         rgpu_link_fail_io(link, status, RGPU_FAIL_TX, is_get ? "sending a get" : "sending a put");
+        op = rgpu_op_take(s, id);
+        if (op) {
+            rgpu__complete(op->c, status);
+            free(op);
+        }
+    }
     if (c == &own)
         return rgpu_link_wait(link, c, -1);
     return RGPU_OK;
@@ -757,9 +768,9 @@ const char *rgpu_link_reason(rgpu_link_t *link)
 
     if (link->ops->reason)
         return link->ops->reason(link);
-    /* Written once, with failed, and never again. */
+    /* Written once, with the first failure, and never again. */
     pthread_mutex_lock(&s->lock);
-    failed = s->failed != RGPU_OK;
+    failed = s->failed != RGPU_OK || s->tx_failed != RGPU_OK;
     pthread_mutex_unlock(&s->lock);
     return failed ? s->reason : "";
 }
