@@ -645,11 +645,17 @@ rgpu_status_t rgpu_link_wait(rgpu_link_t *link, rgpu_completion_t *c, int timeou
     if (link->ops->wait)
         return link->ops->wait(link, c, timeout_ms);
     status = rgpu_link_run(link, rgpu_ready_completion, c, timeout_ms);
+    /* A failed link completes every operation it knew, but not all at the
+     * instant it is marked failed: the failing thread completes the ones
+     * pending after it lets go of the lock, and a leader completes the one
+     * whose reply it is receiving when its receive fails. The caller's c
+     * (often on its stack) must not be written after this returns: wait
+     * for it. (A timeout leaves c pending, as documented.) */
+    while (status != RGPU_OK && status != RGPU_ERR_TIMEOUT && !__atomic_load_n(&c->done, __ATOMIC_ACQUIRE))
+        pthread_cond_wait(&link->state->cond, &link->state->lock);
     pthread_mutex_unlock(&link->state->lock);
     if (__atomic_load_n(&c->done, __ATOMIC_ACQUIRE))
         return c->status;
-    /* A failed link has completed every operation it knew; one it did not
-     * know yet was never sent. */
     return status == RGPU_OK ? RGPU_ERR_TIMEOUT : status;
 }
 
@@ -707,6 +713,9 @@ static rgpu_status_t rgpu_link_rma(rgpu_link_t *link, int is_get, rgpu_mem_t *lo
         if (op) {
             rgpu__complete(op->c, status);
             free(op);
+            pthread_mutex_lock(&s->lock);
+            pthread_cond_broadcast(&s->cond);   /* a waiter for it may sleep */
+            pthread_mutex_unlock(&s->lock);
         }
     }
     if (c == &own)
