@@ -1830,7 +1830,13 @@ static void attack_stale_memory(result_t *r)
  * could hold any amount of memory by releasing parents of 1-byte
  * sub-buffers. Then: a launch after releasing its buffer argument runs on
  * the held buffer (PoCL 3.1 crashed there), and everything goes back to 0.
+ *
+ * The metric is the whole server's, and the victim's vector_add allocates
+ * and frees its 3 x 256 KiB meanwhile, so each reading may be off by up to
+ * 768 KiB either way: an 8 MiB buffer counts when the reading is more than
+ * half of it over the baseline, and has stopped counting when it is less.
  */
+#define HELD_MIN (4 * MIB)
 static void attack_held_memory(result_t *r)
 {
     sess_t s;
@@ -1856,13 +1862,13 @@ static void attack_held_memory(result_t *r)
     op_release(&s, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, buf);
     if (sync_or_fail(&s, r, "releasing the parent") != 0 || metric_get("rgpu_server_buffer_bytes", &v) != 0)
         goto out;
-    if (v - base < 8 * MIB)
+    if (v - base < HELD_MIN)
         FAILF(r, "a released parent still held by its sub-buffer stopped counting (%.0f bytes over baseline)",
               v - base);
     op_release(&s, RGPU__CL_OBJECT_KIND__CL_OBJ_MEM, sub);
     if (sync_or_fail(&s, r, "releasing the sub-buffer") != 0 || metric_get("rgpu_server_buffer_bytes", &v) != 0)
         goto out;
-    if (v - base >= 8 * MIB)
+    if (v - base >= HELD_MIN)
         FAILF(r, "the parent still counts once its sub-buffer is gone");
 
     prog = op_program_built(&s, ctx, k_global_src, why, sizeof(why));
@@ -1877,7 +1883,7 @@ static void attack_held_memory(result_t *r)
     if (sync_or_fail(&s, r, "releasing a kernel's buffer argument") != 0 ||
         metric_get("rgpu_server_buffer_bytes", &v) != 0)
         goto out;
-    if (v - base < 8 * MIB)
+    if (v - base < HELD_MIN)
         FAILF(r, "a released buffer still set as a kernel argument stopped counting");
     op_ndrange(&s, q, k, 1, (uint64_t[]){1});
     if (op_finish(&s, q, T_REPLY, &err) != 1)
@@ -1885,7 +1891,7 @@ static void attack_held_memory(result_t *r)
     op_release(&s, RGPU__CL_OBJECT_KIND__CL_OBJ_KERNEL, k);
     if (sync_or_fail(&s, r, "releasing the kernel") != 0 || metric_get("rgpu_server_buffer_bytes", &v) != 0)
         goto out;
-    if (v - base >= 8 * MIB)
+    if (v - base >= HELD_MIN)
         FAILF(r, "the buffer still counts once the kernel holding it is gone");
     if (!r->failed)
         note(r, "released buffers held by a sub-buffer or a kernel argument count until their holder goes; "
