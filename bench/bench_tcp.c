@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "rgpu/net.h"
 #include "rgpu/util.h"
 
 #define BENCH_TCP_MAGIC 0x50544252u     /* "RBTP" read as little-endian u32 */
@@ -66,13 +67,15 @@ static void bench_tcp_tune(int fd)
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
 }
 
-/* Sends all len bytes: 0, or -1 when the peer is gone. */
-static int bench_send_all(int fd, const void *buf, size_t len)
+/* Sends (sending) or receives exactly len bytes of buf: 0, or -1 when the
+ * peer closed or failed. A send to a peer that is gone fails, without
+ * SIGPIPE. */
+static int bench_io_all(int fd, void *buf, size_t len, int sending)
 {
-    const char *p = buf;
+    char *p = buf;
 
     while (len) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        ssize_t n = sending ? send(fd, p, len, MSG_NOSIGNAL) : recv(fd, p, len, MSG_WAITALL);
 
         if (n < 0 && errno == EINTR)
             continue;
@@ -84,22 +87,14 @@ static int bench_send_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
-/* Receives exactly len bytes: 0, or -1 when the peer closed or failed. */
+static int bench_send_all(int fd, void *buf, size_t len)
+{
+    return bench_io_all(fd, buf, len, 1);
+}
+
 static int bench_recv_all(int fd, void *buf, size_t len)
 {
-    char *p = buf;
-
-    while (len) {
-        ssize_t n = recv(fd, p, len, MSG_WAITALL);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
+    return bench_io_all(fd, buf, len, 0);
 }
 
 /* Resolves "host:port", "[v6]:port" or "tcp://..." of either; 0 or -1 with
@@ -107,75 +102,31 @@ static int bench_recv_all(int fd, void *buf, size_t len)
 static int bench_tcp_resolve(const char *addr, int passive, struct addrinfo **res_p, char *why,
                              size_t why_cap)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    char host[256], port[8];
-    uint16_t port_num;
-    int rc;
-
     if (!strncmp(addr, "tcp://", 6))
         addr += 6;
     else if (strstr(addr, "://")) {
         snprintf(why, why_cap, "the raw TCP baseline takes tcp:// or host:port addresses only");
         return -1;
     }
-    if (rgpu_addr_split(addr, host, sizeof(host), &port_num) != RGPU_OK) {
-        snprintf(why, why_cap, "not an address (expected host:port)");
-        return -1;
-    }
-    snprintf(port, sizeof(port), "%u", port_num);
-    hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
-    rc = getaddrinfo(host, port, &hints, res_p);
-    if (rc != 0) {
-        snprintf(why, why_cap, "cannot resolve it: %s", gai_strerror(rc));
-        return -1;
-    }
-    return 0;
+    return rgpu_addr_resolve(addr, passive, res_p, why, why_cap) == RGPU_OK ? 0 : -1;
 }
 
 /* A connected, tuned, blocking socket, or -1 with the reason in why. The
- * connect is bounded by timeout_ms. */
+ * connect is bounded by timeout_ms, and made as rgpu's TCP transport makes
+ * its own (rgpu_socket_connect). */
 static int bench_tcp_dial(const char *addr, int timeout_ms, char *why, size_t why_cap)
 {
-    struct addrinfo *res, *ai;
-    int err = ECONNREFUSED, fd = -1;
+    struct addrinfo *res;
+    int err, fd;
 
     if (bench_tcp_resolve(addr, 0, &res, why, why_cap) != 0)
         return -1;
-    for (ai = res; ai; ai = ai->ai_next) {
-        struct pollfd pfd;
-        socklen_t len = sizeof(err);
-        int n;
-
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (fd < 0) {
-            err = errno;
-            continue;
-        }
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-            err = 0;
-        } else if (errno != EINPROGRESS) {
-            err = errno;
-        } else {
-            pfd = (struct pollfd){fd, POLLOUT, 0};
-            do {
-                n = poll(&pfd, 1, timeout_ms);
-            } while (n < 0 && errno == EINTR);
-            if (n == 0)
-                err = ETIMEDOUT;
-            else if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-                err = errno;
-        }
-        if (err == 0)
-            break;
-        close(fd);
-        fd = -1;
-    }
+    fd = rgpu_socket_connect(res, timeout_ms, &err);
     freeaddrinfo(res);
     if (fd < 0) {
         snprintf(why, why_cap, "%s", strerror(err));
         return -1;
     }
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     bench_tcp_tune(fd);
     return fd;
 }

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "rgpu/net.h"
 #include "rgpu/util.h"
 #include "transport_int.h"
 
@@ -88,67 +89,31 @@ static rgpu_status_t rgpu_tcp_link_new(rgpu_transport_t *tp, int fd, rgpu_link_t
 
 static rgpu_status_t rgpu_tcp_resolve(const char *addr, int passive, struct addrinfo **res_p)
 {
-    char host[256], port[8];
-    uint16_t port_num;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-
-    if (rgpu_addr_split(addr, host, sizeof(host), &port_num) != RGPU_OK)
-        return RGPU_ERR_ADDRESS;
-    snprintf(port, sizeof(port), "%u", port_num);
-    hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
-    return getaddrinfo(host, port, &hints, res_p) == 0 ? RGPU_OK : RGPU_ERR_ADDRESS;
+    return rgpu_addr_resolve(addr, passive, res_p, NULL, 0);
 }
 
 static rgpu_status_t rgpu_tcp_tp_connect(rgpu_transport_t *tp, const char *addr, int timeout_ms,
                                          rgpu_link_t **link_p, char *reason, size_t reason_cap)
 {
-    struct addrinfo *res, *ai;
-    rgpu_status_t status = RGPU_ERR_CONN_REFUSED;
-    int err = ECONNREFUSED;
+    struct addrinfo *res;
+    rgpu_status_t status;
+    int fd, err;
 
     if (rgpu_tcp_resolve(addr, 0, &res) != RGPU_OK) {
         if (reason)
             snprintf(reason, reason_cap, "cannot resolve address \"%s\" (expected host:port)", addr);
         return RGPU_ERR_ADDRESS;
     }
-    for (ai = res; ai; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        struct pollfd pfd = {fd, POLLOUT, 0};
-        socklen_t len = sizeof(err);
-        int n;
-
-        if (fd < 0) {
-            err = errno;
-            continue;
-        }
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-            err = 0;
-        } else if (errno != EINPROGRESS) {
-            err = errno;
-        } else {
-            do {
-                n = poll(&pfd, 1, timeout_ms);
-            } while (n < 0 && errno == EINTR);
-            if (n == 0)
-                err = ETIMEDOUT;
-            else if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-                err = errno;
-        }
-        if (err == 0) {
-            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-            status = rgpu_tcp_link_new(tp, fd, link_p);
-            if (status != RGPU_OK)
-                close(fd);
-            break;
-        }
-        close(fd);
-    }
+    fd = rgpu_socket_connect(res, timeout_ms, &err);
     freeaddrinfo(res);
-    if (err != 0) {
-        status = err == ETIMEDOUT ? RGPU_ERR_TIMEOUT : RGPU_ERR_CONN_REFUSED;
+    if (fd < 0) {
         if (reason)
             snprintf(reason, reason_cap, "%s", strerror(err));
+        return err == ETIMEDOUT ? RGPU_ERR_TIMEOUT : RGPU_ERR_CONN_REFUSED;
     }
+    status = rgpu_tcp_link_new(tp, fd, link_p);
+    if (status != RGPU_OK)
+        close(fd);
     return status;
 }
 
