@@ -1657,13 +1657,20 @@ static rgpu_cu_devobj_t *rgpu_cu_devobj_new(rgpu_cu_session_t *s, const rgpu_fra
     return o;
 }
 
-/* The second half: the device made the object, and the session keeps it under the client's
- * id; if it cannot, the object goes back to the device, destroyed by "destroy". */
+/* The second half, once the device was asked to make the object (err, its answer): the
+ * session keeps it under the client's id; if it cannot, the object goes back to the device,
+ * destroyed by "destroy". If the device refused, the record is freed and the client told why,
+ * with what (the call's arguments). */
 static rgpu_status_t rgpu_cu_devobj_keep(rgpu_cu_session_t *s, const rgpu_frame_header_t *hdr,
                                          rgpu_htable_t *table, uint64_t id,
-                                         rgpu_cu_devstate_t *d, rgpu_cu_devobj_t *o,
-                                         int (*destroy)(rgpu_cu_ctx_t *ctx, void *handle))
+                                         rgpu_cu_devstate_t *d, rgpu_cu_devobj_t *o, int err,
+                                         int (*destroy)(rgpu_cu_ctx_t *ctx, void *handle),
+                                         const char *what)
 {
+    if (rgpu_cu_note(d, err) != RGPU_CU_SUCCESS) {
+        free(o);
+        return rgpu_cu_async_error(s, hdr, err, "%s", what);
+    }
     if (rgpu_htable_insert(table, id, o) != RGPU_OK) {
         destroy(d->ctx, o->handle);
         free(o);
@@ -1681,18 +1688,15 @@ static rgpu_status_t rgpu_cu_stream_create(rgpu_cu_session_t *s, const rgpu_fram
     rgpu_status_t st;
     rgpu_cu_devobj_t *o = rgpu_cu_devobj_new(s, hdr, &s->streams, "stream", m->id, m->device, &d,
                                              &st);
+    char what[64];
     int err;
 
-    if (!o)
-        goto out;
-    err = rgpu_cu_note(d, s->be->ops->stream_create(d->ctx, m->flags, m->priority, &o->handle));
-    if (err != RGPU_CU_SUCCESS) {
-        free(o);
-        st = rgpu_cu_async_error(s, hdr, err, "flags %u, priority %d", m->flags, m->priority);
-        goto out;
+    if (o) {
+        snprintf(what, sizeof(what), "flags %u, priority %d", m->flags, m->priority);
+        err = s->be->ops->stream_create(d->ctx, m->flags, m->priority, &o->handle);
+        st = rgpu_cu_devobj_keep(s, hdr, &s->streams, m->id, d, o, err,
+                                 s->be->ops->stream_destroy, what);
     }
-    st = rgpu_cu_devobj_keep(s, hdr, &s->streams, m->id, d, o, s->be->ops->stream_destroy);
-out:
     rgpu__cu_stream_create__free_unpacked(m, NULL);
     return st;
 }
@@ -1812,18 +1816,15 @@ static rgpu_status_t rgpu_cu_event_create(rgpu_cu_session_t *s, const rgpu_frame
     rgpu_status_t st;
     rgpu_cu_devobj_t *o = rgpu_cu_devobj_new(s, hdr, &s->events, "event", m->id, m->device, &d,
                                              &st);
+    char what[32];
     int err;
 
-    if (!o)
-        goto out;
-    err = rgpu_cu_note(d, s->be->ops->event_create(d->ctx, m->flags, &o->handle));
-    if (err != RGPU_CU_SUCCESS) {
-        free(o);
-        st = rgpu_cu_async_error(s, hdr, err, "flags %u", m->flags);
-        goto out;
+    if (o) {
+        snprintf(what, sizeof(what), "flags %u", m->flags);
+        err = s->be->ops->event_create(d->ctx, m->flags, &o->handle);
+        st = rgpu_cu_devobj_keep(s, hdr, &s->events, m->id, d, o, err, s->be->ops->event_destroy,
+                                 what);
     }
-    st = rgpu_cu_devobj_keep(s, hdr, &s->events, m->id, d, o, s->be->ops->event_destroy);
-out:
     rgpu__cu_event_create__free_unpacked(m, NULL);
     return st;
 }
