@@ -19,6 +19,10 @@
 #   pocl_run CMD...               runs CMD on local PoCL
 #   metric ADDR NAME              prints the value of one metric
 #   fail MSG / pass MSG           end the test / note a passed check
+#
+# Under pipefail, `cmd | grep -q PATTERN` fails at random when grep exits at
+# its first match before cmd's last write (cmd dies of SIGPIPE): grep files
+# directly, or read the output whole first (out=$(cmd); grep -q P <<<"$out").
 set -euo pipefail
 
 E2E_NAME=$(basename "$0" .sh)

@@ -26,7 +26,10 @@ id nobody >/dev/null 2>&1 && id daemon >/dev/null 2>&1 || skip "no users nobody 
 NOGROUP=$(id -gn nobody)
 SCHED_BIN=$BUILD/scheduler/rgpu-scheduler
 [ -x "$SCHED_BIN" ] && [ -x "$BUILD/scheduler/rgpu" ] || fail "no rgpu-scheduler or rgpu in $BUILD/scheduler"
-"$SCHED_BIN" --help | grep -q -- "--auth" || fail "rgpu-scheduler has no --auth option"
+# Read whole first: `--help | grep -q` under pipefail fails when grep exits
+# at the match before --help's second write (SIGPIPE).
+help=$("$SCHED_BIN" --help)
+grep -q -- "--auth" <<<"$help" || fail "rgpu-scheduler has no --auth option"
 
 # Other users must reach the socket and run the CLI: the build tree under
 # /work may be closed to them, so the CLI is copied here, mode 755.

@@ -190,7 +190,9 @@ RGPU_LEASE_TOKEN=$token rgpu_run "$lease_server" "$EXAMPLES/vector_add" 1024 >/d
 rc=0
 RGPU_LEASE_TOKEN=$token rgpu_run "$other" "$EXAMPLES/vector_add" 1024 >/dev/null 2>&1 || rc=$?
 [ "$rc" -ne 0 ] || fail "a token for $lease_server was accepted by $other"
-cat "$s1_LOG" "$s2_LOG" | grep -q "names no GPU of this server" || fail "no 'not this GPU' reason logged"
+# grep reads the logs itself: `cat A B | grep -q` under pipefail failed now
+# and then (SIGPIPE to cat when grep, done at a match in A, exits first).
+grep -q "names no GPU of this server" "$s1_LOG" "$s2_LOG" || fail "no 'not this GPU' reason logged"
 pass "valid token accepted on its server, refused on the other"
 
 # Change the signed payload by one bit: the lowest bit of its last byte, the
@@ -208,7 +210,7 @@ print(v + "." + base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=") + "." 
 rc=0
 RGPU_LEASE_TOKEN=$forged rgpu_run "$lease_server" "$EXAMPLES/vector_add" 1024 >/dev/null 2>&1 || rc=$?
 [ "$rc" -ne 0 ] || fail "a forged token was accepted"
-cat "$s1_LOG" "$s2_LOG" | grep -q "bad signature" || fail "no 'bad signature' reason logged"
+grep -q "bad signature" "$s1_LOG" "$s2_LOG" || fail "no 'bad signature' reason logged"
 pass "forged token refused (bad signature)"
 
 # A released lease's token opens no session, though unexpired: the
@@ -386,8 +388,13 @@ done
 rgpu servers
 pass "a silent server is marked down"
 
-"$SCHED_BIN" --help | grep -q -- "--heartbeat-timeout" || fail "rgpu-scheduler --help lacks an option"
-"$SCHED_BIN" --print-config --lease-ttl 60 | grep -q "^lease-ttl = 60 .*# command line" ||
+# Outputs are read whole before grep looks at them: `cmd | grep -q` under
+# pipefail fails when grep, done at the first match, exits before cmd's
+# last write (SIGPIPE), as --help's two writes of 4 KiB can.
+help=$("$SCHED_BIN" --help)
+grep -q -- "--heartbeat-timeout" <<<"$help" || fail "rgpu-scheduler --help lacks an option"
+config=$("$SCHED_BIN" --print-config --lease-ttl 60)
+grep -q "^lease-ttl = 60 .*# command line" <<<"$config" ||
     fail "rgpu-scheduler --print-config does not show the command line's value"
 rc=0
 "$SCHED_BIN" --require-signed 2>"$E2E_TMP/reqsig.err" || rc=$?
@@ -396,7 +403,7 @@ rc=0
 "$SCHED_BIN" --lease-ttl 0 2>/dev/null || rc=$?
 [ "$rc" -eq 2 ] || fail "rgpu-scheduler --lease-ttl 0: status $rc, expected 2"
 
-cat "$s1_LOG" "$s2_LOG" | grep -q "heartbeat reply ignored" && fail "a server ignored the real scheduler's replies"
+grep -q "heartbeat reply ignored" "$s1_LOG" "$s2_LOG" && fail "a server ignored the real scheduler's replies"
 stop_server s1
 stop_server s2
 kill -TERM "$SCHED_PID"
