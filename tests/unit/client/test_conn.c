@@ -292,34 +292,55 @@ static size_t first_wrong(const uint8_t *p, size_t len, unsigned salt)
     return len;
 }
 
-static void script_read_inline(void)
+/* The peer's end of a read: the reply to f with len bytes of data inline
+ * (none when the data went as pieces), then the client's goodbye. */
+static void peer_read_reply_end(frame_t *f, const uint8_t *data, uint64_t len)
 {
     Rgpu__ClReadReply reply = RGPU__CL_READ_REPLY__INIT;
+
+    peer_send(RGPU__MSG_TYPE__MSG_CL_READ_REPLY, f->h.seq, &reply.base, data, len);
+    frame_free(f);
+    peer_expect(RGPU__MSG_TYPE__MSG_GOODBYE);
+}
+
+/* Calls a read of len bytes, lending src_len bytes of src as the request's
+ * bulk, and checks that the reply brought all len bytes of pattern salt
+ * into the destination and wrote nothing past it. */
+static void expect_read(rgpu_conn_t *conn, const uint8_t *src, size_t src_len, size_t len, unsigned salt)
+{
+    Rgpu__ClReadBuffer req = RGPU__CL_READ_BUFFER__INIT;
+    uint8_t *dst = calloc(1, len + GUARD);
+    rgpu_call_t call = {.bulk_dst = dst, .bulk_cap = len};
+
+    cr_assert_not_null(dst);
+    cr_assert_eq(rgpu_conn_call(conn, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &req.base, src, src_len, &call),
+                 RGPU_OK);
+    cr_assert_eq(call.reply_type, RGPU__MSG_TYPE__MSG_CL_READ_REPLY);
+    cr_assert_eq(call.bulk_len, len, "received %llu bytes", (unsigned long long)call.bulk_len);
+    cr_assert_eq(first_wrong(dst, len, salt), len, "byte %zu wrong", first_wrong(dst, len, salt));
+    for (size_t i = len; i < len + GUARD; i++)
+        cr_assert_eq(dst[i], 0, "guard byte %zu overwritten", i);
+    rgpu_call_cleanup(&call);
+    free(dst);
+}
+
+static void script_read_inline(void)
+{
     uint8_t *data = malloc(MID);
     frame_t f = peer_recv();
 
     PEER_CHECK(f.h.type == RGPU__MSG_TYPE__MSG_CL_READ_BUFFER && !(f.h.flags & RGPU_FRAME_F_DESC),
                "a read that fits a message came as type %u, flags %u", f.h.type, f.h.flags);
     fill(data, MID, 1);
-    peer_send(RGPU__MSG_TYPE__MSG_CL_READ_REPLY, f.h.seq, &reply.base, data, MID);
+    peer_read_reply_end(&f, data, MID);
     free(data);
-    frame_free(&f);
-    peer_expect(RGPU__MSG_TYPE__MSG_GOODBYE);
 }
 
 Test(client_conn, reply_bulk_that_fits_lands_in_destination)
 {
     rgpu_conn_t *conn = open_with(script_read_inline);
-    Rgpu__ClReadBuffer req = RGPU__CL_READ_BUFFER__INIT;
-    uint8_t *dst = calloc(1, MID);
-    rgpu_call_t call = {.bulk_dst = dst, .bulk_cap = MID};
 
-    cr_assert_eq(rgpu_conn_call(conn, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &req.base, NULL, 0, &call), RGPU_OK);
-    cr_assert_eq(call.reply_type, RGPU__MSG_TYPE__MSG_CL_READ_REPLY);
-    cr_assert_eq(call.bulk_len, MID);
-    cr_assert_eq(first_wrong(dst, MID, 1), MID, "byte %zu wrong", first_wrong(dst, MID, 1));
-    rgpu_call_cleanup(&call);
-    free(dst);
+    expect_read(conn, NULL, 0, MID, 1);
     finish(conn);
 }
 
@@ -356,7 +377,6 @@ static int peer_refs(const frame_t *f, int want_data, int want_reply, rgpu_mem_d
  * the destination is refused. */
 static void script_read_put(void)
 {
-    Rgpu__ClReadReply reply = RGPU__CL_READ_REPLY__INIT;
     uint8_t *data = malloc(BIG);
     frame_t f = peer_recv();
     rgpu_mem_desc_t dd, rd;
@@ -380,27 +400,15 @@ static void script_read_put(void)
                    rgpu_status_str(status));
         rgpu_mem_deregister(mem);
     }
-    peer_send(RGPU__MSG_TYPE__MSG_CL_READ_REPLY, f.h.seq, &reply.base, NULL, 0);
-    frame_free(&f);
+    peer_read_reply_end(&f, NULL, 0);
     free(data);
-    peer_expect(RGPU__MSG_TYPE__MSG_GOODBYE);
 }
 
 Test(client_conn, read_past_eager_limit_lands_by_put)
 {
     rgpu_conn_t *conn = open_with(script_read_put);
-    Rgpu__ClReadBuffer req = RGPU__CL_READ_BUFFER__INIT;
-    uint8_t *dst = calloc(1, BIG + GUARD);
-    rgpu_call_t call = {.bulk_dst = dst, .bulk_cap = BIG};
 
-    cr_assert_eq(rgpu_conn_call(conn, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &req.base, NULL, 0, &call), RGPU_OK);
-    cr_assert_eq(call.reply_type, RGPU__MSG_TYPE__MSG_CL_READ_REPLY);
-    cr_assert_eq(call.bulk_len, BIG, "received %llu bytes", (unsigned long long)call.bulk_len);
-    cr_assert_eq(first_wrong(dst, BIG, 2), BIG, "byte %zu wrong", first_wrong(dst, BIG, 2));
-    for (size_t i = BIG; i < BIG + GUARD; i++)
-        cr_assert_eq(dst[i], 0, "guard byte %zu overwritten", i);
-    rgpu_call_cleanup(&call);
-    free(dst);
+    expect_read(conn, NULL, 0, BIG, 2);
     finish(conn);
 }
 
@@ -409,7 +417,6 @@ Test(client_conn, read_past_eager_limit_lands_by_put)
  * size, the largest in fragments, then the reply. */
 static void script_read_pieces(void)
 {
-    Rgpu__ClReadReply reply = RGPU__CL_READ_REPLY__INIT;
     uint8_t *data = malloc(BIG);
     frame_t f = peer_recv();
     uint64_t cut[4] = {0, 1, BIG / 3, BIG};
@@ -418,25 +425,15 @@ static void script_read_pieces(void)
     fill(data, BIG, 3);
     for (int i = 0; i < 3; i++)
         send_piece(f.h.seq, cut[i], data + cut[i], cut[i + 1] - cut[i]);
-    peer_send(RGPU__MSG_TYPE__MSG_CL_READ_REPLY, f.h.seq, &reply.base, NULL, 0);
+    peer_read_reply_end(&f, NULL, 0);
     free(data);
-    frame_free(&f);
-    peer_expect(RGPU__MSG_TYPE__MSG_GOODBYE);
 }
 
 Test(client_conn, reply_pieces_land_in_destination_in_order)
 {
     rgpu_conn_t *conn = open_with(script_read_pieces);
-    Rgpu__ClReadBuffer req = RGPU__CL_READ_BUFFER__INIT;
-    uint8_t *dst = calloc(1, BIG);
-    rgpu_call_t call = {.bulk_dst = dst, .bulk_cap = BIG};
 
-    cr_assert_eq(rgpu_conn_call(conn, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &req.base, NULL, 0, &call), RGPU_OK);
-    cr_assert_eq(call.reply_type, RGPU__MSG_TYPE__MSG_CL_READ_REPLY);
-    cr_assert_eq(call.bulk_len, BIG, "received %llu bytes in pieces", (unsigned long long)call.bulk_len);
-    cr_assert_eq(first_wrong(dst, BIG, 3), BIG, "byte %zu wrong", first_wrong(dst, BIG, 3));
-    rgpu_call_cleanup(&call);
-    free(dst);
+    expect_read(conn, NULL, 0, BIG, 3);
     finish(conn);
 }
 
@@ -469,38 +466,35 @@ static void script_bad_pieces(void)
     peer_expect(RGPU__MSG_TYPE__MSG_GOODBYE);
 }
 
+/* A read of PIECE_CAP bytes into dst that what (the peer's misplaced
+ * piece) must fail; returns how many bytes the call took before. */
+static uint64_t expect_read_refused(rgpu_conn_t *conn, uint8_t *dst, const char *what)
+{
+    Rgpu__ClReadBuffer req = RGPU__CL_READ_BUFFER__INIT;
+    rgpu_call_t call = {.bulk_dst = dst, .bulk_cap = PIECE_CAP};
+    uint64_t got;
+
+    cr_assert_eq(rgpu_conn_call(conn, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &req.base, NULL, 0, &call),
+                 RGPU_ERR_PROTOCOL, "%s must fail the call", what);
+    got = call.bulk_len;
+    rgpu_call_cleanup(&call);
+    return got;
+}
+
 Test(client_conn, misplaced_pieces_fail_the_call_and_spare_memory)
 {
     rgpu_conn_t *conn = open_with(script_bad_pieces);
-    Rgpu__ClReadBuffer req = RGPU__CL_READ_BUFFER__INIT;
     Rgpu__Ping ping = RGPU__PING__INIT;
     uint8_t *dst = calloc(1, PIECE_CAP + GUARD);
-    rgpu_call_t call = {.bulk_dst = dst, .bulk_cap = PIECE_CAP};
     rgpu_call_t pcall = {0};
 
-    cr_assert_eq(rgpu_conn_call(conn, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &req.base, NULL, 0, &call),
-                 RGPU_ERR_PROTOCOL, "a piece after a gap must fail the call");
-    cr_assert_eq(call.bulk_len, 100);
+    cr_assert_eq(expect_read_refused(conn, dst, "a piece after a gap"), 100);
     for (size_t i = 100; i < PIECE_CAP + GUARD; i++)
         cr_assert_eq(dst[i], 0, "byte %zu written by a piece after a gap", i);
-    rgpu_call_cleanup(&call);
-
-    memset(&call, 0, sizeof(call));
-    call.bulk_dst = dst;
-    call.bulk_cap = PIECE_CAP;
-    cr_assert_eq(rgpu_conn_call(conn, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &req.base, NULL, 0, &call),
-                 RGPU_ERR_PROTOCOL, "a piece past the destination must fail the call");
+    expect_read_refused(conn, dst, "a piece past the destination");
     for (size_t i = PIECE_CAP; i < PIECE_CAP + GUARD; i++)
         cr_assert_eq(dst[i], 0, "guard byte %zu overwritten", i);
-    rgpu_call_cleanup(&call);
-
-    memset(&call, 0, sizeof(call));
-    call.bulk_dst = dst;
-    call.bulk_cap = PIECE_CAP;
-    cr_assert_eq(rgpu_conn_call(conn, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &req.base, NULL, 0, &call),
-                 RGPU_ERR_PROTOCOL, "a put into a destination never registered must fail the call");
-    cr_assert_eq(call.bulk_len, 0);
-    rgpu_call_cleanup(&call);
+    cr_assert_eq(expect_read_refused(conn, dst, "a put into a destination never registered"), 0);
 
     /* The connection still works. */
     cr_assert_eq(rgpu_conn_call(conn, RGPU__MSG_TYPE__MSG_PING, &ping.base, NULL, 0, &pcall), RGPU_OK);
@@ -742,7 +736,6 @@ Test(client_conn, memory_freed_and_mapped_again_sends_new_contents)
 
 static void script_both_ways(void)
 {
-    Rgpu__ClReadReply reply = RGPU__CL_READ_REPLY__INIT;
     rgpu_mem_desc_t dd, rd;
     rgpu_mem_t *in_mem = NULL, *out_mem = NULL;
     uint8_t in[SMALL];
@@ -765,26 +758,17 @@ static void script_both_ways(void)
         rgpu_mem_deregister(in_mem);
     if (out_mem)
         rgpu_mem_deregister(out_mem);
-    peer_send(RGPU__MSG_TYPE__MSG_CL_READ_REPLY, f.h.seq, &reply.base, NULL, 0);
-    frame_free(&f);
+    peer_read_reply_end(&f, NULL, 0);
     free(out);
-    peer_expect(RGPU__MSG_TYPE__MSG_GOODBYE);
 }
 
 Test(client_conn, reply_by_descriptor_sends_the_request_bulk_by_descriptor_too)
 {
     rgpu_conn_t *conn = open_with(script_both_ways);
-    Rgpu__ClReadBuffer req = RGPU__CL_READ_BUFFER__INIT;
     uint8_t src[SMALL];
-    uint8_t *dst = calloc(1, BIG);
-    rgpu_call_t call = {.bulk_dst = dst, .bulk_cap = BIG};
 
     fill(src, SMALL, 9);
-    cr_assert_eq(rgpu_conn_call(conn, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &req.base, src, SMALL, &call), RGPU_OK);
-    cr_assert_eq(call.bulk_len, BIG);
-    cr_assert_eq(first_wrong(dst, BIG, 10), BIG, "byte %zu wrong", first_wrong(dst, BIG, 10));
-    rgpu_call_cleanup(&call);
-    free(dst);
+    expect_read(conn, src, SMALL, BIG, 10);
     finish(conn);
 }
 
