@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "session.pb-c.h"
 
@@ -203,6 +204,7 @@ void rgpu_wire_rx_init(rgpu_wire_rx_t *rx, rgpu_link_t *link, const rgpu_frame_l
         rx->limits.max_bulk = RGPU_FRAME_DEFAULT_MAX_BULK;
     }
     rx->max_assembled = max_assembled;
+    rx->fragment_timeout_ms = RGPU_WIRE_FRAGMENT_TIMEOUT_MS;
 }
 
 static void rgpu_wire_rx_drop(rgpu_wire_rx_t *rx)
@@ -311,14 +313,53 @@ static rgpu_status_t rgpu_wire_batch_next(rgpu_wire_rx_t *rx, rgpu_wire_frame_t 
     return RGPU_OK;
 }
 
-/* Puts a fragmented frame back together; first is its first piece (taken). */
+static uint64_t rgpu_wire_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* "60 s" or "300 ms", for reasons. */
+static const char *rgpu_wire_duration(char *buf, size_t cap, uint64_t ms)
+{
+    if (ms >= 1000 && ms % 1000 == 0)
+        snprintf(buf, cap, "%llu s", (unsigned long long)(ms / 1000));
+    else
+        snprintf(buf, cap, "%llu ms", (unsigned long long)ms);
+    return buf;
+}
+
+/* When the rest of a fragmented frame whose first piece came at first_ns
+ * must have arrived: rx->fragment_timeout_ms after it, or the caller's own
+ * deadline (call_deadline_ns, 0: none) if that comes sooner (*by_caller_p
+ * then says so). */
+static uint64_t rgpu_wire_rest_deadline(const rgpu_wire_rx_t *rx, uint64_t first_ns,
+                                        uint64_t call_deadline_ns, int *by_caller_p)
+{
+    int bound_ms = rx->fragment_timeout_ms > 0 ? rx->fragment_timeout_ms
+                                                : RGPU_WIRE_FRAGMENT_TIMEOUT_MS;
+    uint64_t deadline = first_ns + (uint64_t)bound_ms * 1000000u;
+
+    *by_caller_p = call_deadline_ns != 0 && call_deadline_ns < deadline;
+    return *by_caller_p ? call_deadline_ns : deadline;
+}
+
+/* Puts a fragmented frame back together; first is its first piece (taken).
+ * The rest must arrive by the deadline rgpu_wire_rest_deadline sets; each
+ * receive waits for what is left of it. call_start_ns and timeout_ms are
+ * the caller's (call_start_ns is read only when timeout_ms > 0). */
 static rgpu_status_t rgpu_wire_assemble(rgpu_wire_rx_t *rx, rgpu_msg_t *first, rgpu_wire_frame_t *f,
-                                        char *reason, size_t reason_cap)
+                                        uint64_t call_start_ns, int timeout_ms, char *reason,
+                                        size_t reason_cap)
 {
     rgpu_msg_t *m = first;
-    uint64_t total, got = 0;
+    uint64_t total, got = 0, first_ns = rgpu_wire_now_ns(), deadline, waited_ms;
     uint8_t *buf;
     rgpu_status_t status;
+    int by_caller;
+    char how_long[32];
 
     rx->msg = m;    /* released by rgpu_wire_fail or below */
     status = rgpu_wire_inner_header(rx, m->bulk, m->header.bulk_len, "the first fragment of a frame",
@@ -336,6 +377,9 @@ static rgpu_status_t rgpu_wire_assemble(rgpu_wire_rx_t *rx, rgpu_msg_t *first, r
         return rgpu_wire_fail(rx, RGPU_ERR_NOMEM, reason, reason_cap,
                               "out of memory for a frame of %llu bytes", (unsigned long long)total);
     rx->assembled = buf;
+    deadline = rgpu_wire_rest_deadline(
+        rx, first_ns, timeout_ms > 0 ? call_start_ns + (uint64_t)timeout_ms * 1000000u : 0,
+        &by_caller);
     for (;;) {
         int last = (m->header.flags & RGPU_FRAME_F_LAST) != 0;
         uint64_t piece = m->header.bulk_len;
@@ -350,7 +394,27 @@ static rgpu_status_t rgpu_wire_assemble(rgpu_wire_rx_t *rx, rgpu_msg_t *first, r
         rx->msg = NULL;
         if (last)
             break;
-        status = rgpu_link_msg_recv(rx->link, &m, -1);
+        /* Wait for what is left until the deadline, again after a wait that
+         * returned early; rounded up, so the last wait does not spin. */
+        do {
+            uint64_t now = rgpu_wire_now_ns();
+            uint64_t left_ms = now < deadline ? (deadline - now + 999999u) / 1000000u : 0;
+
+            status = RGPU_ERR_TIMEOUT;
+            if (left_ms > 0)
+                status = rgpu_link_msg_recv(rx->link, &m,
+                                            left_ms > INT32_MAX ? INT32_MAX : (int)left_ms);
+        } while (status == RGPU_ERR_TIMEOUT && rgpu_wire_now_ns() < deadline);
+        if (status == RGPU_ERR_TIMEOUT) {
+            waited_ms = (deadline - (by_caller ? call_start_ns : first_ns)) / 1000000u;
+            return rgpu_wire_fail(rx, RGPU_ERR_PROTOCOL, reason, reason_cap,
+                                  "the rest of a fragmented frame of %llu bytes (type %u) did not "
+                                  "arrive within %s%s (%llu of its bytes came)",
+                                  (unsigned long long)total, f->header.type,
+                                  rgpu_wire_duration(how_long, sizeof(how_long), waited_ms),
+                                  by_caller ? ", the time this receive was given" : " of its first piece",
+                                  (unsigned long long)got);
+        }
         if (status != RGPU_OK)
             return rgpu_wire_fail(rx, status, reason, reason_cap, "%s", rgpu_link_reason(rx->link));
         rx->msg = m;
@@ -372,6 +436,9 @@ rgpu_status_t rgpu_wire_recv(rgpu_wire_rx_t *rx, rgpu_wire_frame_t *f, int timeo
                              char *reason, size_t reason_cap)
 {
     static const uint8_t empty[1];
+    /* The caller's deadline matters only in the middle of a fragmented
+     * frame; the clock is read for it only when there is one. */
+    uint64_t call_start_ns = timeout_ms > 0 ? rgpu_wire_now_ns() : 0;
     rgpu_msg_t *m;
     rgpu_status_t status;
 
@@ -413,7 +480,7 @@ rgpu_status_t rgpu_wire_recv(rgpu_wire_rx_t *rx, rgpu_wire_frame_t *f, int timeo
                                       m->header.body_len, (unsigned long long)m->header.bulk_len);
             return rgpu_wire_batch_next(rx, f, reason, reason_cap);
         case RGPU__MSG_TYPE__MSG_FRAGMENT:
-            return rgpu_wire_assemble(rx, m, f, reason, reason_cap);
+            return rgpu_wire_assemble(rx, m, f, call_start_ns, timeout_ms, reason, reason_cap);
         default:
             rx->msg = m;
             f->header = m->header;

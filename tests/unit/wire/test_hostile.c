@@ -7,25 +7,15 @@
  * its link must still carry the server's last word to the peer.
  */
 #include "wire_test.h"
+#include <time.h>
 
 TestSuite(wire_hostile, .init = wt_setup, .fini = wt_teardown);
 
-/* Expects b's next receive to fail with want and a reason that says word,
- * then to have nothing more to give; the link still sends to the peer. */
-static void expect_refused(rgpu_status_t want, const char *word)
+/* b's link still carries a SessionError saying why to the peer. */
+static void expect_last_word(rgpu_status_t status, char *reason)
 {
-    rgpu_wire_frame_t f;
-    char reason[512] = "", again[512] = "";
-    rgpu_status_t status = rgpu_wire_recv(&wt_rx, &f, WT_WAIT_MS, reason, sizeof(reason));
     Rgpu__SessionError err = RGPU__SESSION_ERROR__INIT;
     rgpu_msg_t *m;
-
-    cr_assert_eq(status, want, "got %s (\"%s\"), expected %s", rgpu_status_str(status), reason,
-                 rgpu_status_str(want));
-    cr_expect(strstr(reason, word) != NULL, "the reason \"%s\" does not say \"%s\"", reason, word);
-    cr_expect_eq(rgpu_wire_recv(&wt_rx, &f, 0, again, sizeof(again)), want,
-                 "the receiver went on after refusing");
-    cr_expect_neq(again[0], '\0', "no reason the second time");
 
     err.status = status;
     err.reason = reason;
@@ -34,6 +24,24 @@ static void expect_refused(rgpu_status_t want, const char *word)
     m = wt_raw_recv(wt_a);
     cr_expect_eq(m->header.type, RGPU__MSG_TYPE__MSG_SESSION_ERROR);
     rgpu_msg_release(m);
+}
+
+/* Expects b's next receive to fail with want and a reason that says word,
+ * then to have nothing more to give; the link still sends to the peer. */
+static void expect_refused(rgpu_status_t want, const char *word)
+{
+    rgpu_wire_frame_t f;
+    char reason[512] = "", again[512] = "";
+    rgpu_status_t status = rgpu_wire_recv(&wt_rx, &f, WT_WAIT_MS, reason, sizeof(reason));
+
+    cr_assert_eq(status, want, "got %s (\"%s\"), expected %s", rgpu_status_str(status), reason,
+                 rgpu_status_str(want));
+    cr_expect(strstr(reason, word) != NULL, "the reason \"%s\" does not say \"%s\"", reason, word);
+    cr_expect_eq(rgpu_wire_recv(&wt_rx, &f, 0, again, sizeof(again)), want,
+                 "the receiver went on after refusing");
+    cr_expect_neq(again[0], '\0', "no reason the second time");
+
+    expect_last_word(status, reason);
 }
 
 /* A frame of seq with a body of body_len bytes (zeros) and bulk_len bytes
@@ -396,4 +404,150 @@ Test(wire_hostile, the_peer_vanishes_between_fragments, .timeout = WT_TIMEOUT)
     cr_expect_eq(status, RGPU_ERR_CONN_CLOSED, "got %s (%s)", rgpu_status_str(status), reason);
     cr_expect_neq(reason[0], '\0', "no reason");
     cr_expect_eq(rgpu_wire_recv(&wt_rx, &f, 0, reason, sizeof(reason)), status);
+}
+
+/* ---- a peer that stalls in the middle of a frame ---------------------- */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Sends the first 1000 bytes of a 4096-byte frame and nothing more. */
+static void send_first_piece_only(void)
+{
+    uint8_t frame[4096] = {0};
+
+    wt_put_header(frame, RGPU_PROTOCOL_VERSION, RGPU__MSG_TYPE__MSG_PING, 0, 0, 1,
+                  sizeof(frame) - RGPU_FRAME_HEADER_SIZE);
+    wt_raw_send(wt_a, RGPU__MSG_TYPE__MSG_FRAGMENT, 0, NULL, 0, frame, 1000);
+}
+
+/* One piece, then silence: a receiver that waits without a limit (a
+ * server's session) fails once fragment_timeout_ms have passed since that
+ * piece, says why, frees the partial frame (the ASan build checks), and
+ * can still tell the peer. */
+Test(wire_hostile, a_peer_that_stalls_after_the_first_fragment, .timeout = WT_TIMEOUT)
+{
+    rgpu_wire_frame_t f;
+    char reason[512] = "", again[512] = "", want[160];
+    uint64_t start;
+    rgpu_status_t status;
+
+    cr_expect_eq(wt_rx.fragment_timeout_ms, RGPU_WIRE_FRAGMENT_TIMEOUT_MS,
+                 "a new receiver gives the rest of a frame %d ms", wt_rx.fragment_timeout_ms);
+    wt_rx.fragment_timeout_ms = 300;
+    send_first_piece_only();
+    start = now_ms();
+    status = rgpu_wire_recv(&wt_rx, &f, -1, reason, sizeof(reason));
+    cr_assert_eq(status, RGPU_ERR_PROTOCOL, "got %s (\"%s\")", rgpu_status_str(status), reason);
+    cr_expect_geq(now_ms() - start, 300, "gave up %llu ms after the first piece, before its 300",
+                  (unsigned long long)(now_ms() - start));
+    snprintf(want, sizeof(want), "the rest of a fragmented frame of 4096 bytes (type %u) did not "
+             "arrive within 300 ms of its first piece", RGPU__MSG_TYPE__MSG_PING);
+    cr_expect(strstr(reason, want) != NULL, "the reason: \"%s\"", reason);
+    cr_expect(strstr(reason, "1000 of its bytes came") != NULL, "the reason: \"%s\"", reason);
+    cr_expect_eq(rgpu_wire_recv(&wt_rx, &f, 0, again, sizeof(again)), RGPU_ERR_PROTOCOL,
+                 "the receiver went on after failing mid-frame");
+    expect_last_word(status, reason);
+}
+
+/* The bound is on the whole rest, not on each gap: a peer that trickles a
+ * piece every 50 ms (each gap well inside the bound) does not hold the
+ * receiver past it. */
+typedef struct {
+    int stop;
+    rgpu_status_t status;
+} trickle_t;
+
+static void *trickle_thread(void *arg)
+{
+    trickle_t *t = arg;
+    uint8_t piece[100] = {0};
+    struct timespec gap = {0, 50 * 1000000L};
+
+    t->status = RGPU_OK;
+    for (int i = 0; i < 100 && t->status == RGPU_OK && !__atomic_load_n(&t->stop, __ATOMIC_ACQUIRE);
+         i++) {
+        uint8_t head[RGPU_FRAME_HEADER_SIZE];
+        struct iovec iov[2] = {{head, sizeof(head)}, {piece, sizeof(piece)}};
+
+        nanosleep(&gap, NULL);  /* the peer's pace, not a wait of the test's */
+        wt_put_header(head, RGPU_PROTOCOL_VERSION, RGPU__MSG_TYPE__MSG_FRAGMENT, 0, 0, 0,
+                      sizeof(piece));
+        t->status = rgpu_link_msg_send(wt_a, iov, 2, NULL);
+    }
+    return NULL;
+}
+
+Test(wire_hostile, a_peer_that_trickles_fragments_is_bounded_as_a_whole, .timeout = WT_TIMEOUT)
+{
+    trickle_t t = {0, RGPU_OK};
+    rgpu_wire_frame_t f;
+    char reason[512] = "";
+    pthread_t th;
+    rgpu_status_t status;
+
+    wt_rx.fragment_timeout_ms = 300;
+    send_first_piece_only();
+    cr_assert_eq(pthread_create(&th, NULL, trickle_thread, &t), 0);
+    status = rgpu_wire_recv(&wt_rx, &f, -1, reason, sizeof(reason));
+    __atomic_store_n(&t.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(th, NULL);
+    cr_assert_eq(status, RGPU_ERR_PROTOCOL, "got %s (\"%s\")", rgpu_status_str(status), reason);
+    cr_expect(strstr(reason, "did not arrive within 300 ms of its first piece") != NULL,
+              "the reason: \"%s\"", reason);
+    cr_expect_eq(t.status, RGPU_OK, "the trickling peer: %s", rgpu_status_str(t.status));
+}
+
+/* A caller that gives its receive less time than the bound (a scheduler
+ * client waiting for a reply) gets its answer by its own deadline: the
+ * receive fails, mid-frame, with the reason; it does not return
+ * RGPU_ERR_TIMEOUT, which would leave half a frame behind (and a caller
+ * that retries on timeouts spinning on a failed receiver). */
+Test(wire_hostile, a_callers_shorter_timeout_ends_a_stalled_frame, .timeout = WT_TIMEOUT)
+{
+    rgpu_wire_frame_t f;
+    char reason[512] = "";
+    uint64_t start;
+    rgpu_status_t status;
+
+    send_first_piece_only();
+    start = now_ms();
+    status = rgpu_wire_recv(&wt_rx, &f, 200, reason, sizeof(reason));
+    cr_assert_eq(status, RGPU_ERR_PROTOCOL, "got %s (\"%s\")", rgpu_status_str(status), reason);
+    cr_expect_geq(now_ms() - start, 200);
+    cr_expect(strstr(reason, "did not arrive within 200 ms, the time this receive was given") != NULL,
+              "the reason: \"%s\"", reason);
+    cr_expect_eq(rgpu_wire_recv(&wt_rx, &f, 200, reason, sizeof(reason)), RGPU_ERR_PROTOCOL,
+                 "the receiver went on after failing mid-frame");
+}
+
+/* Receiving with timeout 0 (a reader polling on the link's event fd) takes
+ * a frame that has begun to arrive whole, though most of it is still on
+ * its way (8 MiB do not fit the socket's buffers): 0 bounds the wait for a
+ * frame to begin, not for its rest. */
+Test(wire_hostile, a_polling_receiver_waits_for_the_rest_of_a_frame_begun, .timeout = WT_TIMEOUT)
+{
+    const wt_frame_t w = {RGPU__MSG_TYPE__MSG_PING, 7, 0, 5, 8u << 20};
+    uint64_t deadline = now_ms() + WT_WAIT_MS;
+    wt_sender_t s;
+    rgpu_wire_frame_t f;
+    char reason[512] = "";
+    rgpu_status_t status;
+
+    wt_send_frames_async(&s, &w, 1);
+    do {
+        struct pollfd pfd = {rgpu_link_event_fd(wt_b), POLLIN, 0};
+
+        status = rgpu_wire_recv(&wt_rx, &f, 0, reason, sizeof(reason));
+        if (status == RGPU_ERR_TIMEOUT && !rgpu_wire_rx_pending(&wt_rx))
+            poll(&pfd, 1, 100);
+    } while (status == RGPU_ERR_TIMEOUT && now_ms() < deadline);
+    cr_assert_eq(status, RGPU_OK, "%s: %s", rgpu_status_str(status), reason);
+    wt_expect_frame(&f, &w);
+    wt_send_join(&s);
 }

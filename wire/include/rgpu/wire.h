@@ -82,6 +82,12 @@ size_t rgpu_wire_fragment_head(uint64_t total, uint64_t off, size_t eager,
 
 /* ---- receiving -------------------------------------------------------- */
 
+/* How long the rest of a fragmented frame may take after its first piece:
+ * the bound a server session puts on a client's get or put (60 s), time
+ * enough for the largest frame a receiver puts back together at any rate a
+ * working link has. */
+#define RGPU_WIRE_FRAGMENT_TIMEOUT_MS 60000
+
 /* One frame as the layer above sees it: batches and fragments are gone. */
 typedef struct {
     rgpu_frame_header_t header;
@@ -99,6 +105,13 @@ typedef struct rgpu_wire_rx {
      * The receiver may change it between receives (a server keeps it small
      * until the client shook hands). */
     uint64_t max_assembled;
+    /* Once the first piece of a fragmented frame arrived, the rest must
+     * arrive within this many milliseconds of it (CLOCK_MONOTONIC), or the
+     * receive fails (see rgpu_wire_recv): a peer that sends one piece and
+     * stalls must not hold its receiver forever. rgpu_wire_rx_init sets
+     * RGPU_WIRE_FRAGMENT_TIMEOUT_MS; the receiver may lower it between
+     * receives (tests do); 0 or less means that default. */
+    int fragment_timeout_ms;
     /* private */
     rgpu_msg_t *msg;            /* the message the last frame came from */
     size_t batch_off;           /* next frame's offset in msg's bulk, if a batch */
@@ -112,13 +125,21 @@ void rgpu_wire_rx_init(rgpu_wire_rx_t *rx, rgpu_link_t *link, const rgpu_frame_l
 void rgpu_wire_rx_fini(rgpu_wire_rx_t *rx);
 
 /* Hands over the next frame in *f, valid until the next rgpu_wire_recv on
- * rx or rgpu_wire_rx_fini. timeout_ms as rgpu_link_msg_recv's (-1: no
- * limit, 0: only what has arrived); once the first piece of a fragmented
- * frame arrived, it waits for the rest without a limit (the link's
- * failure ends that wait). Returns RGPU_OK; RGPU_ERR_TIMEOUT; the link's
- * failure (reason: rgpu_link_reason's); or what is wrong with what the
- * peer sent (RGPU_ERR_BAD_MAGIC, _BAD_VERSION, _TOO_LARGE, _PROTOCOL), with
- * a sentence in reason; after a failure the rx has nothing more to give. */
+ * rx or rgpu_wire_rx_fini. timeout_ms bounds the wait for a frame to
+ * begin, as rgpu_link_msg_recv's (-1: no limit, 0: only what has arrived).
+ * Once the first piece of a fragmented frame arrived, the receiver is in
+ * the middle of a frame and waits for the rest: within
+ * rx->fragment_timeout_ms of that piece, and within timeout_ms of the call
+ * if timeout_ms > 0 (0 takes a frame that has begun to arrive whole). If
+ * the rest does not come in time, the receive fails with RGPU_ERR_PROTOCOL
+ * and a reason that says so ("the rest of a fragmented frame of N bytes
+ * (type T) did not arrive within 60 s ..."), never RGPU_ERR_TIMEOUT: half a
+ * frame cannot be resumed, and a caller that retries on a timeout must not
+ * spin on a failed rx. Returns RGPU_OK; RGPU_ERR_TIMEOUT (no frame began
+ * to arrive; nothing was taken); the link's failure (reason:
+ * rgpu_link_reason's); or what is wrong with what the peer sent
+ * (RGPU_ERR_BAD_MAGIC, _BAD_VERSION, _TOO_LARGE, _PROTOCOL), with a
+ * sentence in reason; after a failure the rx has nothing more to give. */
 rgpu_status_t rgpu_wire_recv(rgpu_wire_rx_t *rx, rgpu_wire_frame_t *f, int timeout_ms,
                              char *reason, size_t reason_cap);
 
