@@ -37,6 +37,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -1071,6 +1072,267 @@ Test(CONF_MSG_SUITE, concurrent_links, .timeout = CONF_TIMEOUT)
         rgpu_link_close(p[i].a);
         rgpu_link_close(p[i].b);
     }
+}
+
+/* ---- a link failing while a get is waited for ---- */
+
+/* rgpu_link_wait returns only once its completion has been written, also
+ * when the link fails while the get is pending (transport.h): callers keep
+ * completions on their stacks, and a write after the wait returned lands
+ * in whatever that stack holds by then (rgpu-server died of SIGSEGV so,
+ * a session ended by its lease while it pulled by get). The test below
+ * opens that window as often as it can: many gets, each on a link failed
+ * from another thread at a moment spread over the get's own duration, in
+ * three ways (this side stops receiving; the peer closes; this side stops
+ * receiving while a second thread is blocked receiving on it, so that
+ * either thread may be the one receiving the get's reply). The completion
+ * lies between two guards; once the wait returned it is overwritten, as a
+ * stack frame is by the next call, and checked again after every thread
+ * is done and the link is closed: a late write shows, in every build.
+ * Bounded by CONF_RACE_ROUNDS and CONF_RACE_BUDGET_MS, whichever ends
+ * first (a slow emulated network does fewer rounds). */
+#define CONF_RACE_ROUNDS 1000
+#define CONF_RACE_BUDGET_MS 8000
+#define CONF_RACE_LEN ((1u << 20) + 7)
+#define CONF_RACE_GUARD 0x5AFEC0DE5AFEC0DEull
+#define CONF_RACE_REUSE 0xA5
+#define CONF_RACE_PENDING ((rgpu_status_t)12345)
+
+typedef enum {
+    CONF_RACE_SHUTDOWN,     /* another thread: rgpu_link_shutdown_recv (a lease ends) */
+    CONF_RACE_PEER_CLOSE,   /* the peer's thread closes its end */
+    CONF_RACE_WITH_READER,  /* as the first, with a second receiver on the link */
+    CONF_RACE_HOWS
+} conf_race_how_t;
+
+typedef struct {
+    uint64_t lo[4];
+    rgpu_completion_t c;
+    uint64_t hi[4];
+} conf_guarded_t;
+
+typedef struct {
+    rgpu_link_t *a, *b;
+    conf_race_how_t how;
+    uint64_t delay_ns;      /* after the get started */
+    int go;                 /* the get has started (atomic) */
+    uint64_t go_ns;
+    int stop;               /* the peer may stop serving (atomic) */
+    int b_closed;           /* the peer's thread closed b */
+} conf_race_t;
+
+static uint64_t conf_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Until the get has started (at most 10 s), then until delay_ns after it:
+ * spinning, so the moment is as exact as the machine allows. Returns 0 if
+ * the get never started. */
+static int conf_race_wait_moment(conf_race_t *r)
+{
+    uint64_t limit = conf_now_ns() + 10000000000ull;
+
+    while (!__atomic_load_n(&r->go, __ATOMIC_ACQUIRE)) {
+        if (conf_now_ns() > limit || __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE))
+            return 0;
+        sched_yield();
+    }
+    while (conf_now_ns() - r->go_ns < r->delay_ns)
+        ;
+    return 1;
+}
+
+/* The peer: serves gets on b; for CONF_RACE_PEER_CLOSE, closes b at the
+ * moment instead. */
+static void *conf_race_peer(void *arg)
+{
+    conf_race_t *r = arg;
+
+    if (r->how == CONF_RACE_PEER_CLOSE) {
+        /* Serving while it waits for the moment (gets on tcp need it). */
+        uint64_t limit = conf_now_ns() + 10000000000ull;
+
+        while (!__atomic_load_n(&r->go, __ATOMIC_ACQUIRE) ||
+               conf_now_ns() - r->go_ns < r->delay_ns) {
+            if (rgpu_link_progress(r->b) < 0 || conf_now_ns() > limit)
+                break;
+        }
+        rgpu_link_close(r->b);
+        r->b_closed = 1;
+        return NULL;
+    }
+    while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
+        struct pollfd pfd = {rgpu_link_event_fd(r->b), POLLIN, 0};
+
+        if (rgpu_link_progress(r->b) < 0)
+            break;
+        poll(&pfd, 1, 1);
+    }
+    return NULL;
+}
+
+/* This side stops receiving at the moment. */
+static void *conf_race_failer(void *arg)
+{
+    conf_race_t *r = arg;
+
+    if (conf_race_wait_moment(r))
+        rgpu_link_shutdown_recv(r->a);
+    return NULL;
+}
+
+/* A second receiver on a, blocked until the link fails. */
+static void *conf_race_reader(void *arg)
+{
+    conf_race_t *r = arg;
+    rgpu_status_t status;
+
+    do {
+        rgpu_msg_t *m = NULL;
+
+        status = rgpu_link_msg_recv(r->a, &m, 10000);
+        if (status == RGPU_OK)
+            rgpu_msg_release(m);
+    } while (status == RGPU_OK);
+    return NULL;
+}
+
+/* A completion run after its wait returned calls the callback it finds
+ * there: this one, left in the reused memory as a tripwire. */
+static int conf_race_late;
+
+static void conf_race_late_cb(rgpu_completion_t *c)
+{
+    (void)c;
+    __atomic_store_n(&conf_race_late, 1, __ATOMIC_RELEASE);
+}
+
+/* The memory the completion lay in, as the next call leaves it. */
+static void conf_race_reuse(conf_guarded_t *g)
+{
+    memset(g, CONF_RACE_REUSE, sizeof(*g));
+    g->c.cb = conf_race_late_cb;
+}
+
+/* Whether it is still as conf_race_reuse left it. */
+static int conf_race_untouched(const conf_guarded_t *g)
+{
+    conf_guarded_t want;
+
+    conf_race_reuse(&want);
+    return memcmp(g, &want, sizeof(want)) == 0 && !__atomic_load_n(&conf_race_late, __ATOMIC_ACQUIRE);
+}
+
+Test(CONF_MSG_SUITE, a_wait_returns_only_once_its_completion_is_written_when_the_link_fails,
+     .timeout = CONF_TIMEOUT)
+{
+    static const char *const how_name[CONF_RACE_HOWS] = {
+        "stopped receiving", "the peer closed", "stopped receiving beside a second receiver"};
+    unsigned char *rbuf = conf_region(CONF_RACE_LEN), *lbuf = conf_region(CONF_RACE_LEN);
+    conf_guarded_t *g = malloc(sizeof(*g));
+    rgpu_mem_t *rmem, *lmem;
+    rgpu_mem_desc_t desc;
+    uint64_t get_ns = UINT64_MAX, budget_end;
+    int rounds = 0, failed[CONF_RACE_HOWS] = {0}, ok = 0;
+
+    cr_assert_not_null(g);
+    cr_assert_eq(rgpu_mem_register(tp_b, rbuf, CONF_RACE_LEN, RGPU_MEMTYPE_HOST, &rmem), RGPU_OK);
+    cr_assert_eq(rgpu_mem_register(tp_a, lbuf, CONF_RACE_LEN, RGPU_MEMTYPE_HOST, &lmem), RGPU_OK);
+    desc = rgpu_mem_desc(rmem);
+    conf_fill(rbuf, CONF_RACE_LEN, 3);
+    /* What a get takes here, undisturbed: the failures are spread over it. */
+    for (int i = 0; i < 3; i++) {
+        uint64_t t0 = conf_now_ns(), t;
+
+        cr_assert_eq(rgpu_link_get(ma, lmem, 0, &desc, 0, CONF_RACE_LEN, NULL), RGPU_OK);
+        t = conf_now_ns() - t0;
+        get_ns = t < get_ns ? t : get_ns;
+    }
+    budget_end = conf_now_ns() + (uint64_t)CONF_RACE_BUDGET_MS * 1000000u;
+    for (rounds = 0; rounds < CONF_RACE_ROUNDS && conf_now_ns() < budget_end; rounds++) {
+        conf_race_t r = {0};
+        pthread_t peer, failer, reader;
+        rgpu_status_t started, waited, status;
+        int done;
+
+        r.how = (conf_race_how_t)(rounds % CONF_RACE_HOWS);
+        r.delay_ns = get_ns * (uint64_t)(rounds / CONF_RACE_HOWS % 12) / 10;   /* 0 to 1.1 gets */
+        conf_msg_connect(&r.a, &r.b);
+        cr_assert_eq(pthread_create(&peer, NULL, conf_race_peer, &r), 0);
+        if (r.how != CONF_RACE_PEER_CLOSE)
+            cr_assert_eq(pthread_create(&failer, NULL, conf_race_failer, &r), 0);
+        if (r.how == CONF_RACE_WITH_READER)
+            cr_assert_eq(pthread_create(&reader, NULL, conf_race_reader, &r), 0);
+        memset(lbuf, 0, CONF_RACE_LEN);
+
+        /* The waiter: a completion as a caller's stack holds it. */
+        for (int i = 0; i < 4; i++)
+            g->lo[i] = g->hi[i] = CONF_RACE_GUARD;
+        g->c = (rgpu_completion_t){NULL, NULL, CONF_RACE_PENDING, 0};
+        started = rgpu_link_get(r.a, lmem, 0, &desc, 0, CONF_RACE_LEN, &g->c);
+        r.go_ns = conf_now_ns();
+        __atomic_store_n(&r.go, 1, __ATOMIC_RELEASE);
+        waited = started == RGPU_OK ? rgpu_link_wait(r.a, &g->c, 20000) : started;
+        done = __atomic_load_n(&g->c.done, __ATOMIC_ACQUIRE);
+        status = g->c.status;
+        for (int i = 0; i < 4; i++)
+            cr_assert(g->lo[i] == CONF_RACE_GUARD && g->hi[i] == CONF_RACE_GUARD,
+                      "round %d (%s): a guard beside the completion was overwritten", rounds,
+                      how_name[r.how]);
+        /* The waiter's frame is gone: its memory serves the next call. */
+        conf_race_reuse(g);
+
+        __atomic_store_n(&r.stop, 1, __ATOMIC_RELEASE);
+        if (r.how != CONF_RACE_PEER_CLOSE)
+            pthread_join(failer, NULL);
+        else
+            rgpu_link_shutdown_recv(r.a);   /* the reader below may not have seen it yet */
+        if (r.how == CONF_RACE_WITH_READER)
+            pthread_join(reader, NULL);
+        pthread_join(peer, NULL);
+        rgpu_link_close(r.a);
+        if (!r.b_closed)
+            rgpu_link_close(r.b);
+
+        cr_assert_eq(started, RGPU_OK, "round %d (%s): the get did not start: %s", rounds,
+                     how_name[r.how], rgpu_status_str(started));
+        cr_assert_neq(waited, RGPU_ERR_TIMEOUT, "round %d (%s): the wait timed out after 20 s",
+                      rounds, how_name[r.how]);
+        cr_assert(done, "round %d (%s): the wait returned %s with its completion not done",
+                  rounds, how_name[r.how], rgpu_status_str(waited));
+        cr_assert_eq(waited, status, "round %d (%s): the wait returned %s, its completion says %s",
+                     rounds, how_name[r.how], rgpu_status_str(waited), rgpu_status_str(status));
+        cr_assert(status == RGPU_OK || status == RGPU_ERR_CONN_CLOSED || status == RGPU_ERR_IO,
+                  "round %d (%s): the get ended with %s", rounds, how_name[r.how],
+                  rgpu_status_str(status));
+        cr_assert(conf_race_untouched(g),
+                  "round %d (%s): the completion was written after its wait returned %s", rounds,
+                  how_name[r.how], rgpu_status_str(waited));
+        if (status == RGPU_OK) {
+            ok++;
+            cr_assert_eq(memcmp(lbuf, rbuf, CONF_RACE_LEN), 0,
+                         "round %d (%s): the get completed with the wrong bytes", rounds,
+                         how_name[r.how]);
+        } else {
+            failed[r.how]++;
+        }
+    }
+    cr_log_info("%d rounds (a get: %llu us): %d completed, failed while pending: %d stopped, %d "
+                "peer closed, %d beside a receiver", rounds, (unsigned long long)(get_ns / 1000),
+                ok, failed[0], failed[1], failed[2]);
+    /* The failures came while gets were pending, at least where they came
+     * at once (a delay of 0): otherwise nothing above was tested. */
+    cr_expect_gt(failed[CONF_RACE_SHUTDOWN] + failed[CONF_RACE_WITH_READER], 0,
+                 "no get was pending when its link failed, in %d rounds", rounds);
+    rgpu_mem_deregister(lmem);
+    rgpu_mem_deregister(rmem);
+    free(g);
+    free(rbuf);
+    free(lbuf);
 }
 
 /* ------------------------------------------------------------------------
