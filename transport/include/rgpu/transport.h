@@ -353,7 +353,13 @@ rgpu_status_t rgpu_link_put(rgpu_link_t *link, rgpu_mem_t *local, uint64_t local
                             rgpu_completion_t *c);
 
 /* Waits up to timeout_ms (-1: no limit) for c to complete, progressing the
- * link meanwhile. Returns c's status, or RGPU_ERR_TIMEOUT (c still pending). */
+ * link meanwhile. Returns c's status, or RGPU_ERR_TIMEOUT (c still pending).
+ * Every transport guarantees: whatever it returns but RGPU_ERR_TIMEOUT, c
+ * has been written for the last time (done set, callback run) before it
+ * returns, also when the link fails while c is pending and another thread
+ * completes c (the thread that saw the peer close, one calling
+ * rgpu_link_shutdown_recv, one receiving c's reply), so c may live on the
+ * caller's stack (the conformance suite forces that window). */
 rgpu_status_t rgpu_link_wait(rgpu_link_t *link, rgpu_completion_t *c, int timeout_ms);
 
 /* Handles what has arrived without blocking for more: serves the peer's
