@@ -90,6 +90,8 @@ struct rgpu_session {
     } pull;
     uint64_t bulk_left;         /* bytes of the current request's bulk not pulled yet */
     pthread_mutex_t reply_lock; /* protects replies */
+    int replies_n;              /* entries in replies, atomic: a reply finds
+                                 * none without taking reply_lock */
     /* Registered staging for transports where registering pins pages
      * (RDMA): RGPU_SESSION_STAGE_DEPTH chunks, registered once, made at the
      * first transfer; one transfer at a time uses them. */
@@ -720,10 +722,14 @@ static rgpu_reply_dest_t *rgpu_session_reply_dest(rgpu_session_t *session, uint6
 {
     rgpu_reply_dest_t *d;
 
-    if (seq == 0)
+    /* A reply's destination was recorded when its request arrived, before
+     * the request was handled, so a count of 0 seen here means none. */
+    if (seq == 0 || __atomic_load_n(&session->replies_n, __ATOMIC_ACQUIRE) == 0)
         return NULL;
     pthread_mutex_lock(&session->reply_lock);
     d = take ? rgpu_htable_remove(&session->replies, seq) : rgpu_htable_find(&session->replies, seq);
+    if (take && d)
+        __atomic_sub_fetch(&session->replies_n, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&session->reply_lock);
     return d;
 }
@@ -1262,6 +1268,8 @@ static rgpu_status_t rgpu_session_take_bulk(rgpu_session_t *session, rgpu_frame_
         status = rgpu_htable_insert(&session->replies, header->seq, d);
         if (status != RGPU_OK)
             snprintf(reason, reason_cap, "out of memory");
+        else
+            __atomic_add_fetch(&session->replies_n, 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&session->reply_lock);
     if (status != RGPU_OK)

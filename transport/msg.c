@@ -42,6 +42,13 @@
  * could send frames until the receiver runs out of memory. */
 #define RGPU_MSG_QUEUE_MAX (64u << 20)
 
+/* Frames of at most this many bytes after the header (a synchronous call's
+ * request or reply) are received into buffers of this capacity, and a link
+ * keeps one released buffer for the next: a round trip then costs no
+ * malloc/free. The queue's bound counts a buffer's capacity, not the
+ * frame's size, so small frames cannot use more memory than it says. */
+#define RGPU_MSG_SMALL 1024u
+
 /* A get or put waiting for its reply. */
 typedef struct rgpu_op {
     uint64_t id;
@@ -70,7 +77,8 @@ struct rgpu__link_state {
     int event_fd;
     int rx_busy;                /* a leader is reading */
     rgpu_msg_t *q_head, *q_tail;
-    uint64_t q_bytes;           /* queued frames' bytes, at most RGPU_MSG_QUEUE_MAX */
+    uint64_t q_bytes;           /* queued frames' buffers, at most RGPU_MSG_QUEUE_MAX */
+    rgpu_msg_t *spare;          /* a released small buffer, or NULL (atomic) */
     size_t rx_left;             /* bytes the last leader left in the transport's
                                  * receive buffer (rgpu_link_has_buffered) */
     rgpu_op_t *ops;
@@ -136,7 +144,7 @@ static void rgpu_link_fail_how(rgpu_link_t *link, rgpu_status_t status, const ch
     if (!s->reason[0])
         snprintf(s->reason, sizeof(s->reason), "%s", reason);
     if (how == RGPU_FAIL_TX) {
-        s->tx_failed = status;
+        __atomic_store_n(&s->tx_failed, status, __ATOMIC_RELEASE);
     } else {
         s->failed = s->tx_failed != RGPU_OK ? s->tx_failed : status;
         if (how == RGPU_FAIL_RX_STOP)
@@ -178,16 +186,11 @@ static void rgpu_link_fail_io(rgpu_link_t *link, rgpu_status_t status, rgpu_fail
     rgpu_link_fail_how(link, status, reason, how);
 }
 
-/* What a send meets: a link whose receiving was only stopped still sends. */
+/* What a send meets: a link whose receiving was only stopped still sends.
+ * Read without the lock (written once, atomically): it is on every send. */
 static rgpu_status_t rgpu_link_send_failed(rgpu_link_t *link)
 {
-    rgpu__link_state_t *s = link->state;
-    rgpu_status_t status;
-
-    pthread_mutex_lock(&s->lock);
-    status = s->tx_failed;
-    pthread_mutex_unlock(&s->lock);
-    return status;
+    return __atomic_load_n(&link->state->tx_failed, __ATOMIC_ACQUIRE);
 }
 
 /* Receives exactly len bytes from the stream. */
@@ -326,6 +329,25 @@ static rgpu_op_t *rgpu_op_take(rgpu__link_state_t *s, uint64_t id)
 }
 
 /* A status a peer sent: only those a server of get/put gives. */
+/* The memory a received frame with header h occupies (see RGPU_MSG_SMALL). */
+static uint64_t rgpu_msg_cost(const rgpu_frame_header_t *h)
+{
+    uint64_t payload = (uint64_t)h->body_len + h->bulk_len;
+
+    return sizeof(rgpu_msg_t) + (payload <= RGPU_MSG_SMALL ? RGPU_MSG_SMALL : payload);
+}
+
+/* A buffer for a frame with header h: the link's spare for a small one. */
+static rgpu_msg_t *rgpu_msg_alloc(rgpu__link_state_t *s, const rgpu_frame_header_t *h)
+{
+    uint64_t payload = (uint64_t)h->body_len + h->bulk_len;
+    rgpu_msg_t *msg = NULL;
+
+    if (payload <= RGPU_MSG_SMALL)
+        msg = __atomic_exchange_n(&s->spare, NULL, __ATOMIC_ACQUIRE);
+    return msg ? msg : malloc((size_t)rgpu_msg_cost(h));
+}
+
 static rgpu_status_t rgpu_peer_status(uint32_t raw)
 {
     rgpu_status_t status = (rgpu_status_t)(int32_t)raw;
@@ -335,10 +357,12 @@ static rgpu_status_t rgpu_peer_status(uint32_t raw)
                : RGPU_ERR_PROTOCOL;
 }
 
-/* Reads and handles one frame; the caller is the leader. Returns RGPU_OK,
+/* Reads and handles one frame; the caller is the leader. A frame of the
+ * layer above goes to *take when take is given (the leader wants a message
+ * and none is queued before it), else to the queue. Returns RGPU_OK,
  * RGPU_ERR_TIMEOUT (nothing arrived in timeout_ms) or the failure it
  * recorded. */
-static rgpu_status_t rgpu_drive_one(rgpu_link_t *link, int timeout_ms)
+static rgpu_status_t rgpu_drive_one(rgpu_link_t *link, int timeout_ms, rgpu_msg_t **take)
 {
     rgpu__link_state_t *s = link->state;
     rgpu_frame_limits_t limits = {(uint32_t)link->tp->caps.max_eager, RGPU_FRAME_DEFAULT_MAX_BULK};
@@ -366,6 +390,7 @@ static rgpu_status_t rgpu_drive_one(rgpu_link_t *link, int timeout_ms)
 
     if (h.type < RGPU_FRAME_TYPE_TRANSPORT_FIRST) {
         uint64_t size = RGPU_FRAME_HEADER_SIZE + (uint64_t)h.body_len + h.bulk_len;
+        uint64_t cost = rgpu_msg_cost(&h);
         rgpu_msg_t *msg;
         int full;
 
@@ -376,18 +401,25 @@ static rgpu_status_t rgpu_drive_one(rgpu_link_t *link, int timeout_ms)
             rgpu_link_fail(link, RGPU_ERR_TOO_LARGE, why);
             return RGPU_ERR_TOO_LARGE;
         }
-        pthread_mutex_lock(&s->lock);
-        full = s->q_bytes + size > RGPU_MSG_QUEUE_MAX;
-        if (!full)
-            s->q_bytes += size;
-        pthread_mutex_unlock(&s->lock);
+        /* A frame handed straight to its receiver is never queued, so it
+         * skips the queue's bound and its lock: a synchronous call's reply
+         * costs no lock here. */
+        if (!take) {
+            pthread_mutex_lock(&s->lock);
+            full = s->q_bytes + cost > RGPU_MSG_QUEUE_MAX;
+            if (!full)
+                s->q_bytes += cost;
+            pthread_mutex_unlock(&s->lock);
+        } else {
+            full = 0;
+        }
         if (full) {
             snprintf(why, sizeof(why), "the peer %s sent more than %u MiB of messages that were "
                      "not taken", link->peer, RGPU_MSG_QUEUE_MAX >> 20);
             rgpu_link_fail(link, RGPU_ERR_TOO_LARGE, why);
             return RGPU_ERR_TOO_LARGE;
         }
-        msg = malloc(sizeof(*msg) + h.body_len + (size_t)h.bulk_len);
+        msg = rgpu_msg_alloc(s, &h);
         if (!msg) {
             status = RGPU_ERR_NOMEM;
             goto out_unqueue;
@@ -401,6 +433,10 @@ static rgpu_status_t rgpu_drive_one(rgpu_link_t *link, int timeout_ms)
         if (status != RGPU_OK) {
             free(msg);
             goto out_unqueue;
+        }
+        if (take) {
+            *take = msg;
+            return RGPU_OK;
         }
         pthread_mutex_lock(&s->lock);
         if (s->q_tail)
@@ -492,9 +528,11 @@ out_protocol:
     rgpu_link_fail(link, RGPU_ERR_PROTOCOL, why);
     return RGPU_ERR_PROTOCOL;
 out_unqueue:
-    pthread_mutex_lock(&s->lock);
-    s->q_bytes -= RGPU_FRAME_HEADER_SIZE + (uint64_t)h.body_len + h.bulk_len;
-    pthread_mutex_unlock(&s->lock);
+    if (!take) {
+        pthread_mutex_lock(&s->lock);
+        s->q_bytes -= rgpu_msg_cost(&h);
+        pthread_mutex_unlock(&s->lock);
+    }
 out_fail:
     rgpu_link_fail_io(link, status, RGPU_FAIL_RX, doing);
     return status;
@@ -525,9 +563,11 @@ static int rgpu_remaining_ms(int timeout_ms, uint64_t deadline_ns)
 
 /* Progresses the link, as leader or as a follower waiting for the leader,
  * until ready() holds (RGPU_OK), the link failed (its status) or timeout_ms
- * passed (RGPU_ERR_TIMEOUT). Returns with s->lock held. */
+ * passed (RGPU_ERR_TIMEOUT). Returns with s->lock held. With take (a
+ * receiver of messages), a leader that finds the queue empty keeps the
+ * frame it reads for itself: *take is set and RGPU_OK returned. */
 static rgpu_status_t rgpu_link_run(rgpu_link_t *link, int (*ready)(rgpu__link_state_t *, void *),
-                                   void *arg, int timeout_ms)
+                                   void *arg, int timeout_ms, rgpu_msg_t **take)
 {
     rgpu__link_state_t *s = link->state;
     struct timespec ts;
@@ -552,13 +592,23 @@ static rgpu_status_t rgpu_link_run(rgpu_link_t *link, int (*ready)(rgpu__link_st
             return RGPU_ERR_TIMEOUT;
         tried = 1;
         if (!s->rx_busy) {
+            /* Only the leader queues, so a queue empty now stays empty
+             * while this thread leads: the frame it reads is the next. */
+            rgpu_msg_t **direct = take && !s->q_head ? take : NULL;
+
             s->rx_busy = 1;
             pthread_mutex_unlock(&s->lock);
-            rgpu_drive_one(link, left);
+            rgpu_drive_one(link, left, direct);
             pthread_mutex_lock(&s->lock);
             s->rx_left = link->ops->buffered(link);
             s->rx_busy = 0;
             pthread_cond_broadcast(&s->cond);
+            if (direct && *direct) {
+                if (!s->rx_stopped)
+                    return RGPU_OK;
+                free(*direct);      /* stopped meanwhile: withheld, as queued frames are */
+                *direct = NULL;
+            }
         } else if (left < 0) {
             pthread_cond_wait(&s->cond, &s->lock);
         } else {
@@ -611,18 +661,21 @@ rgpu_status_t rgpu_link_msg_send(rgpu_link_t *link, const struct iovec *iov, int
 rgpu_status_t rgpu_link_msg_recv(rgpu_link_t *link, rgpu_msg_t **msg_p, int timeout_ms)
 {
     rgpu__link_state_t *s = link->state;
+    rgpu_msg_t *direct = NULL;
     rgpu_status_t status;
 
     if (link->ops->msg_recv)
         return link->ops->msg_recv(link, msg_p, timeout_ms);
-    status = rgpu_link_run(link, rgpu_ready_msg, NULL, timeout_ms);
-    if (status == RGPU_OK) {
+    status = rgpu_link_run(link, rgpu_ready_msg, NULL, timeout_ms, &direct);
+    if (status == RGPU_OK && direct) {
+        *msg_p = direct;
+    } else if (status == RGPU_OK) {
         rgpu_msg_t *msg = s->q_head;
         s->q_head = msg->next;
         if (!s->q_head)
             s->q_tail = NULL;
         msg->next = NULL;
-        s->q_bytes -= RGPU_FRAME_HEADER_SIZE + (uint64_t)msg->header.body_len + msg->header.bulk_len;
+        s->q_bytes -= rgpu_msg_cost(&msg->header);
         *msg_p = msg;
     }
     pthread_mutex_unlock(&s->lock);
@@ -635,6 +688,10 @@ void rgpu_msg_release(rgpu_msg_t *msg)
         msg->link->ops->msg_release(msg);
         return;
     }
+    /* A small buffer becomes the link's spare (the link outlives its
+     * messages); the spare it replaces, if any, is freed. */
+    if (msg && msg->link && (uint64_t)msg->header.body_len + msg->header.bulk_len <= RGPU_MSG_SMALL)
+        msg = __atomic_exchange_n(&msg->link->state->spare, msg, __ATOMIC_ACQ_REL);
     free(msg);
 }
 
@@ -644,7 +701,7 @@ rgpu_status_t rgpu_link_wait(rgpu_link_t *link, rgpu_completion_t *c, int timeou
 
     if (link->ops->wait)
         return link->ops->wait(link, c, timeout_ms);
-    status = rgpu_link_run(link, rgpu_ready_completion, c, timeout_ms);
+    status = rgpu_link_run(link, rgpu_ready_completion, c, timeout_ms, NULL);
     /* A failed link completes every operation it knew, but not all at the
      * instant it is marked failed: the failing thread completes the ones
      * pending after it lets go of the lock, and a leader completes the one
@@ -753,7 +810,7 @@ int rgpu_link_progress(rgpu_link_t *link)
     }
     s->rx_busy = 1;
     pthread_mutex_unlock(&s->lock);
-    while ((status = rgpu_drive_one(link, 0)) == RGPU_OK)
+    while ((status = rgpu_drive_one(link, 0, NULL)) == RGPU_OK)
         n++;
     pthread_mutex_lock(&s->lock);
     s->rx_left = link->ops->buffered(link);
@@ -855,6 +912,7 @@ void rgpu__link_fini(rgpu_link_t *link)
         free(s->q_head);
         s->q_head = next;
     }
+    free(s->spare);
     pthread_cond_destroy(&s->jobs_cond);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->tx_lock);

@@ -330,7 +330,8 @@ rgpu_status_t rgpu_link_msg_send(rgpu_link_t *link, const struct iovec *iov, int
  * rgpu_link_reason. */
 rgpu_status_t rgpu_link_msg_recv(rgpu_link_t *link, rgpu_msg_t **msg_p, int timeout_ms);
 
-/* Gives a received frame's buffer back to its transport. */
+/* Gives a received frame's buffer back to its transport, before the link
+ * it came from is closed (the buffer may be the link's to reuse). */
 void rgpu_msg_release(rgpu_msg_t *msg);
 
 /* Reads len bytes at remote + remote_off (a descriptor the peer sent) into
