@@ -303,11 +303,13 @@ static void peer_read_reply_end(frame_t *f, const uint8_t *data, uint64_t len)
     peer_expect(RGPU__MSG_TYPE__MSG_GOODBYE);
 }
 
-/* Calls a read of len bytes, lending src_len bytes of src as the request's
- * bulk, and checks that the reply brought all len bytes of pattern salt
- * into the destination and wrote nothing past it. */
-static void expect_read(rgpu_conn_t *conn, const uint8_t *src, size_t src_len, size_t len, unsigned salt)
+/* Opens a connection to a peer running script and calls a read of len
+ * bytes, lending src_len bytes of src as the request's bulk; checks that
+ * the reply brought all len bytes of pattern salt into the destination and
+ * wrote nothing past it, then finishes. */
+static void read_with(void (*script)(void), const uint8_t *src, size_t src_len, size_t len, unsigned salt)
 {
+    rgpu_conn_t *conn = open_with(script);
     Rgpu__ClReadBuffer req = RGPU__CL_READ_BUFFER__INIT;
     uint8_t *dst = calloc(1, len + GUARD);
     rgpu_call_t call = {.bulk_dst = dst, .bulk_cap = len};
@@ -322,6 +324,7 @@ static void expect_read(rgpu_conn_t *conn, const uint8_t *src, size_t src_len, s
         cr_assert_eq(dst[i], 0, "guard byte %zu overwritten", i);
     rgpu_call_cleanup(&call);
     free(dst);
+    finish(conn);
 }
 
 static void script_read_inline(void)
@@ -338,10 +341,7 @@ static void script_read_inline(void)
 
 Test(client_conn, reply_bulk_that_fits_lands_in_destination)
 {
-    rgpu_conn_t *conn = open_with(script_read_inline);
-
-    expect_read(conn, NULL, 0, MID, 1);
-    finish(conn);
+    read_with(script_read_inline, NULL, 0, MID, 1);
 }
 
 /* Sends a piece of the reply to seq: inline bytes at offset, or (data
@@ -406,10 +406,7 @@ static void script_read_put(void)
 
 Test(client_conn, read_past_eager_limit_lands_by_put)
 {
-    rgpu_conn_t *conn = open_with(script_read_put);
-
-    expect_read(conn, NULL, 0, BIG, 2);
-    finish(conn);
+    read_with(script_read_put, NULL, 0, BIG, 2);
 }
 
 /* A pipelined read whose pieces come inline (the peer ignores the
@@ -431,10 +428,7 @@ static void script_read_pieces(void)
 
 Test(client_conn, reply_pieces_land_in_destination_in_order)
 {
-    rgpu_conn_t *conn = open_with(script_read_pieces);
-
-    expect_read(conn, NULL, 0, BIG, 3);
-    finish(conn);
+    read_with(script_read_pieces, NULL, 0, BIG, 3);
 }
 
 #define PIECE_CAP 4096u
@@ -506,6 +500,35 @@ Test(client_conn, misplaced_pieces_fail_the_call_and_spare_memory)
 
 /* ---- large bulks: from the caller's memory, or by descriptor ---- */
 
+/* The peer's side of a write by descriptor. */
+static atomic_int peer_bulk_done_sent;
+static uint64_t peer_keys[2];
+static uint64_t peer_addrs[2];
+
+/* Opens a connection to a peer running script, posts a queued call (a
+ * flush), then a write of len bytes of pattern salt, and overwrites the
+ * caller's memory as soon as the post returned, as a caller may. A write
+ * by_descriptor must have waited for the server's BULK_DONE. */
+static void write_with(void (*script)(void), size_t len, unsigned salt, int by_descriptor)
+{
+    rgpu_conn_t *conn = open_with(script);
+    Rgpu__ClQueueOp op = RGPU__CL_QUEUE_OP__INIT;
+    Rgpu__ClWriteBuffer wr = RGPU__CL_WRITE_BUFFER__INIT;
+    uint8_t *src = malloc(len);
+
+    cr_assert_not_null(src);
+    atomic_store(&peer_bulk_done_sent, 0);
+    fill(src, len, salt);
+    wr.size = len;
+    cr_assert_eq(rgpu_conn_post(conn, RGPU__MSG_TYPE__MSG_CL_FLUSH, &op.base, NULL, 0), RGPU_OK);
+    cr_assert_eq(rgpu_conn_post(conn, RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER, &wr.base, src, len), RGPU_OK);
+    if (by_descriptor)
+        cr_assert(atomic_load(&peer_bulk_done_sent), "the post returned before the server's BULK_DONE");
+    memset(src, 0, len);
+    free(src);
+    finish(conn);
+}
+
 static void script_mid_write(void)
 {
     frame_t f;
@@ -520,27 +543,11 @@ static void script_mid_write(void)
     peer_expect(RGPU__MSG_TYPE__MSG_GOODBYE);
 }
 
+/* The bytes went with the frame: the caller may reuse its memory at once. */
 Test(client_conn, write_within_eager_limit_goes_inline_after_queued_calls)
 {
-    rgpu_conn_t *conn = open_with(script_mid_write);
-    Rgpu__ClQueueOp op = RGPU__CL_QUEUE_OP__INIT;
-    Rgpu__ClWriteBuffer wr = RGPU__CL_WRITE_BUFFER__INIT;
-    uint8_t *src = malloc(MID);
-
-    fill(src, MID, 4);
-    wr.size = MID;
-    cr_assert_eq(rgpu_conn_post(conn, RGPU__MSG_TYPE__MSG_CL_FLUSH, &op.base, NULL, 0), RGPU_OK);
-    cr_assert_eq(rgpu_conn_post(conn, RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER, &wr.base, src, MID), RGPU_OK);
-    /* The caller may reuse its memory at once. */
-    memset(src, 0, MID);
-    free(src);
-    finish(conn);
+    write_with(script_mid_write, MID, 4, 0);
 }
-
-/* The peer's side of a write by descriptor. */
-static atomic_int peer_bulk_done_sent;
-static uint64_t peer_keys[2];
-static uint64_t peer_addrs[2];
 
 /* Gets the request's data (len bytes by descriptor) in four pieces and
  * checks it against pattern salt. Returns the descriptor in *dd. */
@@ -600,22 +607,9 @@ static void script_desc_write(void)
 
 Test(client_conn, write_past_eager_limit_goes_by_descriptor)
 {
-    rgpu_conn_t *conn = open_with(script_desc_write);
-    Rgpu__ClQueueOp op = RGPU__CL_QUEUE_OP__INIT;
-    Rgpu__ClWriteBuffer wr = RGPU__CL_WRITE_BUFFER__INIT;
-    uint8_t *src = malloc(BIG);
-
-    atomic_store(&peer_bulk_done_sent, 0);
-    fill(src, BIG, 5);
-    wr.size = BIG;
-    cr_assert_eq(rgpu_conn_post(conn, RGPU__MSG_TYPE__MSG_CL_FLUSH, &op.base, NULL, 0), RGPU_OK);
-    cr_assert_eq(rgpu_conn_post(conn, RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER, &wr.base, src, BIG), RGPU_OK);
-    /* The post returned once the server had taken the bytes: the caller
-     * may reuse its memory now. */
-    cr_assert(atomic_load(&peer_bulk_done_sent), "the post returned before the server's BULK_DONE");
-    memset(src, 0, BIG);
-    free(src);
-    finish(conn);
+    /* The post returns once the server has taken the bytes: the caller
+     * may reuse its memory then. */
+    write_with(script_desc_write, BIG, 5, 1);
 }
 
 /* A call lent its data by descriptor and nobody waits for it (the client's
@@ -764,12 +758,10 @@ static void script_both_ways(void)
 
 Test(client_conn, reply_by_descriptor_sends_the_request_bulk_by_descriptor_too)
 {
-    rgpu_conn_t *conn = open_with(script_both_ways);
     uint8_t src[SMALL];
 
     fill(src, SMALL, 9);
-    expect_read(conn, src, SMALL, BIG, 10);
-    finish(conn);
+    read_with(script_both_ways, src, SMALL, BIG, 10);
 }
 
 /* ---- asynchronous errors surface at the next sync point ---- */
@@ -807,12 +799,19 @@ Test(client_conn, async_error_is_reported_once_at_sync_point)
 
 /* ---- a dead peer fails waiting calls, it does not hang them ---- */
 
-static void script_die(void)
+/* The peer goes away: its end of the connection closes, as a killed
+ * server's does. */
+static void peer_die(void)
 {
-    peer_expect(RGPU__MSG_TYPE__MSG_PING); /* the ping that will never be answered */
     rgpu_wire_rx_fini(&peer.rx);
     rgpu_link_close(peer.link);
     peer.link = NULL;
+}
+
+static void script_die(void)
+{
+    peer_expect(RGPU__MSG_TYPE__MSG_PING); /* the ping that will never be answered */
+    peer_die();
 }
 
 Test(client_conn, peer_death_fails_waiting_call)
@@ -841,9 +840,7 @@ static void script_die_in_get(void)
     PEER_CHECK(f.h.type == RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER && (f.h.flags & RGPU_FRAME_F_DESC),
                "expected a write by descriptor, got type %u", f.h.type);
     frame_free(&f);
-    rgpu_wire_rx_fini(&peer.rx);
-    rgpu_link_close(peer.link);
-    peer.link = NULL;
+    peer_die();
 }
 
 Test(client_conn, peer_death_fails_a_write_by_descriptor)
