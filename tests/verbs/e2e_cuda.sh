@@ -71,10 +71,7 @@ run_example vector_add 1000003
 run_example bandwidth --size=16777216 --iters=2
 run_example bandwidth --memory=pageable --size=8388612 --iters=1
 
-got=$(sessions_from cu verbs)
-[ "$got" -eq "$sessions" ] ||
-    fail "$got of $sessions CUDA sessions came in on the verbs listener: $(grep 'session [0-9]* from' "$cu_LOG")"
-pass "every CUDA session ran over verbs"
+expect_sessions_on cu verbs "$sessions" "CUDA sessions"
 
 wait_freed cu "$before" "the last CUDA program"
 

@@ -15,6 +15,10 @@
 #                                 endpoint (sets VERBS_ADDR)
 #   sessions_from NAME MODE       how many of NAME's sessions came in on the
 #                                 listener of MODE (verbs: from $RXE_IP)
+#   expect_sessions_on NAME MODE N WHAT
+#                                 fails unless all N sessions of NAME (WHAT:
+#                                 "sessions", "CUDA sessions") came in on the
+#                                 listener of MODE
 #   wait_freed NAME BEFORE WHAT   polls for 20 s until the device's QPs, CQs
 #                                 and MRs are BEFORE again and NAME has no
 #                                 session and no device memory; fails naming
@@ -61,6 +65,14 @@ sessions_from() {
     local log_var=${1}_LOG from
     if [ "$2" = verbs ]; then from="${RXE_IP//./\\.}:"; else from='127\.0\.0\.1:'; fi
     grep -c "session [0-9]* from $from" "${!log_var}" || true
+}
+
+expect_sessions_on() {
+    local log_var=${1}_LOG got
+    got=$(sessions_from "$1" "$2")
+    [ "$got" -eq "$3" ] ||
+        fail "$got of $3 $4 came in on the $2 listener: $(grep 'session [0-9]* from' "${!log_var}")"
+    pass "all $3 $4 ran over $2"
 }
 
 wait_freed() {

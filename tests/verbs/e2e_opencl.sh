@@ -50,10 +50,7 @@ for n in 4096 100003; do
 done
 
 # Both sessions came in on the listener of the mode.
-got=$(sessions_from s1 "$mode")
-[ "$got" -eq "$sessions" ] ||
-    fail "$got of $sessions sessions came in on the $mode listener: $(grep 'session [0-9]* from' "$s1_LOG")"
-pass "every session ran over $mode"
+expect_sessions_on s1 "$mode" "$sessions" sessions
 
 # Freed: the sessions' QPs, CQs and MRs, their device memory, the sessions.
 wait_freed s1 "$before" "the last program"

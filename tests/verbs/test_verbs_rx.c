@@ -3,7 +3,7 @@
  * version, has its link's receives fail with a reason in words after the
  * frames it sent before, and the link still sends, so that a server can
  * tell such a client why (rgpu-server answers a garbage or old client with
- * a SessionError). The peer is raw librdmacm and verbs (raw_peer.h).
+ * a SessionError). The peer is raw librdmacm and verbs (verbs_fixture.h).
  *
  * It needs an RDMA device, so ctest does not run it: scripts/test-verbs.sh
  * runs it inside the Soft-RoCE VM, with RXE_IP the rxe interface's address. */
@@ -14,20 +14,16 @@
 
 #include <criterion/criterion.h>
 
-#include "raw_peer.h"
 #include "rgpu/transport.h"
+#include "verbs_fixture.h"
 
 static rgpu_transport_t *tp;
 static rgpu_listener_t *lst;
 
 static void setup(void)
 {
-    char addr[80];
-    const char *ip = getenv("RXE_IP");
-
-    snprintf(addr, sizeof(addr), "%s:0", ip && *ip ? ip : "10.77.0.1");
     cr_assert_eq(rgpu_transport_open("verbs", &tp), RGPU_OK, "no usable RDMA device");
-    cr_assert_eq(rgpu_transport_listen(tp, addr, &lst), RGPU_OK);
+    cr_assert_eq(rgpu_transport_listen(tp, verbs_rxe_addr(), &lst), RGPU_OK);
 }
 
 static void teardown(void)
@@ -39,12 +35,12 @@ static void teardown(void)
 /* A raw peer connected to a link of ours, with one receive posted. */
 static rgpu_link_t *connect_raw(raw_peer_t *p)
 {
-    struct pollfd pfd = {rgpu_transport_ops(tp)->listener_fd(lst), POLLIN, 0};
     rgpu_link_t *link;
+    rgpu_status_t status;
 
-    raw_peer_connect(p, lst);
-    cr_assert_eq(poll(&pfd, 1, 10000), 1, "no connection request within 10 s");
-    cr_assert_eq(rgpu_transport_ops(tp)->accept(lst, &link), RGPU_OK);
+    raw_peer_connect(p, lst, 1);
+    status = verbs_accept_one(lst, &link);
+    cr_assert_eq(status, RGPU_OK, "accept: %s", rgpu_status_str(status));
     raw_peer_finish(p);
     return link;
 }

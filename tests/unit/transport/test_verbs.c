@@ -12,65 +12,18 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
-static const char *conf_verbs_addr(void)
-{
-    static char addr[80];
-    const char *ip = getenv("RXE_IP");
-
-    snprintf(addr, sizeof(addr), "%s:0", ip && *ip ? ip : "10.77.0.1");
-    return addr;
-}
+/* The address, resource counts and raw peer the VM-only tests share
+ * (tests/verbs/verbs_fixture.h). */
+#include "verbs_fixture.h"
 
 #define CONFORMANCE_SUITE verbs
 #define CONFORMANCE_OPS   rgpu_verbs_ops
-#define CONFORMANCE_ADDR  conf_verbs_addr()
+#define CONFORMANCE_ADDR  verbs_rxe_addr()
 #define CONFORMANCE_NO_STREAM
 #define CONFORMANCE_REFUSALS_END_THE_LINK
 #include "conformance.h"
 
 #include "rgpu/verbs.h"
-
-/* How many RDMA resources of kind ("qp", "cq", "mr", "pd") user programs
- * hold, as the kernel counts them (`rdma resource show KIND`): every line
- * but the kernel's own (comm [ib_core] and the like). Not by pid: the
- * kernel names the creating thread, and none for a thread that has exited.
- * In the VM this test program is the only user of the device (criterion's
- * runner holds nothing, a killed peer's are gone once it is reaped). */
-static int verbs_resources(const char *kind)
-{
-    char cmd[128], line[1024];
-    int n = 0;
-    FILE *f;
-
-    snprintf(cmd, sizeof(cmd), "rdma resource show %s 2>&1", kind);
-    f = popen(cmd, "r");
-    cr_assert_not_null(f, "cannot run the rdma tool (iproute2)");
-    while (fgets(line, sizeof(line), f)) {
-        cr_assert(strstr(line, "rror") == NULL, "rdma resource show %s: %s", kind, line);
-        if (strstr(line, "dev ") || strstr(line, "link "))
-            n += strstr(line, "comm [") == NULL;
-    }
-    pclose(f);
-    return n;
-}
-
-typedef struct {
-    int qp, cq, mr, pd;
-} verbs_counts_t;
-
-static verbs_counts_t verbs_count(void)
-{
-    return (verbs_counts_t){verbs_resources("qp"), verbs_resources("cq"), verbs_resources("mr"),
-                            verbs_resources("pd")};
-}
-
-static void verbs_expect_counts(verbs_counts_t now, verbs_counts_t want, const char *when)
-{
-    cr_expect_eq(now.qp, want.qp, "%s: %d QPs, %d expected", when, now.qp, want.qp);
-    cr_expect_eq(now.cq, want.cq, "%s: %d CQs, %d expected", when, now.cq, want.cq);
-    cr_expect_eq(now.mr, want.mr, "%s: %d MRs, %d expected", when, now.mr, want.mr);
-    cr_expect_eq(now.pd, want.pd, "%s: %d PDs, %d expected", when, now.pd, want.pd);
-}
 
 /* Waits up to timeout_ms for link to fail; returns its status. */
 static rgpu_status_t verbs_wait_failed(rgpu_link_t *link, int timeout_ms)
@@ -296,13 +249,13 @@ Test(verbs_res, every_qp_cq_and_mr_is_freed_on_close_and_after_a_killed_peer,
     /* librdmacm keeps a PD per device for the process once a connection
      * identifier was bound to it: count from there. */
     cr_assert_eq(rgpu_transport_open("verbs", &tp), RGPU_OK);
-    cr_assert_eq(rgpu_transport_listen(tp, conf_verbs_addr(), &l), RGPU_OK);
+    cr_assert_eq(rgpu_transport_listen(tp, verbs_rxe_addr(), &l), RGPU_OK);
     rgpu_verbs_ops.listener_close(l);
     rgpu_transport_close(tp);
     before = verbs_count();
     cr_assert_eq(rgpu_transport_open("verbs", &tp), RGPU_OK);
     cr_assert_eq(rgpu_transport_open("verbs", &tp2), RGPU_OK);
-    cr_assert_eq(rgpu_transport_listen(tp, conf_verbs_addr(), &l), RGPU_OK);
+    cr_assert_eq(rgpu_transport_listen(tp, verbs_rxe_addr(), &l), RGPU_OK);
     for (int i = 0; i < 3; i++)
         conf_connect_pair(tp2, l, &a[i], &b[i]);
     cr_assert_eq(rgpu_mem_register(tp, buf, len, RGPU_MEMTYPE_HOST, &mem), RGPU_OK);
@@ -344,142 +297,32 @@ Test(verbs_res, every_qp_cq_and_mr_is_freed_on_close_and_after_a_killed_peer,
  * else is served on.
  * ---------------------------------------------------------------------- */
 
-#include <arpa/inet.h>
-#include <endian.h>
-#include <netdb.h>
-#include <infiniband/verbs.h>
-#include <rdma/rdma_cma.h>
-
-typedef struct {
-    struct rdma_event_channel *ech;
-    struct rdma_cm_id *id;
-    struct ibv_pd *pd;
-    struct ibv_cq *cq;
-    struct ibv_mr *mr;
-    uint8_t buf[256];
-    uint32_t peer_credit_rkey;
-    uint64_t peer_credit_addr;
-} hostile_t;
-
-static struct rdma_cm_event *hostile_event(hostile_t *h, enum rdma_cm_event_type want)
+/* Connects a raw peer h to the fixture's listener (accepted on another
+ * thread); with greet == 0 it sends no greeting and is rejected. */
+static void hostile_connect(raw_peer_t *h, int greet, rgpu_link_t **b_p)
 {
-    struct pollfd pfd = {h->ech->fd, POLLIN, 0};
-    struct rdma_cm_event *ev;
-
-    cr_assert_eq(poll(&pfd, 1, 10000), 1, "no %s within 10 s", rdma_event_str(want));
-    cr_assert_eq(rdma_get_cm_event(h->ech, &ev), 0);
-    cr_assert_eq(ev->event, want, "got %s, wanted %s", rdma_event_str(ev->event),
-                 rdma_event_str(want));
-    return ev;
-}
-
-/* Connects to the fixture's listener (accepted on another thread); with
- * greet == 0 sends no greeting and expects to be rejected. */
-static void hostile_connect(hostile_t *h, int greet, rgpu_link_t **b_p)
-{
-    struct addrinfo *ai;
-    char host[96], *port;
-    struct ibv_qp_init_attr qa = {0};
-    struct rdma_conn_param p = {0};
-    struct rdma_cm_event *ev;
     conf_acceptor_t acc = {mlst, NULL, RGPU_OK};
     pthread_t th;
-    struct {
-        uint32_t magic;
-        uint16_t version, depth;
-        uint32_t eager, credit_rkey;
-        uint64_t credit_addr;
-    } __attribute__((packed)) hello;
 
-    memset(h, 0, sizeof(*h));
-    snprintf(host, sizeof(host), "%s", mlst->local);
-    port = strrchr(host, ':');
-    *port++ = '\0';
-    cr_assert_eq(getaddrinfo(host, port, NULL, &ai), 0);
-    h->ech = rdma_create_event_channel();
-    cr_assert_not_null(h->ech);
-    cr_assert_eq(rdma_create_id(h->ech, &h->id, NULL, RDMA_PS_TCP), 0);
-    cr_assert_eq(rdma_resolve_addr(h->id, NULL, ai->ai_addr, 2000), 0);
-    freeaddrinfo(ai);
-    rdma_ack_cm_event(hostile_event(h, RDMA_CM_EVENT_ADDR_RESOLVED));
-    cr_assert_eq(rdma_resolve_route(h->id, 2000), 0);
-    rdma_ack_cm_event(hostile_event(h, RDMA_CM_EVENT_ROUTE_RESOLVED));
-    h->pd = ibv_alloc_pd(h->id->verbs);
-    h->cq = ibv_create_cq(h->id->verbs, 64, NULL, NULL, 0);
-    cr_assert(h->pd && h->cq);
-    qa.send_cq = qa.recv_cq = h->cq;
-    qa.qp_type = IBV_QPT_RC;
-    qa.cap.max_send_wr = qa.cap.max_recv_wr = 16;
-    qa.cap.max_send_sge = qa.cap.max_recv_sge = 1;
-    cr_assert_eq(rdma_create_qp(h->id, h->pd, &qa), 0);
-    h->mr = ibv_reg_mr(h->pd, h->buf, sizeof(h->buf), IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
-    cr_assert_not_null(h->mr);
-    hello.magic = htonl(0x72475056u);
-    hello.version = htons(1);
-    hello.depth = htons(16);
-    hello.eager = htonl(1u << 20);
-    hello.credit_rkey = htonl(h->mr->rkey);
-    hello.credit_addr = htobe64((uint64_t)(uintptr_t)h->buf);
-    p.private_data = greet ? &hello : NULL;
-    p.private_data_len = greet ? sizeof(hello) : 0;
-    p.responder_resources = p.initiator_depth = 1;
-    p.retry_count = 7;
     cr_assert_eq(pthread_create(&th, NULL, conf_acceptor, &acc), 0);
-    cr_assert_eq(rdma_connect(h->id, &p), 0);
+    raw_peer_connect(h, mlst, greet);
     if (!greet) {
-        ev = hostile_event(h, RDMA_CM_EVENT_REJECTED);
-        rdma_ack_cm_event(ev);
+        raw_peer_event(h, RDMA_CM_EVENT_REJECTED);
         pthread_join(th, NULL);
         cr_expect_eq(acc.status, RGPU_ERR_PROTOCOL, "accept: %s", rgpu_status_str(acc.status));
         *b_p = NULL;
         return;
     }
-    ev = hostile_event(h, RDMA_CM_EVENT_ESTABLISHED);
-    cr_assert_geq(ev->param.conn.private_data_len, 24);
-    memcpy(&hello, ev->param.conn.private_data, sizeof(hello));
-    h->peer_credit_rkey = ntohl(hello.credit_rkey);
-    h->peer_credit_addr = be64toh(hello.credit_addr);
-    rdma_ack_cm_event(ev);
+    raw_peer_finish(h);
     pthread_join(th, NULL);
     cr_assert_eq(acc.status, RGPU_OK);
     *b_p = acc.link;
 }
 
-static void hostile_post(hostile_t *h, enum ibv_wr_opcode op, uint32_t len, uint32_t imm)
-{
-    struct ibv_sge sge = {(uint64_t)(uintptr_t)h->buf, len, h->mr->lkey};
-    struct ibv_send_wr wr = {0}, *bad;
-    struct ibv_wc wc;
-    int n;
-
-    wr.sg_list = &sge;
-    wr.num_sge = 1;
-    wr.opcode = op;
-    wr.send_flags = IBV_SEND_SIGNALED;
-    wr.imm_data = htonl(imm);
-    wr.wr.rdma.remote_addr = h->peer_credit_addr;
-    wr.wr.rdma.rkey = h->peer_credit_rkey;
-    cr_assert_eq(ibv_post_send(h->id->qp, &wr, &bad), 0);
-    for (int tries = 0; (n = ibv_poll_cq(h->cq, 1, &wc)) == 0 && tries < 10000; tries++)
-        conf_sleep_ms(1);
-    cr_assert_eq(n, 1, "the hostile peer's %s never completed", op == IBV_WR_RDMA_WRITE ? "write" : "send");
-}
-
-static void hostile_close(hostile_t *h)
-{
-    rdma_disconnect(h->id);
-    rdma_destroy_qp(h->id);
-    ibv_dereg_mr(h->mr);
-    ibv_destroy_cq(h->cq);
-    ibv_dealloc_pd(h->pd);
-    rdma_destroy_id(h->id);
-    rdma_destroy_event_channel(h->ech);
-}
-
 Test(verbs_msg, a_peer_that_breaks_the_protocol_is_cut_off_and_others_are_served,
      .timeout = CONF_TIMEOUT)
 {
-    hostile_t h;
+    raw_peer_t h;
     rgpu_link_t *b;
     rgpu_msg_t *m;
     uint8_t head[RGPU_FRAME_HEADER_SIZE];
@@ -488,28 +331,28 @@ Test(verbs_msg, a_peer_that_breaks_the_protocol_is_cut_off_and_others_are_served
 
     /* No greeting: rejected, nothing made. */
     hostile_connect(&h, 0, &b);
-    hostile_close(&h);
+    raw_peer_close(&h);
 
     /* Bytes that are not a frame. */
     hostile_connect(&h, 1, &b);
     memset(h.buf, 0x41, sizeof(h.buf));
-    hostile_post(&h, IBV_WR_SEND_WITH_IMM, 10, 0);
+    raw_peer_send(&h, 10);
     cr_expect_eq(rgpu_link_msg_recv(b, &m, 5000), RGPU_ERR_PROTOCOL);
     cr_expect(strstr(rgpu_link_reason(b), "not a whole rgpu frame") != NULL, "reason \"%s\"",
               rgpu_link_reason(b));
     rgpu_link_close(b);
-    hostile_close(&h);
+    raw_peer_close(&h);
 
     /* A credit count for messages never sent, written into the credit word. */
     hostile_connect(&h, 1, &b);
     memcpy(h.buf, &(uint32_t){1000000}, 4);
-    hostile_post(&h, IBV_WR_RDMA_WRITE, 4, 0);
+    raw_peer_post(&h, IBV_WR_RDMA_WRITE, 4, 0);
     rgpu_frame_header_encode(&fh, head);
     cr_expect_eq(rgpu_link_msg_send(b, &iov, 1, NULL), RGPU_ERR_PROTOCOL);
     cr_expect(strstr(rgpu_link_reason(b), "never sent") != NULL, "reason \"%s\"",
               rgpu_link_reason(b));
     rgpu_link_close(b);
-    hostile_close(&h);
+    raw_peer_close(&h);
 
     /* The fixture's link was served throughout. */
     cr_assert_eq(conf_msg_send(ma, 4, 5, 6), RGPU_OK);
@@ -534,7 +377,7 @@ Test(verbs_only, connect_errors_are_refusals_and_address_errors_with_reasons,
 
     cr_assert_eq(rgpu_transport_open("verbs", &tp), RGPU_OK);
     /* A port that was listened on, then closed. */
-    cr_assert_eq(rgpu_transport_listen(tp, conf_verbs_addr(), &l), RGPU_OK);
+    cr_assert_eq(rgpu_transport_listen(tp, verbs_rxe_addr(), &l), RGPU_OK);
     snprintf(addr, sizeof(addr), "%s", l->local);
     rgpu_verbs_ops.listener_close(l);
     status = rgpu_transport_connect(tp, addr, 5000, &link, reason, sizeof(reason));
