@@ -209,8 +209,10 @@ void rgpu_wire_rx_init(rgpu_wire_rx_t *rx, rgpu_link_t *link, const rgpu_frame_l
 
 static void rgpu_wire_rx_drop(rgpu_wire_rx_t *rx)
 {
-    free(rx->assembled);
-    rx->assembled = NULL;
+    if (rx->assembled) {        /* free(NULL) is not free under jemalloc */
+        free(rx->assembled);
+        rx->assembled = NULL;
+    }
     if (rx->msg)
         rgpu_msg_release(rx->msg);
     rx->msg = NULL;
