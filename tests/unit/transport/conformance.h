@@ -1440,43 +1440,52 @@ Test(CONF_PEER_SUITE, a_peer_killed_in_the_middle_of_a_get_or_a_put, .timeout = 
     cr_assert_eq(rgpu_transport_open(CONFORMANCE_OPS.name, &tp), RGPU_OK);
     cr_assert_eq(rgpu_transport_listen(tp, CONFORMANCE_ADDR, &l), RGPU_OK);
     cr_assert_eq(rgpu_mem_register(tp, buf, CONF_KILL_LEN, RGPU_MEMTYPE_HOST, &mem), RGPU_OK);
-    /* The transfer goes in two parts: a sixteenth, then the rest. */
+    /* The transfer: a sixteenth of the region, then the rest of it
+     * CONF_KILL_REST times over (what crosses after the kill is not moved
+     * at all, so a long rest costs nothing). */
+    enum { CONF_KILL_REST = 8 };
     const uint64_t first = CONF_KILL_LEN / 16;
     const int remote_access = rgpu_transport_caps(tp)->remote_access;
 
     for (int is_get = 1; is_get >= 0; is_get--) {
         rgpu_link_t *link;
         rgpu_mem_desc_t desc;
-        rgpu_completion_t c1 = {0}, c = {0};
+        rgpu_completion_t c[1 + CONF_KILL_REST];
         conf_killer_t k;
         pthread_t th;
         rgpu_status_t status;
         rgpu_msg_t *m;
         int wstatus;
 
+        memset(c, 0, sizeof(c));
         k.pid = conf_spawn(tp, l, is_get, &link, &desc);
         if (is_get || remote_access) {
             /* The peer dies once the first part is complete, a condition
-             * that proves the transfer under way, with the rest (15/16)
-             * queued behind it in order. Without remote access (tcp) the
-             * rest cannot arrive before the kill: this side receives a
+             * that proves the transfer under way, with the rest queued
+             * behind it in order. Without remote access (tcp) the rest of
+             * a get cannot arrive before the kill: this side receives a
              * get's data only while it waits, and it waits after the kill.
-             * With it (verbs) nobody's CPU holds the rest back, but it is
-             * still crossing when the kill lands: the peer's process dies
-             * within milliseconds, the rest takes far longer even on a
-             * fast network (a delay counted from the start let a whole
-             * 24 MiB get finish first on Soft-RoCE under qemu). */
+             * With it (verbs) nobody's CPU holds the rest back, but the
+             * rest is 120 times what completed before the kill: it is
+             * still crossing when the dead peer's end reaches this side.
+             * (A kill 300 ms after the start let a whole 24 MiB get finish
+             * first on Soft-RoCE under qemu.) */
             rgpu_status_t (*op)(rgpu_link_t *, rgpu_mem_t *, uint64_t, const rgpu_mem_desc_t *,
                                 uint64_t, uint64_t, rgpu_completion_t *) =
                 is_get ? rgpu_link_get : rgpu_link_put;
 
-            cr_assert_eq(op(link, mem, 0, &desc, 0, first, &c1), RGPU_OK);
-            cr_assert_eq(op(link, mem, first, &desc, first, CONF_KILL_LEN - first, &c), RGPU_OK);
-            cr_assert_eq(rgpu_link_wait(link, &c1, 20000), RGPU_OK,
+            cr_assert_eq(op(link, mem, 0, &desc, 0, first, &c[0]), RGPU_OK);
+            for (int i = 1; i <= CONF_KILL_REST; i++)
+                cr_assert_eq(op(link, mem, first, &desc, first, CONF_KILL_LEN - first, &c[i]),
+                             RGPU_OK);
+            cr_assert_eq(rgpu_link_wait(link, &c[0], 20000), RGPU_OK,
                          "%s: the first part (%llu bytes) did not complete",
                          is_get ? "get" : "put", (unsigned long long)first);
             cr_assert_eq(kill(k.pid, SIGKILL), 0);
-            status = rgpu_link_wait(link, &c, 20000);
+            /* In order: the parts before the last may have made it. */
+            for (int i = 1; i < CONF_KILL_REST; i++)
+                cr_assert_neq(rgpu_link_wait(link, &c[i], 20000), RGPU_ERR_TIMEOUT);
+            status = rgpu_link_wait(link, &c[CONF_KILL_REST], 20000);
         } else {
             /* A put without remote access (tcp) to a peer that reads
              * nothing blocks until the peer dies: it cannot finish, so
