@@ -15,10 +15,11 @@ ASAN_OPTIONS="quarantine_size_mb=16${ASAN_OPTIONS:+:$ASAN_OPTIONS}" start_server
 # Warm up (PoCL's compiler, the first session) so the baseline is fair.
 rgpu_run "$srv_ADDR" "$EXAMPLES/vector_add" 65536 >"$E2E_TMP/warm.out" 2>&1 ||
     fail "warm-up vector_add failed: $(cat "$E2E_TMP/warm.out")"
-sleep 1
+# The warm-up's session ends on the server after its client exited: the
+# baseline is taken once it has (a fixed second was not always enough).
+wait_metric "$srv_METRICS" rgpu_server_sessions_active 0 20
+wait_metric "$srv_METRICS" rgpu_server_buffer_bytes 0 20
 base_rss=$(rss_kib "$srv_PID")
-base_bytes=$(metric "$srv_METRICS" rgpu_server_buffer_bytes)
-[ "$base_bytes" = 0 ] || fail "rgpu_server_buffer_bytes is $base_bytes with no client"
 e2e_log "baseline: server VmRSS $((base_rss / 1024)) MiB, buffer_bytes 0"
 
 out=$E2E_TMP/hold.out

@@ -18,6 +18,8 @@
 #                                 sets SPAWN_PID to CMD's own pid
 #   pocl_run CMD...               runs CMD on local PoCL
 #   metric ADDR NAME              prints the value of one metric
+#   wait_metric ADDR NAME VALUE SECONDS
+#                                 waits until that metric is VALUE
 #   fail MSG / pass MSG           end the test / note a passed check
 #
 # Under pipefail, `cmd | grep -q PATTERN` fails at random when grep exits at
@@ -222,6 +224,18 @@ if not seen:
     sys.exit("metric %s not found at http://%s/metrics" % (name, addr))
 print(int(total) if total.is_integer() else total)
 EOF
+}
+
+# wait_metric ADDR NAME VALUE SECONDS: waits until metric NAME is VALUE;
+# fails, saying what it is, once SECONDS have passed.
+wait_metric() {
+    local deadline=$((SECONDS + $4)) got=""
+    while :; do
+        got=$(metric "$1" "$2" 2>/dev/null || true)
+        [ "$got" = "$3" ] && return 0
+        [ "$SECONDS" -lt "$deadline" ] || fail "$2 is \"$got\", not $3, after $4 s"
+        sleep 0.1
+    done
 }
 
 # rss_kib PID: resident set size of a process in KiB.

@@ -261,13 +261,21 @@ pass "heartbeat replies unsigned or answering another heartbeat are ignored, wit
 kill -KILL "$SCHED_PID"
 wait "$SCHED_PID" 2>/dev/null || true
 start_scheduler "$SCHED"
+started=$(date +%s)
 rgpu leases
-rgpu --json leases | grep -q "\"id\":$lease_id," || fail "lease $lease_id was lost across a SIGKILL"
+grep -q "\"id\":$lease_id," <<<"$(rgpu --json leases)" || fail "lease $lease_id was lost across a SIGKILL"
 [ "$(rgpu servers | awk 'NR > 1' | wc -l)" -eq 2 ] || fail "servers were lost across a SIGKILL"
 token3=$(rgpu alloc -n 1 --job e2e-job | sed -n 's/^RGPU_LEASE_TOKEN=//p')
 [ "$token3" = "$token" ] || fail "after the restart the job got another lease"
-sleep 3
-wait_servers_up 2
+# Servers loaded from the database count as seen at the restart: both must
+# be seen later, by a heartbeat to the new scheduler (every 2 s).
+deadline=$((SECONDS + 20))
+until [ "$(rgpu --json servers | python3 -c '
+import json, sys
+print(sum(1 for s in json.load(sys.stdin) if s["up"] and s["last_seen_unix"] > int(sys.argv[1])))' "$started")" -eq 2 ]; do
+    [ "$SECONDS" -lt "$deadline" ] || { rgpu servers >&2; fail "the servers did not heartbeat the restarted scheduler within 20 s"; }
+    sleep 0.2
+done
 pass "SIGKILLed scheduler restarted with its 2 servers and lease $lease_id"
 rgpu release "$lease_id"
 rc=0

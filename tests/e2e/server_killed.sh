@@ -9,7 +9,6 @@ out=$E2E_TMP/loop.out
 rgpu_spawn "$out" loop_until_error "$srv_ADDR" "$E2E_BIN/loop_until_error" 60
 client=$SPAWN_PID
 wait_for_line "$out" '^READY' 60 "$client"
-sleep 1
 kill -0 "$client" 2>/dev/null || fail "the client stopped before the server was killed: $(cat "$out")"
 
 kill -KILL "$srv_PID"

@@ -52,17 +52,6 @@ wait_file() {
     done
 }
 
-# wait_metric SERVER_METRICS NAME VALUE SECONDS: waits until NAME == VALUE.
-wait_metric() {
-    local deadline=$((SECONDS + $4)) got=""
-    while :; do
-        got=$(metric "$1" "$2" 2>/dev/null || true)
-        [ "$got" = "$3" ] && return 0
-        [ "$SECONDS" -lt "$deadline" ] || fail "$2 is \"$got\", not $3, after $4 s"
-        sleep 0.1
-    done
-}
-
 threads_of() {
     awk '/^Threads:/ {print $2}' "/proc/$1/status"
 }
