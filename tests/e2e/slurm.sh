@@ -83,6 +83,19 @@ NGPUS=$(rgpu_cli --json gpus | python3 -c 'import json,sys; print(len(json.load(
 e2e_log "$NGPUS GPUs on two servers"
 
 # leases_of JOB: the ids of the scheduler's leases for the job.
+# reclaim_runs PATTERN N: waits (20 s at most) until the scheduler's log has
+# N more lines matching PATTERN, one per --slurm-reclaim run: "squeue
+# failed", or "squeue: .* live jobs" (at --log-level debug) once it works.
+# What a run must not do is checked after runs, not after a sleep.
+reclaim_runs() {
+    local n0 deadline=$((SECONDS + 20))
+    n0=$(grep -c -- "$1" "$SCHED_LOG" || true)
+    until [ "$(grep -c -- "$1" "$SCHED_LOG" || true)" -ge $((n0 + $2)) ]; do
+        [ "$SECONDS" -lt "$deadline" ] || fail "no $2 more reclaim runs ('$1') within 20 s"
+        sleep 0.2
+    done
+}
+
 leases_of() {
     rgpu_cli --json leases | python3 -c '
 import json, sys
@@ -107,7 +120,9 @@ until grep -q "squeue failed" "$SCHED_LOG"; do
     [ "$SECONDS" -lt "$deadline" ] || fail "the scheduler did not run squeue within 20 s"
     sleep 0.2
 done
-sleep 2
+# Two more failed runs: the second started after the lease existed (a run
+# judges only leases older than itself).
+reclaim_runs "squeue failed" 2
 [ "$(leases_of 999999)" = "$stale" ] || fail "lease $stale reclaimed although squeue failed"
 pass "--slurm-reclaim: squeue failing (no Slurm) reclaims nothing"
 
@@ -362,9 +377,9 @@ until [ -n "$(leases_of "$job")" ]; do
     sleep 0.2
 done
 lease=$(leases_of "$job")
-sleep 3
+reclaim_runs "squeue: .* live jobs" 3
 [ "$(leases_of "$job")" = "$lease" ] || fail "running job $job lost lease $lease (--slurm-reclaim?)"
-pass "--slurm-reclaim: running job $job keeps lease $lease over 3 periods"
+pass "--slurm-reclaim: running job $job keeps lease $lease over 3 squeue runs"
 scancel "$job"
 wait_state "$job" CANCELLED
 wait_no_lease "$job"
