@@ -104,7 +104,9 @@ pass "expired lease $exp_ID ended its session"
 # scheduler reclaims the lease at its next tick (every second): wait for
 # that before asking for the (only) GPU again.
 deadline=$((SECONDS + 15))
-while grep -q "\"id\":$exp_ID," <<<"$(rgpu_cli --json leases)"; do
+while :; do
+    leases=$(rgpu_cli --json leases) || fail "rgpu leases: $leases"
+    grep -q "\"id\":$exp_ID," <<<"$leases" || break
     [ "$SECONDS" -lt "$deadline" ] || fail "the scheduler still lists expired lease $exp_ID 15 s later"
     sleep 0.2
 done
