@@ -191,7 +191,7 @@ static rgpu_status_t rgpu_registrar_heartbeat(rgpu_registrar_t *r)
     Rgpu__SessionInfo *infos = NULL, **ptrs = NULL;
     Rgpu__HeartbeatReply *reply = NULL;
     rgpu_session_info_t *sessions;
-    int64_t asked_at = (int64_t)time(NULL);
+    uint64_t asked_at_ms = rgpu_server_clock_ms();
     size_t n = rgpu_server_sessions_snapshot(r->server, &sessions);
     rgpu_status_t st;
     int is_signed = 0;
@@ -245,7 +245,7 @@ static rgpu_status_t rgpu_registrar_heartbeat(rgpu_registrar_t *r)
                 ids[i] = reply->leases[i]->lease_id;
                 expires[i] = reply->leases[i]->expires_unix;
             }
-            rgpu_server_leases_update(r->server, ids, expires, reply->n_leases, asked_at);
+            rgpu_server_leases_update(r->server, ids, expires, reply->n_leases, asked_at_ms);
         }
         free(ids);
         free(expires);

@@ -113,6 +113,7 @@ struct rgpu_session {
     char client_host[64];
     uint32_t client_pid;
     int64_t started_unix;
+    uint64_t started_ms;        /* rgpu_server_clock_ms() at the handshake */
     atomic_llong lease_expires; /* unix seconds; the token's, then the scheduler's */
     atomic_ullong memory;       /* bytes of live buffers */
     /* Ended by the server (lease gone): the reason, set once under
@@ -142,7 +143,7 @@ struct rgpu_lease_use {
 
 static atomic_ullong rgpu_session_next_id = 1;
 
-static uint64_t rgpu_session_now_ms(void)
+uint64_t rgpu_server_clock_ms(void)
 {
     struct timespec ts;
 
@@ -397,15 +398,17 @@ size_t rgpu_server_sessions_snapshot(rgpu_server_t *server, rgpu_session_info_t 
 }
 
 void rgpu_server_leases_update(rgpu_server_t *server, const uint64_t *ids,
-                               const int64_t *expires, size_t n, int64_t asked_at)
+                               const int64_t *expires, size_t n, uint64_t asked_at_ms)
 {
     pthread_mutex_lock(&server->lock);
     for (rgpu_session_t *s = server->sessions; s; s = s->next) {
         size_t i;
 
         /* A lease granted after the scheduler answered is not in its list:
-         * judge only sessions that shook hands before the question. */
-        if (!atomic_load(&s->hello_done) || !s->lease_id || s->started_unix >= asked_at)
+         * judge only sessions that shook hands before the question (in
+         * milliseconds: whole seconds skipped a session that started
+         * earlier in the same second, and its renewal waited a heartbeat). */
+        if (!atomic_load(&s->hello_done) || !s->lease_id || s->started_ms >= asked_at_ms)
             continue;
         for (i = 0; i < n && ids[i] != s->lease_id; i++)
             ;
@@ -437,7 +440,7 @@ void rgpu_server_leases_ended(rgpu_server_t *server, const uint64_t *ids, size_t
 void rgpu_server_expire_sessions(rgpu_server_t *server, int64_t now)
 {
     /* Whole seconds would end a connection up to a second early. */
-    uint64_t now_ms = rgpu_session_now_ms();
+    uint64_t now_ms = rgpu_server_clock_ms();
     int64_t hello_timeout = (int64_t)server->config->hello_timeout;
 
     pthread_mutex_lock(&server->lock);
@@ -1153,6 +1156,7 @@ static rgpu_status_t rgpu_session_hello(rgpu_session_t *session, const rgpu_fram
              *hello->client_host ? hello->client_host : "?");
     session->client_pid = hello->client_pid;
     session->started_unix = (int64_t)time(NULL);
+    session->started_ms = rgpu_server_clock_ms();
     session->backend_ops = sb->ops;
     status = sb->ops->session_open(sb->backend, session, &session->backend_ctx);
     if (status != RGPU_OK) {
@@ -1419,7 +1423,7 @@ rgpu_status_t rgpu_session_start(rgpu_server_t *server, rgpu_link_t *link)
     session->server = server;
     session->id = atomic_fetch_add(&rgpu_session_next_id, 1);
     session->link = link;
-    session->accepted_ms = rgpu_session_now_ms();
+    session->accepted_ms = rgpu_server_clock_ms();
     session->limits.max_body = (uint32_t)server->config->max_body;
     session->limits.max_bulk = server->config->max_bulk;
     atomic_init(&session->refs, 1);

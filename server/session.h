@@ -101,13 +101,17 @@ typedef struct rgpu_session_info {
  * how many. Any thread. */
 size_t rgpu_server_sessions_snapshot(rgpu_server_t *server, rgpu_session_info_t **infos_p);
 
+/* Milliseconds of CLOCK_MONOTONIC: the server's clock for deadlines and
+ * for ordering events. */
+uint64_t rgpu_server_clock_ms(void);
+
 /* The scheduler's list of live leases of this server (ids[i] until
- * expires[i]), as answered to a heartbeat sent at asked_at (unix seconds):
- * sessions of leases it lists get the new expiry; sessions of other leases
- * that shook hands before asked_at are ended (released, expired, reclaimed).
- * Any thread. */
+ * expires[i]), as answered to a heartbeat sent at asked_at_ms
+ * (rgpu_server_clock_ms): sessions of leases it lists get the new expiry;
+ * sessions of other leases that shook hands before asked_at_ms are ended
+ * (released, expired, reclaimed). Any thread. */
 void rgpu_server_leases_update(rgpu_server_t *server, const uint64_t *ids,
-                               const int64_t *expires, size_t n, int64_t asked_at);
+                               const int64_t *expires, size_t n, uint64_t asked_at_ms);
 
 /* Leases the scheduler says have ended (released, reclaimed): their
  * sessions end, and their tokens are refused at the handshake from now on,
