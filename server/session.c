@@ -77,10 +77,12 @@ struct rgpu_session {
 
     const rgpu_backend_ops_t *backend_ops;  /* the backend serving it: set by the handshake */
     void *backend_ctx;          /* set by the handshake */
-    /* The request being handled: its bulk is inline (bulk) or in the
-     * client's registered memory (by_desc: src), pull_len bytes in all. */
+    /* The request being handled: its bulk is inline (bulk), following it
+     * in the stream (by_stream), or in the client's registered memory
+     * (by_desc: src), len bytes in all. */
     struct {
         const uint8_t *bulk;
+        int by_stream;
         int by_desc;
         rgpu_mem_desc_t src;
         uint64_t seq;
@@ -699,6 +701,18 @@ rgpu_status_t rgpu_session_pull(rgpu_session_t *session, void *dst, uint64_t len
         return RGPU_ERR_INVALID_ARG;
     if (len == 0)
         return RGPU_OK;
+    if (session->pull.by_stream) {
+        /* Straight from the socket into the backend's memory. */
+        status = rgpu_wire_take_bulk(&session->rx, dst, len);
+        if (status != RGPU_OK) {
+            snprintf(session->pull.reason, sizeof(session->pull.reason), "receiving a request's data: %s",
+                     rgpu_link_reason(session->link)[0] ? rgpu_link_reason(session->link)
+                                                        : rgpu_status_str(status));
+            return status;
+        }
+        session->bulk_left -= len;
+        return RGPU_OK;
+    }
     if (!session->pull.by_desc) {
         memcpy(dst, session->pull.bulk + at, (size_t)len);
         session->bulk_left -= len;
@@ -1229,6 +1243,16 @@ static rgpu_status_t rgpu_session_take_bulk(rgpu_session_t *session, rgpu_frame_
     session->pull.bulk = bulk;
     session->pull.seq = header->seq;
     session->pull.len = header->bulk_len;
+    if (header->flags & RGPU_FRAME_F_STREAM) {
+        /* The wire layer checked its length against --max-bulk. */
+        if (header->flags & RGPU_FRAME_F_DESC) {
+            snprintf(reason, reason_cap, "a request of type %u has its data both in the stream and "
+                     "by descriptor", header->type);
+            return RGPU_ERR_PROTOCOL;
+        }
+        session->pull.by_stream = 1;
+        return RGPU_OK;
+    }
     if (!(header->flags & RGPU_FRAME_F_DESC))
         return RGPU_OK;
     status = rgpu_wire_refs_unpack(bulk, (size_t)header->bulk_len, &data, &has_data, &reply, &has_reply,
@@ -1322,9 +1346,11 @@ static rgpu_status_t rgpu_session_loop(rgpu_session_t *session, char *reason, si
                 break;
             }
             status = rgpu_session_hello(session, &header, f.body, reason, reason_cap);
-            /* From now on a frame may be as large as the limits allow. */
+            /* From now on a frame may be as large as the limits allow, and
+             * a request's data may follow it in the stream. */
             session->rx.max_assembled = RGPU_FRAME_HEADER_SIZE + (uint64_t)session->limits.max_body +
                                         rgpu_transport_caps(session->link->tp)->max_eager;
+            session->rx.take_stream = status == RGPU_OK;
             break;
         case RGPU__MSG_TYPE__MSG_PING:
             status = rgpu_session_ping(session, &header, f.body, reason, reason_cap);
@@ -1339,7 +1365,8 @@ static rgpu_status_t rgpu_session_loop(rgpu_session_t *session, char *reason, si
             if (status != RGPU_OK && session->pull.reason[0])
                 snprintf(reason, reason_cap, "%s", session->pull.reason);
             /* Data the backend refused or stopped taking midway is dropped
-             * unread (inline: with the frame; by descriptor: never got). */
+             * unread (inline: with the frame; in the stream: read and
+             * dropped at the next receive; by descriptor: never got). */
             rgpu_session_bulk_done(session, status);
             session->bulk_left = 0;
             break;

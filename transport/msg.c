@@ -80,6 +80,8 @@ struct rgpu__link_state {
     rgpu_msg_t *q_head, *q_tail;
     uint64_t q_bytes;           /* queued frames' buffers, at most RGPU_MSG_QUEUE_MAX */
     rgpu_msg_t *spare;          /* a released small buffer, or NULL (atomic) */
+    rgpu_msg_t *stream_msg;     /* handed over with its bulk still in the
+                                 * stream: nobody leads until it is taken */
     size_t rx_left;             /* bytes the last leader left in the transport's
                                  * receive buffer (rgpu_link_has_buffered) */
     rgpu_op_t *ops;
@@ -147,7 +149,7 @@ static void rgpu_link_fail_how(rgpu_link_t *link, rgpu_status_t status, const ch
     if (how == RGPU_FAIL_TX) {
         __atomic_store_n(&s->tx_failed, status, __ATOMIC_RELEASE);
     } else {
-        s->failed = s->tx_failed != RGPU_OK ? s->tx_failed : status;
+        __atomic_store_n(&s->failed, s->tx_failed != RGPU_OK ? s->tx_failed : status, __ATOMIC_RELEASE);
         if (how == RGPU_FAIL_RX_STOP)
             s->rx_stopped = 1;
     }
@@ -338,6 +340,16 @@ static uint64_t rgpu_msg_cost(const rgpu_frame_header_t *h)
     return sizeof(rgpu_msg_t) + (payload <= RGPU_MSG_SMALL ? RGPU_MSG_SMALL : payload);
 }
 
+/* What a received message occupies (its bulk in the stream not counted). */
+static uint64_t rgpu_msg_cost_of(const rgpu_msg_t *msg)
+{
+    rgpu_frame_header_t in = msg->header;
+
+    if (in.flags & RGPU_FRAME_F_STREAM)
+        in.bulk_len = 0;
+    return rgpu_msg_cost(&in);
+}
+
 /* A buffer for a frame with header h: the link's spare for a small one. */
 static rgpu_msg_t *rgpu_msg_alloc(rgpu__link_state_t *s, const rgpu_frame_header_t *h)
 {
@@ -371,6 +383,7 @@ static rgpu_status_t rgpu_drive_one(rgpu_link_t *link, int timeout_ms, rgpu_msg_
     uint8_t raw[RGPU_FRAME_HEADER_SIZE], body[RGPU_TP_REQ_BODY];
     rgpu_status_t status;
     const char *doing = "receiving";
+    uint64_t queued_cost = 0;
     char why[384];
 
     /* Waiting without a limit blocks in the receive itself: one system
@@ -390,11 +403,24 @@ static rgpu_status_t rgpu_drive_one(rgpu_link_t *link, int timeout_ms, rgpu_msg_
     }
 
     if (h.type < RGPU_FRAME_TYPE_TRANSPORT_FIRST) {
-        uint64_t size = RGPU_FRAME_HEADER_SIZE + (uint64_t)h.body_len + h.bulk_len;
-        uint64_t cost = rgpu_msg_cost(&h);
+        /* A frame with RGPU_FRAME_F_STREAM leaves its bulk in the stream:
+         * only its header and body are received here. */
+        int stream = (h.flags & RGPU_FRAME_F_STREAM) && h.bulk_len > 0;
+        rgpu_frame_header_t in = h;
+        uint64_t size, cost;
         rgpu_msg_t *msg;
         int full;
 
+        if (stream && !link->tp->caps.stream_bulk) {
+            snprintf(why, sizeof(why), "the peer %s sent a frame with its data in the stream, which "
+                     "this transport does not carry", link->peer);
+            rgpu_link_fail(link, RGPU_ERR_PROTOCOL, why);
+            return RGPU_ERR_PROTOCOL;
+        }
+        if (stream)
+            in.bulk_len = 0;
+        size = RGPU_FRAME_HEADER_SIZE + (uint64_t)in.body_len + in.bulk_len;
+        cost = rgpu_msg_cost(&in);
         if (size > link->tp->caps.max_eager) {
             snprintf(why, sizeof(why), "the peer %s sent a %llu-byte message, past the %zu-byte "
                      "eager limit", link->peer, (unsigned long long)size,
@@ -408,8 +434,10 @@ static rgpu_status_t rgpu_drive_one(rgpu_link_t *link, int timeout_ms, rgpu_msg_
         if (!take) {
             pthread_mutex_lock(&s->lock);
             full = s->q_bytes + cost > RGPU_MSG_QUEUE_MAX;
-            if (!full)
+            if (!full) {
                 s->q_bytes += cost;
+                queued_cost = cost;
+            }
             pthread_mutex_unlock(&s->lock);
         } else {
             full = 0;
@@ -420,26 +448,35 @@ static rgpu_status_t rgpu_drive_one(rgpu_link_t *link, int timeout_ms, rgpu_msg_
             rgpu_link_fail(link, RGPU_ERR_TOO_LARGE, why);
             return RGPU_ERR_TOO_LARGE;
         }
-        msg = rgpu_msg_alloc(s, &h);
+        msg = rgpu_msg_alloc(s, &in);
         if (!msg) {
             status = RGPU_ERR_NOMEM;
             goto out_unqueue;
         }
         msg->header = h;
         msg->body = (const uint8_t *)(msg + 1);
-        msg->bulk = msg->body + h.body_len;
+        msg->bulk = stream ? NULL : msg->body + h.body_len;
+        msg->stream_left = stream ? h.bulk_len : 0;
         msg->link = link;
         msg->next = NULL;
-        status = rgpu_stream_recv(link, msg + 1, h.body_len + (size_t)h.bulk_len);
+        status = rgpu_stream_recv(link, msg + 1, in.body_len + (size_t)in.bulk_len);
         if (status != RGPU_OK) {
             free(msg);
             goto out_unqueue;
         }
-        if (take) {
+        if (take && !stream) {
             *take = msg;
             return RGPU_OK;
         }
         pthread_mutex_lock(&s->lock);
+        /* Nobody leads past the bulk until its receiver has taken it. */
+        if (stream)
+            s->stream_msg = msg;
+        if (take) {
+            pthread_mutex_unlock(&s->lock);
+            *take = msg;
+            return RGPU_OK;
+        }
         if (s->q_tail)
             s->q_tail->next = msg;
         else
@@ -529,9 +566,9 @@ out_protocol:
     rgpu_link_fail(link, RGPU_ERR_PROTOCOL, why);
     return RGPU_ERR_PROTOCOL;
 out_unqueue:
-    if (!take) {
+    if (queued_cost) {
         pthread_mutex_lock(&s->lock);
-        s->q_bytes -= rgpu_msg_cost(&h);
+        s->q_bytes -= queued_cost;
         pthread_mutex_unlock(&s->lock);
     }
 out_fail:
@@ -592,7 +629,7 @@ static rgpu_status_t rgpu_link_run(rgpu_link_t *link, int (*ready)(rgpu__link_st
         if (left == 0 && tried)
             return RGPU_ERR_TIMEOUT;
         tried = 1;
-        if (!s->rx_busy) {
+        if (!s->rx_busy && !s->stream_msg) {
             /* Only the leader queues, so a queue empty now stays empty
              * while this thread leads: the frame it reads is the next. */
             rgpu_msg_t **direct = take && !s->q_head ? take : NULL;
@@ -608,6 +645,8 @@ static rgpu_status_t rgpu_link_run(rgpu_link_t *link, int (*ready)(rgpu__link_st
             if (direct && *direct) {
                 if (!s->rx_stopped)
                     return RGPU_OK;
+                if (s->stream_msg == *direct)
+                    s->stream_msg = NULL;
                 free(*direct);      /* stopped meanwhile: withheld, as queued frames are */
                 *direct = NULL;
             }
@@ -649,7 +688,10 @@ rgpu_status_t rgpu_link_msg_send(rgpu_link_t *link, const struct iovec *iov, int
         h.type >= RGPU_FRAME_TYPE_TRANSPORT_FIRST ||
         RGPU_FRAME_HEADER_SIZE + (uint64_t)h.body_len + h.bulk_len != total)
         return RGPU_ERR_INVALID_ARG;
-    if (total > link->tp->caps.max_eager)
+    /* With its bulk in the stream, only the header and body must fit. */
+    if ((h.flags & RGPU_FRAME_F_STREAM) && link->tp->caps.stream_bulk
+            ? RGPU_FRAME_HEADER_SIZE + (uint64_t)h.body_len > link->tp->caps.max_eager
+            : total > link->tp->caps.max_eager)
         return RGPU_ERR_TOO_LARGE;
     status = rgpu_link_send_failed(link);
     if (status == RGPU_OK) {
@@ -681,11 +723,51 @@ rgpu_status_t rgpu_link_msg_recv(rgpu_link_t *link, rgpu_msg_t **msg_p, int time
         if (!s->q_head)
             s->q_tail = NULL;
         msg->next = NULL;
-        s->q_bytes -= rgpu_msg_cost(&msg->header);
+        s->q_bytes -= rgpu_msg_cost_of(msg);
         *msg_p = msg;
     }
     pthread_mutex_unlock(&s->lock);
     return status;
+}
+
+/* The stream is past msg's bulk (taken, dropped or failed): others may
+ * lead again. */
+static void rgpu_msg_stream_done(rgpu_msg_t *msg)
+{
+    rgpu__link_state_t *s = msg->link->state;
+
+    msg->stream_left = 0;
+    pthread_mutex_lock(&s->lock);
+    if (s->stream_msg == msg) {
+        s->stream_msg = NULL;
+        s->rx_left = msg->link->ops->buffered(msg->link);
+        if (s->cond_waiters)
+            pthread_cond_broadcast(&s->cond);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+rgpu_status_t rgpu_msg_take_bulk(rgpu_msg_t *msg, void *dst, uint64_t len)
+{
+    rgpu_link_t *link = msg->link;
+    rgpu_status_t status;
+
+    if (link->ops->msg_recv)
+        return RGPU_ERR_UNSUPPORTED;    /* a transport of whole messages */
+    if (len > msg->stream_left)
+        return RGPU_ERR_INVALID_ARG;
+    if (len == 0)
+        return RGPU_OK;
+    status = rgpu_stream_recv(link, dst, (size_t)len);
+    if (status != RGPU_OK) {
+        rgpu_link_fail_io(link, status, RGPU_FAIL_RX, "receiving a message's data");
+        rgpu_msg_stream_done(msg);
+        return status;
+    }
+    msg->stream_left -= len;
+    if (msg->stream_left == 0)
+        rgpu_msg_stream_done(msg);
+    return RGPU_OK;
 }
 
 void rgpu_msg_release(rgpu_msg_t *msg)
@@ -693,6 +775,17 @@ void rgpu_msg_release(rgpu_msg_t *msg)
     if (msg && msg->link && msg->link->ops->msg_release) {
         msg->link->ops->msg_release(msg);
         return;
+    }
+    /* Data its receiver did not take is read and dropped, unless the link
+     * failed (it will not be read then). */
+    if (msg && msg->link && msg->stream_left) {
+        rgpu_status_t status = RGPU_OK;
+
+        if (__atomic_load_n(&msg->link->state->failed, __ATOMIC_ACQUIRE) == RGPU_OK)
+            status = rgpu_stream_discard(msg->link, msg->stream_left);
+        if (status != RGPU_OK)
+            rgpu_link_fail_io(msg->link, status, RGPU_FAIL_RX, "dropping a message's data");
+        rgpu_msg_stream_done(msg);
     }
     /* A small buffer becomes the link's spare (the link outlives its
      * messages); the spare it replaces, if any, is freed. */

@@ -119,6 +119,13 @@ rgpu_status_t rgpu_wire_send_frame(rgpu_link_t *link, const struct iovec *iov, i
         total += iov[i].iov_len;
     if (total <= rgpu_wire_eager(link))
         return rgpu_link_msg_send(link, iov, iovcnt, NULL);
+    /* A frame whose bulk follows it in the stream goes as itself. */
+    if (iov[0].iov_len >= RGPU_FRAME_HEADER_SIZE) {
+        rgpu_frame_header_t h;
+
+        if (rgpu_frame_header_decode(iov[0].iov_base, NULL, &h) == RGPU_OK && (h.flags & RGPU_FRAME_F_STREAM))
+            return rgpu_link_msg_send(link, iov, iovcnt, NULL);
+    }
     return rgpu_wire_send_fragments(link, iov, iovcnt, total);
 }
 
@@ -230,6 +237,15 @@ static int rgpu_wire_in_batch(const rgpu_wire_rx_t *rx)
            rx->batch_off < rx->msg->header.bulk_len;
 }
 
+rgpu_status_t rgpu_wire_take_bulk(rgpu_wire_rx_t *rx, void *dst, uint64_t len)
+{
+    if (rx->failed != RGPU_OK)
+        return rx->failed;
+    if (!rx->msg || rgpu_wire_in_batch(rx) || !(rx->msg->header.flags & RGPU_FRAME_F_STREAM))
+        return RGPU_ERR_INVALID_ARG;
+    return rgpu_msg_take_bulk(rx->msg, dst, len);
+}
+
 int rgpu_wire_rx_pending(const rgpu_wire_rx_t *rx)
 {
     /* After a failure nothing more will be handed over, whatever the
@@ -277,6 +293,10 @@ static rgpu_status_t rgpu_wire_inner_header(rgpu_wire_rx_t *rx, const uint8_t *p
     if (h->type == RGPU__MSG_TYPE__MSG_BATCH || h->type == RGPU__MSG_TYPE__MSG_FRAGMENT)
         return rgpu_wire_fail(rx, RGPU_ERR_PROTOCOL, reason, reason_cap,
                               "%s holds a frame of type %u, which only carries other frames",
+                              where, h->type);
+    if (h->flags & RGPU_FRAME_F_STREAM)
+        return rgpu_wire_fail(rx, RGPU_ERR_PROTOCOL, reason, reason_cap,
+                              "%s holds a frame of type %u whose data would follow in the stream",
                               where, h->type);
     return RGPU_OK;
 }
@@ -485,6 +505,12 @@ rgpu_status_t rgpu_wire_recv(rgpu_wire_rx_t *rx, rgpu_wire_frame_t *f, int timeo
             return rgpu_wire_assemble(rx, m, f, call_start_ns, timeout_ms, reason, reason_cap);
         default:
             rx->msg = m;
+            if ((m->header.flags & RGPU_FRAME_F_STREAM) &&
+                (!rx->take_stream || !rgpu_transport_caps(rx->link->tp)->stream_bulk ||
+                 m->header.bulk_len == 0 || m->bulk))
+                return rgpu_wire_fail(rx, RGPU_ERR_PROTOCOL, reason, reason_cap,
+                                      "a frame of type %u with its data following in the stream, "
+                                      "which this side does not take", m->header.type);
             f->header = m->header;
             f->body = m->body ? m->body : empty;
             f->bulk = m->bulk;

@@ -19,6 +19,18 @@
  * there (MSG_BULK_PART with put_len). On TCP the server's gets are served
  * by whichever thread receives, so a descriptor still outstanding needs a
  * receiver just as a reply nobody waits for does.
+ *
+ * In the stream: on a transport with caps.stream_bulk (TCP) a request's
+ * large data rather follows its frame on the connection, sent from the
+ * caller's memory (RGPU_FRAME_F_STREAM), and the server receives it
+ * straight into its memory: no round trip before the bytes move, and the
+ * memory is free again once sent. The server takes that data before it
+ * reads anything behind it, so this is done only while nothing the server
+ * may wait for can be behind it: no data descriptor outstanding (its get's
+ * answer) and no reply by descriptor pending (its puts' answers). Checked
+ * and sent under send_lock, so nothing slips in between.
+ * RGPU_STREAM_BULK=0 turns it off (everything past the eager limit then
+ * goes by descriptor, as on verbs).
  */
 #include "rgpu/client_core.h"
 
@@ -71,6 +83,7 @@ struct rgpu_conn {
     rgpu_link_t *link;
     rgpu_wire_rx_t rx;              /* used only by the reader role's holder */
     size_t max_eager;               /* the transport's, fixed at open */
+    int stream_bulk;                /* large request data may go in the stream */
     char addr[128];
 
     pthread_mutex_t send_lock;
@@ -90,6 +103,7 @@ struct rgpu_conn {
     rgpu_call_t *pending_head;
     rgpu_call_t *pending_tail;
     rgpu_conn_desc_t *descs;        /* outstanding data descriptors */
+    int reply_descs;                /* pending calls whose reply comes by descriptor */
     rgpu_status_t dead;             /* RGPU_OK while the link works */
     char dead_reason[256];
     int32_t deferred_error;
@@ -159,6 +173,7 @@ static void rgpu_conn_complete_locked(rgpu_conn_t *conn, rgpu_call_t *call, rgpu
     if (call->reply_mem) {
         rgpu_rcache_put(conn->rcache, call->reply_mem);
         call->reply_mem = NULL;
+        conn->reply_descs--;
     }
     if (status != RGPU_OK && call->status == RGPU_OK)
         call->status = status;
@@ -626,29 +641,43 @@ static rgpu_status_t rgpu_conn_enqueue(rgpu_conn_t *conn, uint16_t type, const P
     const void *inline_bulk = bulk;
     uint64_t inline_len = bulk_len;
     uint32_t flags = 0;
-    int copy_bulk;
+    int copy_bulk, locked = 0;
     size_t frame_off;
     rgpu_status_t status;
 
     if ((status = rgpu_conn_health(conn, NULL)) != RGPU_OK)
         return status;
+    if (data_by_desc && !reply_by_desc && conn->stream_bulk) {
+        /* In the stream when nothing the server may wait for can be
+         * behind it (top of this file); send_lock stays held until sent. */
+        pthread_mutex_lock(&conn->send_lock);
+        locked = 1;
+        pthread_mutex_lock(&conn->pending_lock);
+        if (!conn->descs && conn->reply_descs == 0) {
+            data_by_desc = 0;
+            flags = RGPU_FRAME_F_STREAM;
+        }
+        pthread_mutex_unlock(&conn->pending_lock);
+    }
     if (data_by_desc || reply_by_desc) {
         rgpu_mem_desc_t data_desc, reply_desc;
 
         if (data_by_desc) {
             desc = calloc(1, sizeof(*desc));
-            if (!desc)
-                return RGPU_ERR_NOMEM;
+            if (!desc) {
+                status = RGPU_ERR_NOMEM;
+                goto out_unlock;
+            }
             status = rgpu_rcache_get(conn->rcache, (void *)bulk, (size_t)bulk_len, RGPU_MEMTYPE_HOST, &data_mem);
             if (status != RGPU_OK)
-                goto out_free_desc;
+                goto out_unlock;
             rgpu_conn_describe(data_mem, bulk, bulk_len, &data_desc);
         }
         if (reply_by_desc) {
             status = rgpu_rcache_get(conn->rcache, call->bulk_dst, (size_t)call->bulk_cap, RGPU_MEMTYPE_HOST,
                                      &reply_mem);
             if (status != RGPU_OK)
-                goto out_put_data;
+                goto out_unlock;
             rgpu_conn_describe(reply_mem, call->bulk_dst, call->bulk_cap, &reply_desc);
         }
         inline_len = rgpu_wire_refs_pack(data_by_desc ? &data_desc : NULL, reply_by_desc ? &reply_desc : NULL,
@@ -656,9 +685,12 @@ static rgpu_status_t rgpu_conn_enqueue(rgpu_conn_t *conn, uint16_t type, const P
         inline_bulk = refs;
         flags = RGPU_FRAME_F_DESC;
     }
-    copy_bulk = inline_len <= RGPU_CONN_COPY_MAX;
+    copy_bulk = inline_len <= RGPU_CONN_COPY_MAX && !(flags & RGPU_FRAME_F_STREAM);
 
-    pthread_mutex_lock(&conn->send_lock);
+    if (!locked) {
+        pthread_mutex_lock(&conn->send_lock);
+        locked = 1;
+    }
     status = rgpu_conn_reserve_locked(conn, frame_len + (copy_bulk ? (size_t)inline_len : 0));
     if (status != RGPU_OK)
         goto out_unlock;
@@ -702,6 +734,8 @@ static rgpu_status_t rgpu_conn_enqueue(rgpu_conn_t *conn, uint16_t type, const P
         else
             conn->pending_head = call;
         conn->pending_tail = call;
+        if (call->reply_mem)
+            conn->reply_descs++;
         if (!call->waited && conn->unwaited++ == 0)
             pthread_cond_signal(&conn->reader_cond);   /* its reply may come while nobody waits */
     }
@@ -739,13 +773,12 @@ static rgpu_status_t rgpu_conn_enqueue(rgpu_conn_t *conn, uint16_t type, const P
     else if (copy_bulk && conn->send_len == 0 && conn->flush_at < RGPU_CONN_FLUSH_MAX)
         conn->flush_at *= 2;    /* the buffer reached flush_at and left */
 out_unlock:
-    pthread_mutex_unlock(&conn->send_lock);
+    if (locked)
+        pthread_mutex_unlock(&conn->send_lock);
     if (reply_mem)
         rgpu_rcache_put(conn->rcache, reply_mem);
-out_put_data:
     if (data_mem)
         rgpu_rcache_put(conn->rcache, data_mem);
-out_free_desc:
     free(desc);
     return status;
 }
@@ -870,6 +903,11 @@ static rgpu_status_t rgpu_conn_connect(rgpu_conn_t *conn, const char *addr, int 
         return status;
     }
     conn->max_eager = rgpu_transport_caps(conn->tp)->max_eager;
+    {
+        const char *env = getenv("RGPU_STREAM_BULK");
+
+        conn->stream_bulk = rgpu_transport_caps(conn->tp)->stream_bulk && !(env && !strcmp(env, "0"));
+    }
     status = rgpu_rcache_create(conn->tp, RGPU_RCACHE_DEFAULT, &conn->rcache);
     if (status != RGPU_OK) {
         snprintf(reason, reason_cap, "out of memory");

@@ -327,6 +327,7 @@ static rgpu_status_t rgpu_tcp_tp_open(rgpu_transport_t *tp)
     tp->caps.max_rma = RGPU_FRAME_DEFAULT_MAX_BULK;
     tp->caps.rma_align = 1;
     tp->caps.reg_pins = 0;
+    tp->caps.stream_bulk = 1;   /* bulk past max_eager follows its frame (RGPU_FRAME_F_STREAM) */
     return RGPU_OK;
 }
 

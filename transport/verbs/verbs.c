@@ -802,6 +802,7 @@ static void rgpu_verbs_handle_wc(rgpu_verbs_link_t *vl, const struct ibv_wc *wc)
         msg->bulk = msg->body + h.body_len;
         msg->link = &vl->link;
         msg->next = NULL;
+        msg->stream_left = 0;       /* whole messages: no RGPU_FRAME_F_STREAM */
         memcpy(msg + 1, buf + RGPU_FRAME_HEADER_SIZE, wc->byte_len - RGPU_FRAME_HEADER_SIZE);
         if (vl->q_tail)
             vl->q_tail->next = msg;

@@ -113,7 +113,18 @@ static frame_t peer_recv(void)
     f.body = malloc(f.h.body_len + 1);
     f.bulk = malloc(f.h.bulk_len + 1);
     memcpy(f.body, wf.body, f.h.body_len);
-    memcpy(f.bulk, wf.bulk, (size_t)f.h.bulk_len);
+    if (!(f.h.flags & RGPU_FRAME_F_STREAM)) {
+        memcpy(f.bulk, wf.bulk, (size_t)f.h.bulk_len);
+    } else {
+        /* The data follows the frame in the stream: taken in two pieces,
+         * as a backend may. */
+        uint64_t half = f.h.bulk_len / 2;
+
+        status = rgpu_wire_take_bulk(&peer.rx, f.bulk, half);
+        if (status == RGPU_OK)
+            status = rgpu_wire_take_bulk(&peer.rx, f.bulk + half, f.h.bulk_len - half);
+        PEER_CHECK(status == RGPU_OK, "taking a frame's data from the stream: %s", rgpu_status_str(status));
+    }
     return f;
 }
 
@@ -156,6 +167,7 @@ static void *peer_main(void *arg)
     if (PEER_CHECK(poll(&pfd, 1, 10000) == 1, "the client did not connect within 10 s") &&
         PEER_CHECK(peer.listener->ops->accept(peer.listener, &peer.link) == RGPU_OK, "accept failed")) {
         rgpu_wire_rx_init(&peer.rx, peer.link, NULL, 64u << 20);
+        peer.rx.take_stream = 1;    /* as a server's session does */
         peer_hello();
         peer.script();
     }
@@ -605,11 +617,99 @@ static void script_desc_write(void)
     peer_expect(RGPU__MSG_TYPE__MSG_GOODBYE);
 }
 
-Test(client_conn, write_past_eager_limit_goes_by_descriptor)
+Test(client_conn, write_past_eager_limit_goes_by_descriptor_without_the_stream)
 {
     /* The post returns once the server has taken the bytes: the caller
      * may reuse its memory then. */
+    setenv("RGPU_STREAM_BULK", "0", 1);     /* as on verbs (each test is its own process) */
     write_with(script_desc_write, BIG, 5, 1);
+}
+
+/* On TCP the write's data follows its frame in the stream, straight from
+ * the caller's memory: no descriptor, no BULK_DONE, and the memory may be
+ * reused as soon as the post returns (write_with overwrites it then). */
+static void script_stream_write(void)
+{
+    frame_t f;
+
+    peer_expect(RGPU__MSG_TYPE__MSG_CL_FLUSH);
+    f = peer_recv();
+    if (PEER_CHECK(f.h.type == RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER && (f.h.flags & RGPU_FRAME_F_STREAM) &&
+                   !(f.h.flags & RGPU_FRAME_F_DESC) && f.h.bulk_len == BIG,
+                   "the write came as type %u, flags %#x, %llu bytes", f.h.type, f.h.flags,
+                   (unsigned long long)f.h.bulk_len))
+        PEER_CHECK(first_wrong(f.bulk, BIG, 11) == BIG, "byte %zu of the write wrong", first_wrong(f.bulk, BIG, 11));
+    frame_free(&f);
+    peer_expect(RGPU__MSG_TYPE__MSG_GOODBYE);
+}
+
+Test(client_conn, write_past_eager_limit_goes_in_the_stream_on_tcp)
+{
+    write_with(script_stream_write, BIG, 11, 0);
+}
+
+/* While a read's reply may still come by put, the server may wait for the
+ * client's answer to that put: a large write then goes by descriptor, not
+ * in the stream in front of that answer. Once the read is done, the next
+ * large write goes in the stream again. */
+static void script_write_behind_read(void)
+{
+    uint8_t *data = malloc(BIG);
+    frame_t rd = peer_recv(), wr;
+    rgpu_mem_desc_t dd, rdesc;
+    rgpu_mem_t *mem = NULL;
+
+    fill(data, BIG, 12);
+    wr = peer_recv();
+    if (peer_refs(&rd, 0, 1, &dd, &rdesc) &&
+        PEER_CHECK(wr.h.type == RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER && (wr.h.flags & RGPU_FRAME_F_DESC) &&
+                   !(wr.h.flags & RGPU_FRAME_F_STREAM), "a write behind a read by put came with flags %#x",
+                   wr.h.flags) &&
+        peer_get_data(&wr, BIG, 13, &dd)) {
+        peer_bulk_done(wr.h.seq);
+        if (PEER_CHECK(rgpu_mem_register(peer.tp, data, BIG, RGPU_MEMTYPE_HOST, &mem) == RGPU_OK, "register")) {
+            PEER_CHECK(rgpu_link_put(peer.link, mem, 0, &rdesc, 0, BIG, NULL) == RGPU_OK, "the put failed");
+            send_piece(rd.h.seq, 0, NULL, BIG);
+            rgpu_mem_deregister(mem);
+        }
+    }
+    frame_free(&wr);
+    {
+        Rgpu__ClReadReply reply = RGPU__CL_READ_REPLY__INIT;
+
+        peer_send(RGPU__MSG_TYPE__MSG_CL_READ_REPLY, rd.h.seq, &reply.base, NULL, 0);
+    }
+    frame_free(&rd);
+    wr = peer_recv();
+    PEER_CHECK(wr.h.type == RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER && (wr.h.flags & RGPU_FRAME_F_STREAM) &&
+                   first_wrong(wr.bulk, BIG, 14) == BIG,
+               "the write after the read came with flags %#x, or wrong", wr.h.flags);
+    frame_free(&wr);
+    free(data);
+    peer_expect(RGPU__MSG_TYPE__MSG_GOODBYE);
+}
+
+Test(client_conn, a_write_goes_by_descriptor_while_a_reply_may_come_by_put)
+{
+    rgpu_conn_t *conn = open_with(script_write_behind_read);
+    Rgpu__ClReadBuffer req = RGPU__CL_READ_BUFFER__INIT;
+    Rgpu__ClWriteBuffer wr = RGPU__CL_WRITE_BUFFER__INIT;
+    uint8_t *dst = calloc(1, BIG), *src = malloc(BIG);
+    rgpu_call_t call = {.bulk_dst = dst, .bulk_cap = BIG};
+
+    cr_assert(dst && src);
+    cr_assert_eq(rgpu_conn_call_start(conn, RGPU__MSG_TYPE__MSG_CL_READ_BUFFER, &req.base, NULL, 0, &call), RGPU_OK);
+    fill(src, BIG, 13);
+    wr.size = BIG;
+    cr_assert_eq(rgpu_conn_post(conn, RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER, &wr.base, src, BIG), RGPU_OK);
+    cr_assert_eq(rgpu_conn_call_wait(conn, &call), RGPU_OK);
+    cr_assert_eq(first_wrong(dst, BIG, 12), BIG, "byte %zu of the read wrong", first_wrong(dst, BIG, 12));
+    rgpu_call_cleanup(&call);
+    fill(src, BIG, 14);
+    cr_assert_eq(rgpu_conn_post(conn, RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER, &wr.base, src, BIG), RGPU_OK);
+    free(src);
+    free(dst);
+    finish(conn);
 }
 
 /* A call lent its data by descriptor and nobody waits for it (the client's
@@ -653,7 +753,10 @@ static void script_desc_call(void)
 
 Test(client_conn, lent_data_stays_registered_until_bulk_done)
 {
-    rgpu_conn_t *conn = open_with(script_desc_call);
+    rgpu_conn_t *conn;
+
+    setenv("RGPU_STREAM_BULK", "0", 1);
+    conn = open_with(script_desc_call);
     Rgpu__ClWriteBuffer wr = RGPU__CL_WRITE_BUFFER__INIT;
     Rgpu__Ping ping = RGPU__PING__INIT;
     uint8_t *src = malloc(BIG);
@@ -703,7 +806,10 @@ static void script_two_writes(void)
 
 Test(client_conn, memory_freed_and_mapped_again_sends_new_contents)
 {
-    rgpu_conn_t *conn = open_with(script_two_writes);
+    rgpu_conn_t *conn;
+
+    setenv("RGPU_STREAM_BULK", "0", 1);
+    conn = open_with(script_two_writes);
     Rgpu__ClWriteBuffer wr = RGPU__CL_WRITE_BUFFER__INIT;
     uint8_t *p, *q;
 
@@ -845,7 +951,10 @@ static void script_die_in_get(void)
 
 Test(client_conn, peer_death_fails_a_write_by_descriptor)
 {
-    rgpu_conn_t *conn = open_with(script_die_in_get);
+    rgpu_conn_t *conn;
+
+    setenv("RGPU_STREAM_BULK", "0", 1);
+    conn = open_with(script_die_in_get);
     Rgpu__ClWriteBuffer wr = RGPU__CL_WRITE_BUFFER__INIT;
     uint8_t *src = calloc(1, BIG);
 

@@ -65,6 +65,12 @@ typedef struct {
     int reg_pins;           /* 1: registering pins pages and is costly, so the
                              * registration cache keeps unused regions (and
                              * needs memory-event invalidation); 0: cheap */
+    int stream_bulk;        /* 1: a frame's bulk may follow it in the stream
+                             * past max_eager (RGPU_FRAME_F_STREAM), sent
+                             * from the caller's memory and received where
+                             * the receiver says (rgpu_msg_take_bulk): a
+                             * transfer with no round trip before its bytes
+                             * (tcp); 0: bulk past max_eager goes by get/put */
 } rgpu_transport_caps_t;
 
 /* Kinds of memory a registration can name. Only host memory exists yet; the
@@ -115,12 +121,21 @@ struct rgpu_msg {
     const uint8_t *bulk;        /* header.bulk_len bytes of inline bulk */
     rgpu_link_t *link;          /* it came from */
     rgpu_msg_t *next;           /* the transport's, while queued */
+    uint64_t stream_left;       /* RGPU_FRAME_F_STREAM: bytes of its bulk still
+                                 * in the stream (bulk is NULL) */
 };
 
 /* Frame types at and above this are the transport's own (get/put requests
  * and replies on transports that carry them in their stream). Messages of
  * these types are refused by rgpu_link_msg_send and never handed up. */
 #define RGPU_FRAME_TYPE_TRANSPORT_FIRST 0xFF00u
+
+/* A frame flag the transport owns (the layer above keeps the low bits):
+ * the frame's bulk is not part of the message but follows it in the
+ * stream, on transports with caps.stream_bulk. Its receiver takes it with
+ * rgpu_msg_take_bulk; the link receives nothing else until it is all taken
+ * or the message is released. */
+#define RGPU_FRAME_F_STREAM 0x80000000u
 
 struct rgpu_transport_ops {
     const char *name;
@@ -313,7 +328,9 @@ size_t rgpu_mem_len(const rgpu_mem_t *mem);
 
 /* Sends one whole frame gathered from iov[0..iovcnt) (at most 16): a
  * header (rgpu_frame_pack) whose body_len and bulk_len add up with it to
- * the iovecs' total, at most caps.max_eager bytes. c (may be NULL) is
+ * the iovecs' total, at most caps.max_eager bytes (with
+ * RGPU_FRAME_F_STREAM on a caps.stream_bulk transport: the header and body
+ * at most that, the bulk up to its frame limit). c (may be NULL) is
  * completed when the buffers may be reused; tcp completes before
  * returning. Returns RGPU_OK, RGPU_ERR_INVALID_ARG (not a whole frame, or a
  * transport-reserved type), RGPU_ERR_TOO_LARGE (past max_eager), or the
@@ -331,8 +348,15 @@ rgpu_status_t rgpu_link_msg_send(rgpu_link_t *link, const struct iovec *iov, int
 rgpu_status_t rgpu_link_msg_recv(rgpu_link_t *link, rgpu_msg_t **msg_p, int timeout_ms);
 
 /* Gives a received frame's buffer back to its transport, before the link
- * it came from is closed (the buffer may be the link's to reuse). */
+ * it came from is closed (the buffer may be the link's to reuse). What is
+ * left of a RGPU_FRAME_F_STREAM frame's bulk is received and dropped. */
 void rgpu_msg_release(rgpu_msg_t *msg);
+
+/* Receives the next len bytes (at most msg->stream_left) of a
+ * RGPU_FRAME_F_STREAM frame's bulk straight into dst. Only the thread that
+ * holds msg; other receivers of the link wait meanwhile. Returns RGPU_OK,
+ * RGPU_ERR_INVALID_ARG (len past what is left), or the link's failure. */
+rgpu_status_t rgpu_msg_take_bulk(rgpu_msg_t *msg, void *dst, uint64_t len);
 
 /* Reads len bytes at remote + remote_off (a descriptor the peer sent) into
  * local at local_off (get), or writes them there from local (put). local is

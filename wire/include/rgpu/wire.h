@@ -92,7 +92,9 @@ size_t rgpu_wire_fragment_head(uint64_t total, uint64_t off, size_t eager,
 typedef struct {
     rgpu_frame_header_t header;
     const uint8_t *body;        /* header.body_len bytes; never NULL */
-    const uint8_t *bulk;        /* header.bulk_len bytes of inline bulk */
+    const uint8_t *bulk;        /* header.bulk_len bytes of inline bulk; NULL
+                                 * when header.flags has RGPU_FRAME_F_STREAM:
+                                 * take them with rgpu_wire_take_bulk */
 } rgpu_wire_frame_t;
 
 typedef struct rgpu_wire_rx {
@@ -112,6 +114,12 @@ typedef struct rgpu_wire_rx {
      * RGPU_WIRE_FRAGMENT_TIMEOUT_MS; the receiver may lower it between
      * receives (tests do); 0 or less means that default. */
     int fragment_timeout_ms;
+    /* Non-zero: frames whose bulk follows in the stream
+     * (RGPU_FRAME_F_STREAM, on caps.stream_bulk transports) are handed
+     * over, and the receiver takes their bulk with rgpu_wire_take_bulk
+     * before the next receive (what it leaves is dropped). 0 (the
+     * default): such a frame is refused. A server's sessions take them. */
+    int take_stream;
     /* private */
     rgpu_msg_t *msg;            /* the message the last frame came from */
     size_t batch_off;           /* next frame's offset in msg's bulk, if a batch */
@@ -148,6 +156,12 @@ rgpu_status_t rgpu_wire_recv(rgpu_wire_rx_t *rx, rgpu_wire_frame_t *f, int timeo
  * the transport's buffers: rgpu_link_has_buffered). Receive with timeout 0
  * until it is zero before sleeping on the event fd. */
 int rgpu_wire_rx_pending(const rgpu_wire_rx_t *rx);
+
+/* Receives the next len bytes of the last frame's bulk, which follows it
+ * in the stream (RGPU_FRAME_F_STREAM), straight into dst. Returns RGPU_OK,
+ * RGPU_ERR_INVALID_ARG (the last frame has no such bulk, or less than len
+ * left), or the link's failure (reason: rgpu_link_reason). */
+rgpu_status_t rgpu_wire_take_bulk(rgpu_wire_rx_t *rx, void *dst, uint64_t len);
 
 /* ---- descriptors (RGPU_FRAME_F_DESC) ---------------------------------- */
 
