@@ -377,3 +377,108 @@ Test(tcp, a_frame_cut_short_by_a_close_is_a_closed_link, .timeout = CONF_TIMEOUT
     cr_expect(strstr(rgpu_link_reason(srv), "closed the connection") != NULL, "reason \"%s\"",
               rgpu_link_reason(srv));
 }
+
+/* ---- a frame's bulk in the stream (caps.stream_bulk) ---- */
+
+#define STREAM_LEN ((8u << 20) + 3)     /* past the eager limit, and past the socket buffers */
+
+static uint8_t stream_byte(uint64_t i)
+{
+    return (uint8_t)(i * 13 + (i >> 9));
+}
+
+typedef struct {
+    rgpu_link_t *link;
+    rgpu_status_t status[2];
+} tcp_stream_send_t;
+
+/* Sends frame 1 (5 bytes of body, STREAM_LEN bytes of bulk in the stream)
+ * then frame 2 (a plain 4-byte body). On its own thread: the bulk does not
+ * fit the socket buffers before the receiver takes it. */
+static void *tcp_stream_sender(void *arg)
+{
+    tcp_stream_send_t *t = arg;
+    uint8_t *bulk = malloc(STREAM_LEN), head[RGPU_FRAME_HEADER_SIZE + 5] = {0};
+    rgpu_frame_header_t h = {RGPU_PROTOCOL_VERSION, 9, RGPU_FRAME_F_STREAM, 5, 1, STREAM_LEN};
+    struct iovec iov[2] = {{head, sizeof(head)}, {bulk, STREAM_LEN}};
+
+    if (!bulk)
+        return NULL;
+    for (uint64_t i = 0; i < STREAM_LEN; i++)
+        bulk[i] = stream_byte(i);
+    rgpu_frame_header_encode(&h, head);
+    memcpy(head + RGPU_FRAME_HEADER_SIZE, "hello", 5);
+    t->status[0] = rgpu_link_msg_send(t->link, iov, 2, NULL);
+    t->status[1] = conf_msg_send(t->link, 2, 4, 0);
+    free(bulk);
+    return NULL;
+}
+
+/* The receiver takes the bulk in pieces of its choosing, straight into its
+ * own memory; nothing else is received meanwhile (a second receive does not
+ * read the bulk as frames); what it leaves is dropped at the release, and
+ * the next frame arrives whole. */
+Test(tcp, a_frames_bulk_in_the_stream_is_taken_where_its_receiver_says, .timeout = CONF_TIMEOUT)
+{
+    tcp_stream_send_t t = {cli, {RGPU_ERR_IO, RGPU_ERR_IO}};
+    uint8_t *dst = malloc(STREAM_LEN);
+    uint64_t at = 0, cut[] = {1, 4096, 65536 + 7, 3u << 20};
+    pthread_t th;
+    rgpu_msg_t *m, *m2;
+
+    cr_assert_not_null(dst);
+    cr_expect(rgpu_transport_caps(cli->tp)->stream_bulk, "tcp says it carries bulk in the stream");
+    cr_assert_eq(pthread_create(&th, NULL, tcp_stream_sender, &t), 0);
+    cr_assert_eq(rgpu_link_msg_recv(srv, &m, 5000), RGPU_OK);
+    cr_expect_eq(m->header.seq, 1);
+    cr_expect(m->header.flags & RGPU_FRAME_F_STREAM);
+    cr_expect_eq(m->header.bulk_len, STREAM_LEN);
+    cr_expect_null(m->bulk, "the bulk is not in the message");
+    cr_expect_eq(m->stream_left, STREAM_LEN);
+    cr_expect(m->header.body_len == 5 && !memcmp(m->body, "hello", 5), "the body came with the frame");
+    /* Frame 2 is on the wire behind the bulk: nobody may read past it. */
+    cr_expect_eq(rgpu_link_msg_recv(srv, &m2, 200), RGPU_ERR_TIMEOUT,
+                 "a receive went on while a frame's bulk was still in the stream");
+    for (size_t i = 0; i < sizeof(cut) / sizeof(cut[0]); i++) {
+        cr_assert_eq(rgpu_msg_take_bulk(m, dst + at, cut[i]), RGPU_OK, "piece %zu", i);
+        at += cut[i];
+        cr_expect_eq(m->stream_left, STREAM_LEN - at);
+    }
+    cr_expect_eq(rgpu_msg_take_bulk(m, dst, m->stream_left + 1), RGPU_ERR_INVALID_ARG,
+                 "a piece past what is left is refused");
+    for (uint64_t i = 0; i < at; i++)
+        if (dst[i] != stream_byte(i))
+            cr_assert_fail("byte %llu of the bulk is wrong", (unsigned long long)i);
+    rgpu_msg_release(m);            /* drops the other 5 MiB */
+    cr_assert_eq(rgpu_link_msg_recv(srv, &m2, 5000), RGPU_OK, "%s", rgpu_link_reason(srv));
+    conf_msg_check(m2, 2, 4, 0);
+    rgpu_msg_release(m2);
+    pthread_join(th, NULL);
+    cr_expect_eq(t.status[0], RGPU_OK);
+    cr_expect_eq(t.status[1], RGPU_OK);
+    free(dst);
+}
+
+/* Only the bulk may go past the eager limit, and only on a frame that says
+ * it is in the stream. */
+Test(tcp, a_frame_in_the_stream_still_has_its_body_within_the_eager_limit, .timeout = CONF_TIMEOUT)
+{
+    size_t eager = rgpu_transport_caps(cli->tp)->max_eager;
+    uint8_t *body = calloc(1, eager);
+    uint8_t head[RGPU_FRAME_HEADER_SIZE];
+    rgpu_frame_header_t h = {RGPU_PROTOCOL_VERSION, 9, RGPU_FRAME_F_STREAM, (uint32_t)eager, 1, 10};
+    struct iovec iov[3] = {{head, sizeof(head)}, {body, eager}, {body, 10}};
+
+    cr_assert_not_null(body);
+    rgpu_frame_header_encode(&h, head);
+    cr_expect_eq(rgpu_link_msg_send(cli, iov, 3, NULL), RGPU_ERR_TOO_LARGE);
+    h.flags = 0;
+    h.body_len = 16;
+    h.bulk_len = eager;
+    rgpu_frame_header_encode(&h, head);
+    iov[1].iov_len = 16;
+    iov[2].iov_len = eager;
+    cr_expect_eq(rgpu_link_msg_send(cli, iov, 3, NULL), RGPU_ERR_TOO_LARGE,
+                 "without RGPU_FRAME_F_STREAM the whole frame must fit");
+    free(body);
+}

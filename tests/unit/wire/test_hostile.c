@@ -551,3 +551,57 @@ Test(wire_hostile, a_polling_receiver_waits_for_the_rest_of_a_frame_begun, .time
     wt_expect_frame(&f, &w);
     wt_send_join(&s);
 }
+
+/* ---- data in the stream (RGPU_FRAME_F_STREAM) ------------------------- */
+
+/* A receiver that did not ask for data in the stream (a client) refuses a
+ * frame whose data follows it there: it never hands over a frame without
+ * its bulk. */
+Test(wire_hostile, data_in_the_stream_to_a_receiver_that_does_not_take_it, .timeout = WT_TIMEOUT)
+{
+    uint8_t bulk[100] = {0};
+
+    wt_raw_send(wt_a, RGPU__MSG_TYPE__MSG_PING, RGPU_FRAME_F_STREAM, NULL, 0, bulk, sizeof(bulk));
+    expect_refused(RGPU_ERR_PROTOCOL, "does not take");
+}
+
+/* Inside a batch the data of a frame cannot follow it in the stream. */
+Test(wire_hostile, data_in_the_stream_inside_a_batch, .timeout = WT_TIMEOUT)
+{
+    uint8_t batch[128];
+    size_t n = inner(batch, RGPU__MSG_TYPE__MSG_PING, 1, 0, 0);
+
+    wt_put_header(batch + n, RGPU_PROTOCOL_VERSION, RGPU__MSG_TYPE__MSG_PING, RGPU_FRAME_F_STREAM, 0, 2, 0);
+    n += RGPU_FRAME_HEADER_SIZE;
+    wt_rx.take_stream = 1;
+    wt_raw_send(wt_a, RGPU__MSG_TYPE__MSG_BATCH, 0, NULL, 0, batch, n);
+    expect_ok_frame(1);
+    expect_refused(RGPU_ERR_PROTOCOL, "follow in the stream");
+}
+
+/* A receiver that takes them gets the frame without its bulk, takes it
+ * where it wants, and a frame after it arrives whole; rgpu_wire_take_bulk
+ * on a frame without data in the stream is refused. */
+Test(wire_hostile, data_in_the_stream_is_taken_by_a_receiver_that_asked, .timeout = WT_TIMEOUT)
+{
+    uint8_t bulk[1000], got[1000] = {0};
+    rgpu_wire_frame_t f;
+    char reason[256];
+
+    for (size_t i = 0; i < sizeof(bulk); i++)
+        bulk[i] = (uint8_t)(i * 3);
+    wt_rx.take_stream = 1;
+    wt_raw_send(wt_a, RGPU__MSG_TYPE__MSG_PING, RGPU_FRAME_F_STREAM, NULL, 0, bulk, sizeof(bulk));
+    wt_raw_send(wt_a, RGPU__MSG_TYPE__MSG_PING, 0, NULL, 0, bulk, 10);
+    cr_assert_eq(rgpu_wire_recv(&wt_rx, &f, WT_WAIT_MS, reason, sizeof(reason)), RGPU_OK, "%s", reason);
+    cr_expect_null(f.bulk);
+    cr_expect_eq(f.header.bulk_len, sizeof(bulk));
+    cr_assert_eq(rgpu_wire_take_bulk(&wt_rx, got, 600), RGPU_OK);
+    cr_expect_eq(rgpu_wire_take_bulk(&wt_rx, got + 600, 401), RGPU_ERR_INVALID_ARG);
+    cr_assert_eq(rgpu_wire_take_bulk(&wt_rx, got + 600, 400), RGPU_OK);
+    cr_expect_arr_eq(got, bulk, sizeof(bulk));
+    cr_assert_eq(rgpu_wire_recv(&wt_rx, &f, WT_WAIT_MS, reason, sizeof(reason)), RGPU_OK, "%s", reason);
+    cr_expect_eq(f.header.bulk_len, 10);
+    cr_expect_arr_eq(f.bulk, bulk, 10);
+    cr_expect_eq(rgpu_wire_take_bulk(&wt_rx, got, 1), RGPU_ERR_INVALID_ARG);
+}
