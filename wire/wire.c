@@ -266,6 +266,10 @@ static rgpu_status_t rgpu_wire_fail(rgpu_wire_rx_t *rx, rgpu_status_t status, ch
     va_start(ap, fmt);
     vsnprintf(reason, reason_cap, fmt, ap);
     va_end(ap);
+    /* Data refused in the stream is not read: receiving stops (the link
+     * still sends, so the receiver can say why). */
+    if (rx->msg && rx->msg->stream_left)
+        rgpu_link_shutdown_recv(rx->link);
     rgpu_wire_rx_drop(rx);
     rx->failed = status;
     return status;
@@ -489,6 +493,8 @@ rgpu_status_t rgpu_wire_recv(rgpu_wire_rx_t *rx, rgpu_wire_frame_t *f, int timeo
 
             rgpu_frame_header_encode(&m->header, raw);
             rgpu_frame_header_explain(raw, &rx->limits, RGPU_ERR_TOO_LARGE, why, sizeof(why));
+            if (m->stream_left)
+                rgpu_link_shutdown_recv(rx->link);     /* not read: see rgpu_wire_fail */
             rgpu_msg_release(m);
             return rgpu_wire_fail(rx, RGPU_ERR_TOO_LARGE, reason, reason_cap, "%s", why);
         }

@@ -212,6 +212,34 @@ static uint64_t send_frame_ex(sess_t *s, uint16_t type, const ProtobufCMessage *
     return rc == 1 ? seq : 0;
 }
 
+/* A frame whose bulk follows it in the stream (RGPU_FRAME_F_STREAM, as
+ * rgpu's client sends large data over TCP): announced bytes announced,
+ * sent bytes of them sent (bulk NULL: zeros). Returns its seq, or 0. */
+static uint64_t send_frame_stream(sess_t *s, uint16_t type, const ProtobufCMessage *msg, const void *bulk,
+                                  uint64_t sent, uint64_t announced, int timeout_ms)
+{
+    size_t need = rgpu_frame_packed_size(msg);
+    uint8_t *buf = malloc(need);
+    uint64_t seq = ++s->seq;
+    size_t hb_len;
+    int rc;
+
+    if (!buf) {
+        fprintf(stderr, "hostile: out of memory\n");
+        exit(2);
+    }
+    if (s->closed) {
+        free(buf);
+        return 0;
+    }
+    hb_len = rgpu_frame_pack(buf, type, seq, RGPU_FRAME_F_STREAM, msg, announced);
+    rc = raw_wire_send_range(s->fd, buf, hb_len, bulk, 0, hb_len + sent, now_ms() + timeout_ms);
+    free(buf);
+    if (rc < 0)
+        s->closed = 1;
+    return rc == 1 ? seq : 0;
+}
+
 static uint64_t send_frame(sess_t *s, uint16_t type, const ProtobufCMessage *msg, const void *bulk,
                            uint64_t bulk_len)
 {
@@ -1820,6 +1848,95 @@ static void attack_stale_memory(result_t *r)
     if (!r->failed)
         note(r, "fresh buffers of %d sizes read as zeros after another session freed its pattern", N);
     sess_close(&b);
+}
+
+/*
+ * stream-data: requests whose data follows them in the stream (how rgpu's
+ * client sends large data over TCP). A write of 4 KiB in the stream to a
+ * real buffer reads back right. 64 MiB in the stream to a buffer that does
+ * not exist: the server refuses the write and drops the data it did not
+ * take, or ends the session; it does not hang, and it keeps none of it
+ * (with --server-pid: VmRSS grows by at most 16 MiB). 32 GiB announced,
+ * past --max-bulk (16 GiB by default): refused before any byte is read,
+ * with a SessionError, within 5 s.
+ */
+static void attack_stream_data(result_t *r)
+{
+    Rgpu__ClWriteBuffer w = RGPU__CL_WRITE_BUFFER__INIT;
+    uint8_t data[4096], got[4096];
+    uint64_t ctx, q, buf;
+    long rss0, rss1;
+    char how[400];
+    int32_t err;
+    sess_t s;
+
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 11 + 3);
+    OPEN_OR_FAIL(&s, 1, r);
+    ctx = op_context(&s, NULL);
+    q = op_queue(&s, ctx, NULL);
+    buf = op_buffer(&s, ctx, sizeof(data), NULL, NULL);
+    if (sync_or_fail(&s, r, "creating the objects") != 0)
+        goto out;
+    w.queue = q;
+    w.mem = buf;
+    w.size = sizeof(data);
+    w.blocking = 1;
+    if (!send_frame_stream(&s, RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER, &w.base, data, sizeof(data), sizeof(data),
+                           T_REPLY) ||
+        op_read(&s, q, buf, 0, sizeof(data), got, &err) != 1 || err != CL_SUCCESS) {
+        FAILF(r, "a 4 KiB write in the stream, then a read: %s", ended_how(&s, how, sizeof(how)));
+        goto out;
+    }
+    if (memcmp(got, data, sizeof(data)) != 0) {
+        FAILF(r, "a 4 KiB write in the stream read back wrong");
+        goto out;
+    }
+    note(r, "a 4 KiB write in the stream read back right");
+
+    rss0 = server_rss_kib();
+    w.mem = 999002;
+    w.size = 64 * MIB;
+    if (!send_frame_stream(&s, RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER, &w.base, NULL, 64 * MIB, 64 * MIB, T_REPLY)) {
+        note(r, "64 MiB in the stream to no buffer: the server closed the connection while it was sent");
+    } else {
+        int rc = sess_ping(&s, T_REPLY);
+
+        if (rc == 0) {
+            FAILF(r, "64 MiB in the stream to no buffer: no pong within %d s (server stuck?)", T_REPLY / 1000);
+            goto out;
+        }
+        note(r, "64 MiB in the stream to no buffer: %s", rc == 1 ? "refused, and the session still answers"
+                                                              : ended_how(&s, how, sizeof(how)));
+    }
+    rss1 = server_rss_kib();
+    if (rss0 >= 0 && rss1 >= 0 && rss1 - rss0 > 16 * 1024)
+        FAILF(r, "the server's VmRSS grew by %ld KiB for data it did not take", rss1 - rss0);
+    sess_close(&s);
+
+    OPEN_OR_FAIL(&s, 1, r);
+    ctx = op_context(&s, NULL);
+    q = op_queue(&s, ctx, NULL);
+    buf = op_buffer(&s, ctx, sizeof(data), NULL, NULL);
+    if (sync_or_fail(&s, r, "creating the objects") != 0)
+        goto out;
+    w.queue = q;
+    w.mem = buf;
+    w.size = 32 * GIB;
+    if (send_frame_stream(&s, RGPU__MSG_TYPE__MSG_CL_WRITE_BUFFER, &w.base, NULL, 0, 32 * GIB, T_REPLY)) {
+        frame_t f;
+        int64_t deadline = now_ms() + 5000;
+
+        while (!s.closed && !s.session_error && now_ms() < deadline && next_frame(&s, 100, &f) >= 0)
+            if (f.hdr.type)
+                frame_free(&f);
+    }
+    if (!s.session_error && !s.closed)
+        FAILF(r, "32 GiB announced in the stream (past --max-bulk): not refused within 5 s");
+    else
+        note(r, "32 GiB announced in the stream: %s", ended_how(&s, how, sizeof(how)));
+out:
+    sess_close(&s);
 }
 
 /*
@@ -3776,6 +3893,7 @@ static const attack_t attacks[] = {
     {"ndrange-huge", attack_ndrange_huge},
     {"stale-memory", attack_stale_memory},
     {"held-memory", attack_held_memory},
+    {"stream-data", attack_stream_data},
     {"include-server-file", attack_include_server_file},
 };
 #define N_ATTACKS (sizeof(attacks) / sizeof(attacks[0]))
