@@ -907,7 +907,8 @@ int rgpu_link_progress(rgpu_link_t *link)
         return link->ops->progress(link);
     pthread_mutex_lock(&s->lock);
     status = s->failed;
-    if (status != RGPU_OK || s->rx_busy) {
+    /* Another thread leads, or holds a frame whose bulk is next. */
+    if (status != RGPU_OK || s->rx_busy || s->stream_msg) {
         pthread_mutex_unlock(&s->lock);
         return status;
     }

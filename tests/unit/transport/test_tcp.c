@@ -439,6 +439,7 @@ Test(tcp, a_frames_bulk_in_the_stream_is_taken_where_its_receiver_says, .timeout
     /* Frame 2 is on the wire behind the bulk: nobody may read past it. */
     cr_expect_eq(rgpu_link_msg_recv(srv, &m2, 200), RGPU_ERR_TIMEOUT,
                  "a receive went on while a frame's bulk was still in the stream");
+    cr_expect_eq(rgpu_link_progress(srv), 0, "progress read on while a frame's bulk was still in the stream");
     for (size_t i = 0; i < sizeof(cut) / sizeof(cut[0]); i++) {
         cr_assert_eq(rgpu_msg_take_bulk(m, dst + at, cut[i]), RGPU_OK, "piece %zu", i);
         at += cut[i];
