@@ -1,7 +1,9 @@
 /*
- * A client of rgpu-scheduler: one request, one reply, with a connect
- * timeout and a receive timeout, so a silent scheduler cannot hang the
- * caller (the rgpu CLI, the Slurm plugin inside slurmstepd).
+ * A client of rgpu-scheduler: one request, one reply, bounded in time, so
+ * a scheduler that is silent, or stalls halfway through its reply, cannot
+ * hang the caller (the rgpu CLI, the Slurm plugin inside slurmstepd): the
+ * connect gets timeout_ms, and the request and its whole reply get
+ * timeout_ms more (sched_client.c says what bounds each step).
  *
  *   rgpu_sched_client_t c = {.addr = "10.0.0.1:7080", .timeout_ms = 10000};
  *   Rgpu__LeaseReply *r = rgpu_sched_call(&c, RGPU__MSG_TYPE__MSG_SCHED_ALLOC, &req.base,
@@ -21,7 +23,9 @@
  * credential made for it (rgpu/munge.h) as its bulk part instead, so a
  * scheduler with --auth munge knows its user. When none can be made
  * (munged not running, a build without MUNGE) the request goes without one
- * and munge_error (when not NULL) says why; "" when a credential went.
+ * and munge_error (when not NULL) says why; "" when a credential went. The
+ * credential is made before connecting, bounded by libmunge's own socket
+ * timeouts rather than timeout_ms.
  *
  * Thread safety: a client struct is read-only during a call; calls on
  * different threads are independent (each opens its own connection).
@@ -43,7 +47,7 @@
 
 typedef struct {
     const char *addr;             /* "host:port" */
-    int timeout_ms;               /* connect, and then the whole reply; <= 0: default */
+    int timeout_ms;               /* connect, then the send and the whole reply; <= 0: default */
     const rgpu_token_key_t *key;  /* NULL: requests go unsigned */
     int munge;                    /* no key: attach a MUNGE credential when one can be made */
     const char *munge_socket;     /* NULL or "": RGPU_MUNGE_SOCKET, else libmunge's default */
