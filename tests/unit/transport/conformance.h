@@ -1081,17 +1081,35 @@ Test(CONF_MSG_SUITE, concurrent_links, .timeout = CONF_TIMEOUT)
  * completions on their stacks, and a write after the wait returned lands
  * in whatever that stack holds by then (rgpu-server died of SIGSEGV so,
  * a session ended by its lease while it pulled by get). The test below
- * opens that window as often as it can: many gets, each on a link failed
- * from another thread at a moment spread over the get's own duration, in
- * three ways (this side stops receiving; the peer closes; this side stops
- * receiving while a second thread is blocked receiving on it, so that
- * either thread may be the one receiving the get's reply). The completion
- * lies between two guards; once the wait returned it is overwritten, as a
- * stack frame is by the next call, and checked again after every thread
- * is done and the link is closed: a late write shows, in every build.
- * Bounded by CONF_RACE_ROUNDS and CONF_RACE_BUDGET_MS, whichever ends
- * first (a slow emulated network does fewer rounds). */
+ * opens that window as often as it can: many gets, each on a fresh link
+ * failed from another thread, in four ways: this side stops receiving, or
+ * the peer closes, each also while a second thread is blocked receiving on
+ * this side, so that either thread may be the one receiving the get's
+ * reply (tcp) or polling its completion (verbs) when the link fails.
+ *
+ * The failures come at moments spread over what a get takes on this
+ * transport, measured first, from the moment the get is called: where the
+ * time goes differs. On tcp the call only sends the request and the wait
+ * receives the reply, so the moments fall inside the wait. On Soft-RoCE
+ * the provider moves the whole RDMA READ inside ibv_post_send, with the
+ * link's lock held, and the wait then finds the completion at once: a
+ * failure timed from the call's return came after the get had completed
+ * in all but one of some hundred rounds, but one timed from the call is
+ * waiting for that lock when the call lets it go, which is where the get
+ * is still pending and the wait begins. A failure that comes before the get is posted is a
+ * refusal, with the completion left alone (also checked).
+ *
+ * The completion lies between two guards; once the wait returned it is
+ * overwritten, as a stack frame is by the next call, and checked again
+ * after every thread is done and the link is closed: a late write shows,
+ * in every build. Its callback notes whether it ran on another thread
+ * while its waiter was inside rgpu_link_wait, the window itself.
+ * CONF_RACE_MOMENTS moments times the four ways make a sweep; at least one
+ * sweep runs, then more until CONF_RACE_ROUNDS or CONF_RACE_BUDGET_MS,
+ * whichever ends first (on Soft-RoCE under emulation a round costs about
+ * 50 ms, mostly connecting: some 150 rounds). */
 #define CONF_RACE_ROUNDS 1000
+#define CONF_RACE_MOMENTS 12    /* 0 to 1.1 gets, in tenths */
 #define CONF_RACE_BUDGET_MS 8000
 #define CONF_RACE_LEN ((1u << 20) + 7)
 #define CONF_RACE_GUARD 0x5AFEC0DE5AFEC0DEull
@@ -1102,6 +1120,7 @@ typedef enum {
     CONF_RACE_SHUTDOWN,     /* another thread: rgpu_link_shutdown_recv (a lease ends) */
     CONF_RACE_PEER_CLOSE,   /* the peer's thread closes its end */
     CONF_RACE_WITH_READER,  /* as the first, with a second receiver on the link */
+    CONF_RACE_PEER_CLOSE_WITH_READER,   /* as the second, with a second receiver */
     CONF_RACE_HOWS
 } conf_race_how_t;
 
@@ -1114,8 +1133,8 @@ typedef struct {
 typedef struct {
     rgpu_link_t *a, *b;
     conf_race_how_t how;
-    uint64_t delay_ns;      /* after the get started */
-    int go;                 /* the get has started (atomic) */
+    uint64_t delay_ns;      /* after the get was called */
+    int go;                 /* the get is being called (atomic) */
     uint64_t go_ns;
     int stop;               /* the peer may stop serving (atomic) */
     int b_closed;           /* the peer's thread closed b */
@@ -1129,15 +1148,15 @@ static uint64_t conf_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Until the get has started (at most 10 s), then until delay_ns after it:
- * spinning, so the moment is as exact as the machine allows. Returns 0 if
- * the get never started. */
+/* Until the get is called (at most 10 s), then until delay_ns after it:
+ * spinning, so the moment is as exact as the machine allows. The test
+ * calls every get it starts a round for; returns 0 only if it never did. */
 static int conf_race_wait_moment(conf_race_t *r)
 {
     uint64_t limit = conf_now_ns() + 10000000000ull;
 
     while (!__atomic_load_n(&r->go, __ATOMIC_ACQUIRE)) {
-        if (conf_now_ns() > limit || __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE))
+        if (conf_now_ns() > limit)
             return 0;
         sched_yield();
     }
@@ -1146,13 +1165,25 @@ static int conf_race_wait_moment(conf_race_t *r)
     return 1;
 }
 
-/* The peer: serves gets on b; for CONF_RACE_PEER_CLOSE, closes b at the
+/* Whether the peer closes (otherwise this side stops receiving), and
+ * whether a second receiver waits on this side. */
+static int conf_race_peer_closes(conf_race_how_t how)
+{
+    return how == CONF_RACE_PEER_CLOSE || how == CONF_RACE_PEER_CLOSE_WITH_READER;
+}
+
+static int conf_race_has_reader(conf_race_how_t how)
+{
+    return how == CONF_RACE_WITH_READER || how == CONF_RACE_PEER_CLOSE_WITH_READER;
+}
+
+/* The peer: serves gets on b; where the peer closes, closes b at the
  * moment instead. */
 static void *conf_race_peer(void *arg)
 {
     conf_race_t *r = arg;
 
-    if (r->how == CONF_RACE_PEER_CLOSE) {
+    if (conf_race_peer_closes(r->how)) {
         /* Serving while it waits for the moment (gets on tcp need it). */
         uint64_t limit = conf_now_ns() + 10000000000ull;
 
@@ -1201,6 +1232,35 @@ static void *conf_race_reader(void *arg)
     return NULL;
 }
 
+/* The round's waiter, whether it is inside rgpu_link_wait, and whether the
+ * completion ran on another thread meanwhile (the callback below). Statics,
+ * not the completion's arg: a completion run late finds its memory reused. */
+static pthread_t conf_race_waiter;
+static int conf_race_waiting, conf_race_by_other;
+
+/* Run on another thread while its waiter waits, the callback works for
+ * 5 ms, as a caller's own callback may: the completion is being written
+ * for all that time (done is set after the callback), so a wait that
+ * returns early returns inside it, not a few instructions before its end,
+ * where no test could catch it. (On verbs the thread completing a get does
+ * so outside the link's lock, after taking it off the link's list: with
+ * the wait's check of such completions taken out, 1 ms caught it in one of
+ * two runs under emulation, 5 ms in three of three.) */
+#define CONF_RACE_CB_NS 5000000u
+
+static void conf_race_done_cb(rgpu_completion_t *c)
+{
+    (void)c;
+    if (!pthread_equal(pthread_self(), conf_race_waiter) &&
+        __atomic_load_n(&conf_race_waiting, __ATOMIC_SEQ_CST)) {
+        uint64_t t0 = conf_now_ns();
+
+        __atomic_store_n(&conf_race_by_other, 1, __ATOMIC_SEQ_CST);
+        while (conf_now_ns() - t0 < CONF_RACE_CB_NS)
+            ;
+    }
+}
+
 /* A completion run after its wait returned calls the callback it finds
  * there: this one, left in the reused memory as a tripwire. */
 static int conf_race_late;
@@ -1231,54 +1291,75 @@ Test(CONF_MSG_SUITE, a_wait_returns_only_once_its_completion_is_written_when_the
      .timeout = CONF_TIMEOUT)
 {
     static const char *const how_name[CONF_RACE_HOWS] = {
-        "stopped receiving", "the peer closed", "stopped receiving beside a second receiver"};
+        "stopped receiving", "the peer closed", "stopped receiving beside a second receiver",
+        "the peer closed beside a second receiver"};
     unsigned char *rbuf = conf_region(CONF_RACE_LEN), *lbuf = conf_region(CONF_RACE_LEN);
     conf_guarded_t *g = malloc(sizeof(*g));
     rgpu_mem_t *rmem, *lmem;
     rgpu_mem_desc_t desc;
-    uint64_t get_ns = UINT64_MAX, budget_end;
-    int rounds = 0, failed[CONF_RACE_HOWS] = {0}, ok = 0;
+    uint64_t get_ns = UINT64_MAX, call_ns = 0, budget_end;
+    int rounds = 0, failed[CONF_RACE_HOWS] = {0}, ok = 0, refused = 0, by_other = 0;
+    int by_other_failed = 0;
 
     cr_assert_not_null(g);
     cr_assert_eq(rgpu_mem_register(tp_b, rbuf, CONF_RACE_LEN, RGPU_MEMTYPE_HOST, &rmem), RGPU_OK);
     cr_assert_eq(rgpu_mem_register(tp_a, lbuf, CONF_RACE_LEN, RGPU_MEMTYPE_HOST, &lmem), RGPU_OK);
     desc = rgpu_mem_desc(rmem);
     conf_fill(rbuf, CONF_RACE_LEN, 3);
-    /* What a get takes here, undisturbed: the failures are spread over it. */
+    /* What a get takes here undisturbed, from its call to its wait's end
+     * (the failures are spread over it), and how much of it the call. */
     for (int i = 0; i < 3; i++) {
-        uint64_t t0 = conf_now_ns(), t;
+        rgpu_completion_t c = {0};
+        uint64_t t0 = conf_now_ns(), t1, t;
 
-        cr_assert_eq(rgpu_link_get(ma, lmem, 0, &desc, 0, CONF_RACE_LEN, NULL), RGPU_OK);
+        cr_assert_eq(rgpu_link_get(ma, lmem, 0, &desc, 0, CONF_RACE_LEN, &c), RGPU_OK);
+        t1 = conf_now_ns();
+        cr_assert_eq(rgpu_link_wait(ma, &c, 20000), RGPU_OK);
         t = conf_now_ns() - t0;
-        get_ns = t < get_ns ? t : get_ns;
+        if (t < get_ns) {
+            get_ns = t;
+            call_ns = t1 - t0;
+        }
     }
+    conf_race_waiter = pthread_self();
     budget_end = conf_now_ns() + (uint64_t)CONF_RACE_BUDGET_MS * 1000000u;
-    for (rounds = 0; rounds < CONF_RACE_ROUNDS && conf_now_ns() < budget_end; rounds++) {
+    for (rounds = 0; rounds < CONF_RACE_ROUNDS &&
+                     (rounds < CONF_RACE_HOWS * CONF_RACE_MOMENTS || conf_now_ns() < budget_end);
+         rounds++) {
         conf_race_t r = {0};
         pthread_t peer, failer, reader;
         rgpu_status_t started, waited, status;
-        int done;
+        void (*cb)(rgpu_completion_t *);
+        int done, other;
 
         r.how = (conf_race_how_t)(rounds % CONF_RACE_HOWS);
-        r.delay_ns = get_ns * (uint64_t)(rounds / CONF_RACE_HOWS % 12) / 10;   /* 0 to 1.1 gets */
+        r.delay_ns = get_ns * (uint64_t)(rounds / CONF_RACE_HOWS % CONF_RACE_MOMENTS) / 10;
         conf_msg_connect(&r.a, &r.b);
         cr_assert_eq(pthread_create(&peer, NULL, conf_race_peer, &r), 0);
-        if (r.how != CONF_RACE_PEER_CLOSE)
+        if (!conf_race_peer_closes(r.how))
             cr_assert_eq(pthread_create(&failer, NULL, conf_race_failer, &r), 0);
-        if (r.how == CONF_RACE_WITH_READER)
+        if (conf_race_has_reader(r.how))
             cr_assert_eq(pthread_create(&reader, NULL, conf_race_reader, &r), 0);
         memset(lbuf, 0, CONF_RACE_LEN);
 
         /* The waiter: a completion as a caller's stack holds it. */
         for (int i = 0; i < 4; i++)
             g->lo[i] = g->hi[i] = CONF_RACE_GUARD;
-        g->c = (rgpu_completion_t){NULL, NULL, CONF_RACE_PENDING, 0};
-        started = rgpu_link_get(r.a, lmem, 0, &desc, 0, CONF_RACE_LEN, &g->c);
+        g->c = (rgpu_completion_t){conf_race_done_cb, NULL, CONF_RACE_PENDING, 0};
+        __atomic_store_n(&conf_race_by_other, 0, __ATOMIC_SEQ_CST);
         r.go_ns = conf_now_ns();
         __atomic_store_n(&r.go, 1, __ATOMIC_RELEASE);
-        waited = started == RGPU_OK ? rgpu_link_wait(r.a, &g->c, 20000) : started;
+        started = rgpu_link_get(r.a, lmem, 0, &desc, 0, CONF_RACE_LEN, &g->c);
+        waited = started;
+        if (started == RGPU_OK) {
+            __atomic_store_n(&conf_race_waiting, 1, __ATOMIC_SEQ_CST);
+            waited = rgpu_link_wait(r.a, &g->c, 20000);
+            __atomic_store_n(&conf_race_waiting, 0, __ATOMIC_SEQ_CST);
+        }
         done = __atomic_load_n(&g->c.done, __ATOMIC_ACQUIRE);
         status = g->c.status;
+        cb = g->c.cb;
+        other = __atomic_load_n(&conf_race_by_other, __ATOMIC_SEQ_CST);
         for (int i = 0; i < 4; i++)
             cr_assert(g->lo[i] == CONF_RACE_GUARD && g->hi[i] == CONF_RACE_GUARD,
                       "round %d (%s): a guard beside the completion was overwritten", rounds,
@@ -1287,19 +1368,32 @@ Test(CONF_MSG_SUITE, a_wait_returns_only_once_its_completion_is_written_when_the
         conf_race_reuse(g);
 
         __atomic_store_n(&r.stop, 1, __ATOMIC_RELEASE);
-        if (r.how != CONF_RACE_PEER_CLOSE)
+        if (!conf_race_peer_closes(r.how))
             pthread_join(failer, NULL);
-        else
-            rgpu_link_shutdown_recv(r.a);   /* the reader below may not have seen it yet */
-        if (r.how == CONF_RACE_WITH_READER)
+        /* Whichever way it failed, a receiver left blocked returns now
+         * (the peer's close may not have reached this side yet). */
+        rgpu_link_shutdown_recv(r.a);
+        if (conf_race_has_reader(r.how))
             pthread_join(reader, NULL);
         pthread_join(peer, NULL);
         rgpu_link_close(r.a);
         if (!r.b_closed)
             rgpu_link_close(r.b);
 
-        cr_assert_eq(started, RGPU_OK, "round %d (%s): the get did not start: %s", rounds,
-                     how_name[r.how], rgpu_status_str(started));
+        if (started != RGPU_OK) {
+            /* The failure came first: a refusal, the completion left alone. */
+            cr_assert(started == RGPU_ERR_CONN_CLOSED || started == RGPU_ERR_IO,
+                      "round %d (%s): the get did not start: %s", rounds, how_name[r.how],
+                      rgpu_status_str(started));
+            cr_assert(!done && status == CONF_RACE_PENDING && cb == conf_race_done_cb,
+                      "round %d (%s): the get was refused with %s and still wrote its completion",
+                      rounds, how_name[r.how], rgpu_status_str(started));
+            cr_assert(conf_race_untouched(g),
+                      "round %d (%s): the get was refused with %s and wrote its completion later",
+                      rounds, how_name[r.how], rgpu_status_str(started));
+            refused++;
+            continue;
+        }
         cr_assert_neq(waited, RGPU_ERR_TIMEOUT, "round %d (%s): the wait timed out after 20 s",
                       rounds, how_name[r.how]);
         cr_assert(done, "round %d (%s): the wait returned %s with its completion not done",
@@ -1312,6 +1406,7 @@ Test(CONF_MSG_SUITE, a_wait_returns_only_once_its_completion_is_written_when_the
         cr_assert(conf_race_untouched(g),
                   "round %d (%s): the completion was written after its wait returned %s", rounds,
                   how_name[r.how], rgpu_status_str(waited));
+        by_other += other;
         if (status == RGPU_OK) {
             ok++;
             cr_assert_eq(memcmp(lbuf, rbuf, CONF_RACE_LEN), 0,
@@ -1319,15 +1414,24 @@ Test(CONF_MSG_SUITE, a_wait_returns_only_once_its_completion_is_written_when_the
                          how_name[r.how]);
         } else {
             failed[r.how]++;
+            by_other_failed += other;
         }
     }
-    cr_log_info("%d rounds (a get: %llu us): %d completed, failed while pending: %d stopped, %d "
-                "peer closed, %d beside a receiver", rounds, (unsigned long long)(get_ns / 1000),
-                ok, failed[0], failed[1], failed[2]);
-    /* The failures came while gets were pending, at least where they came
-     * at once (a delay of 0): otherwise nothing above was tested. */
+    cr_log_info("%d rounds (a get: %llu us, %llu of them in its call): %d completed, %d refused "
+                "(the failure came first), failed while pending: %d stopped, %d peer closed, %d "
+                "stopped and %d peer closed beside a receiver; completed on another thread while "
+                "waited for: %d (%d failed)",
+                rounds, (unsigned long long)(get_ns / 1000), (unsigned long long)(call_ns / 1000),
+                ok, refused, failed[0], failed[1], failed[2], failed[3], by_other,
+                by_other_failed);
+    /* The failures came while gets were pending, and some of those gets
+     * were completed on another thread while their waiters waited (the
+     * window itself): otherwise nothing above was tested. */
     cr_expect_gt(failed[CONF_RACE_SHUTDOWN] + failed[CONF_RACE_WITH_READER], 0,
                  "no get was pending when its link failed, in %d rounds", rounds);
+    cr_expect_gt(by_other_failed, 0,
+                 "no get that failed with its link was completed on another thread while its "
+                 "waiter waited, in %d rounds", rounds);
     rgpu_mem_deregister(lmem);
     rgpu_mem_deregister(rmem);
     free(g);
