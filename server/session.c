@@ -31,8 +31,12 @@
 /* Reads waiting for their replies whose client registered the destination
  * (reply descriptors): a bound, so a client cannot grow the table forever. */
 #define RGPU_SESSION_MAX_REPLY_DESCS 65536
+/* At most this many puts of a session on TCP whose client's status has not
+ * come back yet; past it the session waits for them (a client that never
+ * answers its puts must not grow the server's memory). */
+#define RGPU_SESSION_MAX_UNANSWERED_PUTS 4096u
 
-/* A put started and not waited for yet (see rgpu_session_put_piece). */
+/* A put started and not answered yet (see rgpu_session_put_start). */
 typedef struct rgpu_put_wait {
     rgpu_completion_t c;
     struct rgpu_put_wait *next;
@@ -42,7 +46,6 @@ typedef struct rgpu_put_wait {
 typedef struct rgpu_reply_dest {
     rgpu_mem_desc_t desc;
     uint64_t put_len;           /* bytes put so far (pieces go in order) */
-    rgpu_put_wait_t *pending;   /* puts whose peer's status has not come yet */
 } rgpu_reply_dest_t;
 
 typedef struct rgpu_outframe {
@@ -91,7 +94,9 @@ struct rgpu_session {
         char reason[256];       /* why a get failed */
     } pull;
     uint64_t bulk_left;         /* bytes of the current request's bulk not pulled yet */
-    pthread_mutex_t reply_lock; /* protects replies */
+    pthread_mutex_t reply_lock; /* protects replies and unanswered */
+    rgpu_put_wait_t *unanswered; /* TCP puts whose client's status has not come */
+    unsigned n_unanswered;
     int replies_n;              /* entries in replies, atomic: a reply finds
                                  * none without taking reply_lock */
     /* Registered staging for transports where registering pins pages
@@ -512,11 +517,6 @@ static void rgpu_reply_dest_free(uint64_t seq, void *value, void *arg)
 
     (void)seq;
     (void)arg;
-    while (d->pending) {
-        rgpu_put_wait_t *next = d->pending->next;
-        free(d->pending);
-        d->pending = next;
-    }
     free(d);
 }
 
@@ -537,6 +537,12 @@ void rgpu_session_unref(rgpu_session_t *session)
     free(session->stage);
     rgpu_htable_foreach(&session->replies, rgpu_reply_dest_free, NULL);
     rgpu_htable_cleanup(&session->replies);
+    /* The link is closed: it completed every put it had. */
+    while (session->unanswered) {
+        rgpu_put_wait_t *next = session->unanswered->next;
+        free(session->unanswered);
+        session->unanswered = next;
+    }
     free(session);
 }
 
@@ -763,11 +769,67 @@ static rgpu_status_t rgpu_session_send_raw(rgpu_session_t *session, uint16_t typ
     return status;
 }
 
-/* Starts a put of a reply's piece without waiting for the peer's status,
- * on a transport whose puts have sent their bytes when they return
- * (caps.remote_access 0: tcp): the piece's source may be reused at once,
- * and the next piece leaves without a round trip in between. Its status
- * is waited for before the reply (rgpu_session_puts_wait). */
+/* Logs a put the client refused; the client, which refused it, fails its
+ * read itself. */
+static void rgpu_session_put_answered(rgpu_session_t *session, const rgpu_put_wait_t *w)
+{
+    if (w->c.status != RGPU_OK)
+        rgpu_warn("session", "%s: the client refused a put of a reply's data: %s", session->name,
+                  w->c.status == RGPU_ERR_NOT_FOUND ? "its descriptor names no memory it registered"
+                  : w->c.status == RGPU_ERR_INVALID_ARG ? "its descriptor does not allow it"
+                  : rgpu_status_str(w->c.status));
+}
+
+/* Frees the records of puts whose answer came (taking what has arrived if
+ * nobody else receives). Past RGPU_SESSION_MAX_UNANSWERED_PUTS it waits
+ * for all of them, each within RGPU_SESSION_RMA_TIMEOUT_MS, without
+ * holding a lock (the session thread must stay free to receive). */
+static void rgpu_session_puts_reap(rgpu_session_t *session)
+{
+    rgpu_put_wait_t *all = NULL, **pp;
+
+    rgpu_link_progress(session->link);
+    pthread_mutex_lock(&session->reply_lock);
+    for (pp = &session->unanswered; *pp;) {
+        rgpu_put_wait_t *w = *pp;
+
+        if (!__atomic_load_n(&w->c.done, __ATOMIC_ACQUIRE)) {
+            pp = &w->next;
+            continue;
+        }
+        rgpu_session_put_answered(session, w);
+        *pp = w->next;
+        session->n_unanswered--;
+        free(w);
+    }
+    if (session->n_unanswered >= RGPU_SESSION_MAX_UNANSWERED_PUTS) {
+        all = session->unanswered;
+        session->unanswered = NULL;
+        session->n_unanswered = 0;
+    }
+    pthread_mutex_unlock(&session->reply_lock);
+    while (all) {
+        rgpu_put_wait_t *next = all->next;
+
+        if (rgpu_link_wait(session->link, &all->c, RGPU_SESSION_RMA_TIMEOUT_MS) == RGPU_ERR_TIMEOUT) {
+            rgpu_warn("session", "%s: the client did not answer a put of a reply's data within %d s",
+                      session->name, RGPU_SESSION_RMA_TIMEOUT_MS / 1000);
+            rgpu_link_shutdown(session->link);
+            rgpu_link_wait(session->link, &all->c, -1);
+        }
+        rgpu_session_put_answered(session, all);
+        free(all);
+        all = next;
+    }
+}
+
+/* Starts a put of a reply's piece on a transport whose puts have sent
+ * their bytes when they return (caps.remote_access 0: tcp): the piece's
+ * source may be reused at once, the next piece leaves without a round trip
+ * in between, and the reply follows without waiting for the client's
+ * status: the stream keeps them in order, so the client has the bytes
+ * before it reads the reply. Only the record of the put waits for the
+ * answer (reaped at the next put; at most RGPU_SESSION_MAX_UNANSWERED_PUTS). */
 static rgpu_status_t rgpu_session_put_start(rgpu_session_t *session, rgpu_reply_dest_t *d,
                                             uint64_t offset, const void *src, uint64_t len)
 {
@@ -778,6 +840,7 @@ static rgpu_status_t rgpu_session_put_start(rgpu_session_t *session, rgpu_reply_
 
     if (!w)
         return RGPU_ERR_NOMEM;
+    rgpu_session_puts_reap(session);
     status = rgpu_mem_register_access(link->tp, (void *)src, (size_t)len, RGPU_MEMTYPE_HOST, RGPU_MEM_LOCAL, &mem);
     if (status == RGPU_OK) {
         status = rgpu_link_put(link, mem, 0, &d->desc, offset, len, &w->c);
@@ -789,39 +852,12 @@ static rgpu_status_t rgpu_session_put_start(rgpu_session_t *session, rgpu_reply_
         free(w);
         return status;
     }
-    w->next = d->pending;
-    d->pending = w;
+    pthread_mutex_lock(&session->reply_lock);
+    w->next = session->unanswered;
+    session->unanswered = w;
+    session->n_unanswered++;
+    pthread_mutex_unlock(&session->reply_lock);
     return RGPU_OK;
-}
-
-/* Waits for the peer's status of every put rgpu_session_put_start started
- * into d (each within RGPU_SESSION_RMA_TIMEOUT_MS); returns the first
- * failure. */
-static rgpu_status_t rgpu_session_puts_wait(rgpu_session_t *session, rgpu_reply_dest_t *d)
-{
-    rgpu_link_t *link = session->link;
-    rgpu_status_t result = RGPU_OK;
-
-    while (d->pending) {
-        rgpu_put_wait_t *w = d->pending;
-        rgpu_status_t status = rgpu_link_wait(link, &w->c, RGPU_SESSION_RMA_TIMEOUT_MS);
-
-        if (status == RGPU_ERR_TIMEOUT) {
-            rgpu_link_shutdown(link);
-            rgpu_link_wait(link, &w->c, -1);
-        }
-        if (status != RGPU_OK && result == RGPU_OK) {
-            result = status;
-            rgpu_warn("session", "%s: putting a reply's data: %s", session->name,
-                      status == RGPU_ERR_TIMEOUT ? "the client did not take it in time"
-                      : status == RGPU_ERR_NOT_FOUND ? "the client's descriptor names no memory it registered"
-                      : status == RGPU_ERR_INVALID_ARG ? "the client's descriptor does not allow it"
-                      : rgpu_status_str(status));
-        }
-        d->pending = w->next;
-        free(w);
-    }
-    return result;
 }
 
 /* Puts a piece of request seq's reply into the client's destination d, then
@@ -891,13 +927,6 @@ rgpu_status_t rgpu_session_send(rgpu_session_t *session, uint16_t type, uint64_t
          * pieces pushed before it; the reply itself carries none. */
         if (bulk_len)
             status = rgpu_session_put_piece(session, d, seq, d->put_len, bulk, bulk_len);
-        /* Every piece is in place (the client counted them) before the
-         * reply says the read is done; after a failure too, the puts
-         * still in flight are waited for before their records go. */
-        rgpu_status_t waited = rgpu_session_puts_wait(session, d);
-
-        if (status == RGPU_OK)
-            status = waited;
         free(d);
         bulk = NULL;
         bulk_len = 0;
@@ -993,13 +1022,8 @@ static void *rgpu_session_sender_main(void *arg)
             if (rgpu_frame_header_decode(frame->head, NULL, &h) == RGPU_OK && rgpu_session_is_reply(h.type))
                 d = rgpu_session_reply_dest(session, h.seq, 1);
             if (d) {
-                rgpu_status_t waited;
-
                 if (frame->bulk_len)
                     status = rgpu_session_put_piece(session, d, h.seq, d->put_len, frame->bulk, frame->bulk_len);
-                waited = rgpu_session_puts_wait(session, d);
-                if (status == RGPU_OK)
-                    status = waited;
                 free(d);
                 h.bulk_len = 0;
                 rgpu_frame_header_encode(&h, frame->head);
