@@ -98,7 +98,7 @@ static int rgpu_sched_watch_start(rgpu_sched_watch_t *w, rgpu_link_t *link, int 
 /* Stops the watchdog (if it runs) and says whether the call ran out of
  * time: the watchdog fired, or the deadline has passed (rgpu_wire_recv may
  * see it first, mid-frame, and fail with words of its own). */
-static int rgpu_sched_watch_stop(rgpu_sched_watch_t *w, int watching, pthread_t thread)
+static int rgpu_sched_watch_stop(rgpu_sched_watch_t *w, int watching, const pthread_t *thread)
 {
     struct timespec now;
     int late;
@@ -108,7 +108,7 @@ static int rgpu_sched_watch_stop(rgpu_sched_watch_t *w, int watching, pthread_t 
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->lock);
     if (watching)
-        pthread_join(thread, NULL);
+        pthread_join(*thread, NULL);
     clock_gettime(CLOCK_MONOTONIC, &now);
     late = w->fired || now.tv_sec > w->deadline.tv_sec ||
            (now.tv_sec == w->deadline.tv_sec && now.tv_nsec >= w->deadline.tv_nsec);
@@ -224,7 +224,7 @@ void *rgpu_sched_call(const rgpu_sched_client_t *client, uint16_t type,
         snprintf(reason, sizeof(reason), "%s", rgpu_link_reason(link));
     else
         st = rgpu_wire_recv(&rx, &f, timeout_ms, reason, sizeof(reason));
-    if (rgpu_sched_watch_stop(&w, watching, thread) && st != RGPU_OK)
+    if (rgpu_sched_watch_stop(&w, watching, &thread) && st != RGPU_OK)
         st = RGPU_ERR_TIMEOUT;
     if (st == RGPU_ERR_TIMEOUT)
         snprintf(err, err_cap, "scheduler %s: no reply within %s", addr, tmo);
