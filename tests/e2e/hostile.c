@@ -182,15 +182,16 @@ static int send_all(sess_t *s, const void *buf, size_t len, int64_t deadline)
 }
 
 /* Sends a frame: header and body, announcing announced_bulk bytes of bulk,
- * followed by bulk_len bytes of bulk (bulk NULL: zeros), as the server's
- * transport takes it (raw_wire.h: past the eager limit, in fragments).
- * Returns its seq, or 0 when the connection broke or the server stopped
- * reading. */
-static uint64_t send_frame_ex(sess_t *s, uint16_t type, const ProtobufCMessage *msg, const void *bulk,
-                              uint64_t bulk_len, uint64_t announced_bulk, int timeout_ms)
+ * followed by bulk_len bytes of bulk (bulk NULL: zeros). Without flags, as
+ * the server's transport takes it (raw_wire.h: past the eager limit, in
+ * fragments); with RGPU_FRAME_F_STREAM, as one frame whose bulk follows it
+ * in the stream (how rgpu's client sends large data over TCP). Returns its
+ * seq, or 0 when the connection broke or the server stopped reading. */
+static uint64_t send_frame_flags(sess_t *s, uint16_t type, uint32_t flags, const ProtobufCMessage *msg,
+                                 const void *bulk, uint64_t bulk_len, uint64_t announced_bulk, int timeout_ms)
 {
     int64_t deadline = now_ms() + timeout_ms;
-    size_t need = rgpu_frame_packed_size(msg);
+    size_t need = rgpu_frame_packed_size(msg), hb_len;
     uint8_t *buf = malloc(need);
     uint64_t seq = ++s->seq;
     int rc;
@@ -204,40 +205,25 @@ static uint64_t send_frame_ex(sess_t *s, uint16_t type, const ProtobufCMessage *
         return 0;
     }
     s->rw.fd = s->fd;
-    rc = raw_wire_send(&s->rw, buf, rgpu_frame_pack(buf, type, seq, 0, msg, announced_bulk), bulk,
-                       bulk_len, deadline);
+    hb_len = rgpu_frame_pack(buf, type, seq, flags, msg, announced_bulk);
+    rc = flags & RGPU_FRAME_F_STREAM ? raw_wire_send_range(s->fd, buf, hb_len, bulk, 0, hb_len + bulk_len, deadline)
+                                     : raw_wire_send(&s->rw, buf, hb_len, bulk, bulk_len, deadline);
     free(buf);
     if (rc < 0)
         s->closed = 1;
     return rc == 1 ? seq : 0;
 }
 
-/* A frame whose bulk follows it in the stream (RGPU_FRAME_F_STREAM, as
- * rgpu's client sends large data over TCP): announced bytes announced,
- * sent bytes of them sent (bulk NULL: zeros). Returns its seq, or 0. */
+static uint64_t send_frame_ex(sess_t *s, uint16_t type, const ProtobufCMessage *msg, const void *bulk,
+                              uint64_t bulk_len, uint64_t announced_bulk, int timeout_ms)
+{
+    return send_frame_flags(s, type, 0, msg, bulk, bulk_len, announced_bulk, timeout_ms);
+}
+
 static uint64_t send_frame_stream(sess_t *s, uint16_t type, const ProtobufCMessage *msg, const void *bulk,
                                   uint64_t sent, uint64_t announced, int timeout_ms)
 {
-    size_t need = rgpu_frame_packed_size(msg);
-    uint8_t *buf = malloc(need);
-    uint64_t seq = ++s->seq;
-    size_t hb_len;
-    int rc;
-
-    if (!buf) {
-        fprintf(stderr, "hostile: out of memory\n");
-        exit(2);
-    }
-    if (s->closed) {
-        free(buf);
-        return 0;
-    }
-    hb_len = rgpu_frame_pack(buf, type, seq, RGPU_FRAME_F_STREAM, msg, announced);
-    rc = raw_wire_send_range(s->fd, buf, hb_len, bulk, 0, hb_len + sent, now_ms() + timeout_ms);
-    free(buf);
-    if (rc < 0)
-        s->closed = 1;
-    return rc == 1 ? seq : 0;
+    return send_frame_flags(s, type, RGPU_FRAME_F_STREAM, msg, bulk, sent, announced, timeout_ms);
 }
 
 static uint64_t send_frame(sess_t *s, uint16_t type, const ProtobufCMessage *msg, const void *bulk,
