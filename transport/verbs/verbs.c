@@ -145,6 +145,8 @@ typedef struct rgpu_verbs_link {
     struct ibv_cq *cq;
     struct ibv_qp *qp;
     int evfd;                   /* the layer above's event fd (an eventfd) */
+    int sleep_wake_fd;          /* an eventfd that ends a poller's sleep on the
+                                 * channels when the link fails or stops */
     int evfd_signalled;         /* written since progress last read it (under lock) */
     uint32_t max_inline;
 
@@ -482,6 +484,17 @@ static void rgpu_verbs_mem_deregister(rgpu_transport_t *tp, rgpu_mem_t *mem)
  * Failure
  * ---------------------------------------------------------------------- */
 
+/* A poller asleep on the channels wakes now, not at the end of its slice:
+ * a failure or a stop changes what its waiters wait for. Lock held. */
+static void rgpu_verbs_wake_sleeper(rgpu_verbs_link_t *vl)
+{
+    uint64_t one = 1;
+
+    if (vl->sleeping && vl->sleep_wake_fd >= 0 && write(vl->sleep_wake_fd, &one, sizeof(one)) < 0) {
+        /* Already readable: the sleeper wakes anyway. */
+    }
+}
+
 /* Records the link's first failure and moves the QP to error (telling the
  * peer through rdma_cm), so that every posted work request flushes and
  * completes its operation. Called with the lock held. */
@@ -489,6 +502,7 @@ static void rgpu_verbs_fail_locked(rgpu_verbs_link_t *vl, rgpu_status_t status, 
 {
     if (vl->failed != RGPU_OK)
         return;
+    rgpu_verbs_wake_sleeper(vl);
     vl->failed = status;
     if (vl->rx_failed == RGPU_OK)
         snprintf(vl->reason, sizeof(vl->reason), "%s", reason);
@@ -514,6 +528,7 @@ static void rgpu_verbs_fail_rx_locked(rgpu_verbs_link_t *vl, rgpu_status_t statu
 {
     if (vl->rx_failed != RGPU_OK)
         return;
+    rgpu_verbs_wake_sleeper(vl);
     vl->rx_failed = status;
     if (vl->failed == RGPU_OK)
         snprintf(vl->reason, sizeof(vl->reason), "%s", reason);
@@ -1158,7 +1173,8 @@ static rgpu_status_t rgpu_verbs_run(rgpu_verbs_link_t *vl,
              * something. The progress thread leaves the events to us. */
             vl->polling = 1;
             if (rgpu_verbs_arm(vl) == 0 && vl->armed && !ready(vl, arg)) {
-                struct pollfd pfd[2] = {{vl->cch->fd, POLLIN, 0}, {vl->ech->fd, POLLIN, 0}};
+                struct pollfd pfd[3] = {{vl->cch->fd, POLLIN, 0}, {vl->ech->fd, POLLIN, 0},
+                                        {vl->sleep_wake_fd, POLLIN, 0}};
                 /* Credits come back by RDMA WRITE, which wakes nobody. */
                 int wait_ms = vl->credit_waiters ? 1 : 100;
 
@@ -1171,9 +1187,16 @@ static rgpu_status_t rgpu_verbs_run(rgpu_verbs_link_t *vl,
                 }
                 vl->sleeping = 1;
                 pthread_mutex_unlock(&vl->lock);
-                poll(pfd, 2, wait_ms);
+                poll(pfd, 3, wait_ms);
                 pthread_mutex_lock(&vl->lock);
                 vl->sleeping = 0;
+                if (pfd[2].revents & POLLIN) {
+                    uint64_t count;
+
+                    if (read(vl->sleep_wake_fd, &count, sizeof(count)) < 0) {
+                        /* Read by an earlier turn: nothing to do. */
+                    }
+                }
                 rgpu_verbs_take_cq_events(vl);
                 rgpu_verbs_poll_as_poller(vl, 1);
             }
@@ -1553,6 +1576,7 @@ static rgpu_verbs_link_t *rgpu_verbs_link_new(rgpu_transport_t *tp)
     vl->link.tp = tp;
     vl->vtp = tp->priv;
     vl->evfd = -1;
+    vl->sleep_wake_fd = -1;
     pthread_mutex_init(&vl->lock, NULL);
     pthread_cond_init(&vl->cond, NULL);
     return vl;
@@ -1594,6 +1618,8 @@ static void rgpu_verbs_link_free(rgpu_verbs_link_t *vl)
         rdma_destroy_event_channel(vl->ech);
     if (vl->evfd >= 0)
         close(vl->evfd);
+    if (vl->sleep_wake_fd >= 0)
+        close(vl->sleep_wake_fd);
     /* Nothing flushes any more: every operation still listed ends here. */
     pthread_mutex_lock(&vl->lock);
     for (rgpu_verbs_op_t *op = vl->ops_head; op; op = op->next) {
@@ -1681,6 +1707,9 @@ static rgpu_status_t rgpu_verbs_link_setup(rgpu_verbs_link_t *vl, char *reason, 
     vl->armed = 1;
     vl->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (vl->evfd < 0)
+        goto out_nomem;
+    vl->sleep_wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (vl->sleep_wake_fd < 0)
         goto out_nomem;
     return RGPU_OK;
 
