@@ -150,6 +150,13 @@ struct rgpu_lease_use {
 
 static atomic_ullong rgpu_session_next_id = 1;
 
+/* Why a transfer on link failed with status, in words: the link's reason
+ * when it failed, else the status. */
+static const char *rgpu_session_link_why(rgpu_link_t *link, rgpu_status_t status)
+{
+    return rgpu_link_reason(link)[0] ? rgpu_link_reason(link) : rgpu_status_str(status);
+}
+
 uint64_t rgpu_server_clock_ms(void)
 {
     struct timespec ts;
@@ -678,7 +685,7 @@ out_reason:
         break;
     default:
         snprintf(reason, reason_cap, "%s: %s", doing,
-                 rgpu_link_reason(link)[0] ? rgpu_link_reason(link) : rgpu_status_str(status));
+                 rgpu_session_link_why(link, status));
         break;
     }
     return status;
@@ -712,8 +719,7 @@ rgpu_status_t rgpu_session_pull(rgpu_session_t *session, void *dst, uint64_t len
         status = rgpu_wire_take_bulk(&session->rx, dst, len);
         if (status != RGPU_OK) {
             snprintf(session->pull.reason, sizeof(session->pull.reason), "receiving a request's data: %s",
-                     rgpu_link_reason(session->link)[0] ? rgpu_link_reason(session->link)
-                                                        : rgpu_status_str(status));
+                     rgpu_session_link_why(session->link, status));
             return status;
         }
         session->bulk_left -= len;
@@ -848,7 +854,7 @@ static rgpu_status_t rgpu_session_put_start(rgpu_session_t *session, rgpu_reply_
     }
     if (status != RGPU_OK) {
         rgpu_warn("session", "%s: putting a reply's data: %s", session->name,
-                  rgpu_link_reason(link)[0] ? rgpu_link_reason(link) : rgpu_status_str(status));
+                  rgpu_session_link_why(link, status));
         free(w);
         return status;
     }

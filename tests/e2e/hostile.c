@@ -1846,11 +1846,32 @@ static void attack_stale_memory(result_t *r)
  * past --max-bulk (16 GiB by default): refused before any byte is read,
  * with a SessionError, within 5 s.
  */
+/* Opens a session with a context, a queue and a size-byte buffer, synced:
+ * 0, or -1 with the attack failed and the session closed. */
+static int open_with_buffer(sess_t *s, result_t *r, uint64_t size, uint64_t *q, uint64_t *buf)
+{
+    char why[400];
+    uint64_t ctx;
+
+    if (sess_open(s, 1, why, sizeof(why)) != 0) {
+        FAILF(r, "cannot open a session: %s", why);
+        return -1;
+    }
+    ctx = op_context(s, NULL);
+    *q = op_queue(s, ctx, NULL);
+    *buf = op_buffer(s, ctx, size, NULL, NULL);
+    if (sync_or_fail(s, r, "creating the objects") != 0) {
+        sess_close(s);
+        return -1;
+    }
+    return 0;
+}
+
 static void attack_stream_data(result_t *r)
 {
     Rgpu__ClWriteBuffer w = RGPU__CL_WRITE_BUFFER__INIT;
     uint8_t data[4096], got[4096];
-    uint64_t ctx, q, buf;
+    uint64_t q, buf;
     long rss0, rss1;
     char how[400];
     int32_t err;
@@ -1858,12 +1879,8 @@ static void attack_stream_data(result_t *r)
 
     for (size_t i = 0; i < sizeof(data); i++)
         data[i] = (uint8_t)(i * 11 + 3);
-    OPEN_OR_FAIL(&s, 1, r);
-    ctx = op_context(&s, NULL);
-    q = op_queue(&s, ctx, NULL);
-    buf = op_buffer(&s, ctx, sizeof(data), NULL, NULL);
-    if (sync_or_fail(&s, r, "creating the objects") != 0)
-        goto out;
+    if (open_with_buffer(&s, r, sizeof(data), &q, &buf) != 0)
+        return;
     w.queue = q;
     w.mem = buf;
     w.size = sizeof(data);
@@ -1900,12 +1917,8 @@ static void attack_stream_data(result_t *r)
         FAILF(r, "the server's VmRSS grew by %ld KiB for data it did not take", rss1 - rss0);
     sess_close(&s);
 
-    OPEN_OR_FAIL(&s, 1, r);
-    ctx = op_context(&s, NULL);
-    q = op_queue(&s, ctx, NULL);
-    buf = op_buffer(&s, ctx, sizeof(data), NULL, NULL);
-    if (sync_or_fail(&s, r, "creating the objects") != 0)
-        goto out;
+    if (open_with_buffer(&s, r, sizeof(data), &q, &buf) != 0)
+        return;
     w.queue = q;
     w.mem = buf;
     w.size = 32 * GIB;
